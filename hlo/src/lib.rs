@@ -1,0 +1,1 @@
+//! Tracing, reverse-mode autodiff and StableHLO emission.

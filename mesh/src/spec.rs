@@ -1,0 +1,128 @@
+//! Partition specs: which mesh axes split each dimension of an array.
+
+use crate::{Mesh, MeshError};
+
+/// How one array dimension is split: by no axis (replicated) or by one or more mesh axes
+/// (major to minor).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct DimSharding {
+    /// Mesh axes splitting this dimension, major first. Empty means unsharded.
+    pub axes: Vec<String>,
+}
+
+impl DimSharding {
+    /// An unsharded dimension.
+    pub fn replicated() -> Self {
+        DimSharding { axes: Vec::new() }
+    }
+    /// A dimension split over one mesh axis.
+    pub fn axis(name: &str) -> Self {
+        DimSharding { axes: vec![name.to_string()] }
+    }
+}
+
+/// Per-dimension sharding of one array. Missing trailing entries are unsharded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct PartitionSpec {
+    /// One entry per leading dimension.
+    pub dims: Vec<DimSharding>,
+}
+
+impl PartitionSpec {
+    /// Fully replicated.
+    pub fn replicated() -> Self {
+        PartitionSpec { dims: Vec::new() }
+    }
+
+    /// From one optional axis per dimension, e.g. `&[Some("data"), None]`.
+    pub fn from_axes(axes: &[Option<&str>]) -> Self {
+        PartitionSpec {
+            dims: axes
+                .iter()
+                .map(|a| a.map_or_else(DimSharding::replicated, DimSharding::axis))
+                .collect(),
+        }
+    }
+
+    /// True when no dimension is sharded.
+    pub fn is_replicated(&self) -> bool {
+        self.dims.iter().all(|d| d.axes.is_empty())
+    }
+
+    /// Checks the spec against a mesh and an array shape.
+    pub fn validate(&self, mesh: &Mesh, shape: &[i64]) -> Result<(), MeshError> {
+        if self.dims.len() > shape.len() {
+            return Err(MeshError::RankMismatch { spec_rank: self.dims.len(), rank: shape.len() });
+        }
+        let names: Vec<&str> = mesh.axes().iter().map(|a| a.name.as_str()).collect();
+        let mut used = std::collections::HashSet::new();
+        for (dim, sharding) in self.dims.iter().enumerate() {
+            let mut shards = 1usize;
+            for axis in &sharding.axes {
+                let size = mesh.axis_size(axis).ok_or_else(|| MeshError::UnknownAxis {
+                    axis: axis.clone(),
+                    axes: names.join(", "),
+                })?;
+                if !used.insert(axis.clone()) {
+                    return Err(MeshError::AxisReused { axis: axis.clone() });
+                }
+                shards *= size;
+            }
+            if shape[dim] % shards as i64 != 0 {
+                return Err(MeshError::Indivisible {
+                    dim,
+                    size: shape[dim],
+                    axes: sharding.axes.join(", "),
+                    shards,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Shardy tensor sharding for an array of `rank` dimensions on mesh `@mesh_name`,
+    /// e.g. `#sdy.sharding<@mesh, [{"data"}, {}]>`.
+    pub fn sdy_sharding(&self, mesh_name: &str, rank: usize) -> String {
+        format!("#sdy.sharding<@{mesh_name}, [{}]>", self.sdy_dims(rank))
+    }
+
+    /// The bracketed per-dimension list alone, e.g. `{"data"}, {}`.
+    pub fn sdy_dims(&self, rank: usize) -> String {
+        (0..rank)
+            .map(|d| match self.dims.get(d) {
+                Some(s) if !s.axes.is_empty() => {
+                    let axes: Vec<String> = s.axes.iter().map(|a| format!("\"{a}\"")).collect();
+                    format!("{{{}}}", axes.join(", "))
+                }
+                _ => "{}".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_shardy_verbatim() {
+        let spec = PartitionSpec::from_axes(&[Some("data"), Some("model")]);
+        assert_eq!(spec.sdy_sharding("mesh", 2), r#"#sdy.sharding<@mesh, [{"data"}, {"model"}]>"#);
+        let spec = PartitionSpec::from_axes(&[Some("model")]);
+        assert_eq!(spec.sdy_sharding("mesh", 2), r#"#sdy.sharding<@mesh, [{"model"}, {}]>"#);
+        assert_eq!(PartitionSpec::replicated().sdy_sharding("mesh", 0), "#sdy.sharding<@mesh, []>");
+    }
+
+    #[test]
+    fn validate_rejects_bad_specs() {
+        let mesh = Mesh::new(&[("data", 2), ("model", 2)], 4).unwrap();
+        let spec = PartitionSpec::from_axes(&[Some("data"), Some("data")]);
+        assert!(matches!(spec.validate(&mesh, &[4, 4]), Err(MeshError::AxisReused { .. })));
+        let spec = PartitionSpec::from_axes(&[Some("expert")]);
+        assert!(matches!(spec.validate(&mesh, &[4]), Err(MeshError::UnknownAxis { .. })));
+        let spec = PartitionSpec::from_axes(&[Some("data")]);
+        assert!(matches!(spec.validate(&mesh, &[3]), Err(MeshError::Indivisible { .. })));
+        assert!(spec.validate(&mesh, &[4, 3]).is_ok());
+    }
+}

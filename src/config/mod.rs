@@ -1,0 +1,1 @@
+//! JSON configuration: sections, defaults, merging, validation.

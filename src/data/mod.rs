@@ -1,0 +1,1 @@
+//! Data pipeline: tokenizers, sources, token shards, packing, merging, background loading.

@@ -1,0 +1,5 @@
+//! vishwam: a Rust trainer for language models on real XLA through the PJRT C API.
+
+pub mod config;
+pub mod data;
+pub mod runtime;

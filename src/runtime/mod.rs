@@ -1,0 +1,1 @@
+//! Bindings to the PJRT C API: plugins, clients, devices, executables, buffers.
