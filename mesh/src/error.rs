@@ -14,7 +14,11 @@ pub enum MeshError {
     TwoFills { first: String, second: String },
     /// The axis sizes do not multiply to the number of devices.
     #[error("mesh {mesh} needs {needed} devices; {available} are available")]
-    DeviceCount { mesh: String, needed: usize, available: usize },
+    DeviceCount {
+        mesh: String,
+        needed: usize,
+        available: usize,
+    },
     /// A spec names an axis the mesh does not have.
     #[error("partition spec names mesh axis `{axis}`, but the mesh has only [{axes}]")]
     UnknownAxis { axis: String, axes: String },
@@ -26,5 +30,10 @@ pub enum MeshError {
     RankMismatch { spec_rank: usize, rank: usize },
     /// An array dimension does not divide evenly over its mesh axes.
     #[error("dimension {dim} of size {size} does not divide over mesh axes [{axes}] of total size {shards}")]
-    Indivisible { dim: usize, size: i64, axes: String, shards: usize },
+    Indivisible {
+        dim: usize,
+        size: i64,
+        axes: String,
+        shards: usize,
+    },
 }

@@ -27,7 +27,9 @@ impl Mesh {
         let mut known = 1usize;
         for &(name, size) in axes {
             if !seen.insert(name) {
-                return Err(MeshError::DuplicateAxis { axis: name.to_string() });
+                return Err(MeshError::DuplicateAxis {
+                    axis: name.to_string(),
+                });
             }
             match size {
                 -1 => {
@@ -40,11 +42,19 @@ impl Mesh {
                     fill = Some(name);
                 }
                 s if s >= 1 => known *= s as usize,
-                s => return Err(MeshError::BadAxisSize { axis: name.to_string(), size: s }),
+                s => {
+                    return Err(MeshError::BadAxisSize {
+                        axis: name.to_string(),
+                        size: s,
+                    })
+                }
             }
         }
         let describe = |axes: &[(&str, i64)]| {
-            axes.iter().map(|(n, s)| format!("{n}={s}")).collect::<Vec<_>>().join(" x ")
+            axes.iter()
+                .map(|(n, s)| format!("{n}={s}"))
+                .collect::<Vec<_>>()
+                .join(" x ")
         };
         let filled = match fill {
             Some(_) if num_devices % known == 0 && num_devices >= known => num_devices / known,
@@ -67,17 +77,30 @@ impl Mesh {
         let needed: usize = axes.iter().map(|a| a.size).product();
         if needed != num_devices {
             return Err(MeshError::DeviceCount {
-                mesh: axes.iter().map(|a| format!("{}={}", a.name, a.size)).collect::<Vec<_>>().join(" x "),
+                mesh: axes
+                    .iter()
+                    .map(|a| format!("{}={}", a.name, a.size))
+                    .collect::<Vec<_>>()
+                    .join(" x "),
                 needed,
                 available: num_devices,
             });
         }
-        Ok(Mesh { axes, device_ids: (0..num_devices).collect() })
+        Ok(Mesh {
+            axes,
+            device_ids: (0..num_devices).collect(),
+        })
     }
 
     /// A mesh of one device with a single axis `data` of size 1.
     pub fn single() -> Mesh {
-        Mesh { axes: vec![MeshAxis { name: "data".into(), size: 1 }], device_ids: vec![0] }
+        Mesh {
+            axes: vec![MeshAxis {
+                name: "data".into(),
+                size: 1,
+            }],
+            device_ids: vec![0],
+        }
     }
 
     /// The axes in order.
@@ -113,8 +136,11 @@ impl Mesh {
 
     /// Shardy mesh declaration, e.g. `sdy.mesh @mesh = <["data"=2, "model"=2]>`.
     pub fn sdy_mesh_decl(&self, name: &str) -> String {
-        let axes: Vec<String> =
-            self.axes.iter().map(|a| format!("\"{}\"={}", a.name, a.size)).collect();
+        let axes: Vec<String> = self
+            .axes
+            .iter()
+            .map(|a| format!("\"{}\"={}", a.name, a.size))
+            .collect();
         format!("sdy.mesh @{name} = <[{}]>", axes.join(", "))
     }
 }
@@ -127,13 +153,19 @@ mod tests {
     fn fills_one_axis_and_prints_shardy() {
         let mesh = Mesh::new(&[("data", -1), ("model", 2)], 8).unwrap();
         assert_eq!(mesh.axis_size("data"), Some(4));
-        assert_eq!(mesh.sdy_mesh_decl("mesh"), r#"sdy.mesh @mesh = <["data"=4, "model"=2]>"#);
+        assert_eq!(
+            mesh.sdy_mesh_decl("mesh"),
+            r#"sdy.mesh @mesh = <["data"=4, "model"=2]>"#
+        );
         assert_eq!(mesh.coords(5), vec![2, 1]);
     }
 
     #[test]
     fn wrong_device_count_names_the_mesh() {
         let err = Mesh::new(&[("data", 8), ("model", 1)], 4).unwrap_err();
-        assert_eq!(err.to_string(), "mesh data=8 x model=1 needs 8 devices; 4 are available");
+        assert_eq!(
+            err.to_string(),
+            "mesh data=8 x model=1 needs 8 devices; 4 are available"
+        );
     }
 }

@@ -17,7 +17,9 @@ impl DimSharding {
     }
     /// A dimension split over one mesh axis.
     pub fn axis(name: &str) -> Self {
-        DimSharding { axes: vec![name.to_string()] }
+        DimSharding {
+            axes: vec![name.to_string()],
+        }
     }
 }
 
@@ -52,7 +54,10 @@ impl PartitionSpec {
     /// Checks the spec against a mesh and an array shape.
     pub fn validate(&self, mesh: &Mesh, shape: &[i64]) -> Result<(), MeshError> {
         if self.dims.len() > shape.len() {
-            return Err(MeshError::RankMismatch { spec_rank: self.dims.len(), rank: shape.len() });
+            return Err(MeshError::RankMismatch {
+                spec_rank: self.dims.len(),
+                rank: shape.len(),
+            });
         }
         let names: Vec<&str> = mesh.axes().iter().map(|a| a.name.as_str()).collect();
         let mut used = std::collections::HashSet::new();
@@ -108,21 +113,39 @@ mod tests {
     #[test]
     fn prints_shardy_verbatim() {
         let spec = PartitionSpec::from_axes(&[Some("data"), Some("model")]);
-        assert_eq!(spec.sdy_sharding("mesh", 2), r#"#sdy.sharding<@mesh, [{"data"}, {"model"}]>"#);
+        assert_eq!(
+            spec.sdy_sharding("mesh", 2),
+            r#"#sdy.sharding<@mesh, [{"data"}, {"model"}]>"#
+        );
         let spec = PartitionSpec::from_axes(&[Some("model")]);
-        assert_eq!(spec.sdy_sharding("mesh", 2), r#"#sdy.sharding<@mesh, [{"model"}, {}]>"#);
-        assert_eq!(PartitionSpec::replicated().sdy_sharding("mesh", 0), "#sdy.sharding<@mesh, []>");
+        assert_eq!(
+            spec.sdy_sharding("mesh", 2),
+            r#"#sdy.sharding<@mesh, [{"model"}, {}]>"#
+        );
+        assert_eq!(
+            PartitionSpec::replicated().sdy_sharding("mesh", 0),
+            "#sdy.sharding<@mesh, []>"
+        );
     }
 
     #[test]
     fn validate_rejects_bad_specs() {
         let mesh = Mesh::new(&[("data", 2), ("model", 2)], 4).unwrap();
         let spec = PartitionSpec::from_axes(&[Some("data"), Some("data")]);
-        assert!(matches!(spec.validate(&mesh, &[4, 4]), Err(MeshError::AxisReused { .. })));
+        assert!(matches!(
+            spec.validate(&mesh, &[4, 4]),
+            Err(MeshError::AxisReused { .. })
+        ));
         let spec = PartitionSpec::from_axes(&[Some("expert")]);
-        assert!(matches!(spec.validate(&mesh, &[4]), Err(MeshError::UnknownAxis { .. })));
+        assert!(matches!(
+            spec.validate(&mesh, &[4]),
+            Err(MeshError::UnknownAxis { .. })
+        ));
         let spec = PartitionSpec::from_axes(&[Some("data")]);
-        assert!(matches!(spec.validate(&mesh, &[3]), Err(MeshError::Indivisible { .. })));
+        assert!(matches!(
+            spec.validate(&mesh, &[3]),
+            Err(MeshError::Indivisible { .. })
+        ));
         assert!(spec.validate(&mesh, &[4, 3]).is_ok());
     }
 }
