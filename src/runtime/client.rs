@@ -233,3 +233,46 @@ impl Client {
         self.buffer_from_bytes(bytemuck::cast_slice(data), T::ELEMENT_TYPE, dims, device)
     }
 }
+
+/// How to open a client: which platform, how many devices, which plugin.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The platform.
+    pub platform: super::Platform,
+    /// For the CPU: the number of virtual devices (default 1). Elsewhere: must not exceed the
+    /// devices present (checked by the caller that builds the mesh).
+    pub devices: Option<usize>,
+    /// `--plugin PATH`, highest priority.
+    pub plugin: Option<std::path::PathBuf>,
+    /// `runtime.plugin` from the config, after `VISHWAM_PJRT_PLUGIN`.
+    pub config_plugin: Option<std::path::PathBuf>,
+}
+
+impl ClientSpec {
+    /// The CPU with `devices` virtual devices and the default plugin search.
+    pub fn cpu(devices: usize) -> ClientSpec {
+        ClientSpec {
+            platform: super::Platform::Cpu,
+            devices: Some(devices),
+            plugin: None,
+            config_plugin: None,
+        }
+    }
+
+    /// Resolves the plugin, loads it and creates the client.
+    pub fn open(&self) -> Result<Client> {
+        let path = super::resolve_plugin(
+            self.platform,
+            self.plugin.as_deref(),
+            self.config_plugin.as_deref(),
+        )?;
+        let api = Arc::new(Api::load(&path)?);
+        let options = ClientOptions {
+            cpu_device_count: match self.platform {
+                super::Platform::Cpu => Some(self.devices.unwrap_or(1)),
+                _ => None,
+            },
+        };
+        Client::new(api, &options)
+    }
+}

@@ -171,7 +171,7 @@ mod tests {
             0x20, 0x01, // num_replicas = 1
             0x28, 0x02, // num_partitions = 2
             0x30, 0x01, // use_spmd_partitioning = true
-            0x4a, 0x0c, // device_assignment (12 bytes)
+            0x4a, 0x0e, // device_assignment (14 bytes)
             0x08, 0x01, 0x10, 0x02, // replica_count 1, computation_count 2
             0x1a, 0x03, 0x0a, 0x01, 0x00, // computation_devices { replica_device_ids: [0] }
             0x1a, 0x03, 0x0a, 0x01, 0x01, // computation_devices { replica_device_ids: [1] }

@@ -123,3 +123,56 @@ macro_rules! native {
 }
 native!(i8 => S8, i32 => S32, i64 => S64, u8 => U8, u32 => U32, u64 => U64, f32 => F32,
         f64 => F64, half::f16 => F16, half::bf16 => BF16);
+
+/// Decodes an `f8E4M3FN` byte (bias 7, no infinities, 0x7f/0xff are NaN).
+pub fn f8e4m3fn_to_f32(byte: u8) -> f32 {
+    let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((byte >> 3) & 0x0f) as i32;
+    let man = (byte & 0x07) as f32;
+    if exp == 0x0f && byte & 0x07 == 0x07 {
+        return f32::NAN;
+    }
+    if exp == 0 {
+        sign * man / 8.0 * 2f32.powi(-6)
+    } else {
+        sign * (1.0 + man / 8.0) * 2f32.powi(exp - 7)
+    }
+}
+
+/// Decodes an `f8E5M2` byte (bias 15, IEEE-style infinities and NaNs).
+pub fn f8e5m2_to_f32(byte: u8) -> f32 {
+    let sign = if byte & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((byte >> 2) & 0x1f) as i32;
+    let man = (byte & 0x03) as f32;
+    match exp {
+        0x1f if man == 0.0 => sign * f32::INFINITY,
+        0x1f => f32::NAN,
+        0 => sign * man / 4.0 * 2f32.powi(-14),
+        _ => sign * (1.0 + man / 4.0) * 2f32.powi(exp - 15),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_codes_round_trip() {
+        for t in ElementType::ALL {
+            assert_eq!(ElementType::from_raw(t.to_raw()), Some(t));
+        }
+        assert_eq!(ElementType::from_raw(0), None);
+    }
+
+    #[test]
+    fn f8_decoding_matches_known_values() {
+        assert_eq!(f8e4m3fn_to_f32(0x7e), 448.0);
+        assert_eq!(f8e4m3fn_to_f32(0x38), 1.0);
+        assert_eq!(f8e4m3fn_to_f32(0x01), 2f32.powi(-9));
+        assert!(f8e4m3fn_to_f32(0x7f).is_nan());
+        assert_eq!(f8e5m2_to_f32(0x7b), 57344.0);
+        assert_eq!(f8e5m2_to_f32(0x3c), 1.0);
+        assert_eq!(f8e5m2_to_f32(0x7c), f32::INFINITY);
+        assert!(f8e5m2_to_f32(0x7d).is_nan());
+    }
+}

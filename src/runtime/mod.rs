@@ -7,6 +7,7 @@
 
 mod api;
 mod buffer;
+mod cache;
 mod client;
 mod compile_options;
 mod device;
@@ -19,10 +20,11 @@ mod plugin;
 
 pub use api::{Api, API_MAJOR, MIN_API_MINOR};
 pub use buffer::Buffer;
-pub use client::{Client, ClientOptions};
+pub use cache::{CacheOutcome, CompileCache};
+pub use client::{Client, ClientOptions, ClientSpec};
 pub use compile_options::{CompileOptions, OptionValue};
 pub use device::{Device, MemoryStats};
-pub use element::{ElementType, NativeType};
+pub use element::{f8e4m3fn_to_f32, f8e5m2_to_f32, ElementType, NativeType};
 pub use error::{PjrtCode, Result, RuntimeError};
 pub use executable::{Arg, CompiledMemoryStats, LoadedExecutable};
 pub use plugin::{
