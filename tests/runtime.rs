@@ -245,8 +245,7 @@ fn donated_buffer_is_consumed_and_cannot_be_used_again() {
     assert!(matches!(a.to_bytes(), Err(RuntimeError::BufferDeleted)));
     let again = exe.execute(vec![vec![Arg::Donate(&mut a)]]);
     let msg = again
-        .err()
-        .expect("reusing a donated buffer must fail")
+        .expect_err("reusing a donated buffer must fail")
         .to_string();
     assert!(msg.contains("donated"), "{msg}");
 }

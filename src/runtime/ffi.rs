@@ -62,6 +62,11 @@ macro_rules! args {
                 s
             }
         }
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
     };
 }
 
