@@ -22,7 +22,9 @@ impl fmt::Display for DeviceNeed {
     }
 }
 
-/// What went wrong while building a mesh, a partition spec, rules or shards.
+/// What went wrong while building a mesh, a partition spec, rules or shards. Each variant's
+/// fields are the values its message names.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MeshError {
     /// Two axes share a name.

@@ -41,12 +41,6 @@ impl ShardLayout {
         spec: &PartitionSpec,
         global_shape: &[i64],
     ) -> Result<ShardLayout, MeshError> {
-        if let Some(dim) = global_shape.iter().position(|&s| s < 0) {
-            return Err(MeshError::NegativeDimension {
-                dim,
-                size: global_shape[dim],
-            });
-        }
         spec.validate(mesh, global_shape)?;
         let global: Vec<usize> = global_shape.iter().map(|&s| s as usize).collect();
         if global

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Device meshes with named axes, partition specs, logical-axis rules and Shardy text.
 //!
 //! A [`Mesh`] is an ordered list of named axes with sizes, laid over a list of device ids in

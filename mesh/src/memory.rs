@@ -9,12 +9,6 @@ pub fn bytes_per_device(
     shape: &[i64],
     elem_size: usize,
 ) -> Result<usize, MeshError> {
-    if let Some(dim) = shape.iter().position(|&s| s < 0) {
-        return Err(MeshError::NegativeDimension {
-            dim,
-            size: shape[dim],
-        });
-    }
     spec.validate(mesh, shape)?;
     let per_dim = spec.shards_per_dim(mesh, shape.len());
     shape

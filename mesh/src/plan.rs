@@ -58,13 +58,18 @@ impl MeshSettings {
 pub enum PlanWarning {
     /// A Megatron strategy on a mesh whose `model` axis is missing or of size 1.
     NoModelAxis {
+        /// The strategy (`tensor_parallel` or `hybrid`).
         strategy: DeviceStrategy,
+        /// The mesh, as `data=4 x model=1`.
         mesh: String,
     },
     /// `shard_weights` is on but nothing splits parameters on this mesh.
     WeightsNotSharded {
+        /// The strategy.
         strategy: DeviceStrategy,
+        /// The axis the strategy splits parameters over on this mesh.
         axis: String,
+        /// The mesh, as `data=4 x fsdp=1`.
         mesh: String,
     },
 }

@@ -59,27 +59,44 @@ pub struct Resolution {
 pub enum ResolutionNote {
     /// An earlier dimension of the same array already uses the mesh axis.
     AxisTaken {
+        /// The dimension that wanted the axis.
         dim: usize,
+        /// Its logical name.
         logical: LogicalAxis,
+        /// The mesh axis.
         axis: String,
+        /// The earlier dimension that holds the axis.
         by_dim: usize,
     },
     /// Adding the mesh axis would split the dimension into `parts` unequal pieces.
     Indivisible {
+        /// The dimension that wanted the axis.
         dim: usize,
+        /// Its logical name.
         logical: LogicalAxis,
+        /// Its size.
         size: i64,
+        /// The mesh axis left out.
         axis: String,
+        /// Pieces the dimension would have been split into with the axis.
         parts: usize,
     },
     /// The largest-dimension fallback put an unused `embed` axis on this dimension.
     Fallback {
+        /// The dimension that took the axis.
         dim: usize,
+        /// Its logical name.
         logical: LogicalAxis,
+        /// The mesh axis.
         axis: String,
     },
     /// No dimension could take an unused `embed` axis; the array is replicated over it.
-    NoFallback { axis: String, axis_size: usize },
+    NoFallback {
+        /// The mesh axis.
+        axis: String,
+        /// Its size.
+        axis_size: usize,
+    },
 }
 
 impl fmt::Display for ResolutionNote {

@@ -51,8 +51,15 @@ impl PartitionSpec {
         self.dims.iter().all(|d| d.axes.is_empty())
     }
 
-    /// Checks the spec against a mesh and an array shape.
+    /// Checks the spec against a mesh and an array shape: no negative dimension, no more
+    /// entries than dimensions, known axes, no axis on two dimensions, even division.
     pub fn validate(&self, mesh: &Mesh, shape: &[i64]) -> Result<(), MeshError> {
+        if let Some(dim) = shape.iter().position(|&s| s < 0) {
+            return Err(MeshError::NegativeDimension {
+                dim,
+                size: shape[dim],
+            });
+        }
         if self.dims.len() > shape.len() {
             return Err(MeshError::RankMismatch {
                 spec_rank: self.dims.len(),
