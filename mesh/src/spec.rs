@@ -184,6 +184,34 @@ mod tests {
         );
     }
 
+    /// The strings of the module that ran on 4 virtual CPU devices (ARCHITECTURE.md).
+    #[test]
+    fn reproduces_the_verified_module_strings() {
+        let mesh = Mesh::new(&[("data", 2), ("model", 2)], 4).unwrap();
+        assert_eq!(
+            mesh.sdy_mesh_decl("mesh"),
+            r#"sdy.mesh @mesh = <["data"=2, "model"=2]>"#
+        );
+        let x = PartitionSpec::from_axes(&[Some("data"), Some("model")]);
+        let w = PartitionSpec::from_axes(&[Some("model"), None]);
+        let out = PartitionSpec::from_axes(&[Some("data")]);
+        for (spec, shape) in [(&x, [8, 4]), (&w, [4, 6]), (&out, [8, 6])] {
+            spec.validate(&mesh, &shape).unwrap();
+        }
+        assert_eq!(
+            x.sdy_sharding("mesh", 2),
+            r#"#sdy.sharding<@mesh, [{"data"}, {"model"}]>"#
+        );
+        assert_eq!(
+            w.sdy_sharding("mesh", 2),
+            r#"#sdy.sharding<@mesh, [{"model"}, {}]>"#
+        );
+        assert_eq!(
+            out.sdy_sharding("mesh", 2),
+            r#"#sdy.sharding<@mesh, [{"data"}, {}]>"#
+        );
+    }
+
     #[test]
     fn prints_constraint_bodies_verbatim() {
         let spec = PartitionSpec::from_axes(&[Some("data"), None]);
