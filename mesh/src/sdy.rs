@@ -4,6 +4,12 @@
 //! Shardy's propagation add further axes. Axes listed in `replicated={...}` may not be added
 //! by propagation. Closed specs print through [`PartitionSpec`] directly; this type is for
 //! constraints that only pin some dimensions.
+//!
+//! Checked against real XLA (jax 0.11.2's, the plugins' version) on 4 virtual CPU devices: a
+//! module with a closed constraint `<@mesh, [{"data"}, {}]>`, an open one
+//! `<@mesh, [{"data", ?}, {?}]>`, one with `replicated={"model"}` and an op carrying
+//! `#sdy.sharding_per_value<[...]>` compiled with Shardy on and gave correct numbers; JAX
+//! prints its own constraints in the same form.
 
 use crate::spec::sdy_dim;
 use crate::{Mesh, MeshError, PartitionSpec};

@@ -7,7 +7,10 @@
 //! | `tensor_parallel` | `model=-1`              | `data`, `expert`        | Megatron: heads, kv_heads, mlp, vocab -> `model`; `embed -> data` if shard_weights |
 //! | `hybrid`          | `data=-1 x model=M`     | `data`, `fsdp`, `expert`| Megatron on `model`; `embed -> fsdp` (or `data`) if shard_weights |
 //!
-//! Everywhere, `expert -> expert`. `M` is the largest divisor of the device count that is at
+//! Megatron strategies split activations' heads, kv_heads, mlp and vocab over `model` too.
+//! Parameter presets turn on the largest-dimension fallback: a parameter without a divisible
+//! `embed` dimension puts the embed axis on its largest divisible dimension (see
+//! [`crate::LogicalRules`]). Everywhere, `expert -> expert`. `M` is the largest divisor of the device count that is at
 //! most its square root (8 devices: `data=4 x model=2`; 16: `4 x 4`; 2: `2 x 1`).
 //!
 //! `optimization.shard_weights` means "split parameters (and with them optimizer state) over
