@@ -6,8 +6,8 @@
 //! land, the caller adds them to its set; nothing here changes.
 
 use super::data::{DataFormat, DataSource, DatasetType};
-use super::parallel::DeviceStrategy;
 use super::precision::ComputeDtype;
+use super::tpu::DeviceStrategy;
 use super::Config;
 
 /// One optional capability of the trainer, switched on by one or more config keys.

@@ -14,9 +14,10 @@ mod distill;
 mod error;
 mod features;
 mod model;
-mod parallel;
 mod precision;
 mod reader;
+mod runtime;
+mod tpu;
 mod training;
 
 #[cfg(test)]
@@ -35,11 +36,11 @@ pub use distill::{DistillationConfig, IntermediateLoss, LayerMapping};
 pub use error::{ConfigError, ConfigIssue};
 pub use features::{Feature, Features, UnsupportedSetting};
 pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR};
-pub use parallel::{
-    DeviceStrategy, LogicalAxisRule, MeshShape, Platform, RuntimeConfig, TpuConfig,
-    DEFAULT_BATCH_AXES, LOGICAL_AXES,
-};
 pub use precision::{ComputeDtype, Fp8Format, Fp8Recipe, MemoryConfig, OptimizationConfig};
+pub use runtime::{Platform, RuntimeConfig};
+pub use tpu::{
+    DeviceStrategy, LogicalAxisRule, MeshShape, TpuConfig, DEFAULT_BATCH_AXES, LOGICAL_AXES,
+};
 pub use training::{LoggingConfig, LrSchedule, TrainingConfig};
 
 use checks::Checks;
@@ -153,7 +154,7 @@ impl Config {
     /// Devices asked for: `runtime.devices`, else `tpu.tpu_cores`, else the mesh's fixed size;
     /// `None` means every device the platform shows (one on the CPU).
     pub fn requested_devices(&self) -> Option<usize> {
-        parallel::requested_devices(&self.tpu, &self.runtime)
+        runtime::requested_devices(&self.tpu, &self.runtime)
     }
 
     /// Tokens per training window: `sequence.max_length`, or `model.max_seq_len`.
@@ -249,7 +250,7 @@ impl Config {
     }
 
     fn validate_across_sections(&self, c: &mut Checks) {
-        parallel::validate_devices(&self.tpu, &self.runtime, &self.training, c);
+        runtime::validate_devices(&self.tpu, &self.runtime, &self.training, c);
         precision::validate_precision(self.tpu.use_bfloat16, &self.optimization, c);
         if self.logging.eval_every > 0 && self.data.val_fraction <= 0.0 {
             c.conflict(

@@ -158,7 +158,7 @@ impl ModelConfig {
 
     /// Whether block `layer` (0-based) is a Mixture-of-Experts block.
     pub fn is_moe_layer(&self, layer: usize) -> bool {
-        self.use_moe && (layer + 1) % self.moe_layer_frequency.max(1) == 0
+        self.use_moe && (layer + 1).is_multiple_of(self.moe_layer_frequency.max(1))
     }
 
     /// Tokens each expert accepts when `tokens` tokens are routed together.
@@ -219,7 +219,7 @@ impl ModelConfig {
         c.positive("model.max_seq_len", self.max_seq_len);
         if let Some(kv) = self.num_kv_heads {
             c.positive("model.num_kv_heads", kv);
-            if kv >= 1 && self.num_heads % kv != 0 {
+            if kv >= 1 && !self.num_heads.is_multiple_of(kv) {
                 c.fail(
                     "model.num_kv_heads",
                     format!(
@@ -234,14 +234,14 @@ impl ModelConfig {
             Some(head_dim) => {
                 c.positive("model.head_dim", head_dim);
                 c.ensure(
-                    head_dim % 2 == 0,
+                    head_dim.is_multiple_of(2),
                     "model.head_dim",
                     "even (RoPE rotates pairs of dimensions)",
                     head_dim,
                 );
             }
             None if self.num_heads >= 1 => {
-                if self.hidden_dim % self.num_heads != 0 {
+                if !self.hidden_dim.is_multiple_of(self.num_heads) {
                     c.fail(
                         "model.hidden_dim",
                         format!(
@@ -251,7 +251,7 @@ impl ModelConfig {
                         ),
                         self.hidden_dim,
                     );
-                } else if self.head_dim() % 2 != 0 {
+                } else if !self.head_dim().is_multiple_of(2) {
                     c.fail(
                         "model.head_dim",
                         "even (RoPE rotates pairs of dimensions); it defaults to \

@@ -109,7 +109,7 @@ impl TrainingConfig {
     pub(crate) fn validate(&self, c: &mut Checks) {
         c.positive("training.batch_size", self.batch_size);
         c.positive("training.grad_accum_steps", self.grad_accum_steps);
-        if self.grad_accum_steps >= 1 && self.batch_size % self.grad_accum_steps != 0 {
+        if self.grad_accum_steps >= 1 && !self.batch_size.is_multiple_of(self.grad_accum_steps) {
             c.fail(
                 "training.batch_size",
                 format!(
