@@ -11,6 +11,7 @@
 mod checks;
 mod data;
 mod distill;
+mod document;
 mod error;
 mod features;
 mod model;
@@ -27,7 +28,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use data::{
     DataConfig, DataFormat, DataSource, DatasetType, DatasetsConfig, MergeStrategy, SequenceConfig,
@@ -44,8 +45,9 @@ pub use tpu::{
 pub use training::{LoggingConfig, LrSchedule, TrainingConfig};
 
 use checks::Checks;
+use document::{apply_override, merge, parse_document};
 use error::show;
-use reader::{join, ObjectReader};
+use reader::ObjectReader;
 
 /// The whole configuration of a run; `Config::default()` trains a small model on the CPU.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -75,10 +77,6 @@ pub struct Config {
     /// Platform, devices, plugin, compile cache.
     pub runtime: RuntimeConfig,
 }
-
-/// Object-valued keys that a file or override replaces whole instead of merging into (their
-/// keys are data, and their order matters).
-const REPLACED_WHOLE: &[&str] = &["tpu.mesh_shape"];
 
 impl Config {
     /// Loads `path` (or only the defaults when `None`), applies `--set` overrides in order, and
@@ -114,7 +112,8 @@ impl Config {
     /// The fully resolved configuration as pretty JSON (every key, defaults included); loading
     /// it gives back an equal `Config`.
     pub fn to_json_pretty(&self) -> String {
-        // Serialising plain structs with string keys and finite numbers cannot fail.
+        // Plain structs with string keys cannot fail to serialise (serde_json writes a
+        // non-finite number as null, which `validate` refuses anyway).
         serde_json::to_string_pretty(self).expect("a Config always serialises to JSON")
     }
 
@@ -136,7 +135,7 @@ impl Config {
         features::unsupported(self, supported)
     }
 
-    /// [`Config::unsupported`] as a `Result`, for callers that stop on the first refusal.
+    /// [`Config::unsupported`] as a `Result` whose error lists every unsupported setting.
     pub fn require_features(&self, supported: Features) -> Result<(), ConfigError> {
         let settings = self.unsupported(supported);
         match settings.is_empty() {
@@ -291,126 +290,4 @@ pub(crate) fn schema_keys() -> &'static [String] {
         }
         keys
     })
-}
-
-/// Parses text as a JSON object, with line and column on syntax errors.
-fn parse_document(text: &str, origin: &str) -> Result<Value, ConfigError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| {
-        let full = e.to_string();
-        let message = full
-            .rsplit_once(" at line ")
-            .map_or(full.as_str(), |(m, _)| m)
-            .to_string();
-        let at_comment = text
-            .lines()
-            .nth(e.line().saturating_sub(1))
-            .is_some_and(|line| {
-                let rest = line
-                    .chars()
-                    .skip(e.column().saturating_sub(1))
-                    .collect::<String>();
-                rest.starts_with("//") || rest.starts_with("/*") || rest.starts_with('#')
-            });
-        let hint = match at_comment {
-            true => {
-                "; JSON has no comments (describe the file in a top-level \"description\" string)"
-                    .to_string()
-            }
-            false => String::new(),
-        };
-        ConfigError::Syntax {
-            origin: origin.to_string(),
-            message,
-            line: e.line(),
-            column: e.column(),
-            hint,
-        }
-    })?;
-    match value {
-        Value::Object(_) => Ok(value),
-        other => Err(ConfigError::NotAnObject {
-            origin: origin.to_string(),
-            got: show(&other),
-        }),
-    }
-}
-
-/// Deep-merges `patch` into `base` at `path`: objects key by key, everything else replaced.
-fn merge(base: &mut Value, patch: Value, path: &str) {
-    match (base, patch) {
-        (Value::Object(base), Value::Object(patch)) if !REPLACED_WHOLE.contains(&path) => {
-            for (key, value) in patch {
-                let child = join(path, &key);
-                match base.get_mut(&key) {
-                    Some(slot) => merge(slot, value, &child),
-                    None => {
-                        base.insert(key, value);
-                    }
-                }
-            }
-        }
-        (base, patch) => *base = patch,
-    }
-}
-
-/// Applies one `section.key=value` override; the value is JSON when it parses, else a string.
-fn apply_override(merged: &mut Value, arg: &str) -> Result<(), ConfigError> {
-    let bad = |reason: String| ConfigError::BadOverride {
-        arg: arg.to_string(),
-        reason,
-    };
-    let Some((path, text)) = arg.split_once('=') else {
-        return Err(bad(
-            "expected section.key=value, e.g. --set training.learning_rate=3e-4".into(),
-        ));
-    };
-    let segments: Vec<&str> = path.trim().split('.').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(bad(format!(
-            "`{path}` is not a key path; expected section.key, e.g. training.max_steps"
-        )));
-    }
-    let value =
-        serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_string()));
-    let (last, parents) = segments
-        .split_last()
-        .expect("split yields at least one segment");
-    let mut slot = merged;
-    let mut walked = String::new();
-    for segment in parents {
-        walked = join(&walked, segment);
-        let map: &mut Map<String, Value> = match slot {
-            Value::Object(map) => map,
-            other => {
-                return Err(bad(format!(
-                    "`{}` holds {}, not an object of keys",
-                    parent_of(&walked),
-                    show(other)
-                )))
-            }
-        };
-        let child = map.entry(segment.to_string()).or_insert(Value::Null);
-        if child.is_null() {
-            *child = Value::Object(Map::new());
-        }
-        slot = child;
-    }
-    let Value::Object(map) = slot else {
-        return Err(bad(format!(
-            "`{walked}` holds {}, not an object of keys",
-            show(slot)
-        )));
-    };
-    let full = join(&walked, last);
-    match map.get_mut(*last) {
-        Some(existing) => merge(existing, value, &full),
-        None => {
-            map.insert(last.to_string(), value);
-        }
-    }
-    Ok(())
-}
-
-fn parent_of(path: &str) -> &str {
-    path.rsplit_once('.').map_or("", |(parent, _)| parent)
 }

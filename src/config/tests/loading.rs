@@ -366,3 +366,19 @@ fn the_schema_lists_every_key_once() {
     sorted.dedup();
     assert_eq!(sorted.len(), keys.len());
 }
+
+#[test]
+fn a_key_given_twice_is_refused_with_its_position() {
+    let text = "{\n  \"model\": {\"num_layers\": 2,\n            \"num_layers\": 4}\n}";
+    let err = Config::from_json_str(text).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config text is not valid JSON: key `num_layers` appears twice in one object (each key may be given once) \
+         at line 3, column 24"
+    );
+    let mesh = r#"{"tpu": {"mesh_shape": {"data": 2, "data": 4}}}"#;
+    assert!(Config::from_json_str(mesh)
+        .unwrap_err()
+        .to_string()
+        .contains("key `data` appears twice"));
+}
