@@ -266,15 +266,13 @@ impl<'a> ObjectReader<'a> {
     }
 
     /// Records a missing key that must be present in this object.
-    pub fn require(&mut self, key: &'static str, expected: &str) -> bool {
-        if self.map.contains_key(key) {
-            return true;
+    pub fn require(&mut self, key: &'static str, expected: &str) {
+        if !self.map.contains_key(key) {
+            self.issues.push(ConfigIssue::Missing {
+                key: self.key_path(key),
+                expected: expected.to_string(),
+            });
         }
-        self.issues.push(ConfigIssue::Missing {
-            key: self.key_path(key),
-            expected: expected.to_string(),
-        });
-        false
     }
 
     /// Reports every key of the object that no read asked for.
