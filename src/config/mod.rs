@@ -178,10 +178,11 @@ impl Config {
         for arg in overrides {
             apply_override(&mut merged, arg)?;
         }
-        let config = Config::from_merged(&merged).map_err(|issues| ConfigError::Invalid {
+        let mut config = Config::from_merged(&merged).map_err(|issues| ConfigError::Invalid {
             origin: origin.to_string(),
             issues,
         })?;
+        config.fit_warmup_to_shortened_run(overrides);
         let issues = config.collect_issues();
         match issues.is_empty() {
             true => Ok(config),
@@ -189,6 +190,31 @@ impl Config {
                 origin: origin.to_string(),
                 issues,
             }),
+        }
+    }
+
+    /// A run shortened on the command line (`--set training.max_steps=5`) keeps the file's
+    /// schedule shape: its warmup is cut to the new length (with a warning) instead of being
+    /// rejected. Warmup longer than max_steps written in a file, or set together on the
+    /// command line, is still an error.
+    fn fit_warmup_to_shortened_run(&mut self, overrides: &[String]) {
+        let sets = |key: &str| {
+            overrides
+                .iter()
+                .any(|o| o.trim_start().starts_with(&format!("{key}=")))
+        };
+        let t = &mut self.training;
+        if sets("training.max_steps")
+            && !sets("training.warmup_steps")
+            && t.warmup_steps > t.max_steps
+        {
+            tracing::warn!(
+                "training.warmup_steps {} exceeds the --set training.max_steps {}; warming up for {} steps",
+                t.warmup_steps,
+                t.max_steps,
+                t.max_steps
+            );
+            t.warmup_steps = t.max_steps;
         }
     }
 

@@ -78,7 +78,7 @@ fn tpu_v3_8_is_the_24_layer_768_wide_data_parallel_model() {
 }
 
 #[test]
-fn tpu_v3_8_runs_on_eight_virtual_cpu_devices_and_a_short_run_needs_a_short_warmup() {
+fn tpu_v3_8_runs_on_eight_virtual_cpu_devices_and_a_shortened_run_cuts_its_warmup() {
     let sets = |extra: &[&str]| {
         let mut all = vec![
             "runtime.platform=cpu".to_string(),
@@ -88,13 +88,18 @@ fn tpu_v3_8_runs_on_eight_virtual_cpu_devices_and_a_short_run_needs_a_short_warm
         Config::load(Some(&preset("tpu_v3_8.json")), &all)
     };
     assert_eq!(sets(&[]).expect("loads").requested_devices(), Some(8));
-    let err = sets(&["training.max_steps=5"]).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("`training.warmup_steps` must be at most training.max_steps (5), got 2000"),
-        "{err}"
+    let short = sets(&["training.max_steps=5"]).expect("the headline 5-step smoke run");
+    assert_eq!(
+        (short.training.max_steps, short.training.warmup_steps),
+        (5, 5)
     );
     sets(&["training.max_steps=5", "training.warmup_steps=1"]).expect("a 5-step smoke run");
+    let err = sets(&["training.max_steps=5", "training.warmup_steps=6"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`training.warmup_steps` must be at most training.max_steps (5), got 6"),
+        "{err}"
+    );
     let err = sets(&["runtime.devices=4"]).unwrap_err();
     assert!(
         err.to_string()
