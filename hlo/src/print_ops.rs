@@ -199,7 +199,7 @@ impl Printer<'_> {
                 self.ty(out_ty(0));
             }
             Prim::Argmax { dim, index_dtype } => {
-                self.argmax(f, e, names, depth, *dim, *index_dtype)?
+                return self.argmax(f, e, names, depth, *dim, *index_dtype)
             }
             Prim::Gather {
                 dims,
