@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let layers = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(24);
     let width = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1024);
-    let remat = args.get(3).map_or(true, |a| a != "0");
+    let remat = args.get(3).is_none_or(|a| a != "0");
     let c = Config {
         layers,
         width,

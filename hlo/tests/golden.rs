@@ -88,7 +88,7 @@ fn while_loop_regions() {
     let zero = g.scalar_i64(0, DType::I32);
     let out = g.while_loop(
         &[zero, x],
-        |g, c| c[0].lt(&g.scalar_i64(4, DType::I32)),
+        |g, c| c[0].lt(g.scalar_i64(4, DType::I32)),
         |_, c| vec![&c[0] + 1, c[1].tanh()],
     );
     let f = g.finish(&[("n", &out[0]), ("x", &out[1])]).unwrap();
