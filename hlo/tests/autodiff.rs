@@ -115,7 +115,7 @@ fn non_differentiable_prims_fail_only_when_a_cotangent_flows() {
     // Wrapped in a custom vjp, the same kernel is differentiable through its backward rule.
     let y = g.custom_vjp(
         "kernel",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         |g, xs| g.custom_call(spec("my_kernel"), xs),
         |g, _xs, _ys, cts| g.custom_call(spec("my_kernel_bwd"), cts),
     );
@@ -210,7 +210,7 @@ fn remat_on_and_off_emit_the_same_backward_computation() {
 fn nested_remat_regions_differentiate() {
     let g = Graph::new();
     let x = g.param("x", t(&[5]));
-    let y = g.remat("outer", &[x.clone()], |g, a| {
+    let y = g.remat("outer", std::slice::from_ref(&x), |g, a| {
         let inner = g.remat("inner", &[a[0].clone()], |_, b| vec![b[0].sin() * &b[0]]);
         vec![inner[0].exp()]
     });

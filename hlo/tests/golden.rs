@@ -99,7 +99,9 @@ fn while_loop_regions() {
 fn remat_region_is_recomputed_behind_a_barrier() {
     let g = Graph::named("remat");
     let x = g.param("x", t(&[4]));
-    let y = g.remat("block", &[x.clone()], |_, xs| vec![xs[0].sin() * &xs[0]]);
+    let y = g.remat("block", std::slice::from_ref(&x), |_, xs| {
+        vec![xs[0].sin() * &xs[0]]
+    });
     let loss = y[0].sum_all();
     let f = g.finish(&[("loss", &loss)]).unwrap();
     let vg = value_and_grad(&f, "loss", &["x"]).unwrap();
