@@ -1,13 +1,35 @@
+#![warn(missing_docs)]
 //! Device meshes with named axes, partition specs, logical-axis rules and Shardy text.
 //!
 //! A [`Mesh`] is an ordered list of named axes with sizes, laid over a list of device ids in
 //! row-major order. A [`PartitionSpec`] says, for each dimension of an array, which mesh axes
 //! split it. Both print as Shardy (`sdy`) MLIR text for the StableHLO printer.
+//!
+//! Intent is kept apart from the physical mesh (as in zml and MaxText): model code names the
+//! dimensions of its arrays with [`LogicalAxis`]es, a strategy ([`DeviceStrategy`]) gives
+//! preset [`LogicalRules`] from logical to mesh axes, users override entries, and
+//! [`ShardingPlan::build`] joins the user's settings, the rules and the devices present.
+//! [`ShardLayout`] gives the geometry of the result (each device's slice) and moves bytes:
+//! scatter, gather and [`reshard`] between any two layouts.
 
 mod error;
+mod layout;
+mod logical;
+mod memory;
 mod mesh;
+mod plan;
+mod rules;
+mod sdy;
 mod spec;
+mod strategy;
 
-pub use error::MeshError;
+pub use error::{DeviceNeed, MeshError};
+pub use layout::{reshard, DimSlice, ShardLayout};
+pub use logical::LogicalAxis;
+pub use memory::{bytes_per_device, replication_factor, total_bytes_per_device};
 pub use mesh::{Mesh, MeshAxis};
+pub use plan::{build_mesh, MeshSettings, PlanWarning, ShardingPlan};
+pub use rules::{LogicalRules, Resolution, ResolutionNote, RuleOverride, RuleTarget};
+pub use sdy::{sdy_sharding_per_value, SdySharding};
 pub use spec::{DimSharding, PartitionSpec};
+pub use strategy::{DeviceStrategy, DATA, EXPERT, FSDP, MODEL};

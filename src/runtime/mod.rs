@@ -1,1 +1,33 @@
 //! Bindings to the PJRT C API: plugins, clients, devices, executables, buffers.
+//!
+//! The raw `#[repr(C)]` layer is [`ffi`]; everything else is a safe wrapper whose `Drop`
+//! frees the plugin handle. Every PJRT error becomes a [`RuntimeError::Pjrt`] carrying the
+//! PJRT status code and message. This module knows nothing of hlo or meshes: it takes MLIR
+//! text and [`CompileOptions`].
+
+mod api;
+mod buffer;
+mod cache;
+mod client;
+mod compile_options;
+mod device;
+mod element;
+mod error;
+mod event;
+mod executable;
+pub mod ffi;
+mod plugin;
+
+pub use api::{Api, API_MAJOR, MIN_API_MINOR};
+pub use buffer::Buffer;
+pub use cache::{CacheOutcome, CompileCache};
+pub use client::{Client, ClientOptions, ClientSpec};
+pub use compile_options::{CompileOptions, OptionValue};
+pub use device::{Device, MemoryStats};
+pub use element::{f8e4m3fn_to_f32, f8e5m2_to_f32, ElementType, NativeType};
+pub use error::{PjrtCode, Result, RuntimeError};
+pub use executable::{Arg, CompiledMemoryStats, LoadedExecutable};
+pub use plugin::{
+    cpu_plugin_path, install_cpu_plugin, resolve_plugin, vishwam_home, Platform,
+    CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION,
+};

@@ -1,0 +1,170 @@
+//! `vishwam bench ...`: performance measurements (never run as tests).
+
+use super::RuntimeArgs;
+use std::process::ExitCode;
+use std::time::Instant;
+use vishwam::runtime::{Arg, CacheOutcome, CompileCache, CompileOptions, ElementType};
+
+/// The benchmarks.
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Compile time cold vs. cache hit, transfer bandwidth, per-execute overhead.
+    Runtime(RuntimeBenchArgs),
+}
+
+/// Arguments of `vishwam bench runtime`.
+#[derive(clap::Args, Debug)]
+pub struct RuntimeBenchArgs {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    /// Transfer size in MiB.
+    #[arg(long, default_value_t = 256)]
+    transfer_mib: usize,
+    /// Executions to average for the per-execute overhead.
+    #[arg(long, default_value_t = 2000)]
+    executions: usize,
+}
+
+/// Runs a benchmark.
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Runtime(args) => runtime(&args),
+    }
+}
+
+/// An MLP-shaped program big enough for compile time to matter: `layers` x (dot, add, tanh).
+fn mlp_program(layers: usize, width: usize, salt: u64) -> String {
+    let t = format!("tensor<{width}x{width}xf32>");
+    let mut body = String::new();
+    let mut cur = "%x".to_string();
+    for l in 0..layers {
+        body.push_str(&format!(
+            "    %d{l} = stablehlo.dot_general {cur}, %w, contracting_dims = [1] x [0] : ({t}, {t}) -> {t}\n    %s{l} = stablehlo.add %d{l}, {cur} : {t}\n    %h{l} = stablehlo.tanh %s{l} : {t}\n"
+        ));
+        cur = format!("%h{l}");
+    }
+    format!("module @bench_{salt} {{\n  func.func public @main(%x: {t}, %w: {t}) -> {t} {{\n{body}    return {cur} : {t}\n  }}\n}}\n")
+}
+
+fn gbps(bytes: usize, seconds: f64) -> f64 {
+    bytes as f64 / seconds / 1e9
+}
+
+fn best_of<F: FnMut() -> anyhow::Result<f64>>(reps: usize, mut f: F) -> anyhow::Result<f64> {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        best = best.min(f()?);
+    }
+    Ok(best)
+}
+
+fn runtime(args: &RuntimeBenchArgs) -> anyhow::Result<ExitCode> {
+    let client = args.runtime.open()?;
+    println!(
+        "platform {} ({}), plugin {}",
+        client.platform_name()?,
+        client.platform_version()?,
+        client.api().path().display()
+    );
+
+    // Compile: cold vs. cache hit, on a fresh cache directory and a program never seen before.
+    let dir = tempfile::tempdir()?;
+    let cache = CompileCache::new(dir.path());
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    let program = mlp_program(24, 256, salt);
+    let options = CompileOptions::for_partitions(1);
+    let t0 = Instant::now();
+    let (_, outcome) = cache.compile(&client, &program, &options)?;
+    let cold = t0.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        outcome == CacheOutcome::Miss,
+        "expected a cold compile, got {outcome:?}"
+    );
+    let hit = best_of(5, || {
+        let t = Instant::now();
+        let (_, outcome) = cache.compile(&client, &program, &options)?;
+        anyhow::ensure!(
+            outcome == CacheOutcome::Hit,
+            "expected a cache hit, got {outcome:?}"
+        );
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    println!(
+        "compile (24-layer MLP program): cold {:.1} ms, cache hit {:.2} ms -> {:.0}x faster",
+        cold * 1e3,
+        hit * 1e3,
+        cold / hit
+    );
+
+    // Transfers of one large buffer, against a plain memcpy of the same size.
+    let bytes = args.transfer_mib << 20;
+    let host: Vec<u8> = (0..bytes).map(|i| (i * 31) as u8).collect();
+    let mut back = vec![1u8; bytes];
+    let elems = (bytes / 4) as i64;
+    let memcpy = best_of(5, || {
+        let t = Instant::now();
+        back.copy_from_slice(&host);
+        std::hint::black_box(&back);
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let h2d = best_of(5, || {
+        let t = Instant::now();
+        let b = client.buffer_from_bytes(&host, ElementType::F32, &[elems], 0)?;
+        b.block_until_ready()?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let device_buf = client.buffer_from_bytes(&host, ElementType::F32, &[elems], 0)?;
+    let d2h = best_of(5, || {
+        let t = Instant::now();
+        device_buf.copy_to_host(&mut back)?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    anyhow::ensure!(back == host, "device-to-host copy returned different bytes");
+    // A device buffer is fresh memory: the copy pays first-touch page faults that a memcpy
+    // into a warm destination does not. Report both baselines.
+    let fresh = best_of(5, || {
+        let t = Instant::now();
+        let mut v: Vec<u8> = Vec::with_capacity(bytes);
+        v.extend_from_slice(&host);
+        std::hint::black_box(&v);
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    println!(
+        "transfer {} MiB: memcpy {:.2} GB/s (warm destination), {:.2} GB/s (fresh allocation)",
+        args.transfer_mib,
+        gbps(bytes, memcpy),
+        gbps(bytes, fresh)
+    );
+    println!(
+        "  host->device {:.2} GB/s = {:.2}x warm memcpy, {:.2}x fresh memcpy",
+        gbps(bytes, h2d),
+        memcpy / h2d,
+        fresh / h2d
+    );
+    println!(
+        "  device->host {:.2} GB/s = {:.2}x warm memcpy (into a warm host buffer)",
+        gbps(bytes, d2h),
+        memcpy / d2h
+    );
+
+    // Per-execute overhead of a tiny program.
+    let tiny = "module @tiny { func.func public @main(%a: tensor<4xf32>) -> tensor<4xf32> { %0 = stablehlo.add %a, %a : tensor<4xf32> return %0 : tensor<4xf32> } }";
+    let exe = client.compile(tiny, &options)?;
+    let a = client.buffer_from_slice(&[1f32, 2., 3., 4.], &[4], 0)?;
+    for _ in 0..100 {
+        exe.execute(vec![vec![Arg::Keep(&a)]])?[0][0].block_until_ready()?;
+    }
+    let t = Instant::now();
+    for _ in 0..args.executions {
+        exe.execute(vec![vec![Arg::Keep(&a)]])?[0][0].block_until_ready()?;
+    }
+    let per = t.elapsed().as_secs_f64() / args.executions as f64;
+    println!(
+        "execute overhead (tensor<4xf32> add, {} runs, each awaited): {:.1} us per execution",
+        args.executions,
+        per * 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}

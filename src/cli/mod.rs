@@ -1,0 +1,79 @@
+//! Command-line interface: argument parsing and the subcommands.
+
+mod bench;
+mod doctor;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use vishwam::runtime::{Client, ClientSpec, Platform};
+
+/// vishwam: train language models on real XLA, from a laptop CPU to a GPU box or a TPU slice.
+#[derive(Parser, Debug)]
+#[command(name = "vishwam", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check the XLA plugin: version, devices, and a smoke-test matmul.
+    Doctor(doctor::DoctorArgs),
+    /// Benchmarks (not tests): runtime, ...
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Which platform and plugin to run on (shared by every command that runs programs).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Platform: cpu, cuda or tpu.
+    #[arg(long, default_value = "cpu")]
+    pub platform: String,
+    /// Number of devices (for cpu: virtual devices).
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// Path to a PJRT plugin (.so), overriding discovery.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// Opens a client as these arguments say.
+    pub fn open(&self) -> anyhow::Result<Client> {
+        let spec = ClientSpec {
+            platform: Platform::parse(&self.platform)?,
+            devices: self.devices,
+            plugin: self.plugin.clone(),
+            config_plugin: None,
+        };
+        Ok(spec.open()?)
+    }
+}
+
+/// Parses the command line, runs the command, and maps errors to an exit code.
+pub fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor(args) => doctor::run(&args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VISHWAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,227 @@
+//! Sections `memory` (remat, attention, KV cache) and `optimization` (precision, FP8, pjit).
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+
+use super::checks::Checks;
+use super::error::ConfigIssue;
+use super::reader::{config_enum, ObjectReader};
+
+config_enum! {
+    /// How FP8 scales are chosen.
+    pub enum Fp8Recipe {
+        /// Scales from the amax history of previous steps (kept in the train state).
+        #[default]
+        Delayed => "delayed",
+        /// Scales from the current tensor's amax, computed in the step.
+        Current => "current",
+    }
+}
+
+config_enum! {
+    /// FP8 element formats.
+    pub enum Fp8Format {
+        /// E4M3 for activations and weights, E5M2 for gradients.
+        #[default]
+        Hybrid => "hybrid",
+        /// E4M3 everywhere.
+        E4m3 => "e4m3",
+    }
+}
+
+/// Element type of the forward and backward matmuls (master weights stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ComputeDtype {
+    /// Full f32.
+    F32,
+    /// bf16 compute (`tpu.use_bfloat16` or `optimization.mixed_precision`).
+    Bf16,
+    /// f16 compute with a dynamic loss scale (`optimization.use_dynamic_scale`).
+    F16,
+}
+
+/// Section `memory`: rematerialisation, blocked attention, the KV cache format.
+///
+/// `attention_memory_efficient` and `use_memory_efficient_attention` are two spellings of
+/// one switch (different communities use each); either may be given, both must agree, and
+/// after loading both hold the same value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MemoryConfig {
+    /// Recompute each block's activations in the backward pass. Default false.
+    pub gradient_checkpointing: bool,
+    /// Blocked attention over `optimization.block_size` without a T x T score matrix.
+    /// Default null (= false).
+    pub attention_memory_efficient: Option<bool>,
+    /// Alias of `attention_memory_efficient`. Default null (= false).
+    pub use_memory_efficient_attention: Option<bool>,
+    /// Store the generation KV cache in f8E4M3 with a per-head scale. Default false.
+    pub kv_cache_fp8: bool,
+}
+
+impl MemoryConfig {
+    /// Whether attention runs blocked (either alias set to true).
+    pub fn memory_efficient_attention(&self) -> bool {
+        self.attention_memory_efficient
+            .or(self.use_memory_efficient_attention)
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
+        r.flag("gradient_checkpointing", &mut self.gradient_checkpointing);
+        r.opt_flag(
+            "attention_memory_efficient",
+            &mut self.attention_memory_efficient,
+        );
+        r.opt_flag(
+            "use_memory_efficient_attention",
+            &mut self.use_memory_efficient_attention,
+        );
+        r.flag("kv_cache_fp8", &mut self.kv_cache_fp8);
+        // One alias given: both hold it, so the saved config reads the same to every community.
+        match (
+            self.attention_memory_efficient,
+            self.use_memory_efficient_attention,
+        ) {
+            (Some(a), None) => self.use_memory_efficient_attention = Some(a),
+            (None, Some(b)) => self.attention_memory_efficient = Some(b),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        if let (Some(a), Some(b)) = (
+            self.attention_memory_efficient,
+            self.use_memory_efficient_attention,
+        ) {
+            if a != b {
+                c.issues.push(ConfigIssue::Conflict {
+                    key: "memory.attention_memory_efficient".into(),
+                    value: a.to_string(),
+                    other: "memory.use_memory_efficient_attention".into(),
+                    other_value: b.to_string(),
+                    rule: "the two keys are aliases of one switch and must agree; give only one"
+                        .into(),
+                });
+            }
+        }
+    }
+}
+
+impl Serialize for MemoryConfig {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("MemoryConfig", 4)?;
+        s.serialize_field("gradient_checkpointing", &self.gradient_checkpointing)?;
+        s.serialize_field(
+            "attention_memory_efficient",
+            &self.attention_memory_efficient,
+        )?;
+        s.serialize_field(
+            "use_memory_efficient_attention",
+            &self.use_memory_efficient_attention,
+        )?;
+        s.serialize_field("kv_cache_fp8", &self.kv_cache_fp8)?;
+        s.end()
+    }
+}
+
+/// Section `optimization`: precision policy, FP8, attention blocks, weight sharding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptimizationConfig {
+    /// FP8 matmuls for the attention projections and MLP. Default false.
+    pub use_fp8: bool,
+    /// FP8 scaling recipe. Default "delayed".
+    pub fp8_recipe: Fp8Recipe,
+    /// Steps of amax history for delayed scaling, >= 1. Default 16.
+    pub amax_history_len: usize,
+    /// FP8 formats. Default "hybrid".
+    pub fp8_format: Fp8Format,
+    /// Compile each step as one SPMD program over the mesh (pjit semantics). Must be true:
+    /// vishwam has no other execution mode. Default true.
+    pub use_pjit: bool,
+    /// Query/key block length of memory-efficient attention, >= 1. Default 128.
+    pub block_size: usize,
+    /// f16 compute with a dynamic loss scale (instead of bf16); excludes `tpu.use_bfloat16`.
+    /// Default false.
+    pub use_dynamic_scale: bool,
+    /// Low-precision compute over f32 master weights: bf16, or f16 with `use_dynamic_scale`.
+    /// Default false.
+    pub mixed_precision: bool,
+    /// Shard parameters and optimizer state over the data axes as well (ZeRO-3) under the
+    /// data-parallel and hybrid strategies. Default false.
+    pub shard_weights: bool,
+}
+
+impl Default for OptimizationConfig {
+    fn default() -> Self {
+        OptimizationConfig {
+            use_fp8: false,
+            fp8_recipe: Fp8Recipe::Delayed,
+            amax_history_len: 16,
+            fp8_format: Fp8Format::Hybrid,
+            use_pjit: true,
+            block_size: 128,
+            use_dynamic_scale: false,
+            mixed_precision: false,
+            shard_weights: false,
+        }
+    }
+}
+
+impl OptimizationConfig {
+    pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
+        r.flag("use_fp8", &mut self.use_fp8);
+        r.choice("fp8_recipe", &mut self.fp8_recipe);
+        r.integer(
+            "amax_history_len",
+            &mut self.amax_history_len,
+            "a positive integer",
+        );
+        r.choice("fp8_format", &mut self.fp8_format);
+        r.flag("use_pjit", &mut self.use_pjit);
+        r.integer("block_size", &mut self.block_size, "a positive integer");
+        r.flag("use_dynamic_scale", &mut self.use_dynamic_scale);
+        r.flag("mixed_precision", &mut self.mixed_precision);
+        r.flag("shard_weights", &mut self.shard_weights);
+    }
+
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        c.positive("optimization.amax_history_len", self.amax_history_len);
+        c.positive("optimization.block_size", self.block_size);
+        c.ensure(
+            self.use_pjit,
+            "optimization.use_pjit",
+            "true: vishwam always compiles the step as one SPMD program over the device mesh \
+             (what pjit does); remove the key or set it to true",
+            self.use_pjit,
+        );
+    }
+}
+
+/// Compute dtype from the precision keys, and the rule that they agree.
+pub(crate) fn compute_dtype(use_bfloat16: bool, optimization: &OptimizationConfig) -> ComputeDtype {
+    if optimization.use_dynamic_scale {
+        ComputeDtype::F16
+    } else if use_bfloat16 || optimization.mixed_precision {
+        ComputeDtype::Bf16
+    } else {
+        ComputeDtype::F32
+    }
+}
+
+/// `use_dynamic_scale` selects f16, which contradicts `tpu.use_bfloat16`.
+pub(crate) fn validate_precision(
+    use_bfloat16: bool,
+    optimization: &OptimizationConfig,
+    c: &mut Checks,
+) {
+    if optimization.use_dynamic_scale && use_bfloat16 {
+        c.conflict(
+            "optimization.use_dynamic_scale",
+            true,
+            "tpu.use_bfloat16",
+            true,
+            "a dynamic loss scale is for f16 compute, while use_bfloat16 asks for bf16 (which needs no \
+             loss scale); set one of them to false",
+        );
+    }
+}

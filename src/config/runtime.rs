@@ -1,0 +1,151 @@
+//! Section `runtime` (platform, devices, plugin) and the rules joining devices, mesh and batch.
+
+use serde::Serialize;
+
+use super::checks::Checks;
+use super::reader::{config_enum, ObjectReader};
+use super::tpu::TpuConfig;
+use super::training::TrainingConfig;
+
+config_enum! {
+    /// Which PJRT plugin runs the program.
+    pub enum Platform {
+        /// The XLA CPU plugin; `runtime.devices` gives virtual devices.
+        #[default]
+        Cpu => "cpu",
+        /// The XLA CUDA plugin.
+        Cuda => "cuda",
+        /// libtpu.
+        Tpu => "tpu",
+    }
+}
+
+/// Section `runtime`: which plugin, how many devices, compile cache.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeConfig {
+    /// PJRT platform. Default "cpu".
+    pub platform: Platform,
+    /// Devices to use (on "cpu": virtual devices). Default null = `tpu.tpu_cores`, else the
+    /// mesh's fixed size, else every device the platform shows (one on the CPU).
+    pub devices: Option<usize>,
+    /// Path of the PJRT plugin (.so); null = discovered by platform. Default null.
+    pub plugin: Option<String>,
+    /// Reuse compiled executables from the on-disk cache. Default true.
+    pub compile_cache: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            platform: Platform::Cpu,
+            devices: None,
+            plugin: None,
+            compile_cache: true,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
+        r.choice("platform", &mut self.platform);
+        r.opt_integer("devices", &mut self.devices, "a positive integer");
+        r.opt_text("plugin", &mut self.plugin);
+        r.flag("compile_cache", &mut self.compile_cache);
+    }
+
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        if let Some(devices) = self.devices {
+            c.positive("runtime.devices", devices);
+        }
+        if let Some(plugin) = &self.plugin {
+            c.non_empty("runtime.plugin", plugin);
+        }
+    }
+}
+
+/// Devices asked for: `runtime.devices`, else `tpu.tpu_cores`, else the mesh's fixed size.
+pub(crate) fn requested_devices(tpu: &TpuConfig, runtime: &RuntimeConfig) -> Option<usize> {
+    runtime
+        .devices
+        .or(tpu.tpu_cores)
+        .or_else(|| tpu.mesh_shape.fixed_product())
+}
+
+/// Cross-section rules: device counts against the mesh, and the batch against the mesh.
+pub(crate) fn validate_devices(
+    tpu: &TpuConfig,
+    runtime: &RuntimeConfig,
+    training: &TrainingConfig,
+    c: &mut Checks,
+) {
+    if let (Some(devices), Some(cores)) = (runtime.devices, tpu.tpu_cores) {
+        if devices != cores {
+            c.conflict(
+                "runtime.devices",
+                devices,
+                "tpu.tpu_cores",
+                cores,
+                "both give the number of devices; give one of them, or the same number",
+            );
+        }
+    }
+    let (count_key, count) = match (runtime.devices, tpu.tpu_cores) {
+        (Some(d), _) => ("runtime.devices", d),
+        (None, Some(t)) => ("tpu.tpu_cores", t),
+        (None, None) => ("", 0),
+    };
+    let sizes_ok = tpu
+        .mesh_shape
+        .axes()
+        .iter()
+        .all(|&(_, s)| s >= 1 || s == -1);
+    if count >= 1 && sizes_ok {
+        let known: usize = tpu
+            .mesh_shape
+            .axes()
+            .iter()
+            .filter(|&&(_, s)| s >= 1)
+            .map(|&(_, s)| s as usize)
+            .product();
+        let has_fill = tpu.mesh_shape.axes().iter().any(|&(_, s)| s == -1);
+        let rule = if has_fill && !count.is_multiple_of(known) {
+            Some(format!(
+                "the fixed axes multiply to {known}, which does not divide {count} devices"
+            ))
+        } else if !has_fill && known != count {
+            Some(format!(
+                "the axes multiply to {known} devices; make their product {count}, or set one axis to -1"
+            ))
+        } else {
+            None
+        };
+        if let Some(rule) = rule {
+            c.conflict("tpu.mesh_shape", &tpu.mesh_shape, count_key, count, rule);
+        }
+    }
+    if let Some(resolved) = tpu.mesh_shape.resolve(requested_devices(tpu, runtime)) {
+        let batch_axes = tpu.batch_axes();
+        let shards: usize = resolved
+            .iter()
+            .filter(|(name, _)| batch_axes.contains(name))
+            .map(|&(_, size)| size)
+            .product();
+        let micro = training.micro_batch_size();
+        let accumulates_evenly = training.grad_accum_steps >= 1
+            && training
+                .batch_size
+                .is_multiple_of(training.grad_accum_steps);
+        if shards > 1 && accumulates_evenly && !micro.is_multiple_of(shards) {
+            c.fail(
+                "training.batch_size",
+                format!(
+                    "a multiple of grad_accum_steps ({}) x the batch-sharding mesh size ({shards}, axes [{}] \
+                     of tpu.mesh_shape): each micro-batch of {micro} sequences is split evenly over the devices",
+                    training.grad_accum_steps,
+                    batch_axes.join(", ")
+                ),
+                training.batch_size,
+            );
+        }
+    }
+}

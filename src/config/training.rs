@@ -1,0 +1,192 @@
+//! Sections `training` (optimiser, schedule, batch) and `logging` (cadences, outputs).
+
+use serde::Serialize;
+
+use super::checks::Checks;
+use super::reader::{config_enum, ObjectReader};
+
+config_enum! {
+    /// Shape of the learning-rate decay after warmup.
+    pub enum LrSchedule {
+        /// Cosine decay from `learning_rate` to `min_lr_ratio x learning_rate` at `max_steps`.
+        #[default]
+        Cosine => "cosine",
+        /// Linear decay from `learning_rate` to `min_lr_ratio x learning_rate` at `max_steps`.
+        Linear => "linear",
+        /// `learning_rate` held after warmup (`min_lr_ratio` unused).
+        Constant => "constant",
+    }
+}
+
+/// Section `training`: AdamW, the schedule, the batch and the step budget.
+///
+/// The schedule rises linearly from 0 to `learning_rate` over `warmup_steps`, then follows
+/// `lr_schedule` down to `min_lr_ratio x learning_rate` at `max_steps`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainingConfig {
+    /// Global batch per optimizer step, in sequences (all devices, all micro-batches). It is
+    /// split into `grad_accum_steps` equal micro-batches, each split over the data-parallel
+    /// mesh axes. Default 16.
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step; must divide `batch_size`. Default 1.
+    pub grad_accum_steps: usize,
+    /// Peak learning rate, > 0. Default 1e-3 (small model).
+    pub learning_rate: f64,
+    /// Floor of the decay as a fraction of `learning_rate`, in [0, 1]. Default 0.1.
+    pub min_lr_ratio: f64,
+    /// Decay after warmup. Default "cosine".
+    pub lr_schedule: LrSchedule,
+    /// Linear warmup steps, <= max_steps. Default 30.
+    pub warmup_steps: usize,
+    /// Optimizer steps to train. Default 300 (a few minutes on a CPU).
+    pub max_steps: usize,
+    /// AdamW decoupled weight decay, >= 0; norms and embeddings are not decayed. Default 0.1.
+    pub weight_decay: f64,
+    /// Adam beta1, in [0, 1). Default 0.9.
+    pub adam_beta1: f64,
+    /// Adam beta2, in [0, 1). Default 0.95.
+    pub adam_beta2: f64,
+    /// Adam epsilon, > 0. Default 1e-8.
+    pub adam_eps: f64,
+    /// Global gradient-norm clip, >= 0; 0 turns clipping off. Default 1.0.
+    pub max_grad_norm: f64,
+    /// Seed of parameter initialisation, dropout and data order. Default 42.
+    pub seed: u64,
+    /// Validation batches per evaluation. Default 10.
+    pub eval_steps: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            batch_size: 16,
+            grad_accum_steps: 1,
+            learning_rate: 1e-3,
+            min_lr_ratio: 0.1,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_steps: 30,
+            max_steps: 300,
+            weight_decay: 0.1,
+            adam_beta1: 0.9,
+            adam_beta2: 0.95,
+            adam_eps: 1e-8,
+            max_grad_norm: 1.0,
+            seed: 42,
+            eval_steps: 10,
+        }
+    }
+}
+
+const POSITIVE: &str = "a positive integer";
+
+impl TrainingConfig {
+    /// Sequences per micro-batch (all devices): `batch_size / grad_accum_steps`.
+    pub fn micro_batch_size(&self) -> usize {
+        self.batch_size / self.grad_accum_steps.max(1)
+    }
+
+    pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
+        r.integer("batch_size", &mut self.batch_size, POSITIVE);
+        r.integer("grad_accum_steps", &mut self.grad_accum_steps, POSITIVE);
+        r.number("learning_rate", &mut self.learning_rate);
+        r.number("min_lr_ratio", &mut self.min_lr_ratio);
+        r.choice("lr_schedule", &mut self.lr_schedule);
+        r.integer(
+            "warmup_steps",
+            &mut self.warmup_steps,
+            "a non-negative integer",
+        );
+        r.integer("max_steps", &mut self.max_steps, POSITIVE);
+        r.number("weight_decay", &mut self.weight_decay);
+        r.number("adam_beta1", &mut self.adam_beta1);
+        r.number("adam_beta2", &mut self.adam_beta2);
+        r.number("adam_eps", &mut self.adam_eps);
+        r.number("max_grad_norm", &mut self.max_grad_norm);
+        r.integer("seed", &mut self.seed, "a non-negative integer");
+        r.integer("eval_steps", &mut self.eval_steps, POSITIVE);
+    }
+
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        c.positive("training.batch_size", self.batch_size);
+        c.positive("training.grad_accum_steps", self.grad_accum_steps);
+        if self.grad_accum_steps >= 1 && !self.batch_size.is_multiple_of(self.grad_accum_steps) {
+            c.fail(
+                "training.batch_size",
+                format!(
+                    "divisible by training.grad_accum_steps ({}): batch_size is the global batch per \
+                     optimizer step, split into grad_accum_steps equal micro-batches",
+                    self.grad_accum_steps
+                ),
+                self.batch_size,
+            );
+        }
+        c.positive_number("training.learning_rate", self.learning_rate);
+        c.in_closed("training.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0);
+        c.positive("training.max_steps", self.max_steps);
+        c.ensure(
+            self.warmup_steps <= self.max_steps,
+            "training.warmup_steps",
+            format!("at most training.max_steps ({})", self.max_steps),
+            self.warmup_steps,
+        );
+        c.non_negative_number("training.weight_decay", self.weight_decay);
+        c.in_half_open("training.adam_beta1", self.adam_beta1, 0.0, 1.0);
+        c.in_half_open("training.adam_beta2", self.adam_beta2, 0.0, 1.0);
+        c.positive_number("training.adam_eps", self.adam_eps);
+        c.non_negative_number("training.max_grad_norm", self.max_grad_norm);
+        c.positive("training.eval_steps", self.eval_steps);
+    }
+}
+
+/// Section `logging`: how often to log, evaluate, save and profile, and where outputs go.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoggingConfig {
+    /// Steps between metric lines (progress bar, JSONL), >= 1. Default 10.
+    pub log_every: usize,
+    /// Steps between validation runs; 0 = never. Default 100.
+    pub eval_every: usize,
+    /// Steps between checkpoints; 0 = no periodic checkpoints. Default 100.
+    pub save_every: usize,
+    /// Steps between timing/memory profiles; 0 = never. Default 0.
+    pub profile_every: usize,
+    /// Directory for checkpoints and metrics. Default "runs/default".
+    pub output_dir: String,
+    /// JSONL metrics file; a relative path is inside `output_dir`. Default "metrics.jsonl".
+    pub metrics_file: String,
+    /// Most recent checkpoints kept on disk, >= 1. Default 3.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            log_every: 10,
+            eval_every: 100,
+            save_every: 100,
+            profile_every: 0,
+            output_dir: "runs/default".to_string(),
+            metrics_file: "metrics.jsonl".to_string(),
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+impl LoggingConfig {
+    pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
+        const EVERY: &str = "a non-negative integer (0 = never)";
+        r.integer("log_every", &mut self.log_every, POSITIVE);
+        r.integer("eval_every", &mut self.eval_every, EVERY);
+        r.integer("save_every", &mut self.save_every, EVERY);
+        r.integer("profile_every", &mut self.profile_every, EVERY);
+        r.text("output_dir", &mut self.output_dir);
+        r.text("metrics_file", &mut self.metrics_file);
+        r.integer("keep_checkpoints", &mut self.keep_checkpoints, POSITIVE);
+    }
+
+    pub(crate) fn validate(&self, c: &mut Checks) {
+        c.positive("logging.log_every", self.log_every);
+        c.non_empty("logging.output_dir", &self.output_dir);
+        c.non_empty("logging.metrics_file", &self.metrics_file);
+        c.positive("logging.keep_checkpoints", self.keep_checkpoints);
+    }
+}

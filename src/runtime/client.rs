@@ -1,0 +1,278 @@
+//! The PJRT client: devices, compilation and host-to-device transfers.
+
+use super::api::bytes_to_string;
+use super::{
+    ffi, Api, Buffer, CompileOptions, Device, ElementType, LoadedExecutable, Result, RuntimeError,
+};
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// Options passed to `PJRT_Client_Create`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// For the CPU plugin: the number of virtual devices (`cpu_device_count`).
+    pub cpu_device_count: Option<usize>,
+}
+
+/// Shared state behind a [`Client`] and every object created from it.
+pub(crate) struct ClientInner {
+    pub(crate) api: Arc<Api>,
+    pub(crate) raw: *mut ffi::PJRT_Client,
+    pub(crate) devices: Vec<*mut ffi::PJRT_Device>,
+}
+
+// SAFETY: PJRT clients are thread-safe; the pointers are only used through the PJRT API.
+unsafe impl Send for ClientInner {}
+// SAFETY: as above.
+unsafe impl Sync for ClientInner {}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        let mut args = ffi::PJRT_Client_Destroy_Args::new();
+        args.client = self.raw;
+        // SAFETY: the client is live and every buffer/executable holding it has been dropped.
+        let _ = unsafe { crate::pjrt_call!(*self.api, PJRT_Client_Destroy, &mut args) };
+    }
+}
+
+/// A PJRT client on one plugin: owns the devices and creates buffers and executables.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("plugin", &self.inner.api.path())
+            .field("devices", &self.inner.devices.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Creates a client on a loaded plugin.
+    pub fn new(api: Arc<Api>, options: &ClientOptions) -> Result<Client> {
+        let mut names: Vec<&'static [u8]> = Vec::new();
+        let mut values: Vec<ffi::PJRT_NamedValue> = Vec::new();
+        if let Some(count) = options.cpu_device_count {
+            names.push(b"cpu_device_count");
+            values.push(ffi::PJRT_NamedValue {
+                struct_size: std::mem::size_of::<ffi::PJRT_NamedValue>(),
+                extension_start: std::ptr::null_mut(),
+                name: names[names.len() - 1].as_ptr().cast(),
+                name_size: names[names.len() - 1].len(),
+                type_: ffi::NAMED_VALUE_INT64,
+                value: count as i64 as u64,
+                value_size: 1,
+            });
+        }
+        let mut args = ffi::PJRT_Client_Create_Args::new();
+        args.create_options = values.as_ptr();
+        args.num_options = values.len();
+        // SAFETY: args and the option array outlive the call.
+        unsafe { crate::pjrt_call!(*api, PJRT_Client_Create, &mut args)? };
+        let raw = args.client;
+
+        let mut dev_args = ffi::PJRT_Client_AddressableDevices_Args::new();
+        dev_args.client = raw;
+        let listed =
+            unsafe { crate::pjrt_call!(*api, PJRT_Client_AddressableDevices, &mut dev_args) };
+        let devices = match listed {
+            // SAFETY: the plugin returned `num_addressable_devices` device pointers owned by the client.
+            Ok(()) => unsafe {
+                std::slice::from_raw_parts(
+                    dev_args.addressable_devices,
+                    dev_args.num_addressable_devices,
+                )
+                .to_vec()
+            },
+            Err(e) => {
+                let mut destroy = ffi::PJRT_Client_Destroy_Args::new();
+                destroy.client = raw;
+                // SAFETY: destroying the client we just created.
+                let _ = unsafe { crate::pjrt_call!(*api, PJRT_Client_Destroy, &mut destroy) };
+                return Err(e);
+            }
+        };
+        Ok(Client {
+            inner: Arc::new(ClientInner { api, raw, devices }),
+        })
+    }
+
+    /// The plugin this client runs on.
+    pub fn api(&self) -> &Arc<Api> {
+        &self.inner.api
+    }
+
+    /// Platform name, e.g. `cpu`, `cuda`, `tpu`.
+    pub fn platform_name(&self) -> Result<String> {
+        let mut args = ffi::PJRT_Client_PlatformName_Args::new();
+        args.client = self.inner.raw;
+        // SAFETY: valid args; the string is owned by the client.
+        unsafe {
+            crate::pjrt_call!(*self.inner.api, PJRT_Client_PlatformName, &mut args)?;
+            Ok(bytes_to_string(
+                args.platform_name.cast(),
+                args.platform_name_size,
+            ))
+        }
+    }
+
+    /// Platform version string (e.g. the CUDA version or libtpu build).
+    pub fn platform_version(&self) -> Result<String> {
+        let mut args = ffi::PJRT_Client_PlatformVersion_Args::new();
+        args.client = self.inner.raw;
+        // SAFETY: valid args; the string is owned by the client.
+        unsafe {
+            crate::pjrt_call!(*self.inner.api, PJRT_Client_PlatformVersion, &mut args)?;
+            Ok(bytes_to_string(
+                args.platform_version.cast(),
+                args.platform_version_size,
+            ))
+        }
+    }
+
+    /// Number of addressable devices.
+    pub fn num_devices(&self) -> usize {
+        self.inner.devices.len()
+    }
+
+    /// The addressable devices, in the plugin's order.
+    pub fn devices(&self) -> Vec<Device> {
+        (0..self.inner.devices.len())
+            .map(|i| Device::new(self.inner.clone(), i))
+            .collect()
+    }
+
+    /// Compiles StableHLO MLIR text into an executable loaded on this client's devices.
+    pub fn compile(&self, mlir: &str, options: &CompileOptions) -> Result<LoadedExecutable> {
+        let format = b"mlir";
+        let program = ffi::PJRT_Program {
+            struct_size: std::mem::size_of::<ffi::PJRT_Program>(),
+            extension_start: std::ptr::null_mut(),
+            code: mlir.as_ptr() as *mut _,
+            code_size: mlir.len(),
+            format: format.as_ptr().cast(),
+            format_size: format.len(),
+        };
+        let proto = options.to_proto_bytes();
+        let mut args = ffi::PJRT_Client_Compile_Args::new();
+        args.client = self.inner.raw;
+        args.program = &program;
+        args.compile_options = proto.as_ptr().cast();
+        args.compile_options_size = proto.len();
+        // SAFETY: program text and options outlive the call; the plugin copies what it keeps.
+        unsafe { crate::pjrt_call!(*self.inner.api, PJRT_Client_Compile, &mut args)? };
+        LoadedExecutable::from_raw(self.inner.clone(), args.executable)
+    }
+
+    /// Loads an executable serialized by [`LoadedExecutable::serialize`] on this client.
+    pub fn deserialize_executable(&self, bytes: &[u8]) -> Result<LoadedExecutable> {
+        let mut args = ffi::PJRT_Executable_DeserializeAndLoad_Args::new();
+        args.client = self.inner.raw;
+        args.serialized_executable = bytes.as_ptr().cast();
+        args.serialized_executable_size = bytes.len();
+        // SAFETY: bytes outlive the call.
+        unsafe {
+            crate::pjrt_call!(
+                *self.inner.api,
+                PJRT_Executable_DeserializeAndLoad,
+                &mut args
+            )?
+        };
+        LoadedExecutable::from_raw(self.inner.clone(), args.loaded_executable)
+    }
+
+    /// Copies a dense row-major host array to device `device` (an index into [`Client::devices`]).
+    pub fn buffer_from_bytes(
+        &self,
+        data: &[u8],
+        element_type: ElementType,
+        dims: &[i64],
+        device: usize,
+    ) -> Result<Buffer> {
+        let count: i64 = dims.iter().product();
+        let expected = count as usize * element_type.size_in_bytes();
+        if data.len() != expected || dims.iter().any(|&d| d < 0) {
+            return Err(RuntimeError::HostSize {
+                element_type,
+                dims: dims.to_vec(),
+                expected,
+                actual: data.len(),
+            });
+        }
+        let raw_device = *self.inner.devices.get(device).ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "device index {device} out of range: the client has {} devices",
+                self.inner.devices.len()
+            ))
+        })?;
+        let mut args = ffi::PJRT_Client_BufferFromHostBuffer_Args::new();
+        args.client = self.inner.raw;
+        args.data = data.as_ptr() as *const c_void;
+        args.type_ = element_type.to_raw();
+        args.dims = dims.as_ptr();
+        args.num_dims = dims.len();
+        args.host_buffer_semantics = ffi::HOST_BUFFER_IMMUTABLE_UNTIL_TRANSFER_COMPLETES;
+        args.device = raw_device;
+        // SAFETY: `data` stays borrowed until we have awaited `done_with_host_buffer` below.
+        unsafe { crate::pjrt_call!(*self.inner.api, PJRT_Client_BufferFromHostBuffer, &mut args)? };
+        let buffer = Buffer::from_raw(self.inner.clone(), args.buffer);
+        super::event::await_and_destroy(&self.inner.api, args.done_with_host_buffer)?;
+        Ok(buffer)
+    }
+
+    /// Copies a slice of native scalars to a device.
+    pub fn buffer_from_slice<T: super::NativeType>(
+        &self,
+        data: &[T],
+        dims: &[i64],
+        device: usize,
+    ) -> Result<Buffer> {
+        self.buffer_from_bytes(bytemuck::cast_slice(data), T::ELEMENT_TYPE, dims, device)
+    }
+}
+
+/// How to open a client: which platform, how many devices, which plugin.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// The platform.
+    pub platform: super::Platform,
+    /// For the CPU: the number of virtual devices (default 1). Elsewhere: must not exceed the
+    /// devices present (checked by the caller that builds the mesh).
+    pub devices: Option<usize>,
+    /// `--plugin PATH`, highest priority.
+    pub plugin: Option<std::path::PathBuf>,
+    /// `runtime.plugin` from the config, after `VISHWAM_PJRT_PLUGIN`.
+    pub config_plugin: Option<std::path::PathBuf>,
+}
+
+impl ClientSpec {
+    /// The CPU with `devices` virtual devices and the default plugin search.
+    pub fn cpu(devices: usize) -> ClientSpec {
+        ClientSpec {
+            platform: super::Platform::Cpu,
+            devices: Some(devices),
+            plugin: None,
+            config_plugin: None,
+        }
+    }
+
+    /// Resolves the plugin, loads it and creates the client.
+    pub fn open(&self) -> Result<Client> {
+        let path = super::resolve_plugin(
+            self.platform,
+            self.plugin.as_deref(),
+            self.config_plugin.as_deref(),
+        )?;
+        let api = Arc::new(Api::load(&path)?);
+        let options = ClientOptions {
+            cpu_device_count: match self.platform {
+                super::Platform::Cpu => Some(self.devices.unwrap_or(1)),
+                _ => None,
+            },
+        };
+        Client::new(api, &options)
+    }
+}

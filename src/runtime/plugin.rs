@@ -1,0 +1,272 @@
+//! Finding (and, for the CPU, installing) the PJRT plugin for a platform.
+//!
+//! Order: an explicit path (`--plugin`), the `VISHWAM_PJRT_PLUGIN` environment variable, the
+//! config's `runtime.plugin`, then a per-platform search: `cpu` looks in
+//! `$VISHWAM_HOME/plugins/` and installs the plugin there with pip when it is missing; `cuda`
+//! and `tpu` look in the site-packages directories that `python3` reports.
+
+use super::{Result, RuntimeError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The PyPI package that carries the CPU plugin.
+pub const CPU_PLUGIN_PACKAGE: &str = "lammps-jax-pjrt-cpu";
+/// The CPU plugin version vishwam is built for.
+pub const CPU_PLUGIN_VERSION: &str = "0.11.2";
+/// The plugin file inside the CPU wheel.
+const CPU_PLUGIN_MEMBER: &str = "lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so";
+/// Relative paths tried under each site-packages directory, per platform.
+const CUDA_CANDIDATES: &[&str] = &[
+    "jax_plugins/xla_cuda13/xla_cuda_plugin.so",
+    "jax_plugins/xla_cuda12/xla_cuda_plugin.so",
+];
+const TPU_CANDIDATES: &[&str] = &["libtpu/libtpu.so"];
+
+/// A platform vishwam can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// The host CPU (virtual devices via `cpu_device_count`).
+    Cpu,
+    /// NVIDIA GPUs through the CUDA plugin.
+    Cuda,
+    /// Google TPUs through libtpu.
+    Tpu,
+}
+
+impl Platform {
+    /// Parses `cpu`, `cuda` (or `gpu`), `tpu`.
+    pub fn parse(name: &str) -> Result<Platform> {
+        match name.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Platform::Cpu),
+            "cuda" | "gpu" => Ok(Platform::Cuda),
+            "tpu" => Ok(Platform::Tpu),
+            other => Err(RuntimeError::Other(format!(
+                "unknown platform `{other}`; expected one of cpu, cuda, tpu"
+            ))),
+        }
+    }
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Cpu => "cpu",
+            Platform::Cuda => "cuda",
+            Platform::Tpu => "tpu",
+        }
+    }
+}
+
+/// vishwam's cache and data directory: `$VISHWAM_HOME`, else `~/.cache/vishwam`.
+pub fn vishwam_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("VISHWAM_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let base = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    base.join(".cache").join("vishwam")
+}
+
+/// Where the CPU plugin lives once installed.
+pub fn cpu_plugin_path() -> PathBuf {
+    vishwam_home()
+        .join("plugins")
+        .join(format!("{CPU_PLUGIN_PACKAGE}-{CPU_PLUGIN_VERSION}"))
+        .join("pjrt_c_api_cpu_plugin.so")
+}
+
+/// Resolves the plugin path in the documented order, installing the CPU plugin if needed.
+pub fn resolve_plugin(
+    platform: Platform,
+    explicit: Option<&Path>,
+    from_config: Option<&Path>,
+) -> Result<PathBuf> {
+    let env = std::env::var_os("VISHWAM_PJRT_PLUGIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let chosen = [
+        (explicit.map(Path::to_path_buf), "--plugin"),
+        (env, "VISHWAM_PJRT_PLUGIN"),
+        (from_config.map(Path::to_path_buf), "runtime.plugin"),
+    ];
+    for (path, origin) in chosen {
+        if let Some(path) = path {
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(RuntimeError::PluginNotFound {
+                    platform: platform.name().into(),
+                    detail: format!("{origin} names {}, which is not a file", path.display()),
+                })
+            };
+        }
+    }
+    match platform {
+        Platform::Cpu => {
+            let path = cpu_plugin_path();
+            if !path.is_file() {
+                install_cpu_plugin(&path)?;
+            }
+            Ok(path)
+        }
+        Platform::Cuda => find_in_site_packages(
+            platform,
+            CUDA_CANDIDATES,
+            "pip install jax-cuda13-pjrt (or jax-cuda12-pjrt)",
+        ),
+        Platform::Tpu => find_in_site_packages(platform, TPU_CANDIDATES, "pip install libtpu"),
+    }
+}
+
+/// The site-packages directories of `python3`.
+fn site_packages() -> std::result::Result<Vec<PathBuf>, String> {
+    let script = "import site, sys\nfor p in site.getsitepackages() + [site.getusersitepackages()] + sys.path: print(p)";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .map_err(|e| format!("could not run python3 to find site-packages: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "python3 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let p = PathBuf::from(line.trim());
+        if !line.trim().is_empty() && !dirs.contains(&p) {
+            dirs.push(p);
+        }
+    }
+    Ok(dirs)
+}
+
+fn find_in_site_packages(platform: Platform, candidates: &[&str], fix: &str) -> Result<PathBuf> {
+    let dirs = site_packages().map_err(|detail| RuntimeError::PluginNotFound {
+        platform: platform.name().into(),
+        detail: format!("{detail}; pass --plugin PATH or set VISHWAM_PJRT_PLUGIN"),
+    })?;
+    let mut looked = Vec::new();
+    for dir in &dirs {
+        for rel in candidates {
+            let p = dir.join(rel);
+            if p.is_file() {
+                return Ok(p);
+            }
+            looked.push(p.display().to_string());
+        }
+    }
+    Err(RuntimeError::PluginNotFound {
+        platform: platform.name().into(),
+        detail: format!(
+            "looked for {} under python3's site-packages:\n  {}\nfix: {fix}, or pass --plugin PATH / set VISHWAM_PJRT_PLUGIN",
+            candidates.join(" or "),
+            looked.join("\n  ")
+        ),
+    })
+}
+
+/// Downloads the CPU plugin wheel with pip and unpacks the plugin to `dest` (atomically).
+pub fn install_cpu_plugin(dest: &Path) -> Result<()> {
+    let install_err = |detail: String| RuntimeError::PluginInstall {
+        platform: "cpu".into(),
+        detail,
+    };
+    let dir = dest
+        .parent()
+        .ok_or_else(|| install_err("bad destination".into()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+    let tmp = dir.join(format!(".download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| RuntimeError::io(format!("creating {}", tmp.display()), e))?;
+
+    let spec = format!("{CPU_PLUGIN_PACKAGE}=={CPU_PLUGIN_VERSION}");
+    tracing::info!(
+        "installing the XLA CPU plugin ({spec}, ~60 MB download) into {}",
+        dir.display()
+    );
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message(format!("python3 -m pip download {spec}"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            &spec,
+            "-d",
+        ])
+        .arg(&tmp)
+        .output();
+    spinner.finish_and_clear();
+    let out = out.map_err(|e| {
+        install_err(format!(
+            "could not run `python3 -m pip download {spec}`: {e}. Install Python 3 with pip, or download the wheel yourself and pass --plugin PATH to its {CPU_PLUGIN_MEMBER}"
+        ))
+    })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(install_err(format!(
+            "`python3 -m pip download {spec}` failed:\n{}\nCheck network access to the package index, or pass --plugin PATH",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let wheel = std::fs::read_dir(&tmp)
+        .map_err(|e| RuntimeError::io(format!("reading {}", tmp.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| {
+            install_err(format!(
+                "pip reported success but left no wheel in {}",
+                tmp.display()
+            ))
+        })?;
+    let result = extract_member(&wheel, CPU_PLUGIN_MEMBER, dest);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result.map_err(install_err)?;
+    tracing::info!("installed {}", dest.display());
+    Ok(())
+}
+
+/// Extracts one member of a zip archive to `dest` via a temporary file and a rename.
+fn extract_member(archive: &Path, member: &str, dest: &Path) -> std::result::Result<(), String> {
+    let file =
+        std::fs::File::open(archive).map_err(|e| format!("opening {}: {e}", archive.display()))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| format!("{} is not a valid wheel: {e}", archive.display()))?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| format!("{} has no {member}: {e}", archive.display()))?;
+    let bar = indicatif::ProgressBar::new(entry.size());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("unpacking plugin {bar:30} {bytes}/{total_bytes}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let part = dest.with_extension(format!("so.part-{}", std::process::id()));
+    let mut out =
+        std::fs::File::create(&part).map_err(|e| format!("creating {}: {e}", part.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut entry, &mut buf)
+            .map_err(|e| format!("reading {member}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| format!("writing {}: {e}", part.display()))?;
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    out.sync_all()
+        .map_err(|e| format!("syncing {}: {e}", part.display()))?;
+    drop(out);
+    std::fs::rename(&part, dest)
+        .map_err(|e| format!("renaming {} to {}: {e}", part.display(), dest.display()))
+}
