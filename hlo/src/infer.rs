@@ -1,0 +1,579 @@
+//! Shape and dtype rules: the result types of every primitive, or an error that names the
+//! operation and the offending operand types.
+
+use crate::error::{shape_err, Result};
+use crate::infer_index::{infer_dot_general, infer_gather, infer_scatter_add};
+use crate::ir::{BinaryOp, CompareKind, Func, Prim, ReduceKind, RngAlgorithm, UnaryOp};
+use crate::literal::Literal;
+use crate::{DType, TensorType};
+
+/// Result types of `prim` applied to operands of types `inputs`.
+pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
+    let op = prim.name();
+    let one = |t: TensorType| Ok(vec![t]);
+    match prim {
+        Prim::Constant { ty, value } => {
+            arity(op, inputs, 0)?;
+            let (len, want) = match value {
+                Literal::Splat(b) => (b.len(), ty.dtype.size_bytes()),
+                Literal::Dense(b) => (b.len(), ty.size_bytes()),
+            };
+            if len != want {
+                return Err(shape_err(
+                    op,
+                    format!("{ty} needs {want} bytes of data, got {len}"),
+                ));
+            }
+            check_dims(op, ty)?;
+            one(ty.clone())
+        }
+        Prim::Iota { ty, dim } => {
+            arity(op, inputs, 0)?;
+            check_dims(op, ty)?;
+            if *dim >= ty.rank() || ty.dtype.is_bool() {
+                return Err(shape_err(
+                    op,
+                    format!("dimension {dim} is not a dimension of {ty}"),
+                ));
+            }
+            one(ty.clone())
+        }
+        Prim::Convert { to } => {
+            arity(op, inputs, 1)?;
+            one(inputs[0].with_dtype(*to))
+        }
+        Prim::BitcastConvert { to } => {
+            arity(op, inputs, 1)?;
+            let from = inputs[0].dtype;
+            if from.size_bytes() != to.size_bytes() || from.is_bool() || to.is_bool() {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "cannot reinterpret {} as {to}: element widths differ",
+                        inputs[0]
+                    ),
+                ));
+            }
+            one(inputs[0].with_dtype(*to))
+        }
+        Prim::Unary(u) => {
+            arity(op, inputs, 1)?;
+            let d = inputs[0].dtype;
+            let ok = match u {
+                UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign => {
+                    d.is_float() || (d.is_integer() && !d.is_unsigned())
+                }
+                UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Log1p
+                | UnaryOp::Tanh
+                | UnaryOp::Logistic
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Sin
+                | UnaryOp::Cos
+                | UnaryOp::Erf => d.is_float(),
+                UnaryOp::Not => d.is_integer() || d.is_bool(),
+            };
+            if !ok {
+                return Err(shape_err(
+                    op,
+                    format!("unsupported operand type {}", inputs[0]),
+                ));
+            }
+            one(inputs[0].clone())
+        }
+        Prim::Binary(b) => {
+            arity(op, inputs, 2)?;
+            same_types(op, inputs[0], inputs[1])?;
+            let d = inputs[0].dtype;
+            let ok = match b {
+                BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Div
+                | BinaryOp::Max
+                | BinaryOp::Min => !d.is_bool(),
+                BinaryOp::Pow => d.is_float(),
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => d.is_integer() || d.is_bool(),
+                BinaryOp::ShiftLeft | BinaryOp::ShiftRightLogical => d.is_integer(),
+            };
+            if !ok {
+                return Err(shape_err(
+                    op,
+                    format!("unsupported operand type {}", inputs[0]),
+                ));
+            }
+            one(inputs[0].clone())
+        }
+        Prim::Compare { kind, .. } => {
+            arity(op, inputs, 2)?;
+            same_types(op, inputs[0], inputs[1])?;
+            let d = inputs[0].dtype;
+            let ok = match kind {
+                CompareKind::Float | CompareKind::TotalOrder => d.is_float(),
+                CompareKind::Signed => d.is_integer() && !d.is_unsigned(),
+                CompareKind::Unsigned => d.is_unsigned() || d.is_bool(),
+            };
+            if !ok {
+                return Err(shape_err(
+                    op,
+                    format!("{kind:?} comparison of {}", inputs[0]),
+                ));
+            }
+            one(inputs[0].with_dtype(DType::I1))
+        }
+        Prim::Select => {
+            arity(op, inputs, 3)?;
+            let (p, a, b) = (inputs[0], inputs[1], inputs[2]);
+            same_types(op, a, b)?;
+            if p.dtype != DType::I1 || p.shape != a.shape {
+                return Err(shape_err(
+                    op,
+                    format!("predicate {p} must be i1 of the operands' shape {a}"),
+                ));
+            }
+            one(a.clone())
+        }
+        Prim::DotGeneral { dims, out_dtype } => {
+            arity(op, inputs, 2)?;
+            one(infer_dot_general(inputs[0], inputs[1], dims, *out_dtype)?)
+        }
+        Prim::Reshape { shape } => {
+            arity(op, inputs, 1)?;
+            let out = TensorType::new(inputs[0].dtype, shape);
+            check_dims(op, &out)?;
+            if out.num_elements() != inputs[0].num_elements() {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "cannot reshape {} ({} elements) to {out} ({} elements)",
+                        inputs[0],
+                        inputs[0].num_elements(),
+                        out.num_elements()
+                    ),
+                ));
+            }
+            one(out)
+        }
+        Prim::Transpose { perm } => {
+            arity(op, inputs, 1)?;
+            let x = inputs[0];
+            if !is_permutation(perm, x.rank()) {
+                return Err(shape_err(
+                    op,
+                    format!("{perm:?} is not a permutation of the dims of {x}"),
+                ));
+            }
+            one(TensorType {
+                dtype: x.dtype,
+                shape: perm.iter().map(|&p| x.shape[p]).collect(),
+            })
+        }
+        Prim::BroadcastInDim { shape, dims } => {
+            arity(op, inputs, 1)?;
+            let x = inputs[0];
+            let out = TensorType::new(x.dtype, shape);
+            check_dims(op, &out)?;
+            let bad =
+                |why: String| shape_err(op, format!("{x} to {out} with dims {dims:?}: {why}"));
+            if dims.len() != x.rank() {
+                return Err(bad(format!(
+                    "need one dim per operand dimension ({})",
+                    x.rank()
+                )));
+            }
+            if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= out.rank()) {
+                return Err(bad(
+                    "dims must be strictly increasing and within the result rank".into(),
+                ));
+            }
+            for (i, &d) in dims.iter().enumerate() {
+                if x.shape[i] != 1 && x.shape[i] != shape[d] {
+                    return Err(bad(format!(
+                        "operand dim {i} (size {}) cannot broadcast to result dim {d} (size {})",
+                        x.shape[i], shape[d]
+                    )));
+                }
+            }
+            one(out)
+        }
+        Prim::Slice {
+            start,
+            limit,
+            stride,
+        } => {
+            arity(op, inputs, 1)?;
+            let x = inputs[0];
+            let r = x.rank();
+            if start.len() != r || limit.len() != r || stride.len() != r {
+                return Err(shape_err(
+                    op,
+                    format!("{x} needs {r} starts, limits and strides"),
+                ));
+            }
+            let mut shape = Vec::with_capacity(r);
+            for d in 0..r {
+                if start[d] < 0 || start[d] > limit[d] || limit[d] > x.shape[d] || stride[d] < 1 {
+                    return Err(shape_err(
+                        op,
+                        format!(
+                            "dim {d} of {x}: start {} limit {} stride {} out of range",
+                            start[d], limit[d], stride[d]
+                        ),
+                    ));
+                }
+                shape.push((limit[d] - start[d] + stride[d] - 1) / stride[d]);
+            }
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
+        }
+        Prim::DynamicSlice { sizes } => {
+            let x = first(op, inputs)?;
+            arity(op, inputs, 1 + x.rank())?;
+            check_indices(op, &inputs[1..])?;
+            if sizes.len() != x.rank() || sizes.iter().zip(&x.shape).any(|(&s, &d)| s < 0 || s > d)
+            {
+                return Err(shape_err(
+                    op,
+                    format!("slice sizes {sizes:?} do not fit {x}"),
+                ));
+            }
+            one(TensorType::new(x.dtype, sizes))
+        }
+        Prim::DynamicUpdateSlice => {
+            let x = first(op, inputs)?;
+            arity(op, inputs, 2 + x.rank())?;
+            let u = inputs[1];
+            check_indices(op, &inputs[2..])?;
+            if u.dtype != x.dtype
+                || u.rank() != x.rank()
+                || u.shape.iter().zip(&x.shape).any(|(&s, &d)| s > d)
+            {
+                return Err(shape_err(
+                    op,
+                    format!("update {u} does not fit in operand {x}"),
+                ));
+            }
+            one(x.clone())
+        }
+        Prim::Concatenate { dim } => {
+            let x = first(op, inputs)?;
+            if *dim >= x.rank() {
+                return Err(shape_err(
+                    op,
+                    format!("dimension {dim} is not a dimension of {x}"),
+                ));
+            }
+            let mut shape = x.shape.clone();
+            shape[*dim] = 0;
+            for t in inputs {
+                let same_rest = t.rank() == x.rank()
+                    && (0..x.rank()).all(|d| d == *dim || t.shape[d] == x.shape[d]);
+                if t.dtype != x.dtype || !same_rest {
+                    return Err(shape_err(
+                        op,
+                        format!("{x} and {t} differ outside dimension {dim}"),
+                    ));
+                }
+                shape[*dim] += t.shape[*dim];
+            }
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
+        }
+        Prim::Pad {
+            low,
+            high,
+            interior,
+        } => {
+            arity(op, inputs, 2)?;
+            let (x, v) = (inputs[0], inputs[1]);
+            let r = x.rank();
+            if v.rank() != 0 || v.dtype != x.dtype {
+                return Err(shape_err(
+                    op,
+                    format!("padding value {v} must be a scalar of {}", x.dtype),
+                ));
+            }
+            if low.len() != r || high.len() != r || interior.len() != r {
+                return Err(shape_err(
+                    op,
+                    format!("{x} needs {r} low, high and interior paddings"),
+                ));
+            }
+            let mut shape = Vec::with_capacity(r);
+            for d in 0..r {
+                let n = x.shape[d];
+                let size = low[d] + high[d] + n + (n - 1).max(0) * interior[d];
+                if interior[d] < 0 || size < 0 {
+                    return Err(shape_err(
+                        op,
+                        format!(
+                            "dim {d} of {x}: padding ({}, {}, {}) gives size {size}",
+                            low[d], high[d], interior[d]
+                        ),
+                    ));
+                }
+                shape.push(size);
+            }
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
+        }
+        Prim::Reduce { kind, dims } => {
+            arity(op, inputs, 1)?;
+            let x = inputs[0];
+            if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
+                return Err(shape_err(
+                    op,
+                    format!("dims {dims:?} must be sorted, distinct dims of {x}"),
+                ));
+            }
+            let ok = match kind {
+                ReduceKind::Sum => !x.dtype.is_bool(),
+                ReduceKind::Max | ReduceKind::Min => true,
+            };
+            if !ok {
+                return Err(shape_err(op, format!("cannot sum {x}")));
+            }
+            one(remove_dims(x, dims))
+        }
+        Prim::Argmax { dim, index_dtype } => {
+            arity(op, inputs, 1)?;
+            let x = inputs[0];
+            if *dim >= x.rank() || x.dtype.is_bool() || !index_dtype.is_integer() {
+                return Err(shape_err(
+                    op,
+                    format!("argmax over dim {dim} of {x} as {index_dtype} is not possible"),
+                ));
+            }
+            one(remove_dims(x, &[*dim]).with_dtype(*index_dtype))
+        }
+        Prim::Gather {
+            dims, slice_sizes, ..
+        } => {
+            arity(op, inputs, 2)?;
+            one(infer_gather(inputs[0], inputs[1], dims, slice_sizes)?)
+        }
+        Prim::ScatterAdd { dims, .. } => {
+            arity(op, inputs, 3)?;
+            one(infer_scatter_add(inputs[0], inputs[1], inputs[2], dims)?)
+        }
+        Prim::RngBitGenerator { algorithm, ty } => {
+            arity(op, inputs, 1)?;
+            let s = inputs[0];
+            let sizes: &[i64] = match algorithm {
+                RngAlgorithm::ThreeFry => &[2],
+                RngAlgorithm::Philox | RngAlgorithm::Default => &[2, 3],
+            };
+            if s.dtype != DType::U64 || s.rank() != 1 || !sizes.contains(&s.shape[0]) {
+                return Err(shape_err(
+                    op,
+                    format!("state {s} must be u64 with {sizes:?} elements for {algorithm:?}"),
+                ));
+            }
+            if !ty.dtype.is_integer() {
+                return Err(shape_err(
+                    op,
+                    format!("random bits must be integers, not {ty}"),
+                ));
+            }
+            check_dims(op, ty)?;
+            Ok(vec![s.clone(), ty.clone()])
+        }
+        Prim::ShardingConstraint { spec } => {
+            arity(op, inputs, 1)?;
+            if spec.dims.len() > inputs[0].rank() {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "spec has {} entries but the operand is {}",
+                        spec.dims.len(),
+                        inputs[0]
+                    ),
+                ));
+            }
+            one(inputs[0].clone())
+        }
+        Prim::OptimizationBarrier => Ok(inputs.iter().map(|t| (*t).clone()).collect()),
+        Prim::StopGradient => {
+            arity(op, inputs, 1)?;
+            one(inputs[0].clone())
+        }
+        Prim::While { cond, body } => {
+            expect_params(op, "condition", cond, inputs)?;
+            expect_params(op, "body", body, inputs)?;
+            let c = output_types(cond);
+            if c.len() != 1 || c[0] != TensorType::scalar(DType::I1) {
+                return Err(shape_err(
+                    op,
+                    format!("condition must return one i1 scalar, got {}", list(&c)),
+                ));
+            }
+            let b = output_types(body);
+            let want: Vec<TensorType> = inputs.iter().map(|t| (*t).clone()).collect();
+            if b != want {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "body returns ({}) but the carry is ({})",
+                        list(&b),
+                        list(&want)
+                    ),
+                ));
+            }
+            Ok(want)
+        }
+        Prim::CustomCall(spec) => {
+            for t in &spec.result_types {
+                check_dims(op, t)?;
+            }
+            Ok(spec.result_types.clone())
+        }
+        Prim::Remat { body, .. } => {
+            expect_params(op, "body", body, inputs)?;
+            Ok(output_types(body))
+        }
+        Prim::CustomVjp { fwd, bwd, .. } => {
+            expect_params(op, "forward", fwd, inputs)?;
+            let outs = output_types(fwd);
+            let want: Vec<TensorType> = inputs
+                .iter()
+                .map(|t| (*t).clone())
+                .chain(outs.iter().cloned())
+                .chain(outs.iter().cloned())
+                .collect();
+            let bwd_params: Vec<TensorType> = bwd.params.iter().map(|p| p.ty.clone()).collect();
+            if bwd_params != want {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "backward rule takes ({}) but needs (inputs, outputs, cotangents) = ({})",
+                        list(&bwd_params),
+                        list(&want)
+                    ),
+                ));
+            }
+            let float_inputs: Vec<TensorType> = inputs
+                .iter()
+                .filter(|t| t.dtype.is_float())
+                .map(|t| (*t).clone())
+                .collect();
+            let cts = output_types(bwd);
+            if cts != float_inputs {
+                return Err(shape_err(
+                    op,
+                    format!(
+                        "backward rule returns ({}) but the float inputs are ({})",
+                        list(&cts),
+                        list(&float_inputs)
+                    ),
+                ));
+            }
+            Ok(outs)
+        }
+    }
+}
+
+/// Types of a function's outputs, in order.
+pub fn output_types(f: &Func) -> Vec<TensorType> {
+    f.outputs
+        .iter()
+        .map(|o| f.value_type(o.value).clone())
+        .collect()
+}
+
+/// Comma-separated short forms of types, for messages.
+pub(crate) fn list(types: &[TensorType]) -> String {
+    types
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn expect_params(op: &str, what: &str, f: &Func, inputs: &[&TensorType]) -> Result<()> {
+    let have: Vec<TensorType> = f.params.iter().map(|p| p.ty.clone()).collect();
+    let want: Vec<TensorType> = inputs.iter().map(|t| (*t).clone()).collect();
+    if have != want {
+        return Err(shape_err(
+            op,
+            format!(
+                "{what} takes ({}) but is given ({})",
+                list(&have),
+                list(&want)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn arity(op: &str, inputs: &[&TensorType], n: usize) -> Result<()> {
+    if inputs.len() != n {
+        return Err(shape_err(
+            op,
+            format!("expects {n} operands, got {}", inputs.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn first<'a>(op: &str, inputs: &[&'a TensorType]) -> Result<&'a TensorType> {
+    inputs
+        .first()
+        .copied()
+        .ok_or_else(|| shape_err(op, "expects at least one operand"))
+}
+
+fn same_types(op: &str, a: &TensorType, b: &TensorType) -> Result<()> {
+    if a != b {
+        return Err(shape_err(op, format!("operand types differ: {a} vs {b}")));
+    }
+    Ok(())
+}
+
+fn check_dims(op: &str, t: &TensorType) -> Result<()> {
+    if t.shape.iter().any(|&d| d < 0) {
+        return Err(shape_err(op, format!("negative dimension in {t}")));
+    }
+    Ok(())
+}
+
+fn check_indices(op: &str, idx: &[&TensorType]) -> Result<()> {
+    for t in idx {
+        if t.rank() != 0 || !t.dtype.is_integer() || t.dtype != idx[0].dtype {
+            return Err(shape_err(
+                op,
+                format!("start indices must be integer scalars of one type, got {t}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_permutation(perm: &[usize], rank: usize) -> bool {
+    let mut seen = vec![false; rank];
+    perm.len() == rank
+        && perm
+            .iter()
+            .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true))
+}
+
+/// The type with the listed (valid) dims removed.
+pub(crate) fn remove_dims(x: &TensorType, dims: &[usize]) -> TensorType {
+    let shape = x
+        .shape
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dims.contains(i))
+        .map(|(_, &d)| d);
+    TensorType {
+        dtype: x.dtype,
+        shape: shape.collect(),
+    }
+}

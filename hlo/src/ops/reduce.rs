@@ -1,0 +1,93 @@
+//! Reductions: sum, max, min, mean and argmax over axes.
+
+use crate::ir::{Prim, ReduceKind};
+use crate::{DType, Tensor};
+
+impl Tensor {
+    /// Reduces `axes` with `kind`; `keepdims` leaves them as size-1 dims.
+    pub fn reduce(&self, kind: ReduceKind, axes: &[isize], keepdims: bool) -> Tensor {
+        let Some(dims) = self.axes("reduce", axes) else {
+            return self.graph().poisoned(self.ty().clone());
+        };
+        if dims.is_empty() {
+            return self.clone();
+        }
+        let out = self.graph().push1(
+            Prim::Reduce {
+                kind,
+                dims: dims.clone(),
+            },
+            &[self],
+        );
+        if keepdims {
+            let shape: Vec<i64> = (0..self.rank())
+                .map(|d| {
+                    if dims.contains(&d) {
+                        1
+                    } else {
+                        self.shape()[d]
+                    }
+                })
+                .collect();
+            out.reshape(&shape)
+        } else {
+            out
+        }
+    }
+
+    /// Sum over `axes`.
+    pub fn sum(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        self.reduce(ReduceKind::Sum, axes, keepdims)
+    }
+
+    /// Maximum over `axes`.
+    pub fn max(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        self.reduce(ReduceKind::Max, axes, keepdims)
+    }
+
+    /// Minimum over `axes`.
+    pub fn min(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        self.reduce(ReduceKind::Min, axes, keepdims)
+    }
+
+    /// Mean over `axes` (floats).
+    pub fn mean(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        let Some(dims) = self.axes("mean", axes) else {
+            return self.graph().poisoned(self.ty().clone());
+        };
+        let count: i64 = dims.iter().map(|&d| self.shape()[d]).product();
+        self.sum(axes, keepdims) * (1.0 / count as f64)
+    }
+
+    /// Sum of all elements (a scalar).
+    pub fn sum_all(&self) -> Tensor {
+        let axes: Vec<isize> = (0..self.rank() as isize).collect();
+        self.sum(&axes, false)
+    }
+
+    /// Mean of all elements (a scalar).
+    pub fn mean_all(&self) -> Tensor {
+        let axes: Vec<isize> = (0..self.rank() as isize).collect();
+        self.mean(&axes, false)
+    }
+
+    /// Index of the maximum along `axis` as `index_dtype` (the first one on ties; NaN counts
+    /// as the maximum). Not differentiable (integer result).
+    pub fn argmax(&self, axis: isize, index_dtype: DType) -> Tensor {
+        let Some(dim) = self.axis("argmax", axis) else {
+            return self.graph().poisoned(self.ty().with_dtype(index_dtype));
+        };
+        self.graph()
+            .push1(Prim::Argmax { dim, index_dtype }, &[self])
+    }
+}
+
+impl Tensor {
+    /// Reduces sorted, distinct `dims` (no equation when empty).
+    pub(crate) fn reduce_dims(&self, kind: ReduceKind, dims: Vec<usize>) -> Tensor {
+        if dims.is_empty() {
+            return self.clone();
+        }
+        self.graph().push1(Prim::Reduce { kind, dims }, &[self])
+    }
+}
