@@ -2,9 +2,11 @@
 //! move sharded arrays between the host and the devices.
 
 mod host;
+mod program;
 mod sharded;
 
 pub use host::HostArray;
+pub use program::{element_type, Input, Program, Slot};
 pub use sharded::ShardedArray;
 
 use crate::runtime::{Client, CompileCache, RuntimeError};
@@ -19,6 +21,9 @@ pub enum EngineError {
     /// From the mesh (bad spec, indivisible shape, ...).
     #[error(transparent)]
     Mesh(#[from] MeshError),
+    /// From tracing or printing a program.
+    #[error(transparent)]
+    Hlo(#[from] vishwam_hlo::HloError),
     /// Shapes or counts that do not fit.
     #[error("{0}")]
     Shape(String),

@@ -1,0 +1,219 @@
+//! Compiling a traced function on the engine's mesh and running it on sharded arrays.
+
+use super::{Engine, EngineError, ShardedArray};
+use crate::runtime::{
+    Arg, CacheOutcome, CompileOptions, CompiledMemoryStats, ElementType, LoadedExecutable,
+};
+use std::time::Instant;
+use vishwam_hlo::{DType, Func, PartitionSpec, PrintOptions, TensorType};
+
+/// The device element type of an hlo dtype.
+pub fn element_type(dtype: DType) -> ElementType {
+    match dtype {
+        DType::F32 => ElementType::F32,
+        DType::F64 => ElementType::F64,
+        DType::BF16 => ElementType::BF16,
+        DType::F16 => ElementType::F16,
+        DType::F8E4M3FN => ElementType::F8E4M3FN,
+        DType::F8E5M2 => ElementType::F8E5M2,
+        DType::I32 => ElementType::S32,
+        DType::I64 => ElementType::S64,
+        DType::U32 => ElementType::U32,
+        DType::U8 => ElementType::U8,
+        DType::U64 => ElementType::U64,
+        DType::I1 => ElementType::Pred,
+    }
+}
+
+/// One argument or result of a compiled program: name, type and sharding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    /// Name from the traced function.
+    pub name: String,
+    /// Global type.
+    pub ty: TensorType,
+    /// Sharding over the mesh (replicated when the function gave none).
+    pub spec: PartitionSpec,
+    /// For arguments: whether an output may reuse its buffer.
+    pub donated: bool,
+}
+
+/// One argument of [`Program::run`].
+pub enum Input<'a> {
+    /// Stays valid after the call.
+    Keep(&'a ShardedArray),
+    /// May be reused for an aliased output; deleted afterwards.
+    Donate(&'a mut ShardedArray),
+}
+
+impl Input<'_> {
+    fn array(&self) -> &ShardedArray {
+        match self {
+            Input::Keep(a) => a,
+            Input::Donate(a) => a,
+        }
+    }
+}
+
+/// A traced function compiled for the engine's mesh.
+pub struct Program {
+    /// The function's name.
+    pub name: String,
+    /// Arguments in order.
+    pub params: Vec<Slot>,
+    /// Results in order.
+    pub outputs: Vec<Slot>,
+    /// Seconds spent compiling (or loading from the cache).
+    pub compile_seconds: f64,
+    /// Whether the compile cache was hit.
+    pub cache_outcome: CacheOutcome,
+    executable: LoadedExecutable,
+}
+
+impl Engine {
+    /// The StableHLO text of `func` for this engine's mesh.
+    pub fn stablehlo(&self, func: &Func) -> Result<String, EngineError> {
+        Ok(func.to_stablehlo(&PrintOptions::with_mesh(self.mesh.clone()))?)
+    }
+
+    /// The compile options for this engine's mesh: SPMD with Shardy, devices in mesh order.
+    pub fn compile_options(&self) -> CompileOptions {
+        let mut options = CompileOptions::for_partitions(self.mesh.num_devices());
+        options.device_assignment = self.device_ids().iter().map(|&d| d as i64).collect();
+        options
+    }
+
+    /// Global device ids of the mesh's devices, in mesh order.
+    fn device_ids(&self) -> Vec<i32> {
+        let devices = self.client.devices();
+        self.mesh
+            .device_ids()
+            .iter()
+            .map(|&i| devices[i].id().unwrap_or(i as i32))
+            .collect()
+    }
+
+    /// Prints, compiles (through the cache) and loads `func` on the mesh.
+    pub fn compile(&self, func: &Func) -> Result<Program, EngineError> {
+        let text = self.stablehlo(func)?;
+        let start = Instant::now();
+        let (executable, cache_outcome) =
+            self.cache
+                .compile(&self.client, &text, &self.compile_options())?;
+        let compile_seconds = start.elapsed().as_secs_f64();
+        let slot =
+            |name: &str, ty: &TensorType, spec: &Option<PartitionSpec>, donated: bool| Slot {
+                name: name.to_string(),
+                ty: ty.clone(),
+                spec: spec.clone().unwrap_or_default(),
+                donated,
+            };
+        let params = func
+            .params
+            .iter()
+            .map(|p| slot(&p.name, &p.ty, &p.sharding, p.donate_to.is_some()))
+            .collect();
+        let outputs = func
+            .outputs
+            .iter()
+            .map(|o| slot(&o.name, func.value_type(o.value), &o.sharding, false))
+            .collect();
+        tracing::debug!(
+            "compiled {} in {:.2}s ({:?}), {} bytes of StableHLO",
+            func.name,
+            compile_seconds,
+            cache_outcome,
+            text.len()
+        );
+        Ok(Program {
+            name: func.name.clone(),
+            params,
+            outputs,
+            compile_seconds,
+            cache_outcome,
+            executable,
+        })
+    }
+}
+
+impl Program {
+    /// Position of the output called `name`.
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|o| o.name == name)
+    }
+
+    /// XLA's memory accounting per device.
+    pub fn memory_stats(&self) -> Result<CompiledMemoryStats, EngineError> {
+        Ok(self.executable.compiled_memory_stats()?)
+    }
+
+    /// Runs the program on sharded arguments (in parameter order) and returns the outputs.
+    pub fn run(&self, inputs: Vec<Input<'_>>) -> Result<Vec<ShardedArray>, EngineError> {
+        if inputs.len() != self.params.len() {
+            return Err(EngineError::Shape(format!(
+                "{} takes {} arguments ({}), got {}",
+                self.name,
+                self.params.len(),
+                self.params
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                inputs.len()
+            )));
+        }
+        for (input, slot) in inputs.iter().zip(&self.params) {
+            let a = input.array();
+            let want = element_type(slot.ty.dtype);
+            if a.element_type != want || a.shape != slot.ty.shape || a.spec != slot.spec {
+                return Err(EngineError::Shape(format!(
+                    "{}: argument `{}` must be {}{:?} split as {:?}, got {}{:?} split as {:?}",
+                    self.name,
+                    slot.name,
+                    want.mlir_name(),
+                    slot.ty.shape,
+                    slot.spec,
+                    a.element_type.mlir_name(),
+                    a.shape,
+                    a.spec
+                )));
+            }
+        }
+        let devices = self.executable.num_devices();
+        let mut per_device: Vec<Vec<Arg<'_>>> = (0..devices)
+            .map(|_| Vec::with_capacity(inputs.len()))
+            .collect();
+        for input in inputs {
+            match input {
+                Input::Keep(a) => {
+                    for (d, shard) in a.shards.iter().enumerate() {
+                        per_device[d].push(Arg::Keep(shard));
+                    }
+                }
+                Input::Donate(a) => {
+                    for (d, shard) in a.shards.iter_mut().enumerate() {
+                        per_device[d].push(Arg::Donate(shard));
+                    }
+                }
+            }
+        }
+        let results = self.executable.execute(per_device)?;
+        let mut columns: Vec<Vec<crate::runtime::Buffer>> =
+            (0..self.outputs.len()).map(|_| Vec::new()).collect();
+        for device_outputs in results {
+            for (i, buffer) in device_outputs.into_iter().enumerate() {
+                columns[i].push(buffer);
+            }
+        }
+        Ok(columns
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(shards, slot)| ShardedArray {
+                element_type: element_type(slot.ty.dtype),
+                shape: slot.ty.shape.clone(),
+                spec: slot.spec.clone(),
+                shards,
+            })
+            .collect())
+    }
+}
