@@ -3,4 +3,6 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod model;
 pub mod runtime;
+pub mod train;

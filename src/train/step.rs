@@ -1,0 +1,459 @@
+//! The train step as one traced function: forward, chunked loss, backward, gradient
+//! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
+//! donated so the update happens in place on the devices.
+
+use super::schedule::lr_traced;
+use crate::config::{ComputeDtype, Config};
+use crate::model::{self, AttentionKind, ForwardOptions, ParamSpec, RngStream};
+use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
+use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
+
+/// Initial dynamic loss scale for f16 compute, and the number of good steps before it doubles.
+pub const INITIAL_LOSS_SCALE: f64 = 65536.0;
+const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
+
+/// One piece of the train state: its name, type and sharding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSlot {
+    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`).
+    pub name: String,
+    /// Type.
+    pub ty: TensorType,
+    /// Sharding over the mesh.
+    pub spec: PartitionSpec,
+}
+
+/// The shape of one training step: what the state holds and how a batch is laid out.
+#[derive(Debug, Clone)]
+pub struct StepLayout {
+    /// The model's parameters.
+    pub params: Vec<ParamSpec>,
+    /// The train state, in argument order (a prefix of the function's arguments).
+    pub state: Vec<StateSlot>,
+    /// Micro-batches per step.
+    pub accum: usize,
+    /// Sequences per micro-batch.
+    pub micro_batch: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Sharding of a batch array `[accum, micro_batch, seq_len]`.
+    pub batch_spec: PartitionSpec,
+    /// Whether the f16 dynamic loss scale is part of the state.
+    pub dynamic_scale: bool,
+}
+
+/// Names of the metrics the step returns after the state, in order.
+pub const METRICS: [&str; 5] = ["loss", "grad_norm", "lr", "tokens", "skipped"];
+
+/// The forward options the config asks for in training.
+pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOptions {
+    let compute = match cfg.compute_dtype() {
+        ComputeDtype::F32 => DType::F32,
+        ComputeDtype::Bf16 => DType::BF16,
+        ComputeDtype::F16 => DType::F16,
+    };
+    let (b, t, h) = (
+        cfg.training.micro_batch_size() as i64,
+        cfg.seq_len() as i64,
+        cfg.model.hidden_dim as i64,
+    );
+    let residual = plan
+        .activation_spec(&[L::Batch, L::Length, L::Embed], &[b, t, h])
+        .ok()
+        .map(|r| r.spec);
+    ForwardOptions {
+        compute,
+        remat: cfg.memory.gradient_checkpointing,
+        attention: if cfg.memory.memory_efficient_attention() {
+            AttentionKind::Blocked(cfg.optimization.block_size)
+        } else {
+            AttentionKind::Full
+        },
+        dropout: cfg.model.dropout_rate,
+        residual_spec: residual.filter(|s| !s.is_replicated()),
+    }
+}
+
+impl StepLayout {
+    /// The layout for `cfg` on `plan`'s mesh.
+    pub fn new(cfg: &Config, plan: &ShardingPlan) -> Result<StepLayout> {
+        let params = model::param_specs(&cfg.model);
+        let mut state = Vec::new();
+        let spec_of = |p: &ParamSpec| -> Result<PartitionSpec> {
+            let r = plan.parameter_spec(&p.logical, &p.shape).map_err(|e| {
+                vishwam_hlo::HloError::Shape {
+                    op: format!("sharding of {}", p.name),
+                    detail: e.to_string(),
+                }
+            })?;
+            for note in &r.notes {
+                tracing::debug!("{}: {note}", p.name);
+            }
+            Ok(r.spec)
+        };
+        for prefix in ["params.", "opt.m.", "opt.v."] {
+            for p in &params {
+                state.push(StateSlot {
+                    name: format!("{prefix}{}", p.name),
+                    ty: TensorType::new(DType::F32, &p.shape),
+                    spec: spec_of(p)?,
+                });
+            }
+        }
+        let scalar = |name: &str, dtype| StateSlot {
+            name: name.into(),
+            ty: TensorType::new(dtype, &[]),
+            spec: PartitionSpec::default(),
+        };
+        state.push(scalar("step", DType::I32));
+        state.push(StateSlot {
+            name: "rng".into(),
+            ty: TensorType::new(DType::U64, &[2]),
+            spec: PartitionSpec::default(),
+        });
+        let dynamic_scale = cfg.compute_dtype() == ComputeDtype::F16;
+        if dynamic_scale {
+            state.push(scalar("loss_scale", DType::F32));
+            state.push(scalar("good_steps", DType::I32));
+        }
+        let (accum, micro_batch, seq_len) = (
+            cfg.training.grad_accum_steps.max(1),
+            cfg.training.micro_batch_size(),
+            cfg.seq_len(),
+        );
+        let micro = plan
+            .activation_spec(
+                &[L::Batch, L::Length],
+                &[micro_batch as i64, seq_len as i64],
+            )
+            .map_err(|e| vishwam_hlo::HloError::Shape {
+                op: "batch sharding".into(),
+                detail: e.to_string(),
+            })?
+            .spec;
+        let mut dims = vec![Default::default()];
+        dims.extend(micro.dims.iter().cloned());
+        Ok(StepLayout {
+            params,
+            state,
+            accum,
+            micro_batch,
+            seq_len,
+            batch_spec: PartitionSpec { dims },
+            dynamic_scale,
+        })
+    }
+
+    /// Type of a batch array.
+    pub fn batch_type(&self, dtype: DType) -> TensorType {
+        TensorType::new(
+            dtype,
+            &[
+                self.accum as i64,
+                self.micro_batch as i64,
+                self.seq_len as i64,
+            ],
+        )
+    }
+}
+
+/// Traces the whole train step for `cfg`.
+pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
+    let g = Graph::named("train_step");
+    let opts = train_forward_options(cfg, plan);
+    let mut state = TensorMap::new();
+    for slot in &layout.state {
+        state.insert(
+            slot.name.clone(),
+            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
+        );
+    }
+    let batch = |name: &str, dtype| {
+        g.param_sharded(name, layout.batch_type(dtype), layout.batch_spec.clone())
+    };
+    let (tokens, targets, mask) = (
+        batch("tokens", DType::I32),
+        batch("targets", DType::I32),
+        batch("mask", DType::F32),
+    );
+
+    let params: TensorMap = layout
+        .params
+        .iter()
+        .map(|p| {
+            Ok((
+                p.name.clone(),
+                state.get(&format!("params.{}", p.name))?.clone(),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let total_tokens = mask.sum_all();
+    let denom = total_tokens.maximum(1.0);
+    let loss_scale = if layout.dynamic_scale {
+        Some(state.get("loss_scale")?.clone())
+    } else {
+        None
+    };
+    let grad_weight = match &loss_scale {
+        Some(s) => s / &denom,
+        None => denom.ones_like() / &denom,
+    };
+
+    let rng = state.get("rng")?.clone();
+    let (loss_sum, grads, rng) = accumulate(
+        cfg,
+        &opts,
+        layout,
+        &params,
+        &tokens,
+        &targets,
+        &mask,
+        &grad_weight,
+        rng,
+    )?;
+    let mut grads = grads;
+    if let Some(scale) = &loss_scale {
+        grads = grads
+            .iter()
+            .map(|(n, g)| (n.to_string(), g / scale))
+            .collect();
+    }
+    let loss = &loss_sum / &denom;
+
+    let norm_sq = grads
+        .values()
+        .map(|g| g.square().sum_all())
+        .reduce(|a, b| a + b)
+        .expect("at least one parameter");
+    let grad_norm = norm_sq.sqrt();
+    let finite = |x: &Tensor| x.abs().lt(f64::INFINITY);
+    let ok = finite(&grad_norm).and(finite(&loss));
+
+    let tc = &cfg.training;
+    let step = state.get("step")?;
+    let next_step = step + 1i64;
+    let t = next_step.cast(DType::F32);
+    let lr = lr_traced(tc, &t);
+    let clip = if tc.max_grad_norm > 0.0 {
+        Some((tc.max_grad_norm / (&grad_norm + 1e-6)).minimum(1.0))
+    } else {
+        None
+    };
+    let (b1, b2) = (tc.adam_beta1, tc.adam_beta2);
+    let bc1 = t.graph().full(b1, t.ty()).pow(&t) * -1.0 + 1.0;
+    let bc2 = t.graph().full(b2, t.ty()).pow(&t) * -1.0 + 1.0;
+
+    let mut outputs: Vec<(String, Tensor)> = Vec::new();
+    let mut new_m = Vec::new();
+    let mut new_v = Vec::new();
+    for p in &layout.params {
+        let theta = params.get(&p.name)?;
+        let mut gr = grads.get(&p.name)?.clone();
+        if let Some(c) = &clip {
+            gr = gr * c;
+        }
+        let m = state.get(&format!("opt.m.{}", p.name))?;
+        let v = state.get(&format!("opt.v.{}", p.name))?;
+        let m1 = m * b1 + &gr * (1.0 - b1);
+        let v1 = v * b2 + gr.square() * (1.0 - b2);
+        let update = (&m1 / &bc1) / ((&v1 / &bc2).sqrt() + tc.adam_eps);
+        let update = if p.decay && tc.weight_decay > 0.0 {
+            update + theta * tc.weight_decay
+        } else {
+            update
+        };
+        let theta1 = theta - update * &lr;
+        outputs.push((format!("params.{}", p.name), ok.select(&theta1, theta)));
+        new_m.push((format!("opt.m.{}", p.name), ok.select(&m1, m)));
+        new_v.push((format!("opt.v.{}", p.name), ok.select(&v1, v)));
+    }
+    outputs.extend(new_m);
+    outputs.extend(new_v);
+    outputs.push(("step".into(), ok.select(&next_step, step)));
+    outputs.push(("rng".into(), rng));
+    if let Some(scale) = &loss_scale {
+        let good = state.get("good_steps")?;
+        let good1 = good + 1i64;
+        let grow = good1.cast(DType::F32).ge(SCALE_GROWTH_INTERVAL);
+        let new_scale = ok.select(
+            &grow.select(&(scale * 2.0), scale),
+            &(scale * 0.5).maximum(1.0),
+        );
+        let new_good = ok.select(
+            &grow.select(&good1.zeros_like(), &good1),
+            &good.zeros_like(),
+        );
+        outputs.push(("loss_scale".into(), new_scale));
+        outputs.push(("good_steps".into(), new_good));
+    }
+    let skipped = ok.not().cast(DType::F32);
+    let metrics = [loss, grad_norm, lr, total_tokens, skipped];
+    for (name, value) in METRICS.iter().zip(metrics) {
+        outputs.push((name.to_string(), value));
+    }
+    let refs: Vec<(&str, &Tensor)> = outputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut func = g.finish(&refs)?;
+    for slot in &layout.state {
+        func.set_output_sharding(&slot.name, slot.spec.clone())?;
+        func.donate(&slot.name, &slot.name)?;
+    }
+    Ok(func)
+}
+
+/// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
+/// several), and the advanced random state.
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    cfg: &Config,
+    opts: &ForwardOptions,
+    layout: &StepLayout,
+    params: &TensorMap,
+    tokens: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    grad_weight: &Tensor,
+    rng: Tensor,
+) -> Result<(Tensor, TensorMap, Tensor)> {
+    let names: Vec<String> = layout.params.iter().map(|p| p.name.clone()).collect();
+    let micro = |i: &Tensor, x: &Tensor| -> Tensor {
+        let zero = i.zeros_like();
+        x.dynamic_slice(
+            &[i.clone(), zero.clone(), zero],
+            &[1, layout.micro_batch as i64, layout.seq_len as i64],
+        )
+        .reshape(&[layout.micro_batch as i64, layout.seq_len as i64])
+    };
+    if layout.accum == 1 {
+        let i = tokens.graph().scalar_i64(0, DType::I32);
+        let (loss, grads, rng) = micro_step(
+            cfg,
+            opts,
+            &names,
+            params,
+            &micro(&i, tokens),
+            &micro(&i, targets),
+            &micro(&i, mask),
+            grad_weight,
+            rng,
+        )?;
+        return Ok((loss, grads, rng));
+    }
+    // Carry: [i, loss, grads..., params..., rng, tokens, targets, mask, grad_weight].
+    let g = tokens.graph().clone();
+    let n = names.len();
+    let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
+    for name in &names {
+        init.push(params.get(name)?.zeros_like());
+    }
+    for name in &names {
+        init.push(params.get(name)?.clone());
+    }
+    init.extend([
+        rng,
+        tokens.clone(),
+        targets.clone(),
+        mask.clone(),
+        grad_weight.clone(),
+    ]);
+    let accum = layout.accum as i64;
+    let error = std::cell::RefCell::new(None);
+    let out = g.while_loop(
+        &init,
+        |_g, xs| xs[0].lt(accum),
+        |_g, xs| {
+            let i = &xs[0];
+            let p: TensorMap = names
+                .iter()
+                .cloned()
+                .zip(xs[2 + n..2 + 2 * n].iter().cloned())
+                .collect();
+            let base = 2 + 2 * n;
+            let (rng, tok, tgt, msk, w) = (
+                &xs[base],
+                &xs[base + 1],
+                &xs[base + 2],
+                &xs[base + 3],
+                &xs[base + 4],
+            );
+            let result = micro_step(
+                cfg,
+                opts,
+                &names,
+                &p,
+                &micro(i, tok),
+                &micro(i, tgt),
+                &micro(i, msk),
+                w,
+                rng.clone(),
+            );
+            match result {
+                Ok((loss, grads, rng)) => {
+                    let mut next = vec![i + 1i64, &xs[1] + loss];
+                    for (k, name) in names.iter().enumerate() {
+                        next.push(&xs[2 + k] + grads.get(name).expect("a gradient per parameter"));
+                    }
+                    next.extend(xs[2 + n..base].iter().cloned());
+                    next.push(rng);
+                    next.extend(xs[base + 1..].iter().cloned());
+                    next
+                }
+                Err(e) => {
+                    *error.borrow_mut() = Some(e);
+                    xs.to_vec()
+                }
+            }
+        },
+    );
+    if let Some(e) = error.into_inner() {
+        return Err(e);
+    }
+    let grads: TensorMap = names
+        .iter()
+        .cloned()
+        .zip(out[2..2 + n].iter().cloned())
+        .collect();
+    Ok((out[1].clone(), grads, out[2 + 2 * n].clone()))
+}
+
+/// One micro-batch: the masked CE sum and the gradients of `weight * ce_sum`.
+#[allow(clippy::too_many_arguments)]
+fn micro_step(
+    cfg: &Config,
+    opts: &ForwardOptions,
+    names: &[String],
+    params: &TensorMap,
+    tokens: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    weight: &Tensor,
+    rng: Tensor,
+) -> Result<(Tensor, TensorMap, Tensor)> {
+    let g = tokens.graph().clone();
+    let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
+    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
+    let mut stream = RngStream { state: rng };
+    let h = model::hidden_states(
+        &cfg.model,
+        opts,
+        params,
+        tokens,
+        &positions,
+        Some(&mut stream),
+    )?;
+    let w = model::head_weight(&cfg.model, params)?.cast(opts.compute);
+    let n = b * t;
+    let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
+    let ce = model::masked_ce_sum(
+        &h.reshape(&[n, cfg.model.hidden_dim as i64]),
+        &w,
+        &targets.reshape(&[n]),
+        &mask.reshape(&[n]),
+        chunk,
+    );
+    let wrt: Vec<Tensor> = names
+        .iter()
+        .map(|n| params.get(n).cloned())
+        .collect::<Result<_>>()?;
+    let grads = g.grad(&(&ce * weight), &wrt)?;
+    Ok((ce, names.iter().cloned().zip(grads).collect(), stream.state))
+}
