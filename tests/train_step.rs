@@ -90,3 +90,101 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
     assert!(last.loss < 0.05, "loss after 81 steps: {}", last.loss);
     assert_eq!(t.step_count().unwrap(), 81);
 }
+
+fn run_steps(
+    cfg: &Config,
+    strategy: DeviceStrategy,
+    mesh: &[(&str, i64)],
+    devices: usize,
+    steps: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut t = trainer(cfg, strategy, mesh, devices);
+    let losses: Vec<f32> = (0..steps)
+        .map(|i| t.step(&random_batch(cfg, 10 + i as u64)).unwrap().loss)
+        .collect();
+    let params = t.params_to_host().unwrap();
+    let flat: Vec<f32> = params
+        .values()
+        .flat_map(|a| a.to_vec::<f32>().unwrap())
+        .collect();
+    (losses, flat)
+}
+
+/// Losses agree to `tol` (relative). Parameters after the steps agree to `10 * tol` relative to
+/// the largest parameter: Adam divides by sqrt(v), which turns reduction-order rounding in
+/// near-zero gradients into update differences of up to a few ulps of the learning rate.
+fn assert_same_run(name: &str, got: &(Vec<f32>, Vec<f32>), want: &(Vec<f32>, Vec<f32>), tol: f32) {
+    for (i, (g, w)) in got.0.iter().zip(&want.0).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * w.abs(),
+            "{name}: step {i} loss {g} vs {w}"
+        );
+    }
+    let scale = want.1.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let err = got
+        .1
+        .iter()
+        .zip(&want.1)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0f32, f32::max)
+        / scale;
+    assert!(
+        err <= 10.0 * tol,
+        "{name}: parameters differ by {err:e} (relative to max |param|)"
+    );
+}
+
+#[test]
+fn sharded_strategies_match_one_device_over_three_steps() {
+    let cfg = tiny(&[]);
+    let reference = run_steps(&cfg, DeviceStrategy::DataParallel, &[("data", 1)], 1, 3);
+    let cases: &[(&str, DeviceStrategy, &[(&str, i64)])] = &[
+        (
+            "data-parallel",
+            DeviceStrategy::DataParallel,
+            &[("data", 4)],
+        ),
+        ("fsdp", DeviceStrategy::Fsdp, &[("fsdp", 4)]),
+        (
+            "tensor-parallel",
+            DeviceStrategy::TensorParallel,
+            &[("model", 4)],
+        ),
+        (
+            "data x model",
+            DeviceStrategy::Hybrid,
+            &[("data", 2), ("model", 2)],
+        ),
+    ];
+    for (name, strategy, mesh) in cases {
+        let run = run_steps(&cfg, *strategy, mesh, 4, 3);
+        assert_same_run(name, &run, &reference, 1e-5);
+    }
+}
+
+#[test]
+fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
+    let base = tiny(&[]);
+    let reference = run_steps(&base, DeviceStrategy::DataParallel, &[("data", 1)], 1, 3);
+    let variants: &[(&str, &[&str])] = &[
+        ("remat", &["memory.gradient_checkpointing=true"]),
+        (
+            "blocked attention",
+            &[
+                "memory.attention_memory_efficient=true",
+                "optimization.block_size=4",
+            ],
+        ),
+        ("accumulation", &["training.grad_accum_steps=2"]),
+    ];
+    for (name, overrides) in variants {
+        let run = run_steps(
+            &tiny(overrides),
+            DeviceStrategy::DataParallel,
+            &[("data", 1)],
+            1,
+            3,
+        );
+        assert_same_run(name, &run, &reference, 1e-5);
+    }
+}
