@@ -138,7 +138,8 @@ fn assert_same_run(name: &str, got: &(Vec<f32>, Vec<f32>), want: &(Vec<f32>, Vec
 fn sharded_strategies_match_one_device_over_three_steps() {
     let cfg = tiny(&[]);
     let reference = run_steps(&cfg, DeviceStrategy::DataParallel, &[("data", 1)], 1, 3);
-    let cases: &[(&str, DeviceStrategy, &[(&str, i64)])] = &[
+    type Case<'a> = (&'a str, DeviceStrategy, &'a [(&'a str, i64)]);
+    let cases: &[Case] = &[
         (
             "data-parallel",
             DeviceStrategy::DataParallel,

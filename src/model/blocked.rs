@@ -60,7 +60,7 @@ fn shapes(q: &Tensor, k: &Tensor) -> Shapes {
 /// `[bs, bs]` predicate for the diagonal block: key index <= query index.
 fn diagonal_mask(g: &Graph, bs: i64) -> Tensor {
     let ty = vishwam_hlo::TensorType::new(DType::I32, &[bs, bs]);
-    g.iota(&ty, 1).le(&g.iota(&ty, 0))
+    g.iota(&ty, 1).le(g.iota(&ty, 0))
 }
 
 /// Scaled f32 scores of query block `qi: [B,bs,KV,G,D]` against key block `kj: [B,bs,KV,D]`:

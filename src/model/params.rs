@@ -182,9 +182,11 @@ mod tests {
 
     #[test]
     fn specs_follow_the_contract() {
-        let mut cfg = ModelConfig::default();
-        cfg.num_layers = 2;
-        cfg.tie_embeddings = false;
+        let cfg = ModelConfig {
+            num_layers: 2,
+            tie_embeddings: false,
+            ..Default::default()
+        };
         let specs = param_specs(&cfg);
         assert_eq!(specs.len(), 3 + 2 * 9);
         let wk = specs.iter().find(|s| s.name == "layers.1.attn.wk").unwrap();

@@ -1,13 +1,18 @@
 //! Training: the step program, the schedule, the loop, metrics and checkpoints.
 
+pub mod checkpoint;
 mod error;
+mod eval;
+mod run;
 mod schedule;
 mod step;
 mod trainer;
 
 pub use error::TrainError;
-pub use trainer::{initial_state, HostBatch, StepMetrics, Trainer};
+pub use eval::{build_eval_step, build_next_token};
+pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 
+pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
 pub use step::{
     build_train_step, train_forward_options, StateSlot, StepLayout, INITIAL_LOSS_SCALE, METRICS,

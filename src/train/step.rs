@@ -276,13 +276,10 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         let good1 = good + 1i64;
         let grow = good1.cast(DType::F32).ge(SCALE_GROWTH_INTERVAL);
         let new_scale = ok.select(
-            &grow.select(&(scale * 2.0), scale),
-            &(scale * 0.5).maximum(1.0),
+            grow.select(&(scale * 2.0), scale),
+            (scale * 0.5).maximum(1.0),
         );
-        let new_good = ok.select(
-            &grow.select(&good1.zeros_like(), &good1),
-            &good.zeros_like(),
-        );
+        let new_good = ok.select(grow.select(good1.zeros_like(), &good1), good.zeros_like());
         outputs.push(("loss_scale".into(), new_scale));
         outputs.push(("good_steps".into(), new_good));
     }

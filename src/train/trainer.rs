@@ -1,10 +1,14 @@
 //! The train state on the devices and the compiled step that updates it.
 
-use super::step::{build_train_step, StepLayout, INITIAL_LOSS_SCALE, METRICS};
+use super::eval::{build_eval_step, build_next_token};
+use super::step::{
+    build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
+};
 use super::TrainError;
 use crate::config::Config;
 use crate::engine::{Engine, HostArray, Input, Program, ShardedArray};
 use std::collections::BTreeMap;
+use std::time::Instant;
 use vishwam_mesh::ShardingPlan;
 
 /// A batch in host memory: `[accum, micro_batch, seq_len]` tokens, targets and loss mask.
@@ -28,7 +32,7 @@ impl HostBatch {
         mask: &[f32],
     ) -> Result<HostBatch, TrainError> {
         let rows = tokens.len() / seq_len.max(1);
-        if rows % accum.max(1) != 0
+        if !rows.is_multiple_of(accum.max(1))
             || tokens.len() != rows * seq_len
             || targets.len() != tokens.len()
             || mask.len() != tokens.len()
@@ -65,6 +69,17 @@ pub struct StepMetrics {
     pub skipped: bool,
 }
 
+/// Seconds spent in each phase of one step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// Uploading the batch.
+    pub host_to_device: f64,
+    /// Running the step program.
+    pub compute: f64,
+    /// Downloading the metrics.
+    pub device_to_host: f64,
+}
+
 /// The compiled step and the state it updates.
 pub struct Trainer {
     /// Engine (client, mesh, cache).
@@ -75,7 +90,22 @@ pub struct Trainer {
     pub layout: StepLayout,
     /// The compiled step.
     pub program: Program,
+    /// The resolved configuration.
+    pub config: Config,
     state: Vec<ShardedArray>,
+    eval_program: Option<Program>,
+    next_token_program: Option<Program>,
+}
+
+/// Mean loss and perplexity over some tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalResult {
+    /// Mean masked cross-entropy (nats per token).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Tokens evaluated.
+    pub tokens: f64,
 }
 
 impl Trainer {
@@ -89,7 +119,10 @@ impl Trainer {
             plan,
             layout,
             program,
+            config: cfg.clone(),
             state: Vec::new(),
+            eval_program: None,
+            next_token_program: None,
         };
         trainer.load_state(&initial_state(cfg, &trainer.layout))?;
         Ok(trainer)
@@ -161,10 +194,23 @@ impl Trainer {
 
     /// Uploads a batch, runs one step in place, and returns its metrics.
     pub fn step(&mut self, batch: &HostBatch) -> Result<StepMetrics, TrainError> {
+        Ok(self.timed_step(batch)?.0)
+    }
+
+    /// [`Trainer::step`] with a breakdown of where the time went.
+    pub fn timed_step(
+        &mut self,
+        batch: &HostBatch,
+    ) -> Result<(StepMetrics, StepTimings), TrainError> {
+        let t0 = Instant::now();
         let spec = &self.layout.batch_spec;
         let tokens = self.engine.put(&batch.tokens, spec)?;
         let targets = self.engine.put(&batch.targets, spec)?;
         let mask = self.engine.put(&batch.mask, spec)?;
+        for a in [&tokens, &targets, &mask] {
+            a.shards[0].block_until_ready()?;
+        }
+        let t1 = Instant::now();
         let mut inputs: Vec<Input<'_>> = self.state.iter_mut().map(Input::Donate).collect();
         inputs.extend([
             Input::Keep(&tokens),
@@ -174,6 +220,8 @@ impl Trainer {
         let mut outputs = self.program.run(inputs)?;
         let metrics = outputs.split_off(self.layout.state.len());
         self.state = outputs;
+        metrics[0].shards[0].block_until_ready()?;
+        let t2 = Instant::now();
         let mut values = [0f32; METRICS.len()];
         for (v, m) in values.iter_mut().zip(&metrics) {
             *v = self
@@ -182,13 +230,114 @@ impl Trainer {
                 .to_vec::<f32>()
                 .map_err(TrainError::Other)?[0];
         }
-        Ok(StepMetrics {
+        let t3 = Instant::now();
+        let m = StepMetrics {
             loss: values[0],
             grad_norm: values[1],
             lr: values[2],
             tokens: values[3],
             skipped: values[4] != 0.0,
+        };
+        let timings = StepTimings {
+            host_to_device: (t1 - t0).as_secs_f64(),
+            compute: (t2 - t1).as_secs_f64(),
+            device_to_host: (t3 - t2).as_secs_f64(),
+        };
+        Ok((m, timings))
+    }
+}
+
+impl Trainer {
+    /// Mean loss and perplexity over micro-batches of `[micro_batch, seq_len]` (each a
+    /// [`HostBatch`] with `accum == 1`), with dropout off.
+    pub fn evaluate(&mut self, batches: &[HostBatch]) -> Result<EvalResult, TrainError> {
+        if self.eval_program.is_none() {
+            let opts = train_forward_options(&self.config, &self.plan);
+            let func = build_eval_step(&self.config, &self.layout, &opts)?;
+            self.eval_program = Some(self.engine.compile(&func)?);
+        }
+        let program = self.eval_program.as_ref().expect("compiled above");
+        let spec = &program.params[self.layout.params.len()].spec;
+        let (mut loss_sum, mut tokens) = (0f64, 0f64);
+        for batch in batches {
+            let reshape = |a: &HostArray| HostArray {
+                shape: a.shape[1..].to_vec(),
+                ..a.clone()
+            };
+            if batch.tokens.shape.first() != Some(&1) {
+                return Err(TrainError::Other(
+                    "evaluation batches must hold one micro-batch".into(),
+                ));
+            }
+            let put = |a: &HostArray| self.engine.put(&reshape(a), spec);
+            let (t, y, m) = (put(&batch.tokens)?, put(&batch.targets)?, put(&batch.mask)?);
+            let mut inputs: Vec<Input<'_>> = self.state[..self.layout.params.len()]
+                .iter()
+                .map(Input::Keep)
+                .collect();
+            inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
+            let out = program.run(inputs)?;
+            let scalar = |a: &ShardedArray| -> Result<f64, TrainError> {
+                Ok(self
+                    .engine
+                    .get(a)?
+                    .to_vec::<f32>()
+                    .map_err(TrainError::Other)?[0] as f64)
+            };
+            loss_sum += scalar(&out[0])?;
+            tokens += scalar(&out[1])?;
+        }
+        let loss = loss_sum / tokens.max(1.0);
+        Ok(EvalResult {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
         })
+    }
+
+    /// Greedy continuation of `prompt` by `count` tokens, recomputing the window each step
+    /// (the KV-cache generator lives in `generate`).
+    pub fn greedy(&mut self, prompt: &[i32], count: usize) -> Result<Vec<i32>, TrainError> {
+        if self.next_token_program.is_none() {
+            let opts = train_forward_options(&self.config, &self.plan);
+            let func = build_next_token(&self.config, &self.layout, &opts)?;
+            self.next_token_program = Some(self.engine.compile(&func)?);
+        }
+        let program = self.next_token_program.as_ref().expect("compiled above");
+        let window = self.layout.seq_len;
+        let mut seq: Vec<i32> = prompt.to_vec();
+        if seq.is_empty() {
+            return Err(TrainError::Other(
+                "greedy decoding needs a prompt of at least one token".into(),
+            ));
+        }
+        let replicated = vishwam_mesh::PartitionSpec::default();
+        for _ in 0..count {
+            let start = seq.len().saturating_sub(window);
+            let ctx = &seq[start..];
+            let mut padded = ctx.to_vec();
+            padded.resize(window, 0);
+            let tokens = self.engine.put(
+                &HostArray::from_slice(&[1, window as i64], &padded).map_err(TrainError::Other)?,
+                &replicated,
+            )?;
+            let length = self
+                .engine
+                .put(&HostArray::scalar(ctx.len() as i32), &replicated)?;
+            let mut inputs: Vec<Input<'_>> = self.state[..self.layout.params.len()]
+                .iter()
+                .map(Input::Keep)
+                .collect();
+            inputs.extend([Input::Keep(&tokens), Input::Keep(&length)]);
+            let out = program.run(inputs)?;
+            seq.push(
+                self.engine
+                    .get(&out[0])?
+                    .to_vec::<i32>()
+                    .map_err(TrainError::Other)?[0],
+            );
+        }
+        Ok(seq[prompt.len()..].to_vec())
     }
 }
 

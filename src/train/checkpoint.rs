@@ -1,0 +1,356 @@
+//! Checkpoints: the train state in safetensors plus a JSON manifest.
+//!
+//! A checkpoint is a directory `step_00000123/` holding `state.safetensors` (every state
+//! array: parameters, AdamW moments, step, random state, loss scale) and `manifest.json`
+//! (format name and version, step, the resolved config, the data loader's position, the
+//! tensor list, and the SHA-256 of the state file). It is written into a temporary
+//! directory and renamed into place, so a crash never leaves a half-written checkpoint
+//! under a real name. Loading checks the format, the version, the checksum, and every
+//! tensor's dtype and shape against what the current run expects; the arrays are then placed
+//! by the current mesh's shardings, whatever mesh wrote them.
+
+use super::TrainError;
+use crate::engine::HostArray;
+use crate::runtime::ElementType;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The `format` field of every manifest.
+pub const FORMAT: &str = "vishwam-checkpoint";
+/// The manifest version this build writes and reads.
+pub const VERSION: u32 = 1;
+const STATE_FILE: &str = "state.safetensors";
+const MANIFEST_FILE: &str = "manifest.json";
+
+/// One tensor's entry in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// Element type name (`f32`, `i32`, `ui64`, ...).
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<i64>,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`VERSION`] of the writer.
+    pub version: u32,
+    /// Optimizer steps applied.
+    pub step: u64,
+    /// The resolved configuration of the run.
+    pub config: serde_json::Value,
+    /// The data loader's position (opaque to the checkpoint).
+    pub data_position: serde_json::Value,
+    /// Every tensor in the state file.
+    pub tensors: BTreeMap<String, TensorEntry>,
+    /// SHA-256 of `state.safetensors`, hex.
+    pub state_sha256: String,
+}
+
+/// A checkpoint read back from disk.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The state arrays by name.
+    pub state: BTreeMap<String, HostArray>,
+}
+
+fn err(path: &Path, detail: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.display().to_string(),
+        detail: detail.into(),
+    }
+}
+
+fn st_dtype(t: ElementType) -> Result<safetensors::Dtype, String> {
+    use safetensors::Dtype as D;
+    Ok(match t {
+        ElementType::F32 => D::F32,
+        ElementType::F64 => D::F64,
+        ElementType::BF16 => D::BF16,
+        ElementType::F16 => D::F16,
+        ElementType::S32 => D::I32,
+        ElementType::S64 => D::I64,
+        ElementType::U32 => D::U32,
+        ElementType::U64 => D::U64,
+        ElementType::U8 => D::U8,
+        ElementType::S8 => D::I8,
+        ElementType::Pred => D::BOOL,
+        ElementType::F8E4M3FN => D::F8_E4M3,
+        ElementType::F8E5M2 => D::F8_E5M2,
+    })
+}
+
+fn element_type(d: safetensors::Dtype) -> Option<ElementType> {
+    ElementType::ALL
+        .into_iter()
+        .find(|t| st_dtype(*t).ok() == Some(d))
+}
+
+/// The directory name of the checkpoint at `step`.
+pub fn step_dir_name(step: u64) -> String {
+    format!("step_{step:08}")
+}
+
+/// Writes a checkpoint of `state` at `step` under `root` and keeps only the newest `keep`.
+pub fn save(
+    root: &Path,
+    step: u64,
+    state: &BTreeMap<String, HostArray>,
+    config: serde_json::Value,
+    data_position: serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| TrainError::io(format!("creating {}", root.display()), e))?;
+    let final_dir = root.join(step_dir_name(step));
+    let tmp = root.join(format!(
+        ".{}.tmp-{}",
+        step_dir_name(step),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| TrainError::io(format!("creating {}", tmp.display()), e))?;
+
+    let mut views = Vec::with_capacity(state.len());
+    let mut tensors = BTreeMap::new();
+    for (name, array) in state {
+        let dtype = st_dtype(array.element_type).map_err(|d| err(&tmp, d))?;
+        let shape: Vec<usize> = array.shape.iter().map(|&d| d as usize).collect();
+        let view = safetensors::tensor::TensorView::new(dtype, shape, &array.data)
+            .map_err(|e| err(&tmp, format!("{name}: {e}")))?;
+        views.push((name.clone(), view));
+        tensors.insert(
+            name.clone(),
+            TensorEntry {
+                dtype: array.element_type.mlir_name().into(),
+                shape: array.shape.clone(),
+            },
+        );
+    }
+    let bytes = safetensors::serialize(views, &None).map_err(|e| err(&tmp, e.to_string()))?;
+    let state_path = tmp.join(STATE_FILE);
+    write_synced(&state_path, &bytes)?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        step,
+        config,
+        data_position,
+        tensors,
+        state_sha256: hex::encode(Sha256::digest(&bytes)),
+    };
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(&tmp, e.to_string()))?;
+    write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)
+            .map_err(|e| TrainError::io(format!("replacing {}", final_dir.display()), e))?;
+    }
+    std::fs::rename(&tmp, &final_dir)
+        .map_err(|e| TrainError::io(format!("renaming {} into place", tmp.display()), e))?;
+    prune(root, keep)?;
+    Ok(final_dir)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| TrainError::io(format!("creating {}", path.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| TrainError::io(format!("writing {}", path.display()), e))
+}
+
+/// Checkpoint directories under `root`, oldest first, with their steps.
+pub fn list(root: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step_")?.parse::<u64>().ok()?;
+            e.path()
+                .join(MANIFEST_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The newest checkpoint directory under `root`, if any.
+pub fn latest(root: &Path) -> Option<PathBuf> {
+    list(root).pop().map(|(_, p)| p)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
+    let all = list(root);
+    for (_, dir) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| TrainError::io(format!("removing old checkpoint {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Reads and validates a checkpoint directory.
+pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+        err(dir, format!("cannot read {MANIFEST_FILE} ({e}); is this a vishwam checkpoint directory (step_NNNNNNNN)?"))
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| err(dir, format!("{MANIFEST_FILE} is not a valid manifest: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(err(
+            dir,
+            format!("format is `{}`, expected `{FORMAT}`", manifest.format),
+        ));
+    }
+    if manifest.version != VERSION {
+        return Err(err(
+            dir,
+            format!("written by checkpoint format version {}, this vishwam reads version {VERSION}; use the vishwam release that wrote it", manifest.version),
+        ));
+    }
+    let state_path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&state_path)
+        .map_err(|e| err(dir, format!("cannot read {STATE_FILE}: {e}")))?;
+    let sum = hex::encode(Sha256::digest(&bytes));
+    if sum != manifest.state_sha256 {
+        return Err(err(
+            dir,
+            format!(
+                "{STATE_FILE} is corrupt: SHA-256 {sum}, manifest says {}",
+                manifest.state_sha256
+            ),
+        ));
+    }
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(dir, format!("{STATE_FILE}: {e}")))?;
+    let mut state = BTreeMap::new();
+    for (name, entry) in &manifest.tensors {
+        let view = tensors.tensor(name).map_err(|_| {
+            err(
+                dir,
+                format!("{STATE_FILE} lacks `{name}` listed in the manifest"),
+            )
+        })?;
+        let element_type = element_type(view.dtype()).ok_or_else(|| {
+            err(
+                dir,
+                format!("`{name}` has unsupported dtype {:?}", view.dtype()),
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if element_type.mlir_name() != entry.dtype || shape != entry.shape {
+            return Err(err(
+                dir,
+                format!(
+                    "`{name}` is {}{shape:?} in the file but {}{:?} in the manifest",
+                    element_type.mlir_name(),
+                    entry.dtype,
+                    entry.shape
+                ),
+            ));
+        }
+        state.insert(
+            name.clone(),
+            HostArray {
+                element_type,
+                shape,
+                data: view.data().to_vec(),
+            },
+        );
+    }
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        manifest,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> BTreeMap<String, HostArray> {
+        let mut s = BTreeMap::new();
+        s.insert(
+            "params.w".into(),
+            HostArray::from_slice(&[2, 3], &[1f32, 2., 3., 4., 5., 6.]).unwrap(),
+        );
+        s.insert("step".into(), HostArray::scalar(7i32));
+        s.insert(
+            "rng".into(),
+            HostArray::from_slice(&[2], &[1u64, 2]).unwrap(),
+        );
+        s
+    }
+
+    #[test]
+    fn save_load_round_trip_and_pruning() {
+        let root = tempfile::tempdir().unwrap();
+        for step in [1, 2, 3] {
+            save(
+                root.path(),
+                step,
+                &state(),
+                serde_json::json!({"a": 1}),
+                serde_json::json!({"pos": step}),
+                2,
+            )
+            .unwrap();
+        }
+        let steps: Vec<u64> = list(root.path()).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![2, 3]);
+        let ck = load(&latest(root.path()).unwrap()).unwrap();
+        assert_eq!(ck.manifest.step, 3);
+        assert_eq!(ck.state, state());
+        assert_eq!(ck.manifest.data_position, serde_json::json!({"pos": 3}));
+    }
+
+    #[test]
+    fn corruption_and_foreign_directories_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = save(
+            root.path(),
+            5,
+            &state(),
+            serde_json::json!({}),
+            serde_json::json!(null),
+            3,
+        )
+        .unwrap();
+        let file = dir.join(STATE_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        assert!(load(&dir).unwrap_err().to_string().contains("corrupt"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(load(empty.path())
+            .unwrap_err()
+            .to_string()
+            .contains("is this a vishwam checkpoint"));
+        let m = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 99");
+        std::fs::write(&m, text).unwrap();
+        assert!(load(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("format version 99"));
+    }
+}

@@ -1,0 +1,340 @@
+//! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
+
+use super::checkpoint;
+use super::{EvalResult, HostBatch, StepMetrics, StepTimings, TrainError, Trainer};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where training batches come from.
+pub trait BatchSource {
+    /// The next training batch (`[accum, micro_batch, seq_len]`).
+    fn next_train(&mut self) -> Result<HostBatch, TrainError>;
+    /// `count` validation micro-batches (`[1, micro_batch, seq_len]`), the same ones every time.
+    fn eval_batches(&mut self, count: usize) -> Result<Vec<HostBatch>, TrainError>;
+    /// The position in the stream, saved in checkpoints.
+    fn position(&self) -> serde_json::Value;
+    /// Continues from a saved position.
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError>;
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Set (e.g. by Ctrl-C) to stop after the current step, saving a checkpoint.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            resume: false,
+            progress: false,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    /// Optimizer steps completed in total (including those before a resume).
+    pub steps: u64,
+    /// Step the run started from.
+    pub start_step: u64,
+    /// Every step's loss in this run, in order.
+    pub losses: Vec<f32>,
+    /// The last validation result.
+    pub validation: Option<EvalResult>,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Mean training tokens per second over the run (excluding the first step).
+    pub tokens_per_second: f64,
+    /// True when stopped early by the stop flag.
+    pub interrupted: bool,
+}
+
+/// The checkpoint directory of a run.
+pub fn checkpoint_root(trainer: &Trainer) -> PathBuf {
+    PathBuf::from(&trainer.config.logging.output_dir).join("checkpoints")
+}
+
+/// Trains until `training.max_steps`, as the config's `logging` section says.
+pub fn run_training(
+    trainer: &mut Trainer,
+    data: &mut dyn BatchSource,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let cfg = trainer.config.clone();
+    let log = &cfg.logging;
+    let out_dir = PathBuf::from(&log.output_dir);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| TrainError::io(format!("creating {}", out_dir.display()), e))?;
+    let root = checkpoint_root(trainer);
+    let mut summary = RunSummary::default();
+
+    if opts.resume {
+        if let Some(dir) = checkpoint::latest(&root) {
+            let ck = checkpoint::load(&dir)?;
+            check_compatible(&ck.manifest.config, &trainer.config.to_json_pretty(), &dir)?;
+            trainer.load_state(&ck.state)?;
+            data.restore(&ck.manifest.data_position)?;
+            summary.start_step = ck.manifest.step;
+            tracing::info!("resumed from {} (step {})", dir.display(), ck.manifest.step);
+        } else {
+            tracing::info!(
+                "--resume: no checkpoint in {}; starting from step 0",
+                root.display()
+            );
+        }
+    }
+    let metrics_path = out_dir.join(&log.metrics_file);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(summary.start_step > 0)
+        .write(true)
+        .truncate(summary.start_step == 0)
+        .open(&metrics_path)
+        .map_err(|e| TrainError::io(format!("opening {}", metrics_path.display()), e))?;
+
+    let max_steps = cfg.training.max_steps as u64;
+    let bar = progress_bar(opts.progress, summary.start_step, max_steps);
+    let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
+    let mut step = summary.start_step;
+    let (mut timed_tokens, mut timed_seconds) = (0f64, 0f64);
+    let mut profile = Profile::default();
+    while step < max_steps {
+        if opts.stop.load(Ordering::SeqCst) {
+            summary.interrupted = true;
+            break;
+        }
+        let wait = Instant::now();
+        let batch = data.next_train()?;
+        let data_wait = wait.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let (m, timings) = trainer.timed_step(&batch)?;
+        let seconds = started.elapsed().as_secs_f64();
+        if m.skipped && !trainer.layout.dynamic_scale {
+            bar.abandon();
+            return Err(TrainError::NonFinite(format!(
+                "step {}: loss {} / gradient norm {} is not finite; the update was not applied and training stopped. The last good checkpoint is in {}. Lower training.learning_rate, set training.max_grad_norm, or use f32 compute.",
+                step + 1,
+                m.loss,
+                m.grad_norm,
+                root.display()
+            )));
+        }
+        step += 1;
+        summary.losses.push(m.loss);
+        if step > summary.start_step + 1 {
+            timed_tokens += tokens_per_step;
+            timed_seconds += seconds + data_wait;
+        }
+        profile.add(data_wait, &timings);
+        let tokens_per_second = tokens_per_step / (seconds + data_wait).max(1e-9);
+        bar.set_position(step);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            m.loss, m.lr, tokens_per_second
+        ));
+
+        if step % log.log_every as u64 == 0 || step == max_steps {
+            write_metrics(&mut metrics, step, &m, tokens_per_second, seconds, trainer)?;
+            tracing::info!(
+                "step {step}/{max_steps} loss {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
+                m.loss,
+                m.grad_norm,
+                m.lr,
+                tokens_per_second
+            );
+        }
+        if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
+            let eval = evaluate(trainer, data)?;
+            write_json(
+                &mut metrics,
+                json!({"step": step, "val_loss": eval.loss, "val_perplexity": eval.perplexity}),
+            )?;
+            bar.println(format!(
+                "step {step}: validation loss {:.4}, perplexity {:.2}",
+                eval.loss, eval.perplexity
+            ));
+            summary.validation = Some(eval);
+        }
+        if log.profile_every > 0 && step % log.profile_every as u64 == 0 {
+            let line = profile.report(trainer);
+            write_json(&mut metrics, json!({"step": step, "profile": line.clone()}))?;
+            bar.println(format!(
+                "step {step} profile: {}",
+                line["summary"].as_str().unwrap_or_default()
+            ));
+            profile = Profile::default();
+        }
+        if log.save_every > 0 && step % log.save_every as u64 == 0 && step < max_steps {
+            summary.checkpoint = Some(save(trainer, data, step)?);
+        }
+    }
+    bar.finish_and_clear();
+    summary.steps = step;
+    summary.tokens_per_second = if timed_seconds > 0.0 {
+        timed_tokens / timed_seconds
+    } else {
+        0.0
+    };
+    if step > summary.start_step || summary.interrupted {
+        summary.checkpoint = Some(save(trainer, data, step)?);
+    }
+    if !summary.interrupted && cfg.data.val_fraction > 0.0 {
+        let eval = evaluate(trainer, data)?;
+        write_json(
+            &mut metrics,
+            json!({"step": step, "val_loss": eval.loss, "val_perplexity": eval.perplexity}),
+        )?;
+        summary.validation = Some(eval);
+    }
+    Ok(summary)
+}
+
+fn evaluate(trainer: &mut Trainer, data: &mut dyn BatchSource) -> Result<EvalResult, TrainError> {
+    let batches = data.eval_batches(trainer.config.training.eval_steps)?;
+    trainer.evaluate(&batches)
+}
+
+/// Saves the current state as the checkpoint of `step`.
+pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<PathBuf, TrainError> {
+    let state = trainer.state_to_host()?;
+    let config: serde_json::Value =
+        serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    let dir = checkpoint::save(
+        &checkpoint_root(trainer),
+        step,
+        &state,
+        config,
+        data.position(),
+        trainer.config.logging.keep_checkpoints,
+    )?;
+    tracing::info!("saved checkpoint {}", dir.display());
+    Ok(dir)
+}
+
+/// A resumed run must train the same model the same way; logging and runtime may change.
+fn check_compatible(
+    saved: &serde_json::Value,
+    current: &str,
+    dir: &Path,
+) -> Result<(), TrainError> {
+    let current: serde_json::Value =
+        serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
+    for section in ["model", "data", "sequence"] {
+        if saved.get(section) != current.get(section) {
+            return Err(TrainError::Checkpoint {
+                path: dir.display().to_string(),
+                detail: format!(
+                    "was written with a different `{section}` section; resume with the same config, or start a fresh run in another logging.output_dir"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_json(file: &mut std::fs::File, value: serde_json::Value) -> Result<(), TrainError> {
+    writeln!(file, "{value}").map_err(|e| TrainError::io("writing metrics", e))
+}
+
+fn write_metrics(
+    file: &mut std::fs::File,
+    step: u64,
+    m: &StepMetrics,
+    tokens_per_second: f64,
+    seconds: f64,
+    trainer: &Trainer,
+) -> Result<(), TrainError> {
+    let memory = device_memory(trainer);
+    write_json(
+        file,
+        json!({
+            "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
+            "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
+            "device_memory_bytes": memory,
+        }),
+    )
+}
+
+/// Bytes in use on device 0 where the plugin reports it, else XLA's compiled estimate.
+fn device_memory(trainer: &Trainer) -> i64 {
+    let devices = trainer.engine.client.devices();
+    match devices.first().map(|d| d.memory_stats()) {
+        Some(Ok(stats)) => stats.peak_bytes_in_use.unwrap_or(stats.bytes_in_use),
+        _ => trainer
+            .program
+            .memory_stats()
+            .map(|s| s.total_bytes())
+            .unwrap_or(0),
+    }
+}
+
+fn progress_bar(show: bool, start: u64, max: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(max);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    bar
+}
+
+/// Accumulated time per phase since the last profile report.
+#[derive(Default)]
+struct Profile {
+    steps: u32,
+    data_wait: f64,
+    timings: StepTimings,
+}
+
+impl Profile {
+    fn add(&mut self, data_wait: f64, t: &StepTimings) {
+        self.steps += 1;
+        self.data_wait += data_wait;
+        self.timings.host_to_device += t.host_to_device;
+        self.timings.compute += t.compute;
+        self.timings.device_to_host += t.device_to_host;
+    }
+
+    fn report(&self, trainer: &Trainer) -> serde_json::Value {
+        let n = self.steps.max(1) as f64;
+        let ms = |s: f64| s / n * 1e3;
+        let total = self.data_wait
+            + self.timings.host_to_device
+            + self.timings.compute
+            + self.timings.device_to_host;
+        let mem = trainer.program.memory_stats().ok();
+        let summary = format!(
+            "per step: data wait {:.2} ms ({:.1}%), host->device {:.2} ms, step {:.2} ms, device->host {:.2} ms; device memory {:.1} MiB",
+            ms(self.data_wait),
+            100.0 * self.data_wait / total.max(1e-12),
+            ms(self.timings.host_to_device),
+            ms(self.timings.compute),
+            ms(self.timings.device_to_host),
+            device_memory(trainer) as f64 / (1u64 << 20) as f64
+        );
+        json!({
+            "data_wait_ms": ms(self.data_wait), "host_to_device_ms": ms(self.timings.host_to_device),
+            "step_ms": ms(self.timings.compute), "device_to_host_ms": ms(self.timings.device_to_host),
+            "compiled_memory": mem.map(|m| json!({"arguments": m.argument_bytes, "outputs": m.output_bytes, "aliased": m.alias_bytes, "temporaries": m.temp_bytes})),
+            "summary": summary,
+        })
+    }
+}
