@@ -5,6 +5,7 @@ mod error;
 mod eval;
 mod run;
 mod schedule;
+mod setup;
 mod step;
 mod trainer;
 
@@ -14,6 +15,7 @@ pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
+pub use setup::{open_engine, platform, sharding_plan, strategy, SUPPORTED};
 pub use step::{
     build_train_step, train_forward_options, StateSlot, StepLayout, INITIAL_LOSS_SCALE, METRICS,
 };
