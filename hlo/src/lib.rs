@@ -18,8 +18,11 @@
 //! assert!(text.contains("stablehlo.dot_general"));
 //! ```
 
+#![warn(missing_docs)]
+
 mod ad;
 mod ad_rules;
+mod attrs;
 mod check;
 mod custom_vjp;
 mod dtype;
@@ -27,12 +30,14 @@ mod error;
 mod graph;
 mod infer;
 mod infer_index;
+mod infer_shape;
 mod ir;
 mod literal;
 pub mod nn;
 mod ops;
 mod print;
 mod print_ops;
+mod print_regions;
 mod remat;
 mod tensor;
 mod transform;

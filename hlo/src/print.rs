@@ -252,8 +252,8 @@ impl<'a> Printer<'a> {
         let size = ty.dtype.size_bytes();
         match lit {
             Literal::Splat(bytes) => write_element(&mut self.out, bytes, ty.dtype),
-            Literal::Dense(bytes) if ty.num_elements() == 0 => {
-                let _ = bytes;
+            // An empty constant prints as a splat (of zero): MLIR has no empty hex form.
+            Literal::Dense(_) if ty.num_elements() == 0 => {
                 write_element(&mut self.out, &vec![0; size], ty.dtype)
             }
             Literal::Dense(bytes) if ty.dtype == DType::I1 => {
