@@ -682,13 +682,8 @@ fn custom_call_prints_but_needs_a_registered_target() {
     // which shows that the printed call itself was accepted up to target lookup.
     let g = Graph::named("custom_call");
     let x = g.param("x", f64t(&[4]));
-    let spec = CustomCallSpec {
-        target: "vishwam_test_missing_target".into(),
-        backend_config: "{\"scale\": 0.5}".into(),
-        has_side_effect: false,
-        api_version: 2,
-        result_types: vec![f64t(&[4])],
-    };
+    let mut spec = CustomCallSpec::new("vishwam_test_missing_target", vec![f64t(&[4])]);
+    spec.backend_config = "{\"scale\": 0.5}".into();
     let y = g.custom_call(spec, std::slice::from_ref(&x));
     let text = g
         .finish(&[("y", &y[0])])

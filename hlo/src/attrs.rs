@@ -177,8 +177,29 @@ pub struct CustomCallSpec {
     pub backend_config: String,
     /// True when the call has effects beyond its results (never removed or merged).
     pub has_side_effect: bool,
-    /// The custom-call API version (2: status-returning, 4: typed FFI).
+    /// The custom-call API version: 1 to 3 (string `backend_config`; 2 is the status-returning
+    /// form cuDNN kernels use). The typed-FFI version 4 is rejected.
     pub api_version: u32,
     /// The result types.
     pub result_types: Vec<TensorType>,
+    /// Physical layout (minor-to-major dims) of each operand; empty for XLA's default.
+    pub operand_layouts: Vec<Vec<usize>>,
+    /// Physical layout (minor-to-major dims) of each result; empty for XLA's default.
+    pub result_layouts: Vec<Vec<usize>>,
+}
+
+impl CustomCallSpec {
+    /// A call of `target` returning `result_types`: API version 2, empty config, no side
+    /// effects, default layouts.
+    pub fn new(target: &str, result_types: Vec<TensorType>) -> CustomCallSpec {
+        CustomCallSpec {
+            target: target.to_string(),
+            backend_config: String::new(),
+            has_side_effect: false,
+            api_version: 2,
+            result_types,
+            operand_layouts: Vec::new(),
+            result_layouts: Vec::new(),
+        }
+    }
 }

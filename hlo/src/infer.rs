@@ -317,8 +317,36 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             Ok(want)
         }
         Prim::CustomCall(spec) => {
+            let target = &spec.target;
+            if !(1..=3).contains(&spec.api_version) {
+                return Err(shape_err(
+                    op,
+                    format!("`{target}`: api_version {} is not supported (1 to 3, with a string backend_config)", spec.api_version),
+                ));
+            }
             for t in &spec.result_types {
                 check_dims(op, t)?;
+            }
+            for (what, layouts, types) in [
+                ("operand", &spec.operand_layouts, inputs.to_vec()),
+                (
+                    "result",
+                    &spec.result_layouts,
+                    spec.result_types.iter().collect(),
+                ),
+            ] {
+                let fits = layouts.is_empty()
+                    || (layouts.len() == types.len()
+                        && layouts
+                            .iter()
+                            .zip(&types)
+                            .all(|(l, t)| is_permutation(l, t.rank())));
+                if !fits {
+                    return Err(shape_err(
+                        op,
+                        format!("`{target}`: {what} layouts {layouts:?} must be one permutation of the dims per {what} ({})", list(&types.into_iter().cloned().collect::<Vec<_>>())),
+                    ));
+                }
             }
             Ok(spec.result_types.clone())
         }

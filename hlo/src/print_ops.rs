@@ -291,21 +291,36 @@ impl Printer<'_> {
             }
             Prim::While { cond, body } => return self.while_loop(f, e, names, depth, cond, body),
             Prim::CustomCall(spec) => {
-                if !(1..=3).contains(&spec.api_version) {
-                    return Err(HloError::Print {
-                        detail: format!("custom_call `{}`: api_version {} is not supported (1 to 3, with a string backend_config)", spec.target, spec.api_version),
-                    });
-                }
                 self.results(e, names, depth);
                 self.out
                     .push_str(&format!("stablehlo.custom_call @{}(", symbol(&spec.target)));
                 self.operands(e, names)?;
                 self.out.push_str(&format!(
-                    ") {{backend_config = {}, has_side_effect = {}, api_version = {} : i32}} : (",
+                    ") {{backend_config = {}, has_side_effect = {}, api_version = {} : i32",
                     mlir_string(&spec.backend_config),
                     spec.has_side_effect,
                     spec.api_version
                 ));
+                for (name, layouts) in [
+                    ("operand_layouts", &spec.operand_layouts),
+                    ("result_layouts", &spec.result_layouts),
+                ] {
+                    if !layouts.is_empty() {
+                        let items: Vec<String> = layouts
+                            .iter()
+                            .map(|l| {
+                                if l.is_empty() {
+                                    "dense<> : tensor<0xindex>".to_string()
+                                } else {
+                                    format!("dense<{}> : tensor<{}xindex>", list(l), l.len())
+                                }
+                            })
+                            .collect();
+                        self.out
+                            .push_str(&format!(", {name} = [{}]", items.join(", ")));
+                    }
+                }
+                self.out.push_str("} : (");
                 self.types(e.inputs.iter().map(|&x| f.value_type(x)));
                 self.out.push_str(") -> ");
                 if spec.result_types.len() == 1 {
