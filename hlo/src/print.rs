@@ -66,9 +66,10 @@ pub(crate) struct Printer<'a> {
 }
 
 impl Func {
-    /// Prints the function as a StableHLO module for the PJRT plugins. Fails when a sharding
-    /// is used without a mesh or does not fit the mesh.
+    /// Prints the function as a StableHLO module for the PJRT plugins. Fails when the function
+    /// does not pass [`Func::check`], or a sharding is used without a mesh or does not fit it.
     pub fn to_stablehlo(&self, opts: &PrintOptions) -> Result<String> {
+        self.check()?;
         let mut p = Printer {
             out: String::with_capacity(256 + 160 * self.eqns.len()),
             opts,
