@@ -17,6 +17,11 @@
 //! let text = f.to_stablehlo(&PrintOptions::default()).unwrap();
 //! assert!(text.contains("stablehlo.dot_general"));
 //! ```
+//!
+//! Adding a primitive: one variant of [`Prim`] (with [`Prim::name`] and
+//! [`Prim::num_outputs`]), its shape rule in `infer.rs`, its gradient rule in `ad_rules.rs`
+//! and its text in `print_ops.rs`. Each of those is a `match` without a catch-all arm, so the
+//! compiler names every place to fill.
 
 #![warn(missing_docs)]
 
