@@ -40,7 +40,7 @@ pub(crate) fn trace_region(
 }
 
 impl Graph {
-    /// Random bits of type `ty` from `state` (u64[2] or u64[3]); returns (new state, bits).
+    /// Random bits of type `ty` from `state` (`u64[2]` or `u64[3]`); returns (new state, bits).
     pub fn rng_bit_generator(
         &self,
         state: &Tensor,
