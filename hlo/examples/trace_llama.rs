@@ -39,7 +39,7 @@ fn param_types(c: &Config) -> Vec<(String, TensorType)> {
     p
 }
 
-fn block(g: &Graph, c: &Config, p: &TensorMap, x: &Tensor, pos: &Tensor, mask: &Tensor) -> Tensor {
+fn block(c: &Config, p: &TensorMap, x: &Tensor, pos: &Tensor, mask: &Tensor) -> Tensor {
     let get = |k: &str| p.get(k).expect("parameter").clone();
     let (b, s, h) = (c.batch, c.seq, c.heads);
     let hd = c.width / h;
@@ -63,7 +63,6 @@ fn block(g: &Graph, c: &Config, p: &TensorMap, x: &Tensor, pos: &Tensor, mask: &
     let x = x + attn.matmul(&get("attn.wo"));
     let n = nn::rms_norm(&x, &get("mlp_norm"), 1e-5);
     let hidden = nn::silu(&n.matmul(&get("mlp.w1"))) * n.matmul(&get("mlp.w3"));
-    let _ = g;
     &x + hidden.matmul(&get("mlp.w2"))
 }
 
@@ -115,13 +114,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let col = g.iota(&TensorType::new(DType::I32, &[c.seq, c.seq]), 1);
                 m.insert(
                     "x",
-                    block(g, &c, i, i.get("x").expect("x"), &pos, &row.ge(&col)),
+                    block(&c, i, i.get("x").expect("x"), &pos, &row.ge(&col)),
                 );
                 m
             });
             out.get("x")?.clone()
         } else {
-            block(&g, &c, &p, &x, &pos, &mask)
+            block(&c, &p, &x, &pos, &mask)
         };
     }
     let x = nn::rms_norm(&x, params.get("final_norm")?, 1e-5);

@@ -45,12 +45,12 @@ impl Graph {
             })?;
             if let Some(n) = wrong_count.get() {
                 return Err(RegionError {
-                    error: HloError::Shape {
+                    error: Box::new(HloError::Shape {
                         op: "custom_vjp".into(),
                         detail: format!(
                             "backward rule of `{name}` returned {n} cotangents for {n_in} inputs"
                         ),
-                    },
+                    }),
                     output_types: fail_types,
                 });
             }
@@ -67,7 +67,7 @@ impl Graph {
                 self.push(prim, &refs)
             }
             Err(e) => {
-                self.record_error(nested(&format!("custom_vjp `{name}`"), e.error));
+                self.record_error(nested(&format!("custom_vjp `{name}`"), *e.error));
                 e.output_types
                     .into_iter()
                     .map(|t| self.poisoned(t))

@@ -157,8 +157,7 @@ impl Graph {
             .map(|t| t.ty().clone())
             .unwrap_or_else(|| TensorType::scalar(crate::DType::F32));
         let poison = |g: &Graph| (0..n_out).map(|_| g.poisoned(fallback.clone())).collect();
-        if let Some(t) = inputs.iter().find(|t| !t.graph().same(self)) {
-            let _ = t;
+        if inputs.iter().any(|t| !t.graph().same(self)) {
             self.record_error(HloError::GraphMismatch {
                 op: prim.name().to_string(),
             });

@@ -3,6 +3,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::infer_index::{infer_dot_general, infer_gather, infer_scatter_add};
+use crate::infer_shape::{concatenate, dynamic_slice, dynamic_update_slice, pad, slice};
 use crate::ir::{BinaryOp, CompareKind, Func, Prim, ReduceKind, RngAlgorithm, UnaryOp};
 use crate::literal::Literal;
 use crate::{DType, TensorType};
@@ -202,129 +203,15 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             start,
             limit,
             stride,
-        } => {
-            arity(op, inputs, 1)?;
-            let x = inputs[0];
-            let r = x.rank();
-            if start.len() != r || limit.len() != r || stride.len() != r {
-                return Err(shape_err(
-                    op,
-                    format!("{x} needs {r} starts, limits and strides"),
-                ));
-            }
-            let mut shape = Vec::with_capacity(r);
-            for d in 0..r {
-                if start[d] < 0 || start[d] > limit[d] || limit[d] > x.shape[d] || stride[d] < 1 {
-                    return Err(shape_err(
-                        op,
-                        format!(
-                            "dim {d} of {x}: start {} limit {} stride {} out of range",
-                            start[d], limit[d], stride[d]
-                        ),
-                    ));
-                }
-                shape.push((limit[d] - start[d] + stride[d] - 1) / stride[d]);
-            }
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
-        }
-        Prim::DynamicSlice { sizes } => {
-            let x = first(op, inputs)?;
-            arity(op, inputs, 1 + x.rank())?;
-            check_indices(op, &inputs[1..])?;
-            if sizes.len() != x.rank() || sizes.iter().zip(&x.shape).any(|(&s, &d)| s < 0 || s > d)
-            {
-                return Err(shape_err(
-                    op,
-                    format!("slice sizes {sizes:?} do not fit {x}"),
-                ));
-            }
-            one(TensorType::new(x.dtype, sizes))
-        }
-        Prim::DynamicUpdateSlice => {
-            let x = first(op, inputs)?;
-            arity(op, inputs, 2 + x.rank())?;
-            let u = inputs[1];
-            check_indices(op, &inputs[2..])?;
-            if u.dtype != x.dtype
-                || u.rank() != x.rank()
-                || u.shape.iter().zip(&x.shape).any(|(&s, &d)| s > d)
-            {
-                return Err(shape_err(
-                    op,
-                    format!("update {u} does not fit in operand {x}"),
-                ));
-            }
-            one(x.clone())
-        }
-        Prim::Concatenate { dim } => {
-            let x = first(op, inputs)?;
-            if *dim >= x.rank() {
-                return Err(shape_err(
-                    op,
-                    format!("dimension {dim} is not a dimension of {x}"),
-                ));
-            }
-            let mut shape = x.shape.clone();
-            shape[*dim] = 0;
-            for t in inputs {
-                let same_rest = t.rank() == x.rank()
-                    && (0..x.rank()).all(|d| d == *dim || t.shape[d] == x.shape[d]);
-                if t.dtype != x.dtype || !same_rest {
-                    return Err(shape_err(
-                        op,
-                        format!("{x} and {t} differ outside dimension {dim}"),
-                    ));
-                }
-                shape[*dim] += t.shape[*dim];
-            }
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
-        }
+        } => one(slice(op, inputs, start, limit, stride)?),
+        Prim::DynamicSlice { sizes } => one(dynamic_slice(op, inputs, sizes)?),
+        Prim::DynamicUpdateSlice => one(dynamic_update_slice(op, inputs)?),
+        Prim::Concatenate { dim } => one(concatenate(op, inputs, *dim)?),
         Prim::Pad {
             low,
             high,
             interior,
-        } => {
-            arity(op, inputs, 2)?;
-            let (x, v) = (inputs[0], inputs[1]);
-            let r = x.rank();
-            if v.rank() != 0 || v.dtype != x.dtype {
-                return Err(shape_err(
-                    op,
-                    format!("padding value {v} must be a scalar of {}", x.dtype),
-                ));
-            }
-            if low.len() != r || high.len() != r || interior.len() != r {
-                return Err(shape_err(
-                    op,
-                    format!("{x} needs {r} low, high and interior paddings"),
-                ));
-            }
-            let mut shape = Vec::with_capacity(r);
-            for d in 0..r {
-                let n = x.shape[d];
-                let size = low[d] + high[d] + n + (n - 1).max(0) * interior[d];
-                if interior[d] < 0 || size < 0 {
-                    return Err(shape_err(
-                        op,
-                        format!(
-                            "dim {d} of {x}: padding ({}, {}, {}) gives size {size}",
-                            low[d], high[d], interior[d]
-                        ),
-                    ));
-                }
-                shape.push(size);
-            }
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
-        }
+        } => one(pad(op, inputs, low, high, interior)?),
         Prim::Reduce { kind, dims } => {
             arity(op, inputs, 1)?;
             let x = inputs[0];
@@ -430,8 +317,36 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             Ok(want)
         }
         Prim::CustomCall(spec) => {
+            let target = &spec.target;
+            if !(1..=3).contains(&spec.api_version) {
+                return Err(shape_err(
+                    op,
+                    format!("`{target}`: api_version {} is not supported (1 to 3, with a string backend_config)", spec.api_version),
+                ));
+            }
             for t in &spec.result_types {
                 check_dims(op, t)?;
+            }
+            for (what, layouts, types) in [
+                ("operand", &spec.operand_layouts, inputs.to_vec()),
+                (
+                    "result",
+                    &spec.result_layouts,
+                    spec.result_types.iter().collect(),
+                ),
+            ] {
+                let fits = layouts.is_empty()
+                    || (layouts.len() == types.len()
+                        && layouts
+                            .iter()
+                            .zip(&types)
+                            .all(|(l, t)| is_permutation(l, t.rank())));
+                if !fits {
+                    return Err(shape_err(
+                        op,
+                        format!("`{target}`: {what} layouts {layouts:?} must be one permutation of the dims per {what} ({})", list(&types.into_iter().cloned().collect::<Vec<_>>())),
+                    ));
+                }
             }
             Ok(spec.result_types.clone())
         }
@@ -513,7 +428,7 @@ fn expect_params(op: &str, what: &str, f: &Func, inputs: &[&TensorType]) -> Resu
     Ok(())
 }
 
-fn arity(op: &str, inputs: &[&TensorType], n: usize) -> Result<()> {
+pub(crate) fn arity(op: &str, inputs: &[&TensorType], n: usize) -> Result<()> {
     if inputs.len() != n {
         return Err(shape_err(
             op,
@@ -523,7 +438,7 @@ fn arity(op: &str, inputs: &[&TensorType], n: usize) -> Result<()> {
     Ok(())
 }
 
-fn first<'a>(op: &str, inputs: &[&'a TensorType]) -> Result<&'a TensorType> {
+pub(crate) fn first<'a>(op: &str, inputs: &[&'a TensorType]) -> Result<&'a TensorType> {
     inputs
         .first()
         .copied()
@@ -537,14 +452,14 @@ fn same_types(op: &str, a: &TensorType, b: &TensorType) -> Result<()> {
     Ok(())
 }
 
-fn check_dims(op: &str, t: &TensorType) -> Result<()> {
+pub(crate) fn check_dims(op: &str, t: &TensorType) -> Result<()> {
     if t.shape.iter().any(|&d| d < 0) {
         return Err(shape_err(op, format!("negative dimension in {t}")));
     }
     Ok(())
 }
 
-fn check_indices(op: &str, idx: &[&TensorType]) -> Result<()> {
+pub(crate) fn check_indices(op: &str, idx: &[&TensorType]) -> Result<()> {
     for t in idx {
         if t.rank() != 0 || !t.dtype.is_integer() || t.dtype != idx[0].dtype {
             return Err(shape_err(

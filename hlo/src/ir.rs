@@ -5,6 +5,10 @@
 //! [`Func::types`]. Sub-functions (loop bodies, remat regions, custom-vjp rules) are
 //! shared [`Arc<Func>`]s inside the primitive that uses them.
 
+pub use crate::attrs::{
+    BinaryOp, CompareDir, CompareKind, CustomCallSpec, DotDims, GatherDims, ReduceKind,
+    RngAlgorithm, ScatterDims, UnaryOp,
+};
 use crate::literal::Literal;
 use crate::{DType, TensorType};
 use std::sync::Arc;
@@ -21,272 +25,173 @@ impl ValueId {
     }
 }
 
-/// Elementwise operations of one operand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    /// `-x`.
-    Neg,
-    /// `|x|`.
-    Abs,
-    /// -1, 0 or 1 by the sign of `x`.
-    Sign,
-    /// `e^x`.
-    Exp,
-    /// Natural logarithm.
-    Log,
-    /// `log(1 + x)`.
-    Log1p,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// `1 / (1 + e^-x)`.
-    Logistic,
-    /// Square root.
-    Sqrt,
-    /// `1 / sqrt(x)`.
-    Rsqrt,
-    /// Sine.
-    Sin,
-    /// Cosine.
-    Cos,
-    /// The error function (printed as `chlo.erf`).
-    Erf,
-    /// Logical or bitwise not (booleans and integers).
-    Not,
-}
-
-/// Elementwise operations of two operands of the same type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    /// `a + b`.
-    Add,
-    /// `a - b`.
-    Sub,
-    /// `a * b`.
-    Mul,
-    /// `a / b`.
-    Div,
-    /// Elementwise maximum.
-    Max,
-    /// Elementwise minimum.
-    Min,
-    /// `a ^ b` (floats).
-    Pow,
-    /// Logical or bitwise and.
-    And,
-    /// Logical or bitwise or.
-    Or,
-    /// Logical or bitwise exclusive or.
-    Xor,
-    /// Integer shift left.
-    ShiftLeft,
-    /// Integer logical shift right (zero fill).
-    ShiftRightLogical,
-}
-
-/// Comparison direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompareDir {
-    /// `==`.
-    Eq,
-    /// `!=`.
-    Ne,
-    /// `<`.
-    Lt,
-    /// `<=`.
-    Le,
-    /// `>`.
-    Gt,
-    /// `>=`.
-    Ge,
-}
-
-/// How a comparison interprets its operands; must fit their dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompareKind {
-    /// IEEE float comparison (NaN compares unequal).
-    Float,
-    /// Total order on floats (NaNs ordered).
-    TotalOrder,
-    /// Signed integers.
-    Signed,
-    /// Unsigned integers and booleans.
-    Unsigned,
-}
-
-impl CompareKind {
-    /// The natural comparison kind for a dtype.
-    pub fn for_dtype(dtype: DType) -> CompareKind {
-        if dtype.is_float() {
-            CompareKind::Float
-        } else if dtype.is_unsigned() || dtype.is_bool() {
-            CompareKind::Unsigned
-        } else {
-            CompareKind::Signed
-        }
-    }
-}
-
-/// The combining function of a reduction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReduceKind {
-    /// Sum (init 0).
-    Sum,
-    /// Maximum (init -inf or the smallest integer).
-    Max,
-    /// Minimum (init +inf or the largest integer).
-    Min,
-}
-
-/// The algorithm of `rng_bit_generator`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RngAlgorithm {
-    /// The backend's default.
-    Default,
-    /// Threefry (state `u64[2]`).
-    ThreeFry,
-    /// Philox (state `u64[2]` or `u64[3]`).
-    Philox,
-}
-
-/// Dimension numbers of `dot_general`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct DotDims {
-    /// Batch dimensions of the left operand.
-    pub lhs_batch: Vec<usize>,
-    /// Batch dimensions of the right operand, paired with `lhs_batch`.
-    pub rhs_batch: Vec<usize>,
-    /// Contracting dimensions of the left operand.
-    pub lhs_contract: Vec<usize>,
-    /// Contracting dimensions of the right operand, paired with `lhs_contract`.
-    pub rhs_contract: Vec<usize>,
-}
-
-/// Dimension numbers of `gather` (StableHLO semantics, without batching dims).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct GatherDims {
-    /// Result dimensions that hold the slice (window) dimensions.
-    pub offset_dims: Vec<usize>,
-    /// Operand dimensions whose slice size is 1 and that are dropped from the result.
-    pub collapsed_slice_dims: Vec<usize>,
-    /// Operand dimension addressed by each component of an index vector.
-    pub start_index_map: Vec<usize>,
-    /// Dimension of the indices that holds the index vectors (may equal their rank).
-    pub index_vector_dim: usize,
-}
-
-/// Dimension numbers of `scatter` (StableHLO semantics, without batching dims).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct ScatterDims {
-    /// Update dimensions that are window dimensions.
-    pub update_window_dims: Vec<usize>,
-    /// Operand dimensions of size-1 windows that the updates do not carry.
-    pub inserted_window_dims: Vec<usize>,
-    /// Operand dimension addressed by each component of an index vector.
-    pub scatter_dims_to_operand_dims: Vec<usize>,
-    /// Dimension of the indices that holds the index vectors (may equal their rank).
-    pub index_vector_dim: usize,
-}
-
-/// Static description of a `stablehlo.custom_call`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CustomCallSpec {
-    /// The registered target, e.g. `__cudnn$fmhaSoftmax`.
-    pub target: String,
-    /// Opaque configuration string passed to the target (often JSON).
-    pub backend_config: String,
-    /// True when the call has effects beyond its results (never removed or merged).
-    pub has_side_effect: bool,
-    /// The custom-call API version (2: status-returning, 4: typed FFI).
-    pub api_version: u32,
-    /// The result types.
-    pub result_types: Vec<TensorType>,
-}
-
 /// A primitive operation with its static parameters. The set is closed: adding one means
 /// a variant here plus its shape rule (`infer`), gradient rule (`ad_rules`) and printer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prim {
-    /// A constant of type `ty` (no inputs).
-    Constant { ty: TensorType, value: Literal },
-    /// Values `0, 1, ...` along `dim` of `ty` (no inputs).
-    Iota { ty: TensorType, dim: usize },
-    /// Elementwise numeric conversion to `to`.
-    Convert { to: DType },
-    /// Reinterpret the bits as `to` (same width).
-    BitcastConvert { to: DType },
+    /// A constant (no inputs).
+    Constant {
+        /// Its type.
+        ty: TensorType,
+        /// Its data.
+        value: Literal,
+    },
+    /// Values `0, 1, ...` along one dimension (no inputs).
+    Iota {
+        /// The result type.
+        ty: TensorType,
+        /// The dimension that counts.
+        dim: usize,
+    },
+    /// Elementwise numeric conversion.
+    Convert {
+        /// The result dtype.
+        to: DType,
+    },
+    /// Reinterpret the bits as another dtype of the same width.
+    BitcastConvert {
+        /// The result dtype.
+        to: DType,
+    },
     /// Elementwise unary operation.
     Unary(UnaryOp),
     /// Elementwise binary operation on operands of the same type.
     Binary(BinaryOp),
     /// Elementwise comparison; result `i1`.
-    Compare { dir: CompareDir, kind: CompareKind },
+    Compare {
+        /// Which comparison.
+        dir: CompareDir,
+        /// How operands are interpreted (must fit their dtype).
+        kind: CompareKind,
+    },
     /// `select(pred, on_true, on_false)`, all of the same shape.
     Select,
-    /// Generalised matrix product; the result has dtype `out_dtype`.
-    DotGeneral { dims: DotDims, out_dtype: DType },
+    /// Generalised matrix product.
+    DotGeneral {
+        /// Batch and contracting dimensions.
+        dims: DotDims,
+        /// The result dtype (e.g. f32 for bf16 operands).
+        out_dtype: DType,
+    },
     /// Same elements, new shape.
-    Reshape { shape: Vec<i64> },
-    /// Permute dimensions: result dim `i` is operand dim `perm[i]`.
-    Transpose { perm: Vec<usize> },
-    /// Broadcast: operand dim `i` becomes result dim `dims[i]` (strictly increasing).
-    BroadcastInDim { shape: Vec<i64>, dims: Vec<usize> },
+    Reshape {
+        /// The result shape.
+        shape: Vec<i64>,
+    },
+    /// Permute dimensions.
+    Transpose {
+        /// Result dim `i` is operand dim `perm[i]`.
+        perm: Vec<usize>,
+    },
+    /// Broadcast into a larger shape.
+    BroadcastInDim {
+        /// The result shape.
+        shape: Vec<i64>,
+        /// Operand dim `i` becomes result dim `dims[i]` (strictly increasing).
+        dims: Vec<usize>,
+    },
     /// Static strided slice.
     Slice {
+        /// First index per dimension.
         start: Vec<i64>,
+        /// One past the last index per dimension.
         limit: Vec<i64>,
+        /// Step per dimension (at least 1).
         stride: Vec<i64>,
     },
-    /// Slice of `sizes` at dynamic start indices (inputs: operand, one scalar per dim).
-    DynamicSlice { sizes: Vec<i64> },
-    /// Overwrite a block at dynamic start indices (inputs: operand, update, one scalar per dim).
+    /// Slice at run-time start indices (inputs: operand, one integer scalar per dim).
+    DynamicSlice {
+        /// The slice shape.
+        sizes: Vec<i64>,
+    },
+    /// Overwrite a block at run-time start indices (inputs: operand, update, one scalar per dim).
     DynamicUpdateSlice,
-    /// Join operands along `dim`.
-    Concatenate { dim: usize },
-    /// Pad with a scalar (inputs: operand, padding value); negative low/high crop.
+    /// Join operands along a dimension.
+    Concatenate {
+        /// The dimension joined along.
+        dim: usize,
+    },
+    /// Pad with a scalar (inputs: operand, padding value).
     Pad {
+        /// Padding before each dimension (negative crops).
         low: Vec<i64>,
+        /// Padding after each dimension (negative crops).
         high: Vec<i64>,
+        /// Padding between the elements of each dimension.
         interior: Vec<i64>,
     },
-    /// Reduce over `dims` (sorted, distinct).
-    Reduce { kind: ReduceKind, dims: Vec<usize> },
-    /// Index of the maximum along `dim` (first on ties, NaN wins), as `index_dtype`.
-    Argmax { dim: usize, index_dtype: DType },
+    /// Reduction over some dimensions.
+    Reduce {
+        /// The combining function.
+        kind: ReduceKind,
+        /// The reduced dimensions (sorted, distinct).
+        dims: Vec<usize>,
+    },
+    /// Index of the maximum along a dimension (the first on ties; NaN counts as maximum).
+    Argmax {
+        /// The dimension searched (removed from the result).
+        dim: usize,
+        /// The integer dtype of the result.
+        index_dtype: DType,
+    },
     /// StableHLO gather (inputs: operand, start indices).
     Gather {
+        /// Dimension numbers.
         dims: GatherDims,
+        /// The slice taken at each index, per operand dimension.
         slice_sizes: Vec<i64>,
+        /// Promise that the indices are sorted.
         indices_are_sorted: bool,
     },
     /// StableHLO scatter with addition (inputs: operand, indices, updates).
     ScatterAdd {
+        /// Dimension numbers.
         dims: ScatterDims,
+        /// Promise that the indices are sorted.
         indices_are_sorted: bool,
+        /// Promise that no index repeats.
         unique_indices: bool,
     },
-    /// Random bits (input: state; outputs: new state, bits of type `ty`).
+    /// Random bits (input: state; outputs: new state, bits).
     RngBitGenerator {
+        /// The generator.
         algorithm: RngAlgorithm,
+        /// The type of the bits.
         ty: TensorType,
     },
     /// Shardy sharding constraint on the mesh of the printed module.
-    ShardingConstraint { spec: PartitionSpec },
+    ShardingConstraint {
+        /// How the value is split.
+        spec: PartitionSpec,
+    },
     /// Identity on all operands that the compiler may not look through or move code across.
     OptimizationBarrier,
     /// Identity whose gradient is zero; prints as nothing.
     StopGradient,
-    /// Loop: `cond` maps the carry to an `i1` scalar, `body` maps the carry to a new carry.
-    While { cond: Arc<Func>, body: Arc<Func> },
+    /// Loop over a carry (the inputs); not differentiable.
+    While {
+        /// Maps the carry to an `i1` scalar: continue while true.
+        cond: Arc<Func>,
+        /// Maps the carry to the next carry.
+        body: Arc<Func>,
+    },
     /// A call of an external kernel; not differentiable (wrap it in a custom vjp).
     CustomCall(Box<CustomCallSpec>),
-    /// A rematerialised region: `body` is inlined in the forward pass and recomputed from
-    /// its inputs (behind an optimization barrier) in the backward pass.
-    Remat { name: String, body: Arc<Func> },
-    /// A region with its own backward rule: `fwd` computes the outputs from the inputs;
-    /// `bwd` maps (inputs, outputs, output cotangents) to the cotangents of the float inputs.
-    CustomVjp {
+    /// A rematerialised region: inlined in the forward pass and recomputed from its inputs
+    /// (behind an optimization barrier) in the backward pass.
+    Remat {
+        /// A label for messages.
         name: String,
+        /// The region, from the inputs to the outputs.
+        body: Arc<Func>,
+    },
+    /// A region with its own backward rule.
+    CustomVjp {
+        /// A label for messages.
+        name: String,
+        /// Computes the outputs from the inputs.
         fwd: Arc<Func>,
+        /// Maps (inputs, outputs, output cotangents) to the cotangents of the float inputs.
         bwd: Arc<Func>,
     },
 }

@@ -17,9 +17,17 @@
 //! let text = f.to_stablehlo(&PrintOptions::default()).unwrap();
 //! assert!(text.contains("stablehlo.dot_general"));
 //! ```
+//!
+//! Adding a primitive: one variant of [`Prim`] (with [`Prim::name`] and
+//! [`Prim::num_outputs`]), its shape rule in `infer.rs`, its gradient rule in `ad_rules.rs`
+//! and its text in `print_ops.rs`. Each of those is a `match` without a catch-all arm, so the
+//! compiler names every place to fill.
+
+#![warn(missing_docs)]
 
 mod ad;
 mod ad_rules;
+mod attrs;
 mod check;
 mod custom_vjp;
 mod dtype;
@@ -27,12 +35,14 @@ mod error;
 mod graph;
 mod infer;
 mod infer_index;
+mod infer_shape;
 mod ir;
 mod literal;
 pub mod nn;
 mod ops;
 mod print;
 mod print_ops;
+mod print_regions;
 mod remat;
 mod tensor;
 mod transform;

@@ -66,9 +66,10 @@ pub(crate) struct Printer<'a> {
 }
 
 impl Func {
-    /// Prints the function as a StableHLO module for the PJRT plugins. Fails when a sharding
-    /// is used without a mesh or does not fit the mesh.
+    /// Prints the function as a StableHLO module for the PJRT plugins. Fails when the function
+    /// does not pass [`Func::check`], or a sharding is used without a mesh or does not fit it.
     pub fn to_stablehlo(&self, opts: &PrintOptions) -> Result<String> {
+        self.check()?;
         let mut p = Printer {
             out: String::with_capacity(256 + 160 * self.eqns.len()),
             opts,
@@ -252,8 +253,8 @@ impl<'a> Printer<'a> {
         let size = ty.dtype.size_bytes();
         match lit {
             Literal::Splat(bytes) => write_element(&mut self.out, bytes, ty.dtype),
-            Literal::Dense(bytes) if ty.num_elements() == 0 => {
-                let _ = bytes;
+            // An empty constant prints as a splat (of zero): MLIR has no empty hex form.
+            Literal::Dense(_) if ty.num_elements() == 0 => {
                 write_element(&mut self.out, &vec![0; size], ty.dtype)
             }
             Literal::Dense(bytes) if ty.dtype == DType::I1 => {

@@ -1,13 +1,12 @@
 //! The text of each primitive (pretty StableHLO forms, generic form for gather/scatter).
 
 use crate::error::{HloError, Result};
-use crate::ir::{
-    BinaryOp, CompareDir, CompareKind, Eqn, Func, Prim, ReduceKind, RngAlgorithm, UnaryOp,
-};
-use crate::literal::{encode_f64, encode_i64};
+use crate::ir::{BinaryOp, Eqn, Func, Prim, ReduceKind, RngAlgorithm, UnaryOp};
 use crate::print::{write_element, Name, Printer};
-use crate::{DType, TensorType};
-use std::fmt::Display;
+use crate::print_regions::{
+    array_tail, dir_name, kind_name, list, mlir_string, reduce_init, symbol,
+};
+use crate::TensorType;
 
 impl Printer<'_> {
     /// Prints one equation at `depth`, naming its results in `names`.
@@ -292,21 +291,36 @@ impl Printer<'_> {
             }
             Prim::While { cond, body } => return self.while_loop(f, e, names, depth, cond, body),
             Prim::CustomCall(spec) => {
-                if !(1..=3).contains(&spec.api_version) {
-                    return Err(HloError::Print {
-                        detail: format!("custom_call `{}`: api_version {} is not supported (1 to 3, with a string backend_config)", spec.target, spec.api_version),
-                    });
-                }
                 self.results(e, names, depth);
                 self.out
                     .push_str(&format!("stablehlo.custom_call @{}(", symbol(&spec.target)));
                 self.operands(e, names)?;
                 self.out.push_str(&format!(
-                    ") {{backend_config = {}, has_side_effect = {}, api_version = {} : i32}} : (",
+                    ") {{backend_config = {}, has_side_effect = {}, api_version = {} : i32",
                     mlir_string(&spec.backend_config),
                     spec.has_side_effect,
                     spec.api_version
                 ));
+                for (name, layouts) in [
+                    ("operand_layouts", &spec.operand_layouts),
+                    ("result_layouts", &spec.result_layouts),
+                ] {
+                    if !layouts.is_empty() {
+                        let items: Vec<String> = layouts
+                            .iter()
+                            .map(|l| {
+                                if l.is_empty() {
+                                    "dense<> : tensor<0xindex>".to_string()
+                                } else {
+                                    format!("dense<{}> : tensor<{}xindex>", list(l), l.len())
+                                }
+                            })
+                            .collect();
+                        self.out
+                            .push_str(&format!(", {name} = [{}]", items.join(", ")));
+                    }
+                }
+                self.out.push_str("} : (");
                 self.types(e.inputs.iter().map(|&x| f.value_type(x)));
                 self.out.push_str(") -> ");
                 if spec.result_types.len() == 1 {
@@ -325,7 +339,7 @@ impl Printer<'_> {
     }
 
     /// Indents and writes `%N = ` (or `%N:k = `), naming the results.
-    fn results(&mut self, e: &Eqn, names: &mut [Name], depth: usize) -> u32 {
+    pub(crate) fn results(&mut self, e: &Eqn, names: &mut [Name], depth: usize) -> u32 {
         self.indent(depth);
         let n = self.fresh();
         match e.outputs.len() {
@@ -406,7 +420,7 @@ impl Printer<'_> {
     }
 
     /// Prints `%N = stablehlo.constant dense<v> : ty` and returns its name.
-    fn constant_line(&mut self, element: &[u8], ty: &TensorType, depth: usize) -> Name {
+    pub(crate) fn constant_line(&mut self, element: &[u8], ty: &TensorType, depth: usize) -> Name {
         self.indent(depth);
         let n = self.fresh();
         self.out
@@ -417,240 +431,4 @@ impl Printer<'_> {
         self.out.push('\n');
         Name::Val(n)
     }
-
-    fn inline(&mut self, e: &Eqn, names: &mut [Name], depth: usize, body: &Func) -> Result<()> {
-        let mut sub = vec![Name::Unset; body.types.len()];
-        for (p, x) in body.params.iter().zip(&e.inputs) {
-            sub[p.value.index()] = names[x.index()];
-        }
-        self.body(body, &mut sub, depth)?;
-        for (o, out) in body.outputs.iter().zip(&e.outputs) {
-            names[out.index()] = sub[o.value.index()];
-        }
-        Ok(())
-    }
-
-    fn while_loop(
-        &mut self,
-        f: &Func,
-        e: &Eqn,
-        names: &mut [Name],
-        depth: usize,
-        cond: &Func,
-        body: &Func,
-    ) -> Result<()> {
-        let n = self.results(e, names, depth);
-        self.out.push_str("stablehlo.while(");
-        for (i, x) in e.inputs.iter().enumerate() {
-            if i > 0 {
-                self.out.push_str(", ");
-            }
-            self.out.push_str(&format!("%it{n}_{i} = "));
-            self.name(names[x.index()])?;
-        }
-        self.out.push_str(") : ");
-        self.types(e.inputs.iter().map(|&x| f.value_type(x)));
-        self.out.push('\n');
-        for (i, (region, keyword)) in [(cond, "cond"), (body, "do")].into_iter().enumerate() {
-            self.indent(depth);
-            self.out.push_str(if i == 0 { keyword } else { "} do" });
-            self.out.push_str(" {\n");
-            let mut sub = vec![Name::Unset; region.types.len()];
-            for (k, p) in region.params.iter().enumerate() {
-                sub[p.value.index()] = Name::Iter(n, k as u32);
-            }
-            self.body(region, &mut sub, depth + 1)?;
-            self.indent(depth + 1);
-            self.ret(region, &sub, "stablehlo.return")?;
-        }
-        self.indent(depth);
-        self.out.push_str("}\n");
-        Ok(())
-    }
-
-    fn argmax(
-        &mut self,
-        f: &Func,
-        e: &Eqn,
-        names: &mut [Name],
-        depth: usize,
-        dim: usize,
-        index: DType,
-    ) -> Result<()> {
-        let x = f.value_type(e.inputs[0]);
-        let (vs, is) = (TensorType::scalar(x.dtype), TensorType::scalar(index));
-        self.indent(depth);
-        let iota = self.fresh();
-        self.out
-            .push_str(&format!("%{iota} = stablehlo.iota dim = {dim} : "));
-        self.ty(&x.with_dtype(index));
-        self.out.push('\n');
-        let init_v = self.constant_line(&reduce_init(ReduceKind::Max, x.dtype), &vs, depth);
-        let init_i = self.constant_line(&encode_i64(0, index), &is, depth);
-        let n = self.fresh();
-        names[e.outputs[0].index()] = Name::Part(n, 1);
-        self.indent(depth);
-        self.out.push_str(&format!("%{n}:2 = stablehlo.reduce("));
-        self.name(names[e.inputs[0].index()])?;
-        self.out.push_str(" init: ");
-        self.name(init_v)?;
-        self.out.push_str(&format!("), (%{iota} init: "));
-        self.name(init_i)?;
-        self.out
-            .push_str(&format!(") across dimensions = [{dim}] : ("));
-        let out = f.value_type(e.outputs[0]);
-        self.types([x, &x.with_dtype(index), &vs, &is]);
-        self.out.push_str(") -> (");
-        self.types([&out.with_dtype(x.dtype), out]);
-        self.out.push_str(")\n");
-        let (a, b, ai, bi) = (self.fresh(), self.fresh(), self.fresh(), self.fresh());
-        let (vt, it) = (vs.mlir(), is.mlir());
-        self.indent(depth);
-        self.out.push_str(&format!(
-            " reducer(%{a}: {vt}, %{b}: {vt}) (%{ai}: {it}, %{bi}: {it}) {{\n"
-        ));
-        let vk = kind_name(CompareKind::for_dtype(x.dtype));
-        let ik = kind_name(CompareKind::for_dtype(index));
-        let mut lines = Vec::new();
-        let gt = self.fresh();
-        lines.push(format!(
-            "%{gt} = stablehlo.compare GT, %{a}, %{b}, {vk} : ({vt}, {vt}) -> tensor<i1>"
-        ));
-        let better = if x.dtype.is_float() {
-            let (nan, or) = (self.fresh(), self.fresh());
-            lines.push(format!(
-                "%{nan} = stablehlo.compare NE, %{a}, %{a}, {vk} : ({vt}, {vt}) -> tensor<i1>"
-            ));
-            lines.push(format!("%{or} = stablehlo.or %{gt}, %{nan} : tensor<i1>"));
-            or
-        } else {
-            gt
-        };
-        let (eq, lt, tie, pick, v, k) = (
-            self.fresh(),
-            self.fresh(),
-            self.fresh(),
-            self.fresh(),
-            self.fresh(),
-            self.fresh(),
-        );
-        lines.push(format!(
-            "%{eq} = stablehlo.compare EQ, %{a}, %{b}, {vk} : ({vt}, {vt}) -> tensor<i1>"
-        ));
-        lines.push(format!(
-            "%{lt} = stablehlo.compare LT, %{ai}, %{bi}, {ik} : ({it}, {it}) -> tensor<i1>"
-        ));
-        lines.push(format!("%{tie} = stablehlo.and %{eq}, %{lt} : tensor<i1>"));
-        lines.push(format!(
-            "%{pick} = stablehlo.or %{better}, %{tie} : tensor<i1>"
-        ));
-        lines.push(format!(
-            "%{v} = stablehlo.select %{better}, %{a}, %{b} : tensor<i1>, {vt}"
-        ));
-        lines.push(format!(
-            "%{k} = stablehlo.select %{pick}, %{ai}, %{bi} : tensor<i1>, {it}"
-        ));
-        lines.push(format!("stablehlo.return %{v}, %{k} : {vt}, {it}"));
-        for l in lines {
-            self.indent(depth + 1);
-            self.out.push_str(&l);
-            self.out.push('\n');
-        }
-        self.indent(depth);
-        self.out.push_str("}\n");
-        Ok(())
-    }
-}
-
-/// The identity of a reduction, as one element of `dtype`.
-fn reduce_init(kind: ReduceKind, dtype: DType) -> Vec<u8> {
-    let highest = match kind {
-        ReduceKind::Sum => return encode_f64(0.0, dtype),
-        ReduceKind::Max => false,
-        ReduceKind::Min => true,
-    };
-    let sign = if highest { 1.0 } else { -1.0 };
-    match dtype {
-        DType::F32 | DType::F64 | DType::BF16 | DType::F16 | DType::F8E5M2 => {
-            encode_f64(sign * f64::INFINITY, dtype)
-        }
-        DType::F8E4M3FN => encode_f64(sign * 448.0, dtype),
-        DType::I32 => encode_i64(
-            if highest {
-                i32::MAX as i64
-            } else {
-                i32::MIN as i64
-            },
-            dtype,
-        ),
-        DType::I64 => encode_i64(if highest { i64::MAX } else { i64::MIN }, dtype),
-        DType::U32 | DType::U8 | DType::U64 | DType::I1 => {
-            encode_i64(if highest { -1 } else { 0 }, dtype)
-        }
-    }
-}
-
-fn dir_name(d: CompareDir) -> &'static str {
-    match d {
-        CompareDir::Eq => "EQ",
-        CompareDir::Ne => "NE",
-        CompareDir::Lt => "LT",
-        CompareDir::Le => "LE",
-        CompareDir::Gt => "GT",
-        CompareDir::Ge => "GE",
-    }
-}
-
-fn kind_name(k: CompareKind) -> &'static str {
-    match k {
-        CompareKind::Float => "FLOAT",
-        CompareKind::TotalOrder => "TOTALORDER",
-        CompareKind::Signed => "SIGNED",
-        CompareKind::Unsigned => "UNSIGNED",
-    }
-}
-
-fn list<T: Display>(xs: &[T]) -> String {
-    let items: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// `: 1, 4` for `array<i64: 1, 4>` (empty for an empty array).
-fn array_tail(xs: &[i64]) -> String {
-    if xs.is_empty() {
-        return String::new();
-    }
-    let items: Vec<String> = xs.iter().map(|x| x.to_string()).collect();
-    format!(": {}", items.join(", "))
-}
-
-/// A symbol reference body: bare when MLIR allows, quoted otherwise.
-fn symbol(name: &str) -> String {
-    let bare = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.'));
-    if bare {
-        name.to_string()
-    } else {
-        mlir_string(name)
-    }
-}
-
-/// A quoted MLIR string literal.
-fn mlir_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for b in s.bytes() {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\t' => out.push_str("\\t"),
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\{b:02X}")),
-        }
-    }
-    out.push('"');
-    out
 }

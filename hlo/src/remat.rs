@@ -40,7 +40,7 @@ impl Graph {
                 )
             }
             Err(e) => {
-                self.record_error(nested(&format!("remat `{name}`"), e.error));
+                self.record_error(nested(&format!("remat `{name}`"), *e.error));
                 e.output_types
                     .into_iter()
                     .map(|t| self.poisoned(t))

@@ -95,13 +95,7 @@ fn non_differentiable_prims_fail_only_when_a_cotangent_flows() {
 
     let g = Graph::new();
     let x = g.param("x", t(&[3]));
-    let spec = |target: &str| CustomCallSpec {
-        target: target.into(),
-        backend_config: String::new(),
-        has_side_effect: false,
-        api_version: 2,
-        result_types: vec![t(&[3])],
-    };
+    let spec = |target: &str| CustomCallSpec::new(target, vec![t(&[3])]);
     let y = g.custom_call(spec("my_kernel"), std::slice::from_ref(&x));
     let err = g
         .grad(&y[0].sum_all(), std::slice::from_ref(&x))
@@ -130,6 +124,48 @@ fn non_differentiable_prims_fail_only_when_a_cotangent_flows() {
         })
         .collect();
     assert_eq!(targets, ["my_kernel_bwd"]);
+}
+
+#[test]
+fn custom_call_options_are_validated_and_printed() {
+    let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
+    let mut spec = CustomCallSpec::new("__cudnn$fmhaSoftmax", vec![t(&[3, 2]), t(&[])]);
+    spec.backend_config = "{\"mask_type\": \"CAUSAL\"}".into();
+    spec.operand_layouts = vec![vec![0, 1]];
+    spec.result_layouts = vec![vec![1, 0], vec![]];
+    let out = g.custom_call(spec.clone(), std::slice::from_ref(&x));
+    let f = g.finish(&[("o", &out[0]), ("s", &out[1])]).unwrap();
+    let text = f
+        .to_stablehlo(&vishwam_hlo::PrintOptions::default())
+        .unwrap();
+    assert!(text.contains(
+        r#"%0:2 = stablehlo.custom_call @__cudnn$fmhaSoftmax(%arg0) {backend_config = "{\"mask_type\": \"CAUSAL\"}", has_side_effect = false, api_version = 2 : i32, operand_layouts = [dense<[0, 1]> : tensor<2xindex>], result_layouts = [dense<[1, 0]> : tensor<2xindex>, dense<> : tensor<0xindex>]} : (tensor<2x3xf32>) -> (tensor<3x2xf32>, tensor<f32>)"#
+    ), "{text}");
+
+    for bad in [
+        CustomCallSpec {
+            api_version: 4,
+            ..spec.clone()
+        },
+        CustomCallSpec {
+            operand_layouts: vec![vec![0, 0]],
+            ..spec.clone()
+        },
+        CustomCallSpec {
+            result_layouts: vec![vec![1, 0]],
+            ..spec
+        },
+    ] {
+        let g = Graph::new();
+        let x = g.param("x", t(&[2, 3]));
+        g.custom_call(bad, std::slice::from_ref(&x));
+        assert!(g
+            .check_error()
+            .unwrap_err()
+            .to_string()
+            .starts_with("custom_call: `__cudnn$fmhaSoftmax`: "));
+    }
 }
 
 #[test]

@@ -120,6 +120,13 @@ fn hand_built() -> Func {
 }
 
 #[test]
+fn functions_can_be_shared_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Func>();
+    send_sync::<HloError>();
+}
+
+#[test]
 fn checker_accepts_valid_and_rejects_invalid_graphs() {
     assert!(hand_built().check().is_ok());
 

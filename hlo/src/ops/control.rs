@@ -10,7 +10,7 @@ use vishwam_mesh::PartitionSpec;
 /// A failed region trace: the error and the types of the outputs the closure returned (so
 /// the caller can hand back the right number of poisoned results).
 pub(crate) struct RegionError {
-    pub error: HloError,
+    pub error: Box<HloError>,
     pub output_types: Vec<TensorType>,
 }
 
@@ -34,13 +34,13 @@ pub(crate) fn trace_region(
         .collect();
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     g.finish(&refs).map_err(|error| RegionError {
-        error,
+        error: Box::new(error),
         output_types: outs.iter().map(|t| t.ty().clone()).collect(),
     })
 }
 
 impl Graph {
-    /// Random bits of type `ty` from `state` (u64[2] or u64[3]); returns (new state, bits).
+    /// Random bits of type `ty` from `state` (`u64[2]` or `u64[3]`); returns (new state, bits).
     pub fn rng_bit_generator(
         &self,
         state: &Tensor,
@@ -92,7 +92,7 @@ impl Graph {
                 )
             }
             Err(e) => {
-                self.record_error(nested("while", e.error));
+                self.record_error(nested("while", *e.error));
                 types.into_iter().map(|t| self.poisoned(t)).collect()
             }
         }
