@@ -2,10 +2,13 @@
 
 use super::attention::attention;
 use super::blocked::blocked_attention;
+use super::moe::{self, MoeParams, MoeStats};
 use crate::config::{ModelConfig, RopeScalingType};
+use std::sync::Arc;
 use vishwam_hlo::{
     nn, DType, Graph, PartitionSpec, Result, RngAlgorithm, Tensor, TensorMap, TensorType,
 };
+use vishwam_mesh::ShardingPlan;
 
 /// How attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub struct ForwardOptions {
     pub dropout: f64,
     /// Sharding constraint for the residual stream `[B, T, H]`, if any.
     pub residual_spec: Option<PartitionSpec>,
+    /// The plan whose activation rules constrain MoE router logits and dispatch buffers
+    /// (expert parallelism); `None` adds no constraints.
+    pub moe_sharding: Option<Arc<ShardingPlan>>,
 }
 
 impl ForwardOptions {
@@ -40,6 +46,7 @@ impl ForwardOptions {
             attention: AttentionKind::Full,
             dropout: 0.0,
             residual_spec: None,
+            moe_sharding: None,
         }
     }
 }
@@ -65,21 +72,23 @@ impl RngStream {
     }
 }
 
-/// Names of one block's parameters, in the order the block function takes them.
-const BLOCK_PARAMS: [&str; 9] = [
+/// Names of one block's attention parameters and FFN norm, in the order the block takes them;
+/// the FFN's own parameters follow ([`MLP_PARAMS`] or [`moe::param_names`]).
+const ATTN_PARAMS: [&str; 6] = [
     "attn_norm.scale",
     "attn.wq",
     "attn.wk",
     "attn.wv",
     "attn.wo",
     "mlp_norm.scale",
-    "mlp.w_gate",
-    "mlp.w_up",
-    "mlp.w_down",
 ];
 
+/// Names of a dense block's MLP parameters.
+const MLP_PARAMS: [&str; 3] = ["mlp.w_gate", "mlp.w_up", "mlp.w_down"];
+
 /// The final hidden states `[B, T, H]` (after the final norm) for `tokens: i32 [B, T]` at
-/// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`.
+/// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`; given, it also drives
+/// MoE router noise.
 pub fn hidden_states(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -88,29 +97,50 @@ pub fn hidden_states(
     positions: &Tensor,
     rng: Option<&mut RngStream>,
 ) -> Result<Tensor> {
+    Ok(hidden_states_with_moe(cfg, opts, params, tokens, positions, rng)?.0)
+}
+
+/// [`hidden_states`] and the routing statistics of each MoE block, in block order.
+pub fn hidden_states_with_moe(
+    cfg: &ModelConfig,
+    opts: &ForwardOptions,
+    params: &TensorMap,
+    tokens: &Tensor,
+    positions: &Tensor,
+    rng: Option<&mut RngStream>,
+) -> Result<(Tensor, Vec<MoeStats>)> {
     let g = tokens.graph().clone();
     let embed = params.get("embed.tokens")?;
     let mut h = embed.cast(opts.compute).take(tokens, 0);
     let mut rng = rng;
+    let mut stats = Vec::new();
     for i in 0..cfg.num_layers {
+        let is_moe = cfg.is_moe_layer(i);
+        let ffn_names = if is_moe {
+            moe::param_names(cfg)
+        } else {
+            MLP_PARAMS.to_vec()
+        };
         let mut inputs: Vec<Tensor> = vec![h.clone(), positions.clone()];
-        for n in BLOCK_PARAMS {
+        for n in ATTN_PARAMS.iter().chain(&ffn_names) {
             inputs.push(params.get(&format!("layers.{i}.{n}"))?.clone());
         }
-        let dropout_on = opts.dropout > 0.0;
-        if dropout_on {
-            if let Some(r) = rng.as_deref() {
-                inputs.push(r.state.clone());
-            }
-        }
+        let num_params = inputs.len() - 2;
+        let uses_rng = opts.dropout > 0.0 || (is_moe && cfg.router_noise > 0.0);
+        let rng_in = rng.as_deref().filter(|_| uses_rng).map(|r| r.state.clone());
+        let has_rng = rng_in.is_some();
+        inputs.extend(rng_in);
         let block = |g: &Graph, xs: &[Tensor]| -> Vec<Tensor> {
-            let mut stream = (dropout_on && xs.len() > 11).then(|| RngStream {
-                state: xs[11].clone(),
+            let p = &xs[2..2 + num_params];
+            let mut stream = has_rng.then(|| RngStream {
+                state: xs[2 + num_params].clone(),
             });
-            let out = block_forward(cfg, opts, g, &xs[0], &xs[1], &xs[2..11], stream.as_mut());
+            let (out, moe_stats) =
+                block_forward(cfg, opts, g, &xs[0], &xs[1], p, is_moe, stream.as_mut());
             let mut outs = vec![out];
-            if let Some(s) = stream {
-                outs.push(s.state);
+            outs.extend(stream.map(|s| s.state));
+            if let Some(s) = moe_stats {
+                outs.extend([s.aux_loss, s.counts, s.dropped]);
             }
             outs
         };
@@ -119,19 +149,27 @@ pub fn hidden_states(
         } else {
             block(&g, &inputs)
         };
-        h = outs[0].clone();
-        if let (Some(r), Some(state)) = (rng.as_deref_mut(), outs.get(1)) {
-            r.state = state.clone();
+        let mut outs = outs.into_iter();
+        h = outs.next().expect("the block's output");
+        if has_rng {
+            if let (Some(r), Some(state)) = (rng.as_deref_mut(), outs.next()) {
+                r.state = state;
+            }
+        }
+        if is_moe {
+            let mut next = || outs.next().expect("three MoE statistics");
+            stats.push(MoeStats {
+                aux_loss: next(),
+                counts: next(),
+                dropped: next(),
+            });
         }
         if let Some(spec) = &opts.residual_spec {
             h = h.sharding_constraint(spec.clone());
         }
     }
-    Ok(nn::rms_norm(
-        &h,
-        params.get("final_norm.scale")?,
-        cfg.norm_eps,
-    ))
+    let h = nn::rms_norm(&h, params.get("final_norm.scale")?, cfg.norm_eps);
+    Ok((h, stats))
 }
 
 /// The weight of the LM head `[H, V]`: `lm_head`, or the embedding transposed when tied.
@@ -156,7 +194,8 @@ pub fn logits(
     Ok(h.matmul(&w).cast(DType::F32))
 }
 
-/// One block: attention then MLP, each pre-normed and residual.
+/// One block: attention then the FFN (dense SwiGLU or MoE), each pre-normed and residual.
+#[allow(clippy::too_many_arguments)]
 fn block_forward(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -164,8 +203,9 @@ fn block_forward(
     h: &Tensor,
     positions: &Tensor,
     p: &[Tensor],
+    is_moe: bool,
     mut rng: Option<&mut RngStream>,
-) -> Tensor {
+) -> (Tensor, Option<MoeStats>) {
     let c = opts.compute;
     let (b, t) = (h.shape()[0], h.shape()[1]);
     let (nh, kv, d) = (
@@ -188,9 +228,15 @@ fn block_forward(
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 
     let x = nn::rms_norm(&h, &p[5], cfg.norm_eps);
-    let gated = nn::silu(&x.matmul(&w(6))) * x.matmul(&w(7));
-    let mlp_out = gated.matmul(&w(8));
-    &h + &dropout(&mlp_out, opts.dropout, rng)
+    let (ffn_out, stats) = if is_moe {
+        let params = MoeParams::from_slice(cfg, &p[6..]);
+        let (y, stats) = moe::moe_ffn(cfg, opts, &x, &params, rng.as_deref_mut());
+        (y, Some(stats))
+    } else {
+        let gated = nn::silu(&x.matmul(&w(6))) * x.matmul(&w(7));
+        (gated.matmul(&w(8)), None)
+    };
+    (&h + &dropout(&ffn_out, opts.dropout, rng), stats)
 }
 
 fn dropout(x: &Tensor, rate: f64, rng: Option<&mut RngStream>) -> Tensor {

@@ -1,17 +1,27 @@
 //! The Llama-style transformer (docs/model.md), written with the hlo tracing API.
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
-//! the blocks; `attention` and `blocked` are the two attention forms; `loss` is the chunked
-//! cross-entropy. The model never touches the runtime.
+//! the blocks; `attention` and `blocked` are the two attention forms; `moe` and `moe_routing`
+//! are the Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy. The model
+//! never touches the runtime.
 
 mod attention;
 mod blocked;
 mod forward;
 mod loss;
+mod moe;
+mod moe_routing;
 mod params;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
-pub use forward::{head_weight, hidden_states, logits, AttentionKind, ForwardOptions, RngStream};
+pub use forward::{
+    head_weight, hidden_states, hidden_states_with_moe, logits, AttentionKind, ForwardOptions,
+    RngStream,
+};
 pub use loss::{default_chunk, masked_ce_sum};
+pub use moe::{
+    capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
+};
+pub use moe_routing::{combine, dispatch, exclusive_cumsum, gather_rows, route, Routing};
 pub use params::{init_params, param_counts, param_specs, Init, ParamSpec};

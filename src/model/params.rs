@@ -14,6 +14,8 @@ pub enum Init {
     Ones,
     /// Normal with mean 0 and this standard deviation.
     Normal(f64),
+    /// All zeros (the MoE router bias).
+    Zeros,
 }
 
 /// One parameter of the model.
@@ -29,10 +31,13 @@ pub struct ParamSpec {
     pub init: Init,
     /// Whether AdamW applies weight decay to it (matrices except the embedding).
     pub decay: bool,
+    /// Whether it is trained by gradient (false: a buffer such as the MoE router bias, kept
+    /// in the train state and updated by its own rule, with no gradient or optimizer state).
+    pub trainable: bool,
 }
 
 impl ParamSpec {
-    fn new(name: String, shape: &[usize], logical: &[L], init: Init) -> ParamSpec {
+    pub(super) fn new(name: String, shape: &[usize], logical: &[L], init: Init) -> ParamSpec {
         let decay = shape.len() >= 2 && name != "embed.tokens";
         ParamSpec {
             name,
@@ -40,6 +45,16 @@ impl ParamSpec {
             logical: logical.to_vec(),
             init,
             decay,
+            trainable: true,
+        }
+    }
+
+    /// A zero-initialised buffer: part of the model, not trained by gradient.
+    pub(super) fn buffer(name: String, shape: &[usize], logical: &[L]) -> ParamSpec {
+        ParamSpec {
+            decay: false,
+            trainable: false,
+            ..ParamSpec::new(name, shape, logical, Init::Zeros)
         }
     }
 
@@ -107,6 +122,12 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
                 Init::Normal(out_std),
             ),
             ParamSpec::new(p("mlp_norm.scale"), &[h], &[L::Embed], Init::Ones),
+        ]);
+        if cfg.is_moe_layer(i) {
+            specs.extend(super::moe::param_specs(cfg, i));
+            continue;
+        }
+        specs.extend([
             ParamSpec::new(
                 p("mlp.w_gate"),
                 &[h, f],
@@ -131,9 +152,13 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     specs
 }
 
-/// Parameter count, and the count without the embedding and an untied head.
+/// Parameter count, and the count without the embedding and an untied head (buffers such as
+/// the MoE router bias are not parameters and not counted).
 pub fn param_counts(cfg: &ModelConfig) -> (usize, usize) {
-    let specs = param_specs(cfg);
+    let specs: Vec<ParamSpec> = param_specs(cfg)
+        .into_iter()
+        .filter(|s| s.trainable)
+        .collect();
     let total = specs.iter().map(ParamSpec::numel).sum();
     let embedding: usize = specs
         .iter()
@@ -152,6 +177,7 @@ pub fn init_params(cfg: &ModelConfig, seed: u64) -> BTreeMap<String, HostArray> 
             let n = spec.numel();
             let values: Vec<f32> = match spec.init {
                 Init::Ones => vec![1.0; n],
+                Init::Zeros => vec![0.0; n],
                 Init::Normal(std) => {
                     let mut rng =
                         rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &spec.name));

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 mod error;
 mod eval;
+pub mod moe_state;
 mod run;
 mod schedule;
 mod setup;
@@ -11,6 +12,7 @@ mod trainer;
 
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
+pub use moe_state::MoeMetrics;
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};

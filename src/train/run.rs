@@ -257,14 +257,15 @@ fn write_metrics(
     trainer: &Trainer,
 ) -> Result<(), TrainError> {
     let memory = device_memory(trainer);
-    write_json(
-        file,
-        json!({
-            "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
-            "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
-            "device_memory_bytes": memory,
-        }),
-    )
+    let mut line = json!({
+        "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
+        "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
+        "device_memory_bytes": memory,
+    });
+    if let Some(moe) = trainer.moe_metrics()? {
+        line["moe"] = serde_json::to_value(&moe).unwrap_or(serde_json::Value::Null);
+    }
+    write_json(file, line)
 }
 
 /// Bytes in use on device 0 where the plugin reports it, else XLA's compiled estimate.

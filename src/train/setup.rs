@@ -9,6 +9,7 @@ use vishwam_mesh::{DeviceStrategy, MeshSettings, RuleOverride, ShardingPlan};
 /// What this build of vishwam can honour: every config key outside this set is rejected
 /// with a message naming it.
 pub const SUPPORTED: Features = Features::NONE
+    .with(Feature::Moe)
     .with(Feature::Dropout)
     .with(Feature::RopeScaling)
     .with(Feature::GradientCheckpointing)

@@ -2,9 +2,11 @@
 //! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
 //! donated so the update happens in place on the devices.
 
+use super::moe_state::{self, MoeStepStats};
 use super::schedule::lr_traced;
 use crate::config::{ComputeDtype, Config};
 use crate::model::{self, AttentionKind, ForwardOptions, ParamSpec, RngStream};
+use std::sync::Arc;
 use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
 use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
 
@@ -15,7 +17,8 @@ const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
 /// One piece of the train state: its name, type and sharding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateSlot {
-    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`).
+    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`);
+    /// buffers such as the MoE router bias have a `params.` slot but no optimizer state.
     pub name: String,
     /// Type.
     pub ty: TensorType,
@@ -42,7 +45,8 @@ pub struct StepLayout {
     pub dynamic_scale: bool,
 }
 
-/// Names of the metrics the step returns after the state, in order.
+/// Names of the metrics the step returns after the state, in order; MoE models add
+/// [`moe_state::MOE_METRICS`] after them.
 pub const METRICS: [&str; 5] = ["loss", "grad_norm", "lr", "tokens", "skipped"];
 
 /// The forward options the config asks for in training.
@@ -71,6 +75,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         },
         dropout: cfg.model.dropout_rate,
         residual_spec: residual.filter(|s| !s.is_replicated()),
+        moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
     }
 }
 
@@ -92,7 +97,7 @@ impl StepLayout {
             Ok(r.spec)
         };
         for prefix in ["params.", "opt.m.", "opt.v."] {
-            for p in &params {
+            for p in params.iter().filter(|p| prefix == "params." || p.trainable) {
                 state.push(StateSlot {
                     name: format!("{prefix}{}", p.name),
                     ty: TensorType::new(DType::F32, &p.shape),
@@ -199,8 +204,12 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         None => denom.ones_like() / &denom,
     };
 
+    let aux_weight = match &loss_scale {
+        Some(s) => s / layout.accum as f64,
+        None => denom.ones_like() / layout.accum as f64,
+    };
     let rng = state.get("rng")?.clone();
-    let (loss_sum, grads, rng) = accumulate(
+    let (loss_sum, grads, rng, moe_stats) = accumulate(
         cfg,
         &opts,
         layout,
@@ -208,7 +217,7 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         &tokens,
         &targets,
         &mask,
-        &grad_weight,
+        &[grad_weight, aux_weight],
         rng,
     )?;
     let mut grads = grads;
@@ -246,8 +255,15 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     let mut outputs: Vec<(String, Tensor)> = Vec::new();
     let mut new_m = Vec::new();
     let mut new_v = Vec::new();
+    let mut new_biases = Vec::new();
     for p in &layout.params {
         let theta = params.get(&p.name)?;
+        if !p.trainable {
+            let updated = buffer_update(cfg, p, theta, moe_stats.as_ref())?;
+            new_biases.push(updated.clone());
+            outputs.push((format!("params.{}", p.name), ok.select(&updated, theta)));
+            continue;
+        }
         let mut gr = grads.get(&p.name)?.clone();
         if let Some(c) = &clip {
             gr = gr * c;
@@ -288,6 +304,15 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     for (name, value) in METRICS.iter().zip(metrics) {
         outputs.push((name.to_string(), value));
     }
+    if let Some(stats) = &moe_stats {
+        let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
+        outputs.extend(moe_state::metric_outputs(
+            stats,
+            layout.accum,
+            pairs,
+            &new_biases,
+        ));
+    }
     let refs: Vec<(&str, &Tensor)> = outputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut func = g.finish(&refs)?;
     for slot in &layout.state {
@@ -297,8 +322,37 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     Ok(func)
 }
 
+/// The new value of a non-trainable buffer: the loss-free balancing bias update.
+fn buffer_update(
+    cfg: &Config,
+    p: &ParamSpec,
+    value: &Tensor,
+    moe: Option<&MoeStepStats>,
+) -> Result<Tensor> {
+    let row = moe_state::bias_row(&cfg.model, &p.name);
+    match (row, moe) {
+        (Some(row), Some(stats)) => Ok(moe_state::updated_router_bias(
+            &cfg.model,
+            value,
+            &stats.counts,
+            row,
+        )),
+        _ => Err(vishwam_hlo::HloError::Shape {
+            op: "train step".into(),
+            detail: format!(
+                "no update rule for the non-trainable parameter `{}`",
+                p.name
+            ),
+        }),
+    }
+}
+
+/// What a step's micro-batches add up to: the CE sum, the gradients, the advanced random
+/// state and, for MoE models, the routing statistics.
+type Accumulated = (Tensor, TensorMap, Tensor, Option<MoeStepStats>);
+
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), and the advanced random state.
+/// several), and the advanced random state. `weights` are the CE and aux-loss weights.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
@@ -308,10 +362,16 @@ fn accumulate(
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
-    grad_weight: &Tensor,
+    weights: &[Tensor; 2],
     rng: Tensor,
-) -> Result<(Tensor, TensorMap, Tensor)> {
-    let names: Vec<String> = layout.params.iter().map(|p| p.name.clone()).collect();
+) -> Result<Accumulated> {
+    let names: Vec<String> = layout
+        .params
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.name.clone())
+        .collect();
+    let all_names: Vec<String> = layout.params.iter().map(|p| p.name.clone()).collect();
     let micro = |i: &Tensor, x: &Tensor| -> Tensor {
         let zero = i.zeros_like();
         x.dynamic_slice(
@@ -322,7 +382,7 @@ fn accumulate(
     };
     if layout.accum == 1 {
         let i = tokens.graph().scalar_i64(0, DType::I32);
-        let (loss, grads, rng) = micro_step(
+        return micro_step(
             cfg,
             opts,
             &names,
@@ -330,19 +390,19 @@ fn accumulate(
             &micro(&i, tokens),
             &micro(&i, targets),
             &micro(&i, mask),
-            grad_weight,
+            weights,
             rng,
-        )?;
-        return Ok((loss, grads, rng));
+        );
     }
-    // Carry: [i, loss, grads..., params..., rng, tokens, targets, mask, grad_weight].
+    // Carry: [i, loss, grads..., params (all)..., rng, tokens, targets, mask, grad_weight,
+    // aux_weight, MoE statistics...].
     let g = tokens.graph().clone();
-    let n = names.len();
+    let (n, n_all) = (names.len(), all_names.len());
     let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
     for name in &names {
         init.push(params.get(name)?.zeros_like());
     }
-    for name in &names {
+    for name in &all_names {
         init.push(params.get(name)?.clone());
     }
     init.extend([
@@ -350,8 +410,11 @@ fn accumulate(
         tokens.clone(),
         targets.clone(),
         mask.clone(),
-        grad_weight.clone(),
+        weights[0].clone(),
+        weights[1].clone(),
     ]);
+    let moe_zeros = MoeStepStats::zeros(&g, &cfg.model);
+    init.extend(moe_zeros.iter().flat_map(MoeStepStats::to_vec));
     let accum = layout.accum as i64;
     let error = std::cell::RefCell::new(None);
     let out = g.while_loop(
@@ -359,19 +422,15 @@ fn accumulate(
         |_g, xs| xs[0].lt(accum),
         |_g, xs| {
             let i = &xs[0];
-            let p: TensorMap = names
+            let p: TensorMap = all_names
                 .iter()
                 .cloned()
-                .zip(xs[2 + n..2 + 2 * n].iter().cloned())
+                .zip(xs[2 + n..2 + n + n_all].iter().cloned())
                 .collect();
-            let base = 2 + 2 * n;
-            let (rng, tok, tgt, msk, w) = (
-                &xs[base],
-                &xs[base + 1],
-                &xs[base + 2],
-                &xs[base + 3],
-                &xs[base + 4],
-            );
+            let base = 2 + n + n_all;
+            let (rng, tok, tgt, msk) = (&xs[base], &xs[base + 1], &xs[base + 2], &xs[base + 3]);
+            let w = [xs[base + 4].clone(), xs[base + 5].clone()];
+            let moe_base = base + 6;
             let result = micro_step(
                 cfg,
                 opts,
@@ -380,18 +439,22 @@ fn accumulate(
                 &micro(i, tok),
                 &micro(i, tgt),
                 &micro(i, msk),
-                w,
+                &w,
                 rng.clone(),
             );
             match result {
-                Ok((loss, grads, rng)) => {
+                Ok((loss, grads, rng, moe)) => {
                     let mut next = vec![i + 1i64, &xs[1] + loss];
                     for (k, name) in names.iter().enumerate() {
                         next.push(&xs[2 + k] + grads.get(name).expect("a gradient per parameter"));
                     }
                     next.extend(xs[2 + n..base].iter().cloned());
                     next.push(rng);
-                    next.extend(xs[base + 1..].iter().cloned());
+                    next.extend(xs[base + 1..moe_base].iter().cloned());
+                    if let Some(moe) = moe {
+                        let sum = MoeStepStats::from_slice(&xs[moe_base..]).add(&moe);
+                        next.extend(sum.to_vec());
+                    }
                     next
                 }
                 Err(e) => {
@@ -409,10 +472,13 @@ fn accumulate(
         .cloned()
         .zip(out[2..2 + n].iter().cloned())
         .collect();
-    Ok((out[1].clone(), grads, out[2 + 2 * n].clone()))
+    let base = 2 + n + n_all;
+    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[base + 6..]));
+    Ok((out[1].clone(), grads, out[base].clone(), moe))
 }
 
-/// One micro-batch: the masked CE sum and the gradients of `weight * ce_sum`.
+/// One micro-batch: the masked CE sum and the gradients of `weights[0] * ce_sum` (plus, for
+/// MoE models, `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`.
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
@@ -422,14 +488,14 @@ fn micro_step(
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
-    weight: &Tensor,
+    weights: &[Tensor; 2],
     rng: Tensor,
-) -> Result<(Tensor, TensorMap, Tensor)> {
+) -> Result<Accumulated> {
     let g = tokens.graph().clone();
     let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let mut stream = RngStream { state: rng };
-    let h = model::hidden_states(
+    let (h, moe) = model::hidden_states_with_moe(
         &cfg.model,
         opts,
         params,
@@ -451,6 +517,15 @@ fn micro_step(
         .iter()
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
-    let grads = g.grad(&(&ce * weight), &wrt)?;
-    Ok((ce, names.iter().cloned().zip(grads).collect(), stream.state))
+    let moe = MoeStepStats::stack(&moe);
+    let mut objective = &ce * &weights[0];
+    if let Some(aux) = moe
+        .as_ref()
+        .and_then(|m| moe_state::aux_objective(&cfg.model, m, &weights[1]))
+    {
+        objective = objective + aux;
+    }
+    let grads = g.grad(&objective, &wrt)?;
+    let grads = names.iter().cloned().zip(grads).collect();
+    Ok((ce, grads, stream.state, moe))
 }

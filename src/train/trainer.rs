@@ -1,6 +1,7 @@
 //! The train state on the devices and the compiled step that updates it.
 
 use super::eval::{build_eval_step, build_next_token};
+use super::moe_state::MoeMetrics;
 use super::step::{
     build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
 };
@@ -93,6 +94,7 @@ pub struct Trainer {
     /// The resolved configuration.
     pub config: Config,
     state: Vec<ShardedArray>,
+    moe_outputs: Vec<ShardedArray>,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
 }
@@ -121,6 +123,7 @@ impl Trainer {
             program,
             config: cfg.clone(),
             state: Vec::new(),
+            moe_outputs: Vec::new(),
             eval_program: None,
             next_token_program: None,
         };
@@ -218,7 +221,8 @@ impl Trainer {
             Input::Keep(&mask),
         ]);
         let mut outputs = self.program.run(inputs)?;
-        let metrics = outputs.split_off(self.layout.state.len());
+        let mut metrics = outputs.split_off(self.layout.state.len());
+        self.moe_outputs = metrics.split_off(METRICS.len().min(metrics.len()));
         self.state = outputs;
         metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
@@ -248,6 +252,20 @@ impl Trainer {
 }
 
 impl Trainer {
+    /// The MoE metrics of the last step (utilisation, dropped fraction, aux loss, bias norm),
+    /// downloaded on request; `None` for a dense model or before the first step.
+    pub fn moe_metrics(&self) -> Result<Option<MoeMetrics>, TrainError> {
+        if self.moe_outputs.is_empty() {
+            return Ok(None);
+        }
+        let host = self
+            .moe_outputs
+            .iter()
+            .map(|a| self.engine.get(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
+    }
+
     /// Mean loss and perplexity over micro-batches of `[micro_batch, seq_len]` (each a
     /// [`HostBatch`] with `accum == 1`), with dropout off.
     pub fn evaluate(&mut self, batches: &[HostBatch]) -> Result<EvalResult, TrainError> {
@@ -347,12 +365,15 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
     let params = crate::model::init_params(&cfg.model, seed);
     let mut state = BTreeMap::new();
     for (name, array) in params {
-        let zeros = HostArray {
-            data: vec![0; array.data.len()],
-            ..array.clone()
-        };
-        state.insert(format!("opt.m.{name}"), zeros.clone());
-        state.insert(format!("opt.v.{name}"), zeros);
+        let trainable = layout.params.iter().any(|p| p.name == name && p.trainable);
+        if trainable {
+            let zeros = HostArray {
+                data: vec![0; array.data.len()],
+                ..array.clone()
+            };
+            state.insert(format!("opt.m.{name}"), zeros.clone());
+            state.insert(format!("opt.v.{name}"), zeros);
+        }
         state.insert(format!("params.{name}"), array);
     }
     state.insert("step".into(), HostArray::scalar(0i32));

@@ -1,0 +1,210 @@
+//! The Mixture-of-Experts parts of the train step: routing statistics summed over the
+//! micro-batches, the aux-loss term of the objective, the loss-free balancing bias update
+//! (outside the gradient, once per step) and the MoE metrics.
+
+use super::TrainError;
+use crate::config::ModelConfig;
+use crate::engine::HostArray;
+use crate::model::MoeStats;
+use serde::Serialize;
+use vishwam_hlo::{DType, Graph, Tensor, TensorType};
+
+/// Indices of the MoE blocks, in order; row `r` of every per-block statistic is block
+/// `moe_layers(cfg)[r]`.
+pub fn moe_layers(cfg: &ModelConfig) -> Vec<usize> {
+    (0..cfg.num_layers)
+        .filter(|&i| cfg.is_moe_layer(i))
+        .collect()
+}
+
+/// Routing statistics of a micro-batch or a step, one row per MoE block (all f32).
+#[derive(Clone)]
+pub struct MoeStepStats {
+    /// (token, choice) pairs routed to each expert before dropping, `[L, E]`.
+    pub counts: Tensor,
+    /// Pairs dropped for lack of capacity, `[L]`.
+    pub dropped: Tensor,
+    /// Aux loss of each block, `[L]` (summed over micro-batches).
+    pub aux: Tensor,
+}
+
+impl MoeStepStats {
+    /// Tensors in a loop carry.
+    pub const LEN: usize = 3;
+
+    /// The statistics of the MoE blocks of one forward pass; `None` without MoE blocks.
+    pub fn stack(layers: &[MoeStats]) -> Option<MoeStepStats> {
+        let cat = |parts: Vec<Tensor>| match parts.split_first() {
+            Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
+            Some((first, _)) => first.clone(),
+            None => unreachable!("checked non-empty"),
+        };
+        if layers.is_empty() {
+            return None;
+        }
+        Some(MoeStepStats {
+            counts: cat(layers.iter().map(|s| s.counts.expand_dims(0)).collect()),
+            dropped: cat(layers.iter().map(|s| s.dropped.reshape(&[1])).collect()),
+            aux: cat(layers.iter().map(|s| s.aux_loss.reshape(&[1])).collect()),
+        })
+    }
+
+    /// Zeros to accumulate into; `None` when the model has no MoE blocks.
+    pub fn zeros(g: &Graph, cfg: &ModelConfig) -> Option<MoeStepStats> {
+        let l = moe_layers(cfg).len() as i64;
+        let f32 = |shape: &[i64]| g.zeros(&TensorType::new(DType::F32, shape));
+        (l > 0).then(|| MoeStepStats {
+            counts: f32(&[l, cfg.num_experts as i64]),
+            dropped: f32(&[l]),
+            aux: f32(&[l]),
+        })
+    }
+
+    /// Elementwise sum (micro-batch accumulation).
+    pub fn add(&self, other: &MoeStepStats) -> MoeStepStats {
+        MoeStepStats {
+            counts: &self.counts + &other.counts,
+            dropped: &self.dropped + &other.dropped,
+            aux: &self.aux + &other.aux,
+        }
+    }
+
+    /// As `[counts, dropped, aux]`.
+    pub fn to_vec(&self) -> Vec<Tensor> {
+        vec![self.counts.clone(), self.dropped.clone(), self.aux.clone()]
+    }
+
+    /// From `[counts, dropped, aux]`.
+    pub fn from_slice(xs: &[Tensor]) -> MoeStepStats {
+        MoeStepStats {
+            counts: xs[0].clone(),
+            dropped: xs[1].clone(),
+            aux: xs[2].clone(),
+        }
+    }
+}
+
+/// The aux-loss term of a micro-batch objective, `weight * aux_loss_coef * mean_l aux_l`;
+/// `None` when the coefficient is 0.
+pub fn aux_objective(cfg: &ModelConfig, stats: &MoeStepStats, weight: &Tensor) -> Option<Tensor> {
+    (cfg.aux_loss_coef > 0.0).then(|| stats.aux.mean_all() * cfg.aux_loss_coef * weight)
+}
+
+/// The row (index into [`moe_layers`]) of a loss-free bias buffer `layers.{i}.moe.router_bias`.
+pub fn bias_row(cfg: &ModelConfig, name: &str) -> Option<usize> {
+    let layer: usize = name
+        .strip_prefix("layers.")?
+        .strip_suffix(".moe.router_bias")?
+        .parse()
+        .ok()?;
+    moe_layers(cfg).iter().position(|&i| i == layer)
+}
+
+/// Loss-free balancing (DeepSeek-V3): `bias + rate * sign(mean_e load - load_e)`, with the
+/// loads of block `row` over the whole step (`counts: [L, E]`).
+pub fn updated_router_bias(
+    cfg: &ModelConfig,
+    bias: &Tensor,
+    counts: &Tensor,
+    row: usize,
+) -> Tensor {
+    let load = counts
+        .slice_axis(0, row as i64, row as i64 + 1)
+        .reshape(&[cfg.num_experts as i64]);
+    let mean = load.mean(&[0], true);
+    bias + (mean - load).sign() * cfg.lossfree_update_rate
+}
+
+/// Names of the MoE step outputs, after [`super::METRICS`]; `moe.bias_norm` only with
+/// loss-free balancing.
+pub const MOE_METRICS: [&str; 4] = [
+    "moe.utilisation",
+    "moe.dropped_fraction",
+    "moe.aux_loss",
+    "moe.bias_norm",
+];
+
+/// The MoE metric outputs of a step: utilisation `[L, E]`, dropped fraction `[L]`, aux loss
+/// `[L]` (mean over micro-batches) and, with loss-free balancing, the L2 norm of each block's
+/// updated bias `[L]`. `pairs` is the number of (token, choice) pairs of one micro-batch.
+pub fn metric_outputs(
+    stats: &MoeStepStats,
+    accum: usize,
+    pairs: usize,
+    new_biases: &[Tensor],
+) -> Vec<(String, Tensor)> {
+    let utilisation = &stats.counts / stats.counts.sum(&[-1], true).maximum(1.0);
+    let mut out = vec![
+        (MOE_METRICS[0].to_string(), utilisation),
+        (
+            MOE_METRICS[1].to_string(),
+            &stats.dropped / (accum * pairs) as f64,
+        ),
+        (MOE_METRICS[2].to_string(), &stats.aux / accum as f64),
+    ];
+    if let Some((first, rest)) = new_biases.split_first() {
+        let norm = |b: &Tensor| b.square().sum_all().sqrt().reshape(&[1]);
+        let rest: Vec<Tensor> = rest.iter().map(norm).collect();
+        let norms = if rest.is_empty() {
+            norm(first)
+        } else {
+            norm(first).concat(&rest, 0)
+        };
+        out.push((MOE_METRICS[3].to_string(), norms));
+    }
+    out
+}
+
+/// The MoE metrics of a step, on the host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeMetrics {
+    /// The MoE blocks the rows describe.
+    pub layers: Vec<usize>,
+    /// Per block, the fraction of routed (token, choice) pairs each expert received.
+    pub utilisation: Vec<Vec<f32>>,
+    /// Per block, the fraction of pairs dropped for lack of capacity.
+    pub dropped_fraction: Vec<f32>,
+    /// Per block, the load-balancing loss `E * sum_e f_e p_e` (1 when balanced).
+    pub aux_loss: Vec<f32>,
+    /// Per block, the L2 norm of the loss-free balancing bias (absent when it is off).
+    pub bias_norm: Option<Vec<f32>>,
+}
+
+impl MoeMetrics {
+    /// From the downloaded MoE outputs, in [`MOE_METRICS`] order.
+    pub fn from_host(cfg: &ModelConfig, arrays: &[HostArray]) -> Result<MoeMetrics, TrainError> {
+        let values = |i: usize| -> Result<Vec<f32>, TrainError> {
+            arrays
+                .get(i)
+                .ok_or_else(|| {
+                    TrainError::Other(format!("the step returned no `{}`", MOE_METRICS[i]))
+                })?
+                .to_vec::<f32>()
+                .map_err(TrainError::Other)
+        };
+        let e = cfg.num_experts.max(1);
+        Ok(MoeMetrics {
+            layers: moe_layers(cfg),
+            utilisation: values(0)?.chunks(e).map(<[f32]>::to_vec).collect(),
+            dropped_fraction: values(1)?,
+            aux_loss: values(2)?,
+            bias_norm: if cfg.use_lossfreebalance {
+                Some(values(3)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// Per block, the largest minus the smallest expert utilisation (0 when uniform).
+    pub fn utilisation_spread(&self) -> Vec<f32> {
+        self.utilisation.iter().map(|u| spread(u)).collect()
+    }
+}
+
+/// Largest minus smallest value.
+pub fn spread(values: &[f32]) -> f32 {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+    max - min
+}
