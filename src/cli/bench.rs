@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Runtime(RuntimeBenchArgs),
     /// Time to trace, differentiate and print the train step of a deep, wide model.
     Trace(TraceBenchArgs),
+    /// Train-step tokens/s of an MoE model against a dense model with the same active parameters.
+    Moe(super::bench_moe::MoeBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -49,6 +51,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
+        BenchCommand::Moe(args) => super::bench_moe::run(&args),
     }
 }
 

@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_moe;
 mod doctor;
+mod inspect;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ enum Command {
     /// Benchmarks (not tests): runtime, ...
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// What a checkpoint holds; with --experts, MoE expert utilisation per block.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -58,6 +62,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Inspect(args) => inspect::run(&args),
     };
     match result {
         Ok(code) => code,

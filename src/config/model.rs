@@ -75,9 +75,10 @@ pub struct ModelConfig {
     /// Block i (0-based) is MoE when (i + 1) % moe_layer_frequency == 0: 1 = every block,
     /// 2 = every second block. Default 1.
     pub moe_layer_frequency: usize,
-    /// Absolute tokens per expert per batch; excludes `capacity_factor`. Default null.
+    /// Absolute (token, choice) slots per expert per routing group (one sequence); excludes
+    /// `capacity_factor`. Default null.
     pub expert_capacity: Option<usize>,
-    /// Capacity = ceil(factor x tokens x k / num_experts); null = 1.25 unless
+    /// Capacity = ceil(factor x seq_len x k / num_experts) per sequence; null = 1.25 unless
     /// `expert_capacity` is given. Default null.
     pub capacity_factor: Option<f64>,
     /// Std of the Gaussian noise added to router logits in training (noisy top-k), >= 0. Default 0.

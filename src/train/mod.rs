@@ -3,6 +3,7 @@
 pub mod checkpoint;
 mod error;
 mod eval;
+mod moe_inspect;
 pub mod moe_state;
 mod run;
 mod schedule;
@@ -12,6 +13,7 @@ mod trainer;
 
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
+pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 

@@ -2,6 +2,7 @@
 //! gradients, the dense special case, load balancing, expert parallelism and metrics.
 
 mod routing;
+mod run;
 mod training;
 
 use rand::{Rng, SeedableRng};
