@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod data;
+pub mod paths;
 pub mod runtime;
