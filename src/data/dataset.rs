@@ -10,12 +10,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
-use super::permutation::{mix_all, Permutation};
+use super::permutation::{mix_all, streams, Permutation};
 use super::prepare::PreparedDataset;
 use super::tokenizer::SpecialTokenIds;
 
 /// How documents become windows (config `data.dataset_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DatasetKind {
     /// Framed documents joined into one stream, cut into windows every `seq_len` tokens
@@ -78,7 +78,12 @@ pub fn validation_count(documents: u64, val_fraction: f64) -> u64 {
 }
 
 /// Ids of the documents of `split`, ascending.
-pub fn split_documents(documents: u64, seed: u64, val_fraction: f64, split: Split) -> Result<Vec<u64>> {
+pub fn split_documents(
+    documents: u64,
+    seed: u64,
+    val_fraction: f64,
+    split: Split,
+) -> Result<Vec<u64>> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(DataError::InvalidOption {
             name: "data.val_fraction",
@@ -87,7 +92,7 @@ pub fn split_documents(documents: u64, seed: u64, val_fraction: f64, split: Spli
         });
     }
     let held_out = validation_count(documents, val_fraction);
-    let order = Permutation::new(documents, mix_all(seed, &[0x5711_7a11]));
+    let order = Permutation::new(documents, mix_all(seed, &[streams::SPLIT]));
     let ids: Vec<u64> = (0..documents)
         .filter(|&d| (order.apply(d) < held_out) == (split == Split::Validation))
         .collect();
@@ -117,7 +122,11 @@ pub struct TokenDataset {
 
 impl TokenDataset {
     /// The `split` of `prepared`, cut into windows as `options` say.
-    pub fn new(prepared: Arc<PreparedDataset>, split: Split, options: WindowOptions) -> Result<Self> {
+    pub fn new(
+        prepared: Arc<PreparedDataset>,
+        split: Split,
+        options: WindowOptions,
+    ) -> Result<Self> {
         if options.seq_len == 0 {
             return Err(DataError::InvalidOption {
                 name: "sequence length",
@@ -125,7 +134,12 @@ impl TokenDataset {
                 expected: "at least 1".into(),
             });
         }
-        let documents = split_documents(prepared.num_documents(), options.seed, options.val_fraction, split)?;
+        let documents = split_documents(
+            prepared.num_documents(),
+            options.seed,
+            options.val_fraction,
+            split,
+        )?;
         let frame = 1 + u64::from(options.add_bos);
         let seq = options.seq_len as u64;
         let mut starts = Vec::with_capacity(documents.len() + 1);
@@ -197,8 +211,11 @@ impl TokenDataset {
         let token_start = pos - bos;
         if token_start < len && written < out.len() {
             let take = ((len - token_start) as usize).min(out.len() - written);
-            self.prepared
-                .copy_document_tokens(self.documents[j], token_start, &mut out[written..written + take]);
+            self.prepared.copy_document_tokens(
+                self.documents[j],
+                token_start,
+                &mut out[written..written + take],
+            );
             written += take;
         }
         if written < out.len() {
@@ -211,7 +228,10 @@ impl TokenDataset {
     /// Copies the joined stream from `start` into `out`; returns how many real tokens it had.
     fn copy_stream(&self, start: u64, out: &mut [i32]) -> usize {
         let total = *self.starts.last().unwrap_or(&0);
-        let mut j = self.starts.partition_point(|&s| s <= start).saturating_sub(1);
+        let mut j = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
         let mut pos = start;
         let mut written = 0;
         while written < out.len() && pos < total {
@@ -238,7 +258,10 @@ impl TokenDataset {
     ) {
         let seq = self.options.seq_len as u64;
         let n = self.samples_per_epoch;
-        let key = mix_all(self.options.seed, &[0x0_5eed_0f_e90c, epoch, self.split as u64]);
+        let key = mix_all(
+            self.options.seed,
+            &[streams::WINDOWS, epoch, self.split as u64],
+        );
         let real = match self.options.kind {
             DatasetKind::Packed => {
                 let k = Permutation::new(n, key).apply(index);
@@ -291,7 +314,8 @@ mod tests {
         let t = dataset.options().seq_len;
         (0..dataset.samples_per_epoch())
             .map(|k| {
-                let (mut w, mut i, mut o, mut m) = (vec![0; t + 1], vec![0; t], vec![0; t], vec![0.0; t]);
+                let (mut w, mut i, mut o, mut m) =
+                    (vec![0; t + 1], vec![0; t], vec![0; t], vec![0.0; t]);
                 dataset.fill_sample(0, k, &mut w, &mut i, &mut o, &mut m);
                 (i, o, m)
             })
@@ -305,8 +329,14 @@ mod tests {
         assert_eq!(val.len(), 100);
         assert_eq!(train.len() + val.len(), 1000);
         assert!(val.iter().all(|d| train.binary_search(d).is_err()));
-        assert_eq!(val, split_documents(1000, 3, 0.1, Split::Validation).unwrap());
-        assert_ne!(val, split_documents(1000, 4, 0.1, Split::Validation).unwrap());
+        assert_eq!(
+            val,
+            split_documents(1000, 3, 0.1, Split::Validation).unwrap()
+        );
+        assert_ne!(
+            val,
+            split_documents(1000, 4, 0.1, Split::Validation).unwrap()
+        );
         assert!(matches!(
             split_documents(1, 3, 0.5, Split::Train),
             Err(DataError::EmptySplit { split: "train", .. })
@@ -328,7 +358,8 @@ mod tests {
             stream.extend(prepared.document_tokens(d).iter().map(|&t| t as i32));
             stream.push(2);
         }
-        let dataset = TokenDataset::new(prepared, Split::Train, options(DatasetKind::Packed, 16)).unwrap();
+        let dataset =
+            TokenDataset::new(prepared, Split::Train, options(DatasetKind::Packed, 16)).unwrap();
         let rows = samples(&dataset);
         assert_eq!(rows.len() as u64, (stream.len() as u64 - 1).div_ceil(16));
         let mut seen_targets = 0;
@@ -344,11 +375,18 @@ mod tests {
                 .expect("a window of the stream at a multiple of seq_len");
             starts.push(start);
             assert!(mask[..r].iter().all(|&m| m == 1.0));
-            assert!(targets[r..].iter().all(|&t| t == 0), "padding after the stream's end");
+            assert!(
+                targets[r..].iter().all(|&t| t == 0),
+                "padding after the stream's end"
+            );
             assert_eq!(inputs[1..], targets[..15]);
             seen_targets += r;
         }
-        assert_eq!(seen_targets, stream.len() - 1, "every token but the first is a target once");
+        assert_eq!(
+            seen_targets,
+            stream.len() - 1,
+            "every token but the first is a target once"
+        );
         starts.sort();
         starts.dedup();
         assert_eq!(starts.len(), rows.len());
@@ -375,7 +413,11 @@ mod tests {
         assert_eq!(rows.len(), expected_windows);
         let mut targets_seen = 0;
         for (inputs, targets, mask) in &rows {
-            assert_eq!(inputs[1..], targets[..31], "targets are inputs shifted by one");
+            assert_eq!(
+                inputs[1..],
+                targets[..31],
+                "targets are inputs shifted by one"
+            );
             let r = mask.iter().filter(|&&m| m > 0.0).count();
             assert!(mask[..r].iter().all(|&m| m == 1.0) && mask[r..].iter().all(|&m| m == 0.0));
             let mut real_tokens = inputs[..r].to_vec();
@@ -385,7 +427,10 @@ mod tests {
                     .step_by(32)
                     .any(|o| f[o..].starts_with(&real_tokens) && (r == 32 || o + r + 1 == f.len()))
             });
-            assert!(inside, "window lies inside one framed document and ends at its end when short");
+            assert!(
+                inside,
+                "window lies inside one framed document and ends at its end when short"
+            );
             assert!(targets[r..].iter().all(|&t| t == 0), "padded with pad id");
             targets_seen += r;
         }
@@ -403,12 +448,20 @@ mod tests {
             stream.extend(prepared.document_tokens(d).iter().map(|&t| t as i32));
             stream.push(2);
         }
-        let dataset = TokenDataset::new(prepared, Split::Train, options(DatasetKind::RandomChunk, 24)).unwrap();
+        let dataset = TokenDataset::new(
+            prepared,
+            Split::Train,
+            options(DatasetKind::RandomChunk, 24),
+        )
+        .unwrap();
         let rows = samples(&dataset);
         let mut distinct = std::collections::HashSet::new();
         for (inputs, targets, mask) in &rows {
             assert!(mask.iter().all(|&m| m == 1.0));
-            let start = stream.windows(24).position(|w| w == &inputs[..]).expect("a stream window");
+            let start = stream
+                .windows(24)
+                .position(|w| w == &inputs[..])
+                .expect("a stream window");
             assert_eq!(targets[..], stream[start + 1..start + 25]);
             distinct.insert(start);
         }

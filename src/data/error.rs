@@ -31,7 +31,9 @@ pub enum DataError {
         message: String,
     },
     /// A glob pattern matched no file.
-    #[error("glob pattern {pattern:?} matched no file; check the pattern and the working directory")]
+    #[error(
+        "glob pattern {pattern:?} matched no file; check the pattern and the working directory"
+    )]
     GlobNoMatch {
         /// The pattern as given.
         pattern: String,

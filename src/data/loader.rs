@@ -167,15 +167,35 @@ impl DataLoader {
                     if saved == current {
                         Ok(())
                     } else {
-                        Err(DataError::LoaderStateMismatch { field, saved, current })
+                        Err(DataError::LoaderStateMismatch {
+                            field,
+                            saved,
+                            current,
+                        })
                     }
                 };
                 check("seed", state.seed.to_string(), options.seed.to_string())?;
-                check("batch_size", state.batch_size.to_string(), options.batch_size.to_string())?;
-                check("seq_len", state.seq_len.to_string(), options.seq_len.to_string())?;
-                check("dataset kind", format!("{:?}", state.kind), format!("{:?}", options.kind))?;
+                check(
+                    "batch_size",
+                    state.batch_size.to_string(),
+                    options.batch_size.to_string(),
+                )?;
+                check(
+                    "seq_len",
+                    state.seq_len.to_string(),
+                    options.seq_len.to_string(),
+                )?;
+                check(
+                    "dataset kind",
+                    format!("{:?}", state.kind),
+                    format!("{:?}", options.kind),
+                )?;
                 check("split", state.split.name().into(), split.name().into())?;
-                check("data fingerprint", state.data_fingerprint.clone(), fingerprint.clone())?;
+                check(
+                    "data fingerprint",
+                    state.data_fingerprint.clone(),
+                    fingerprint.clone(),
+                )?;
                 state.next_batch
             }
         };
@@ -227,9 +247,11 @@ impl DataLoader {
     pub fn next_batch(&mut self) -> Result<Batch> {
         let worker = (self.next_batch % self.receivers.len() as u64) as usize;
         let started = Instant::now();
-        let batch = self.receivers[worker].recv().map_err(|_| DataError::LoaderStopped {
-            message: format!("worker {worker} exited (it panicked; see the message above)"),
-        })?;
+        let batch = self.receivers[worker]
+            .recv()
+            .map_err(|_| DataError::LoaderStopped {
+                message: format!("worker {worker} exited (it panicked; see the message above)"),
+            })?;
         let waited = started.elapsed();
         self.wait_total += waited;
         self.wait_since_take += waited;
@@ -311,27 +333,61 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokenizer = trained(300);
         let prepared = Arc::new(prepared_corpus(dir.path(), "l", 15, 8, &tokenizer));
-        for kind in [DatasetKind::Packed, DatasetKind::RandomChunk, DatasetKind::DocumentAware] {
+        for kind in [
+            DatasetKind::Packed,
+            DatasetKind::RandomChunk,
+            DatasetKind::DocumentAware,
+        ] {
             let specials = SpecialTokenIds::default();
-            let mut single =
-                DataLoader::start(prepared.clone(), Split::Train, &loader_options(1, kind), specials, None).unwrap();
+            let mut single = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(1, kind),
+                specials,
+                None,
+            )
+            .unwrap();
             let total = (single.batches_per_epoch() * 1.5).ceil() as usize + 1;
             let reference: Vec<Batch> = (0..total).map(|_| single.next_batch().unwrap()).collect();
-            assert!(single.epoch() >= 1, "{kind:?}: the run crosses an epoch boundary");
+            assert!(
+                single.epoch() >= 1,
+                "{kind:?}: the run crosses an epoch boundary"
+            );
             let cut = total / 2 + 1;
 
-            let mut loader =
-                DataLoader::start(prepared.clone(), Split::Train, &loader_options(3, kind), specials, None).unwrap();
+            let mut loader = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(3, kind),
+                specials,
+                None,
+            )
+            .unwrap();
             let first: Vec<Batch> = (0..cut).map(|_| loader.next_batch().unwrap()).collect();
-            assert_eq!(first[..], reference[..cut], "{kind:?}: same order with 3 workers");
+            assert_eq!(
+                first[..],
+                reference[..cut],
+                "{kind:?}: same order with 3 workers"
+            );
             let saved = serde_json::to_string(&loader.state()).unwrap();
             drop(loader);
             let state: LoaderState = serde_json::from_str(&saved).unwrap();
-            let mut resumed =
-                DataLoader::start(prepared.clone(), Split::Train, &loader_options(2, kind), specials, Some(&state))
-                    .unwrap();
-            let rest: Vec<Batch> = (cut..total).map(|_| resumed.next_batch().unwrap()).collect();
-            assert_eq!(rest[..], reference[cut..], "{kind:?}: resume continues exactly");
+            let mut resumed = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(2, kind),
+                specials,
+                Some(&state),
+            )
+            .unwrap();
+            let rest: Vec<Batch> = (cut..total)
+                .map(|_| resumed.next_batch().unwrap())
+                .collect();
+            assert_eq!(
+                rest[..],
+                reference[cut..],
+                "{kind:?}: resume continues exactly"
+            );
         }
     }
 
@@ -357,7 +413,8 @@ mod tests {
         .unwrap();
         let n = dataset.samples_per_epoch();
         let row = |epoch: u64, k: u64| {
-            let (mut w, mut i, mut t, mut m) = (vec![0; 17], vec![0; 16], vec![0; 16], vec![0.0; 16]);
+            let (mut w, mut i, mut t, mut m) =
+                (vec![0; 17], vec![0; 16], vec![0; 16], vec![0.0; 16]);
             dataset.fill_sample(epoch, k, &mut w, &mut i, &mut t, &mut m);
             i
         };
@@ -369,9 +426,14 @@ mod tests {
         b.sort();
         assert_eq!(a, b, "the same windows in both epochs");
 
-        let mut train = DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
-        let mut val = DataLoader::start(prepared, Split::Validation, &options, specials, None).unwrap();
-        assert_ne!(train.next_batch().unwrap().inputs, val.next_batch().unwrap().inputs);
+        let mut train =
+            DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
+        let mut val =
+            DataLoader::start(prepared, Split::Validation, &options, specials, None).unwrap();
+        assert_ne!(
+            train.next_batch().unwrap().inputs,
+            val.next_batch().unwrap().inputs
+        );
         assert!(train.wait_time() >= train.take_wait_time());
     }
 
@@ -382,14 +444,40 @@ mod tests {
         let prepared = Arc::new(prepared_corpus(dir.path(), "m", 10, 3, &tokenizer));
         let options = loader_options(1, DatasetKind::Packed);
         let specials = SpecialTokenIds::default();
-        let loader = DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
+        let loader =
+            DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
         let mut state = loader.state();
         state.batch_size = 8;
-        let err = DataLoader::start(prepared.clone(), Split::Train, &options, specials, Some(&state)).err().unwrap();
-        assert!(matches!(err, DataError::LoaderStateMismatch { field: "batch_size", .. }), "{err}");
+        let err = DataLoader::start(
+            prepared.clone(),
+            Split::Train,
+            &options,
+            specials,
+            Some(&state),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                DataError::LoaderStateMismatch {
+                    field: "batch_size",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let mut state = loader.state();
         state.data_fingerprint = "other".into();
-        let err = DataLoader::start(prepared, Split::Train, &options, specials, Some(&state)).err().unwrap();
-        assert!(matches!(err, DataError::LoaderStateMismatch { field: "data fingerprint", .. }));
+        let err = DataLoader::start(prepared, Split::Train, &options, specials, Some(&state))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            DataError::LoaderStateMismatch {
+                field: "data fingerprint",
+                ..
+            }
+        ));
     }
 }

@@ -9,16 +9,20 @@
 
 mod atomic;
 pub mod batch;
+pub mod bench;
 pub mod brown;
+pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod loader;
 pub mod manifest;
+pub mod merge;
 pub mod permutation;
 pub mod prepare;
 pub mod shards;
 pub mod sources;
 pub mod tokenizer;
+pub mod verify;
 
 #[cfg(test)]
 mod test_support;
@@ -29,6 +33,8 @@ pub use dataset::{DatasetKind, Split, TokenDataset, WindowOptions};
 pub use error::{DataError, Result};
 pub use loader::{DataLoader, LoaderOptions, LoaderState};
 pub use manifest::{Manifest, TokenDtype};
+pub use merge::{merge, MergeOptions, MergeStrategy};
 pub use prepare::{ensure_prepared, prepare, PrepareOptions, PreparedDataset};
 pub use sources::{SourceSpec, TextDocuments};
 pub use tokenizer::{SpecialTokenIds, TextTokenizer, TrainOptions};
+pub use verify::{verify, VerifyReport};

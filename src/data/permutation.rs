@@ -5,6 +5,18 @@
 //! validation documents and ordering documents when merging; any position can be computed
 //! directly, which makes resuming exact and cheap.
 
+/// Stream ids that keep the different random choices of one seed independent.
+pub mod streams {
+    /// Which documents are held out for validation.
+    pub const SPLIT: u64 = 1;
+    /// The order of windows within an epoch, and random-chunk positions.
+    pub const WINDOWS: u64 = 2;
+    /// Which input a merge draws its next document from.
+    pub const MERGE_DRAW: u64 = 3;
+    /// The order of an input's documents in a merge pass.
+    pub const MERGE_ORDER: u64 = 4;
+}
+
 /// SplitMix64 finalizer: a fast, well-mixed 64-bit hash.
 pub fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -93,10 +105,21 @@ mod tests {
 
     #[test]
     fn keys_give_different_orders() {
-        let a: Vec<u64> = (0..100).map(|i| Permutation::new(100, 1).apply(i)).collect();
-        let b: Vec<u64> = (0..100).map(|i| Permutation::new(100, 2).apply(i)).collect();
+        let a: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 1).apply(i))
+            .collect();
+        let b: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 2).apply(i))
+            .collect();
         assert_ne!(a, b);
-        let fixed_points = a.iter().enumerate().filter(|(i, &v)| *i as u64 == v).count();
-        assert!(fixed_points < 10, "{fixed_points} fixed points: barely shuffled");
+        let fixed_points = a
+            .iter()
+            .enumerate()
+            .filter(|(i, &v)| *i as u64 == v)
+            .count();
+        assert!(
+            fixed_points < 10,
+            "{fixed_points} fixed points: barely shuffled"
+        );
     }
 }

@@ -61,7 +61,8 @@ impl PreparedDataset {
         let mut first_document = vec![0u64];
         for entry in &manifest.shards {
             let shard = ShardReader::open(dir, entry, manifest.dtype)?;
-            first_document.push(first_document.last().copied().unwrap_or(0) + shard.num_documents());
+            first_document
+                .push(first_document.last().copied().unwrap_or(0) + shard.num_documents());
             shards.push(shard);
         }
         let documents = first_document.last().copied().unwrap_or(0);
@@ -262,7 +263,11 @@ pub fn prepare(
 }
 
 /// Why the cache at `dir` cannot be used for `sources` and `tokenizer`; `None` when fresh.
-pub fn staleness(dir: &Path, sources: &ResolvedSources, tokenizer: &TextTokenizer) -> Option<String> {
+pub fn staleness(
+    dir: &Path,
+    sources: &ResolvedSources,
+    tokenizer: &TextTokenizer,
+) -> Option<String> {
     let manifest = match Manifest::read(dir) {
         Ok(m) => m,
         Err(e) => return Some(format!("no usable cache ({e})")),
@@ -294,7 +299,10 @@ pub fn ensure_prepared(
             tracing::info!("using prepared dataset {}", cache_dir.display());
             match PreparedDataset::open_for(cache_dir, tokenizer) {
                 Ok(dataset) => return Ok(dataset),
-                Err(e) => tracing::warn!("cache {} unreadable ({e}); preparing again", cache_dir.display()),
+                Err(e) => tracing::warn!(
+                    "cache {} unreadable ({e}); preparing again",
+                    cache_dir.display()
+                ),
             }
         }
         (true, _) => tracing::info!("preparing {} (forced)", cache_dir.display()),
@@ -344,23 +352,37 @@ mod tests {
         let cache = dir.path().join("cache");
         let first = trained(300);
         ensure_prepared(&spec, &first, &cache, &small_options()).unwrap();
-        let manifest_time = std::fs::metadata(cache.join(MANIFEST_FILE)).unwrap().modified().unwrap();
-        let sources = spec.resolve(&BrownFetcher::unavailable_for_tests()).unwrap();
+        let manifest_time = std::fs::metadata(cache.join(MANIFEST_FILE))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let sources = spec
+            .resolve(&BrownFetcher::unavailable_for_tests())
+            .unwrap();
         assert_eq!(staleness(&cache, &sources, &first), None);
         ensure_prepared(&spec, &first, &cache, &small_options()).unwrap();
-        let again = std::fs::metadata(cache.join(MANIFEST_FILE)).unwrap().modified().unwrap();
+        let again = std::fs::metadata(cache.join(MANIFEST_FILE))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(manifest_time, again, "fresh cache is not rewritten");
 
         let second = trained(330);
         let err = PreparedDataset::open_for(&cache, &second).unwrap_err();
         assert!(matches!(err, DataError::TokenizerMismatch { .. }), "{err}");
-        assert!(staleness(&cache, &sources, &second).unwrap().contains("tokenizer changed"));
+        assert!(staleness(&cache, &sources, &second)
+            .unwrap()
+            .contains("tokenizer changed"));
         let refreshed = ensure_prepared(&spec, &second, &cache, &small_options()).unwrap();
         assert_eq!(refreshed.manifest().tokenizer_hash, second.hash());
 
         std::fs::write(dir.path().join("corpus/extra.txt"), "new words here").unwrap();
-        let sources = spec.resolve(&BrownFetcher::unavailable_for_tests()).unwrap();
-        assert!(staleness(&cache, &sources, &second).unwrap().contains("sources changed"));
+        let sources = spec
+            .resolve(&BrownFetcher::unavailable_for_tests())
+            .unwrap();
+        assert!(staleness(&cache, &sources, &second)
+            .unwrap()
+            .contains("sources changed"));
     }
 
     #[test]
@@ -368,8 +390,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("empty.txt"), "").unwrap();
         let spec = SourceSpec::from_paths([dir.path().join("empty.txt").to_string_lossy()]);
-        let err = ensure_prepared(&spec, &trained(300), &dir.path().join("cache"), &small_options())
-            .unwrap_err();
+        let err = ensure_prepared(
+            &spec,
+            &trained(300),
+            &dir.path().join("cache"),
+            &small_options(),
+        )
+        .unwrap_err();
         assert!(matches!(err, DataError::NoDocuments { .. }), "{err}");
         assert!(!dir.path().join("cache").exists());
     }

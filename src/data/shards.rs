@@ -117,10 +117,14 @@ impl ShardWriter {
                 self.dir.join(&tokens_name),
                 &header(TOKENS_MAGIC, self.dtype.bytes() as u32),
             )?;
-            let mut index = HashedFile::create(self.dir.join(&index_name), &header(INDEX_MAGIC, 0))?;
+            let mut index =
+                HashedFile::create(self.dir.join(&index_name), &header(INDEX_MAGIC, 0))?;
             index.write(&0u64.to_le_bytes())?;
             let origin = match &origin_name {
-                Some(name) => Some(HashedFile::create(self.dir.join(name), &header(ORIGIN_MAGIC, 0))?),
+                Some(name) => Some(HashedFile::create(
+                    self.dir.join(name),
+                    &header(ORIGIN_MAGIC, 0),
+                )?),
                 None => None,
             };
             self.current = Some(OpenShard {
@@ -149,7 +153,8 @@ impl ShardWriter {
                     let narrow = u16::try_from(t).map_err(|_| DataError::InvalidOption {
                         name: "token id",
                         value: t.to_string(),
-                        expected: "below 65536 for a u16 shard (the tokenizer and dtype disagree)".into(),
+                        expected: "below 65536 for a u16 shard (the tokenizer and dtype disagree)"
+                            .into(),
                     })?;
                     scratch.extend_from_slice(&narrow.to_le_bytes());
                 }
@@ -272,17 +277,34 @@ impl ShardReader {
             message,
         };
         if width as usize != dtype.bytes() {
-            return Err(corrupt(&tokens_path, format!("{width} bytes per token, manifest says {}", dtype.bytes())));
+            return Err(corrupt(
+                &tokens_path,
+                format!("{width} bytes per token, manifest says {}", dtype.bytes()),
+            ));
         }
         let expected = HEADER_BYTES as u64 + entry.tokens * dtype.bytes() as u64;
         if tokens.len() as u64 != expected {
-            return Err(corrupt(&tokens_path, format!("{} bytes, expected {expected} for {} tokens", tokens.len(), entry.tokens)));
+            return Err(corrupt(
+                &tokens_path,
+                format!(
+                    "{} bytes, expected {expected} for {} tokens",
+                    tokens.len(),
+                    entry.tokens
+                ),
+            ));
         }
         let index_path = dir.join(&entry.index_file);
         let (index, _) = map_file(&index_path, INDEX_MAGIC)?;
         let expected = HEADER_BYTES as u64 + (entry.documents + 1) * 8;
         if index.len() as u64 != expected {
-            return Err(corrupt(&index_path, format!("{} bytes, expected {expected} for {} documents", index.len(), entry.documents)));
+            return Err(corrupt(
+                &index_path,
+                format!(
+                    "{} bytes, expected {expected} for {} documents",
+                    index.len(),
+                    entry.documents
+                ),
+            ));
         }
         let origin = match &entry.origin_file {
             Some(name) => {
@@ -290,7 +312,10 @@ impl ShardReader {
                 let (origin, _) = map_file(&path, ORIGIN_MAGIC)?;
                 let expected = HEADER_BYTES as u64 + entry.documents * 2;
                 if origin.len() as u64 != expected {
-                    return Err(corrupt(&path, format!("{} bytes, expected {expected}", origin.len())));
+                    return Err(corrupt(
+                        &path,
+                        format!("{} bytes, expected {expected}", origin.len()),
+                    ));
                 }
                 Some(origin)
             }
@@ -307,7 +332,14 @@ impl ShardReader {
         };
         let last = reader.offset(entry.documents);
         if reader.offset(0) != 0 || last != entry.tokens {
-            return Err(corrupt(&index_path, format!("offsets run from {} to {last}, expected 0 to {}", reader.offset(0), entry.tokens)));
+            return Err(corrupt(
+                &index_path,
+                format!(
+                    "offsets run from {} to {last}, expected 0 to {}",
+                    reader.offset(0),
+                    entry.tokens
+                ),
+            ));
         }
         Ok(reader)
     }
@@ -353,8 +385,12 @@ impl ShardReader {
     pub fn token(&self, i: u64) -> u32 {
         let at = HEADER_BYTES + i as usize * self.dtype.bytes();
         match self.dtype {
-            TokenDtype::U16 => u32::from(u16::from_le_bytes(self.tokens[at..at + 2].try_into().expect("2 bytes"))),
-            TokenDtype::U32 => u32::from_le_bytes(self.tokens[at..at + 4].try_into().expect("4 bytes")),
+            TokenDtype::U16 => u32::from(u16::from_le_bytes(
+                self.tokens[at..at + 2].try_into().expect("2 bytes"),
+            )),
+            TokenDtype::U32 => {
+                u32::from_le_bytes(self.tokens[at..at + 4].try_into().expect("4 bytes"))
+            }
         }
     }
 
@@ -401,7 +437,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let docs: Vec<Vec<u32>> = (0..50)
-            .map(|_| (0..rng.gen_range(1..40)).map(|_| rng.gen_range(0..70_000)).collect())
+            .map(|_| {
+                (0..rng.gen_range(1..40))
+                    .map(|_| rng.gen_range(0..70_000))
+                    .collect()
+            })
             .collect();
         let mut writer = ShardWriter::new(dir.path(), TokenDtype::U32, 100, true);
         for (i, doc) in docs.iter().enumerate() {
@@ -415,7 +455,10 @@ mod tests {
         assert!(entries.iter().all(|e| e.tokens < 100 + 40));
         let mut doc_id = 0;
         for entry in &entries {
-            assert_eq!(sha256_file(&dir.path().join(&entry.tokens_file)).unwrap(), entry.tokens_sha256);
+            assert_eq!(
+                sha256_file(&dir.path().join(&entry.tokens_file)).unwrap(),
+                entry.tokens_sha256
+            );
             let shard = ShardReader::open(dir.path(), entry, TokenDtype::U32).unwrap();
             for d in 0..shard.num_documents() {
                 let (start, end) = shard.document_range(d);
@@ -443,7 +486,9 @@ mod tests {
         let path = dir.path().join(&entries[0].tokens_file);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
-        let err = ShardReader::open(dir.path(), &entries[0], TokenDtype::U16).err().unwrap();
+        let err = ShardReader::open(dir.path(), &entries[0], TokenDtype::U16)
+            .err()
+            .unwrap();
         assert!(matches!(err, DataError::CorruptShard { .. }), "{err}");
     }
 }

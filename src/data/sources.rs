@@ -17,7 +17,7 @@ use super::brown::{BrownFetcher, BROWN_SOURCE_NAME};
 use super::error::{DataError, Result};
 
 /// How a plain-text file is cut into documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum TextDocuments {
     /// Each file is one document.
@@ -177,7 +177,9 @@ impl SourceSpec {
             }
         }
         if hidden_skipped > 0 {
-            tracing::info!("skipped {hidden_skipped} hidden files or directories (names starting with '.')");
+            tracing::info!(
+                "skipped {hidden_skipped} hidden files or directories (names starting with '.')"
+            );
         }
         if files.is_empty() {
             return Err(DataError::NoDocuments {
@@ -240,7 +242,8 @@ fn fingerprint(spec: &SourceSpec, files: &[SourceFile]) -> Result<String> {
     let spec_json = serde_json::to_string(spec).unwrap_or_default();
     hasher.update(spec_json.as_bytes());
     for file in files {
-        let meta = std::fs::metadata(&file.path).map_err(|e| DataError::io("reading", &file.path, e))?;
+        let meta =
+            std::fs::metadata(&file.path).map_err(|e| DataError::io("reading", &file.path, e))?;
         let mtime = meta
             .modified()
             .ok()
@@ -457,7 +460,11 @@ fn read_jsonl(
     Ok(true)
 }
 
-fn emit_document(text: String, stats: &mut SourceStats, emit: &mut dyn FnMut(Piece) -> bool) -> bool {
+fn emit_document(
+    text: String,
+    stats: &mut SourceStats,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> bool {
     if text.trim().is_empty() {
         stats.blank_documents += 1;
         return true;
@@ -576,7 +583,10 @@ fn read_whole_file(
             }
             if at_end {
                 if pieces > 1 {
-                    tracing::info!("{}: read as one document in {pieces} pieces", path.display());
+                    tracing::info!(
+                        "{}: read as one document in {pieces} pieces",
+                        path.display()
+                    );
                 }
                 return Ok(true);
             }
@@ -617,7 +627,13 @@ mod tests {
         let (docs, stats) = collect(&spec);
         assert_eq!(
             docs,
-            vec!["alpha text\n", "one", "two\nlines", "beta", "gamma\n\ngamma two"]
+            vec![
+                "alpha text\n",
+                "one",
+                "two\nlines",
+                "beta",
+                "gamma\n\ngamma two"
+            ]
         );
         assert_eq!(stats.files, 4);
         assert_eq!(stats.documents, 5);
@@ -648,13 +664,21 @@ mod tests {
 
         spec.text_documents = TextDocuments::File;
         spec.max_piece_bytes = 1024;
-        let resolved = spec.resolve(&BrownFetcher::unavailable_for_tests()).unwrap();
-        let pieces: Vec<Piece> = PieceStream::start(&resolved, 2).map(|p| p.unwrap()).collect();
+        let resolved = spec
+            .resolve(&BrownFetcher::unavailable_for_tests())
+            .unwrap();
+        let pieces: Vec<Piece> = PieceStream::start(&resolved, 2)
+            .map(|p| p.unwrap())
+            .collect();
         assert!(pieces.len() > 3, "{} pieces", pieces.len());
         assert!(pieces[..pieces.len() - 1].iter().all(|p| !p.ends_document));
         assert!(pieces.last().unwrap().ends_document);
         for p in &pieces[..pieces.len() - 1] {
-            assert!(p.text.ends_with("words\n"), "cut between words: {:?}", &p.text[p.text.len() - 8..]);
+            assert!(
+                p.text.ends_with("words\n"),
+                "cut between words: {:?}",
+                &p.text[p.text.len() - 8..]
+            );
         }
         let joined: String = pieces.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(joined, text);
@@ -676,17 +700,30 @@ mod tests {
 
         let fetcher = BrownFetcher::unavailable_for_tests();
         let missing = SourceSpec::from_paths([root.join("nope").to_string_lossy()]);
-        assert!(matches!(missing.resolve(&fetcher), Err(DataError::MissingPath { .. })));
+        assert!(matches!(
+            missing.resolve(&fetcher),
+            Err(DataError::MissingPath { .. })
+        ));
         let no_match = SourceSpec::from_paths([format!("{}/*.parquet", root.display())]);
-        assert!(matches!(no_match.resolve(&fetcher), Err(DataError::GlobNoMatch { .. })));
+        assert!(matches!(
+            no_match.resolve(&fetcher),
+            Err(DataError::GlobNoMatch { .. })
+        ));
 
-        std::fs::write(root.join("bad.jsonl"), "{\"text\": \"ok\"}\n{\"txt\": \"x\"}\n").unwrap();
+        std::fs::write(
+            root.join("bad.jsonl"),
+            "{\"text\": \"ok\"}\n{\"txt\": \"x\"}\n",
+        )
+        .unwrap();
         let jsonl = SourceSpec::from_paths([root.join("bad.jsonl").to_string_lossy()]);
         let resolved = jsonl.resolve(&fetcher).unwrap();
         let results: Vec<Result<String>> = documents(&resolved).collect();
         assert_eq!(results[0].as_ref().unwrap(), "ok");
         let err = results[1].as_ref().unwrap_err().to_string();
-        assert!(err.contains("bad.jsonl:2") && err.contains("\"txt\""), "{err}");
+        assert!(
+            err.contains("bad.jsonl:2") && err.contains("\"txt\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -96,8 +96,7 @@ impl TextTokenizer {
         if !path.exists() {
             return Err(DataError::MissingPath { path: path.into() });
         }
-        let json =
-            std::fs::read_to_string(path).map_err(|e| DataError::io("reading", path, e))?;
+        let json = std::fs::read_to_string(path).map_err(|e| DataError::io("reading", path, e))?;
         Self::from_json(&json, &path.display().to_string())
     }
 
@@ -168,8 +167,8 @@ impl TextTokenizer {
         let mut builder_output = TokenizerBuilder::new()
             .with_model(BPE::default())
             .with_normalizer(None::<tokenizers::NormalizerWrapper>)
-            .with_pre_tokenizer(Some(byte_level.clone()))
-            .with_post_processor(Some(byte_level.clone()))
+            .with_pre_tokenizer(Some(byte_level))
+            .with_post_processor(Some(byte_level))
             .with_decoder(Some(byte_level))
             .build()
             .map_err(|e| DataError::tokenizer("building the BPE trainer", e))?;
@@ -242,7 +241,10 @@ impl TextTokenizer {
             .inner
             .encode_batch_fast(texts.to_vec(), false)
             .map_err(|e| DataError::tokenizer("encoding a batch", e))?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// Text of `ids`; with `skip_special_tokens` the special tokens are left out.
@@ -263,6 +265,24 @@ impl TextTokenizer {
             .collect();
         specials.sort_by_key(|(_, id)| *id);
         specials
+    }
+
+    /// Pad, bos and eos ids found by the special tokens' names (`<pad>`, `</s>`,
+    /// `<|endoftext|>`, ...); a missing pad or bos falls back to eos. `None` without an eos.
+    pub fn conventional_special_ids(&self) -> Option<SpecialTokenIds> {
+        let specials = self.special_tokens();
+        let find = |role: &str| {
+            specials
+                .iter()
+                .find(|(text, _)| role_of_token_name(text) == Some(role))
+                .map(|&(_, id)| id)
+        };
+        let eos = find("eos")?;
+        Some(SpecialTokenIds {
+            pad: find("pad").unwrap_or(eos),
+            bos: find("bos").unwrap_or(eos),
+            eos,
+        })
     }
 
     /// Checks that each role's id is a special token of this tokenizer fit for that role.
@@ -416,7 +436,10 @@ mod tests {
         let text = format!("{}  Ünïcode ✓ tabs\tand\r\n{{}}", random_text(&mut rng, 50));
         let ids = tokenizer.encode(&text).unwrap();
         assert!(ids.iter().all(|&id| (id as usize) < tokenizer.vocab_size()));
-        assert!(ids.iter().all(|&id| id > 2), "no special token in plain text");
+        assert!(
+            ids.iter().all(|&id| id > 2),
+            "no special token in plain text"
+        );
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
         let batch = tokenizer.encode_batch(&[text.as_str(), "kalo mi"]).unwrap();
         assert_eq!(batch[0], ids);
@@ -432,7 +455,10 @@ mod tests {
         assert_eq!(loaded.hash(), tokenizer.hash());
         assert_eq!(loaded.vocab_size(), 300);
         let text = "kalo miter, sovel!";
-        assert_eq!(loaded.encode(text).unwrap(), tokenizer.encode(text).unwrap());
+        assert_eq!(
+            loaded.encode(text).unwrap(),
+            tokenizer.encode(text).unwrap()
+        );
         let other = trained(320);
         assert_ne!(other.hash(), tokenizer.hash());
     }
@@ -449,20 +475,36 @@ mod tests {
     #[test]
     fn special_id_checks_name_the_problem() {
         let tokenizer = trained(300);
-        tokenizer.check_special_ids(&SpecialTokenIds::default()).unwrap();
+        tokenizer
+            .check_special_ids(&SpecialTokenIds::default())
+            .unwrap();
+        assert_eq!(
+            tokenizer.conventional_special_ids(),
+            Some(SpecialTokenIds::default())
+        );
         let out_of_range = SpecialTokenIds {
             eos: 5000,
             ..Default::default()
         };
         let err = tokenizer.check_special_ids(&out_of_range).unwrap_err();
-        assert!(matches!(err, DataError::SpecialTokenOutOfRange { role: "eos", .. }));
+        assert!(matches!(
+            err,
+            DataError::SpecialTokenOutOfRange { role: "eos", .. }
+        ));
         assert!(err.to_string().contains("<eos>=2"), "{err}");
         let ordinary = SpecialTokenIds {
             pad: 100,
             ..Default::default()
         };
         let err = tokenizer.check_special_ids(&ordinary).unwrap_err();
-        assert!(matches!(err, DataError::SpecialTokenClash { role: "pad", id: 100, .. }));
+        assert!(matches!(
+            err,
+            DataError::SpecialTokenClash {
+                role: "pad",
+                id: 100,
+                ..
+            }
+        ));
         let swapped = SpecialTokenIds {
             pad: 2,
             bos: 1,
