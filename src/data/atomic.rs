@@ -9,7 +9,8 @@ use super::error::{DataError, Result};
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = parent_dir(path);
     std::fs::create_dir_all(&parent).map_err(|e| DataError::io("creating", &parent, e))?;
-    let mut temp = tempfile::NamedTempFile::new_in(&parent)
+    let mut temp = readable_by_all(&mut tempfile::Builder::new(), 0o644)
+        .tempfile_in(&parent)
         .map_err(|e| DataError::io("creating a temporary file in", &parent, e))?;
     temp.write_all(bytes)
         .and_then(|_| temp.as_file().sync_all())
@@ -27,7 +28,7 @@ pub fn temp_dir_beside(target: &Path) -> Result<tempfile::TempDir> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dataset".into());
-    tempfile::Builder::new()
+    readable_by_all(&mut tempfile::Builder::new(), 0o755)
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(|e| DataError::io("creating a temporary directory in", &parent, e))
@@ -60,6 +61,23 @@ pub fn replace_dir(staged: tempfile::TempDir, target: &Path) -> Result<()> {
         std::fs::remove_dir_all(&old).map_err(|e| DataError::io("removing", &old, e))?;
     }
     Ok(())
+}
+
+/// Gives files made by `builder` the usual `mode` instead of tempfile's owner-only default.
+fn readable_by_all<'a, 'b>(
+    builder: &'b mut tempfile::Builder<'a, 'a>,
+    mode: u32,
+) -> &'b mut tempfile::Builder<'a, 'a> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        builder
+    }
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

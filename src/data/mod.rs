@@ -14,6 +14,7 @@ pub mod brown;
 pub mod cli;
 pub mod dataset;
 pub mod error;
+pub mod fast_bpe;
 pub mod loader;
 pub mod manifest;
 pub mod merge;

@@ -6,7 +6,9 @@
 //! back byte for byte (no prefix space is added, nothing is normalized).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,6 +18,7 @@ use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
 use super::atomic::write_file_atomic;
 use super::error::{DataError, Result};
+use super::fast_bpe::ByteLevelBpe;
 
 /// Text of the padding token of tokenizers trained by vishwam (id 0).
 pub const PAD_TOKEN: &str = "<pad>";
@@ -77,6 +80,7 @@ pub struct TextTokenizer {
     hash: String,
     id_bound: usize,
     origin: String,
+    fast_path: Option<Arc<ByteLevelBpe>>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -85,6 +89,7 @@ impl std::fmt::Debug for TextTokenizer {
             .field("origin", &self.origin)
             .field("vocab_size", &self.id_bound)
             .field("hash", &self.hash)
+            .field("fast_path", &self.fast_path.is_some())
             .finish()
     }
 }
@@ -127,11 +132,13 @@ impl TextTokenizer {
             .map(|&id| id as usize + 1)
             .max()
             .unwrap_or(0);
+        let fast_path = ByteLevelBpe::for_tokenizer(&inner, &hash).map(Arc::new);
         Ok(TextTokenizer {
             inner,
             hash,
             id_bound,
             origin: origin.to_string(),
+            fast_path,
         })
     }
 
@@ -227,7 +234,24 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text`, without any special token added.
+    ///
+    /// Plain byte-level BPE tokenizers take a lean path with the same ids
+    /// ([`super::fast_bpe`]); any other tokenizer goes through the `tokenizers` pipeline.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some(fast) = &self.fast_path {
+            let mut ids = Vec::with_capacity(text.len() / 3);
+            if fast
+                .encode_into(&self.inner, text, &mut ids)
+                .map_err(|e| DataError::tokenizer("encoding", e))?
+            {
+                return Ok(ids);
+            }
+        }
+        self.encode_with_library(text)
+    }
+
+    /// Token ids of `text` through the full `tokenizers` pipeline (no fast path).
+    pub fn encode_with_library(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner
             .encode_fast(text, false)
@@ -235,16 +259,14 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Whether [`Self::encode`] uses the byte-level BPE fast path.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast_path.is_some()
+    }
+
     /// Token ids of each text, encoded in parallel on the current rayon pool.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encodings = self
-            .inner
-            .encode_batch_fast(texts.to_vec(), false)
-            .map_err(|e| DataError::tokenizer("encoding a batch", e))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| e.get_ids().to_vec())
-            .collect())
+        texts.par_iter().map(|text| self.encode(text)).collect()
     }
 
     /// Text of `ids`; with `skip_special_tokens` the special tokens are left out.
@@ -424,6 +446,7 @@ mod tests {
     fn trained_tokenizer_has_fixed_special_ids_and_round_trips() {
         let tokenizer = trained(400);
         assert_eq!(tokenizer.vocab_size(), 400);
+        assert!(tokenizer.has_fast_path());
         assert_eq!(
             tokenizer.special_tokens(),
             vec![
@@ -441,6 +464,7 @@ mod tests {
             "no special token in plain text"
         );
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
+        assert_eq!(tokenizer.encode_with_library(&text).unwrap(), ids);
         let batch = tokenizer.encode_batch(&[text.as_str(), "kalo mi"]).unwrap();
         assert_eq!(batch[0], ids);
     }
@@ -512,6 +536,41 @@ mod tests {
         };
         let err = tokenizer.check_special_ids(&swapped).unwrap_err();
         assert!(err.to_string().contains("\"<pad>\" is id 0"), "{err}");
+    }
+
+    #[test]
+    fn loads_other_hf_tokenizers_without_truncating() {
+        let json = r#"{
+            "version": "1.0",
+            "truncation": {"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 0},
+            "padding": null,
+            "added_tokens": [
+                {"id": 0, "content": "[PAD]", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+                {"id": 1, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}
+            ],
+            "normalizer": {"type": "Lowercase"},
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[PAD]": 0, "</s>": 1, "hello": 2, "world": 3, "[UNK]": 4}, "unk_token": "[UNK]"}
+        }"#;
+        let tokenizer = TextTokenizer::from_json(json, "word-level test").unwrap();
+        assert!(!tokenizer.has_fast_path());
+        assert_eq!(tokenizer.vocab_size(), 5);
+        assert_eq!(
+            tokenizer.encode("Hello WORLD there").unwrap(),
+            vec![2, 3, 4]
+        );
+        let ids = tokenizer.conventional_special_ids().unwrap();
+        assert_eq!(
+            ids,
+            SpecialTokenIds {
+                pad: 0,
+                bos: 1,
+                eos: 1
+            }
+        );
+        tokenizer.check_special_ids(&ids).unwrap();
     }
 
     #[test]
