@@ -113,6 +113,8 @@ pub fn merge(inputs: &[PathBuf], options: &MergeOptions, out: &Path) -> Result<P
             ),
         });
     }
+    // Check the options before opening anything (token counts only matter for proportional).
+    shares(options, &vec![1; inputs.len()])?;
     let datasets: Vec<PreparedDataset> = inputs
         .iter()
         .map(|p| PreparedDataset::open(p))

@@ -20,6 +20,8 @@ pub struct PrepareOptions {
     pub brown: BrownFetcher,
     /// Prepare even when the cache is fresh.
     pub force: bool,
+    /// Check the shards' sha256 before reusing a cache (a damaged cache is prepared again).
+    pub verify_checksums: bool,
 }
 
 impl Default for PrepareOptions {
@@ -29,6 +31,7 @@ impl Default for PrepareOptions {
             batch_bytes: 8 << 20,
             brown: BrownFetcher::default(),
             force: false,
+            verify_checksums: true,
         }
     }
 }
@@ -297,10 +300,15 @@ pub fn ensure_prepared(
     match (options.force, staleness(cache_dir, &sources, tokenizer)) {
         (false, None) => {
             tracing::info!("using prepared dataset {}", cache_dir.display());
-            match PreparedDataset::open_for(cache_dir, tokenizer) {
+            let checked = if options.verify_checksums {
+                super::verify::check_checksums(cache_dir)
+            } else {
+                Ok(())
+            };
+            match checked.and_then(|_| PreparedDataset::open_for(cache_dir, tokenizer)) {
                 Ok(dataset) => return Ok(dataset),
                 Err(e) => tracing::warn!(
-                    "cache {} unreadable ({e}); preparing again",
+                    "cache {} is damaged ({e}); preparing it again",
                     cache_dir.display()
                 ),
             }
@@ -322,6 +330,7 @@ mod tests {
             batch_bytes: 4096,
             brown: BrownFetcher::unavailable_for_tests(),
             force: false,
+            verify_checksums: true,
         }
     }
 
@@ -375,6 +384,19 @@ mod tests {
             .contains("tokenizer changed"));
         let refreshed = ensure_prepared(&spec, &second, &cache, &small_options()).unwrap();
         assert_eq!(refreshed.manifest().tokenizer_hash, second.hash());
+
+        // A damaged shard is caught by its checksum and prepared again.
+        let shard = cache.join(&refreshed.manifest().shards[0].tokens_file);
+        drop(refreshed);
+        let mut bytes = std::fs::read(&shard).unwrap();
+        bytes[17] ^= 0x40;
+        std::fs::write(&shard, &bytes).unwrap();
+        assert!(matches!(
+            crate::data::verify::check_checksums(&cache),
+            Err(DataError::ChecksumMismatch { .. })
+        ));
+        ensure_prepared(&spec, &second, &cache, &small_options()).unwrap();
+        crate::data::verify::check_checksums(&cache).unwrap();
 
         std::fs::write(dir.path().join("corpus/extra.txt"), "new words here").unwrap();
         let sources = spec

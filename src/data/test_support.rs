@@ -65,6 +65,7 @@ pub fn prepared_corpus(
         batch_bytes: 8192,
         brown: super::brown::BrownFetcher::unavailable_for_tests(),
         force: false,
+        verify_checksums: true,
     };
     super::prepare::ensure_prepared(&spec, tokenizer, &root.join(name), &options)
         .expect("preparing a test corpus")

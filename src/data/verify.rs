@@ -173,6 +173,20 @@ fn check_shard(
     Ok(check)
 }
 
+/// Checks the sha256 of every shard file against the manifest (what training does before
+/// reusing a cache; [`verify`] does this and more).
+pub fn check_checksums(dir: &Path) -> Result<()> {
+    let manifest = Manifest::read(dir)?;
+    manifest.shards.par_iter().try_for_each(|entry| {
+        check_checksum(dir, &entry.tokens_file, &entry.tokens_sha256)?;
+        check_checksum(dir, &entry.index_file, &entry.index_sha256)?;
+        match (&entry.origin_file, &entry.origin_sha256) {
+            (Some(file), Some(sum)) => check_checksum(dir, file, sum),
+            _ => Ok(()),
+        }
+    })
+}
+
 /// Checks every shard's checksums, token ids and index, and the totals against the manifest.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let manifest = Manifest::read(dir)?;
