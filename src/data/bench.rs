@@ -13,7 +13,8 @@ use super::dataset::Split;
 use super::error::{DataError, Result};
 use super::loader::{DataLoader, LoaderOptions};
 use super::prepare::{ensure_prepared, PrepareOptions};
-use super::sources::{documents, SourceSpec};
+use super::reader::documents;
+use super::sources::SourceSpec;
 use super::tokenizer::{TextTokenizer, TrainOptions};
 
 /// What to measure.

@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 
 use super::merge::{merge, MergeOptions, MergeStrategy};
 use super::prepare::{ensure_prepared, PrepareOptions};
-use super::sources::{documents, SourceSpec, TextDocuments};
+use super::reader::documents;
+use super::sources::{SourceSpec, TextDocuments};
 use super::tokenizer::{TextTokenizer, TrainOptions};
 use super::verify::verify;
 use super::BrownFetcher;

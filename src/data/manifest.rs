@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::write_file_atomic;
 use super::error::{DataError, Result};
-use super::sources::SourceStats;
+use super::reader::SourceStats;
 
 /// File name of the manifest inside a dataset directory; written last, so its presence marks
 /// a complete dataset.

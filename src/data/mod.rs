@@ -20,8 +20,10 @@ pub mod manifest;
 pub mod merge;
 pub mod permutation;
 pub mod prepare;
+pub mod reader;
 pub mod shards;
 pub mod sources;
+pub mod special_tokens;
 pub mod tokenizer;
 pub mod verify;
 

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use super::brown::BrownFetcher;
 use super::error::{DataError, Result};
 use super::manifest::{Manifest, SourceRecord, TokenDtype, FORMAT_VERSION, MANIFEST_FILE};
+use super::reader::{Piece, PieceStream};
 use super::shards::{ShardReader, ShardWriter};
-use super::sources::{PieceStream, ResolvedSources, SourceSpec};
+use super::sources::{ResolvedSources, SourceSpec};
 use super::tokenizer::TextTokenizer;
 
 /// How `prepare` cuts and batches its work (config `data.shard_tokens`, `data.prepare_batch_bytes`).
@@ -198,7 +199,7 @@ pub fn prepare(
         out_dir.display()
     );
     let mut stream = PieceStream::start(sources, 256);
-    let mut batch: Vec<super::sources::Piece> = Vec::new();
+    let mut batch: Vec<Piece> = Vec::new();
     let mut batch_bytes = 0usize;
     let (mut documents, mut tokens) = (0u64, 0u64);
     loop {
