@@ -80,6 +80,35 @@ fn readable_by_all<'a, 'b>(
     }
 }
 
+/// Checks that `target` may be replaced by a new dataset: it is missing, empty, or holds only
+/// a dataset's files (a manifest, shards, leftovers of an interrupted write).
+pub fn check_replaceable_dataset_dir(target: &Path) -> Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let not_dataset = || DataError::NotADatasetDir {
+        path: target.to_path_buf(),
+    };
+    if !target.is_dir() {
+        return Err(not_dataset());
+    }
+    let entries = std::fs::read_dir(target).map_err(|e| DataError::io("listing", target, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| DataError::io("listing", target, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dataset_file = name == super::manifest::MANIFEST_FILE
+            || (name.starts_with("shard-")
+                && [".tokens", ".index", ".origin"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext)))
+            || name.starts_with(".tmp");
+        if !dataset_file {
+            return Err(not_dataset());
+        }
+    }
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -179,6 +179,15 @@ pub enum DataError {
         /// The hash of the tokenizer in use.
         current: String,
     },
+    /// An output directory that holds something other than a prepared dataset.
+    #[error(
+        "refusing to replace {path}: it exists and is not a prepared dataset (no manifest.json, \
+         other files inside); choose an empty or new directory for the output"
+    )]
+    NotADatasetDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Datasets that cannot be merged together.
     #[error("cannot merge datasets: {message}")]
     IncompatibleDatasets {

@@ -113,6 +113,20 @@ pub fn merge(inputs: &[PathBuf], options: &MergeOptions, out: &Path) -> Result<P
             ),
         });
     }
+    super::atomic::check_replaceable_dataset_dir(out)?;
+    let same_dir = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(input) = inputs.iter().find(|input| same_dir(input, out)) {
+        return Err(DataError::IncompatibleDatasets {
+            message: format!(
+                "the output {} is also an input ({}); write the merge to another directory",
+                out.display(),
+                input.display()
+            ),
+        });
+    }
     // Check the options before opening anything (token counts only matter for proportional).
     shares(options, &vec![1; inputs.len()])?;
     let datasets: Vec<PreparedDataset> = inputs

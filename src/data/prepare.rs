@@ -174,6 +174,7 @@ pub fn prepare(
     out_dir: &Path,
     options: &PrepareOptions,
 ) -> Result<PreparedDataset> {
+    super::atomic::check_replaceable_dataset_dir(out_dir)?;
     let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
     let staged = super::atomic::temp_dir_beside(out_dir)?;
     let mut writer = ShardWriter::new(staged.path(), dtype, options.max_shard_tokens, false);
@@ -406,6 +407,22 @@ mod tests {
         assert!(staleness(&cache, &sources, &second)
             .unwrap()
             .contains("sources changed"));
+    }
+
+    #[test]
+    fn never_replaces_a_directory_that_is_not_a_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        write_corpus(&dir.path().join("corpus"), 3, 5);
+        let spec = SourceSpec::from_paths([dir.path().join("corpus").to_string_lossy()]);
+        let precious = dir.path().join("precious");
+        std::fs::create_dir_all(&precious).unwrap();
+        std::fs::write(precious.join("notes.txt"), "keep me").unwrap();
+        let err = ensure_prepared(&spec, &trained(300), &precious, &small_options()).unwrap_err();
+        assert!(matches!(err, DataError::NotADatasetDir { .. }), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(precious.join("notes.txt")).unwrap(),
+            "keep me"
+        );
     }
 
     #[test]

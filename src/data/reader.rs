@@ -150,7 +150,7 @@ fn read_file(
     }
     let mut reader = BufReader::with_capacity(1 << 20, handle);
     let mut invalid = 0u64;
-    let mut documents_before = stats.documents;
+    let documents_before = stats.documents;
     let keep_going = match file.format {
         FileFormat::Jsonl => read_jsonl(&mut reader, path, spec, stats, &mut invalid, emit)?,
         FileFormat::Text => read_text(&mut reader, path, spec, stats, &mut invalid, emit)?,
@@ -162,8 +162,7 @@ fn read_file(
             path.display()
         );
     }
-    documents_before = stats.documents - documents_before;
-    if documents_before == 0 && keep_going {
+    if stats.documents == documents_before && keep_going {
         tracing::warn!("{}: no document with text in this file", path.display());
     }
     Ok(keep_going)
@@ -324,7 +323,6 @@ fn read_whole_file(
     let mut line = Vec::new();
     let mut buffer: Vec<u8> = Vec::new();
     let mut pieces: u64 = 0;
-    let mut blank_so_far = true;
     let mut bytes = 0u64;
     loop {
         let n = read_line(reader, path, &mut line)?;
@@ -344,8 +342,9 @@ fn read_whole_file(
                     buffer.len()
                 );
             }
-            blank_so_far &= is_blank(&buffer);
-            if at_end && blank_so_far {
+            // Only a file that is blank as a whole is skipped; once a piece went out, the
+            // document is finished whatever its last piece holds.
+            if at_end && pieces == 0 && is_blank(&buffer) {
                 stats.blank_documents += 1;
                 return Ok(true);
             }
