@@ -19,9 +19,13 @@ struct Cli {
 enum Command {
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
-    /// Benchmarks (not tests): runtime, ...
+    /// Benchmarks (not tests): runtime, trace, data, ...
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train or inspect tokenizers.
+    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    /// Prepare, merge and verify token datasets.
+    Data(vishwam::data::cli::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -58,6 +62,8 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
