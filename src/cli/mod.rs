@@ -2,6 +2,7 @@
 
 mod bench;
 mod doctor;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
+    Train(train::TrainArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -60,6 +63,7 @@ pub fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
