@@ -3,4 +3,5 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod reference;
 pub mod runtime;
