@@ -1,24 +1,9 @@
 //! Causal softmax attention with grouped key/value heads (MHA, GQA, MQA).
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::Tensor;
 
 use super::error::Result;
-
-/// Additive causal mask `[T, T]`: 0 where key j <= query i, -inf where j > i.
-pub fn causal_mask(seq_len: usize, dtype: DType) -> Result<Tensor> {
-    let values: Vec<f64> = (0..seq_len)
-        .flat_map(|i| (0..seq_len).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(values, (seq_len, seq_len), &Device::Cpu)?.to_dtype(dtype)?)
-}
-
-/// Softmax over the last axis; the row maximum is subtracted as a constant (it cancels, so
-/// no gradient flows through it).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
-}
+use super::kernels::causal_softmax;
 
 /// Attention of `q [B,T,NH,D]` over `k, v [B,T,KV,D]` (rotary already applied), causal,
 /// query head n reading key/value head n / (NH / KV). Returns `[B*T, NH*D]`.
@@ -26,7 +11,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// The g = NH / KV query heads that share a key/value head are stacked along the query
 /// axis, so each key/value head is one batched matmul `[g*T, D] x [D, T]` with no copies
 /// of k or v.
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (b, t, nh, d) = q.dims4()?;
     let kv = k.dim(2)?;
     let g = nh / kv;
@@ -42,8 +27,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Re
     };
     let (k, v) = (heads_first(k)?, heads_first(v)?);
     let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?; // [B*KV, g*T, T]
-    let scores = scores.reshape((b * kv, g, t, t))?.broadcast_add(mask)?;
-    let probs = softmax_last_dim(&scores)?.reshape((b * kv, g * t, t))?;
+    let probs = causal_softmax(&scores.reshape((b * kv, g, t, t))?)?.reshape((b * kv, g * t, t))?;
     let out = probs.matmul(&v)?; // [B*KV, g*T, D]
                                  // [B,KV,g,T,D] -> [B,T,KV,g,D] -> [B*T, NH*D]
     Ok(out
@@ -56,6 +40,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -74,8 +59,7 @@ mod tests {
         let (qv, q) = random((b, t, nh, d), &mut rng);
         let (kv_, k) = random((b, t, kv, d), &mut rng);
         let (vv, v) = random((b, t, kv, d), &mut rng);
-        let mask = causal_mask(t, DType::F64).unwrap();
-        let got: Vec<f64> = causal_attention(&q, &k, &v, &mask)
+        let got: Vec<f64> = causal_attention(&q, &k, &v)
             .unwrap()
             .flatten_all()
             .unwrap()

@@ -8,6 +8,7 @@
 mod attention;
 mod compare;
 mod error;
+mod kernels;
 mod model;
 mod optimizer;
 mod params;
@@ -18,9 +19,10 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use attention::{causal_attention, causal_mask, softmax_last_dim};
+pub use attention::causal_attention;
 pub use compare::{compare, format_table, ComparisonRow};
 pub use error::{ReferenceError, Result};
+pub use kernels::{causal_softmax, softmax_cross_entropy};
 pub use model::{Gradients, ReferenceModel};
 pub use optimizer::{ReferenceAdamW, StepUpdate};
 pub use params::{parameter_specs, random_parameters, Init, ParameterSpec};

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 
-use super::attention::{causal_attention, causal_mask};
+use super::attention::causal_attention;
 use super::error::{ReferenceError, Result};
+use super::kernels::softmax_cross_entropy;
 use super::params::{
     check_names, host_to_tensor, parameter_specs, random_parameters, tensor_to_host, ParameterSpec,
 };
@@ -303,7 +304,6 @@ impl ReferenceModel {
         let (nh, kv, d) = (c.num_heads, c.kv_heads(), c.head_dim());
         let dtype = self.dtype.candle();
         let rope = RopeTables::new(c, t, dtype)?;
-        let mask = causal_mask(t, dtype)?;
         let mut h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
         for i in 0..c.num_layers {
             let p = |s: &str| self.param(&format!("layers.{i}.{s}"));
@@ -311,7 +311,7 @@ impl ReferenceModel {
             let q = rope.apply(&x.matmul(p("attn.wq"))?.reshape((b, t, nh, d))?)?;
             let k = rope.apply(&x.matmul(p("attn.wk"))?.reshape((b, t, kv, d))?)?;
             let v = x.matmul(p("attn.wv"))?.reshape((b, t, kv, d))?;
-            let o = causal_attention(&q, &k, &v, &mask)?; // [N, NH*D]
+            let o = causal_attention(&q, &k, &v)?; // [N, NH*D]
             h = (h + o.matmul(p("attn.wo"))?)?;
             let x = rms_norm(&h, p("mlp_norm.scale"), c.norm_eps)?;
             let gate = x.matmul(p("mlp.w_gate"))?.silu()?;
@@ -372,11 +372,8 @@ impl ReferenceModel {
         }
         let dtype = self.dtype.candle();
         let logits = self.forward(&ids, b, t)?; // [N, V]
-        let max = logits.max_keepdim(1)?.detach();
-        let logsumexp = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max)?;
-        let targets = Tensor::from_vec(targets, (n, 1), &Device::Cpu)?;
-        let picked = logits.gather(&targets, 1)?; // [N, 1]
-        let ce = (logsumexp - picked)?.reshape(n)?;
+        let targets = Tensor::from_vec(targets, n, &Device::Cpu)?;
+        let ce = softmax_cross_entropy(&logits, &targets)?; // [N]
         let mask = Tensor::from_slice(&batch.mask, n, &Device::Cpu)?.to_dtype(dtype)?;
         let denominator = batch.mask.iter().map(|&m| m as f64).sum::<f64>().max(1.0);
         Ok((ce.mul(&mask)?.sum_all()? / denominator)?)

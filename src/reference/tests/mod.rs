@@ -4,6 +4,7 @@ mod gradcheck;
 mod model;
 mod naive;
 mod optimizer;
+mod throughput;
 
 use std::collections::BTreeMap;
 
