@@ -29,7 +29,8 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?; // [B*KV, g*T, T]
     let probs = causal_softmax(&scores.reshape((b * kv, g, t, t))?)?.reshape((b * kv, g * t, t))?;
     let out = probs.matmul(&v)?; // [B*KV, g*T, D]
-                                 // [B,KV,g,T,D] -> [B,T,KV,g,D] -> [B*T, NH*D]
+
+    // [B,KV,g,T,D] -> [B,T,KV,g,D] -> [B*T, NH*D]
     Ok(out
         .reshape((b, kv, g, t, d))?
         .permute((0, 3, 1, 2, 4))?
