@@ -4,5 +4,7 @@ pub mod config;
 pub mod data;
 pub mod engine;
 pub mod model;
+pub mod paths;
+pub mod reference;
 pub mod runtime;
 pub mod train;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_moe;
 mod doctor;
 mod inspect;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -19,13 +20,19 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
+    Train(train::TrainArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
-    /// Benchmarks (not tests): runtime, ...
+    /// Benchmarks (not tests): runtime, trace, data, ...
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// What a checkpoint holds; with --experts, MoE expert utilisation per block.
     Inspect(inspect::InspectArgs),
+    /// Train or inspect tokenizers.
+    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    /// Prepare, merge and verify token datasets.
+    Data(vishwam::data::cli::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -60,9 +67,12 @@ pub fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
