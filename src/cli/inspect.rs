@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use vishwam::config::Config;
 use vishwam::engine::{Engine, HostArray};
 use vishwam::runtime::CompileCache;
-use vishwam::train::{checkpoint, expert_utilisation, MoeMetrics};
+use vishwam::train::{checkpoint, expert_utilisation, BatchSource, MoeMetrics, TrainingData};
 use vishwam_mesh::{DeviceStrategy, MeshSettings, ShardingPlan};
 
 /// Arguments of `vishwam inspect`.
@@ -23,11 +23,15 @@ pub struct InspectArgs {
     /// fraction, aux loss and loss-free bias norm.
     #[arg(long)]
     experts: bool,
-    /// With --experts: a file of whitespace-separated token ids to route (validation data).
-    /// Without it, seeded random tokens are routed (the data pipeline is not in this build).
-    #[arg(long)]
+    /// With --experts: route the token ids of this file (whitespace-separated) instead of
+    /// the run's validation data.
+    #[arg(long, conflicts_with = "random")]
     tokens: Option<PathBuf>,
-    /// With --experts and no --tokens: how many random batches to route.
+    /// With --experts: route seeded random tokens instead of the run's validation data.
+    #[arg(long)]
+    random: bool,
+    /// With --experts: batches of `micro_batch x seq_len` tokens to route (validation or
+    /// random; a --tokens file is routed whole).
     #[arg(long, default_value_t = 4)]
     batches: usize,
     #[command(flatten)]
@@ -88,14 +92,18 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(client, plan.mesh.clone(), CompileCache::default_dir())?;
     let rows = cfg.training.micro_batch_size();
     let seq = cfg.seq_len();
-    let (batches, source) = match &args.tokens {
-        Some(path) => (
+    let (batches, source) = match (&args.tokens, args.random) {
+        (Some(path), _) => (
             token_file_batches(path, rows * seq, m.vocab_size)?,
             format!("tokens of {}", path.display()),
         ),
-        None => (
+        (None, true) => (
             random_batches(args.batches, rows * seq, m.vocab_size),
-            "seeded random tokens (pass --tokens FILE to route validation data)".to_string(),
+            "seeded random tokens".to_string(),
+        ),
+        (None, false) => (
+            validation_batches(&cfg, args.batches)?,
+            "validation tokens of the run's data".to_string(),
         ),
     };
     let metrics = expert_utilisation(&engine, &plan, &cfg, &params, &batches)?;
@@ -128,6 +136,22 @@ fn print_metrics(metrics: &MoeMetrics) {
             metrics.aux_loss[r]
         );
     }
+}
+
+/// The run's first `count` validation batches (the ones its evaluation uses).
+fn validation_batches(cfg: &Config, count: usize) -> anyhow::Result<Vec<Vec<i32>>> {
+    anyhow::ensure!(
+        cfg.data.val_fraction > 0.0,
+        "the run held out no validation data (data.val_fraction is 0); pass --tokens FILE or --random"
+    );
+    let mut data = TrainingData::open(cfg).context(
+        "opening the run's data for validation batches (pass --tokens FILE or --random to route other tokens)",
+    )?;
+    let batches = data.eval_batches(count.max(1))?;
+    batches
+        .iter()
+        .map(|b| b.tokens.to_vec::<i32>().map_err(anyhow::Error::msg))
+        .collect()
 }
 
 /// Seeded random token batches.

@@ -221,3 +221,73 @@ fn standard_normal(rng: &mut RngStream, shape: &[i64]) -> Tensor {
     let radius = ((1.0 - u1).log() * -2.0).sqrt();
     radius * (u2 * std::f64::consts::TAU).cos()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::params::{param_counts, param_specs};
+    use super::*;
+
+    #[test]
+    fn moe_blocks_replace_the_mlp_and_shard_experts() {
+        let cfg = ModelConfig {
+            num_layers: 4,
+            use_moe: true,
+            moe_layer_frequency: 2,
+            num_experts: 8,
+            expert_dim: Some(96),
+            num_shared_experts: 2,
+            use_lossfreebalance: true,
+            ..ModelConfig::default()
+        };
+        let specs = param_specs(&cfg);
+        let find = |n: &str| specs.iter().find(|s| s.name == n);
+        // Blocks 1 and 3 are MoE; 0 and 2 keep their dense MLP.
+        assert!(find("layers.0.mlp.w_gate").is_some() && find("layers.0.moe.router").is_none());
+        assert!(find("layers.1.mlp.w_gate").is_none() && find("layers.1.mlp_norm.scale").is_some());
+        let h = cfg.hidden_dim as i64;
+        let w_down = find("layers.3.moe.w_down").unwrap();
+        assert_eq!(w_down.shape, vec![8, 96, h]);
+        assert_eq!(w_down.logical, vec![L::Expert, L::Mlp, L::Embed]);
+        assert!(w_down.decay && w_down.trainable);
+        assert_eq!(
+            find("layers.1.moe.shared.w_up").unwrap().shape,
+            vec![h, 192]
+        );
+        let bias = find("layers.1.moe.router_bias").unwrap();
+        assert_eq!(
+            (bias.init, bias.trainable, bias.decay),
+            (Init::Zeros, false, false)
+        );
+        assert_eq!(
+            param_names(&cfg).len(),
+            specs
+                .iter()
+                .filter(|s| s.name.starts_with("layers.1.moe."))
+                .count()
+        );
+        // Buffers are not parameters.
+        let all: usize = specs.iter().map(ParamSpec::numel).sum();
+        assert_eq!(param_counts(&cfg).0, all - 2 * 8);
+    }
+
+    #[test]
+    fn capacity_is_clamped_to_the_group() {
+        let cfg = ModelConfig {
+            num_experts: 4,
+            experts_per_token: 2,
+            ..ModelConfig::default()
+        };
+        assert_eq!(capacity(&cfg, 16), 10); // ceil(1.25 * 16 * 2 / 4)
+        let one = ModelConfig {
+            num_experts: 1,
+            experts_per_token: 1,
+            ..cfg.clone()
+        };
+        assert_eq!(capacity(&one, 16), 16); // ceil(1.25 * 16) = 20 slots could never fill
+        let fixed = ModelConfig {
+            expert_capacity: Some(3),
+            ..cfg
+        };
+        assert_eq!(capacity(&fixed, 16), 3);
+    }
+}

@@ -1,4 +1,5 @@
-//! An independent Candle (CPU) implementation of the model in docs/model.md: forward, loss,
+//! An independent Candle (CPU) implementation of the model in docs/model.md (dense and MoE
+//! blocks): forward, loss,
 //! gradients by Candle's backprop, AdamW with the LR schedule and global-norm clipping, a
 //! training driver for benchmarks, and the comparison rows `vishwam verify` prints.
 //!
@@ -10,6 +11,7 @@ mod compare;
 mod error;
 mod kernels;
 mod model;
+mod moe;
 mod optimizer;
 mod params;
 mod rope;

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use super::attention::causal_attention;
 use super::error::{ReferenceError, Result};
 use super::kernels::softmax_cross_entropy;
+use super::moe::moe_ffn;
 use super::params::{
     check_names, host_to_tensor, parameter_specs, random_parameters, tensor_to_host, ParameterSpec,
 };
@@ -75,10 +76,10 @@ fn check_config(config: &ModelConfig) -> Result<()> {
             hint: "parity is checked with dropout off; set model.dropout_rate to 0",
         });
     }
-    if config.use_moe {
+    if config.use_moe && config.router_noise > 0.0 {
         return Err(ReferenceError::Unsupported {
-            feature: "model.use_moe",
-            hint: "the reference implements the dense model of docs/model.md; set model.use_moe to false",
+            feature: "model.router_noise > 0",
+            hint: "parity is checked without router noise; set model.router_noise to 0",
         });
     }
     let invalid = |key, expected: &str, got: usize| ReferenceError::InvalidConfig {
@@ -298,13 +299,15 @@ impl ReferenceModel {
         Ok(Tensor::from_vec(ids, tokens.len(), &Device::Cpu)?)
     }
 
-    /// Logits `[B*T, V]` for token ids `[B*T]`.
-    fn forward(&self, ids: &Tensor, b: usize, t: usize) -> Result<Tensor> {
+    /// Logits `[B*T, V]` for token ids `[B*T]`, and the mean load-balancing loss of the MoE
+    /// blocks (none without MoE blocks).
+    fn forward(&self, ids: &Tensor, b: usize, t: usize) -> Result<(Tensor, Option<Tensor>)> {
         let c = &self.config;
         let (nh, kv, d) = (c.num_heads, c.kv_heads(), c.head_dim());
         let dtype = self.dtype.candle();
         let rope = RopeTables::new(c, t, dtype)?;
         let mut h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
+        let mut aux = Vec::new();
         for i in 0..c.num_layers {
             let p = |s: &str| self.param(&format!("layers.{i}.{s}"));
             let x = rms_norm(&h, p("attn_norm.scale"), c.norm_eps)?;
@@ -314,27 +317,39 @@ impl ReferenceModel {
             let o = causal_attention(&q, &k, &v)?; // [N, NH*D]
             h = (h + o.matmul(p("attn.wo"))?)?;
             let x = rms_norm(&h, p("mlp_norm.scale"), c.norm_eps)?;
+            if c.is_moe_layer(i) {
+                let out = moe_ffn(c, &x, t, p)?;
+                h = (h + out.y)?;
+                aux.push(out.aux);
+                continue;
+            }
             let gate = x.matmul(p("mlp.w_gate"))?.silu()?;
             let up = x.matmul(p("mlp.w_up"))?;
             h = (h + (gate * up)?.matmul(p("mlp.w_down"))?)?;
         }
         let h = rms_norm(&h, self.param("final_norm.scale"), c.norm_eps)?;
-        Ok(if c.tie_embeddings {
+        let logits = if c.tie_embeddings {
             h.matmul(&self.param("embed.tokens").t()?)?
         } else {
             h.matmul(self.param("lm_head"))?
-        })
+        };
+        let aux_mean = match aux.len() {
+            0 => None,
+            count => Some((Tensor::stack(&aux, 0)?.sum_all()? / count as f64)?),
+        };
+        Ok((logits, aux_mean))
     }
 
     /// Logits `[B, T, V]` for `tokens` `[B, T]` (row-major).
     pub fn logits(&self, tokens: &[i32], batch_size: usize, seq_len: usize) -> Result<Tensor> {
         let ids = self.token_ids(tokens, batch_size, seq_len)?;
-        let logits = self.forward(&ids, batch_size, seq_len)?;
+        let (logits, _) = self.forward(&ids, batch_size, seq_len)?;
         Ok(logits.reshape((batch_size, seq_len, self.config.vocab_size))?)
     }
 
-    /// The masked mean cross-entropy as a scalar tensor (part of the backprop graph).
-    fn loss_tensor(&self, batch: &Batch) -> Result<Tensor> {
+    /// The masked mean cross-entropy as a scalar tensor (part of the backprop graph), and for
+    /// MoE models the mean over MoE blocks of the load-balancing loss.
+    fn loss_tensor(&self, batch: &Batch) -> Result<(Tensor, Option<Tensor>)> {
         let (b, t) = (batch.batch_size, batch.seq_len);
         let ids = self.token_ids(&batch.tokens, b, t)?;
         let n = b * t;
@@ -371,23 +386,35 @@ impl ReferenceModel {
             });
         }
         let dtype = self.dtype.candle();
-        let logits = self.forward(&ids, b, t)?; // [N, V]
+        let (logits, aux) = self.forward(&ids, b, t)?; // [N, V]
         let targets = Tensor::from_vec(targets, n, &Device::Cpu)?;
         let ce = softmax_cross_entropy(&logits, &targets)?; // [N]
         let mask = Tensor::from_slice(&batch.mask, n, &Device::Cpu)?.to_dtype(dtype)?;
         let denominator = batch.mask.iter().map(|&m| m as f64).sum::<f64>().max(1.0);
-        Ok((ce.mul(&mask)?.sum_all()? / denominator)?)
+        Ok(((ce.mul(&mask)?.sum_all()? / denominator)?, aux))
     }
 
     /// `sum(ce * mask) / max(sum(mask), 1)` over the batch.
     pub fn loss(&self, batch: &Batch) -> Result<f64> {
-        Ok(self.loss_tensor(batch)?.to_dtype(DType::F64)?.to_scalar()?)
+        Ok(self
+            .loss_tensor(batch)?
+            .0
+            .to_dtype(DType::F64)?
+            .to_scalar()?)
     }
 
-    /// The loss and its gradient for every parameter, by Candle's backprop.
+    /// The loss and the gradient of the training objective for every parameter, by Candle's
+    /// backprop. For MoE models the objective adds `aux_loss_coef` times the mean aux loss
+    /// of the MoE blocks (docs/model.md); the returned loss is the cross-entropy alone.
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, Gradients)> {
-        let loss = self.loss_tensor(batch)?;
-        let store = loss.backward()?;
+        let (loss, aux) = self.loss_tensor(batch)?;
+        let objective = match aux {
+            Some(aux) if self.config.aux_loss_coef > 0.0 => {
+                (&loss + (aux * self.config.aux_loss_coef)?)?
+            }
+            _ => loss.clone(),
+        };
+        let store = objective.backward()?;
         let mut grads = BTreeMap::new();
         for (name, var) in &self.params {
             let grad = match store.get(var.as_tensor()) {

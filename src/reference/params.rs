@@ -21,6 +21,8 @@ pub enum Init {
         /// Standard deviation.
         std: f64,
     },
+    /// All zeros (the MoE router bias, a buffer without gradient).
+    Zeros,
 }
 
 /// One row of the parameter table.
@@ -65,6 +67,30 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<ParameterSpec> {
         let residual = Init::Normal { std: residual_std };
         push(p("attn.wo"), vec![q_width, h], residual);
         push(p("mlp_norm.scale"), vec![h], Init::Ones);
+        if config.is_moe_layer(i) {
+            let (e, fe, s) = (
+                config.num_experts,
+                config.expert_dim(),
+                config.num_shared_experts,
+            );
+            push(p("moe.router"), vec![h, e], Init::Normal { std });
+            push(p("moe.w_gate"), vec![e, h, fe], Init::Normal { std });
+            push(p("moe.w_up"), vec![e, h, fe], Init::Normal { std });
+            push(p("moe.w_down"), vec![e, fe, h], residual);
+            if s > 0 {
+                push(
+                    p("moe.shared.w_gate"),
+                    vec![h, s * fe],
+                    Init::Normal { std },
+                );
+                push(p("moe.shared.w_up"), vec![h, s * fe], Init::Normal { std });
+                push(p("moe.shared.w_down"), vec![s * fe, h], residual);
+            }
+            if config.use_lossfreebalance {
+                push(p("moe.router_bias"), vec![e], Init::Zeros);
+            }
+            continue;
+        }
         push(p("mlp.w_gate"), vec![h, f], Init::Normal { std });
         push(p("mlp.w_up"), vec![h, f], Init::Normal { std });
         push(p("mlp.w_down"), vec![f, h], residual);
@@ -87,6 +113,7 @@ pub fn random_parameters(config: &ModelConfig, seed: u64) -> BTreeMap<String, Ho
             let n: usize = spec.shape.iter().product();
             let values: Vec<f32> = match spec.init {
                 Init::Ones => vec![1.0; n],
+                Init::Zeros => vec![0.0; n],
                 Init::Normal { std } => (0..n)
                     .map(|_| (std * standard_normal(&mut rng)) as f32)
                     .collect(),

@@ -208,3 +208,23 @@ pub fn spread(values: &[f32]) -> f32 {
     let min = values.iter().copied().fold(f32::INFINITY, f32::min);
     max - min
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_rows_follow_the_moe_blocks() {
+        let cfg = ModelConfig {
+            num_layers: 6,
+            use_moe: true,
+            moe_layer_frequency: 3,
+            ..ModelConfig::default()
+        };
+        assert_eq!(moe_layers(&cfg), vec![2, 5]);
+        assert_eq!(bias_row(&cfg, "layers.5.moe.router_bias"), Some(1));
+        assert_eq!(bias_row(&cfg, "layers.4.moe.router_bias"), None);
+        assert_eq!(bias_row(&cfg, "layers.5.moe.router"), None);
+        assert_eq!(spread(&[0.5, 0.25, 0.125, 0.125]), 0.375);
+    }
+}

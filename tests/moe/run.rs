@@ -102,7 +102,14 @@ fn metrics_checkpoint_and_inspect_report_expert_utilisation() {
 
     // The command line prints one line per MoE block.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(["inspect", "--experts", "--batches", "2", "--checkpoint"])
+        .args([
+            "inspect",
+            "--experts",
+            "--random",
+            "--batches",
+            "2",
+            "--checkpoint",
+        ])
         .arg(&ck_dir)
         .env("VISHWAM_LOG", "warn")
         .output()

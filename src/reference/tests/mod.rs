@@ -43,6 +43,7 @@ fn random_host_parameters(config: &ModelConfig, seed: u64) -> BTreeMap<String, H
             let values: Vec<f64> = (0..n)
                 .map(|_| match spec.init {
                     Init::Ones => 1.0 + 0.3 * standard_normal(&mut rng),
+                    Init::Zeros => 0.3 * standard_normal(&mut rng),
                     Init::Normal { .. } => 0.4 * standard_normal(&mut rng),
                 })
                 .collect();
