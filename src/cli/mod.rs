@@ -71,12 +71,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Inspect(args) => inspect::run(&args),
-        Command::Tokenizer(args) => {
-            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
-        }
-        Command::Data(args) => {
-            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
