@@ -66,8 +66,12 @@ pub fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
-        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Tokenizer(args) => {
+            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Data(args) => {
+            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
