@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Runtime(RuntimeBenchArgs),
     /// Time to trace, differentiate and print the train step of a deep, wide model.
     Trace(TraceBenchArgs),
+    /// Train-step speed, MFU and memory on XLA or the Candle reference.
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -49,6 +51,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
+        BenchCommand::Train(args) => super::bench_train::run(&args),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_train;
 mod doctor;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -20,6 +22,8 @@ struct Cli {
 enum Command {
     /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
     Train(train::TrainArgs),
+    /// Compare the XLA program with the Candle reference on one batch.
+    Verify(verify::VerifyArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -64,6 +68,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(args) => {

@@ -9,7 +9,7 @@ use vishwam::config::Config;
 use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
 
 /// Arguments of `vishwam train`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// JSON config, merged over the defaults (configs/default.json lists every key).
     #[arg(long)]
