@@ -124,9 +124,9 @@ fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainE
     let base = tok.conventional_special_ids().unwrap_or_default();
     let s = &cfg.sequence;
     let ids = SpecialTokenIds {
-        pad: s.pad_token_id.map_or(base.pad, |v| v as u32),
-        bos: s.bos_token_id.map_or(base.bos, |v| v as u32),
-        eos: s.eos_token_id.map_or(base.eos, |v| v as u32),
+        pad: s.pad_token_id.unwrap_or(base.pad),
+        bos: s.bos_token_id.unwrap_or(base.bos),
+        eos: s.eos_token_id.unwrap_or(base.eos),
     };
     tok.check_special_ids(&ids)?;
     Ok(ids)
