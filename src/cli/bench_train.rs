@@ -111,8 +111,9 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
                     &y,
                     &vec![1.0; t.len()],
                 )
+                .map_err(anyhow::Error::from)
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<anyhow::Result<_>>()?;
         trainer.step(&batches[0])?;
         let t1 = Instant::now();
         let mut compute = 0.0;
