@@ -8,3 +8,4 @@ pub mod paths;
 pub mod reference;
 pub mod runtime;
 pub mod train;
+pub mod verify;

@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Trace(TraceBenchArgs),
     /// Train-step tokens/s of an MoE model against a dense model with the same active parameters.
     Moe(super::bench_moe::MoeBenchArgs),
+    /// Train-step speed, MFU and memory on XLA or the Candle reference.
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -52,6 +54,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
         BenchCommand::Moe(args) => super::bench_moe::run(&args),
+        BenchCommand::Train(args) => super::bench_train::run(&args),
     }
 }
 

@@ -2,9 +2,11 @@
 
 mod bench;
 mod bench_moe;
+mod bench_train;
 mod doctor;
 mod inspect;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
     Train(train::TrainArgs),
+    /// Compare the XLA program with the Candle reference on one batch.
+    Verify(verify::VerifyArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -68,11 +72,16 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Inspect(args) => inspect::run(&args),
-        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
-        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Tokenizer(args) => {
+            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Data(args) => {
+            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

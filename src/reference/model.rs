@@ -27,6 +27,16 @@ pub struct ReferenceModel {
     params: BTreeMap<String, Var>,
 }
 
+/// What one forward pass yields.
+struct ForwardOutput {
+    /// `[B*T, V]`.
+    logits: Tensor,
+    /// The mean load-balancing loss of the MoE blocks (none without MoE blocks).
+    aux: Option<Tensor>,
+    /// Per MoE block, (token, choice) pairs routed to each expert before dropping.
+    loads: Vec<Vec<f64>>,
+}
+
 /// Gradients of the loss for every parameter, keyed like the parameters.
 #[derive(Debug, Clone)]
 pub struct Gradients(pub BTreeMap<String, Tensor>);
@@ -299,15 +309,14 @@ impl ReferenceModel {
         Ok(Tensor::from_vec(ids, tokens.len(), &Device::Cpu)?)
     }
 
-    /// Logits `[B*T, V]` for token ids `[B*T]`, and the mean load-balancing loss of the MoE
-    /// blocks (none without MoE blocks).
-    fn forward(&self, ids: &Tensor, b: usize, t: usize) -> Result<(Tensor, Option<Tensor>)> {
+    /// Logits `[B*T, V]` for token ids `[B*T]`, with the MoE blocks' aux loss and loads.
+    fn forward(&self, ids: &Tensor, b: usize, t: usize) -> Result<ForwardOutput> {
         let c = &self.config;
         let (nh, kv, d) = (c.num_heads, c.kv_heads(), c.head_dim());
         let dtype = self.dtype.candle();
         let rope = RopeTables::new(c, t, dtype)?;
         let mut h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
-        let mut aux = Vec::new();
+        let (mut aux, mut loads) = (Vec::new(), Vec::new());
         for i in 0..c.num_layers {
             let p = |s: &str| self.param(&format!("layers.{i}.{s}"));
             let x = rms_norm(&h, p("attn_norm.scale"), c.norm_eps)?;
@@ -321,6 +330,7 @@ impl ReferenceModel {
                 let out = moe_ffn(c, &x, t, p)?;
                 h = (h + out.y)?;
                 aux.push(out.aux);
+                loads.push(out.loads);
                 continue;
             }
             let gate = x.matmul(p("mlp.w_gate"))?.silu()?;
@@ -337,13 +347,17 @@ impl ReferenceModel {
             0 => None,
             count => Some((Tensor::stack(&aux, 0)?.sum_all()? / count as f64)?),
         };
-        Ok((logits, aux_mean))
+        Ok(ForwardOutput {
+            logits,
+            aux: aux_mean,
+            loads,
+        })
     }
 
     /// Logits `[B, T, V]` for `tokens` `[B, T]` (row-major).
     pub fn logits(&self, tokens: &[i32], batch_size: usize, seq_len: usize) -> Result<Tensor> {
         let ids = self.token_ids(tokens, batch_size, seq_len)?;
-        let (logits, _) = self.forward(&ids, batch_size, seq_len)?;
+        let logits = self.forward(&ids, batch_size, seq_len)?.logits;
         Ok(logits.reshape((batch_size, seq_len, self.config.vocab_size))?)
     }
 
@@ -386,7 +400,7 @@ impl ReferenceModel {
             });
         }
         let dtype = self.dtype.candle();
-        let (logits, aux) = self.forward(&ids, b, t)?; // [N, V]
+        let ForwardOutput { logits, aux, .. } = self.forward(&ids, b, t)?; // [N, V]
         let targets = Tensor::from_vec(targets, n, &Device::Cpu)?;
         let ce = softmax_cross_entropy(&logits, &targets)?; // [N]
         let mask = Tensor::from_slice(&batch.mask, n, &Device::Cpu)?.to_dtype(dtype)?;
@@ -401,6 +415,45 @@ impl ReferenceModel {
             .0
             .to_dtype(DType::F64)?
             .to_scalar()?)
+    }
+
+    /// Per MoE block, the (token, choice) pairs of `tokens` `[B, T]` routed to each expert
+    /// before dropping (the loads of loss-free balancing); empty for a dense model.
+    pub fn router_loads(
+        &self,
+        tokens: &[i32],
+        batch_size: usize,
+        seq_len: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        let ids = self.token_ids(tokens, batch_size, seq_len)?;
+        Ok(self.forward(&ids, batch_size, seq_len)?.loads)
+    }
+
+    /// Loss-free balancing (docs/model.md): `router_bias += lossfree_update_rate *
+    /// sign(mean(load) - load)` for each MoE block, with `loads` from [`Self::router_loads`]
+    /// of the step's batch before the optimizer update. A no-op without the bias.
+    pub fn apply_lossfree_update(&self, loads: &[Vec<f64>]) -> Result<()> {
+        let c = &self.config;
+        if !c.use_moe || !c.use_lossfreebalance {
+            return Ok(());
+        }
+        let blocks: Vec<usize> = (0..c.num_layers).filter(|&i| c.is_moe_layer(i)).collect();
+        for (i, load) in blocks.iter().zip(loads) {
+            let var = &self.params[&format!("layers.{i}.moe.router_bias")];
+            let mean = load.iter().sum::<f64>() / load.len().max(1) as f64;
+            let sign = |d: f64| match d.partial_cmp(&0.0) {
+                Some(std::cmp::Ordering::Greater) => 1.0,
+                Some(std::cmp::Ordering::Less) => -1.0,
+                _ => 0.0,
+            };
+            let step: Vec<f64> = load
+                .iter()
+                .map(|l| c.lossfree_update_rate * sign(mean - l))
+                .collect();
+            let step = Tensor::from_vec(step, load.len(), &Device::Cpu)?.to_dtype(var.dtype())?;
+            var.set(&(var.as_tensor() + step)?)?;
+        }
+        Ok(())
     }
 
     /// The loss and the gradient of the training objective for every parameter, by Candle's

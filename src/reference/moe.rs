@@ -8,10 +8,12 @@ use candle_core::{DType, Device, Tensor, D};
 use super::error::Result;
 use crate::config::ModelConfig;
 
-/// One MoE block's output `[N, H]` and its load-balancing loss (a scalar tensor).
+/// One MoE block's output `[N, H]`, its load-balancing loss (a scalar tensor) and the
+/// (token, choice) pairs routed to each expert before dropping.
 pub(crate) struct MoeOutput {
     pub y: Tensor,
     pub aux: Tensor,
+    pub loads: Vec<f64>,
 }
 
 /// Which (row, choice) pairs each expert keeps, from the logits' host values.
@@ -130,5 +132,9 @@ pub(crate) fn moe_ffn<'a>(
     let f: Vec<f64> = routing.counts.iter().map(|c| c / (n * k) as f64).collect();
     let f = Tensor::from_vec(f, e, &Device::Cpu)?.to_dtype(x.dtype())?;
     let aux = ((probs.mean(0)? * f)?.sum_all()? * e as f64)?;
-    Ok(MoeOutput { y, aux })
+    Ok(MoeOutput {
+        y,
+        aux,
+        loads: routing.counts,
+    })
 }
