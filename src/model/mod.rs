@@ -7,6 +7,7 @@
 mod attention;
 mod blocked;
 mod forward;
+pub mod hf;
 mod loss;
 mod params;
 
