@@ -4,6 +4,7 @@ mod bench;
 mod bench_moe;
 mod bench_train;
 mod doctor;
+mod export;
 mod inspect;
 mod train;
 mod verify;
@@ -26,6 +27,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Compare the XLA program with the Candle reference on one batch.
     Verify(verify::VerifyArgs),
+    /// Write a checkpoint as a Hugging Face Llama directory.
+    Export(export::ExportArgs),
+    /// Turn a Hugging Face Llama directory into a vishwam run (step-0 checkpoint).
+    Import(export::ImportArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -74,6 +79,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Export(args) => export::export(&args),
+        Command::Import(args) => export::import(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Tokenizer(args) => {

@@ -8,6 +8,7 @@
 mod attention;
 mod blocked;
 mod forward;
+pub mod hf;
 mod loss;
 mod moe;
 mod moe_routing;
