@@ -147,7 +147,7 @@ fn loss_and_gradients_match_the_candle_reference() {
 /// `vishwam verify` on MoE models from the seeded initialisation: logits, loss, every
 /// gradient, and the parameters (and loss-free biases) after two compiled train steps
 /// against the Candle reference with its AdamW and the same bias rule; on one device and
-/// expert-parallel on four. (From large random weights, step 2 can route a near-tie token
+/// expert-parallel on four; and one bf16-compute step (at verify's bf16 tolerances). (From large random weights, step 2 can route a near-tie token
 /// differently in the two engines: Adam's first step moves a few noise-gradient elements by a
 /// different fraction of the learning rate. Seed 11 of `random_params` does that.)
 #[test]
@@ -162,10 +162,15 @@ fn verify_passes_for_moe_models_on_one_and_four_devices() {
         "model.num_shared_experts=1",
         "model.aux_loss_coef=0.1",
     ];
-    for (devices, mesh) in [(1, "{\"data\": 1}"), (4, "{\"data\": 2, \"expert\": 2}")] {
+    let cases = [
+        (1, "{\"data\": 1}", "tpu.use_bfloat16=false"),
+        (4, "{\"data\": 2, \"expert\": 2}", "tpu.use_bfloat16=false"),
+        (1, "{\"data\": 1}", "tpu.use_bfloat16=true"),
+    ];
+    for (devices, mesh, precision) in cases {
         let mesh = format!("tpu.mesh_shape={mesh}");
         let devices_set = format!("runtime.devices={devices}");
-        let cfg = tiny(&[&base[..], &[mesh.as_str(), devices_set.as_str()]].concat());
+        let cfg = tiny(&[&base[..], &[mesh.as_str(), devices_set.as_str(), precision]].concat());
         let plan = sharding_plan(&cfg, "cpu", devices).unwrap();
         let engine = vishwam::engine::Engine::new(
             super::client().clone(),
@@ -174,15 +179,21 @@ fn verify_passes_for_moe_models_on_one_and_four_devices() {
         )
         .unwrap();
         let params = model::init_params(&cfg.model, 3);
+        // In bf16 a near-tie token may pick another expert than in the f32 reference, and
+        // the loss-free rule's sign then moves a bias the other way: compare one step's
+        // logits, loss and gradients only.
         let opts = VerifyOptions {
-            steps: 2,
+            steps: if precision.ends_with("true") { 0 } else { 2 },
             loss_chunk: None,
         };
         let report = verify(&cfg, engine, plan, &params, &random_batch(&cfg, 5), opts).unwrap();
         let table = format_table(&report.rows);
-        println!("{devices} device(s):\n{table}");
-        assert!(report.passed(), "{devices} device(s):\n{table}");
-        assert!(table.contains("router_bias after 2 steps"));
+        println!("{devices} device(s), {precision}:\n{table}");
+        assert!(
+            report.passed(),
+            "{devices} device(s), {precision}:\n{table}"
+        );
+        assert!(opts.steps == 0 || table.contains("router_bias after 2 steps"));
     }
 }
 
