@@ -7,7 +7,7 @@ use crate::config::ModelConfig;
 use crate::engine::HostArray;
 use crate::model::MoeStats;
 use serde::Serialize;
-use vishwam_hlo::{DType, Graph, Tensor, TensorType};
+use vishwam_hlo::{DType, Graph, HloError, Tensor, TensorType};
 
 /// Indices of the MoE blocks, in order; row `r` of every per-block statistic is block
 /// `moe_layers(cfg)[r]`.
@@ -113,6 +113,23 @@ pub fn updated_router_bias(
         .reshape(&[cfg.num_experts as i64]);
     let mean = load.mean(&[0], true);
     bias + (mean - load).sign() * cfg.lossfree_update_rate
+}
+
+/// The new value of the non-trainable parameter `name` after a step with routing statistics
+/// `moe`: the loss-free bias update (the only buffer there is).
+pub fn buffer_update(
+    cfg: &ModelConfig,
+    name: &str,
+    value: &Tensor,
+    moe: Option<&MoeStepStats>,
+) -> Result<Tensor, HloError> {
+    match (bias_row(cfg, name), moe) {
+        (Some(row), Some(stats)) => Ok(updated_router_bias(cfg, value, &stats.counts, row)),
+        _ => Err(HloError::Shape {
+            op: "train step".into(),
+            detail: format!("no update rule for the non-trainable parameter `{name}`"),
+        }),
+    }
 }
 
 /// Names of the MoE step outputs, after [`super::METRICS`]; `moe.bias_norm` only with

@@ -259,7 +259,7 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     for p in &layout.params {
         let theta = params.get(&p.name)?;
         if !p.trainable {
-            let updated = buffer_update(cfg, p, theta, moe_stats.as_ref())?;
+            let updated = moe_state::buffer_update(&cfg.model, &p.name, theta, moe_stats.as_ref())?;
             new_biases.push(updated.clone());
             outputs.push((format!("params.{}", p.name), ok.select(&updated, theta)));
             continue;
@@ -320,31 +320,6 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         func.donate(&slot.name, &slot.name)?;
     }
     Ok(func)
-}
-
-/// The new value of a non-trainable buffer: the loss-free balancing bias update.
-fn buffer_update(
-    cfg: &Config,
-    p: &ParamSpec,
-    value: &Tensor,
-    moe: Option<&MoeStepStats>,
-) -> Result<Tensor> {
-    let row = moe_state::bias_row(&cfg.model, &p.name);
-    match (row, moe) {
-        (Some(row), Some(stats)) => Ok(moe_state::updated_router_bias(
-            &cfg.model,
-            value,
-            &stats.counts,
-            row,
-        )),
-        _ => Err(vishwam_hlo::HloError::Shape {
-            op: "train step".into(),
-            detail: format!(
-                "no update rule for the non-trainable parameter `{}`",
-                p.name
-            ),
-        }),
-    }
 }
 
 /// What a step's micro-batches add up to: the CE sum, the gradients, the advanced random
