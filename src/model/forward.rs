@@ -66,7 +66,7 @@ impl RngStream {
 }
 
 /// Names of one block's parameters, in the order the block function takes them.
-const BLOCK_PARAMS: [&str; 9] = [
+pub(crate) const BLOCK_PARAMS: [&str; 9] = [
     "attn_norm.scale",
     "attn.wq",
     "attn.wk",
@@ -164,6 +164,24 @@ fn block_forward(
     h: &Tensor,
     positions: &Tensor,
     p: &[Tensor],
+    rng: Option<&mut RngStream>,
+) -> Tensor {
+    let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match opts.attention {
+        AttentionKind::Full => attention(q, k, v, positions, positions),
+        AttentionKind::Blocked(block) => blocked_attention(q, k, v, block),
+    };
+    block_with_attention(cfg, opts, h, positions, p, attend, rng)
+}
+
+/// One block whose attention is `attend(q, k, v)` (after RoPE at `positions`, which are
+/// `[T]` or per row `[B, T]`); the KV-cache decoder passes its own.
+pub(crate) fn block_with_attention(
+    cfg: &ModelConfig,
+    opts: &ForwardOptions,
+    h: &Tensor,
+    positions: &Tensor,
+    p: &[Tensor],
+    attend: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Tensor,
     mut rng: Option<&mut RngStream>,
 ) -> Tensor {
     let c = opts.compute;
@@ -180,10 +198,7 @@ fn block_forward(
     let k = x.matmul(&w(2)).reshape(&[b, t, kv, d]);
     let v = x.matmul(&w(3)).reshape(&[b, t, kv, d]);
     let (q, k) = (rope(cfg, &q, positions), rope(cfg, &k, positions));
-    let o = match opts.attention {
-        AttentionKind::Full => attention(&q, &k, &v, positions, positions),
-        AttentionKind::Blocked(block) => blocked_attention(&q, &k, &v, block),
-    };
+    let o = attend(&q, &k, &v);
     let attn_out = o.reshape(&[b, t, nh * d]).matmul(&w(4));
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 

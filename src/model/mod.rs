@@ -2,16 +2,22 @@
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two attention forms; `loss` is the chunked
-//! cross-entropy. The model never touches the runtime.
+//! cross-entropy; `decode` is the forward pass over a KV cache for generation. The model
+//! never touches the runtime.
 
 mod attention;
 mod blocked;
+mod decode;
 mod forward;
 mod loss;
 mod params;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
+pub use decode::{
+    cached_attention, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
+    FP8_E4M3_MAX,
+};
 pub use forward::{head_weight, hidden_states, logits, AttentionKind, ForwardOptions, RngStream};
 pub use loss::{default_chunk, masked_ce_sum};
 pub use params::{init_params, param_counts, param_specs, Init, ParamSpec};

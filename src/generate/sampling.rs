@@ -1,0 +1,106 @@
+//! Token selection inside the decode program: temperature, top-k, top-p, Gumbel-max sampling.
+//!
+//! There is no sort primitive, and none is needed. Top-k keeps the tokens whose probability
+//! is at least the k-th largest; top-p keeps those at least as likely as the least likely
+//! member of the smallest top set whose mass reaches `top_p`. Both thresholds are "the
+//! largest `t` such that the count (or mass) of probabilities `>= t` reaches a target", and
+//! that statistic only changes at the probabilities themselves, so `t` is one of them.
+//! Non-negative f32 values order like their bit patterns read as integers, so a bisection on
+//! the bit patterns finds `t` exactly in at most 31 rounds of one `[B, V]` compare-and-sum
+//! each (a `while` loop whose trip count is 0 when the filter is off). Tokens tied with the
+//! threshold are all kept. Top-p is applied after top-k on the renormalised distribution, as
+//! Hugging Face's warpers do. Sampling from the kept tokens is Gumbel-max:
+//! `argmax(logits / T + g)` with `g = -log(-log u)`, `u` uniform in (0, 1) from
+//! `rng_bit_generator`, which draws exactly from the renormalised softmax.
+
+use crate::model::RngStream;
+use vishwam_hlo::{nn, DType, Tensor, TensorType};
+
+/// Rounds that always suffice: the bisection interval starts below 2^31.
+const BISECTION_ROUNDS: i64 = 32;
+
+/// Sampling parameters as traced scalars.
+pub struct SamplingParams {
+    /// f32 `[]`, > 0.
+    pub temperature: Tensor,
+    /// i32 `[]`; 0 (or >= V) is off.
+    pub top_k: Tensor,
+    /// f32 `[]`; >= 1 is off.
+    pub top_p: Tensor,
+}
+
+#[derive(Clone, Copy)]
+enum Statistic {
+    Count,
+    Mass,
+}
+
+/// Per row, the largest `t >= 0` whose statistic over `probs >= t` reaches `target: f32 [B]`,
+/// in `rounds` (i32 `[]`: 32, or 0 to return 0). `probs: f32 [B, V]`, non-negative.
+fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor, rounds: &Tensor) -> Tensor {
+    let g = probs.graph().clone();
+    let b = probs.shape()[0];
+    let lo = g.zeros(&TensorType::new(DType::I32, &[b]));
+    let hi = probs.max(&[-1], false).bitcast(DType::I32) + 1i64;
+    let i = g.scalar_i64(0, DType::I32);
+    let init = [i, rounds.clone(), lo, hi, probs.clone(), target.clone()];
+    let out = g.while_loop(
+        &init,
+        |_, c| c[0].lt(&c[1]),
+        move |_, c| {
+            let (lo, hi, p, target) = (&c[2], &c[3], &c[4], &c[5]);
+            let mid = lo + (hi - lo).shift_right_logical(1i64);
+            let t = mid.bitcast(DType::F32).expand_dims(-1);
+            let selected = p.ge(&t);
+            let value = match stat {
+                Statistic::Count => selected.select(p.ones_like(), 0.0),
+                Statistic::Mass => selected.select(p, 0.0),
+            }
+            .sum(&[-1], false);
+            let ok = value.ge(target);
+            vec![
+                &c[0] + 1i64,
+                c[1].clone(),
+                ok.select(&mid, lo),
+                ok.select(hi, &mid),
+                p.clone(),
+                target.clone(),
+            ]
+        },
+    );
+    out[2].bitcast(DType::F32)
+}
+
+/// Boolean `[B, V]`: the tokens that top-k and then top-p keep, given probabilities
+/// `probs: f32 [B, V]` (already tempered). `top_k: i32 []` (0 = off), `top_p: f32 []`
+/// (>= 1 = off).
+pub fn keep_mask(probs: &Tensor, top_k: &Tensor, top_p: &Tensor) -> Tensor {
+    let g = probs.graph().clone();
+    let (b, v) = (probs.shape()[0], probs.shape()[1]);
+    let rounds = |on: Tensor| {
+        let full = g.scalar_i64(BISECTION_ROUNDS, DType::I32);
+        on.select(&full, full.zeros_like())
+    };
+    let k_on = top_k.gt(0i64).and(top_k.lt(v));
+    let k_target = top_k.cast(DType::F32).broadcast_in_dim(&[b], &[]);
+    let t_k = threshold(probs, Statistic::Count, &k_target, &rounds(k_on));
+    let above_k = probs.ge(t_k.expand_dims(-1));
+    let mass_k = above_k.select(probs, 0.0).sum(&[-1], false);
+    let p_target = mass_k * top_p.broadcast_in_dim(&[b], &[]);
+    let t_p = threshold(probs, Statistic::Mass, &p_target, &rounds(top_p.lt(1.0)));
+    probs.ge(t_k.maximum(&t_p).expand_dims(-1))
+}
+
+/// Samples one token per row from `logits: f32 [B, V]` with temperature, top-k and top-p,
+/// advancing `rng`. Returns i32 `[B]`.
+pub fn sample(logits: &Tensor, params: &SamplingParams, rng: &mut RngStream) -> Tensor {
+    let tempered = logits / &params.temperature;
+    let probs = nn::softmax(&tempered, -1);
+    let keep = keep_mask(&probs, &params.top_k, &params.top_p);
+    let bits = rng.bits(logits.shape());
+    // u in (0, 1): 24 random bits, centred in their interval.
+    let u = (bits.shift_right_logical(8i64).cast(DType::F32) + 0.5) * (1.0 / 16_777_216.0);
+    let gumbel = -((-u.log()).log());
+    keep.select(tempered + gumbel, f64::NEG_INFINITY)
+        .argmax(-1, DType::I32)
+}
