@@ -141,10 +141,12 @@ impl LoadedModel {
         } else {
             DecodeMode::Sample
         };
-        let mut timings = GenerationTimings::default();
-        timings.compile += self.ensure_program(ProgramKey::Decode(layout.cache, mode))?;
+        let mut timings = GenerationTimings {
+            compile: self.ensure_programs(&layout, mode)?,
+            ..GenerationTimings::default()
+        };
         let t0 = Instant::now();
-        let mut caches = self.prefill(prompts, &layout, &mut timings)?;
+        let mut caches = self.prefill(prompts, &layout)?;
         caches[0].shards[0].block_until_ready()?;
         timings.prefill = t0.elapsed().as_secs_f64();
 
@@ -223,9 +225,8 @@ impl LoadedModel {
         prompts: &[Vec<i32>],
     ) -> Result<Vec<Vec<f32>>, GenerateError> {
         let layout = self.layout(prompts, 1)?;
-        let mut timings = GenerationTimings::default();
-        self.ensure_program(ProgramKey::Decode(layout.cache, DecodeMode::Greedy))?;
-        let mut caches = self.prefill(prompts, &layout, &mut timings)?;
+        self.ensure_programs(&layout, DecodeMode::Greedy)?;
+        let mut caches = self.prefill(prompts, &layout)?;
         let b = prompts.len();
         let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
         let owned = [
@@ -254,19 +255,29 @@ impl LoadedModel {
         Ok(values.chunks(v).map(<[f32]>::to_vec).collect())
     }
 
-    /// A zeroed cache with every prompt token but the last written into it.
-    fn prefill(
+    /// Compiles the programs `layout` needs; returns the seconds spent.
+    fn ensure_programs(
         &mut self,
+        layout: &BatchLayout,
+        mode: DecodeMode,
+    ) -> Result<f64, GenerateError> {
+        let shape = layout.cache;
+        let mut seconds = self.ensure_program(ProgramKey::InitCache(shape))?;
+        if layout.prompt_slots > 1 {
+            seconds += self.ensure_program(ProgramKey::Prefill(shape, layout.chunk))?;
+        }
+        Ok(seconds + self.ensure_program(ProgramKey::Decode(shape, mode))?)
+    }
+
+    /// A zeroed cache with every prompt token but the last written into it (the programs
+    /// must be compiled).
+    fn prefill(
+        &self,
         prompts: &[Vec<i32>],
         layout: &BatchLayout,
-        timings: &mut GenerationTimings,
     ) -> Result<Vec<ShardedArray>, GenerateError> {
         let shape = layout.cache;
-        timings.compile += self.ensure_program(ProgramKey::InitCache(shape))?;
         let to_write = layout.prompt_slots - 1;
-        if to_write > 0 {
-            timings.compile += self.ensure_program(ProgramKey::Prefill(shape, layout.chunk))?;
-        }
         let mut caches = self
             .program(&ProgramKey::InitCache(shape))
             .run(Vec::new())?;
