@@ -5,5 +5,6 @@ pub mod data;
 pub mod engine;
 pub mod generate;
 pub mod model;
+pub mod paths;
 pub mod runtime;
 pub mod train;

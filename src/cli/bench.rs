@@ -10,6 +10,25 @@ use vishwam::runtime::{Arg, CacheOutcome, CompileCache, CompileOptions, ElementT
 pub enum BenchCommand {
     /// Compile time cold vs. cache hit, transfer bandwidth, per-execute overhead.
     Runtime(RuntimeBenchArgs),
+    /// Time to trace, differentiate and print the train step of a deep, wide model.
+    Trace(TraceBenchArgs),
+}
+
+/// Arguments of `vishwam bench trace`.
+#[derive(clap::Args, Debug)]
+pub struct TraceBenchArgs {
+    /// Transformer layers.
+    #[arg(long, default_value_t = 24)]
+    layers: usize,
+    /// Hidden width.
+    #[arg(long, default_value_t = 1024)]
+    hidden: usize,
+    /// Rematerialise each block (gradient checkpointing).
+    #[arg(long)]
+    remat: bool,
+    /// Repetitions (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
 }
 
 /// Arguments of `vishwam bench runtime`.
@@ -29,6 +48,7 @@ pub struct RuntimeBenchArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(&args),
+        BenchCommand::Trace(args) => trace(&args),
     }
 }
 
@@ -165,6 +185,57 @@ fn runtime(args: &RuntimeBenchArgs) -> anyhow::Result<ExitCode> {
         "execute overhead (tensor<4xf32> add, {} runs, each awaited): {:.1} us per execution",
         args.executions,
         per * 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Traces, differentiates and prints the full train step (forward, chunked loss, backward,
+/// AdamW) of a `layers` x `hidden` model; reports each phase and the module size.
+fn trace(args: &TraceBenchArgs) -> anyhow::Result<ExitCode> {
+    use vishwam::config::Config;
+    use vishwam::train::{build_train_step, sharding_plan, StepLayout};
+    let measure = |layers: usize| -> anyhow::Result<(f64, f64, usize, usize)> {
+        let heads = (args.hidden / 64).max(1);
+        let sets: Vec<String> = [
+            format!("model.num_layers={layers}"),
+            format!("model.hidden_dim={}", args.hidden),
+            format!("model.num_heads={heads}"),
+            "model.vocab_size=32000".to_string(),
+            "model.max_seq_len=1024".to_string(),
+            format!("memory.gradient_checkpointing={}", args.remat),
+        ]
+        .into();
+        let cfg = Config::load(None, &sets)?;
+        let plan = sharding_plan(&cfg, "cpu", 1)?;
+        let mut best = (f64::INFINITY, f64::INFINITY, 0, 0);
+        for _ in 0..args.repeat.max(1) {
+            let t0 = Instant::now();
+            let layout = StepLayout::new(&cfg, &plan)?;
+            let func = build_train_step(&cfg, &plan, &layout)?;
+            let traced = t0.elapsed().as_secs_f64();
+            let t1 = Instant::now();
+            let text =
+                func.to_stablehlo(&vishwam_hlo::PrintOptions::with_mesh(plan.mesh.clone()))?;
+            let printed = t1.elapsed().as_secs_f64();
+            if traced + printed < best.0 + best.1 {
+                best = (traced, printed, func.eqns.len(), text.len());
+            }
+        }
+        Ok(best)
+    };
+    let (traced, printed, eqns, bytes) = measure(args.layers)?;
+    println!(
+        "train step of {} layers x {} wide (remat {}): trace + differentiate + check {:.1} ms, print {:.1} ms, total {:.1} ms; {} equations, {:.2} MB of StableHLO",
+        args.layers, args.hidden, args.remat, traced * 1e3, printed * 1e3, (traced + printed) * 1e3, eqns, bytes as f64 / 1e6
+    );
+    let half = (args.layers / 2).max(1);
+    let (_, _, eqns_half, bytes_half) = measure(half)?;
+    println!(
+        "linearity: {half} layers -> {eqns_half} equations, {:.2} MB; ratio {:.3} equations and {:.3} bytes for {:.1}x the layers",
+        bytes_half as f64 / 1e6,
+        eqns as f64 / eqns_half as f64,
+        bytes as f64 / bytes_half as f64,
+        args.layers as f64 / half as f64
     );
     Ok(ExitCode::SUCCESS)
 }

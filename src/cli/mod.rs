@@ -2,6 +2,7 @@
 
 mod bench;
 mod doctor;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -17,11 +18,17 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
+    Train(train::TrainArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
-    /// Benchmarks (not tests): runtime, ...
+    /// Benchmarks (not tests): runtime, trace, data, ...
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train or inspect tokenizers.
+    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    /// Prepare, merge and verify token datasets.
+    Data(vishwam::data::cli::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -56,8 +63,11 @@ pub fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => train::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -57,16 +57,7 @@ impl Platform {
     }
 }
 
-/// vishwam's cache and data directory: `$VISHWAM_HOME`, else `~/.cache/vishwam`.
-pub fn vishwam_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("VISHWAM_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
-    let base = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    base.join(".cache").join("vishwam")
-}
+pub use crate::paths::vishwam_home;
 
 /// Where the CPU plugin lives once installed.
 pub fn cpu_plugin_path() -> PathBuf {

@@ -1,6 +1,7 @@
 //! Training: the step program, the schedule, the loop, metrics and checkpoints.
 
 pub mod checkpoint;
+mod data_source;
 mod error;
 mod eval;
 mod run;
@@ -9,6 +10,7 @@ mod setup;
 mod step;
 mod trainer;
 
+pub use data_source::TrainingData;
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};

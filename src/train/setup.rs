@@ -51,13 +51,22 @@ pub fn strategy(cfg: &Config) -> DeviceStrategy {
 }
 
 /// The sharding plan for `cfg` over `available` devices of `platform`.
-pub fn sharding_plan(cfg: &Config, platform: &str, available: usize) -> Result<ShardingPlan, TrainError> {
-    let mut settings = MeshSettings::new(strategy(cfg), cfg.optimization.shard_weights || strategy(cfg) == DeviceStrategy::Fsdp);
+pub fn sharding_plan(
+    cfg: &Config,
+    platform: &str,
+    available: usize,
+) -> Result<ShardingPlan, TrainError> {
+    let mut settings = MeshSettings::new(
+        strategy(cfg),
+        cfg.optimization.shard_weights || strategy(cfg) == DeviceStrategy::Fsdp,
+    );
     settings.mesh_shape = cfg.tpu.mesh_shape.axes().to_vec();
     if let Some(rules) = &cfg.tpu.logical_axis_rules {
         for rule in rules {
             let axes: Vec<&str> = rule.1.iter().map(String::as_str).collect();
-            settings.rule_overrides.push(RuleOverride::parse(&rule.0, &axes)?);
+            settings
+                .rule_overrides
+                .push(RuleOverride::parse(&rule.0, &axes)?);
         }
     }
     Ok(ShardingPlan::build(&settings, platform, available)?)
@@ -65,8 +74,12 @@ pub fn sharding_plan(cfg: &Config, platform: &str, available: usize) -> Result<S
 
 /// Opens the platform's client (CPU: as many virtual devices as the config asks for), builds
 /// the sharding plan over the devices and returns the engine.
-pub fn open_engine(cfg: &Config, plugin: Option<std::path::PathBuf>) -> Result<(Engine, ShardingPlan), TrainError> {
-    cfg.require_features(SUPPORTED).map_err(|e| TrainError::Other(e.to_string()))?;
+pub fn open_engine(
+    cfg: &Config,
+    plugin: Option<std::path::PathBuf>,
+) -> Result<(Engine, ShardingPlan), TrainError> {
+    cfg.require_features(SUPPORTED)
+        .map_err(|e| TrainError::Other(e.to_string()))?;
     let platform = platform(cfg);
     let requested = cfg.requested_devices();
     let spec = ClientSpec {
@@ -86,7 +99,11 @@ pub fn open_engine(cfg: &Config, plugin: Option<std::path::PathBuf>) -> Result<(
         tracing::warn!("{warning}");
     }
     tracing::info!("{plan}");
-    let cache = if cfg.runtime.compile_cache { CompileCache::default_dir() } else { CompileCache::disabled() };
+    let cache = if cfg.runtime.compile_cache {
+        CompileCache::default_dir()
+    } else {
+        CompileCache::disabled()
+    };
     let engine = Engine::new(client, plan.mesh.clone(), cache)?;
     Ok((engine, plan))
 }

@@ -1,0 +1,116 @@
+//! `vishwam train`: the main job.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use vishwam::config::Config;
+use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
+
+/// Arguments of `vishwam train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// JSON config, merged over the defaults (configs/default.json lists every key).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Platform (cpu, cuda, tpu); overrides runtime.platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Devices; overrides runtime.devices (cpu: virtual devices).
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// PJRT plugin path, overriding discovery.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+    /// Continue from the newest checkpoint in <output_dir>/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl TrainArgs {
+    /// The config with the command-line overrides applied.
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let mut sets = self.sets.clone();
+        if let Some(p) = &self.platform {
+            sets.push(format!("runtime.platform={p}"));
+        }
+        if let Some(d) = self.devices {
+            sets.push(format!("runtime.devices={d}"));
+        }
+        Ok(Config::load(self.config.as_deref(), &sets)?)
+    }
+}
+
+/// Runs training as the config says, then prints validation perplexity and a sample.
+pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.load_config()?;
+    if let Some(d) = &cfg.description {
+        tracing::info!("{d}");
+    }
+    let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
+    let mut data = TrainingData::open(&cfg)?;
+    let out = PathBuf::from(&cfg.logging.output_dir);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    data.tokenizer.save(&out.join("tokenizer.json"))?;
+    let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
+    tracing::info!(
+        "model: {} layers x {} wide, {:.2}M parameters ({:.2}M without embeddings); {} tokens per step",
+        cfg.model.num_layers,
+        cfg.model.hidden_dim,
+        total as f64 / 1e6,
+        non_embedding as f64 / 1e6,
+        cfg.training.batch_size * cfg.seq_len()
+    );
+    let mut trainer = Trainer::new(&cfg, engine, plan)?;
+    tracing::info!(
+        "compiled the train step in {:.1}s ({:?})",
+        trainer.program.compile_seconds,
+        trainer.program.cache_outcome
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second Ctrl-C: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("Ctrl-C: finishing this step and saving a checkpoint (press again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let opts = RunOptions { resume: args.resume, progress: !args.no_progress, stop };
+    let summary = run_training(&mut trainer, &mut data, &opts)?;
+    let first = summary.losses.first().copied().unwrap_or(f32::NAN);
+    let last = summary.losses.last().copied().unwrap_or(f32::NAN);
+    println!(
+        "trained steps {}..{}: loss {first:.4} -> {last:.4}, {:.0} tokens/s",
+        summary.start_step, summary.steps, summary.tokens_per_second
+    );
+    if let Some(v) = summary.validation {
+        println!("validation: loss {:.4}, perplexity {:.2} ({} tokens)", v.loss, v.perplexity, v.tokens);
+    }
+    if let Some(dir) = &summary.checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
+    if summary.interrupted {
+        println!("stopped by Ctrl-C; continue with --resume");
+        return Ok(ExitCode::from(130));
+    }
+    let prompt = data.sample_prompt(8);
+    let continuation = trainer.greedy(&prompt, 40)?;
+    let to_u32 = |v: &[i32]| v.iter().map(|&t| t as u32).collect::<Vec<_>>();
+    println!(
+        "sample (greedy): {}|{}",
+        data.tokenizer.decode(&to_u32(&prompt), true)?,
+        data.tokenizer.decode(&to_u32(&continuation), true)?
+    );
+    Ok(ExitCode::SUCCESS)
+}

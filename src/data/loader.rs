@@ -1,0 +1,483 @@
+//! The background loader: worker threads fill a bounded queue of ready batches in a fixed,
+//! seed-determined order; its position can be saved and restored exactly.
+//!
+//! Batch `b` holds samples `b*B .. (b+1)*B` of the endless sequence epoch 0, epoch 1, ...,
+//! each epoch a fresh seeded order of the split's windows (so an epoch boundary may fall inside
+//! a batch, and nothing is dropped). Worker `w` of `n` builds batches `b ≡ w (mod n)` into its
+//! own bounded channel and the consumer takes them round-robin, so the order never depends on
+//! thread timing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::batch::Batch;
+use super::dataset::{DatasetKind, Split, TokenDataset, WindowOptions};
+use super::error::{DataError, Result};
+use super::prepare::PreparedDataset;
+use super::tokenizer::SpecialTokenIds;
+
+/// Loader settings (config `training.batch_size`, `model.max_seq_len`, `data.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderOptions {
+    /// Rows per batch (the global batch, before data-parallel slicing).
+    pub batch_size: usize,
+    /// Tokens per row.
+    pub seq_len: usize,
+    /// Ready batches kept waiting (split evenly over the workers, at least one each).
+    pub queue_size: usize,
+    /// Background threads building batches.
+    pub num_workers: usize,
+    /// Seed of the split, the per-epoch order and the random chunks.
+    pub seed: u64,
+    /// Fraction of documents held out for validation.
+    pub val_fraction: f64,
+    /// How windows are cut.
+    pub kind: DatasetKind,
+    /// Put bos before every document.
+    pub add_bos: bool,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions {
+            batch_size: 8,
+            seq_len: 1024,
+            queue_size: 8,
+            num_workers: 2,
+            seed: 0,
+            val_fraction: 0.01,
+            kind: DatasetKind::Packed,
+            add_bos: false,
+        }
+    }
+}
+
+/// The loader's position, saved in checkpoints; restoring it yields exactly the batches the
+/// uninterrupted run would have produced next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoaderState {
+    /// Index of the next batch to be returned.
+    pub next_batch: u64,
+    /// Seed in use.
+    pub seed: u64,
+    /// Batch size in use.
+    pub batch_size: usize,
+    /// Sequence length in use.
+    pub seq_len: usize,
+    /// Window kind in use.
+    pub kind: DatasetKind,
+    /// Split in use.
+    pub split: Split,
+    /// Identity of the data: tokenizer hash, source fingerprint, document and token counts,
+    /// validation fraction, bos setting.
+    pub data_fingerprint: String,
+}
+
+/// Batches from a [`TokenDataset`], built ahead on background threads.
+pub struct DataLoader {
+    dataset: Arc<TokenDataset>,
+    batch_size: usize,
+    next_batch: u64,
+    receivers: Vec<Receiver<Batch>>,
+    workers: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    wait_total: Duration,
+    wait_since_take: Duration,
+    fingerprint: String,
+}
+
+fn data_fingerprint(dataset: &TokenDataset) -> String {
+    let manifest = dataset.prepared().manifest();
+    let options = dataset.options();
+    format!(
+        "{}:{}:{}:{}:{}:{}",
+        &manifest.tokenizer_hash[..16.min(manifest.tokenizer_hash.len())],
+        &manifest.source.fingerprint[..16.min(manifest.source.fingerprint.len())],
+        manifest.documents,
+        manifest.tokens,
+        options.val_fraction,
+        options.add_bos
+    )
+}
+
+/// Builds batch `index` of `batch_size` rows.
+pub fn build_batch(dataset: &TokenDataset, batch_size: usize, index: u64) -> Batch {
+    let t = dataset.options().seq_len;
+    let n = dataset.samples_per_epoch();
+    let mut batch = Batch::zeros(batch_size, t, index);
+    let mut window = vec![0i32; t + 1];
+    for row in 0..batch_size {
+        let sample = index * batch_size as u64 + row as u64;
+        let range = row * t..(row + 1) * t;
+        dataset.fill_sample(
+            sample / n,
+            sample % n,
+            &mut window,
+            &mut batch.inputs[range.clone()],
+            &mut batch.targets[range.clone()],
+            &mut batch.loss_mask[range],
+        );
+    }
+    batch
+}
+
+impl DataLoader {
+    /// Starts a loader over `split` of `prepared`, from the beginning or from `resume`.
+    pub fn start(
+        prepared: Arc<PreparedDataset>,
+        split: Split,
+        options: &LoaderOptions,
+        specials: SpecialTokenIds,
+        resume: Option<&LoaderState>,
+    ) -> Result<Self> {
+        for (name, value) in [
+            ("data.batch_size", options.batch_size),
+            ("data.seq_len", options.seq_len),
+            ("data.queue_size", options.queue_size),
+            ("data.num_workers", options.num_workers),
+        ] {
+            if value == 0 {
+                return Err(DataError::InvalidOption {
+                    name,
+                    value: "0".into(),
+                    expected: "at least 1".into(),
+                });
+            }
+        }
+        let window = WindowOptions {
+            kind: options.kind,
+            seq_len: options.seq_len,
+            seed: options.seed,
+            val_fraction: options.val_fraction,
+            add_bos: options.add_bos,
+            specials,
+        };
+        let dataset = Arc::new(TokenDataset::new(prepared, split, window)?);
+        let fingerprint = data_fingerprint(&dataset);
+        let next_batch = match resume {
+            None => 0,
+            Some(state) => {
+                let check = |field: &'static str, saved: String, current: String| {
+                    if saved == current {
+                        Ok(())
+                    } else {
+                        Err(DataError::LoaderStateMismatch {
+                            field,
+                            saved,
+                            current,
+                        })
+                    }
+                };
+                check("seed", state.seed.to_string(), options.seed.to_string())?;
+                check(
+                    "batch_size",
+                    state.batch_size.to_string(),
+                    options.batch_size.to_string(),
+                )?;
+                check(
+                    "seq_len",
+                    state.seq_len.to_string(),
+                    options.seq_len.to_string(),
+                )?;
+                check(
+                    "dataset kind",
+                    format!("{:?}", state.kind),
+                    format!("{:?}", options.kind),
+                )?;
+                check("split", state.split.name().into(), split.name().into())?;
+                check(
+                    "data fingerprint",
+                    state.data_fingerprint.clone(),
+                    fingerprint.clone(),
+                )?;
+                state.next_batch
+            }
+        };
+        let workers_count = options.num_workers;
+        let per_worker = options.queue_size.div_ceil(workers_count).max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::with_capacity(workers_count);
+        let mut workers = Vec::with_capacity(workers_count);
+        for w in 0..workers_count as u64 {
+            let (sender, receiver) = sync_channel::<Batch>(per_worker);
+            let dataset = Arc::clone(&dataset);
+            let stop = Arc::clone(&stop);
+            let batch_size = options.batch_size;
+            let n = workers_count as u64;
+            // First batch index >= next_batch that belongs to worker w.
+            let first = next_batch + (w + n - next_batch % n) % n;
+            let handle = std::thread::Builder::new()
+                .name(format!("vishwam-data-{w}"))
+                .spawn(move || {
+                    let mut index = first;
+                    while !stop.load(Ordering::Relaxed) {
+                        let batch = build_batch(&dataset, batch_size, index);
+                        if sender.send(batch).is_err() {
+                            break;
+                        }
+                        index += n;
+                    }
+                })
+                .map_err(|e| DataError::LoaderStopped {
+                    message: format!("could not start a worker thread: {e}"),
+                })?;
+            receivers.push(receiver);
+            workers.push(handle);
+        }
+        Ok(DataLoader {
+            dataset,
+            batch_size: options.batch_size,
+            next_batch,
+            receivers,
+            workers,
+            stop,
+            wait_total: Duration::ZERO,
+            wait_since_take: Duration::ZERO,
+            fingerprint,
+        })
+    }
+
+    /// The next batch; the time spent blocked here is added to the wait counters.
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        let worker = (self.next_batch % self.receivers.len() as u64) as usize;
+        let started = Instant::now();
+        let batch = self.receivers[worker]
+            .recv()
+            .map_err(|_| DataError::LoaderStopped {
+                message: format!("worker {worker} exited (it panicked; see the message above)"),
+            })?;
+        let waited = started.elapsed();
+        self.wait_total += waited;
+        self.wait_since_take += waited;
+        debug_assert_eq!(batch.index, self.next_batch);
+        self.next_batch += 1;
+        Ok(batch)
+    }
+
+    /// The position to save: resuming from it continues with the batch `next_batch` would return.
+    pub fn state(&self) -> LoaderState {
+        let options = self.dataset.options();
+        LoaderState {
+            next_batch: self.next_batch,
+            seed: options.seed,
+            batch_size: self.batch_size,
+            seq_len: options.seq_len,
+            kind: options.kind,
+            split: self.dataset.split(),
+            data_fingerprint: self.fingerprint.clone(),
+        }
+    }
+
+    /// Total time `next_batch` spent waiting for a batch.
+    pub fn wait_time(&self) -> Duration {
+        self.wait_total
+    }
+
+    /// Waiting time since the previous call (for per-step profiles).
+    pub fn take_wait_time(&mut self) -> Duration {
+        std::mem::take(&mut self.wait_since_take)
+    }
+
+    /// The epoch the next batch's first row belongs to.
+    pub fn epoch(&self) -> u64 {
+        self.next_batch * self.batch_size as u64 / self.dataset.samples_per_epoch()
+    }
+
+    /// Batches per epoch (fractional: epochs need not end on a batch boundary).
+    pub fn batches_per_epoch(&self) -> f64 {
+        self.dataset.samples_per_epoch() as f64 / self.batch_size as f64
+    }
+
+    /// The windows being served.
+    pub fn dataset(&self) -> &Arc<TokenDataset> {
+        &self.dataset
+    }
+}
+
+impl Drop for DataLoader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.receivers.clear();
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::test_support::{prepared_corpus, trained};
+
+    fn loader_options(workers: usize, kind: DatasetKind) -> LoaderOptions {
+        LoaderOptions {
+            batch_size: 4,
+            seq_len: 16,
+            queue_size: 3,
+            num_workers: workers,
+            seed: 5,
+            val_fraction: 0.2,
+            kind,
+            add_bos: false,
+        }
+    }
+
+    #[test]
+    fn order_is_independent_of_workers_and_resume_is_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = trained(300);
+        let prepared = Arc::new(prepared_corpus(dir.path(), "l", 15, 8, &tokenizer));
+        for kind in [
+            DatasetKind::Packed,
+            DatasetKind::RandomChunk,
+            DatasetKind::DocumentAware,
+        ] {
+            let specials = SpecialTokenIds::default();
+            let mut single = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(1, kind),
+                specials,
+                None,
+            )
+            .unwrap();
+            let total = (single.batches_per_epoch() * 1.5).ceil() as usize + 1;
+            let reference: Vec<Batch> = (0..total).map(|_| single.next_batch().unwrap()).collect();
+            assert!(
+                single.epoch() >= 1,
+                "{kind:?}: the run crosses an epoch boundary"
+            );
+            let cut = total / 2 + 1;
+
+            let mut loader = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(3, kind),
+                specials,
+                None,
+            )
+            .unwrap();
+            let first: Vec<Batch> = (0..cut).map(|_| loader.next_batch().unwrap()).collect();
+            assert_eq!(
+                first[..],
+                reference[..cut],
+                "{kind:?}: same order with 3 workers"
+            );
+            let saved = serde_json::to_string(&loader.state()).unwrap();
+            drop(loader);
+            let state: LoaderState = serde_json::from_str(&saved).unwrap();
+            let mut resumed = DataLoader::start(
+                prepared.clone(),
+                Split::Train,
+                &loader_options(2, kind),
+                specials,
+                Some(&state),
+            )
+            .unwrap();
+            let rest: Vec<Batch> = (cut..total)
+                .map(|_| resumed.next_batch().unwrap())
+                .collect();
+            assert_eq!(
+                rest[..],
+                reference[cut..],
+                "{kind:?}: resume continues exactly"
+            );
+        }
+    }
+
+    #[test]
+    fn epochs_reshuffle_and_validation_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = trained(300);
+        let prepared = Arc::new(prepared_corpus(dir.path(), "e", 15, 9, &tokenizer));
+        let options = loader_options(2, DatasetKind::Packed);
+        let specials = SpecialTokenIds::default();
+        let dataset = TokenDataset::new(
+            prepared.clone(),
+            Split::Train,
+            WindowOptions {
+                kind: options.kind,
+                seq_len: 16,
+                seed: 5,
+                val_fraction: 0.2,
+                add_bos: false,
+                specials,
+            },
+        )
+        .unwrap();
+        let n = dataset.samples_per_epoch();
+        let row = |epoch: u64, k: u64| {
+            let (mut w, mut i, mut t, mut m) =
+                (vec![0; 17], vec![0; 16], vec![0; 16], vec![0.0; 16]);
+            dataset.fill_sample(epoch, k, &mut w, &mut i, &mut t, &mut m);
+            i
+        };
+        let epoch0: Vec<Vec<i32>> = (0..n).map(|k| row(0, k)).collect();
+        let epoch1: Vec<Vec<i32>> = (0..n).map(|k| row(1, k)).collect();
+        assert_ne!(epoch0, epoch1, "a new epoch has a new order");
+        let (mut a, mut b) = (epoch0.clone(), epoch1.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same windows in both epochs");
+
+        let mut train =
+            DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
+        let mut val =
+            DataLoader::start(prepared, Split::Validation, &options, specials, None).unwrap();
+        assert_ne!(
+            train.next_batch().unwrap().inputs,
+            val.next_batch().unwrap().inputs
+        );
+        assert!(train.wait_time() >= train.take_wait_time());
+    }
+
+    #[test]
+    fn mismatched_resume_state_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = trained(300);
+        let prepared = Arc::new(prepared_corpus(dir.path(), "m", 10, 3, &tokenizer));
+        let options = loader_options(1, DatasetKind::Packed);
+        let specials = SpecialTokenIds::default();
+        let loader =
+            DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
+        let mut state = loader.state();
+        state.batch_size = 8;
+        let err = DataLoader::start(
+            prepared.clone(),
+            Split::Train,
+            &options,
+            specials,
+            Some(&state),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                DataError::LoaderStateMismatch {
+                    field: "batch_size",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let mut state = loader.state();
+        state.data_fingerprint = "other".into();
+        let err = DataLoader::start(prepared, Split::Train, &options, specials, Some(&state))
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            DataError::LoaderStateMismatch {
+                field: "data fingerprint",
+                ..
+            }
+        ));
+    }
+}
