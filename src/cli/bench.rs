@@ -12,6 +12,8 @@ pub enum BenchCommand {
     Runtime(RuntimeBenchArgs),
     /// Time to trace, differentiate and print the train step of a deep, wide model.
     Trace(TraceBenchArgs),
+    /// KV-cache generation: prefill ms and decode tokens/s at several batch sizes.
+    Generate(super::bench_generate::GenerateBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -49,6 +51,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
+        BenchCommand::Generate(args) => super::bench_generate::run(&args),
     }
 }
 

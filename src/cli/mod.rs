@@ -1,7 +1,10 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_generate;
 mod doctor;
+mod eval;
+mod generate;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +23,10 @@ struct Cli {
 enum Command {
     /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
     Train(train::TrainArgs),
+    /// Continue prompts with a checkpoint, printing tokens as they are produced.
+    Generate(generate::GenerateArgs),
+    /// Mean loss and perplexity of a checkpoint on some text.
+    Eval(eval::EvalArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -64,6 +71,8 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),

@@ -57,6 +57,9 @@ pub enum GenerateError {
     /// From the runtime.
     #[error(transparent)]
     Runtime(Box<crate::runtime::RuntimeError>),
+    /// Reading or tokenising text failed.
+    #[error("{0}")]
+    Text(String),
     /// A host array did not hold what was expected.
     #[error("{0}")]
     HostArray(String),

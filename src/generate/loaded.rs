@@ -43,6 +43,7 @@ pub struct LoadedModel {
     kv_cache: KvCacheFormat,
     params: Vec<ShardedArray>,
     programs: HashMap<ProgramKey, Program>,
+    checkpoint: Option<(PathBuf, u64)>,
 }
 
 /// The checkpoint directory `dir` names: `dir` itself when it holds a `manifest.json`, else
@@ -101,29 +102,43 @@ fn convert(array: &HostArray, dtype: DType) -> Result<HostArray, GenerateError> 
     HostArray::from_bytes(element_type, &array.shape, data).map_err(GenerateError::HostArray)
 }
 
+/// An engine on one device of the platform `runtime` (else `config`) names, with the
+/// config's compile cache.
+pub fn open_engine(config: &Config, runtime: &RuntimeSelection) -> Result<Engine, GenerateError> {
+    let platform = runtime
+        .platform
+        .unwrap_or_else(|| crate::train::platform(config));
+    let client = ClientSpec {
+        platform,
+        devices: (platform == Platform::Cpu).then_some(1),
+        plugin: runtime.plugin.clone(),
+        config_plugin: config.runtime.plugin.as_ref().map(PathBuf::from),
+    }
+    .open()?;
+    let cache = if config.runtime.compile_cache {
+        CompileCache::default_dir()
+    } else {
+        CompileCache::disabled()
+    };
+    Ok(Engine::new(client, Mesh::single(), cache)?)
+}
+
 impl LoadedModel {
     /// Loads the checkpoint that `dir` names (see [`find_checkpoint`]) onto one device of the
     /// platform its config (or `runtime`) names.
     pub fn open(dir: &Path, runtime: &RuntimeSelection) -> Result<LoadedModel, GenerateError> {
-        let ck = checkpoint::load(&find_checkpoint(dir)?)?;
+        let dir = find_checkpoint(dir)?;
+        let ck = checkpoint::load(&dir)?;
         let config = Config::from_json_str(&ck.manifest.config.to_string())?;
-        let platform = runtime
-            .platform
-            .unwrap_or_else(|| crate::train::platform(&config));
-        let client = ClientSpec {
-            platform,
-            devices: (platform == Platform::Cpu).then_some(1),
-            plugin: runtime.plugin.clone(),
-            config_plugin: config.runtime.plugin.as_ref().map(PathBuf::from),
-        }
-        .open()?;
-        let cache = if config.runtime.compile_cache {
-            CompileCache::default_dir()
-        } else {
-            CompileCache::disabled()
-        };
-        let engine = Engine::new(client, Mesh::single(), cache)?;
-        LoadedModel::from_checkpoint(&ck, config, engine)
+        let engine = open_engine(&config, runtime)?;
+        let mut model = LoadedModel::from_checkpoint(&ck, config, engine)?;
+        model.checkpoint = Some((dir, ck.manifest.step));
+        Ok(model)
+    }
+
+    /// The checkpoint directory and step the model was opened from, if any.
+    pub fn checkpoint(&self) -> Option<(&Path, u64)> {
+        self.checkpoint.as_ref().map(|(d, s)| (d.as_path(), *s))
     }
 
     /// The parameters (`params.<name>`) of `checkpoint` under `config`, on `engine` (whose mesh
@@ -191,6 +206,7 @@ impl LoadedModel {
             kv_cache,
             params: arrays,
             programs: HashMap::new(),
+            checkpoint: None,
         })
     }
 
@@ -238,7 +254,15 @@ impl LoadedModel {
         };
         let program = self.engine.compile(&func)?;
         let seconds = program.compile_seconds;
-        tracing::debug!("compiled {} in {seconds:.2}s", program.name);
+        if let Ok(m) = program.memory_stats() {
+            tracing::debug!(
+                "compiled {} in {seconds:.2}s: {} argument bytes, {} aliased by outputs, {} temporary",
+                program.name,
+                m.argument_bytes,
+                m.alias_bytes,
+                m.temp_bytes
+            );
+        }
         self.programs.insert(key, program);
         Ok(seconds)
     }

@@ -28,11 +28,15 @@ mod perplexity;
 mod programs;
 mod sampling;
 mod session;
+mod text;
 
 pub use error::GenerateError;
-pub use loaded::{find_checkpoint, LoadedModel, RuntimeSelection};
+pub use loaded::{find_checkpoint, open_engine, LoadedModel, RuntimeSelection};
 pub use options::SamplingOptions;
 pub use perplexity::{EvalWindows, EVAL_BATCH};
 pub use programs::{build_decode, build_eval, build_init_cache, build_prefill, DecodeMode};
 pub use sampling::{keep_mask, sample, SamplingParams};
 pub use session::{rng_state, BatchLayout, GenerationTimings};
+pub use text::{
+    document_stream, encode, eos_id, find_tokenizer, read_documents, TextStream, TOKENIZER_FILE,
+};

@@ -109,7 +109,13 @@ impl LoadedModel {
                 .iter()
                 .map(|p| (prompt_slots - p.len()) as i32)
                 .collect(),
-            chunk: self.config().sequence.chunk_size.clamp(1, len),
+            // A short prompt needs no full chunk: the next power of two of its length does.
+            chunk: self
+                .config()
+                .sequence
+                .chunk_size
+                .min((prompt_slots - 1).max(1).next_power_of_two())
+                .clamp(1, len),
             new_tokens,
         })
     }
