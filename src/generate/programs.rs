@@ -17,8 +17,13 @@ use vishwam_hlo::{DType, Func, Graph, Result, Tensor, TensorMap, TensorType};
 pub enum DecodeMode {
     /// Argmax of the logits.
     Greedy,
-    /// Temperature, top-k, top-p and a draw from the random stream.
-    Sample,
+    /// Temperature, the filters that are on, and a draw from the random stream.
+    Sample {
+        /// The program takes `top_k` and filters by it.
+        top_k: bool,
+        /// The program takes `top_p` and filters by it.
+        top_p: bool,
+    },
 }
 
 /// Parameter inputs in `dtype`, keyed by parameter name.
@@ -105,7 +110,8 @@ pub fn build_prefill(
 ///
 /// Further arguments: `rng: u64 [2]`, `row_start: i32 [B]`, `eos: i32 []` (-1 for none),
 /// `eos_from_slot: i32 []` (EOS is suppressed while `slot` is below it), and in
-/// [`DecodeMode::Sample`] `temperature: f32 []`, `top_k: i32 []`, `top_p: f32 []`.
+/// [`DecodeMode::Sample`] `temperature: f32 []`, then `top_k: i32 []` and `top_p: f32 []`
+/// when those filters are on.
 /// Outputs: the cache, `next: i32 [B]`, `slot + 1`, the advanced `rng`, and the step's
 /// `logits: f32 [B, V]` (before EOS suppression; for inspection, never downloaded by
 /// generation).
@@ -117,7 +123,7 @@ pub fn build_decode(
 ) -> Result<Func> {
     let g = Graph::named(match mode {
         DecodeMode::Greedy => "decode_greedy",
-        DecodeMode::Sample => "decode_sample",
+        DecodeMode::Sample { .. } => "decode_sample",
     });
     let params = param_inputs(&g, cfg, opts.compute);
     let mut caches = cache_inputs(&g, cfg, shape);
@@ -133,11 +139,14 @@ pub fn build_decode(
     let row_start = g.param("row_start", TensorType::new(DType::I32, &[b]));
     let eos = scalar("eos", DType::I32);
     let eos_from_slot = scalar("eos_from_slot", DType::I32);
-    let sampling = (mode == DecodeMode::Sample).then(|| SamplingParams {
-        temperature: scalar("temperature", DType::F32),
-        top_k: scalar("top_k", DType::I32),
-        top_p: scalar("top_p", DType::F32),
-    });
+    let sampling = match mode {
+        DecodeMode::Greedy => None,
+        DecodeMode::Sample { top_k, top_p } => Some(SamplingParams {
+            temperature: scalar("temperature", DType::F32),
+            top_k: top_k.then(|| scalar("top_k", DType::I32)),
+            top_p: top_p.then(|| scalar("top_p", DType::F32)),
+        }),
+    };
 
     let hidden = model::hidden_states_cached(
         cfg,

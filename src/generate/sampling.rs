@@ -7,8 +7,8 @@
 //! that statistic only changes at the probabilities themselves, so `t` is one of them.
 //! Non-negative f32 values order like their bit patterns read as integers, so a bisection on
 //! the bit patterns finds `t` exactly in at most 31 rounds of one `[B, V]` compare-and-sum
-//! each (a `while` loop whose trip count is 0 when the filter is off). Tokens tied with the
-//! threshold are all kept. Top-p is applied after top-k on the renormalised distribution, as
+//! each (a `while` loop of a fixed trip count; a filter that is off is not in the program).
+//! Tokens tied with the threshold are all kept. Top-p is applied after top-k on the renormalised distribution, as
 //! Hugging Face's warpers do.
 //!
 //! The draw is by inverse CDF: one uniform `u` per row from `rng_bit_generator`, and the
@@ -21,17 +21,18 @@
 use crate::model::RngStream;
 use vishwam_hlo::{nn, DType, Tensor, TensorType};
 
-/// Rounds that always suffice: the bisection interval starts below 2^31.
+/// Rounds that always suffice: the bisection interval starts below 2^31. The count is a
+/// constant so that the loop has a known trip count (no per-round host sync on GPUs).
 const BISECTION_ROUNDS: i64 = 32;
 
-/// Sampling parameters as traced scalars.
+/// Sampling parameters as traced scalars. A filter that is `None` is not traced at all.
 pub struct SamplingParams {
     /// f32 `[]`, > 0.
     pub temperature: Tensor,
-    /// i32 `[]`; 0 (or >= V) is off.
-    pub top_k: Tensor,
-    /// f32 `[]`; >= 1 is off.
-    pub top_p: Tensor,
+    /// i32 `[]`: keep the `k` likeliest tokens (`k <= 0` or `k >= V` keeps all).
+    pub top_k: Option<Tensor>,
+    /// f32 `[]`: top-p (`>= 1` keeps all).
+    pub top_p: Option<Tensor>,
 }
 
 #[derive(Clone, Copy)]
@@ -40,20 +41,21 @@ enum Statistic {
     Mass,
 }
 
-/// Per row, the largest `t >= 0` whose statistic over `probs >= t` reaches `target: f32 [B]`,
-/// in `rounds` (i32 `[]`: 32, or 0 to return 0). `probs: f32 [B, V]`, non-negative.
-fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor, rounds: &Tensor) -> Tensor {
+/// Per row, the largest `t >= 0` whose statistic over `probs >= t` reaches `target: f32 [B]`
+/// (which must hold at `t = 0`). `probs: f32 [B, V]`, non-negative.
+fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor) -> Tensor {
     let g = probs.graph().clone();
     let b = probs.shape()[0];
     let lo = g.zeros(&TensorType::new(DType::I32, &[b]));
     let hi = probs.max(&[-1], false).bitcast(DType::I32) + 1i64;
     let i = g.scalar_i64(0, DType::I32);
-    let init = [i, rounds.clone(), lo, hi, probs.clone(), target.clone()];
+    let init = [i, lo, hi, probs.clone(), target.clone()];
+    // Invariant: the statistic reaches the target at lo and not at hi.
     let out = g.while_loop(
         &init,
-        |_, c| c[0].lt(&c[1]),
+        |_, c| c[0].lt(BISECTION_ROUNDS),
         move |_, c| {
-            let (lo, hi, p, target) = (&c[2], &c[3], &c[4], &c[5]);
+            let (lo, hi, p, target) = (&c[1], &c[2], &c[3], &c[4]);
             let mid = lo + (hi - lo).shift_right_logical(1i64);
             let t = mid.bitcast(DType::F32).expand_dims(-1);
             let selected = p.ge(&t);
@@ -65,7 +67,6 @@ fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor, rounds: &Tensor) 
             let ok = value.ge(target);
             vec![
                 &c[0] + 1i64,
-                c[1].clone(),
                 ok.select(&mid, lo),
                 ok.select(hi, &mid),
                 p.clone(),
@@ -73,27 +74,36 @@ fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor, rounds: &Tensor) 
             ]
         },
     );
-    out[2].bitcast(DType::F32)
+    out[1].bitcast(DType::F32)
 }
 
 /// Boolean `[B, V]`: the tokens that top-k and then top-p keep, given probabilities
-/// `probs: f32 [B, V]` (already tempered). `top_k: i32 []` (0 = off), `top_p: f32 []`
-/// (>= 1 = off).
-pub fn keep_mask(probs: &Tensor, top_k: &Tensor, top_p: &Tensor) -> Tensor {
+/// `probs: f32 [B, V]` (already tempered); `None` when neither filter is given.
+/// `top_k: i32 []`, `top_p: f32 []` as in [`SamplingParams`].
+pub fn keep_mask(probs: &Tensor, top_k: Option<&Tensor>, top_p: Option<&Tensor>) -> Option<Tensor> {
     let g = probs.graph().clone();
     let (b, v) = (probs.shape()[0], probs.shape()[1]);
-    let rounds = |on: Tensor| {
-        let full = g.scalar_i64(BISECTION_ROUNDS, DType::I32);
-        on.select(&full, full.zeros_like())
+    let t_k = top_k.map(|k| {
+        let all = g.scalar_i64(v, DType::I32);
+        let k = k.le(0i64).or(k.ge(v)).select(&all, k);
+        let target = k.cast(DType::F32).broadcast_in_dim(&[b], &[]);
+        threshold(probs, Statistic::Count, &target)
+    });
+    let t_p = top_p.map(|p| {
+        let mass = match &t_k {
+            Some(t) => probs.ge(t.expand_dims(-1)).select(probs, 0.0),
+            None => probs.clone(),
+        }
+        .sum(&[-1], false);
+        let target = mass * p.minimum(1.0).broadcast_in_dim(&[b], &[]);
+        threshold(probs, Statistic::Mass, &target)
+    });
+    let t = match (t_k, t_p) {
+        (Some(k), Some(p)) => k.maximum(&p),
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => return None,
     };
-    let k_on = top_k.gt(0i64).and(top_k.lt(v));
-    let k_target = top_k.cast(DType::F32).broadcast_in_dim(&[b], &[]);
-    let t_k = threshold(probs, Statistic::Count, &k_target, &rounds(k_on));
-    let above_k = probs.ge(t_k.expand_dims(-1));
-    let mass_k = above_k.select(probs, 0.0).sum(&[-1], false);
-    let p_target = mass_k * top_p.broadcast_in_dim(&[b], &[]);
-    let t_p = threshold(probs, Statistic::Mass, &p_target, &rounds(top_p.lt(1.0)));
-    probs.ge(t_k.maximum(&t_p).expand_dims(-1))
+    Some(probs.ge(t.expand_dims(-1)))
 }
 
 /// Samples one token per row from `logits: f32 [B, V]` with temperature, top-k and top-p,
@@ -102,8 +112,10 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, rng: &mut RngStream) -> 
     let g = logits.graph().clone();
     let (b, v) = (logits.shape()[0], logits.shape()[1]);
     let probs = nn::softmax(&(logits / &params.temperature), -1);
-    let keep = keep_mask(&probs, &params.top_k, &params.top_p);
-    let kept = keep.select(&probs, 0.0);
+    let kept = match keep_mask(&probs, params.top_k.as_ref(), params.top_p.as_ref()) {
+        Some(keep) => keep.select(&probs, 0.0),
+        None => probs,
+    };
     // u in (0, 1): 24 random bits, centred in their interval.
     let bits = rng.bits(&[b]);
     let u = (bits.shift_right_logical(8i64).cast(DType::F32) + 0.5) * (1.0 / 16_777_216.0);

@@ -142,10 +142,14 @@ impl LoadedModel {
     ) -> Result<(Vec<Vec<i32>>, GenerationTimings), GenerateError> {
         opts.validate(self.config().model.vocab_size)?;
         let layout = self.layout(prompts, opts.max_length)?;
+        let vocab = self.config().model.vocab_size;
         let mode = if opts.is_greedy() {
             DecodeMode::Greedy
         } else {
-            DecodeMode::Sample
+            DecodeMode::Sample {
+                top_k: opts.top_k > 0 && opts.top_k < vocab,
+                top_p: opts.top_p < 1.0,
+            }
         };
         let mut timings = GenerationTimings {
             compile: self.ensure_programs(&layout, mode)?,
@@ -160,7 +164,6 @@ impl LoadedModel {
         let b = prompts.len();
         let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
         let eos = opts.eos_token_id.unwrap_or(-1);
-        let vocab = self.config().model.vocab_size;
         let mut tokens = self.put(&host(&[b as i64], &last)?)?;
         let mut slot = self.put(&HostArray::scalar((layout.prompt_slots - 1) as i32))?;
         let mut rng = self.put(&host(&[2], &rng_state(opts.seed))?)?;
@@ -171,17 +174,14 @@ impl LoadedModel {
                 (layout.prompt_slots - 1 + opts.min_length) as i32,
             ))?,
         ];
-        if mode == DecodeMode::Sample {
-            let top_k = if opts.top_k >= vocab {
-                0
-            } else {
-                opts.top_k as i32
-            };
-            fixed.extend([
-                self.put(&HostArray::scalar(opts.temperature))?,
-                self.put(&HostArray::scalar(top_k))?,
-                self.put(&HostArray::scalar(opts.top_p))?,
-            ]);
+        if let DecodeMode::Sample { top_k, top_p } = mode {
+            fixed.push(self.put(&HostArray::scalar(opts.temperature))?);
+            if top_k {
+                fixed.push(self.put(&HostArray::scalar(opts.top_k as i32))?);
+            }
+            if top_p {
+                fixed.push(self.put(&HostArray::scalar(opts.top_p))?);
+            }
         }
         let program = self.program(&ProgramKey::Decode(layout.cache, mode));
         let n_cache = caches.len();

@@ -11,6 +11,9 @@ use vishwam::runtime::{Client, ClientSpec, CompileCache};
 use vishwam::train::{HostBatch, Trainer};
 use vishwam_mesh::{DeviceStrategy, Mesh, MeshSettings, ShardingPlan};
 
+mod cli;
+mod sampling;
+
 const VOCAB: i32 = 64;
 const SEQ: usize = 32;
 
@@ -348,7 +351,7 @@ fn fp8_cache_logits_stay_close_to_the_f32_cache() {
             .zip(b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        // Stated tolerance: every logit within 2% of the row's logit range.
+        // Stated tolerance: every logit within 2% of the row's logit range (measured: 0.7%).
         assert!(
             worst <= 0.02 * range,
             "row {row}: max |diff| {worst}, range {range}"
@@ -424,323 +427,35 @@ fn a_saved_checkpoint_generates_like_the_trainer() {
     );
 }
 
-/// Host reference of top-k then top-p (ties with a threshold kept), by sorting; `None` when
-/// a cumulative mass lies within rounding of the top-p target (f32 and f64 may disagree).
-fn reference_keep(p: &[f32], top_k: usize, top_p: f32) -> Option<Vec<bool>> {
-    let mut sorted: Vec<f32> = p.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let t_k = if top_k > 0 && top_k < p.len() {
-        sorted[top_k - 1]
-    } else {
-        0.0
-    };
-    let kept: Vec<f32> = sorted.iter().copied().filter(|&x| x >= t_k).collect();
-    let z: f64 = kept.iter().map(|&x| x as f64).sum();
-    let mut t_p = 0.0;
-    if top_p < 1.0 {
-        let mut mass = 0.0;
-        let target = top_p as f64 * z;
-        for &x in &kept {
-            mass += x as f64;
-            t_p = x;
-            if (mass - target).abs() < 1e-6 && mass != target {
-                return None;
-            }
-            if mass >= target {
-                break;
-            }
-        }
-    }
-    Some(p.iter().map(|&x| x >= t_k.max(t_p)).collect())
-}
-
-fn run(
-    engine: &Engine,
-    program: &vishwam::engine::Program,
-    inputs: &[vishwam::engine::HostArray],
-) -> Vec<vishwam::engine::HostArray> {
-    use vishwam::engine::Input;
-    let arrays: Vec<_> = inputs
-        .iter()
-        .map(|a| engine.put(a, &Default::default()).unwrap())
-        .collect();
-    let out = program
-        .run(arrays.iter().map(Input::Keep).collect())
-        .unwrap();
-    out.iter().map(|a| engine.get(a).unwrap()).collect()
-}
-
 #[test]
-fn the_traced_top_k_top_p_filter_matches_a_sorting_reference() {
-    use vishwam::engine::HostArray;
-    use vishwam_hlo::{DType, Graph, TensorType};
-    let rows: Vec<Vec<f32>> = vec![
-        [1.0, 6.0, 2.0, 4.0, 3.0, 0.5, 1.5, 2.0]
-            .iter()
-            .map(|x| x / 20.0)
-            .collect(),
-        vec![
-            0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.0078125,
-        ],
-        vec![0.125; 8],
-    ];
-    let g = Graph::named("filter");
-    let probs = g.param("probs", TensorType::new(DType::F32, &[3, 8]));
-    let top_k = g.param("top_k", TensorType::new(DType::I32, &[]));
-    let top_p = g.param("top_p", TensorType::new(DType::F32, &[]));
-    let keep = vishwam::generate::keep_mask(&probs, &top_k, &top_p);
-    let func = g.finish(&[("keep", &keep)]).unwrap();
-    let engine = engine();
-    let program = engine.compile(&func).unwrap();
-    let flat: Vec<f32> = rows.concat();
-    let probs = HostArray::from_slice(&[3, 8], &flat).unwrap();
-    let mut checked = 0;
-    for k in [0usize, 1, 2, 3, 4, 5, 8] {
-        for p in [1.0f32, 0.05, 0.3, 0.5, 0.6, 0.8, 0.9] {
-            let out = run(
-                &engine,
-                &program,
-                &[
-                    probs.clone(),
-                    HostArray::scalar(k as i32),
-                    HostArray::scalar(p),
-                ],
-            );
-            let got: Vec<bool> = out[0].to_f32().iter().map(|&x| x != 0.0).collect();
-            for (r, row) in rows.iter().enumerate() {
-                let Some(want) = reference_keep(row, k, p) else {
-                    continue;
-                };
-                assert_eq!(
-                    &got[r * 8..(r + 1) * 8],
-                    want.as_slice(),
-                    "row {r}, top_k {k}, top_p {p}"
-                );
-                checked += 1;
-            }
-            if (k, p) == (4, 1.0) {
-                // Ties with the 4th largest (2/20 twice) are both kept.
-                assert_eq!(
-                    &got[..8],
-                    &[false, true, true, true, true, false, false, true]
-                );
-            }
-            if (k, p) == (0, 0.8) {
-                assert_eq!(
-                    &got[8..16],
-                    &[true, true, true, false, false, false, false, false]
-                );
-            }
-        }
-    }
-    assert!(
-        checked >= 7 * 7 * 3 - 8,
-        "only {checked} cases away from rounding ties"
-    );
-}
-
-#[test]
-fn sampling_draws_from_the_filtered_renormalised_distribution() {
-    use vishwam::engine::HostArray;
-    use vishwam::model::RngStream;
-    use vishwam_hlo::{DType, Graph, TensorType};
-    const N: usize = 4096;
-    let g = Graph::named("sample");
-    let logits = g.param("logits", TensorType::new(DType::F32, &[N as i64, 4]));
-    let params = vishwam::generate::SamplingParams {
-        temperature: g.param("temperature", TensorType::new(DType::F32, &[])),
-        top_k: g.param("top_k", TensorType::new(DType::I32, &[])),
-        top_p: g.param("top_p", TensorType::new(DType::F32, &[])),
+fn bf16_compute_with_plain_and_fp8_caches_stays_close_to_f32() {
+    let prompts = long_prompts();
+    let (exact, params) = {
+        let mut m = model();
+        let params = fixture().trainer.lock().unwrap().params_to_host().unwrap();
+        (m.next_token_logits(&prompts).unwrap(), params)
     };
-    let mut rng = RngStream {
-        state: g.param("rng", TensorType::new(DType::U64, &[2])),
-    };
-    let tokens = vishwam::generate::sample(&logits, &params, &mut rng);
-    let func = g.finish(&[("tokens", &tokens)]).unwrap();
-    let engine = engine();
-    let program = engine.compile(&func).unwrap();
-    let p = [0.5f64, 0.3, 0.15, 0.05];
-    let row: Vec<f32> = p.iter().map(|x| x.ln() as f32).collect();
-    let logits = HostArray::from_slice(&[N as i64, 4], &row.repeat(N)).unwrap();
-    let state = HostArray::from_slice(&[2], &vishwam::generate::rng_state(9)).unwrap();
-    let cases: [(f32, i32, f32, [f64; 4]); 3] = [
-        (1.0, 0, 1.0, [0.5, 0.3, 0.15, 0.05]),
-        (1.0, 2, 1.0, [0.625, 0.375, 0.0, 0.0]),
-        // T = 0.5 squares the probabilities; top_p 0.9 then keeps the two largest.
-        (0.5, 0, 0.9, [0.25 / 0.34, 0.09 / 0.34, 0.0, 0.0]),
-    ];
-    for (t, k, top_p, want) in cases {
-        let out = run(
-            &engine,
-            &program,
-            &[
-                logits.clone(),
-                HostArray::scalar(t),
-                HostArray::scalar(k),
-                HostArray::scalar(top_p),
-                state.clone(),
-            ],
-        );
-        let mut counts = [0f64; 4];
-        for tok in out[0].to_vec::<i32>().unwrap() {
-            counts[tok as usize] += 1.0;
-        }
-        for (i, (&c, &w)) in counts.iter().zip(&want).enumerate() {
-            let sd = (N as f64 * w * (1.0 - w)).sqrt();
+    let mut cfg = config();
+    cfg.tpu.use_bfloat16 = true;
+    let mut bf16 = LoadedModel::new(cfg, &params, engine()).unwrap();
+    assert_eq!(bf16.compute_dtype(), vishwam_hlo::DType::BF16);
+    for fp8 in [false, true] {
+        bf16.set_kv_cache_fp8(fp8);
+        let got = bf16.next_token_logits(&prompts).unwrap();
+        for (row, (a, b)) in exact.iter().zip(&got).enumerate() {
+            let range = a.iter().cloned().fold(f32::MIN, f32::max)
+                - a.iter().cloned().fold(f32::MAX, f32::min);
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            // Stated tolerance: within 2% of the row's logit range (measured: 0.4% with the
+            // bf16 cache, 0.7% with fp8).
             assert!(
-                (c - N as f64 * w).abs() <= 5.0 * sd + 1e-9,
-                "T {t} top_k {k} top_p {top_p}: token {i} drawn {c} times, expected {:.0} ± {sd:.0}",
-                N as f64 * w
+                worst <= 0.02 * range,
+                "fp8 {fp8}, row {row}: {worst} vs range {range}"
             );
         }
     }
-}
-
-fn vishwam_cli(home: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(args)
-        .env("VISHWAM_HOME", home)
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
-        .env("VISHWAM_LOG", "warn")
-        .output()
-        .expect("running the vishwam binary")
-}
-
-fn succeeded(output: std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-#[test]
-fn generate_and_eval_commands_run_on_a_trained_checkpoint() {
-    let root = tempfile::tempdir().unwrap();
-    let r = root.path();
-    let words = ["ka", "lo", "mi", "ter", "an", "so", "ru", "vel"];
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for f in 0..8 {
-        let text: Vec<&str> = (0..150)
-            .map(|_| words[rng.gen_range(0..words.len())])
-            .collect();
-        std::fs::create_dir_all(r.join("corpus")).unwrap();
-        std::fs::write(r.join(format!("corpus/doc{f}.txt")), text.join(" ")).unwrap();
-    }
-    let run = r.join("run");
-    let config = serde_json::json!({
-        "model": {"vocab_size": 300, "hidden_dim": 32, "num_layers": 1, "num_heads": 2,
-                  "max_seq_len": 32},
-        "training": {"batch_size": 2, "max_steps": 2, "warmup_steps": 1},
-        "logging": {"output_dir": run.to_string_lossy(), "save_every": 2, "eval_every": 2},
-        "data": {"source": r.join("corpus").to_string_lossy(), "val_fraction": 0.2,
-                 "num_workers": 1},
-        "runtime": {"compile_cache": false}
-    });
-    std::fs::write(r.join("tiny.json"), config.to_string()).unwrap();
-    let home = r.join("home");
-    let p = |path: &std::path::Path| path.to_string_lossy().into_owned();
-    succeeded(vishwam_cli(
-        &home,
-        &[
-            "train",
-            "--config",
-            &p(&r.join("tiny.json")),
-            "--no-progress",
-        ],
-    ));
-
-    let run_dir = p(&run);
-    let out = succeeded(vishwam_cli(
-        &home,
-        &[
-            "generate",
-            "--checkpoint",
-            &run_dir,
-            "--prompt",
-            "ka lo",
-            "--max_length",
-            "6",
-            "--greedy",
-        ],
-    ));
-    assert!(
-        out.starts_with("ka lo") && out.len() > "ka lo".len(),
-        "{out}"
-    );
-    let sampled = |seed: &str| {
-        succeeded(vishwam_cli(
-            &home,
-            &[
-                "generate",
-                "--checkpoint",
-                &run_dir,
-                "--prompt",
-                "mi",
-                "--prompt",
-                "so ru",
-                "--max_length",
-                "5",
-                "--top_k",
-                "20",
-                "--top_p",
-                "0.9",
-                "--seed",
-                seed,
-                "--kv_cache_fp8",
-                "true",
-            ],
-        ))
-    };
-    let a = sampled("4");
-    assert!(a.starts_with("[0] mi") && a.contains("\n[1] so ru"), "{a}");
-    assert_eq!(a, sampled("4"), "same seed, same text");
-
-    let out = succeeded(vishwam_cli(
-        &home,
-        &[
-            "eval",
-            "--checkpoint",
-            &run_dir,
-            "--eval_text",
-            "ka lo mi ter an so",
-            "--json",
-        ],
-    ));
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let (loss, ppl) = (
-        v["loss"].as_f64().unwrap(),
-        v["perplexity"].as_f64().unwrap(),
-    );
-    assert!(loss > 0.0 && (ppl - loss.exp()).abs() <= 1e-9 * ppl, "{v}");
-    assert_eq!(v["step"], 2);
-    let out = succeeded(vishwam_cli(
-        &home,
-        &[
-            "eval",
-            "--checkpoint",
-            &run_dir,
-            "--data",
-            &p(&r.join("corpus")),
-        ],
-    ));
-    assert!(out.contains("perplexity"), "{out}");
-
-    let missing = vishwam_cli(
-        &home,
-        &[
-            "generate",
-            "--checkpoint",
-            &p(&r.join("nope")),
-            "--prompt",
-            "x",
-        ],
-    );
-    assert!(!missing.status.success());
-    let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.contains("no checkpoint at"), "{err}");
 }
