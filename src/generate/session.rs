@@ -132,8 +132,9 @@ impl LoadedModel {
 
     /// Generates new tokens for every prompt, calling `on_token(row, token)` as each token
     /// arrives. A row ends after `opts.eos_token_id` (kept in its output), after
-    /// `opts.max_length` tokens, or when it fills the model's context. Returns the new tokens
-    /// of each row and where the time went.
+    /// `opts.max_length` tokens, or when the longest prompt plus the new tokens fill
+    /// `model.max_seq_len` (rows are left-padded to the longest prompt). Returns the new
+    /// tokens of each row and where the time went.
     pub fn generate_streaming(
         &mut self,
         prompts: &[Vec<i32>],
