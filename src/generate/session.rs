@@ -165,7 +165,7 @@ impl LoadedModel {
         let b = prompts.len();
         let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
         let eos = opts.eos_token_id.unwrap_or(-1);
-        let mut tokens = self.put(&host(&[b as i64], &last)?)?;
+        let tokens = self.put(&host(&[b as i64], &last)?)?;
         let mut slot = self.put(&HostArray::scalar((layout.prompt_slots - 1) as i32))?;
         let mut rng = self.put(&host(&[2], &rng_state(opts.seed))?)?;
         let mut fixed = vec![
@@ -186,26 +186,36 @@ impl LoadedModel {
         }
         let program = self.program(&ProgramKey::Decode(layout.cache, mode));
         let n_cache = caches.len();
-        let mut out: Vec<Vec<i32>> = vec![Vec::new(); b];
-        let mut finished = vec![false; b];
-        for _ in 0..layout.new_tokens {
+        // Enqueues one decode step on the state and returns its next-token ids.
+        let step = |caches: &mut Vec<ShardedArray>,
+                    slot: &mut ShardedArray,
+                    rng: &mut ShardedArray,
+                    tokens: &ShardedArray|
+         -> Result<ShardedArray, GenerateError> {
             let mut inputs = self.param_inputs();
             inputs.extend(caches.iter_mut().map(Input::Donate));
-            inputs.extend([
-                Input::Keep(&tokens),
-                Input::Donate(&mut slot),
-                Input::Donate(&mut rng),
-            ]);
+            inputs.extend([Input::Keep(tokens), Input::Donate(slot), Input::Donate(rng)]);
             inputs.extend(fixed.iter().map(Input::Keep));
             let mut results = program.run(inputs)?;
             let mut rest = results.split_off(n_cache);
-            caches = results;
-            rng = rest.remove(2);
-            slot = rest.remove(1);
-            tokens = rest.remove(0);
+            *caches = results;
+            *rng = rest.remove(2);
+            *slot = rest.remove(1);
+            Ok(rest.remove(0))
+        };
+        let mut out: Vec<Vec<i32>> = vec![Vec::new(); b];
+        let mut finished = vec![false; b];
+        // One step ahead: step s + 1 is enqueued before the ids of step s are read, so the
+        // download and the callbacks overlap the device's work (a step past the end may run).
+        let mut pending = step(&mut caches, &mut slot, &mut rng, &tokens)?;
+        for s in 0..layout.new_tokens {
+            let following = match s + 1 < layout.new_tokens {
+                true => Some(step(&mut caches, &mut slot, &mut rng, &pending)?),
+                false => None,
+            };
             let next = self
                 .engine()
-                .get(&tokens)?
+                .get(&pending)?
                 .to_vec::<i32>()
                 .map_err(GenerateError::HostArray)?;
             timings.decode_steps += 1;
@@ -217,8 +227,9 @@ impl LoadedModel {
                 on_token(row, t);
                 finished[row] = t == eos;
             }
-            if finished.iter().all(|&f| f) {
-                break;
+            match following {
+                Some(f) if !finished.iter().all(|&f| f) => pending = f,
+                _ => break,
             }
         }
         timings.decode = t1.elapsed().as_secs_f64();
