@@ -10,7 +10,7 @@
 //!   picks the next token on the device (greedy argmax, or temperature / top-k / top-p and a
 //!   Gumbel-max draw from a `rng_bit_generator` stream whose `u64[2]` state is an argument).
 //!
-//! The cache (per layer `[B, L, KV, D]`, see [`crate::model::KvCacheShape`]), the slot
+//! The cache (per layer `[B, KV, L, D]`, see [`crate::model::KvCacheShape`]), the slot
 //! counter and the random state are device arrays donated from call to call; the only
 //! per-token transfer is the `[B]` sampled ids coming back for streaming and the stop test.
 //! Prompts of different lengths are **left-padded** to the longest: each row's padding slots
