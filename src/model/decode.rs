@@ -125,6 +125,14 @@ impl LayerCache {
             .collect()
     }
 
+    /// The storage format of this cache.
+    pub fn format(&self) -> KvCacheFormat {
+        match self.k_scale {
+            Some(_) => KvCacheFormat::Fp8,
+            None => KvCacheFormat::Plain(self.k.dtype()),
+        }
+    }
+
     /// The tensors in [`KvCacheShape::arrays`] order.
     pub fn flatten(layers: &[LayerCache]) -> Vec<Tensor> {
         let mut out = Vec::new();
@@ -285,7 +293,13 @@ pub fn hidden_states_cached(
             .collect::<Result<Vec<Tensor>>>()?;
         let mut updated = None;
         let attend = |q: &Tensor, k: &Tensor, v: &Tensor| {
-            let written = cache.write(k, v, start);
+            // The barrier makes attention read the very arrays that are returned: without it
+            // XLA may duplicate a write into two fusions (one per reader) and copy the cache.
+            let written = LayerCache::group(
+                &g.optimization_barrier(&LayerCache::flatten(&[cache.write(k, v, start)])),
+                cache.format(),
+            )
+            .remove(0);
             let o = cached_attention(q, &written, &slots, row_start);
             updated = Some(written);
             o
