@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Trace(TraceBenchArgs),
     /// KV-cache generation: prefill ms and decode tokens/s at several batch sizes.
     Generate(super::bench_generate::GenerateBenchArgs),
+    /// Train-step speed, MFU and memory on XLA or the Candle reference.
+    Train(super::bench_train::TrainBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -52,6 +54,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
         BenchCommand::Generate(args) => super::bench_generate::run(&args),
+        BenchCommand::Train(args) => super::bench_train::run(&args),
     }
 }
 

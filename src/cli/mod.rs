@@ -2,10 +2,12 @@
 
 mod bench;
 mod bench_generate;
+mod bench_train;
 mod doctor;
 mod eval;
 mod generate;
 mod train;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Mean loss and perplexity of a checkpoint on some text.
     Eval(eval::EvalArgs),
+    /// Compare the XLA program with the Candle reference on one batch.
+    Verify(verify::VerifyArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
@@ -73,10 +77,15 @@ pub fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Tokenizer(args) => vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS),
-        Command::Data(args) => vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Tokenizer(args) => {
+            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
+        Command::Data(args) => {
+            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use vishwam::config::Config;
 use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
 
 /// Arguments of `vishwam train`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// JSON config, merged over the defaults (configs/default.json lists every key).
     #[arg(long)]
@@ -82,11 +82,17 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             eprintln!("second Ctrl-C: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("Ctrl-C: finishing this step and saving a checkpoint (press again to quit at once)");
+        eprintln!(
+            "Ctrl-C: finishing this step and saving a checkpoint (press again to quit at once)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
 
-    let opts = RunOptions { resume: args.resume, progress: !args.no_progress, stop };
+    let opts = RunOptions {
+        resume: args.resume,
+        progress: !args.no_progress,
+        stop,
+    };
     let summary = run_training(&mut trainer, &mut data, &opts)?;
     let first = summary.losses.first().copied().unwrap_or(f32::NAN);
     let last = summary.losses.last().copied().unwrap_or(f32::NAN);
@@ -95,7 +101,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         summary.start_step, summary.steps, summary.tokens_per_second
     );
     if let Some(v) = summary.validation {
-        println!("validation: loss {:.4}, perplexity {:.2} ({} tokens)", v.loss, v.perplexity, v.tokens);
+        println!(
+            "validation: loss {:.4}, perplexity {:.2} ({} tokens)",
+            v.loss, v.perplexity, v.tokens
+        );
     }
     if let Some(dir) = &summary.checkpoint {
         println!("checkpoint: {}", dir.display());

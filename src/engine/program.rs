@@ -77,9 +77,21 @@ impl Engine {
     }
 
     /// The compile options for this engine's mesh: SPMD with Shardy, devices in mesh order.
+    /// With `VISHWAM_XLA_DUMP=DIR` set, XLA also writes its HLO before and after
+    /// optimisation to DIR (for inspecting what the compiler made of a program).
     pub fn compile_options(&self) -> CompileOptions {
         let mut options = CompileOptions::for_partitions(self.mesh.num_devices());
         options.device_assignment = self.device_ids().iter().map(|&d| d as i64).collect();
+        if let Some(dir) = std::env::var_os("VISHWAM_XLA_DUMP").filter(|d| !d.is_empty()) {
+            use crate::runtime::OptionValue;
+            options.overrides.push((
+                "xla_dump_to".into(),
+                OptionValue::Str(dir.to_string_lossy().into_owned()),
+            ));
+            options
+                .overrides
+                .push(("xla_dump_hlo_as_text".into(), OptionValue::Bool(true)));
+        }
         options
     }
 

@@ -77,8 +77,10 @@ fn backward(
         let m = mask.slice_axis(0, i * c, (i + 1) * c);
         let weight = (m * ct).expand_dims(-1);
         let d_logits = (nn::softmax(&logits, -1) - t.one_hot(v, DType::F32)) * weight; // [c, V]
-        dh.push(d_logits.cast(h.dtype()).matmul(&w.transpose(&[1, 0])));
-        let part = hc.cast(DType::F32).transpose(&[1, 0]).matmul(&d_logits);
+        let d_logits = d_logits.cast(h.dtype());
+        dh.push(d_logits.matmul(&w.transpose(&[1, 0])));
+        // dW = h_c^T dlogits with compute-dtype operands and an f32 result (f32 accumulation).
+        let part = hc.transpose(&[1, 0]).matmul_to_f32(&d_logits);
         dw = Some(match dw {
             Some(acc) => acc + part,
             None => part,

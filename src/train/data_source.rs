@@ -4,9 +4,9 @@
 use super::{BatchSource, HostBatch, TrainError};
 use crate::config::{Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge};
 use crate::data::{
-    self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState, MergeOptions,
-    MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds, Split, TextTokenizer, TokenDataset,
-    TrainOptions, WindowOptions,
+    self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
+    MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
+    Split, TextTokenizer, TokenDataset, TrainOptions, WindowOptions,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -54,7 +54,11 @@ fn source_specs(cfg: &Config) -> Result<Vec<SourceSpec>, TrainError> {
     };
     let mut specs = Vec::new();
     for paths in groups {
-        let spec = SourceSpec { paths, text_field: cfg.data.text_field.clone(), ..SourceSpec::default() };
+        let spec = SourceSpec {
+            paths,
+            text_field: cfg.data.text_field.clone(),
+            ..SourceSpec::default()
+        };
         let resolved = spec.resolve(&BrownFetcher::default())?;
         for file in &resolved.files {
             let name = file.path.to_string_lossy().to_lowercase();
@@ -91,16 +95,25 @@ fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainE
     let vocab = cfg.model.vocab_size.to_string();
     let mut parts: Vec<&str> = vec![vocab.as_str()];
     parts.extend(fingerprints.iter().map(String::as_str));
-    let path = crate::paths::vishwam_home().join("tokenizers").join(format!("bpe-{vocab}-{}.json", hash_hex(&parts)));
+    let path = crate::paths::vishwam_home()
+        .join("tokenizers")
+        .join(format!("bpe-{vocab}-{}.json", hash_hex(&parts)));
     if path.is_file() {
         return Ok(TextTokenizer::from_file(&path)?);
     }
     tracing::info!("training a {vocab}-token byte-level BPE tokenizer on the training text (once; cached at {})", path.display());
-    let docs = resolved.into_iter().flat_map(|r| data::reader::documents(&r).collect::<Vec<_>>());
-    let options = TrainOptions { vocab_size: cfg.model.vocab_size, show_progress: true, ..TrainOptions::default() };
+    let docs = resolved
+        .into_iter()
+        .flat_map(|r| data::reader::documents(&r).collect::<Vec<_>>());
+    let options = TrainOptions {
+        vocab_size: cfg.model.vocab_size,
+        show_progress: true,
+        ..TrainOptions::default()
+    };
     let tok = TextTokenizer::train_byte_level_bpe(docs, &options)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))?;
     }
     tok.save(&path)?;
     Ok(tok)
@@ -111,9 +124,9 @@ fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainE
     let base = tok.conventional_special_ids().unwrap_or_default();
     let s = &cfg.sequence;
     let ids = SpecialTokenIds {
-        pad: s.pad_token_id.map_or(base.pad, |v| v as u32),
-        bos: s.bos_token_id.map_or(base.bos, |v| v as u32),
-        eos: s.eos_token_id.map_or(base.eos, |v| v as u32),
+        pad: s.pad_token_id.unwrap_or(base.pad),
+        bos: s.bos_token_id.unwrap_or(base.bos),
+        eos: s.eos_token_id.unwrap_or(base.eos),
     };
     tok.check_special_ids(&ids)?;
     Ok(ids)
@@ -127,11 +140,20 @@ impl TrainingData {
         let tokenizer = tokenizer(cfg, &specs)?;
         tokenizer.check_model_vocab(cfg.model.vocab_size)?;
         let specials = specials(cfg, &tokenizer)?;
-        let cache_root = cfg.data.cache_dir.as_ref().map(PathBuf::from).unwrap_or_else(|| crate::paths::datasets_dir().join("cache"));
+        let cache_root = cfg
+            .data
+            .cache_dir
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::paths::datasets_dir().join("cache"));
         let prepare = PrepareOptions::default();
         let mut dirs = Vec::new();
         for spec in &specs {
-            let key = hash_hex(&[&spec.paths.join("\n"), &spec.text_field, &tokenizer.hash()[..16]]);
+            let key = hash_hex(&[
+                &spec.paths.join("\n"),
+                &spec.text_field,
+                &tokenizer.hash()[..16],
+            ]);
             let dir = cache_root.join(key);
             data::ensure_prepared(spec, &tokenizer, &dir, &prepare)?;
             dirs.push(dir);
@@ -147,12 +169,22 @@ impl TrainingData {
             let weights = cfg.datasets.weights.clone().unwrap_or_default();
             let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
             let w: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
-            let key = hash_hex(&[&names.join("\n"), &w.join(","), &format!("{strategy:?}"), &cfg.training.seed.to_string()]);
+            let key = hash_hex(&[
+                &names.join("\n"),
+                &w.join(","),
+                &format!("{strategy:?}"),
+                &cfg.training.seed.to_string(),
+            ]);
             let out = cache_root.join(format!("mix-{key}"));
             match PreparedDataset::open_for(&out, &tokenizer) {
                 Ok(p) => p,
                 Err(_) => {
-                    let opts = MergeOptions { strategy, weights, seed: cfg.training.seed, ..MergeOptions::default() };
+                    let opts = MergeOptions {
+                        strategy,
+                        weights,
+                        seed: cfg.training.seed,
+                        ..MergeOptions::default()
+                    };
                     data::merge(&dirs, &opts, &out)?
                 }
             }
@@ -182,7 +214,11 @@ impl TrainingData {
                 add_bos: false,
                 specials,
             };
-            Some(Arc::new(TokenDataset::new(prepared.clone(), Split::Validation, window)?))
+            Some(Arc::new(TokenDataset::new(
+                prepared.clone(),
+                Split::Validation,
+                window,
+            )?))
         } else {
             None
         };
@@ -216,7 +252,13 @@ impl TrainingData {
 }
 
 fn to_host(batch: &data::Batch, accum: usize) -> Result<HostBatch, TrainError> {
-    HostBatch::from_rows(accum, batch.seq_len, &batch.inputs, &batch.targets, &batch.loss_mask)
+    HostBatch::from_rows(
+        accum,
+        batch.seq_len,
+        &batch.inputs,
+        &batch.targets,
+        &batch.loss_mask,
+    )
 }
 
 impl BatchSource for TrainingData {
@@ -227,9 +269,13 @@ impl BatchSource for TrainingData {
 
     fn eval_batches(&mut self, count: usize) -> Result<Vec<HostBatch>, TrainError> {
         let Some(v) = &self.validation else {
-            return Err(TrainError::Other("evaluation needs data.val_fraction > 0".into()));
+            return Err(TrainError::Other(
+                "evaluation needs data.val_fraction > 0".into(),
+            ));
         };
-        (0..count as u64).map(|i| to_host(&build_batch(v, self.micro_batch, i), 1)).collect()
+        (0..count as u64)
+            .map(|i| to_host(&build_batch(v, self.micro_batch, i), 1))
+            .collect()
     }
 
     fn position(&self) -> serde_json::Value {
@@ -237,9 +283,18 @@ impl BatchSource for TrainingData {
     }
 
     fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError> {
-        let state: LoaderState = serde_json::from_value(position.clone())
-            .map_err(|e| TrainError::Other(format!("the checkpoint's data position is not a loader state: {e}")))?;
-        self.loader = DataLoader::start(self.prepared.clone(), Split::Train, &self.options, self.specials, Some(&state))?;
+        let state: LoaderState = serde_json::from_value(position.clone()).map_err(|e| {
+            TrainError::Other(format!(
+                "the checkpoint's data position is not a loader state: {e}"
+            ))
+        })?;
+        self.loader = DataLoader::start(
+            self.prepared.clone(),
+            Split::Train,
+            &self.options,
+            self.specials,
+            Some(&state),
+        )?;
         Ok(())
     }
 }

@@ -1,0 +1,184 @@
+//! `vishwam bench train`: compile time, step time, tokens/s, MFU and memory of the train
+//! step, on XLA or on the Candle reference, with seeded random token batches.
+
+use super::train::TrainArgs;
+use rand::{Rng, SeedableRng};
+use std::process::ExitCode;
+use std::time::Instant;
+use vishwam::config::{ComputeDtype, Config};
+use vishwam::reference::{train_steps, Batch, ReferenceAdamW, ReferenceDtype, ReferenceModel};
+use vishwam::train::{open_engine, HostBatch, Trainer};
+
+/// Which implementation trains.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchEngine {
+    /// The compiled XLA train step.
+    Xla,
+    /// The Candle CPU reference.
+    Candle,
+    /// Both, one after the other in this process, with their ratio.
+    Both,
+}
+
+/// Arguments of `vishwam bench train`.
+#[derive(clap::Args, Debug)]
+pub struct TrainBenchArgs {
+    #[command(flatten)]
+    run: TrainArgs,
+    /// Which engine to measure.
+    #[arg(long, value_enum, default_value_t = BenchEngine::Xla)]
+    engine: BenchEngine,
+    /// Measured steps (after one warm-up step).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Peak TFLOP/s of one device for MFU (default: from a table of known devices).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+}
+
+/// Training FLOPs per token: 6 x non-embedding parameters + 12 x layers x hidden x seq.
+pub fn flops_per_token(cfg: &Config) -> f64 {
+    let (_, non_embedding) = vishwam::model::param_counts(&cfg.model);
+    6.0 * non_embedding as f64
+        + 12.0 * (cfg.model.num_layers * cfg.model.hidden_dim * cfg.seq_len()) as f64
+}
+
+/// Dense peak TFLOP/s of known devices for the compute dtype.
+fn known_peak(kind: &str, compute: ComputeDtype) -> Option<f64> {
+    let k = kind.to_ascii_lowercase();
+    let half = compute != ComputeDtype::F32;
+    if k.contains("h100") || k.contains("h200") {
+        Some(if half { 989.0 } else { 494.0 })
+    } else if k.contains("a100") {
+        Some(if half { 312.0 } else { 156.0 })
+    } else if k.contains("v3") && k.contains("tpu") {
+        Some(123.0)
+    } else {
+        None
+    }
+}
+
+fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = cfg.training.batch_size * cfg.seq_len();
+    let v = cfg.model.vocab_size as i32;
+    (
+        (0..n).map(|_| rng.gen_range(0..v)).collect(),
+        (0..n).map(|_| rng.gen_range(0..v)).collect(),
+    )
+}
+
+/// Runs the benchmark.
+pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.run.load_config()?;
+    let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
+    let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
+    println!(
+        "model: {} layers x {} wide, {} heads / {} kv heads, mlp {}, vocab {}, seq {}, batch {} ({:.1}M params, {:.1}M non-embedding), compute {:?}",
+        cfg.model.num_layers,
+        cfg.model.hidden_dim,
+        cfg.model.num_heads,
+        cfg.model.kv_heads(),
+        cfg.model.mlp_dim(),
+        cfg.model.vocab_size,
+        cfg.seq_len(),
+        cfg.training.batch_size,
+        total as f64 / 1e6,
+        non_embedding as f64 / 1e6,
+        cfg.compute_dtype()
+    );
+    let mut xla_rate = None;
+    let mut candle_rate = None;
+    if args.engine != BenchEngine::Candle {
+        let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+        let devices = plan.mesh.num_devices();
+        let kind = engine
+            .client
+            .devices()
+            .first()
+            .and_then(|d| d.kind().ok())
+            .unwrap_or_default();
+        let t0 = Instant::now();
+        let mut trainer = Trainer::new(&cfg, engine, plan)?;
+        let compile = t0.elapsed().as_secs_f64();
+        let batches: Vec<HostBatch> = (0..2)
+            .map(|i| {
+                let (t, y) = random_rows(&cfg, i);
+                HostBatch::from_rows(
+                    cfg.training.grad_accum_steps,
+                    cfg.seq_len(),
+                    &t,
+                    &y,
+                    &vec![1.0; t.len()],
+                )
+                .map_err(anyhow::Error::from)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        trainer.step(&batches[0])?;
+        let t1 = Instant::now();
+        let mut compute = 0.0;
+        for i in 0..args.steps {
+            let (_, timing) = trainer.timed_step(&batches[i % 2])?;
+            compute += timing.compute;
+        }
+        let per_step = t1.elapsed().as_secs_f64() / args.steps as f64;
+        let rate = tokens_per_step / per_step;
+        let achieved = rate * flops_per_token(&cfg) / devices as f64 / 1e12;
+        let mfu = match args
+            .peak_tflops
+            .or_else(|| known_peak(&kind, cfg.compute_dtype()))
+        {
+            Some(peak) => format!("{:.1}% of {peak} TFLOP/s", 100.0 * achieved / peak),
+            None => "n/a (pass --peak-tflops)".to_string(),
+        };
+        let memory = match trainer.engine.client.devices()[0].memory_stats() {
+            Ok(s) => format!(
+                "{:.2} GiB peak in use (allocator)",
+                s.peak_bytes_in_use.unwrap_or(s.bytes_in_use) as f64 / (1u64 << 30) as f64
+            ),
+            Err(_) => {
+                let m = trainer.program.memory_stats()?;
+                format!(
+                    "{:.2} GiB (XLA compiled: arguments + outputs - aliased + temporaries)",
+                    m.total_bytes() as f64 / (1u64 << 30) as f64
+                )
+            }
+        };
+        println!("xla ({kind} x{devices}): compile {compile:.1}s ({:?}); step {:.1} ms ({:.1} ms in the program); {:.0} tokens/s; {achieved:.1} TFLOP/s per device; MFU {mfu}; memory {memory}", trainer.program.cache_outcome, per_step * 1e3, compute / args.steps as f64 * 1e3, rate);
+        xla_rate = Some(rate);
+    }
+    if args.engine != BenchEngine::Xla {
+        anyhow::ensure!(
+            cfg.training.grad_accum_steps == 1,
+            "the Candle engine runs without gradient accumulation: set training.grad_accum_steps=1"
+        );
+        let model =
+            ReferenceModel::init_random(&cfg.model, cfg.training.seed, ReferenceDtype::F32)?;
+        let mut opt = ReferenceAdamW::new(&model, &cfg.training)?;
+        let batches: Vec<Batch> = (0..=args.steps as u64)
+            .map(|i| {
+                let (t, y) = random_rows(&cfg, i % 2);
+                Batch::new(
+                    t.clone(),
+                    y,
+                    vec![1.0; t.len()],
+                    cfg.training.batch_size,
+                    cfg.seq_len(),
+                )
+            })
+            .collect::<Result<_, _>>()?;
+        let stats = train_steps(&model, &mut opt, batches, args.steps + 1)?;
+        let measured = &stats[1..];
+        let seconds: f64 = measured.iter().map(|s| s.seconds).sum();
+        let rate = tokens_per_step * measured.len() as f64 / seconds;
+        println!(
+            "candle (cpu, f32): step {:.1} ms; {rate:.0} tokens/s",
+            seconds / measured.len() as f64 * 1e3
+        );
+        candle_rate = Some(rate);
+    }
+    if let (Some(x), Some(c)) = (xla_rate, candle_rate) {
+        println!("xla / candle tokens/s ratio: {:.2}x", x / c);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,326 @@
+//! `vishwam verify`: the traced, differentiated and compiled XLA program against the
+//! independent Candle reference, on one batch: logits, loss, every gradient, and the
+//! parameters after K optimizer steps of the real train step.
+
+use crate::config::{ComputeDtype, Config};
+use crate::engine::{Engine, HostArray, Input};
+use crate::model::{self, param_specs};
+use crate::reference::{
+    self, compare, ComparisonRow, ReferenceAdamW, ReferenceDtype, ReferenceModel,
+};
+use crate::train::{initial_state, train_forward_options, StepLayout, TrainError, Trainer};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use vishwam_hlo::{DType, Graph, TensorMap, TensorType};
+use vishwam_mesh::ShardingPlan;
+
+/// Tolerances by what is compared, for the compute dtype of the config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerances {
+    /// Logits and loss (max abs error / max |reference|).
+    pub logits: f64,
+    /// Gradients.
+    pub grads: f64,
+    /// Parameters after the optimizer steps (relative to the largest parameter).
+    pub params: f64,
+    /// Fraction of parameter elements allowed past `params`, each still bounded by a full
+    /// sign flip of every update (2 x the summed learning rate): AdamW's first steps move an
+    /// element by about `lr * sign(g)`, so an element whose gradient is at rounding-noise level
+    /// can legitimately move the other way in another engine.
+    pub param_outliers: f64,
+}
+
+impl Tolerances {
+    /// f32: 1e-5 on logits, 1e-4 on gradients; bf16/f16 compute against the f32 reference at
+    /// sizes set by 8 and 11 mantissa bits.
+    pub fn for_compute(c: ComputeDtype) -> Tolerances {
+        match c {
+            ComputeDtype::F32 => Tolerances {
+                logits: 1e-5,
+                grads: 1e-4,
+                params: 1e-4,
+                param_outliers: 1e-3,
+            },
+            ComputeDtype::Bf16 => Tolerances {
+                logits: 3e-2,
+                grads: 8e-2,
+                params: 5e-2,
+                param_outliers: 5e-2,
+            },
+            ComputeDtype::F16 => Tolerances {
+                logits: 5e-3,
+                grads: 2e-2,
+                params: 2e-2,
+                param_outliers: 2e-2,
+            },
+        }
+    }
+}
+
+/// The comparison of one batch.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// One row per compared tensor.
+    pub rows: Vec<ComparisonRow>,
+}
+
+impl VerifyReport {
+    /// True when every row passed.
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|r| r.pass)
+    }
+}
+
+/// A seeded batch: random tokens with the last quarter of the last row masked as padding.
+pub fn random_batch(cfg: &Config, seed: u64) -> reference::Batch {
+    let (b, t) = (cfg.training.micro_batch_size(), cfg.seq_len());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v = cfg.model.vocab_size as i32;
+    let tokens: Vec<i32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
+    let targets: Vec<i32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
+    let mut mask = vec![1f32; b * t];
+    for m in &mut mask[b * t - t / 4..] {
+        *m = 0.0;
+    }
+    reference::Batch::new(tokens, targets, mask, b, t).expect("consistent shapes")
+}
+
+fn flat(a: &HostArray) -> Vec<f32> {
+    a.to_f32()
+}
+
+/// What to run besides logits, loss and gradients.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct VerifyOptions {
+    /// Optimizer steps of the compiled train step to compare parameters after (0: none).
+    pub steps: usize,
+    /// Tokens per LM-head chunk in the loss (`None`: the trainer's automatic choice).
+    pub loss_chunk: Option<usize>,
+}
+
+/// Runs the comparison. `params` are the weights both engines start from.
+pub fn verify(
+    cfg: &Config,
+    engine: Engine,
+    plan: ShardingPlan,
+    params: &BTreeMap<String, HostArray>,
+    batch: &reference::Batch,
+    options: VerifyOptions,
+) -> Result<VerifyReport, TrainError> {
+    let steps = options.steps;
+    if cfg.model.dropout_rate > 0.0 {
+        return Err(TrainError::Other(
+            "verify compares deterministic programs: set model.dropout_rate=0".into(),
+        ));
+    }
+    if cfg.training.grad_accum_steps != 1 {
+        return Err(TrainError::Other(
+            "verify runs one micro-batch: set training.grad_accum_steps=1".into(),
+        ));
+    }
+    let tol = Tolerances::for_compute(cfg.compute_dtype());
+    let reference_err =
+        |e: reference::ReferenceError| TrainError::Other(format!("Candle reference: {e}"));
+    let candle = ReferenceModel::from_host_arrays(&cfg.model, params, ReferenceDtype::F32)
+        .map_err(reference_err)?;
+    let mut rows = Vec::new();
+
+    // Logits, loss and gradients from one XLA program.
+    let layout = StepLayout::new(cfg, &plan)?;
+    let opts = train_forward_options(cfg, &plan);
+    let g = Graph::named("verify");
+    let mut p = TensorMap::new();
+    for (spec, slot) in layout.params.iter().zip(&layout.state) {
+        p.insert(
+            spec.name.clone(),
+            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
+        );
+    }
+    let (b, t) = (batch.batch_size as i64, batch.seq_len as i64);
+    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
+    let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
+    let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
+    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
+    let h = model::hidden_states(&cfg.model, &opts, &p, &tokens, &positions, None)?;
+    let w = model::head_weight(&cfg.model, &p)?.cast(opts.compute);
+    let logits = h.matmul(&w).cast(DType::F32);
+    let n = b * t;
+    let chunk = options
+        .loss_chunk
+        .unwrap_or_else(|| model::default_chunk(n as usize, cfg.model.vocab_size));
+    let hidden = h.reshape(&[n, cfg.model.hidden_dim as i64]);
+    let ce = model::masked_ce_sum(
+        &hidden,
+        &w,
+        &targets.reshape(&[n]),
+        &mask.reshape(&[n]),
+        chunk,
+    );
+    let loss = &ce / mask.sum_all().maximum(1.0);
+    let names: Vec<String> = layout.params.iter().map(|s| s.name.clone()).collect();
+    let wrt: Vec<_> = names
+        .iter()
+        .map(|n| p.get(n).cloned())
+        .collect::<Result<_, _>>()?;
+    let grads = g.grad(&loss, &wrt)?;
+    let mut outs = vec![("logits".to_string(), logits), ("loss".to_string(), loss)];
+    outs.extend(
+        names
+            .iter()
+            .zip(grads)
+            .map(|(n, gr)| (format!("grad.{n}"), gr)),
+    );
+    let refs: Vec<(&str, &vishwam_hlo::Tensor)> =
+        outs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut func = g.finish(&refs)?;
+    for (spec, slot) in layout.params.iter().zip(&layout.state) {
+        func.set_output_sharding(&format!("grad.{}", spec.name), slot.spec.clone())?;
+    }
+    let program = engine.compile(&func)?;
+    let mut arrays = Vec::new();
+    for (spec, slot) in layout.params.iter().zip(&layout.state) {
+        let host = params
+            .get(&spec.name)
+            .ok_or_else(|| TrainError::Other(format!("weights lack `{}`", spec.name)))?;
+        arrays.push(engine.put(host, &slot.spec)?);
+    }
+    let replicated = vishwam_mesh::PartitionSpec::default();
+    let host = |v: &[i32]| HostArray::from_slice(&[b, t], v).map_err(TrainError::Other);
+    let tok = engine.put(&host(&batch.tokens)?, &replicated)?;
+    let tgt = engine.put(&host(&batch.targets)?, &replicated)?;
+    let msk = engine.put(
+        &HostArray::from_slice(&[b, t], &batch.mask).map_err(TrainError::Other)?,
+        &replicated,
+    )?;
+    let mut inputs: Vec<Input<'_>> = arrays.iter().map(Input::Keep).collect();
+    inputs.extend([Input::Keep(&tok), Input::Keep(&tgt), Input::Keep(&msk)]);
+    let out = program.run(inputs)?;
+
+    let ref_logits = candle
+        .logits(&batch.tokens, batch.batch_size, batch.seq_len)
+        .map_err(reference_err)?;
+    let ref_logits: Vec<f32> = ref_logits
+        .flatten_all()
+        .and_then(|x| x.to_vec1::<f32>())
+        .map_err(|e| TrainError::Other(e.to_string()))?;
+    let (ref_loss, ref_grads) = candle.loss_and_grads(batch).map_err(reference_err)?;
+    let shape = |v: &[i64]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
+    rows.push(compare(
+        "logits",
+        &[batch.batch_size, batch.seq_len, cfg.model.vocab_size],
+        &flat(&engine.get(&out[0])?),
+        &ref_logits,
+        tol.logits,
+    ));
+    rows.push(compare(
+        "loss",
+        &[],
+        &flat(&engine.get(&out[1])?),
+        &[ref_loss as f32],
+        tol.logits,
+    ));
+    let ref_grads = ref_grads.to_host().map_err(reference_err)?;
+    for (i, name) in names.iter().enumerate() {
+        let want = ref_grads.get(name).ok_or_else(|| {
+            TrainError::Other(format!("the reference has no gradient for `{name}`"))
+        })?;
+        rows.push(compare(
+            &format!("grad {name}"),
+            &shape(&want.shape),
+            &flat(&engine.get(&out[2 + i])?),
+            &flat(want),
+            tol.grads,
+        ));
+    }
+    drop(arrays);
+
+    // The parameters after K steps of the real compiled train step vs the reference AdamW.
+    if steps > 0 {
+        let mut trainer = Trainer::new(cfg, engine, plan)?;
+        let mut state = initial_state(cfg, &trainer.layout);
+        for (name, array) in params {
+            state.insert(format!("params.{name}"), array.clone());
+        }
+        trainer.load_state(&state)?;
+        let hb = crate::train::HostBatch::from_rows(
+            1,
+            batch.seq_len,
+            &batch.tokens,
+            &batch.targets,
+            &batch.mask,
+        )?;
+        for _ in 0..steps {
+            trainer.step(&hb)?;
+        }
+        let mut adam = ReferenceAdamW::new(&candle, &cfg.training).map_err(reference_err)?;
+        for t in 1..=steps {
+            let (_, grads) = candle.loss_and_grads(batch).map_err(reference_err)?;
+            adam.step(&candle, &grads, t).map_err(reference_err)?;
+        }
+        let got = trainer.params_to_host()?;
+        let want = candle.parameters_to_host().map_err(reference_err)?;
+        let lr_sum: f64 = (1..=steps)
+            .map(|t| crate::train::lr_at(&cfg.training, t))
+            .sum();
+        for spec in param_specs(&cfg.model) {
+            let (g, w) = (&got[&spec.name], &want[&spec.name]);
+            rows.push(compare_after_steps(
+                &spec.name,
+                steps,
+                &shape(&w.shape),
+                &flat(g),
+                &flat(w),
+                &tol,
+                lr_sum,
+            ));
+        }
+    }
+    Ok(VerifyReport { rows })
+}
+
+/// A parameter after `steps` updates: within `tol.params` of the reference (relative to its
+/// largest element) except for at most `tol.param_outliers` of the elements, each of which
+/// must stay within a full sign flip of every update.
+fn compare_after_steps(
+    name: &str,
+    steps: usize,
+    shape: &[usize],
+    got: &[f32],
+    want: &[f32],
+    tol: &Tolerances,
+    lr_sum: f64,
+) -> ComparisonRow {
+    let mut row = compare(
+        &format!("param {name} after {steps} steps"),
+        shape,
+        got,
+        want,
+        tol.params,
+    );
+    if row.pass || got.len() != want.len() || !got.iter().all(|x| x.is_finite()) {
+        return row;
+    }
+    let scale = want
+        .iter()
+        .fold(0f64, |m, &x| m.max(x.abs() as f64))
+        .max(f64::MIN_POSITIVE);
+    let errors = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).abs());
+    let (mut outliers, mut worst) = (0usize, 0f64);
+    for e in errors {
+        if e > tol.params * scale {
+            outliers += 1;
+        }
+        worst = worst.max(e);
+    }
+    let allowed = (tol.param_outliers * got.len() as f64).ceil() as usize;
+    row.pass = outliers <= allowed.max(1) && worst <= 2.0 * lr_sum * 1.01;
+    row.name = format!(
+        "{} ({outliers} of {} elements past tol)",
+        row.name,
+        got.len()
+    );
+    row
+}
