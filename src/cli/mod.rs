@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_train;
+mod data;
 mod doctor;
 mod export;
 mod train;
@@ -35,9 +36,9 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Train or inspect tokenizers.
-    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    Tokenizer(data::TokenizerArgs),
     /// Prepare, merge and verify token datasets.
-    Data(vishwam::data::cli::DataArgs),
+    Data(data::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -79,11 +80,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Import(args) => export::import(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(args) => {
-            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+            data::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
         }
-        Command::Data(args) => {
-            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Data(args) => data::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
