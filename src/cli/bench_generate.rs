@@ -30,7 +30,7 @@ pub struct GenerateBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
     /// Prompt tokens per row.
-    #[arg(long = "prompt-len", default_value_t = 128)]
+    #[arg(long = "prompt-len", default_value_t = 64)]
     prompt_len: usize,
     /// New tokens per row (EOS never stops a row here).
     #[arg(long = "new-tokens", default_value_t = 64)]

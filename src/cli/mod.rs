@@ -3,8 +3,10 @@
 mod bench;
 mod bench_generate;
 mod bench_train;
+mod data;
 mod doctor;
 mod eval;
+mod export;
 mod generate;
 mod train;
 mod verify;
@@ -31,15 +33,19 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare the XLA program with the Candle reference on one batch.
     Verify(verify::VerifyArgs),
+    /// Write a checkpoint as a Hugging Face Llama directory.
+    Export(export::ExportArgs),
+    /// Turn a Hugging Face Llama directory into a vishwam run (step-0 checkpoint).
+    Import(export::ImportArgs),
     /// Check the XLA plugin: version, devices, and a smoke-test matmul.
     Doctor(doctor::DoctorArgs),
     /// Benchmarks (not tests): runtime, trace, data, ...
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Train or inspect tokenizers.
-    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    Tokenizer(data::TokenizerArgs),
     /// Prepare, merge and verify token datasets.
-    Data(vishwam::data::cli::DataArgs),
+    Data(data::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -79,13 +85,13 @@ pub fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Export(args) => export::export(&args),
+        Command::Import(args) => export::import(&args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Tokenizer(args) => {
-            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+            data::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
         }
-        Command::Data(args) => {
-            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Data(args) => data::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -9,6 +9,7 @@ mod attention;
 mod blocked;
 mod decode;
 mod forward;
+pub mod hf;
 mod loss;
 mod params;
 

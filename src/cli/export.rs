@@ -1,0 +1,143 @@
+//! `vishwam export` and `vishwam import`: checkpoints to and from Hugging Face Llama
+//! directories.
+
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vishwam::config::Config;
+use vishwam::engine::HostArray;
+use vishwam::model::hf;
+use vishwam::train::checkpoint;
+
+/// Output formats of `vishwam export`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A Llama-architecture HF directory: config.json, model.safetensors, tokenizer.json.
+    Hf,
+}
+
+/// Arguments of `vishwam export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// A checkpoint directory (`.../checkpoints/step_NNNNNNNN`) or a run's output_dir (its newest
+    /// checkpoint is used).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Hf)]
+    format: ExportFormat,
+    /// Directory to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Arguments of `vishwam import`.
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// An HF Llama-architecture directory (config.json + *.safetensors [+ tokenizer.json]).
+    #[arg(long)]
+    hf: PathBuf,
+    /// A run directory to create; the weights become its step-0 checkpoint, so
+    /// `vishwam train --set logging.output_dir=DIR --resume` fine-tunes them.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// A checkpoint directory from either a checkpoint path or a run directory.
+pub fn resolve_checkpoint(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.join("manifest.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    checkpoint::latest(&path.join("checkpoints")).with_context(|| {
+        format!("{} is neither a checkpoint directory (with manifest.json) nor a run directory with checkpoints/", path.display())
+    })
+}
+
+/// The run directory holding a checkpoint (`<run>/checkpoints/step_N`).
+pub fn run_dir_of(checkpoint: &Path) -> Option<PathBuf> {
+    checkpoint
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+}
+
+/// Writes the HF directory.
+pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let dir = resolve_checkpoint(&args.checkpoint)?;
+    let ck = checkpoint::load(&dir)?;
+    let cfg = Config::from_json_str(&ck.manifest.config.to_string())
+        .context("the checkpoint's config")?;
+    let params: BTreeMap<String, HostArray> = ck
+        .state
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("params.").map(|n| (n.to_string(), v)))
+        .collect();
+    let tokenizer = run_dir_of(&dir)
+        .map(|r| r.join("tokenizer.json"))
+        .filter(|p| p.is_file());
+    let special = match &tokenizer {
+        Some(t) => vishwam::data::TextTokenizer::from_file(t)?
+            .conventional_special_ids()
+            .map(|s| (s.pad, s.bos, s.eos)),
+        None => None,
+    };
+    match args.format {
+        ExportFormat::Hf => hf::export(&cfg.model, &params, special, &args.out)?,
+    }
+    if let Some(t) = tokenizer {
+        std::fs::copy(&t, args.out.join("tokenizer.json"))
+            .with_context(|| format!("copying {}", t.display()))?;
+    } else {
+        tracing::warn!(
+            "no tokenizer.json next to {}; the HF directory has none",
+            dir.display()
+        );
+    }
+    println!(
+        "exported step {} of {} to {}",
+        ck.manifest.step,
+        dir.display(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Creates a run directory whose step-0 checkpoint holds the HF weights.
+pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
+    let (model, params) = hf::import(&args.hf)?;
+    let mut cfg = Config {
+        model,
+        ..Config::default()
+    };
+    cfg.logging.output_dir = args.out.display().to_string();
+    cfg.validate().context("the imported model's config")?;
+    let plan = vishwam::train::sharding_plan(&cfg, "cpu", 1)?;
+    let layout = vishwam::train::StepLayout::new(&cfg, &plan)?;
+    let mut state = vishwam::train::initial_state(&cfg, &layout);
+    for (name, array) in params {
+        state.insert(format!("params.{name}"), array);
+    }
+    let config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
+    let dir = checkpoint::save(
+        &args.out.join("checkpoints"),
+        0,
+        &state,
+        config,
+        serde_json::Value::Null,
+        1,
+    )?;
+    let tok = args.hf.join("tokenizer.json");
+    if tok.is_file() {
+        std::fs::copy(&tok, args.out.join("tokenizer.json"))?;
+        cfg.data.tokenizer = Some(args.out.join("tokenizer.json").display().to_string());
+    }
+    std::fs::write(args.out.join("config.json"), cfg.to_json_pretty())?;
+    println!(
+        "imported {} into {} (config at {})",
+        args.hf.display(),
+        dir.display(),
+        args.out.join("config.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,427 @@
+//! Hugging Face Llama-architecture directories: `config.json` + `model.safetensors` with HF
+//! tensor names, read and written.
+//!
+//! vishwam stores matrices `[in, out]` (y = x W); HF `nn.Linear` weights are `[out, in]`, so
+//! every projection is transposed on the way. Both use the rotate-half RoPE convention on
+//! contiguous halves of the head dimension, so q/k need no permutation.
+
+use crate::config::{ModelConfig, RopeScaling, RopeScalingType};
+use crate::engine::HostArray;
+use crate::runtime::ElementType;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What went wrong reading or writing an HF directory.
+#[derive(Debug, thiserror::Error)]
+pub enum HfError {
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The directory is not a usable Llama checkpoint.
+    #[error("{path}: {detail}")]
+    Invalid { path: PathBuf, detail: String },
+}
+
+fn invalid(path: &Path, detail: impl Into<String>) -> HfError {
+    HfError::Invalid {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// `(vishwam name, HF name, transposed)` for every parameter of `cfg`.
+pub fn name_map(cfg: &ModelConfig) -> Vec<(String, String, bool)> {
+    let mut map = vec![
+        (
+            "embed.tokens".to_string(),
+            "model.embed_tokens.weight".to_string(),
+            false,
+        ),
+        (
+            "final_norm.scale".to_string(),
+            "model.norm.weight".to_string(),
+            false,
+        ),
+    ];
+    if !cfg.tie_embeddings {
+        map.push(("lm_head".into(), "lm_head.weight".into(), true));
+    }
+    for i in 0..cfg.num_layers {
+        let pairs = [
+            ("attn_norm.scale", "input_layernorm.weight", false),
+            ("attn.wq", "self_attn.q_proj.weight", true),
+            ("attn.wk", "self_attn.k_proj.weight", true),
+            ("attn.wv", "self_attn.v_proj.weight", true),
+            ("attn.wo", "self_attn.o_proj.weight", true),
+            ("mlp_norm.scale", "post_attention_layernorm.weight", false),
+            ("mlp.w_gate", "mlp.gate_proj.weight", true),
+            ("mlp.w_up", "mlp.up_proj.weight", true),
+            ("mlp.w_down", "mlp.down_proj.weight", true),
+        ];
+        for (ours, theirs, t) in pairs {
+            map.push((
+                format!("layers.{i}.{ours}"),
+                format!("model.layers.{i}.{theirs}"),
+                t,
+            ));
+        }
+    }
+    map
+}
+
+/// An f32 2-D array transposed.
+fn transpose(a: &HostArray) -> HostArray {
+    let (r, c) = (a.shape[0] as usize, a.shape[1] as usize);
+    let v = a.to_f32();
+    let mut out = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    HostArray::from_slice(&[c as i64, r as i64], &out).expect("same count")
+}
+
+/// The HF `config.json` of a vishwam model.
+pub fn hf_config(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Value {
+    let mut c = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": cfg.hidden_dim,
+        "intermediate_size": cfg.mlp_dim(),
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.kv_heads(),
+        "head_dim": cfg.head_dim(),
+        "num_hidden_layers": cfg.num_layers,
+        "vocab_size": cfg.vocab_size,
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "mlp_bias": false,
+        "torch_dtype": "float32",
+    });
+    if let Some(s) = &cfg.rope_scaling {
+        let kind = match s.kind {
+            RopeScalingType::Linear => "linear",
+            RopeScalingType::Ntk => "dynamic",
+        };
+        c["rope_scaling"] = json!({"rope_type": kind, "type": kind, "factor": s.factor});
+    }
+    if let Some((pad, bos, eos)) = special {
+        c["pad_token_id"] = json!(pad);
+        c["bos_token_id"] = json!(bos);
+        c["eos_token_id"] = json!(eos);
+    }
+    c
+}
+
+/// Writes `config.json` and `model.safetensors` (f32, HF names) into `out`.
+pub fn export(
+    cfg: &ModelConfig,
+    params: &BTreeMap<String, HostArray>,
+    special: Option<(u32, u32, u32)>,
+    out: &Path,
+) -> Result<(), HfError> {
+    if cfg.use_moe {
+        return Err(invalid(
+            out,
+            "Mixture-of-Experts models have no Llama-architecture HF form; export a dense model",
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|source| HfError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut tensors: Vec<(String, HostArray)> = Vec::new();
+    for (ours, theirs, t) in name_map(cfg) {
+        let a = params
+            .get(&ours)
+            .ok_or_else(|| invalid(out, format!("the model lacks `{ours}`")))?;
+        let a = HostArray::from_slice(&a.shape, &a.to_f32()).expect("same count");
+        tensors.push((theirs, if t { transpose(&a) } else { a }));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, a)| {
+            let shape = a.shape.iter().map(|&d| d as usize).collect();
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &a.data)
+                    .expect("consistent"),
+            )
+        })
+        .collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let path = out.join("model.safetensors");
+    safetensors::serialize_to_file(views, &Some(meta), &path)
+        .map_err(|e| invalid(&path, e.to_string()))?;
+    let cpath = out.join("config.json");
+    let text =
+        serde_json::to_string_pretty(&hf_config(cfg, special)).expect("JSON values serialise");
+    std::fs::write(&cpath, text).map_err(|source| HfError::Io {
+        path: cpath,
+        source,
+    })
+}
+
+fn get_usize(c: &Value, key: &str, path: &Path) -> Result<usize, HfError> {
+    c.get(key)
+        .and_then(Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| invalid(path, format!("config.json lacks the integer `{key}`")))
+}
+
+/// The model config described by an HF Llama `config.json`.
+pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| HfError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let c: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
+    let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
+    if !matches!(model_type, "llama" | "mistral" | "qwen2") {
+        return Err(invalid(
+            &path,
+            format!("model_type `{model_type}` is not a Llama-architecture model"),
+        ));
+    }
+    for (key, expected) in [("attention_bias", false), ("mlp_bias", false)] {
+        if c.get(key).and_then(Value::as_bool).unwrap_or(expected) != expected {
+            return Err(invalid(
+                &path,
+                format!("`{key}` = true: vishwam's Llama blocks have no biases"),
+            ));
+        }
+    }
+    let act = c
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("silu");
+    if act != "silu" {
+        return Err(invalid(
+            &path,
+            format!("hidden_act `{act}` is not supported (SwiGLU with silu only)"),
+        ));
+    }
+    let heads = get_usize(&c, "num_attention_heads", &path)?;
+    let hidden = get_usize(&c, "hidden_size", &path)?;
+    let rope_scaling = match c.get("rope_scaling") {
+        None | Some(Value::Null) => None,
+        Some(s) => {
+            let kind = s
+                .get("rope_type")
+                .or_else(|| s.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0);
+            let kind = match kind {
+                "linear" => RopeScalingType::Linear,
+                "dynamic" | "ntk" => RopeScalingType::Ntk,
+                other => {
+                    return Err(invalid(
+                        &path,
+                        format!(
+                            "rope_scaling type `{other}` is not supported (linear or dynamic/ntk)"
+                        ),
+                    ))
+                }
+            };
+            Some(RopeScaling { kind, factor })
+        }
+    };
+    Ok(ModelConfig {
+        vocab_size: get_usize(&c, "vocab_size", &path)?,
+        hidden_dim: hidden,
+        num_layers: get_usize(&c, "num_hidden_layers", &path)?,
+        num_heads: heads,
+        num_kv_heads: Some(
+            c.get("num_key_value_heads")
+                .and_then(Value::as_u64)
+                .map_or(heads, |v| v as usize),
+        ),
+        head_dim: Some(
+            c.get("head_dim")
+                .and_then(Value::as_u64)
+                .map_or(hidden / heads.max(1), |v| v as usize),
+        ),
+        mlp_dim: Some(get_usize(&c, "intermediate_size", &path)?),
+        max_seq_len: get_usize(&c, "max_position_embeddings", &path)?,
+        rope_theta: c
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0),
+        rope_scaling,
+        tie_embeddings: c
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        norm_eps: c
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5),
+        ..ModelConfig::default()
+    })
+}
+
+/// Reads the parameters of an HF Llama directory (every `*.safetensors` in it; f32, bf16 or
+/// f16) into vishwam names and layouts, as f32.
+pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), HfError> {
+    let cfg = model_config(dir)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| HfError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(invalid(dir, "no *.safetensors files"));
+    }
+    let mut theirs: BTreeMap<String, HostArray> = BTreeMap::new();
+    for file in &files {
+        let bytes = std::fs::read(file).map_err(|source| HfError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| invalid(file, e.to_string()))?;
+        for (name, view) in st.tensors() {
+            let et = match view.dtype() {
+                safetensors::Dtype::F32 => ElementType::F32,
+                safetensors::Dtype::BF16 => ElementType::BF16,
+                safetensors::Dtype::F16 => ElementType::F16,
+                other => {
+                    return Err(invalid(
+                        file,
+                        format!("`{name}` has dtype {other:?}; expected f32, bf16 or f16"),
+                    ))
+                }
+            };
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let a = HostArray {
+                element_type: et,
+                shape: shape.clone(),
+                data: view.data().to_vec(),
+            };
+            theirs.insert(
+                name,
+                HostArray::from_slice(&shape, &a.to_f32()).expect("same count"),
+            );
+        }
+    }
+    let mut params = BTreeMap::new();
+    for (ours, hf, t) in name_map(&cfg) {
+        let a = theirs
+            .remove(&hf)
+            .ok_or_else(|| invalid(dir, format!("missing tensor `{hf}`")))?;
+        params.insert(ours, if t { transpose(&a) } else { a });
+    }
+    theirs.retain(|k, _| !k.contains("rotary_emb.inv_freq"));
+    if !theirs.is_empty() {
+        let extra: Vec<&String> = theirs.keys().take(5).collect();
+        return Err(invalid(
+            dir,
+            format!("unexpected tensors {extra:?}: not a plain Llama checkpoint"),
+        ));
+    }
+    for spec in super::param_specs(&cfg) {
+        let got = &params[&spec.name].shape;
+        if got != &spec.shape {
+            return Err(invalid(
+                dir,
+                format!(
+                    "`{}` has shape {got:?}, config.json implies {:?}",
+                    spec.name, spec.shape
+                ),
+            ));
+        }
+    }
+    Ok((cfg, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_then_import_is_identity() {
+        for tie in [true, false] {
+            let cfg = ModelConfig {
+                vocab_size: 40,
+                hidden_dim: 16,
+                num_layers: 2,
+                num_heads: 4,
+                num_kv_heads: Some(2),
+                max_seq_len: 32,
+                tie_embeddings: tie,
+                rope_scaling: Some(RopeScaling {
+                    kind: RopeScalingType::Linear,
+                    factor: 2.0,
+                }),
+                ..ModelConfig::default()
+            };
+            let params = super::super::init_params(&cfg, 4);
+            let dir = tempfile::tempdir().unwrap();
+            export(&cfg, &params, Some((0, 1, 2)), dir.path()).unwrap();
+            let (cfg2, params2) = import(dir.path()).unwrap();
+            assert_eq!(params2, params);
+            let logits = |c: &ModelConfig, p: &BTreeMap<String, HostArray>| -> Vec<f32> {
+                let m = crate::reference::ReferenceModel::from_host_arrays(
+                    c,
+                    p,
+                    crate::reference::ReferenceDtype::F32,
+                )
+                .unwrap();
+                m.logits(&[1, 5, 7, 3], 1, 4)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(
+                logits(&cfg2, &params2),
+                logits(&cfg, &params),
+                "round-tripped logits must be identical"
+            );
+            assert_eq!(
+                super::super::param_specs(&cfg2),
+                super::super::param_specs(&cfg)
+            );
+            assert_eq!(cfg2.rope_scaling, cfg.rope_scaling);
+            let hf: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(hf["num_key_value_heads"], 2);
+            assert_eq!(hf["tie_word_embeddings"], tie);
+        }
+    }
+
+    #[test]
+    fn foreign_directories_are_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+        assert!(import(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("not a Llama-architecture model"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(import(empty.path())
+            .unwrap_err()
+            .to_string()
+            .contains("config.json"));
+    }
+}
