@@ -13,9 +13,22 @@ const B: i64 = 16;
 const D: i64 = 32;
 const F: i64 = 64;
 
+/// The CPU with 8 virtual devices, or every device of `VISHWAM_TEST_PLATFORM` (e.g. `cuda`
+/// on a 2-GPU machine: the cases that fit its devices run there).
 fn client() -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(8).open().expect("open the CPU plugin"))
+    CLIENT.get_or_init(|| {
+        let spec = match std::env::var("VISHWAM_TEST_PLATFORM") {
+            Ok(p) if !p.is_empty() && p != "cpu" => ClientSpec {
+                platform: vishwam::runtime::Platform::parse(&p).expect("a platform name"),
+                devices: None,
+                plugin: None,
+                config_plugin: None,
+            },
+            _ => ClientSpec::cpu(8),
+        };
+        spec.open().expect("open the plugin")
+    })
 }
 
 struct Run {
@@ -189,7 +202,28 @@ fn every_strategy_matches_one_device() {
         "1 device: argument bytes per device {}",
         reference.argument_bytes
     )];
-    for (name, plan) in &cases {
+    let available = client().num_devices();
+    let two = [
+        (
+            "data-parallel x2",
+            plan(DeviceStrategy::DataParallel, &[("data", 2)], 2, false),
+        ),
+        (
+            "fsdp x2",
+            plan(DeviceStrategy::Fsdp, &[("fsdp", 2)], 2, true),
+        ),
+        (
+            "tensor-parallel x2",
+            plan(DeviceStrategy::TensorParallel, &[("model", 2)], 2, false),
+        ),
+    ];
+    let runnable: Vec<_> = two
+        .iter()
+        .chain(&cases)
+        .filter(|(_, p)| p.mesh.num_devices() <= available)
+        .collect();
+    assert!(runnable.len() >= 3, "only {available} devices");
+    for (name, plan) in runnable {
         let r = run(plan);
         let loss_err = (r.loss - reference.loss).abs() / reference.loss;
         assert!(

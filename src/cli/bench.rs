@@ -14,8 +14,30 @@ pub enum BenchCommand {
     Trace(TraceBenchArgs),
     /// Train-step tokens/s of an MoE model against a dense model with the same active parameters.
     Moe(super::bench_moe::MoeBenchArgs),
+    /// KV-cache generation: prefill ms and decode tokens/s at several batch sizes.
+    Generate(super::bench_generate::GenerateBenchArgs),
     /// Train-step speed, MFU and memory on XLA or the Candle reference.
     Train(super::bench_train::TrainBenchArgs),
+    /// Tokenisation MB/s on the Brown corpus (vs. Python `tokenizers` when installed) and
+    /// loader batches/s.
+    Data(DataBenchArgs),
+}
+
+/// Arguments of `vishwam bench data`.
+#[derive(clap::Args, Debug)]
+pub struct DataBenchArgs {
+    /// A tokenizer.json (default: a byte-level BPE trained on Brown, cached).
+    #[arg(long)]
+    tokenizer: Option<std::path::PathBuf>,
+    /// Threads for tokenisation (the Python baseline gets the same).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed passes; the fastest counts.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Skip the Python `tokenizers` baseline.
+    #[arg(long)]
+    no_python: bool,
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -54,7 +76,24 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
         BenchCommand::Moe(args) => super::bench_moe::run(&args),
+        BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Data(args) => {
+            let defaults = vishwam::data::bench::DataBenchOptions::default();
+            let options = vishwam::data::bench::DataBenchOptions {
+                tokenizer: args.tokenizer.clone(),
+                threads: args.threads,
+                repeats: args.repeats,
+                python_script: if args.no_python {
+                    None
+                } else {
+                    defaults.python_script.clone()
+                },
+                ..defaults
+            };
+            println!("{}", vishwam::data::bench::bench_data(&options)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

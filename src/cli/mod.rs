@@ -1,10 +1,14 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_generate;
 mod bench_moe;
 mod bench_train;
+mod data;
 mod doctor;
+mod eval;
 mod export;
+mod generate;
 mod inspect;
 mod train;
 mod verify;
@@ -25,6 +29,10 @@ struct Cli {
 enum Command {
     /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
     Train(train::TrainArgs),
+    /// Continue prompts with a checkpoint, printing tokens as they are produced.
+    Generate(generate::GenerateArgs),
+    /// Mean loss and perplexity of a checkpoint on some text.
+    Eval(eval::EvalArgs),
     /// Compare the XLA program with the Candle reference on one batch.
     Verify(verify::VerifyArgs),
     /// Write a checkpoint as a Hugging Face Llama directory.
@@ -39,9 +47,9 @@ enum Command {
     /// What a checkpoint holds; with --experts, MoE expert utilisation per block.
     Inspect(inspect::InspectArgs),
     /// Train or inspect tokenizers.
-    Tokenizer(vishwam::data::cli::TokenizerArgs),
+    Tokenizer(data::TokenizerArgs),
     /// Prepare, merge and verify token datasets.
-    Data(vishwam::data::cli::DataArgs),
+    Data(data::DataArgs),
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
@@ -77,6 +85,8 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Generate(args) => generate::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Export(args) => export::export(&args),
@@ -84,11 +94,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Tokenizer(args) => {
-            vishwam::data::cli::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
+            data::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
         }
-        Command::Data(args) => {
-            vishwam::data::cli::run_data(&args).map(|()| std::process::ExitCode::SUCCESS)
-        }
+        Command::Data(args) => data::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -106,7 +106,7 @@ impl Default for ModelConfig {
             num_kv_heads: None,
             head_dim: None,
             mlp_dim: None,
-            max_seq_len: 256,
+            max_seq_len: 128,
             dropout_rate: 0.0,
             rope_theta: 10000.0,
             rope_scaling: None,

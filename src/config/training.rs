@@ -59,7 +59,7 @@ pub struct TrainingConfig {
 impl Default for TrainingConfig {
     fn default() -> Self {
         TrainingConfig {
-            batch_size: 16,
+            batch_size: 8,
             grad_accum_steps: 1,
             learning_rate: 1e-3,
             min_lr_ratio: 0.1,

@@ -11,7 +11,6 @@ mod atomic;
 pub mod batch;
 pub mod bench;
 pub mod brown;
-pub mod cli;
 pub mod dataset;
 pub mod error;
 pub mod fast_bpe;

@@ -86,6 +86,16 @@ const ATTN_PARAMS: [&str; 6] = [
 /// Names of a dense block's MLP parameters.
 const MLP_PARAMS: [&str; 3] = ["mlp.w_gate", "mlp.w_up", "mlp.w_down"];
 
+/// Names of block `i`'s parameters (after `layers.{i}.`), in the order the block takes them.
+pub(crate) fn block_param_names(cfg: &ModelConfig, i: usize) -> Vec<&'static str> {
+    let ffn = if cfg.is_moe_layer(i) {
+        moe::param_names(cfg)
+    } else {
+        MLP_PARAMS.to_vec()
+    };
+    ATTN_PARAMS.iter().copied().chain(ffn).collect()
+}
+
 /// The final hidden states `[B, T, H]` (after the final norm) for `tokens: i32 [B, T]` at
 /// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`; given, it also drives
 /// MoE router noise.
@@ -116,13 +126,8 @@ pub fn hidden_states_with_moe(
     let mut stats = Vec::new();
     for i in 0..cfg.num_layers {
         let is_moe = cfg.is_moe_layer(i);
-        let ffn_names = if is_moe {
-            moe::param_names(cfg)
-        } else {
-            MLP_PARAMS.to_vec()
-        };
         let mut inputs: Vec<Tensor> = vec![h.clone(), positions.clone()];
-        for n in ATTN_PARAMS.iter().chain(&ffn_names) {
+        for n in block_param_names(cfg, i) {
             inputs.push(params.get(&format!("layers.{i}.{n}"))?.clone());
         }
         let num_params = inputs.len() - 2;
@@ -204,6 +209,28 @@ fn block_forward(
     positions: &Tensor,
     p: &[Tensor],
     is_moe: bool,
+    rng: Option<&mut RngStream>,
+) -> (Tensor, Option<MoeStats>) {
+    let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match opts.attention {
+        AttentionKind::Full => attention(q, k, v, positions, positions),
+        AttentionKind::Blocked(block) => blocked_attention(q, k, v, block),
+    };
+    block_with_attention(cfg, opts, h, positions, p, is_moe, attend, rng)
+}
+
+/// One block whose attention is `attend(q, k, v)` (after RoPE at `positions`, which are
+/// `[T]` or per row `[B, T]`); the KV-cache decoder passes its own. `p` holds the tensors of
+/// [`block_param_names`]; an MoE block also returns its routing statistics (its routing
+/// groups are the rows of `h`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_with_attention(
+    cfg: &ModelConfig,
+    opts: &ForwardOptions,
+    h: &Tensor,
+    positions: &Tensor,
+    p: &[Tensor],
+    is_moe: bool,
+    attend: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Tensor,
     mut rng: Option<&mut RngStream>,
 ) -> (Tensor, Option<MoeStats>) {
     let c = opts.compute;
@@ -220,10 +247,7 @@ fn block_forward(
     let k = x.matmul(&w(2)).reshape(&[b, t, kv, d]);
     let v = x.matmul(&w(3)).reshape(&[b, t, kv, d]);
     let (q, k) = (rope(cfg, &q, positions), rope(cfg, &k, positions));
-    let o = match opts.attention {
-        AttentionKind::Full => attention(&q, &k, &v, positions, positions),
-        AttentionKind::Blocked(block) => blocked_attention(&q, &k, &v, block),
-    };
+    let o = attend(&q, &k, &v);
     let attn_out = o.reshape(&[b, t, nh * d]).matmul(&w(4));
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 

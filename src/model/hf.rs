@@ -224,17 +224,18 @@ pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
                 .and_then(Value::as_str)
                 .unwrap_or("");
             let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0);
-            let kind =
-                match kind {
-                    "linear" => RopeScalingType::Linear,
-                    "dynamic" | "ntk" => RopeScalingType::Ntk,
-                    other => return Err(invalid(
+            let kind = match kind {
+                "linear" => RopeScalingType::Linear,
+                "dynamic" | "ntk" => RopeScalingType::Ntk,
+                other => {
+                    return Err(invalid(
                         &path,
                         format!(
                             "rope_scaling type `{other}` is not supported (linear or dynamic/ntk)"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             Some(RopeScaling { kind, factor })
         }
     };

@@ -2,11 +2,13 @@
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two attention forms; `moe` and `moe_routing`
-//! are the Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy. The model
+//! are the Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `decode` is
+//! the forward pass over a KV cache for generation. The model
 //! never touches the runtime.
 
 mod attention;
 mod blocked;
+mod decode;
 mod forward;
 pub mod hf;
 mod loss;
@@ -16,6 +18,10 @@ mod params;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
+pub use decode::{
+    cached_attention, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
+    FP8_E4M3_MAX,
+};
 pub use forward::{
     head_weight, hidden_states, hidden_states_with_moe, logits, AttentionKind, ForwardOptions,
     RngStream,

@@ -151,13 +151,15 @@ pub fn moe_ffn(
     let (e, k) = (cfg.num_experts as i64, cfg.experts_per_token);
     let constrain = |v: Tensor, logical: &[L]| constrain(opts, v, logical);
 
-    let mut logits = x.cast(DType::F32).matmul(&p.router); // [B, T, E] f32
+    // f32 whatever the compute dtype (generation may hold the router in bf16).
+    let mut logits = x.cast(DType::F32).matmul(&p.router.cast(DType::F32)); // [B, T, E]
     if let Some(rng) = rng.filter(|_| cfg.router_noise > 0.0) {
         logits = logits + standard_normal(rng, &[b, t, e]) * cfg.router_noise;
     }
     let logits = constrain(logits, &[L::Batch, L::Length, L::Expert]);
     let cap = capacity(cfg, t as usize) as i64;
-    let routing = route(&logits, p.router_bias.as_ref(), k, cap as usize);
+    let bias = p.router_bias.as_ref().map(|b| b.cast(DType::F32));
+    let routing = route(&logits, bias.as_ref(), k, cap as usize);
 
     // [B, E*C, H] -> [E, B, C, H]: the reshard from batch-split to expert-split is the
     // all-to-all of expert parallelism.

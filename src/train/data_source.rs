@@ -132,63 +132,73 @@ fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainE
     Ok(ids)
 }
 
+/// The tokenizer, special ids and prepared token shards of a config's data: the tokenizer
+/// is loaded or trained, each source is prepared (or its fresh cache reused), and a
+/// `datasets` mixture is merged.
+pub fn prepare_data(
+    cfg: &Config,
+) -> Result<(TextTokenizer, SpecialTokenIds, PreparedDataset), TrainError> {
+    let specs = source_specs(cfg)?;
+    let tokenizer = tokenizer(cfg, &specs)?;
+    tokenizer.check_model_vocab(cfg.model.vocab_size)?;
+    let specials = specials(cfg, &tokenizer)?;
+    let cache_root = cfg
+        .data
+        .cache_dir
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::paths::datasets_dir().join("cache"));
+    let prepare = PrepareOptions::default();
+    let mut dirs = Vec::new();
+    for spec in &specs {
+        let key = hash_hex(&[
+            &spec.paths.join("\n"),
+            &spec.text_field,
+            &tokenizer.hash()[..16],
+        ]);
+        let dir = cache_root.join(key);
+        data::ensure_prepared(spec, &tokenizer, &dir, &prepare)?;
+        dirs.push(dir);
+    }
+    let prepared = if dirs.len() == 1 {
+        PreparedDataset::open_for(&dirs[0], &tokenizer)?
+    } else {
+        let strategy = match cfg.datasets.strategy() {
+            CfgMerge::Weighted => MergeStrategy::Weighted,
+            CfgMerge::Equal => MergeStrategy::Equal,
+            CfgMerge::Proportional => MergeStrategy::Proportional,
+        };
+        let weights = cfg.datasets.weights.clone().unwrap_or_default();
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        let w: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
+        let key = hash_hex(&[
+            &names.join("\n"),
+            &w.join(","),
+            &format!("{strategy:?}"),
+            &cfg.training.seed.to_string(),
+        ]);
+        let out = cache_root.join(format!("mix-{key}"));
+        match PreparedDataset::open_for(&out, &tokenizer) {
+            Ok(p) => p,
+            Err(_) => {
+                let opts = MergeOptions {
+                    strategy,
+                    weights,
+                    seed: cfg.training.seed,
+                    ..MergeOptions::default()
+                };
+                data::merge(&dirs, &opts, &out)?
+            }
+        }
+    };
+    Ok((tokenizer, specials, prepared))
+}
+
 impl TrainingData {
     /// Loads or trains the tokenizer, prepares (or reuses) the token shards and starts the
     /// loader at the beginning of the training split.
     pub fn open(cfg: &Config) -> Result<TrainingData, TrainError> {
-        let specs = source_specs(cfg)?;
-        let tokenizer = tokenizer(cfg, &specs)?;
-        tokenizer.check_model_vocab(cfg.model.vocab_size)?;
-        let specials = specials(cfg, &tokenizer)?;
-        let cache_root = cfg
-            .data
-            .cache_dir
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| crate::paths::datasets_dir().join("cache"));
-        let prepare = PrepareOptions::default();
-        let mut dirs = Vec::new();
-        for spec in &specs {
-            let key = hash_hex(&[
-                &spec.paths.join("\n"),
-                &spec.text_field,
-                &tokenizer.hash()[..16],
-            ]);
-            let dir = cache_root.join(key);
-            data::ensure_prepared(spec, &tokenizer, &dir, &prepare)?;
-            dirs.push(dir);
-        }
-        let prepared = if dirs.len() == 1 {
-            PreparedDataset::open_for(&dirs[0], &tokenizer)?
-        } else {
-            let strategy = match cfg.datasets.strategy() {
-                CfgMerge::Weighted => MergeStrategy::Weighted,
-                CfgMerge::Equal => MergeStrategy::Equal,
-                CfgMerge::Proportional => MergeStrategy::Proportional,
-            };
-            let weights = cfg.datasets.weights.clone().unwrap_or_default();
-            let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            let w: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
-            let key = hash_hex(&[
-                &names.join("\n"),
-                &w.join(","),
-                &format!("{strategy:?}"),
-                &cfg.training.seed.to_string(),
-            ]);
-            let out = cache_root.join(format!("mix-{key}"));
-            match PreparedDataset::open_for(&out, &tokenizer) {
-                Ok(p) => p,
-                Err(_) => {
-                    let opts = MergeOptions {
-                        strategy,
-                        weights,
-                        seed: cfg.training.seed,
-                        ..MergeOptions::default()
-                    };
-                    data::merge(&dirs, &opts, &out)?
-                }
-            }
-        };
+        let (tokenizer, specials, prepared) = prepare_data(cfg)?;
         let prepared = Arc::new(prepared);
         let options = LoaderOptions {
             batch_size: cfg.training.batch_size,

@@ -12,7 +12,7 @@ mod setup;
 mod step;
 mod trainer;
 
-pub use data_source::TrainingData;
+pub use data_source::{prepare_data, TrainingData};
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};

@@ -29,7 +29,8 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::RandomChunkDataset)
     .with(Feature::DocumentDataset)
     .with(Feature::Profiling)
-    .with(Feature::CompileCache);
+    .with(Feature::CompileCache)
+    .with(Feature::KvCacheFp8);
 
 /// The runtime platform named by the config.
 pub fn platform(cfg: &Config) -> Platform {

@@ -1,6 +1,7 @@
 //! Mixture-of-Experts layers on the CPU plugin: routing and capacity, dispatch/combine
 //! gradients, the dense special case, load balancing, expert parallelism and metrics.
 
+mod generate;
 mod reference;
 mod routing;
 mod run;

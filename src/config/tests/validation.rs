@@ -81,11 +81,11 @@ fn sequence_rules() {
     let cases = [
         (
             r#"{"sequence": {"max_length": 512}}"#,
-            "`sequence.max_length` must be at most model.max_seq_len (256), got 512",
+            "`sequence.max_length` must be at most model.max_seq_len (128), got 512",
         ),
         (
             r#"{"sequence": {"min_length": 300}}"#,
-            "`sequence.min_length` must be at most the sequence length (256), got 300",
+            "`sequence.min_length` must be at most the sequence length (128), got 300",
         ),
         (
             r#"{"sequence": {"pad_token_id": 8192}}"#,
@@ -128,7 +128,7 @@ fn mesh_and_device_rules() {
             "`runtime.devices` = 4 contradicts `tpu.tpu_cores` = 8: both give the number of devices; give one of them, or the same number"),
         (r#"{"tpu": {"mesh_shape": {"data": 3}}}"#,
             "`training.batch_size` must be a multiple of grad_accum_steps (1) x the batch-sharding mesh size (3, axes \
-             [data, fsdp] of tpu.mesh_shape): each micro-batch of 16 sequences is split evenly over the devices, got 16"),
+             [data, fsdp] of tpu.mesh_shape): each micro-batch of 8 sequences is split evenly over the devices, got 8"),
         (r#"{"tpu": {"tpu_topology": "2by2"}}"#, r#"`tpu.tpu_topology` must be a TPU topology such as "2x2" or "2x2x1", got "2by2""#),
         (r#"{"tpu": {"tpu_cores": 0}}"#, "`tpu.tpu_cores` must be a positive integer, got 0"),
         (r#"{"runtime": {"devices": 0}}"#, "`runtime.devices` must be a positive integer, got 0"),
@@ -140,7 +140,7 @@ fn mesh_and_device_rules() {
     assert_eq!(
         problem(r#"{"runtime": {"devices": 32}}"#),
         "`training.batch_size` must be a multiple of grad_accum_steps (1) x the batch-sharding mesh size (32, axes \
-         [data, fsdp] of tpu.mesh_shape): each micro-batch of 16 sequences is split evenly over the devices, got 16"
+         [data, fsdp] of tpu.mesh_shape): each micro-batch of 8 sequences is split evenly over the devices, got 8"
     );
     let config =
         load(r#"{"tpu": {"mesh_shape": {"data": -1, "model": 2}}, "runtime": {"devices": 8}}"#);

@@ -9,13 +9,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::merge::{merge, MergeOptions, MergeStrategy};
-use super::prepare::{ensure_prepared, PrepareOptions};
-use super::reader::documents;
-use super::sources::{SourceSpec, TextDocuments};
-use super::tokenizer::{TextTokenizer, TrainOptions};
-use super::verify::verify;
-use super::BrownFetcher;
+use vishwam::data::merge::{merge, MergeOptions, MergeStrategy};
+use vishwam::data::prepare::{ensure_prepared, PrepareOptions};
+use vishwam::data::reader::documents;
+use vishwam::data::sources::{SourceSpec, TextDocuments};
+use vishwam::data::tokenizer::{TextTokenizer, TrainOptions};
+use vishwam::data::verify::verify;
+use vishwam::data::BrownFetcher;
 
 /// How text sources are read (shared by the commands that read text).
 #[derive(Debug, Clone, Args)]
@@ -96,15 +96,23 @@ pub enum DataCommand {
 /// Arguments of `vishwam data prepare`.
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
+    /// Prepare what this training config's `data` / `datasets` sections name (tokenizer,
+    /// sources, cache directory), exactly as `vishwam train` would.
+    #[arg(long, conflicts_with_all = ["input_dir", "cache_dir", "tokenizer"])]
+    pub config: Option<PathBuf>,
     /// Text files, directories, globs, JSONL files, or `brown`.
-    #[arg(long = "input_dir", alias = "input-dir", num_args = 1.., required = true)]
+    #[arg(long = "input_dir", alias = "input-dir", num_args = 1.., required_unless_present = "config")]
     pub input_dir: Vec<String>,
     /// Directory of the prepared dataset (replaced atomically).
-    #[arg(long = "cache_dir", alias = "cache-dir")]
-    pub cache_dir: PathBuf,
+    #[arg(
+        long = "cache_dir",
+        alias = "cache-dir",
+        required_unless_present = "config"
+    )]
+    pub cache_dir: Option<PathBuf>,
     /// HF tokenizer.json to tokenize with.
-    #[arg(long)]
-    pub tokenizer: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    pub tokenizer: Option<PathBuf>,
     /// The model's vocab_size, checked against the tokenizer (it may be larger, not smaller).
     #[arg(long = "vocab-size", alias = "vocab_size")]
     pub vocab_size: Option<usize>,
@@ -206,7 +214,27 @@ pub fn run_data(args: &DataArgs) -> anyhow::Result<()> {
 
 /// Runs `vishwam data prepare` with explicit flags.
 pub fn run_prepare(args: &PrepareArgs) -> anyhow::Result<()> {
-    let tokenizer = TextTokenizer::from_file(&args.tokenizer)?;
+    if let Some(path) = &args.config {
+        let cfg = vishwam::config::Config::load(Some(path), &[])?;
+        let (tokenizer, _, dataset) = vishwam::train::prepare_data(&cfg)?;
+        println!(
+            "{}: {} documents, {} tokens in {} shards (tokenizer {}, {} tokens)",
+            dataset.dir().display(),
+            dataset.num_documents(),
+            dataset.num_tokens(),
+            dataset.shards().len(),
+            &tokenizer.hash()[..12],
+            tokenizer.vocab_size()
+        );
+        if args.verify {
+            print!("{}", verify(dataset.dir())?);
+        }
+        return Ok(());
+    }
+    let (Some(tokenizer), Some(cache_dir)) = (&args.tokenizer, &args.cache_dir) else {
+        anyhow::bail!("give --config, or --input_dir with --cache_dir and --tokenizer");
+    };
+    let tokenizer = TextTokenizer::from_file(tokenizer)?;
     if let Some(vocab_size) = args.vocab_size {
         tokenizer.check_model_vocab(vocab_size)?;
     }
@@ -216,16 +244,16 @@ pub fn run_prepare(args: &PrepareArgs) -> anyhow::Result<()> {
         force: args.force,
         ..PrepareOptions::default()
     };
-    let dataset = ensure_prepared(&spec, &tokenizer, &args.cache_dir, &options)?;
+    let dataset = ensure_prepared(&spec, &tokenizer, cache_dir, &options)?;
     println!(
         "{}: {} documents, {} tokens in {} shards",
-        args.cache_dir.display(),
+        cache_dir.display(),
         dataset.num_documents(),
         dataset.num_tokens(),
         dataset.shards().len()
     );
     if args.verify {
-        print!("{}", verify(&args.cache_dir)?);
+        print!("{}", verify(cache_dir)?);
     }
     Ok(())
 }
