@@ -1,17 +1,20 @@
 //! The Llama-style transformer (docs/model.md), written with the hlo tracing API.
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
-//! the blocks; `attention` and `blocked` are the two attention forms; `loss` is the chunked
-//! cross-entropy. The model never touches the runtime.
+//! the blocks; `attention` and `blocked` are the two composed attention forms and
+//! `cudnn_attention` the fused CUDA kernels; `loss` is the chunked cross-entropy. The model
+//! never touches the runtime.
 
 mod attention;
 mod blocked;
+pub mod cudnn_attention;
 mod forward;
 mod loss;
 mod params;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
+pub use cudnn_attention::cudnn_attention;
 pub use forward::{head_weight, hidden_states, logits, AttentionKind, ForwardOptions, RngStream};
 pub use loss::{default_chunk, masked_ce_sum};
 pub use params::{init_params, param_counts, param_specs, Init, ParamSpec};
