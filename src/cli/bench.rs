@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Trace(TraceBenchArgs),
     /// Train-step speed, MFU and memory on XLA or the Candle reference.
     Train(super::bench_train::TrainBenchArgs),
+    /// cuDNN flash attention vs. composed XLA attention on CUDA: correctness, then speed.
+    Attention(super::bench_attention::AttentionBenchArgs),
 }
 
 /// Arguments of `vishwam bench trace`.
@@ -52,6 +54,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Runtime(args) => runtime(&args),
         BenchCommand::Trace(args) => trace(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Attention(args) => super::bench_attention::run(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_attention;
 mod bench_train;
 mod doctor;
 mod train;

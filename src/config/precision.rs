@@ -286,7 +286,7 @@ pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAtten
         });
     }
     let head_dim = config.model.head_dim();
-    if head_dim % 8 != 0 || head_dim > CUDNN_MAX_HEAD_DIM {
+    if !head_dim.is_multiple_of(8) || head_dim > CUDNN_MAX_HEAD_DIM {
         found.push(CudnnAttentionBlocker {
             key: "model.head_dim",
             value: head_dim.to_string(),

@@ -169,10 +169,22 @@ fn backend_config(dims: &Dims, pass: Pass) -> String {
             ("bmm2_dot_dimension_numbers", dot(3, 1, [0, 1], [0, 2])),
         ],
         Pass::Backward => vec![
-            ("bmm1_grad_gemm1_dot_dimension_numbers", dot(2, 1, [0, 1], [0, 2])),
-            ("bmm1_grad_gemm2_dot_dimension_numbers", dot(3, 1, [0, 1], [0, 2])),
-            ("bmm2_grad_gemm1_dot_dimension_numbers", dot(2, 1, [0, 1], [0, 2])),
-            ("bmm2_grad_gemm2_dot_dimension_numbers", dot(3, 3, [0, 2], [0, 2])),
+            (
+                "bmm1_grad_gemm1_dot_dimension_numbers",
+                dot(2, 1, [0, 1], [0, 2]),
+            ),
+            (
+                "bmm1_grad_gemm2_dot_dimension_numbers",
+                dot(3, 1, [0, 1], [0, 2]),
+            ),
+            (
+                "bmm2_grad_gemm1_dot_dimension_numbers",
+                dot(2, 1, [0, 1], [0, 2]),
+            ),
+            (
+                "bmm2_grad_gemm2_dot_dimension_numbers",
+                dot(3, 3, [0, 2], [0, 2]),
+            ),
         ],
     };
     let element_type = if dims.dtype == DType::F16 {

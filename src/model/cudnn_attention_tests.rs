@@ -33,7 +33,9 @@ fn calls(module: &str, target: &str) -> Vec<Call> {
         .filter(|l| l.contains(&marker))
         .map(|line| {
             let (lhs, rest) = line.split_once(" = ").expect("a bound custom call");
-            let rest = rest.strip_prefix(&marker[..marker.len() - 1]).expect("call");
+            let rest = rest
+                .strip_prefix(&marker[..marker.len() - 1])
+                .expect("call");
             let (operands, rest) = rest[1..].split_once(')').expect("operand list");
             let (attrs, signature) = rest.rsplit_once("} : ").expect("attributes");
             let config_start = attrs.find("backend_config = \"").expect("backend_config")
@@ -41,7 +43,12 @@ fn calls(module: &str, target: &str) -> Vec<Call> {
             let config = decode_mlir_string(&attrs[config_start..]);
             let number = |key: &str| -> Option<String> {
                 let at = attrs.find(&format!("{key} = "))? + key.len() + 3;
-                Some(attrs[at..].chars().take_while(|c| c.is_alphanumeric()).collect())
+                Some(
+                    attrs[at..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric())
+                        .collect(),
+                )
             };
             Call {
                 results: lhs.trim().to_string(),
@@ -70,7 +77,10 @@ fn decode_mlir_string(s: &str) -> String {
                 b'\\' => (b'\\', 2),
                 b'n' => (b'\n', 2),
                 b't' => (b'\t', 2),
-                _ => (u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex escape"), 3),
+                _ => (
+                    u8::from_str_radix(&s[i + 1..i + 3], 16).expect("hex escape"),
+                    3,
+                ),
             };
             out.push(byte);
             i += width;
@@ -118,11 +128,7 @@ fn layouts(attrs: &str, name: &str) -> Vec<Vec<usize>> {
 /// the jax captures differentiate.
 fn grad_module(q: TensorType, kv: TensorType) -> String {
     let g = Graph::named("grad");
-    let (q, k, v) = (
-        g.param("q", q),
-        g.param("k", kv.clone()),
-        g.param("v", kv),
-    );
+    let (q, k, v) = (g.param("q", q), g.param("k", kv.clone()), g.param("v", kv));
     let out = cudnn_attention(&q, &k, &v);
     let loss = out.cast(DType::F32).square().sum_all();
     let grads = g.grad(&loss, &[q, k, v]).expect("differentiable");
@@ -142,12 +148,9 @@ fn assert_same_call(ours: &Call, jax: &Call) {
     assert_eq!(ours.has_side_effect, jax.has_side_effect, "{}", ours.target);
     assert_eq!(ours.operands.len(), jax.operands.len(), "{}", ours.target);
     assert_eq!(
-        ours.backend_config,
-        jax.backend_config,
+        ours.backend_config, jax.backend_config,
         "{}: backend_config differs from jax's\nours: {}\njax:  {}",
-        ours.target,
-        ours.backend_config,
-        jax.backend_config
+        ours.target, ours.backend_config, jax.backend_config
     );
 }
 
@@ -168,12 +171,20 @@ fn check_against_jax(jax_module: &str, q: TensorType, kv: TensorType) {
 
     // Operand wiring of the backward call, as jax has it: (q, k, v, stats, dO, O), with the
     // stats the forward call's second result and O its first result transposed to [B,T,N,D].
-    let fwd_name = ours_fwd.results.split(':').next().expect("name").to_string();
+    let fwd_name = ours_fwd
+        .results
+        .split(':')
+        .next()
+        .expect("name")
+        .to_string();
     assert_eq!(ours_bwd.operands[..3], ours_fwd.operands[..]);
     assert_eq!(ours_bwd.operands[3], format!("{fwd_name}#1"));
     let o = &ours_bwd.operands[5];
     let transposed = format!("{o} = stablehlo.transpose {fwd_name}#0, dims = [0, 2, 1, 3]");
-    assert!(ours.contains(&transposed), "O is not the forward output:\n{ours}");
+    assert!(
+        ours.contains(&transposed),
+        "O is not the forward output:\n{ours}"
+    );
     assert_eq!(jax_bwd.operands[3], "%1#1");
 }
 
@@ -205,7 +216,10 @@ fn the_parser_sees_what_differs() {
     let cfg = &jax_fwd.backend_config["cudnn_fmha_backend_config"];
     assert_eq!(cfg["fmha_scale"], 0.125);
     assert_eq!(cfg["mask_type"], "CAUSAL");
-    assert_eq!(jax_fwd.result_layouts, [vec![3, 1, 2, 0], vec![2, 1, 0], vec![0]]);
+    assert_eq!(
+        jax_fwd.result_layouts,
+        [vec![3, 1, 2, 0], vec![2, 1, 0], vec![0]]
+    );
 }
 
 #[test]
@@ -223,7 +237,8 @@ fn f32_operands_run_the_kernel_in_bf16() {
         .expect("printed");
     let fwd = &calls(&text, FORWARD_TARGET)[0];
     assert!(
-        fwd.signature.starts_with("(tensor<1x16x4x32xbf16>, tensor<1x16x2x32xbf16>"),
+        fwd.signature
+            .starts_with("(tensor<1x16x4x32xbf16>, tensor<1x16x2x32xbf16>"),
         "{}",
         fwd.signature
     );
@@ -231,7 +246,10 @@ fn f32_operands_run_the_kernel_in_bf16() {
     // serde_json's default float parsing may miss the last bit; the printed text is exact.
     let scale = cfg["fmha_scale"].as_f64().expect("a number");
     assert!((scale - 1.0 / 32f64.sqrt()).abs() < 1e-15, "{scale}");
-    assert_eq!(cfg["intermediate_tensor_shape"]["dimensions"], serde_json::json!(["1", "4", "16", "16"]));
+    assert_eq!(
+        cfg["intermediate_tensor_shape"]["dimensions"],
+        serde_json::json!(["1", "4", "16", "16"])
+    );
 }
 
 #[test]
@@ -240,7 +258,11 @@ fn the_cpu_plugin_refuses_the_kernel_by_name() {
     // holds it anyway fails to compile on the CPU plugin, which names the missing target.
     let g = Graph::named("cpu");
     let t = TensorType::new(DType::BF16, &[1, 8, 2, 16]);
-    let (q, k, v) = (g.param("q", t.clone()), g.param("k", t.clone()), g.param("v", t));
+    let (q, k, v) = (
+        g.param("q", t.clone()),
+        g.param("k", t.clone()),
+        g.param("v", t),
+    );
     let out = cudnn_attention(&q, &k, &v);
     let text = g
         .finish(&[("out", &out)])

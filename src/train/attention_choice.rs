@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn auto_composes_attention_where_cudnn_cannot_run() {
-        assert_eq!(choose(&["optimization.mixed_precision=true"], 1), AttentionKind::Full);
+        assert_eq!(
+            choose(&["optimization.mixed_precision=true"], 1),
+            AttentionKind::Full
+        );
         assert_eq!(
             choose(
                 &[
@@ -71,7 +74,11 @@ mod tests {
         assert_eq!(choose(&["runtime.platform=cuda"], 1), AttentionKind::Full);
         let odd_head = [
             &CUDA_BF16[..],
-            &["model.hidden_dim=240", "model.num_heads=4", "model.num_kv_heads=2"],
+            &[
+                "model.hidden_dim=240",
+                "model.num_heads=4",
+                "model.num_kv_heads=2",
+            ],
         ]
         .concat();
         assert_eq!(choose(&odd_head, 1), AttentionKind::Full, "head dim 60");
@@ -89,5 +96,57 @@ mod tests {
         assert_eq!(choose(&cudnn, 1), AttentionKind::Cudnn);
         let cudnn_dp = [&cudnn[..], &["runtime.devices=2"]].concat();
         assert_eq!(choose(&cudnn_dp, 2), AttentionKind::Cudnn);
+    }
+
+    #[test]
+    fn the_train_step_calls_the_kernels_once_per_layer_and_pass_unless_xla_is_asked() {
+        use crate::model::cudnn_attention::{BACKWARD_TARGET, FORWARD_TARGET};
+        use crate::train::{build_train_step, StepLayout};
+        for (backend, remat) in [("auto", false), ("auto", true), ("xla", false)] {
+            let cfg = Config::load(
+                None,
+                &[
+                    "runtime.platform=cuda",
+                    "optimization.mixed_precision=true",
+                    "model.num_layers=2",
+                    "model.hidden_dim=64",
+                    "model.num_heads=4",
+                    "model.num_kv_heads=2",
+                    "model.vocab_size=128",
+                    "model.max_seq_len=32",
+                    "training.batch_size=2",
+                    &format!("memory.gradient_checkpointing={remat}"),
+                    &format!("memory.attention_backend={backend}"),
+                ]
+                .map(String::from),
+            )
+            .expect("config");
+            let plan = sharding_plan(&cfg, "cuda", 1).expect("plan");
+            let layout = StepLayout::new(&cfg, &plan).expect("layout");
+            let text = build_train_step(&cfg, &plan, &layout)
+                .expect("traced")
+                .to_stablehlo(&vishwam_hlo::PrintOptions::with_mesh(plan.mesh.clone()))
+                .expect("printed");
+            let count = |target: &str| {
+                text.matches(&format!("stablehlo.custom_call @{target}("))
+                    .count()
+            };
+            // With remat, each block's forward runs again before its backward.
+            let (forward_runs, backward_runs) = match (backend, remat) {
+                ("xla", _) => (0, 0),
+                (_, true) => (4, 2),
+                (_, false) => (2, 2),
+            };
+            assert_eq!(
+                count(FORWARD_TARGET),
+                forward_runs,
+                "{backend}, remat {remat}"
+            );
+            assert_eq!(
+                count(BACKWARD_TARGET),
+                backward_runs,
+                "{backend}, remat {remat}"
+            );
+        }
     }
 }

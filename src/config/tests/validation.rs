@@ -242,9 +242,8 @@ fn attention_backend_rules() {
          attention needs the XLA CUDA plugin; set runtime.platform to \"cuda\", or \
          memory.attention_backend to \"auto\" or \"xla\""
     );
-    let f32_message = problem(
-        r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"}}"#,
-    );
+    let f32_message =
+        problem(r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"}}"#);
     assert!(
         f32_message.starts_with(
             "`memory.attention_backend` = \"cudnn\" contradicts `optimization.mixed_precision` = false: \
@@ -267,7 +266,9 @@ fn attention_backend_rules() {
     }
     // "auto" and "xla" load anywhere; blockers only matter to "auto"'s choice.
     for backend in ["auto", "xla"] {
-        let config = load(&format!(r#"{{"memory": {{"attention_backend": "{backend}"}}}}"#));
+        let config = load(&format!(
+            r#"{{"memory": {{"attention_backend": "{backend}"}}}}"#
+        ));
         assert_eq!(config.cudnn_attention_blockers().len(), 2, "cpu and f32");
     }
     assert_eq!(
