@@ -3,10 +3,10 @@
 //! The forward pass is one `stablehlo.custom_call @__cudnn$fmhaSoftmax`, the backward pass one
 //! `@__cudnn$fmhaSoftmaxBackward`, with the operands, results, layouts and JSON
 //! `backend_config` that `jax.nn.dot_product_attention(..., is_causal=True,
-//! implementation="cudnn")` emits (captured from jax 0.10.2 lowering for CUDA; the golden tests
-//! below hold that capture). The XLA CUDA plugin compiles these calls into cuDNN flash
-//! attention; no other plugin knows the targets, so the composed attention
-//! (`attention.rs`, `blocked.rs`) serves every other platform.
+//! implementation="cudnn")` emits when lowered for CUDA (jax 0.10.2 and 0.11.2 print the same;
+//! the golden tests compare with those captures, `testdata/jax_cudnn_*.mlir`). The XLA CUDA
+//! plugin compiles these calls into cuDNN flash attention; no other plugin knows the targets,
+//! so the composed attention (`attention.rs`, `blocked.rs`) serves every other platform.
 //!
 //! What cuDNN accepts (the checks of jax's `fused_attention_stablehlo.py`): rank-4 `[B, T, N,
 //! D]` operands in bf16 or f16, one dtype for q, k and v; head dim a multiple of 8 and at most

@@ -1,6 +1,6 @@
 //! Golden tests: the cuDNN custom calls vishwam prints against those jax lowers for CUDA
-//! (`testdata/jax_cudnn_*.mlir`, captured from jax 0.10.2), plus wiring, casts and the CPU
-//! plugin's refusal.
+//! (`testdata/jax_cudnn_*.mlir`: jax 0.10.2 and 0.11.2 print them identically), plus the
+//! operand wiring, casts and the CPU plugin's refusal.
 
 use super::*;
 use crate::runtime::{ClientSpec, CompileOptions};

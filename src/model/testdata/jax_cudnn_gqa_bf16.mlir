@@ -1,4 +1,4 @@
-// jax 0.10.2: jax.jit(jax.grad(lambda q, k, v: jnp.sum(jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn").astype(jnp.float32) ** 2), argnums=(0, 1, 2))).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text() with q bf16[2,128,12,64], k, v bf16[2,128,4,64]
+// jax 0.10.2 and 0.11.2 (byte-identical output): jax.jit(jax.grad(lambda q, k, v: jnp.sum(jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn").astype(jnp.float32) ** 2), argnums=(0, 1, 2))).trace(q, k, v).lower(lowering_platforms=("cuda",)).as_text() with q bf16[2,128,12,64], k, v bf16[2,128,4,64]
 module @jit_loss attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   func.func public @main(%arg0: tensor<2x128x12x64xbf16>, %arg1: tensor<2x128x4x64xbf16>, %arg2: tensor<2x128x4x64xbf16>) -> (tensor<2x128x12x64xbf16> {jax.result_info = "result[0]"}, tensor<2x128x4x64xbf16> {jax.result_info = "result[1]"}, tensor<2x128x4x64xbf16> {jax.result_info = "result[2]"}) {
     %cst = stablehlo.constant dense<0.000000e+00> : tensor<bf16>

@@ -1,4 +1,4 @@
-// jax 0.10.2: the same function with q, k, v f16[1,256,8,128]
+// jax 0.10.2 and 0.11.2 (byte-identical output): the same function with q, k, v f16[1,256,8,128]
 module @jit_loss attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   func.func public @main(%arg0: tensor<1x256x8x128xf16>, %arg1: tensor<1x256x8x128xf16>, %arg2: tensor<1x256x8x128xf16>) -> (tensor<1x256x8x128xf16> {jax.result_info = "result[0]"}, tensor<1x256x8x128xf16> {jax.result_info = "result[1]"}, tensor<1x256x8x128xf16> {jax.result_info = "result[2]"}) {
     %cst = stablehlo.constant dense<0.000000e+00> : tensor<f16>
