@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Generate(super::bench_generate::GenerateBenchArgs),
     /// Train-step speed, MFU and memory on XLA or the Candle reference.
     Train(super::bench_train::TrainBenchArgs),
+    /// cuDNN flash attention vs. composed XLA attention on CUDA: correctness, then speed.
+    Attention(super::bench_attention::AttentionBenchArgs),
     /// Tokenisation MB/s on the Brown corpus (vs. Python `tokenizers` when installed) and
     /// loader batches/s.
     Data(DataBenchArgs),
@@ -94,6 +96,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{}", vishwam::data::bench::bench_data(&options)?);
             Ok(ExitCode::SUCCESS)
         }
+        BenchCommand::Attention(args) => super::bench_attention::run(&args),
     }
 }
 

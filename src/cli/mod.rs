@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod bench;
+mod bench_attention;
 mod bench_generate;
 mod bench_moe;
 mod bench_train;

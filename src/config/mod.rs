@@ -37,7 +37,10 @@ pub use distill::{DistillationConfig, IntermediateLoss, LayerMapping};
 pub use error::{ConfigError, ConfigIssue};
 pub use features::{Feature, Features, UnsupportedSetting};
 pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR};
-pub use precision::{ComputeDtype, Fp8Format, Fp8Recipe, MemoryConfig, OptimizationConfig};
+pub use precision::{
+    AttentionBackend, ComputeDtype, CudnnAttentionBlocker, Fp8Format, Fp8Recipe, MemoryConfig,
+    OptimizationConfig, CUDNN_MAX_HEAD_DIM,
+};
 pub use runtime::{Platform, RuntimeConfig};
 pub use tpu::{
     DeviceStrategy, LogicalAxisRule, MeshShape, TpuConfig, DEFAULT_BATCH_AXES, LOGICAL_AXES,
@@ -148,6 +151,11 @@ impl Config {
     /// `mixed_precision`, else f32. Master weights are f32 in every case.
     pub fn compute_dtype(&self) -> ComputeDtype {
         precision::compute_dtype(self.tpu.use_bfloat16, &self.optimization)
+    }
+
+    /// The settings that keep cuDNN flash attention from running (empty when it can).
+    pub fn cudnn_attention_blockers(&self) -> Vec<CudnnAttentionBlocker> {
+        precision::cudnn_attention_blockers(self)
     }
 
     /// Devices asked for: `runtime.devices`, else `tpu.tpu_cores`, else the mesh's fixed size;
@@ -277,6 +285,7 @@ impl Config {
     fn validate_across_sections(&self, c: &mut Checks) {
         runtime::validate_devices(&self.tpu, &self.runtime, &self.training, c);
         precision::validate_precision(self.tpu.use_bfloat16, &self.optimization, c);
+        precision::validate_attention_backend(self, c);
         if self.logging.eval_every > 0 && self.data.val_fraction <= 0.0 {
             c.conflict(
                 "logging.eval_every",

@@ -29,6 +29,36 @@ config_enum! {
     }
 }
 
+config_enum! {
+    /// Which implementation computes attention in training.
+    pub enum AttentionBackend {
+        /// cuDNN flash attention where it can run (see [`cudnn_attention_blockers`]) on a
+        /// one-device mesh, else "xla".
+        #[default]
+        Auto => "auto",
+        /// Attention composed from XLA primitives: full scores, or blocked when
+        /// `attention_memory_efficient` is set.
+        Xla => "xla",
+        /// cuDNN flash attention (the CUDA plugin only; anything that prevents it is an error).
+        Cudnn => "cudnn",
+    }
+}
+
+/// Largest head dim sent to cuDNN flash attention: every CUDA GPU the plugin supports takes
+/// 128 (Hopper and later would take 256).
+pub const CUDNN_MAX_HEAD_DIM: usize = 128;
+
+/// A setting that keeps cuDNN flash attention from running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudnnAttentionBlocker {
+    /// Full path of the key.
+    pub key: &'static str,
+    /// Its value, as JSON text.
+    pub value: String,
+    /// Why cuDNN cannot run with it and what to change.
+    pub rule: String,
+}
+
 /// Element type of the forward and backward matmuls (master weights stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ComputeDtype {
@@ -56,6 +86,8 @@ pub struct MemoryConfig {
     pub use_memory_efficient_attention: Option<bool>,
     /// Store the generation KV cache in f8E4M3 with a per-head scale. Default false.
     pub kv_cache_fp8: bool,
+    /// Attention implementation in training: "auto", "xla" or "cudnn". Default "auto".
+    pub attention_backend: AttentionBackend,
 }
 
 impl MemoryConfig {
@@ -77,6 +109,7 @@ impl MemoryConfig {
             &mut self.use_memory_efficient_attention,
         );
         r.flag("kv_cache_fp8", &mut self.kv_cache_fp8);
+        r.choice("attention_backend", &mut self.attention_backend);
         // One alias given: both hold it, so the saved config reads the same to every community.
         match (
             self.attention_memory_efficient,
@@ -109,7 +142,7 @@ impl MemoryConfig {
 
 impl Serialize for MemoryConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("MemoryConfig", 4)?;
+        let mut s = serializer.serialize_struct("MemoryConfig", 5)?;
         s.serialize_field("gradient_checkpointing", &self.gradient_checkpointing)?;
         s.serialize_field(
             "attention_memory_efficient",
@@ -120,6 +153,7 @@ impl Serialize for MemoryConfig {
             &self.use_memory_efficient_attention,
         )?;
         s.serialize_field("kv_cache_fp8", &self.kv_cache_fp8)?;
+        s.serialize_field("attention_backend", &self.attention_backend)?;
         s.end()
     }
 }
@@ -222,6 +256,62 @@ pub(crate) fn validate_precision(
             true,
             "a dynamic loss scale is for f16 compute, while use_bfloat16 asks for bf16 (which needs no \
              loss scale); set one of them to false",
+        );
+    }
+}
+
+/// The settings of `config` that keep cuDNN flash attention from running (empty when it can):
+/// the platform must be CUDA, compute bf16 or f16, and the head dim a multiple of 8 up to
+/// [`CUDNN_MAX_HEAD_DIM`] (the rules of jax's `fused_attention_stablehlo.py`).
+pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAttentionBlocker> {
+    let mut found = Vec::new();
+    let platform = config.runtime.platform;
+    if platform != super::Platform::Cuda {
+        found.push(CudnnAttentionBlocker {
+            key: "runtime.platform",
+            value: format!("\"{platform}\""),
+            rule: "cuDNN flash attention needs the XLA CUDA plugin; set runtime.platform to \
+                   \"cuda\", or memory.attention_backend to \"auto\" or \"xla\""
+                .into(),
+        });
+    }
+    if config.compute_dtype() == ComputeDtype::F32 {
+        found.push(CudnnAttentionBlocker {
+            key: "optimization.mixed_precision",
+            value: "false".into(),
+            rule: "cuDNN flash attention computes in bf16 or f16, and this config computes in \
+                   f32; set optimization.mixed_precision (bf16) or optimization.use_dynamic_scale \
+                   (f16) to true, or memory.attention_backend to \"xla\""
+                .into(),
+        });
+    }
+    let head_dim = config.model.head_dim();
+    if !head_dim.is_multiple_of(8) || head_dim > CUDNN_MAX_HEAD_DIM {
+        found.push(CudnnAttentionBlocker {
+            key: "model.head_dim",
+            value: head_dim.to_string(),
+            rule: format!(
+                "cuDNN flash attention takes a head dim that is a multiple of 8 and at most \
+                 {CUDNN_MAX_HEAD_DIM}; change model.head_dim (or hidden_dim / num_heads), or set \
+                 memory.attention_backend to \"xla\""
+            ),
+        });
+    }
+    found
+}
+
+/// `memory.attention_backend` = "cudnn" must be able to run.
+pub(crate) fn validate_attention_backend(config: &super::Config, c: &mut Checks) {
+    if config.memory.attention_backend != AttentionBackend::Cudnn {
+        return;
+    }
+    for blocker in cudnn_attention_blockers(config) {
+        c.conflict(
+            "memory.attention_backend",
+            "\"cudnn\"",
+            blocker.key,
+            blocker.value,
+            blocker.rule,
         );
     }
 }

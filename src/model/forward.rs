@@ -2,6 +2,7 @@
 
 use super::attention::attention;
 use super::blocked::blocked_attention;
+use super::cudnn_attention::cudnn_attention;
 use super::moe::{self, MoeParams, MoeStats};
 use crate::config::{ModelConfig, RopeScalingType};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub enum AttentionKind {
     Full,
     /// Blocks of this many queries and keys with an online softmax; no [T, S] scores.
     Blocked(usize),
+    /// cuDNN's fused flash-attention kernels (the CUDA plugin only; bf16/f16).
+    Cudnn,
 }
 
 /// Choices that change how the forward pass is traced, not what it computes.
@@ -214,6 +217,7 @@ fn block_forward(
     let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match opts.attention {
         AttentionKind::Full => attention(q, k, v, positions, positions),
         AttentionKind::Blocked(block) => blocked_attention(q, k, v, block),
+        AttentionKind::Cudnn => cudnn_attention(q, k, v),
     };
     block_with_attention(cfg, opts, h, positions, p, is_moe, attend, rng)
 }

@@ -1,13 +1,15 @@
 //! The Llama-style transformer (docs/model.md), written with the hlo tracing API.
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
-//! the blocks; `attention` and `blocked` are the two attention forms; `moe` and `moe_routing`
-//! are the Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `decode` is
+//! the blocks; `attention` and `blocked` are the two composed attention forms and
+//! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
+//! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `decode` is
 //! the forward pass over a KV cache for generation. The model
 //! never touches the runtime.
 
 mod attention;
 mod blocked;
+pub mod cudnn_attention;
 mod decode;
 mod forward;
 pub mod hf;
@@ -18,6 +20,7 @@ mod params;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
+pub use cudnn_attention::cudnn_attention;
 pub use decode::{
     cached_attention, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
     FP8_E4M3_MAX,

@@ -1,5 +1,6 @@
 //! Training: the step program, the schedule, the loop, metrics and checkpoints.
 
+mod attention_choice;
 pub mod checkpoint;
 mod data_source;
 mod error;
@@ -12,6 +13,7 @@ mod setup;
 mod step;
 mod trainer;
 
+pub use attention_choice::attention_kind;
 pub use data_source::{prepare_data, TrainingData};
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};

@@ -5,7 +5,7 @@
 use super::moe_state::{self, MoeStepStats};
 use super::schedule::lr_traced;
 use crate::config::{ComputeDtype, Config};
-use crate::model::{self, AttentionKind, ForwardOptions, ParamSpec, RngStream};
+use crate::model::{self, ForwardOptions, ParamSpec, RngStream};
 use std::sync::Arc;
 use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
 use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
@@ -68,11 +68,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
     ForwardOptions {
         compute,
         remat: cfg.memory.gradient_checkpointing,
-        attention: if cfg.memory.memory_efficient_attention() {
-            AttentionKind::Blocked(cfg.optimization.block_size)
-        } else {
-            AttentionKind::Full
-        },
+        attention: super::attention_choice::attention_kind(cfg, plan),
         dropout: cfg.model.dropout_rate,
         residual_spec: residual.filter(|s| !s.is_replicated()),
         moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),

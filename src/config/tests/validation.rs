@@ -222,6 +222,62 @@ fn precision_and_alias_rules() {
 }
 
 #[test]
+fn attention_backend_rules() {
+    assert_eq!(
+        Config::default().memory.attention_backend,
+        AttentionBackend::Auto
+    );
+    let cuda_bf16 = r#""runtime": {"platform": "cuda"}, "optimization": {"mixed_precision": true}"#;
+    let config = load(&format!(
+        r#"{{"memory": {{"attention_backend": "cudnn"}}, {cuda_bf16}}}"#
+    ));
+    assert_eq!(config.memory.attention_backend, AttentionBackend::Cudnn);
+    assert!(config.cudnn_attention_blockers().is_empty());
+    let f16 = r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"},
+                  "optimization": {"mixed_precision": true, "use_dynamic_scale": true}}"#;
+    assert!(load(f16).cudnn_attention_blockers().is_empty());
+    assert_eq!(
+        problem(r#"{"memory": {"attention_backend": "cudnn"}, "optimization": {"mixed_precision": true}}"#),
+        "`memory.attention_backend` = \"cudnn\" contradicts `runtime.platform` = \"cpu\": cuDNN flash \
+         attention needs the XLA CUDA plugin; set runtime.platform to \"cuda\", or \
+         memory.attention_backend to \"auto\" or \"xla\""
+    );
+    let f32_message =
+        problem(r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"}}"#);
+    assert!(
+        f32_message.starts_with(
+            "`memory.attention_backend` = \"cudnn\" contradicts `optimization.mixed_precision` = false: \
+             cuDNN flash attention computes in bf16 or f16"
+        ),
+        "{f32_message}"
+    );
+    for head_dim in [60, 256] {
+        let message = problem(&format!(
+            r#"{{"memory": {{"attention_backend": "cudnn"}}, {cuda_bf16},
+                "model": {{"hidden_dim": 768, "num_heads": 12, "head_dim": {head_dim}}}}}"#
+        ));
+        assert!(
+            message.starts_with(&format!(
+                "`memory.attention_backend` = \"cudnn\" contradicts `model.head_dim` = {head_dim}: \
+                 cuDNN flash attention takes a head dim that is a multiple of 8 and at most 128"
+            )),
+            "{message}"
+        );
+    }
+    // "auto" and "xla" load anywhere; blockers only matter to "auto"'s choice.
+    for backend in ["auto", "xla"] {
+        let config = load(&format!(
+            r#"{{"memory": {{"attention_backend": "{backend}"}}}}"#
+        ));
+        assert_eq!(config.cudnn_attention_blockers().len(), 2, "cpu and f32");
+    }
+    assert_eq!(
+        problem(r#"{"memory": {"attention_backend": "flash"}}"#),
+        "`memory.attention_backend` must be one of \"auto\", \"xla\", \"cudnn\", got \"flash\""
+    );
+}
+
+#[test]
 fn compute_dtype_follows_the_precision_keys() {
     assert_eq!(Config::default().compute_dtype(), ComputeDtype::F32);
     assert_eq!(

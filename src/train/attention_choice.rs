@@ -1,0 +1,152 @@
+//! Which attention implementation a training run traces (`memory.attention_backend`).
+
+use crate::config::{AttentionBackend, Config};
+use crate::model::AttentionKind;
+use vishwam_mesh::ShardingPlan;
+
+/// The attention of the train step for `cfg` on `plan`'s mesh.
+///
+/// "xla" composes attention from primitives (blocked when `attention_memory_efficient` is
+/// set); "cudnn" always takes the cuDNN kernels (the config check has ruled out what they
+/// cannot run); "auto" takes them where nothing blocks them and the mesh has one device.
+/// On several devices XLA's partitioner knows no rule for the cuDNN custom calls and would
+/// gather their operands onto every device, so "auto" composes attention there.
+pub fn attention_kind(cfg: &Config, plan: &ShardingPlan) -> AttentionKind {
+    let composed = if cfg.memory.memory_efficient_attention() {
+        AttentionKind::Blocked(cfg.optimization.block_size)
+    } else {
+        AttentionKind::Full
+    };
+    match cfg.memory.attention_backend {
+        AttentionBackend::Xla => composed,
+        AttentionBackend::Cudnn => AttentionKind::Cudnn,
+        AttentionBackend::Auto
+            if plan.mesh.num_devices() == 1 && cfg.cudnn_attention_blockers().is_empty() =>
+        {
+            AttentionKind::Cudnn
+        }
+        AttentionBackend::Auto => composed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::sharding_plan;
+
+    fn choose(sets: &[&str], devices: usize) -> AttentionKind {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::load(None, &sets).unwrap_or_else(|e| panic!("{sets:?}: {e}"));
+        let platform = cfg.runtime.platform.as_str();
+        let plan = sharding_plan(&cfg, platform, devices).expect("plan");
+        attention_kind(&cfg, &plan)
+    }
+
+    const CUDA_BF16: [&str; 2] = ["runtime.platform=cuda", "optimization.mixed_precision=true"];
+
+    #[test]
+    fn auto_picks_cudnn_on_one_cuda_device_in_bf16_or_f16() {
+        assert_eq!(choose(&CUDA_BF16, 1), AttentionKind::Cudnn);
+        let f16 = [&CUDA_BF16[..], &["optimization.use_dynamic_scale=true"]].concat();
+        assert_eq!(choose(&f16, 1), AttentionKind::Cudnn);
+        // cuDNN is memory-efficient too, so it wins over blocked attention.
+        let blocked = [&CUDA_BF16[..], &["memory.attention_memory_efficient=true"]].concat();
+        assert_eq!(choose(&blocked, 1), AttentionKind::Cudnn);
+    }
+
+    #[test]
+    fn auto_composes_attention_where_cudnn_cannot_run() {
+        assert_eq!(
+            choose(&["optimization.mixed_precision=true"], 1),
+            AttentionKind::Full
+        );
+        assert_eq!(
+            choose(
+                &[
+                    "optimization.mixed_precision=true",
+                    "memory.attention_memory_efficient=true",
+                    "optimization.block_size=128"
+                ],
+                1
+            ),
+            AttentionKind::Blocked(128)
+        );
+        assert_eq!(choose(&["runtime.platform=cuda"], 1), AttentionKind::Full);
+        let odd_head = [
+            &CUDA_BF16[..],
+            &[
+                "model.hidden_dim=240",
+                "model.num_heads=4",
+                "model.num_kv_heads=2",
+            ],
+        ]
+        .concat();
+        assert_eq!(choose(&odd_head, 1), AttentionKind::Full, "head dim 60");
+        let wide_head = [&CUDA_BF16[..], &["model.head_dim=192"]].concat();
+        assert_eq!(choose(&wide_head, 1), AttentionKind::Full, "head dim 192");
+        let two_devices = [&CUDA_BF16[..], &["runtime.devices=2"]].concat();
+        assert_eq!(choose(&two_devices, 2), AttentionKind::Full);
+    }
+
+    #[test]
+    fn explicit_backends_are_obeyed() {
+        let xla = [&CUDA_BF16[..], &["memory.attention_backend=xla"]].concat();
+        assert_eq!(choose(&xla, 1), AttentionKind::Full);
+        let cudnn = [&CUDA_BF16[..], &["memory.attention_backend=cudnn"]].concat();
+        assert_eq!(choose(&cudnn, 1), AttentionKind::Cudnn);
+        let cudnn_dp = [&cudnn[..], &["runtime.devices=2"]].concat();
+        assert_eq!(choose(&cudnn_dp, 2), AttentionKind::Cudnn);
+    }
+
+    #[test]
+    fn the_train_step_calls_the_kernels_once_per_layer_and_pass_unless_xla_is_asked() {
+        use crate::model::cudnn_attention::{BACKWARD_TARGET, FORWARD_TARGET};
+        use crate::train::{build_train_step, StepLayout};
+        for (backend, remat) in [("auto", false), ("auto", true), ("xla", false)] {
+            let cfg = Config::load(
+                None,
+                &[
+                    "runtime.platform=cuda",
+                    "optimization.mixed_precision=true",
+                    "model.num_layers=2",
+                    "model.hidden_dim=64",
+                    "model.num_heads=4",
+                    "model.num_kv_heads=2",
+                    "model.vocab_size=128",
+                    "model.max_seq_len=32",
+                    "training.batch_size=2",
+                    &format!("memory.gradient_checkpointing={remat}"),
+                    &format!("memory.attention_backend={backend}"),
+                ]
+                .map(String::from),
+            )
+            .expect("config");
+            let plan = sharding_plan(&cfg, "cuda", 1).expect("plan");
+            let layout = StepLayout::new(&cfg, &plan).expect("layout");
+            let text = build_train_step(&cfg, &plan, &layout)
+                .expect("traced")
+                .to_stablehlo(&vishwam_hlo::PrintOptions::with_mesh(plan.mesh.clone()))
+                .expect("printed");
+            let count = |target: &str| {
+                text.matches(&format!("stablehlo.custom_call @{target}("))
+                    .count()
+            };
+            // With remat, each block's forward runs again before its backward.
+            let (forward_runs, backward_runs) = match (backend, remat) {
+                ("xla", _) => (0, 0),
+                (_, true) => (4, 2),
+                (_, false) => (2, 2),
+            };
+            assert_eq!(
+                count(FORWARD_TARGET),
+                forward_runs,
+                "{backend}, remat {remat}"
+            );
+            assert_eq!(
+                count(BACKWARD_TARGET),
+                backward_runs,
+                "{backend}, remat {remat}"
+            );
+        }
+    }
+}
