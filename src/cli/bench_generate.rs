@@ -38,6 +38,42 @@ pub struct GenerateBenchArgs {
     /// Timed repetitions after one warm-up run (the best is reported).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Also decode greedily with the Candle CPU reference (no KV cache: it recomputes the
+    /// sequence for every token) and report the tokens/s ratio.
+    #[arg(long)]
+    candle: bool,
+}
+
+/// Greedy decoding with the Candle reference: prefill seconds, decode seconds per step.
+fn candle_greedy(
+    model: &vishwam::reference::ReferenceModel,
+    prompts: &[Vec<i32>],
+    new_tokens: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let b = prompts.len();
+    let mut seqs: Vec<Vec<i32>> = prompts.to_vec();
+    let (mut prefill, mut decode) = (0.0, 0.0);
+    for step in 0..new_tokens {
+        let len = seqs[0].len();
+        let flat: Vec<i32> = seqs.iter().flatten().copied().collect();
+        let t = std::time::Instant::now();
+        let logits = model.logits(&flat, b, len)?;
+        let last = logits
+            .narrow(1, len - 1, 1)?
+            .squeeze(1)?
+            .argmax(1)?
+            .to_vec1::<u32>()?;
+        let dt = t.elapsed().as_secs_f64();
+        if step == 0 {
+            prefill = dt;
+        } else {
+            decode += dt;
+        }
+        for (s, &tok) in seqs.iter_mut().zip(&last) {
+            s.push(tok as i32);
+        }
+    }
+    Ok((prefill, decode / (new_tokens.max(2) - 1) as f64))
 }
 
 /// Runs the benchmark: for each batch size, greedy and sampled decoding.
@@ -46,13 +82,28 @@ pub fn run(args: &GenerateBenchArgs) -> anyhow::Result<ExitCode> {
         platform: args.platform.as_deref().map(Platform::parse).transpose()?,
         plugin: args.plugin.clone(),
     };
-    let mut model = match &args.checkpoint {
-        Some(dir) => LoadedModel::open(dir, &runtime)?,
+    let (mut model, host_params) = match &args.checkpoint {
+        Some(dir) => {
+            let model = LoadedModel::open(dir, &runtime)?;
+            let params: std::collections::BTreeMap<String, vishwam::engine::HostArray> = if args
+                .candle
+            {
+                let ck =
+                    vishwam::train::checkpoint::load(&vishwam::generate::find_checkpoint(dir)?)?;
+                ck.state
+                    .into_iter()
+                    .filter_map(|(k, v)| k.strip_prefix("params.").map(|n| (n.to_string(), v)))
+                    .collect()
+            } else {
+                Default::default()
+            };
+            (model, params)
+        }
         None => {
             let cfg = Config::load(args.config.as_deref(), &args.sets)?;
             let params = vishwam::model::init_params(&cfg.model, cfg.training.seed);
             let engine = open_engine(&cfg, &runtime)?;
-            LoadedModel::new(cfg, &params, engine)?
+            (LoadedModel::new(cfg, &params, engine)?, params)
         }
     };
     let cfg = model.config().clone();
@@ -76,6 +127,15 @@ pub fn run(args: &GenerateBenchArgs) -> anyhow::Result<ExitCode> {
         m.max_seq_len
     );
     let new_tokens = args.new_tokens.min(m.max_seq_len - args.prompt_len);
+    let candle = if args.candle {
+        Some(vishwam::reference::ReferenceModel::from_host_arrays(
+            m,
+            &host_params,
+            vishwam::reference::ReferenceDtype::F32,
+        )?)
+    } else {
+        None
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     for &b in &args.batch {
         let prompts: Vec<Vec<i32>> = (0..b)
@@ -129,6 +189,16 @@ pub fn run(args: &GenerateBenchArgs) -> anyhow::Result<ExitCode> {
                 layout.cache.len,
                 warm.compile,
             );
+            if let (Some(reference), true) = (&candle, name == "greedy") {
+                let (c_prefill, c_step) = candle_greedy(reference, &prompts, new_tokens)?;
+                println!(
+                    "batch {b}, greedy, candle reference (cpu, f32, no KV cache): prefill {:.2} ms; decode {:.3} ms/step, {:.0} tokens/s -> vishwam decode is {:.2}x faster",
+                    c_prefill * 1e3,
+                    c_step * 1e3,
+                    b as f64 / c_step,
+                    c_step / per_step
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
