@@ -2,6 +2,8 @@
 
 use super::attention::attention;
 use super::blocked::blocked_attention;
+use super::fp8::Fp8Formats;
+use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
 use crate::config::{ModelConfig, RopeScalingType};
 use vishwam_hlo::{
     nn, DType, Graph, PartitionSpec, Result, RngAlgorithm, Tensor, TensorMap, TensorType,
@@ -29,6 +31,9 @@ pub struct ForwardOptions {
     pub dropout: f64,
     /// Sharding constraint for the residual stream `[B, T, H]`, if any.
     pub residual_spec: Option<PartitionSpec>,
+    /// FP8 attention and MLP projections in these formats (the embedding and the LM head
+    /// stay in `compute`); `None` for plain matmuls in `compute`.
+    pub fp8: Option<Fp8Formats>,
 }
 
 impl ForwardOptions {
@@ -40,6 +45,7 @@ impl ForwardOptions {
             attention: AttentionKind::Full,
             dropout: 0.0,
             residual_spec: None,
+            fp8: None,
         }
     }
 }
@@ -79,7 +85,9 @@ const BLOCK_PARAMS: [&str; 9] = [
 ];
 
 /// The final hidden states `[B, T, H]` (after the final norm) for `tokens: i32 [B, T]` at
-/// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`.
+/// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`. With `opts.fp8`, `params`
+/// may also hold each layer's FP8 inputs (`fp8.layers.{i}.amax` / `.probe`, see
+/// [`super::projection`]).
 pub fn hidden_states(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -97,6 +105,10 @@ pub fn hidden_states(
         for n in BLOCK_PARAMS {
             inputs.push(params.get(&format!("layers.{i}.{n}"))?.clone());
         }
+        if opts.fp8.is_some() {
+            inputs.extend(fp8_layer_inputs(&g, params, i));
+        }
+        let n_block = inputs.len() - 2;
         let dropout_on = opts.dropout > 0.0;
         if dropout_on {
             if let Some(r) = rng.as_deref() {
@@ -104,10 +116,11 @@ pub fn hidden_states(
             }
         }
         let block = |g: &Graph, xs: &[Tensor]| -> Vec<Tensor> {
-            let mut stream = (dropout_on && xs.len() > 11).then(|| RngStream {
-                state: xs[11].clone(),
+            let mut stream = (dropout_on && xs.len() > 2 + n_block).then(|| RngStream {
+                state: xs[2 + n_block].clone(),
             });
-            let out = block_forward(cfg, opts, g, &xs[0], &xs[1], &xs[2..11], stream.as_mut());
+            let p = &xs[2..2 + n_block];
+            let out = block_forward(cfg, opts, g, &xs[0], &xs[1], p, stream.as_mut());
             let mut outs = vec![out];
             if let Some(s) = stream {
                 outs.push(s.state);
@@ -173,23 +186,31 @@ fn block_forward(
         cfg.kv_heads() as i64,
         cfg.head_dim() as i64,
     );
-    let w = |i: usize| p[i].cast(c);
+    let proj = BlockProjections::new(c, opts.fp8, &p[BLOCK_PARAMS.len()..]);
 
     let x = nn::rms_norm(h, &p[0], cfg.norm_eps);
-    let q = x.matmul(&w(1)).reshape(&[b, t, nh, d]);
-    let k = x.matmul(&w(2)).reshape(&[b, t, kv, d]);
-    let v = x.matmul(&w(3)).reshape(&[b, t, kv, d]);
+    let qkv = [
+        (Projection::Query, &p[1]),
+        (Projection::Key, &p[2]),
+        (Projection::Value, &p[3]),
+    ];
+    let qkv = proj.apply(&x, &qkv);
+    let q = qkv[0].reshape(&[b, t, nh, d]);
+    let k = qkv[1].reshape(&[b, t, kv, d]);
+    let v = qkv[2].reshape(&[b, t, kv, d]);
     let (q, k) = (rope(cfg, &q, positions), rope(cfg, &k, positions));
     let o = match opts.attention {
         AttentionKind::Full => attention(&q, &k, &v, positions, positions),
         AttentionKind::Blocked(block) => blocked_attention(&q, &k, &v, block),
     };
-    let attn_out = o.reshape(&[b, t, nh * d]).matmul(&w(4));
+    let heads = o.reshape(&[b, t, nh * d]);
+    let attn_out = proj.apply(&heads, &[(Projection::Output, &p[4])]).remove(0);
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 
     let x = nn::rms_norm(&h, &p[5], cfg.norm_eps);
-    let gated = nn::silu(&x.matmul(&w(6))) * x.matmul(&w(7));
-    let mlp_out = gated.matmul(&w(8));
+    let gate_up = proj.apply(&x, &[(Projection::Gate, &p[6]), (Projection::Up, &p[7])]);
+    let gated = nn::silu(&gate_up[0]) * &gate_up[1];
+    let mlp_out = proj.apply(&gated, &[(Projection::Down, &p[8])]).remove(0);
     &h + &dropout(&mlp_out, opts.dropout, rng)
 }
 

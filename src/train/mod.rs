@@ -1,9 +1,12 @@
-//! Training: the step program, the schedule, the loop, metrics and checkpoints.
+//! Training: the step program, the precision policy and FP8 state, the schedule, the loop,
+//! metrics and checkpoints.
 
 pub mod checkpoint;
 mod data_source;
 mod error;
 mod eval;
+mod fp8;
+mod precision;
 mod run;
 mod schedule;
 mod setup;
@@ -13,6 +16,8 @@ mod trainer;
 pub use data_source::TrainingData;
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
+pub use fp8::{amax_history_name, combine_stats, Fp8Step};
+pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};

@@ -257,14 +257,16 @@ fn write_metrics(
     trainer: &Trainer,
 ) -> Result<(), TrainError> {
     let memory = device_memory(trainer);
-    write_json(
-        file,
-        json!({
-            "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
-            "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
-            "device_memory_bytes": memory,
-        }),
-    )
+    let mut line = json!({
+        "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
+        "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
+        "device_memory_bytes": memory,
+    });
+    if trainer.layout.fp8.is_some() {
+        line["fp8_saturated_forward"] = json!(m.fp8_saturated_forward);
+        line["fp8_saturated_backward"] = json!(m.fp8_saturated_backward);
+    }
+    write_json(file, line)
 }
 
 /// Bytes in use on device 0 where the plugin reports it, else XLA's compiled estimate.

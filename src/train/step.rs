@@ -2,8 +2,10 @@
 //! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
 //! donated so the update happens in place on the devices.
 
+use super::fp8::{combine_stats, Fp8Step};
+use super::precision::{LossScaling, PrecisionPolicy};
 use super::schedule::lr_traced;
-use crate::config::{ComputeDtype, Config};
+use crate::config::Config;
 use crate::model::{self, AttentionKind, ForwardOptions, ParamSpec, RngStream};
 use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
 use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
@@ -15,7 +17,8 @@ const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
 /// One piece of the train state: its name, type and sharding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateSlot {
-    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`).
+    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`,
+    /// `fp8.layers.<i>.amax_history`).
     pub name: String,
     /// Type.
     pub ty: TensorType,
@@ -40,18 +43,25 @@ pub struct StepLayout {
     pub batch_spec: PartitionSpec,
     /// Whether the f16 dynamic loss scale is part of the state.
     pub dynamic_scale: bool,
+    /// FP8 projections, if on (with delayed scaling, their histories end the state).
+    pub fp8: Option<Fp8Step>,
 }
 
-/// Names of the metrics the step returns after the state, in order.
-pub const METRICS: [&str; 5] = ["loss", "grad_norm", "lr", "tokens", "skipped"];
+/// Names of the metrics the step returns after the state, in order. The FP8 counts are the
+/// elements clipped to the FP8 range in the step (0 without FP8).
+pub const METRICS: [&str; 7] = [
+    "loss",
+    "grad_norm",
+    "lr",
+    "tokens",
+    "skipped",
+    "fp8_saturated_forward",
+    "fp8_saturated_backward",
+];
 
 /// The forward options the config asks for in training.
 pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOptions {
-    let compute = match cfg.compute_dtype() {
-        ComputeDtype::F32 => DType::F32,
-        ComputeDtype::Bf16 => DType::BF16,
-        ComputeDtype::F16 => DType::F16,
-    };
+    let policy = PrecisionPolicy::from_config(cfg);
     let (b, t, h) = (
         cfg.training.micro_batch_size() as i64,
         cfg.seq_len() as i64,
@@ -62,7 +72,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         .ok()
         .map(|r| r.spec);
     ForwardOptions {
-        compute,
+        compute: policy.compute,
         remat: cfg.memory.gradient_checkpointing,
         attention: if cfg.memory.memory_efficient_attention() {
             AttentionKind::Blocked(cfg.optimization.block_size)
@@ -71,6 +81,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         },
         dropout: cfg.model.dropout_rate,
         residual_spec: residual.filter(|s| !s.is_replicated()),
+        fp8: policy.fp8().map(|p| p.formats),
     }
 }
 
@@ -111,11 +122,17 @@ impl StepLayout {
             ty: TensorType::new(DType::U64, &[2]),
             spec: PartitionSpec::default(),
         });
-        let dynamic_scale = cfg.compute_dtype() == ComputeDtype::F16;
+        let policy = PrecisionPolicy::from_config(cfg);
+        let dynamic_scale = matches!(policy.loss_scaling, LossScaling::Dynamic { .. });
         if dynamic_scale {
             state.push(scalar("loss_scale", DType::F32));
             state.push(scalar("good_steps", DType::I32));
         }
+        let fp8 = policy.fp8().map(|policy| Fp8Step {
+            policy,
+            layers: cfg.model.num_layers,
+        });
+        state.extend(fp8.iter().flat_map(Fp8Step::state_slots));
         let (accum, micro_batch, seq_len) = (
             cfg.training.grad_accum_steps.max(1),
             cfg.training.micro_batch_size(),
@@ -141,6 +158,7 @@ impl StepLayout {
             seq_len,
             batch_spec: PartitionSpec { dims },
             dynamic_scale,
+            fp8,
         })
     }
 
@@ -200,11 +218,16 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     };
 
     let rng = state.get("rng")?.clone();
-    let (loss_sum, grads, rng) = accumulate(
+    let fp8_scaling = match &layout.fp8 {
+        Some(f) => f.scaling_inputs(&state)?,
+        None => TensorMap::new(),
+    };
+    let (loss_sum, grads, rng, fp8_stats) = accumulate(
         cfg,
         &opts,
         layout,
         &params,
+        &fp8_scaling,
         &tokens,
         &targets,
         &mask,
@@ -283,8 +306,20 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         outputs.push(("loss_scale".into(), new_scale));
         outputs.push(("good_steps".into(), new_good));
     }
+    if let Some(f) = &layout.fp8 {
+        outputs.extend(f.next_state(&state, &fp8_stats, &ok)?);
+    }
     let skipped = ok.not().cast(DType::F32);
-    let metrics = [loss, grad_norm, lr, total_tokens, skipped];
+    let (saturated_forward, saturated_backward) = Fp8Step::saturation(&g, &fp8_stats);
+    let metrics = [
+        loss,
+        grad_norm,
+        lr,
+        total_tokens,
+        skipped,
+        saturated_forward,
+        saturated_backward,
+    ];
     for (name, value) in METRICS.iter().zip(metrics) {
         outputs.push((name.to_string(), value));
     }
@@ -298,19 +333,20 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
 }
 
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), and the advanced random state.
+/// several), the advanced random state, and the FP8 statistics per layer (none without FP8).
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
     opts: &ForwardOptions,
     layout: &StepLayout,
     params: &TensorMap,
+    fp8_scaling: &TensorMap,
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
     grad_weight: &Tensor,
     rng: Tensor,
-) -> Result<(Tensor, TensorMap, Tensor)> {
+) -> Result<(Tensor, TensorMap, Tensor, Vec<Tensor>)> {
     let names: Vec<String> = layout.params.iter().map(|p| p.name.clone()).collect();
     let micro = |i: &Tensor, x: &Tensor| -> Tensor {
         let zero = i.zeros_like();
@@ -322,20 +358,22 @@ fn accumulate(
     };
     if layout.accum == 1 {
         let i = tokens.graph().scalar_i64(0, DType::I32);
-        let (loss, grads, rng) = micro_step(
+        return micro_step(
             cfg,
             opts,
+            layout,
             &names,
             params,
+            fp8_scaling,
             &micro(&i, tokens),
             &micro(&i, targets),
             &micro(&i, mask),
             grad_weight,
             rng,
-        )?;
-        return Ok((loss, grads, rng));
+        );
     }
-    // Carry: [i, loss, grads..., params..., rng, tokens, targets, mask, grad_weight].
+    // Carry: [i, loss, grads..., params..., rng, tokens, targets, mask, grad_weight,
+    //         fp8 scaling inputs..., fp8 statistics...].
     let g = tokens.graph().clone();
     let n = names.len();
     let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
@@ -352,6 +390,12 @@ fn accumulate(
         mask.clone(),
         grad_weight.clone(),
     ]);
+    let scaling_names: Vec<String> = fp8_scaling.keys().map(str::to_string).collect();
+    init.extend(fp8_scaling.values().cloned());
+    let fp8_zero_stats = layout.fp8.iter().flat_map(|f| f.zero_stats(&g));
+    init.extend(fp8_zero_stats);
+    let fp8_base = 2 + 2 * n + 5;
+    let stats_base = fp8_base + scaling_names.len();
     let accum = layout.accum as i64;
     let error = std::cell::RefCell::new(None);
     let out = g.while_loop(
@@ -372,11 +416,18 @@ fn accumulate(
                 &xs[base + 3],
                 &xs[base + 4],
             );
+            let scaling: TensorMap = scaling_names
+                .iter()
+                .cloned()
+                .zip(xs[fp8_base..stats_base].iter().cloned())
+                .collect();
             let result = micro_step(
                 cfg,
                 opts,
+                layout,
                 &names,
                 &p,
+                &scaling,
                 &micro(i, tok),
                 &micro(i, tgt),
                 &micro(i, msk),
@@ -384,14 +435,17 @@ fn accumulate(
                 rng.clone(),
             );
             match result {
-                Ok((loss, grads, rng)) => {
+                Ok((loss, grads, rng, stats)) => {
                     let mut next = vec![i + 1i64, &xs[1] + loss];
                     for (k, name) in names.iter().enumerate() {
                         next.push(&xs[2 + k] + grads.get(name).expect("a gradient per parameter"));
                     }
                     next.extend(xs[2 + n..base].iter().cloned());
                     next.push(rng);
-                    next.extend(xs[base + 1..].iter().cloned());
+                    next.extend(xs[base + 1..stats_base].iter().cloned());
+                    for (k, s) in stats.iter().enumerate() {
+                        next.push(combine_stats(&xs[stats_base + k], s));
+                    }
                     next
                 }
                 Err(e) => {
@@ -409,30 +463,43 @@ fn accumulate(
         .cloned()
         .zip(out[2..2 + n].iter().cloned())
         .collect();
-    Ok((out[1].clone(), grads, out[2 + 2 * n].clone()))
+    let stats = out[stats_base..].to_vec();
+    Ok((out[1].clone(), grads, out[2 + 2 * n].clone(), stats))
 }
 
-/// One micro-batch: the masked CE sum and the gradients of `weight * ce_sum`.
+/// One micro-batch: the masked CE sum, the gradients of `weight * ce_sum`, the advanced
+/// random state and the FP8 statistics per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
     opts: &ForwardOptions,
+    layout: &StepLayout,
     names: &[String],
     params: &TensorMap,
+    fp8_scaling: &TensorMap,
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
     weight: &Tensor,
     rng: Tensor,
-) -> Result<(Tensor, TensorMap, Tensor)> {
+) -> Result<(Tensor, TensorMap, Tensor, Vec<Tensor>)> {
     let g = tokens.graph().clone();
     let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let mut stream = RngStream { state: rng };
+    let probes = match &layout.fp8 {
+        Some(f) => f.probes(&g),
+        None => Vec::new(),
+    };
+    let mut model_inputs = params.clone();
+    model_inputs.extend(fp8_scaling.clone());
+    for (name, probe) in &probes {
+        model_inputs.insert(name.clone(), probe.clone());
+    }
     let h = model::hidden_states(
         &cfg.model,
         opts,
-        params,
+        &model_inputs,
         tokens,
         &positions,
         Some(&mut stream),
@@ -447,10 +514,13 @@ fn micro_step(
         &mask.reshape(&[n]),
         chunk,
     );
-    let wrt: Vec<Tensor> = names
+    let mut wrt: Vec<Tensor> = names
         .iter()
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
-    let grads = g.grad(&(&ce * weight), &wrt)?;
-    Ok((ce, names.iter().cloned().zip(grads).collect(), stream.state))
+    wrt.extend(probes.into_iter().map(|(_, probe)| probe));
+    let mut grads = g.grad(&(&ce * weight), &wrt)?;
+    let stats = grads.split_off(names.len());
+    let grads = names.iter().cloned().zip(grads).collect();
+    Ok((ce, grads, stream.state, stats))
 }

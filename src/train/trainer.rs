@@ -1,6 +1,7 @@
 //! The train state on the devices and the compiled step that updates it.
 
 use super::eval::{build_eval_step, build_next_token};
+use super::precision::PrecisionPolicy;
 use super::step::{
     build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
 };
@@ -67,6 +68,10 @@ pub struct StepMetrics {
     pub tokens: f32,
     /// True when the update was skipped (non-finite loss or gradient).
     pub skipped: bool,
+    /// Activation and weight elements clipped to the FP8 range (0 without FP8).
+    pub fp8_saturated_forward: f32,
+    /// Gradient elements clipped to the FP8 range (0 without FP8).
+    pub fp8_saturated_backward: f32,
 }
 
 /// Seconds spent in each phase of one step.
@@ -112,6 +117,7 @@ impl Trainer {
     /// Traces and compiles the step for `cfg`, and initialises the state from `seed`.
     pub fn new(cfg: &Config, engine: Engine, plan: ShardingPlan) -> Result<Trainer, TrainError> {
         let layout = StepLayout::new(cfg, &plan)?;
+        tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
         let func = build_train_step(cfg, &plan, &layout)?;
         let program = engine.compile(&func)?;
         let mut trainer = Trainer {
@@ -237,6 +243,8 @@ impl Trainer {
             lr: values[2],
             tokens: values[3],
             skipped: values[4] != 0.0,
+            fp8_saturated_forward: values[5],
+            fp8_saturated_backward: values[6],
         };
         let timings = StepTimings {
             host_to_device: (t1 - t0).as_secs_f64(),
@@ -372,5 +380,6 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
         );
         state.insert("good_steps".into(), HostArray::scalar(0i32));
     }
+    state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
     state
 }
