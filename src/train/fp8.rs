@@ -148,7 +148,7 @@ impl Fp8Step {
 
 /// Combines the statistics of two micro-batches: the larger amax and the summed counts.
 pub fn combine_stats(a: &Tensor, b: &Tensor) -> Tensor {
-    let amax = a.slice_axis(1, 0, 1).maximum(&b.slice_axis(1, 0, 1));
+    let amax = a.slice_axis(1, 0, 1).maximum(b.slice_axis(1, 0, 1));
     let saturated = a.slice_axis(1, 1, 2) + b.slice_axis(1, 1, 2);
     amax.concat(&[saturated], 1)
 }
