@@ -247,6 +247,46 @@ fn host_qdq(ty: Fp8Type, x: &[f32], s: f32) -> (Vec<f64>, usize) {
     (q, clipped)
 }
 
+/// `y = q(q(x) @ q(w))` (E4M3 operands, E5M2 gradient) and the gradients of `sum(y * r)`
+/// with respect to x, w and the three probes; with `delayed`, a parameter `history_amax`
+/// f32[3] sets the scales of x, w and the gradient.
+fn matmul_program(m: usize, k: usize, n: usize, delayed: bool) -> Func {
+    let g = Graph::named(if delayed {
+        "fp8_matmul_delayed"
+    } else {
+        "fp8_matmul"
+    });
+    let f32_param = |name: &str, shape: &[i64]| g.param(name, TensorType::new(DType::F32, shape));
+    let xt = f32_param("x", &[m as i64, k as i64]);
+    let wt = f32_param("w", &[k as i64, n as i64]);
+    let rt = f32_param("r", &[m as i64, n as i64]);
+    let history = delayed.then(|| f32_param("history_amax", &[3]));
+    let probes: Vec<_> = (0..3)
+        .map(|_| g.zeros(&TensorType::new(DType::F32, &[2])))
+        .collect();
+    let row = |i: i64| {
+        history
+            .as_ref()
+            .map(|h| h.slice_axis(0, i, i + 1).reshape(&[]))
+    };
+    let xq = quantise_operand(&xt, row(0).as_ref(), &probes[0], Fp8Type::E4M3, DType::F32);
+    let wq = quantise_operand(&wt, row(1).as_ref(), &probes[1], Fp8Type::E4M3, DType::F32);
+    let y = quantise_gradient(&xq.matmul(&wq), row(2).as_ref(), &probes[2], Fp8Type::E5M2);
+    let loss = (&y * &rt).sum_all();
+    let mut wrt = vec![xt.clone(), wt.clone()];
+    wrt.extend(probes.iter().cloned());
+    let grads = g.grad(&loss, &wrt).unwrap();
+    g.finish(&[
+        ("y", &y),
+        ("dx", &grads[0]),
+        ("dw", &grads[1]),
+        ("stats_x", &grads[2]),
+        ("stats_w", &grads[3]),
+        ("stats_dy", &grads[4]),
+    ])
+    .unwrap()
+}
+
 #[test]
 fn fp8_matmul_backward_uses_quantised_gradients_and_reports_statistics() {
     let (m, k, n) = (8usize, 16usize, 12usize);
@@ -254,57 +294,24 @@ fn fp8_matmul_backward_uses_quantised_gradients_and_reports_statistics() {
     let mut random =
         |len: usize, s: f32| -> Vec<f32> { (0..len).map(|_| rng.gen_range(-s..s)).collect() };
     let (x, w, r) = (random(m * k, 3.0), random(k * n, 0.05), random(m * n, 1e-3));
-
-    let g = Graph::named("fp8_matmul");
-    let f32_param = |name: &str, shape: &[i64]| g.param(name, TensorType::new(DType::F32, shape));
-    let xt = f32_param("x", &[m as i64, k as i64]);
-    let wt = f32_param("w", &[k as i64, n as i64]);
-    let rt = f32_param("r", &[m as i64, n as i64]);
-    let history = f32_param("history_amax", &[3]);
-    let probes: Vec<_> = (0..3)
-        .map(|_| g.zeros(&TensorType::new(DType::F32, &[2])))
-        .collect();
-    let row = |i: i64| history.slice_axis(0, i, i + 1).reshape(&[]);
-    let xq = quantise_operand(&xt, &row(0), &probes[0], Fp8Type::E4M3, DType::F32);
-    let wq = quantise_operand(&wt, &row(1), &probes[1], Fp8Type::E4M3, DType::F32);
-    let y = quantise_gradient(&xq.matmul(&wq), &row(2), &probes[2], Fp8Type::E5M2);
-    let loss = (&y * &rt).sum_all();
-    let mut wrt = vec![xt.clone(), wt.clone()];
-    wrt.extend(probes.iter().cloned());
-    let grads = g.grad(&loss, &wrt).unwrap();
-    let func = g
-        .finish(&[
-            ("y", &y),
-            ("dx", &grads[0]),
-            ("dw", &grads[1]),
-            ("stats_x", &grads[2]),
-            ("stats_w", &grads[3]),
-            ("stats_dy", &grads[4]),
-        ])
-        .unwrap();
     let engine = engine();
     let amax = |v: &[f32]| v.iter().fold(0f32, |a, b| a.max(b.abs()));
+    let host = |shape: &[usize], v: &[f32]| {
+        let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        HostArray::from_slice(&shape, v).unwrap()
+    };
 
-    // No history: each tensor is scaled by its own amax. Then a history amax 4x too small for
-    // x: x's scale is 4x larger and the elements past 448 are clipped and counted.
-    for history_x in [0.0, amax(&x) / 4.0] {
-        let hist = [history_x, 0.0, 0.0];
-        let host = |shape: &[i64], v: &[f32]| HostArray::from_slice(shape, v).unwrap();
-        let out = run(
-            &engine,
-            &func,
-            &[
-                host(&[m as i64, k as i64], &x),
-                host(&[k as i64, n as i64], &w),
-                host(&[m as i64, n as i64], &r),
-                host(&[3], &hist),
-            ],
-        );
-        let sx = host_scale(
-            Fp8Type::E4M3,
-            if history_x > 0.0 { history_x } else { amax(&x) },
-        );
-        let (xq, x_clipped) = host_qdq(Fp8Type::E4M3, &x, sx);
+    // Current scaling: each tensor by its own amax. Delayed: by the given amaxes; x's is 4x
+    // too small, so x's scale is 4x larger and the elements past 448 are clipped and counted.
+    for delayed in [false, true] {
+        let history = [amax(&x) / 4.0, amax(&w), amax(&r)];
+        let mut inputs = vec![host(&[m, k], &x), host(&[k, n], &w), host(&[m, n], &r)];
+        if delayed {
+            inputs.push(host(&[3], &history));
+        }
+        let out = run(&engine, &matmul_program(m, k, n, delayed), &inputs);
+        let x_amax = if delayed { history[0] } else { amax(&x) };
+        let (xq, x_clipped) = host_qdq(Fp8Type::E4M3, &x, host_scale(Fp8Type::E4M3, x_amax));
         let (wq, _) = host_qdq(Fp8Type::E4M3, &w, host_scale(Fp8Type::E4M3, amax(&w)));
         let (rq, _) = host_qdq(Fp8Type::E5M2, &r, host_scale(Fp8Type::E5M2, amax(&r)));
         let want_y = matmul_host(&xq, &wq, m, k, n);
@@ -316,16 +323,14 @@ fn fp8_matmul_backward_uses_quantised_gradients_and_reports_statistics() {
             for (g, w) in got.iter().zip(want) {
                 assert!(
                     (*g as f64 - w).abs() <= 1e-5 * scale,
-                    "{name}: {g} vs {w} (history {history_x})"
+                    "{name}: {g} vs {w} (delayed {delayed})"
                 );
             }
         };
         close("y", &out[0], &want_y);
         close("dx", &out[1], &want_dx);
         close("dw", &out[2], &want_dw);
-        if history_x > 0.0 {
-            assert!(x_clipped > 0, "the small history must clip some of x");
-        }
+        assert_eq!(x_clipped > 0, delayed, "only the small history clips x");
         assert_eq!(f32s(&out[3]), vec![amax(&x), x_clipped as f32]);
         assert_eq!(f32s(&out[4]), vec![amax(&w), 0.0]);
         assert_eq!(f32s(&out[5]), vec![amax(&r), 0.0]);

@@ -364,3 +364,39 @@ fn tpu_v3_8_preset_with_fp8_runs_on_8_cpu_devices() {
     );
     assert_eq!(trainer.step_count().unwrap(), 1);
 }
+
+#[test]
+fn delayed_scaling_takes_its_scales_from_the_history() {
+    let cfg = config(&VERIFY_MODEL, &["optimization.use_fp8=true"]);
+    let (engine, plan) = engine_for(&cfg, 1);
+    let mut trainer = Trainer::new(&cfg, engine, plan).unwrap();
+    let data = Synthetic {
+        cfg: cfg.clone(),
+        served: 0,
+        stop_after: None,
+    };
+    // A fresh run bootstraps from the tensors' own amaxes: nothing saturates.
+    let first = trainer.step(&data.batch(0, 4, 1)).unwrap();
+    assert_eq!(
+        (first.fp8_saturated_forward, first.fp8_saturated_backward),
+        (0.0, 0.0)
+    );
+    // Histories 1000x below the tensors: the next step scales by them and clips.
+    let mut state = trainer.state_to_host().unwrap();
+    for layer in 0..cfg.model.num_layers {
+        let name = amax_history_name(layer);
+        let small: Vec<f32> = f32s(&state[&name]).iter().map(|v| v * 1e-3).collect();
+        let shape = state[&name].shape.clone();
+        state.insert(
+            name,
+            vishwam::engine::HostArray::from_slice(&shape, &small).unwrap(),
+        );
+    }
+    trainer.load_state(&state).unwrap();
+    let m = trainer.step(&data.batch(1, 4, 1)).unwrap();
+    println!(
+        "saturated with histories 1000x too small: {} forward, {} backward",
+        m.fp8_saturated_forward, m.fp8_saturated_backward
+    );
+    assert!(m.fp8_saturated_forward > 1000.0 && m.fp8_saturated_backward > 100.0);
+}

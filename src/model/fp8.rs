@@ -7,9 +7,9 @@
 //! elsewhere. `s = 2^floor(log2(max / amax))`, the largest power of two that maps `amax`
 //! inside the format's range, so scaling is exact and the only error is the FP8 rounding; it
 //! leaves a margin of less than 2x above `amax` (the `delayed` recipe's amax may lag the
-//! tensor). `amax` is the scaling amax handed in (the max of a delayed-scaling history) or,
-//! when that is 0 (no history: the `current` recipe, or the first step of `delayed`), the
-//! tensor's own `max |x|`.
+//! tensor). `amax` is the scaling amax handed in (delayed scaling: the max of a history, so
+//! the quantisation does not wait for a reduction over the tensor and XLA can fuse it into
+//! the producer) or, when none is given (current scaling), the tensor's own `max |x|`.
 //!
 //! Operands go through [`quantise_operand`], whose backward passes the cotangent straight
 //! through (the gradient of the rounding is taken as 1). Matmul outputs go through
@@ -117,67 +117,75 @@ pub fn dequantise(q: &Tensor, scale: &Tensor, to: DType) -> Tensor {
     q.cast(to) * (1.0 / scale).cast(to)
 }
 
-/// The amax that sets the scale: `history_amax` when positive, else the tensor's own.
-fn scaling_amax(history_amax: &Tensor, own: &Tensor) -> Tensor {
-    history_amax.gt(0.0).select(history_amax, own)
-}
-
 fn stats(amax: &Tensor, saturated: &Tensor) -> Tensor {
     amax.reshape(&[1]).concat(&[saturated.reshape(&[1])], 0)
 }
 
+/// Custom-vjp inputs `[x, probe]`, plus the delayed-scaling amax when there is one.
+fn region_inputs(x: &Tensor, probe: &Tensor, scaling_amax: Option<&Tensor>) -> Vec<Tensor> {
+    let mut inputs = vec![x.clone(), probe.clone()];
+    inputs.extend(scaling_amax.cloned());
+    inputs
+}
+
+/// The scale of `x` (whose amax is `amax`) from the delayed-scaling amax in `xs[2]`, if the
+/// region has one, else from `amax` itself.
+fn region_scale(xs: &[Tensor], amax: &Tensor, ty: Fp8Type) -> Tensor {
+    scale_for(xs.get(2).unwrap_or(amax), ty)
+}
+
 /// `x` rounded to `ty` with a per-tensor scale and dequantised to `to` (forward), with the
-/// cotangent passed straight through (backward). `history_amax` (f32 scalar) is the
-/// delayed-scaling amax, 0 for none; the cotangent of `probe` (f32[2]) is `[amax, saturated]`.
+/// cotangent passed straight through (backward). The scale comes from `scaling_amax` (f32
+/// scalar, delayed scaling) when given, else from `x`'s own amax (current scaling). The
+/// cotangent of `probe` (f32[2]) is `[amax, saturated]`.
 pub fn quantise_operand(
     x: &Tensor,
-    history_amax: &Tensor,
+    scaling_amax: Option<&Tensor>,
     probe: &Tensor,
     ty: Fp8Type,
     to: DType,
 ) -> Tensor {
     let g = x.graph().clone();
-    let inputs = [x.clone(), history_amax.clone(), probe.clone()];
     let out = g.custom_vjp(
         "fp8_operand",
-        &inputs,
+        &region_inputs(x, probe, scaling_amax),
         move |_: &Graph, xs: &[Tensor]| {
             let amax = abs_max(&xs[0]);
-            let scale = scale_for(&scaling_amax(&xs[1], &amax), ty);
+            let scale = region_scale(xs, &amax, ty);
             let (q, saturated) = quantise(&xs[0], &scale, ty);
             vec![dequantise(&q, &scale, to), stats(&amax, &saturated)]
         },
         |_: &Graph, xs: &[Tensor], outs: &[Tensor], cts: &[Tensor]| {
-            vec![
-                cts[0].cast(xs[0].dtype()),
-                xs[1].zeros_like(),
-                outs[1].clone(),
-            ]
+            let mut cotangents = vec![cts[0].cast(xs[0].dtype()), outs[1].clone()];
+            cotangents.extend(xs.get(2).map(Tensor::zeros_like));
+            cotangents
         },
     );
     out[0].clone()
 }
 
 /// The identity on `y` (forward) whose backward rounds the incoming gradient to `ty` with a
-/// per-tensor scale and dequantises it to `y`'s dtype. `history_amax` and `probe` as in
+/// per-tensor scale and dequantises it to `y`'s dtype. `scaling_amax` and `probe` as in
 /// [`quantise_operand`], for the gradient.
-pub fn quantise_gradient(y: &Tensor, history_amax: &Tensor, probe: &Tensor, ty: Fp8Type) -> Tensor {
+pub fn quantise_gradient(
+    y: &Tensor,
+    scaling_amax: Option<&Tensor>,
+    probe: &Tensor,
+    ty: Fp8Type,
+) -> Tensor {
     let g = y.graph().clone();
-    let inputs = [y.clone(), history_amax.clone(), probe.clone()];
     let out = g.custom_vjp(
         "fp8_gradient",
-        &inputs,
+        &region_inputs(y, probe, scaling_amax),
         |_: &Graph, xs: &[Tensor]| vec![xs[0].clone()],
         move |_: &Graph, xs: &[Tensor], _: &[Tensor], cts: &[Tensor]| {
             let dy = &cts[0];
             let amax = abs_max(dy);
-            let scale = scale_for(&scaling_amax(&xs[1], &amax), ty);
+            let scale = region_scale(xs, &amax, ty);
             let (q, saturated) = quantise(dy, &scale, ty);
-            vec![
-                dequantise(&q, &scale, dy.dtype()),
-                xs[1].zeros_like(),
-                stats(&amax, &saturated),
-            ]
+            let mut cotangents = vec![dequantise(&q, &scale, dy.dtype()), stats(&amax, &saturated)];
+            cotangents.extend(xs.get(2).map(Tensor::zeros_like));
+            cotangents
         },
     );
     out[0].clone()

@@ -3,9 +3,10 @@
 //! FP8 projections keep statistics per FP8 tensor of a block, in a fixed row order
 //! ([`FP8_ROWS`]): the four projection inputs (`wq`/`wk`/`wv` share theirs, as do
 //! `w_gate`/`w_up`), the seven weights, and the seven output gradients. A layer's FP8 inputs
-//! are `fp8.layers.{i}.amax` (f32[R], the delayed-scaling amax per row; absent = scale
-//! from the current tensor) and `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is
-//! each row's `[amax, saturated]`; absent = zeros, statistics dropped). See [`super::fp8`].
+//! are `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is each row's
+//! `[amax, saturated]`; absent = zeros, statistics dropped) and `fp8.layers.{i}.amax` (f32[R],
+//! the delayed-scaling amax per row; absent = current scaling, each tensor scaled by its own
+//! amax). See [`super::fp8`].
 
 use super::fp8::{quantise_gradient, quantise_operand, Fp8Formats};
 use vishwam_hlo::{DType, Graph, Tensor, TensorMap, TensorType};
@@ -157,32 +158,41 @@ pub fn fp8_stats_type() -> TensorType {
     TensorType::new(DType::F32, &[FP8_ROW_COUNT as i64, 2])
 }
 
-/// Layer `layer`'s FP8 inputs from `params` (zeros for the absent ones): `[amax, probe]`.
+/// Layer `layer`'s FP8 inputs from `params`: `[probe]` (zeros when absent), then the
+/// delayed-scaling amax if `params` has one.
 pub(crate) fn fp8_layer_inputs(g: &Graph, params: &TensorMap, layer: usize) -> Vec<Tensor> {
-    let or_zeros = |name: String, ty: TensorType| match params.get(&name) {
+    let probe = match params.get(&fp8_probe_name(layer)) {
         Ok(t) => t.clone(),
-        Err(_) => g.zeros(&ty),
+        Err(_) => g.zeros(&fp8_stats_type()),
     };
-    vec![
-        or_zeros(
-            fp8_amax_name(layer),
-            TensorType::new(DType::F32, &[FP8_ROW_COUNT as i64]),
-        ),
-        or_zeros(fp8_probe_name(layer), fp8_stats_type()),
-    ]
+    let mut inputs = vec![probe];
+    inputs.extend(params.get(&fp8_amax_name(layer)).ok().cloned());
+    inputs
+}
+
+/// A layer's FP8 inputs inside the block.
+struct Fp8LayerInputs {
+    formats: Fp8Formats,
+    probe: Tensor,
+    amax: Option<Tensor>,
 }
 
 /// How one block computes its projections.
 pub(crate) struct BlockProjections {
     compute: DType,
-    fp8: Option<(Fp8Formats, Tensor, Tensor)>,
+    fp8: Option<Fp8LayerInputs>,
 }
 
 impl BlockProjections {
-    /// Plain matmuls in `compute`, or FP8 ones with the layer's `[amax, probe]` inputs.
+    /// Plain matmuls in `compute`, or FP8 ones with the layer's inputs from
+    /// [`fp8_layer_inputs`].
     pub fn new(compute: DType, fp8: Option<Fp8Formats>, fp8_inputs: &[Tensor]) -> Self {
         let fp8 = match (fp8, fp8_inputs) {
-            (Some(formats), [amax, probe]) => Some((formats, amax.clone(), probe.clone())),
+            (Some(formats), [probe, rest @ ..]) => Some(Fp8LayerInputs {
+                formats,
+                probe: probe.clone(),
+                amax: rest.first().cloned(),
+            }),
             _ => None,
         };
         BlockProjections { compute, fp8 }
@@ -191,7 +201,12 @@ impl BlockProjections {
     /// `x @ w` for each `(projection, w)`; all must read the same input. `x` is `[.., K]`
     /// in the compute dtype, each `w` an f32 master `[K, N]`.
     pub fn apply(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
-        let Some((formats, amax, probe)) = &self.fp8 else {
+        let Some(Fp8LayerInputs {
+            formats,
+            probe,
+            amax,
+        }) = &self.fp8
+        else {
             return weights
                 .iter()
                 .map(|(_, w)| x.matmul(&w.cast(self.compute)))
@@ -209,9 +224,10 @@ impl BlockProjections {
         // [.., K] -> [M, K]: the GEMM sees a plain matrix.
         let k = x.shape()[x.rank() - 1];
         let lead = &x.shape()[..x.rank() - 1];
+        let amax_row = |r: usize| amax.as_ref().map(|a| row(a, r));
         let xq = quantise_operand(
             &x.reshape(&[lead.iter().product(), k]),
-            &row(amax, input.row()),
+            amax_row(input.row()).as_ref(),
             &row(probe, input.row()),
             formats.forward,
             self.compute,
@@ -221,14 +237,14 @@ impl BlockProjections {
             .map(|(p, w)| {
                 let wq = quantise_operand(
                     w,
-                    &row(amax, p.weight_row()),
+                    amax_row(p.weight_row()).as_ref(),
                     &row(probe, p.weight_row()),
                     formats.forward,
                     self.compute,
                 );
                 let y = quantise_gradient(
                     &xq.matmul(&wq),
-                    &row(amax, p.gradient_row()),
+                    amax_row(p.gradient_row()).as_ref(),
                     &row(probe, p.gradient_row()),
                     formats.backward,
                 );

@@ -5,21 +5,38 @@
 //! inputs, 7 weights, 7 output gradients). With the delayed recipe the state holds, per
 //! layer, `fp8.layers.{i}.amax_history: f32[R, amax_history_len]`, newest step first
 //! (replicated, donated, checkpointed like every slot). A step scales each tensor by the
-//! largest amax of its row (the tensor's own amax while the row is still all zeros), uses the
-//! same scales for all its micro-batches, takes the largest amax over the micro-batches, and
-//! rolls it into the history when the update is applied (a skipped step leaves it as it was).
-//! With the current recipe there is no state: every tensor is scaled by its own amax.
+//! largest amax of its row, uses the same scales for all its micro-batches, takes the largest
+//! amax over the micro-batches, and rolls it into the history when the update is applied (a
+//! skipped step leaves it as it was). Scales that do not depend on the tensor itself let XLA
+//! quantise inside the producing fusion. While the histories are empty (a fresh run) the
+//! trainer runs [`build_fp8_bootstrap_step`] instead: the same step with every tensor scaled
+//! by its own amax, which fills the histories. With the current recipe there is no state:
+//! every tensor is always scaled by its own amax.
 //!
 //! Statistics leave the model as the gradients of zero probes (`crate::model::fp8`): per
 //! layer an `f32[R, 2]` of `[amax, saturated count]` per row.
 
 use super::precision::{Fp8Policy, Fp8Scaling};
-use super::step::StateSlot;
+use super::step::{trace_train_step, StateSlot, StepLayout};
+use crate::config::Config;
 use crate::engine::HostArray;
 use crate::model::{
     fp8_amax_name, fp8_probe_name, fp8_stats_type, FP8_FORWARD_ROWS, FP8_ROW_COUNT,
 };
-use vishwam_hlo::{DType, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
+use std::collections::BTreeMap;
+use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
+use vishwam_mesh::ShardingPlan;
+
+/// The train step for the first step of a delayed-scaling FP8 run, while the amax histories
+/// are empty: each FP8 tensor is scaled by its own amax; the state and outputs are those of
+/// [`super::build_train_step`], which takes over once the histories hold a step.
+pub fn build_fp8_bootstrap_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+) -> Result<Func> {
+    trace_train_step(cfg, plan, layout, "train_step_fp8_bootstrap", false)
+}
 
 /// The FP8 part of a train step for a model of `layers` layers.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +90,17 @@ impl Fp8Step {
                 (slot.name, zeros)
             })
             .collect()
+    }
+
+    /// True when `state` (host arrays by slot name) has delayed-scaling histories that are
+    /// all zero, so the next step must be a bootstrap step.
+    pub fn needs_bootstrap(&self, state: &BTreeMap<String, HostArray>) -> bool {
+        self.history_len().is_some()
+            && (0..self.layers).all(|i| {
+                state
+                    .get(&amax_history_name(i))
+                    .is_some_and(|h| h.data.iter().all(|&b| b == 0))
+            })
     }
 
     /// The model's scaling inputs from the state: per layer the largest amax of each row's

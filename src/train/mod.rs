@@ -16,7 +16,7 @@ mod trainer;
 pub use data_source::TrainingData;
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
-pub use fp8::{amax_history_name, combine_stats, Fp8Step};
+pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 

@@ -177,7 +177,19 @@ impl StepLayout {
 
 /// Traces the whole train step for `cfg`.
 pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
-    let g = Graph::named("train_step");
+    trace_train_step(cfg, plan, layout, "train_step", true)
+}
+
+/// The train step named `name`; with `fp8_history` false, delayed-scaling FP8 tensors are
+/// scaled by their own amax instead of their history (the first step, see [`super::fp8`]).
+pub(super) fn trace_train_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+    name: &str,
+    fp8_history: bool,
+) -> Result<Func> {
+    let g = Graph::named(name);
     let opts = train_forward_options(cfg, plan);
     let mut state = TensorMap::new();
     for slot in &layout.state {
@@ -219,8 +231,8 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
 
     let rng = state.get("rng")?.clone();
     let fp8_scaling = match &layout.fp8 {
-        Some(f) => f.scaling_inputs(&state)?,
-        None => TensorMap::new(),
+        Some(f) if fp8_history => f.scaling_inputs(&state)?,
+        _ => TensorMap::new(),
     };
     let (loss_sum, grads, rng, fp8_stats) = accumulate(
         cfg,

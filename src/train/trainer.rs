@@ -1,6 +1,7 @@
 //! The train state on the devices and the compiled step that updates it.
 
 use super::eval::{build_eval_step, build_next_token};
+use super::fp8::build_fp8_bootstrap_step;
 use super::precision::PrecisionPolicy;
 use super::step::{
     build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
@@ -98,6 +99,9 @@ pub struct Trainer {
     /// The resolved configuration.
     pub config: Config,
     state: Vec<ShardedArray>,
+    /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
+    fp8_bootstrap: Option<Program>,
+    fp8_bootstrap_pending: bool,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
 }
@@ -127,6 +131,8 @@ impl Trainer {
             program,
             config: cfg.clone(),
             state: Vec::new(),
+            fp8_bootstrap: None,
+            fp8_bootstrap_pending: false,
             eval_program: None,
             next_token_program: None,
         };
@@ -155,6 +161,11 @@ impl Trainer {
             state.push(self.engine.put(array, &slot.spec)?);
         }
         self.state = state;
+        self.fp8_bootstrap_pending = self
+            .layout
+            .fp8
+            .as_ref()
+            .is_some_and(|f| f.needs_bootstrap(host));
         Ok(())
     }
 
@@ -216,6 +227,14 @@ impl Trainer {
         for a in [&tokens, &targets, &mask] {
             a.shards[0].block_until_ready()?;
         }
+        if self.fp8_bootstrap_pending && self.fp8_bootstrap.is_none() {
+            let func = build_fp8_bootstrap_step(&self.config, &self.plan, &self.layout)?;
+            self.fp8_bootstrap = Some(self.engine.compile(&func)?);
+        }
+        let program = match &self.fp8_bootstrap {
+            Some(bootstrap) if self.fp8_bootstrap_pending => bootstrap,
+            _ => &self.program,
+        };
         let t1 = Instant::now();
         let mut inputs: Vec<Input<'_>> = self.state.iter_mut().map(Input::Donate).collect();
         inputs.extend([
@@ -223,7 +242,7 @@ impl Trainer {
             Input::Keep(&targets),
             Input::Keep(&mask),
         ]);
-        let mut outputs = self.program.run(inputs)?;
+        let mut outputs = program.run(inputs)?;
         let metrics = outputs.split_off(self.layout.state.len());
         self.state = outputs;
         metrics[0].shards[0].block_until_ready()?;
@@ -246,6 +265,8 @@ impl Trainer {
             fp8_saturated_forward: values[5],
             fp8_saturated_backward: values[6],
         };
+        // A skipped step leaves the histories empty: bootstrap again.
+        self.fp8_bootstrap_pending &= m.skipped;
         let timings = StepTimings {
             host_to_device: (t1 - t0).as_secs_f64(),
             compute: (t2 - t1).as_secs_f64(),
