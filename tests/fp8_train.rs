@@ -52,13 +52,14 @@ const VERIFY_MODEL: [&str; 10] = [
 
 #[test]
 fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
-    let cases: [(&str, &[&str]); 3] = [
+    let cases: [(&str, &[&str], usize); 3] = [
         (
-            "hybrid, f32 compute",
+            "hybrid, current, f32 compute",
             &[
                 "optimization.use_fp8=true",
                 "optimization.fp8_recipe=current",
             ],
+            1,
         ),
         (
             "e4m3, delayed, remat",
@@ -67,18 +68,24 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
                 "optimization.fp8_format=e4m3",
                 "memory.gradient_checkpointing=true",
             ],
+            1,
         ),
         (
-            "hybrid, bf16 compute",
+            "hybrid, delayed, bf16 compute, fsdp x4",
             &[
                 "optimization.use_fp8=true",
                 "optimization.mixed_precision=true",
+                "tpu.device_strategy=\"fsdp\"",
+                "tpu.mesh_shape={\"fsdp\": 4}",
+                "optimization.shard_weights=true",
+                "runtime.devices=4",
             ],
+            4,
         ),
     ];
-    for (name, sets) in cases {
+    for (name, sets, devices) in cases {
         let cfg = config(&VERIFY_MODEL, sets);
-        let (engine, plan) = engine_for(&cfg, 1);
+        let (engine, plan) = engine_for(&cfg, devices);
         let params = init_params(&cfg.model, 3);
         let opts = VerifyOptions {
             steps: 2,
