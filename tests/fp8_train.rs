@@ -229,6 +229,9 @@ fn delayed_config(out: &std::path::Path) -> Config {
             "model.num_kv_heads=2",
             "model.max_seq_len=16",
             "model.dropout_rate=0.1",
+            "memory.gradient_checkpointing=true",
+            "memory.attention_memory_efficient=true",
+            "optimization.block_size=8",
             "training.batch_size=4",
             "training.grad_accum_steps=2",
             "training.warmup_steps=2",
@@ -266,6 +269,8 @@ fn f32s(a: &vishwam::engine::HostArray) -> Vec<f32> {
     a.to_vec::<f32>().unwrap()
 }
 
+/// Delayed scaling with everything that threads state through the step: dropout, remat,
+/// blocked attention, bf16 and two micro-batches (the memory_efficient preset's mix).
 #[test]
 fn delayed_scaling_state_survives_checkpoint_and_resume_exactly() {
     let full_dir = tempfile::tempdir().unwrap();

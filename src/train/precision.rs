@@ -16,7 +16,8 @@
 //! FP8 projections use E4M3 for activations and weights, and E5M2 (hybrid) or E4M3 for output
 //! gradients, each tensor with its own power-of-two scale (`crate::model::fp8`). With the
 //! `delayed` recipe the scale comes from the largest amax of the last `amax_history_len`
-//! steps (kept in the train state); with `current` from the tensor itself.
+//! steps (kept in the train state); with `current` from the tensor itself. Evaluation programs
+//! run the same FP8 projections with current scaling.
 
 use super::step::INITIAL_LOSS_SCALE;
 use crate::config::{ComputeDtype, Config, Fp8Format, Fp8Recipe};
