@@ -197,6 +197,7 @@ impl LoadedModel {
                 dropout: 0.0,
                 residual_spec: None,
                 moe_sharding: None,
+                fp8: None,
             },
             config,
             kv_cache,

@@ -3,7 +3,9 @@
 use super::attention::attention;
 use super::blocked::blocked_attention;
 use super::cudnn_attention::cudnn_attention;
+use super::fp8::Fp8Formats;
 use super::moe::{self, MoeParams, MoeStats};
+use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
 use crate::config::{ModelConfig, RopeScalingType};
 use std::sync::Arc;
 use vishwam_hlo::{
@@ -38,6 +40,9 @@ pub struct ForwardOptions {
     /// The plan whose activation rules constrain MoE router logits and dispatch buffers
     /// (expert parallelism); `None` adds no constraints.
     pub moe_sharding: Option<Arc<ShardingPlan>>,
+    /// FP8 attention and MLP projections in these formats (the embedding, the LM head and
+    /// MoE experts stay in `compute`); `None` for plain matmuls in `compute`.
+    pub fp8: Option<Fp8Formats>,
 }
 
 impl ForwardOptions {
@@ -50,6 +55,7 @@ impl ForwardOptions {
             dropout: 0.0,
             residual_spec: None,
             moe_sharding: None,
+            fp8: None,
         }
     }
 }
@@ -101,7 +107,8 @@ pub(crate) fn block_param_names(cfg: &ModelConfig, i: usize) -> Vec<&'static str
 
 /// The final hidden states `[B, T, H]` (after the final norm) for `tokens: i32 [B, T]` at
 /// `positions: i32 [T]`. `rng` is required when `opts.dropout > 0`; given, it also drives
-/// MoE router noise.
+/// MoE router noise. With `opts.fp8`, `params` may also hold each layer's FP8 inputs
+/// (`fp8.layers.{i}.amax` / `.probe`, see [`super::projection`]).
 pub fn hidden_states(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -132,6 +139,9 @@ pub fn hidden_states_with_moe(
         let mut inputs: Vec<Tensor> = vec![h.clone(), positions.clone()];
         for n in block_param_names(cfg, i) {
             inputs.push(params.get(&format!("layers.{i}.{n}"))?.clone());
+        }
+        if opts.fp8.is_some() {
+            inputs.extend(fp8_layer_inputs(&g, params, i));
         }
         let num_params = inputs.len() - 2;
         let uses_rng = opts.dropout > 0.0 || (is_moe && cfg.router_noise > 0.0);
@@ -224,8 +234,8 @@ fn block_forward(
 
 /// One block whose attention is `attend(q, k, v)` (after RoPE at `positions`, which are
 /// `[T]` or per row `[B, T]`); the KV-cache decoder passes its own. `p` holds the tensors of
-/// [`block_param_names`]; an MoE block also returns its routing statistics (its routing
-/// groups are the rows of `h`).
+/// [`block_param_names`], then (with `opts.fp8`) the layer's FP8 inputs; an MoE block also
+/// returns its routing statistics (its routing groups are the rows of `h`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_with_attention(
     cfg: &ModelConfig,
@@ -244,25 +254,42 @@ pub(crate) fn block_with_attention(
         cfg.kv_heads() as i64,
         cfg.head_dim() as i64,
     );
-    let w = |i: usize| p[i].cast(c);
+    let named = ATTN_PARAMS.len()
+        + if is_moe {
+            moe::param_names(cfg).len()
+        } else {
+            MLP_PARAMS.len()
+        };
+    let proj = BlockProjections::new(c, opts.fp8, p.get(named..).unwrap_or_default());
 
     let x = nn::rms_norm(h, &p[0], cfg.norm_eps);
-    let q = x.matmul(&w(1)).reshape(&[b, t, nh, d]);
-    let k = x.matmul(&w(2)).reshape(&[b, t, kv, d]);
-    let v = x.matmul(&w(3)).reshape(&[b, t, kv, d]);
+    let qkv = [
+        (Projection::Query, &p[1]),
+        (Projection::Key, &p[2]),
+        (Projection::Value, &p[3]),
+    ];
+    let qkv = proj.apply(&x, &qkv);
+    let q = qkv[0].reshape(&[b, t, nh, d]);
+    let k = qkv[1].reshape(&[b, t, kv, d]);
+    let v = qkv[2].reshape(&[b, t, kv, d]);
     let (q, k) = (rope(cfg, &q, positions), rope(cfg, &k, positions));
     let o = attend(&q, &k, &v);
-    let attn_out = o.reshape(&[b, t, nh * d]).matmul(&w(4));
+    let heads = o.reshape(&[b, t, nh * d]);
+    let attn_out = proj.apply(&heads, &[(Projection::Output, &p[4])]).remove(0);
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 
     let x = nn::rms_norm(&h, &p[5], cfg.norm_eps);
     let (ffn_out, stats) = if is_moe {
-        let params = MoeParams::from_slice(cfg, &p[6..]);
+        let params = MoeParams::from_slice(cfg, &p[6..named]);
         let (y, stats) = moe::moe_ffn(cfg, opts, &x, &params, rng.as_deref_mut());
         (y, Some(stats))
     } else {
-        let gated = nn::silu(&x.matmul(&w(6))) * x.matmul(&w(7));
-        (gated.matmul(&w(8)), None)
+        let gate_up = proj.apply(&x, &[(Projection::Gate, &p[6]), (Projection::Up, &p[7])]);
+        let gated = nn::silu(&gate_up[0]) * &gate_up[1];
+        (
+            proj.apply(&gated, &[(Projection::Down, &p[8])]).remove(0),
+            None,
+        )
     };
     (&h + &dropout(&ffn_out, opts.dropout, rng), stats)
 }

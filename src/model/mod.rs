@@ -3,20 +3,22 @@
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two composed attention forms and
 //! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
-//! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `decode` is
-//! the forward pass over a KV cache for generation. The model
-//! never touches the runtime.
+//! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `projection` routes
+//! the block matmuls through plain or FP8 (`fp8`) matmuls; `decode` is the forward pass over
+//! a KV cache for generation. The model never touches the runtime.
 
 mod attention;
 mod blocked;
 pub mod cudnn_attention;
 mod decode;
 mod forward;
+pub mod fp8;
 pub mod hf;
 mod loss;
 mod moe;
 mod moe_routing;
 mod params;
+mod projection;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
@@ -29,9 +31,14 @@ pub use forward::{
     head_weight, hidden_states, hidden_states_with_moe, logits, AttentionKind, ForwardOptions,
     RngStream,
 };
+pub use fp8::{Fp8Formats, Fp8Type};
 pub use loss::{default_chunk, masked_ce_sum};
 pub use moe::{
     capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
 };
 pub use moe_routing::{combine, dispatch, exclusive_cumsum, gather_rows, route, Routing};
 pub use params::{init_params, param_counts, param_specs, Init, ParamSpec};
+pub use projection::{
+    fp8_amax_name, fp8_probe_name, fp8_stats_type, Projection, ProjectionInput, FP8_FORWARD_ROWS,
+    FP8_ROWS, FP8_ROW_COUNT,
+};

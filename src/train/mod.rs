@@ -1,12 +1,15 @@
-//! Training: the step program, the schedule, the loop, metrics and checkpoints.
+//! Training: the step program, the precision policy and FP8 state, the schedule, the loop,
+//! metrics and checkpoints.
 
 mod attention_choice;
 pub mod checkpoint;
 mod data_source;
 mod error;
 mod eval;
+mod fp8;
 mod moe_inspect;
 pub mod moe_state;
+mod precision;
 mod run;
 mod schedule;
 mod setup;
@@ -17,8 +20,10 @@ pub use attention_choice::attention_kind;
 pub use data_source::{prepare_data, TrainingData};
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
+pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
+pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};

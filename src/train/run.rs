@@ -265,6 +265,10 @@ fn write_metrics(
     if let Some(moe) = trainer.moe_metrics()? {
         line["moe"] = serde_json::to_value(&moe).unwrap_or(serde_json::Value::Null);
     }
+    if trainer.layout.fp8.is_some() {
+        line["fp8_saturated_forward"] = json!(m.fp8_saturated_forward);
+        line["fp8_saturated_backward"] = json!(m.fp8_saturated_backward);
+    }
     write_json(file, line)
 }
 

@@ -16,6 +16,7 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::MemoryEfficientAttention)
     .with(Feature::Bf16Compute)
     .with(Feature::F16DynamicScale)
+    .with(Feature::Fp8)
     .with(Feature::GradientAccumulation)
     .with(Feature::Fsdp)
     .with(Feature::TensorParallel)

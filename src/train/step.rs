@@ -2,9 +2,11 @@
 //! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
 //! donated so the update happens in place on the devices.
 
+use super::fp8::{combine_stats, Fp8Step};
 use super::moe_state::{self, MoeStepStats};
+use super::precision::{LossScaling, PrecisionPolicy};
 use super::schedule::lr_traced;
-use crate::config::{ComputeDtype, Config};
+use crate::config::Config;
 use crate::model::{self, ForwardOptions, ParamSpec, RngStream};
 use std::sync::Arc;
 use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
@@ -17,8 +19,9 @@ const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
 /// One piece of the train state: its name, type and sharding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StateSlot {
-    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`);
-    /// buffers such as the MoE router bias have a `params.` slot but no optimizer state.
+    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`,
+    /// `fp8.layers.<i>.amax_history`); buffers such as the MoE router bias have a `params.`
+    /// slot but no optimizer state.
     pub name: String,
     /// Type.
     pub ty: TensorType,
@@ -43,19 +46,26 @@ pub struct StepLayout {
     pub batch_spec: PartitionSpec,
     /// Whether the f16 dynamic loss scale is part of the state.
     pub dynamic_scale: bool,
+    /// FP8 projections, if on (with delayed scaling, their histories end the state).
+    pub fp8: Option<Fp8Step>,
 }
 
 /// Names of the metrics the step returns after the state, in order; MoE models add
-/// [`moe_state::MOE_METRICS`] after them.
-pub const METRICS: [&str; 5] = ["loss", "grad_norm", "lr", "tokens", "skipped"];
+/// [`moe_state::MOE_METRICS`] after them. The FP8 counts are the elements clipped to the FP8
+/// range in the step (0 without FP8).
+pub const METRICS: [&str; 7] = [
+    "loss",
+    "grad_norm",
+    "lr",
+    "tokens",
+    "skipped",
+    "fp8_saturated_forward",
+    "fp8_saturated_backward",
+];
 
 /// The forward options the config asks for in training.
 pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOptions {
-    let compute = match cfg.compute_dtype() {
-        ComputeDtype::F32 => DType::F32,
-        ComputeDtype::Bf16 => DType::BF16,
-        ComputeDtype::F16 => DType::F16,
-    };
+    let policy = PrecisionPolicy::from_config(cfg);
     let (b, t, h) = (
         cfg.training.micro_batch_size() as i64,
         cfg.seq_len() as i64,
@@ -66,12 +76,13 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         .ok()
         .map(|r| r.spec);
     ForwardOptions {
-        compute,
+        compute: policy.compute,
         remat: cfg.memory.gradient_checkpointing,
         attention: super::attention_choice::attention_kind(cfg, plan),
         dropout: cfg.model.dropout_rate,
         residual_spec: residual.filter(|s| !s.is_replicated()),
         moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
+        fp8: policy.fp8().map(|p| p.formats),
     }
 }
 
@@ -112,11 +123,17 @@ impl StepLayout {
             ty: TensorType::new(DType::U64, &[2]),
             spec: PartitionSpec::default(),
         });
-        let dynamic_scale = cfg.compute_dtype() == ComputeDtype::F16;
+        let policy = PrecisionPolicy::from_config(cfg);
+        let dynamic_scale = matches!(policy.loss_scaling, LossScaling::Dynamic { .. });
         if dynamic_scale {
             state.push(scalar("loss_scale", DType::F32));
             state.push(scalar("good_steps", DType::I32));
         }
+        let fp8 = policy.fp8().map(|policy| Fp8Step {
+            policy,
+            layers: cfg.model.num_layers,
+        });
+        state.extend(fp8.iter().flat_map(Fp8Step::state_slots));
         let (accum, micro_batch, seq_len) = (
             cfg.training.grad_accum_steps.max(1),
             cfg.training.micro_batch_size(),
@@ -142,6 +159,7 @@ impl StepLayout {
             seq_len,
             batch_spec: PartitionSpec { dims },
             dynamic_scale,
+            fp8,
         })
     }
 
@@ -160,7 +178,19 @@ impl StepLayout {
 
 /// Traces the whole train step for `cfg`.
 pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
-    let g = Graph::named("train_step");
+    trace_train_step(cfg, plan, layout, "train_step", true)
+}
+
+/// The train step named `name`; with `fp8_history` false, delayed-scaling FP8 tensors are
+/// scaled by their own amax instead of their history (the first step, see [`super::fp8`]).
+pub(super) fn trace_train_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+    name: &str,
+    fp8_history: bool,
+) -> Result<Func> {
+    let g = Graph::named(name);
     let opts = train_forward_options(cfg, plan);
     let mut state = TensorMap::new();
     for slot in &layout.state {
@@ -205,11 +235,22 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         None => denom.ones_like() / layout.accum as f64,
     };
     let rng = state.get("rng")?.clone();
-    let (loss_sum, grads, rng, moe_stats) = accumulate(
+    let fp8_scaling = match &layout.fp8 {
+        Some(f) if fp8_history => f.scaling_inputs(&state)?,
+        _ => TensorMap::new(),
+    };
+    let Accumulated {
+        ce: loss_sum,
+        grads,
+        rng,
+        moe: moe_stats,
+        fp8: fp8_stats,
+    } = accumulate(
         cfg,
         &opts,
         layout,
         &params,
+        &fp8_scaling,
         &tokens,
         &targets,
         &mask,
@@ -295,8 +336,20 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         outputs.push(("loss_scale".into(), new_scale));
         outputs.push(("good_steps".into(), new_good));
     }
+    if let Some(f) = &layout.fp8 {
+        outputs.extend(f.next_state(&state, &fp8_stats, &ok)?);
+    }
     let skipped = ok.not().cast(DType::F32);
-    let metrics = [loss, grad_norm, lr, total_tokens, skipped];
+    let (saturated_forward, saturated_backward) = Fp8Step::saturation(&g, &fp8_stats);
+    let metrics = [
+        loss,
+        grad_norm,
+        lr,
+        total_tokens,
+        skipped,
+        saturated_forward,
+        saturated_backward,
+    ];
     for (name, value) in METRICS.iter().zip(metrics) {
         outputs.push((name.to_string(), value));
     }
@@ -318,18 +371,30 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     Ok(func)
 }
 
-/// What a step's micro-batches add up to: the CE sum, the gradients, the advanced random
-/// state and, for MoE models, the routing statistics.
-type Accumulated = (Tensor, TensorMap, Tensor, Option<MoeStepStats>);
+/// What a step's micro-batches add up to.
+struct Accumulated {
+    /// The masked CE sum.
+    ce: Tensor,
+    /// The weighted gradients of the trainable parameters.
+    grads: TensorMap,
+    /// The advanced random state.
+    rng: Tensor,
+    /// For MoE models, the routing statistics.
+    moe: Option<MoeStepStats>,
+    /// The FP8 statistics per layer (none without FP8).
+    fp8: Vec<Tensor>,
+}
 
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), and the advanced random state. `weights` are the CE and aux-loss weights.
+/// several), the advanced random state, the routing and the FP8 statistics. `weights` are
+/// the CE and aux-loss weights.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
     opts: &ForwardOptions,
     layout: &StepLayout,
     params: &TensorMap,
+    fp8_scaling: &TensorMap,
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
@@ -356,8 +421,10 @@ fn accumulate(
         return micro_step(
             cfg,
             opts,
+            layout,
             &names,
             params,
+            fp8_scaling,
             &micro(&i, tokens),
             &micro(&i, targets),
             &micro(&i, mask),
@@ -366,7 +433,7 @@ fn accumulate(
         );
     }
     // Carry: [i, loss, grads..., params (all)..., rng, tokens, targets, mask, grad_weight,
-    // aux_weight, MoE statistics...].
+    // aux_weight, FP8 scaling inputs..., MoE statistics..., FP8 statistics...].
     let g = tokens.graph().clone();
     let (n, n_all) = (names.len(), all_names.len());
     let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
@@ -384,8 +451,16 @@ fn accumulate(
         weights[0].clone(),
         weights[1].clone(),
     ]);
+    let scaling_names: Vec<String> = fp8_scaling.keys().map(str::to_string).collect();
+    init.extend(fp8_scaling.values().cloned());
     let moe_zeros = MoeStepStats::zeros(&g, &cfg.model);
-    init.extend(moe_zeros.iter().flat_map(MoeStepStats::to_vec));
+    let moe_init: Vec<Tensor> = moe_zeros.iter().flat_map(MoeStepStats::to_vec).collect();
+    let base = 2 + n + n_all;
+    let scaling_base = base + 6;
+    let moe_base = scaling_base + scaling_names.len();
+    let fp8_base = moe_base + moe_init.len();
+    init.extend(moe_init);
+    init.extend(layout.fp8.iter().flat_map(|f| f.zero_stats(&g)));
     let accum = layout.accum as i64;
     let error = std::cell::RefCell::new(None);
     let out = g.while_loop(
@@ -398,15 +473,20 @@ fn accumulate(
                 .cloned()
                 .zip(xs[2 + n..2 + n + n_all].iter().cloned())
                 .collect();
-            let base = 2 + n + n_all;
             let (rng, tok, tgt, msk) = (&xs[base], &xs[base + 1], &xs[base + 2], &xs[base + 3]);
             let w = [xs[base + 4].clone(), xs[base + 5].clone()];
-            let moe_base = base + 6;
+            let scaling: TensorMap = scaling_names
+                .iter()
+                .cloned()
+                .zip(xs[scaling_base..moe_base].iter().cloned())
+                .collect();
             let result = micro_step(
                 cfg,
                 opts,
+                layout,
                 &names,
                 &p,
+                &scaling,
                 &micro(i, tok),
                 &micro(i, tgt),
                 &micro(i, msk),
@@ -414,17 +494,21 @@ fn accumulate(
                 rng.clone(),
             );
             match result {
-                Ok((loss, grads, rng, moe)) => {
-                    let mut next = vec![i + 1i64, &xs[1] + loss];
+                Ok(step) => {
+                    let mut next = vec![i + 1i64, &xs[1] + step.ce];
                     for (k, name) in names.iter().enumerate() {
-                        next.push(&xs[2 + k] + grads.get(name).expect("a gradient per parameter"));
+                        let g = step.grads.get(name).expect("a gradient per parameter");
+                        next.push(&xs[2 + k] + g);
                     }
                     next.extend(xs[2 + n..base].iter().cloned());
-                    next.push(rng);
+                    next.push(step.rng);
                     next.extend(xs[base + 1..moe_base].iter().cloned());
-                    if let Some(moe) = moe {
-                        let sum = MoeStepStats::from_slice(&xs[moe_base..]).add(&moe);
+                    if let Some(moe) = step.moe {
+                        let sum = MoeStepStats::from_slice(&xs[moe_base..fp8_base]).add(&moe);
                         next.extend(sum.to_vec());
+                    }
+                    for (k, s) in step.fp8.iter().enumerate() {
+                        next.push(combine_stats(&xs[fp8_base + k], s));
                     }
                     next
                 }
@@ -443,19 +527,27 @@ fn accumulate(
         .cloned()
         .zip(out[2..2 + n].iter().cloned())
         .collect();
-    let base = 2 + n + n_all;
-    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[base + 6..]));
-    Ok((out[1].clone(), grads, out[base].clone(), moe))
+    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[moe_base..fp8_base]));
+    Ok(Accumulated {
+        ce: out[1].clone(),
+        grads,
+        rng: out[base].clone(),
+        moe,
+        fp8: out[fp8_base..].to_vec(),
+    })
 }
 
 /// One micro-batch: the masked CE sum and the gradients of `weights[0] * ce_sum` (plus, for
-/// MoE models, `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`.
+/// MoE models, `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8
+/// statistics per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
     opts: &ForwardOptions,
+    layout: &StepLayout,
     names: &[String],
     params: &TensorMap,
+    fp8_scaling: &TensorMap,
     tokens: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
@@ -466,10 +558,19 @@ fn micro_step(
     let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let mut stream = RngStream { state: rng };
+    let probes = match &layout.fp8 {
+        Some(f) => f.probes(&g),
+        None => Vec::new(),
+    };
+    let mut model_inputs = params.clone();
+    model_inputs.extend(fp8_scaling.clone());
+    for (name, probe) in &probes {
+        model_inputs.insert(name.clone(), probe.clone());
+    }
     let (h, moe) = model::hidden_states_with_moe(
         &cfg.model,
         opts,
-        params,
+        &model_inputs,
         tokens,
         &positions,
         Some(&mut stream),
@@ -484,10 +585,11 @@ fn micro_step(
         &mask.reshape(&[n]),
         chunk,
     );
-    let wrt: Vec<Tensor> = names
+    let mut wrt: Vec<Tensor> = names
         .iter()
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
+    wrt.extend(probes.into_iter().map(|(_, probe)| probe));
     let moe = MoeStepStats::stack(&moe);
     let mut objective = &ce * &weights[0];
     if let Some(aux) = moe
@@ -496,7 +598,14 @@ fn micro_step(
     {
         objective = objective + aux;
     }
-    let grads = g.grad(&objective, &wrt)?;
+    let mut grads = g.grad(&objective, &wrt)?;
+    let fp8 = grads.split_off(names.len());
     let grads = names.iter().cloned().zip(grads).collect();
-    Ok((ce, grads, stream.state, moe))
+    Ok(Accumulated {
+        ce,
+        grads,
+        rng: stream.state,
+        moe,
+        fp8,
+    })
 }

@@ -1,7 +1,9 @@
 //! The train state on the devices and the compiled step that updates it.
 
 use super::eval::{build_eval_step, build_next_token};
+use super::fp8::build_fp8_bootstrap_step;
 use super::moe_state::MoeMetrics;
+use super::precision::PrecisionPolicy;
 use super::step::{
     build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
 };
@@ -68,6 +70,10 @@ pub struct StepMetrics {
     pub tokens: f32,
     /// True when the update was skipped (non-finite loss or gradient).
     pub skipped: bool,
+    /// Activation and weight elements clipped to the FP8 range (0 without FP8).
+    pub fp8_saturated_forward: f32,
+    /// Gradient elements clipped to the FP8 range (0 without FP8).
+    pub fp8_saturated_backward: f32,
 }
 
 /// Seconds spent in each phase of one step.
@@ -95,6 +101,9 @@ pub struct Trainer {
     pub config: Config,
     state: Vec<ShardedArray>,
     moe_outputs: Vec<ShardedArray>,
+    /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
+    fp8_bootstrap: Option<Program>,
+    fp8_bootstrap_pending: bool,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
 }
@@ -114,6 +123,7 @@ impl Trainer {
     /// Traces and compiles the step for `cfg`, and initialises the state from `seed`.
     pub fn new(cfg: &Config, engine: Engine, plan: ShardingPlan) -> Result<Trainer, TrainError> {
         let layout = StepLayout::new(cfg, &plan)?;
+        tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
         let func = build_train_step(cfg, &plan, &layout)?;
         let program = engine.compile(&func)?;
         let mut trainer = Trainer {
@@ -124,6 +134,8 @@ impl Trainer {
             config: cfg.clone(),
             state: Vec::new(),
             moe_outputs: Vec::new(),
+            fp8_bootstrap: None,
+            fp8_bootstrap_pending: false,
             eval_program: None,
             next_token_program: None,
         };
@@ -152,6 +164,11 @@ impl Trainer {
             state.push(self.engine.put(array, &slot.spec)?);
         }
         self.state = state;
+        self.fp8_bootstrap_pending = self
+            .layout
+            .fp8
+            .as_ref()
+            .is_some_and(|f| f.needs_bootstrap(host));
         Ok(())
     }
 
@@ -213,6 +230,14 @@ impl Trainer {
         for a in [&tokens, &targets, &mask] {
             a.shards[0].block_until_ready()?;
         }
+        if self.fp8_bootstrap_pending && self.fp8_bootstrap.is_none() {
+            let func = build_fp8_bootstrap_step(&self.config, &self.plan, &self.layout)?;
+            self.fp8_bootstrap = Some(self.engine.compile(&func)?);
+        }
+        let program = match &self.fp8_bootstrap {
+            Some(bootstrap) if self.fp8_bootstrap_pending => bootstrap,
+            _ => &self.program,
+        };
         let t1 = Instant::now();
         let mut inputs: Vec<Input<'_>> = self.state.iter_mut().map(Input::Donate).collect();
         inputs.extend([
@@ -220,7 +245,7 @@ impl Trainer {
             Input::Keep(&targets),
             Input::Keep(&mask),
         ]);
-        let mut outputs = self.program.run(inputs)?;
+        let mut outputs = program.run(inputs)?;
         let mut metrics = outputs.split_off(self.layout.state.len());
         self.moe_outputs = metrics.split_off(METRICS.len().min(metrics.len()));
         self.state = outputs;
@@ -241,7 +266,11 @@ impl Trainer {
             lr: values[2],
             tokens: values[3],
             skipped: values[4] != 0.0,
+            fp8_saturated_forward: values[5],
+            fp8_saturated_backward: values[6],
         };
+        // A skipped step leaves the histories empty: bootstrap again.
+        self.fp8_bootstrap_pending &= m.skipped;
         let timings = StepTimings {
             host_to_device: (t1 - t0).as_secs_f64(),
             compute: (t2 - t1).as_secs_f64(),
@@ -393,5 +422,6 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
         );
         state.insert("good_steps".into(), HostArray::scalar(0i32));
     }
+    state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
     state
 }

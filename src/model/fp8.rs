@@ -1,0 +1,192 @@
+//! FP8 quantisation with per-tensor power-of-two scales, straight-through gradients and
+//! statistics that leave the step as gradients.
+//!
+//! A tensor `x` is quantised as `q = fp8(clamp(x * s, -max, max))` and used as the
+//! dequantised `convert(q) * (1 / s)` in the compute dtype, right before a `dot_general`:
+//! the pattern XLA rewrites into cuBLASLt FP8 GEMMs on Hopper and emulates (upcasts)
+//! elsewhere. `s = 2^floor(log2(max / amax))`, the largest power of two that maps `amax`
+//! inside the format's range, so scaling is exact and the only error is the FP8 rounding; it
+//! leaves a margin of less than 2x above `amax` (the `delayed` recipe's amax may lag the
+//! tensor). `amax` is the scaling amax handed in (delayed scaling: the max of a history, so
+//! the quantisation does not wait for a reduction over the tensor and XLA can fuse it into
+//! the producer) or, when none is given (current scaling), the tensor's own `max |x|`.
+//!
+//! Operands go through [`quantise_operand`], whose backward passes the cotangent straight
+//! through (the gradient of the rounding is taken as 1). Matmul outputs go through
+//! [`quantise_gradient`], the identity forward whose backward quantises the incoming
+//! gradient (E5M2 in the hybrid format): the backward matmuls `dx = dy @ w^T` and
+//! `dw = x^T @ dy` then both run on FP8 operands with their dequantisation scales.
+//!
+//! Both take a `probe`, an `f32[2]` input that the forward ignores: its cotangent is
+//! `[amax, saturated]`, the tensor's `max |x|` and the count of elements whose `|x| * s`
+//! exceeded the format's maximum and were clipped. Differentiating the step with respect to
+//! zero probes therefore returns every FP8 tensor's statistics, also from inside remat regions
+//! and the backward pass, without extra outputs.
+
+use vishwam_hlo::{DType, Graph, ReduceKind, Tensor};
+
+/// An 8-bit floating-point element format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fp8Type {
+    /// 4 exponent bits, 3 mantissa bits, no infinities (`f8E4M3FN`): max 448.
+    E4M3,
+    /// 5 exponent bits, 2 mantissa bits (`f8E5M2`): max 57344.
+    E5M2,
+}
+
+impl Fp8Type {
+    /// The hlo element type.
+    pub fn dtype(self) -> DType {
+        match self {
+            Fp8Type::E4M3 => DType::F8E4M3FN,
+            Fp8Type::E5M2 => DType::F8E5M2,
+        }
+    }
+
+    /// The largest finite value.
+    pub fn max(self) -> f64 {
+        match self {
+            Fp8Type::E4M3 => 448.0,
+            Fp8Type::E5M2 => 57344.0,
+        }
+    }
+}
+
+/// The FP8 formats of the block projections: forward operands and backward gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fp8Formats {
+    /// Activations and weights in the forward pass.
+    pub forward: Fp8Type,
+    /// Output gradients in the backward pass.
+    pub backward: Fp8Type,
+}
+
+impl Fp8Formats {
+    /// E4M3 forward, E5M2 gradients (`optimization.fp8_format` = "hybrid").
+    pub const HYBRID: Fp8Formats = Fp8Formats {
+        forward: Fp8Type::E4M3,
+        backward: Fp8Type::E5M2,
+    };
+    /// E4M3 everywhere (`optimization.fp8_format` = "e4m3").
+    pub const E4M3: Fp8Formats = Fp8Formats {
+        forward: Fp8Type::E4M3,
+        backward: Fp8Type::E4M3,
+    };
+}
+
+/// Scales are kept within `[2^-SCALE_EXPONENT_LIMIT, 2^SCALE_EXPONENT_LIMIT]`.
+const SCALE_EXPONENT_LIMIT: i32 = 100;
+/// The exponent bits of an f32.
+const F32_EXPONENT_MASK: i64 = 0x7F80_0000;
+
+/// `max |x|` over all elements, as an f32 scalar.
+pub fn abs_max(x: &Tensor) -> Tensor {
+    let axes: Vec<isize> = (0..x.rank() as isize).collect();
+    x.abs()
+        .reduce(ReduceKind::Max, &axes, false)
+        .cast(DType::F32)
+}
+
+/// The quantisation scale for `amax` (f32 scalar): `2^floor(log2(max / amax))`, or 1 when
+/// `amax` is 0, infinite or NaN.
+pub fn scale_for(amax: &Tensor, ty: Fp8Type) -> Tensor {
+    let limit = 2f64.powi(SCALE_EXPONENT_LIMIT);
+    let ratio = (ty.max() / amax).minimum(limit).maximum(1.0 / limit);
+    // Keeping only the exponent bits rounds a positive normal f32 down to a power of two.
+    let pow2 = ratio
+        .bitcast(DType::I32)
+        .and(F32_EXPONENT_MASK)
+        .bitcast(DType::F32);
+    let usable = amax.gt(0.0).and(amax.lt(f64::INFINITY));
+    usable.select(&pow2, 1.0)
+}
+
+/// `fp8(clamp(x * scale))` and the number of clipped elements (f32 scalar).
+pub fn quantise(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> (Tensor, Tensor) {
+    let scaled = x.cast(DType::F32) * scale;
+    let max = ty.max();
+    let saturated = scaled.abs().gt(max).cast(DType::F32);
+    let axes: Vec<isize> = (0..x.rank() as isize).collect();
+    let saturated = saturated.sum(&axes, false);
+    let q = scaled.maximum(-max).minimum(max).cast(ty.dtype());
+    (q, saturated)
+}
+
+/// `convert(q) * (1 / scale)` in `to`: the form XLA fuses into an FP8 GEMM's operand.
+pub fn dequantise(q: &Tensor, scale: &Tensor, to: DType) -> Tensor {
+    q.cast(to) * (1.0 / scale).cast(to)
+}
+
+fn stats(amax: &Tensor, saturated: &Tensor) -> Tensor {
+    amax.reshape(&[1]).concat(&[saturated.reshape(&[1])], 0)
+}
+
+/// Custom-vjp inputs `[x, probe]`, plus the delayed-scaling amax when there is one.
+fn region_inputs(x: &Tensor, probe: &Tensor, scaling_amax: Option<&Tensor>) -> Vec<Tensor> {
+    let mut inputs = vec![x.clone(), probe.clone()];
+    inputs.extend(scaling_amax.cloned());
+    inputs
+}
+
+/// The scale of `x` (whose amax is `amax`) from the delayed-scaling amax in `xs[2]`, if the
+/// region has one, else from `amax` itself.
+fn region_scale(xs: &[Tensor], amax: &Tensor, ty: Fp8Type) -> Tensor {
+    scale_for(xs.get(2).unwrap_or(amax), ty)
+}
+
+/// `x` rounded to `ty` with a per-tensor scale and dequantised to `to` (forward), with the
+/// cotangent passed straight through (backward). The scale comes from `scaling_amax` (f32
+/// scalar, delayed scaling) when given, else from `x`'s own amax (current scaling). The
+/// cotangent of `probe` (f32[2]) is `[amax, saturated]`.
+pub fn quantise_operand(
+    x: &Tensor,
+    scaling_amax: Option<&Tensor>,
+    probe: &Tensor,
+    ty: Fp8Type,
+    to: DType,
+) -> Tensor {
+    let g = x.graph().clone();
+    let out = g.custom_vjp(
+        "fp8_operand",
+        &region_inputs(x, probe, scaling_amax),
+        move |_: &Graph, xs: &[Tensor]| {
+            let amax = abs_max(&xs[0]);
+            let scale = region_scale(xs, &amax, ty);
+            let (q, saturated) = quantise(&xs[0], &scale, ty);
+            vec![dequantise(&q, &scale, to), stats(&amax, &saturated)]
+        },
+        |_: &Graph, xs: &[Tensor], outs: &[Tensor], cts: &[Tensor]| {
+            let mut cotangents = vec![cts[0].cast(xs[0].dtype()), outs[1].clone()];
+            cotangents.extend(xs.get(2).map(Tensor::zeros_like));
+            cotangents
+        },
+    );
+    out[0].clone()
+}
+
+/// The identity on `y` (forward) whose backward rounds the incoming gradient to `ty` with a
+/// per-tensor scale and dequantises it to `y`'s dtype. `scaling_amax` and `probe` as in
+/// [`quantise_operand`], for the gradient.
+pub fn quantise_gradient(
+    y: &Tensor,
+    scaling_amax: Option<&Tensor>,
+    probe: &Tensor,
+    ty: Fp8Type,
+) -> Tensor {
+    let g = y.graph().clone();
+    let out = g.custom_vjp(
+        "fp8_gradient",
+        &region_inputs(y, probe, scaling_amax),
+        |_: &Graph, xs: &[Tensor]| vec![xs[0].clone()],
+        move |_: &Graph, xs: &[Tensor], _: &[Tensor], cts: &[Tensor]| {
+            let dy = &cts[0];
+            let amax = abs_max(dy);
+            let scale = region_scale(xs, &amax, ty);
+            let (q, saturated) = quantise(dy, &scale, ty);
+            let mut cotangents = vec![dequantise(&q, &scale, dy.dtype()), stats(&amax, &saturated)];
+            cotangents.extend(xs.get(2).map(Tensor::zeros_like));
+            cotangents
+        },
+    );
+    out[0].clone()
+}

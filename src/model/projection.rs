@@ -1,0 +1,274 @@
+//! The seven projections of a block, as plain matmuls in the compute dtype or as FP8 matmuls.
+//!
+//! FP8 projections keep statistics per FP8 tensor of a block, in a fixed row order
+//! ([`FP8_ROWS`]): the four projection inputs (`wq`/`wk`/`wv` share theirs, as do
+//! `w_gate`/`w_up`), the seven weights, and the seven output gradients. A layer's FP8 inputs
+//! are `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is each row's
+//! `[amax, saturated]`; absent = zeros, statistics dropped) and `fp8.layers.{i}.amax` (f32[R],
+//! the delayed-scaling amax per row; absent = current scaling, each tensor scaled by its own
+//! amax). See [`super::fp8`].
+
+use super::fp8::{quantise_gradient, quantise_operand, Fp8Formats};
+use vishwam_hlo::{DType, Graph, Tensor, TensorMap, TensorType};
+
+/// One projection of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    /// `attn.wq`.
+    Query,
+    /// `attn.wk`.
+    Key,
+    /// `attn.wv`.
+    Value,
+    /// `attn.wo`.
+    Output,
+    /// `mlp.w_gate`.
+    Gate,
+    /// `mlp.w_up`.
+    Up,
+    /// `mlp.w_down`.
+    Down,
+}
+
+/// The input a projection reads; projections that read the same input quantise it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProjectionInput {
+    /// The normed residual before attention (`wq`, `wk`, `wv`).
+    Attention,
+    /// The attention heads, concatenated (`wo`).
+    AttentionHeads,
+    /// The normed residual before the MLP (`w_gate`, `w_up`).
+    Mlp,
+    /// The gated MLP hidden state (`w_down`).
+    MlpHidden,
+}
+
+impl ProjectionInput {
+    /// Every input, in row order.
+    pub const ALL: [ProjectionInput; 4] = [
+        ProjectionInput::Attention,
+        ProjectionInput::AttentionHeads,
+        ProjectionInput::Mlp,
+        ProjectionInput::MlpHidden,
+    ];
+
+    /// The name used in [`FP8_ROWS`].
+    pub fn name(self) -> &'static str {
+        match self {
+            ProjectionInput::Attention => "attn",
+            ProjectionInput::AttentionHeads => "attn_heads",
+            ProjectionInput::Mlp => "mlp",
+            ProjectionInput::MlpHidden => "mlp_hidden",
+        }
+    }
+
+    /// Its row in a layer's FP8 statistics.
+    pub fn row(self) -> usize {
+        self as usize
+    }
+}
+
+impl Projection {
+    /// Every projection, in row order.
+    pub const ALL: [Projection; 7] = [
+        Projection::Query,
+        Projection::Key,
+        Projection::Value,
+        Projection::Output,
+        Projection::Gate,
+        Projection::Up,
+        Projection::Down,
+    ];
+
+    /// The parameter name within a layer (`attn.wq`).
+    pub fn param(self) -> &'static str {
+        match self {
+            Projection::Query => "attn.wq",
+            Projection::Key => "attn.wk",
+            Projection::Value => "attn.wv",
+            Projection::Output => "attn.wo",
+            Projection::Gate => "mlp.w_gate",
+            Projection::Up => "mlp.w_up",
+            Projection::Down => "mlp.w_down",
+        }
+    }
+
+    /// The input it multiplies.
+    pub fn input(self) -> ProjectionInput {
+        match self {
+            Projection::Query | Projection::Key | Projection::Value => ProjectionInput::Attention,
+            Projection::Output => ProjectionInput::AttentionHeads,
+            Projection::Gate | Projection::Up => ProjectionInput::Mlp,
+            Projection::Down => ProjectionInput::MlpHidden,
+        }
+    }
+
+    /// The row of its weight in a layer's FP8 statistics.
+    pub fn weight_row(self) -> usize {
+        ProjectionInput::ALL.len() + self as usize
+    }
+
+    /// The row of its output gradient in a layer's FP8 statistics.
+    pub fn gradient_row(self) -> usize {
+        ProjectionInput::ALL.len() + Projection::ALL.len() + self as usize
+    }
+}
+
+/// FP8 tensors per layer: 4 inputs, 7 weights, 7 output gradients.
+pub const FP8_ROW_COUNT: usize = 18;
+
+/// The names of a layer's FP8 rows, in order: `input.attn`, ..., `weight.attn.wq`, ...,
+/// `grad.attn.wq`, ....
+pub const FP8_ROWS: [&str; FP8_ROW_COUNT] = [
+    "input.attn",
+    "input.attn_heads",
+    "input.mlp",
+    "input.mlp_hidden",
+    "weight.attn.wq",
+    "weight.attn.wk",
+    "weight.attn.wv",
+    "weight.attn.wo",
+    "weight.mlp.w_gate",
+    "weight.mlp.w_up",
+    "weight.mlp.w_down",
+    "grad.attn.wq",
+    "grad.attn.wk",
+    "grad.attn.wv",
+    "grad.attn.wo",
+    "grad.mlp.w_gate",
+    "grad.mlp.w_up",
+    "grad.mlp.w_down",
+];
+
+/// Rows below this are forward tensors (inputs and weights); the rest are gradients.
+pub const FP8_FORWARD_ROWS: usize = ProjectionInput::ALL.len() + Projection::ALL.len();
+
+/// The name of layer `layer`'s delayed-scaling amax input (f32[R]).
+pub fn fp8_amax_name(layer: usize) -> String {
+    format!("fp8.layers.{layer}.amax")
+}
+
+/// The name of layer `layer`'s statistics probe (f32[R, 2]).
+pub fn fp8_probe_name(layer: usize) -> String {
+    format!("fp8.layers.{layer}.probe")
+}
+
+/// The type of a layer's probe and statistics: `f32[R, 2]`.
+pub fn fp8_stats_type() -> TensorType {
+    TensorType::new(DType::F32, &[FP8_ROW_COUNT as i64, 2])
+}
+
+/// Layer `layer`'s FP8 inputs from `params`: `[probe]` (zeros when absent), then the
+/// delayed-scaling amax if `params` has one.
+pub(crate) fn fp8_layer_inputs(g: &Graph, params: &TensorMap, layer: usize) -> Vec<Tensor> {
+    let probe = match params.get(&fp8_probe_name(layer)) {
+        Ok(t) => t.clone(),
+        Err(_) => g.zeros(&fp8_stats_type()),
+    };
+    let mut inputs = vec![probe];
+    inputs.extend(params.get(&fp8_amax_name(layer)).ok().cloned());
+    inputs
+}
+
+/// A layer's FP8 inputs inside the block.
+struct Fp8LayerInputs {
+    formats: Fp8Formats,
+    probe: Tensor,
+    amax: Option<Tensor>,
+}
+
+/// How one block computes its projections.
+pub(crate) struct BlockProjections {
+    compute: DType,
+    fp8: Option<Fp8LayerInputs>,
+}
+
+impl BlockProjections {
+    /// Plain matmuls in `compute`, or FP8 ones with the layer's inputs from
+    /// [`fp8_layer_inputs`].
+    pub fn new(compute: DType, fp8: Option<Fp8Formats>, fp8_inputs: &[Tensor]) -> Self {
+        let fp8 = match (fp8, fp8_inputs) {
+            (Some(formats), [probe, rest @ ..]) => Some(Fp8LayerInputs {
+                formats,
+                probe: probe.clone(),
+                amax: rest.first().cloned(),
+            }),
+            _ => None,
+        };
+        BlockProjections { compute, fp8 }
+    }
+
+    /// `x @ w` for each `(projection, w)`; all must read the same input. `x` is `[.., K]`
+    /// in the compute dtype, each `w` an f32 master `[K, N]`.
+    pub fn apply(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
+        let Some(Fp8LayerInputs {
+            formats,
+            probe,
+            amax,
+        }) = &self.fp8
+        else {
+            return weights
+                .iter()
+                .map(|(_, w)| x.matmul(&w.cast(self.compute)))
+                .collect();
+        };
+        let row = |t: &Tensor, r: usize| -> Tensor {
+            let one = t.slice_axis(0, r as i64, r as i64 + 1);
+            one.reshape(&t.shape()[1..])
+        };
+        let input = weights.first().map(|(p, _)| p.input());
+        debug_assert!(weights.iter().all(|(p, _)| Some(p.input()) == input));
+        let Some(input) = input else {
+            return Vec::new();
+        };
+        // [.., K] -> [M, K]: the GEMM sees a plain matrix.
+        let k = x.shape()[x.rank() - 1];
+        let lead = &x.shape()[..x.rank() - 1];
+        let amax_row = |r: usize| amax.as_ref().map(|a| row(a, r));
+        let xq = quantise_operand(
+            &x.reshape(&[lead.iter().product(), k]),
+            amax_row(input.row()).as_ref(),
+            &row(probe, input.row()),
+            formats.forward,
+            self.compute,
+        );
+        weights
+            .iter()
+            .map(|(p, w)| {
+                let wq = quantise_operand(
+                    w,
+                    amax_row(p.weight_row()).as_ref(),
+                    &row(probe, p.weight_row()),
+                    formats.forward,
+                    self.compute,
+                );
+                let y = quantise_gradient(
+                    &xq.matmul(&wq),
+                    amax_row(p.gradient_row()).as_ref(),
+                    &row(probe, p.gradient_row()),
+                    formats.backward,
+                );
+                let mut shape = lead.to_vec();
+                shape.push(w.shape()[1]);
+                y.reshape(&shape)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_named_in_order() {
+        for input in ProjectionInput::ALL {
+            assert_eq!(FP8_ROWS[input.row()], format!("input.{}", input.name()));
+        }
+        for p in Projection::ALL {
+            assert_eq!(FP8_ROWS[p.weight_row()], format!("weight.{}", p.param()));
+            assert_eq!(FP8_ROWS[p.gradient_row()], format!("grad.{}", p.param()));
+            assert!(p.weight_row() < FP8_FORWARD_ROWS && p.gradient_row() >= FP8_FORWARD_ROWS);
+        }
+    }
+}
