@@ -28,23 +28,7 @@ pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
     rand_chacha::ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// The runtime element type of a dtype.
-pub fn element_type(d: DType) -> ElementType {
-    match d {
-        DType::F32 => ElementType::F32,
-        DType::F64 => ElementType::F64,
-        DType::BF16 => ElementType::BF16,
-        DType::F16 => ElementType::F16,
-        DType::F8E4M3FN => ElementType::F8E4M3FN,
-        DType::F8E5M2 => ElementType::F8E5M2,
-        DType::I32 => ElementType::S32,
-        DType::I64 => ElementType::S64,
-        DType::U32 => ElementType::U32,
-        DType::U8 => ElementType::U8,
-        DType::U64 => ElementType::U64,
-        DType::I1 => ElementType::Pred,
-    }
-}
+pub use vishwam::engine::element_type;
 
 /// A typed host value: little-endian element bytes.
 #[derive(Debug, Clone, PartialEq)]
