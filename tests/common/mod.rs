@@ -5,9 +5,7 @@
 
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
-use vishwam::runtime::{
-    Arg, Buffer, Client, ClientSpec, CompileOptions, ElementType, LoadedExecutable,
-};
+use vishwam::runtime::{Arg, Buffer, Client, ClientSpec, CompileOptions, LoadedExecutable};
 use vishwam_hlo::{DType, Func, PrintOptions, TensorType};
 
 /// Virtual CPU devices of the shared client (enough for a 2x2 mesh).
