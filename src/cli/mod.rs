@@ -82,6 +82,7 @@ impl RuntimeArgs {
 
 /// Parses the command line, runs the command, and maps errors to an exit code.
 pub fn main() -> std::process::ExitCode {
+    quiet_xla_logs();
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -105,6 +106,16 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// XLA logs through absl to stderr; unless the user chose a level (`TF_CPP_MIN_LOG_LEVEL`) or
+/// asked for debug logs, only its errors are shown. Runs first, before any thread exists.
+fn quiet_xla_logs() {
+    let debug =
+        std::env::var("VISHWAM_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace"));
+    if std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() && !debug {
+        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "2");
     }
 }
 
