@@ -2,6 +2,7 @@
 //! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
 //! donated so the update happens in place on the devices.
 
+use super::distill::{DistillContext, MicroBatch, StudentPass, DISTILL_METRICS};
 use super::moe_state::{self, MoeStepStats};
 use super::schedule::lr_traced;
 use crate::config::{ComputeDtype, Config};
@@ -78,7 +79,16 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
 impl StepLayout {
     /// The layout for `cfg` on `plan`'s mesh.
     pub fn new(cfg: &Config, plan: &ShardingPlan) -> Result<StepLayout> {
-        let params = model::param_specs(&cfg.model);
+        StepLayout::with_params(cfg, plan, model::param_specs(&cfg.model))
+    }
+
+    /// The layout of a step that trains `params`: the model's, and any the objective adds
+    /// (distillation projections).
+    pub fn with_params(
+        cfg: &Config,
+        plan: &ShardingPlan,
+        params: Vec<ParamSpec>,
+    ) -> Result<StepLayout> {
         let mut state = Vec::new();
         let spec_of = |p: &ParamSpec| -> Result<PartitionSpec> {
             let r = plan.parameter_spec(&p.logical, &p.shape).map_err(|e| {
@@ -160,6 +170,27 @@ impl StepLayout {
 
 /// Traces the whole train step for `cfg`.
 pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
+    build_step(cfg, plan, layout, None)
+}
+
+/// Traces the train step of a student distilled from the teacher `distill` describes: the
+/// teacher's parameters follow the batch as inputs `teacher.<name>` (not donated), and
+/// [`DISTILL_METRICS`] follow [`METRICS`] among the outputs.
+pub fn build_distill_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+    distill: &DistillContext,
+) -> Result<Func> {
+    build_step(cfg, plan, layout, Some(distill))
+}
+
+fn build_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+    distill: Option<&DistillContext>,
+) -> Result<Func> {
     let g = Graph::named("train_step");
     let opts = train_forward_options(cfg, plan);
     let mut state = TensorMap::new();
@@ -177,6 +208,10 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         batch("targets", DType::I32),
         batch("mask", DType::F32),
     );
+    let teacher = distill.map(|d| Teacher {
+        context: d,
+        params: d.teacher_inputs(&g),
+    });
 
     let params: TensorMap = layout
         .params
@@ -205,16 +240,21 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
         None => denom.ones_like() / layout.accum as f64,
     };
     let rng = state.get("rng")?.clone();
-    let (loss_sum, grads, rng, moe_stats) = accumulate(
+    let Accumulated {
+        loss: loss_sum,
+        grads,
+        rng,
+        moe: moe_stats,
+        distill: distill_sums,
+    } = accumulate(
         cfg,
         &opts,
         layout,
         &params,
-        &tokens,
-        &targets,
-        &mask,
+        [&tokens, &targets, &mask],
         &[grad_weight, aux_weight],
         rng,
+        teacher.as_ref(),
     )?;
     let mut grads = grads;
     if let Some(scale) = &loss_scale {
@@ -300,6 +340,9 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     for (name, value) in METRICS.iter().zip(metrics) {
         outputs.push((name.to_string(), value));
     }
+    for (name, sum) in DISTILL_METRICS.iter().zip(distill_sums.iter().flatten()) {
+        outputs.push((name.to_string(), sum / &denom));
+    }
     if let Some(stats) = &moe_stats {
         let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
         outputs.extend(moe_state::metric_outputs(
@@ -318,24 +361,41 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
     Ok(func)
 }
 
-/// What a step's micro-batches add up to: the CE sum, the gradients, the advanced random
-/// state and, for MoE models, the routing statistics.
-type Accumulated = (Tensor, TensorMap, Tensor, Option<MoeStepStats>);
+/// What a step's micro-batches add up to.
+struct Accumulated {
+    /// The summed objective over real tokens: the CE, or the distillation objective.
+    loss: Tensor,
+    /// Weighted gradients of the trainable parameters.
+    grads: TensorMap,
+    /// The advanced random state.
+    rng: Tensor,
+    /// For MoE models, the routing statistics.
+    moe: Option<MoeStepStats>,
+    /// When distilling, the sums of [`DISTILL_METRICS`].
+    distill: Option<[Tensor; 3]>,
+}
+
+/// The teacher's side of a distillation step: its context and its parameter inputs.
+struct Teacher<'a> {
+    context: &'a DistillContext,
+    params: TensorMap,
+}
 
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), and the advanced random state. `weights` are the CE and aux-loss weights.
+/// several), and the advanced random state. `batch` is tokens, targets and mask;
+/// `weights` are the CE and aux-loss weights.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
     opts: &ForwardOptions,
     layout: &StepLayout,
     params: &TensorMap,
-    tokens: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
+    batch: [&Tensor; 3],
     weights: &[Tensor; 2],
     rng: Tensor,
+    teacher: Option<&Teacher<'_>>,
 ) -> Result<Accumulated> {
+    let [tokens, targets, mask] = batch;
     let names: Vec<String> = layout
         .params
         .iter()
@@ -353,22 +413,26 @@ fn accumulate(
     };
     if layout.accum == 1 {
         let i = tokens.graph().scalar_i64(0, DType::I32);
+        let teacher = teacher.map(|t| (t.context, &t.params));
         return micro_step(
             cfg,
             opts,
             &names,
             params,
-            &micro(&i, tokens),
-            &micro(&i, targets),
-            &micro(&i, mask),
+            [&micro(&i, tokens), &micro(&i, targets), &micro(&i, mask)],
             weights,
             rng,
+            teacher,
         );
     }
     // Carry: [i, loss, grads..., params (all)..., rng, tokens, targets, mask, grad_weight,
-    // aux_weight, MoE statistics...].
+    // aux_weight, teacher params..., distillation sums (3)..., MoE statistics...].
     let g = tokens.graph().clone();
     let (n, n_all) = (names.len(), all_names.len());
+    let teacher_names: Vec<String> = teacher
+        .map(|t| t.context.slots.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
+    let n_teacher = teacher_names.len();
     let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
     for name in &names {
         init.push(params.get(name)?.zeros_like());
@@ -384,9 +448,19 @@ fn accumulate(
         weights[0].clone(),
         weights[1].clone(),
     ]);
+    if let Some(t) = teacher {
+        for name in &teacher_names {
+            init.push(t.params.get(name)?.clone());
+        }
+        init.extend((0..DISTILL_METRICS.len()).map(|_| g.scalar(0.0, DType::F32)));
+    }
     let moe_zeros = MoeStepStats::zeros(&g, &cfg.model);
     init.extend(moe_zeros.iter().flat_map(MoeStepStats::to_vec));
     let accum = layout.accum as i64;
+    let base = 2 + n + n_all;
+    let teacher_base = base + 6;
+    let sums_base = teacher_base + n_teacher;
+    let moe_base = sums_base + teacher.map_or(0, |_| DISTILL_METRICS.len());
     let error = std::cell::RefCell::new(None);
     let out = g.while_loop(
         &init,
@@ -396,33 +470,42 @@ fn accumulate(
             let p: TensorMap = all_names
                 .iter()
                 .cloned()
-                .zip(xs[2 + n..2 + n + n_all].iter().cloned())
+                .zip(xs[2 + n..base].iter().cloned())
                 .collect();
-            let base = 2 + n + n_all;
             let (rng, tok, tgt, msk) = (&xs[base], &xs[base + 1], &xs[base + 2], &xs[base + 3]);
             let w = [xs[base + 4].clone(), xs[base + 5].clone()];
-            let moe_base = base + 6;
+            let teacher_params: TensorMap = teacher_names
+                .iter()
+                .cloned()
+                .zip(xs[teacher_base..sums_base].iter().cloned())
+                .collect();
             let result = micro_step(
                 cfg,
                 opts,
                 &names,
                 &p,
-                &micro(i, tok),
-                &micro(i, tgt),
-                &micro(i, msk),
+                [&micro(i, tok), &micro(i, tgt), &micro(i, msk)],
                 &w,
                 rng.clone(),
+                teacher.map(|t| (t.context, &teacher_params)),
             );
             match result {
-                Ok((loss, grads, rng, moe)) => {
-                    let mut next = vec![i + 1i64, &xs[1] + loss];
+                Ok(step) => {
+                    let mut next = vec![i + 1i64, &xs[1] + step.loss];
                     for (k, name) in names.iter().enumerate() {
-                        next.push(&xs[2 + k] + grads.get(name).expect("a gradient per parameter"));
+                        next.push(
+                            &xs[2 + k] + step.grads.get(name).expect("a gradient per parameter"),
+                        );
                     }
                     next.extend(xs[2 + n..base].iter().cloned());
-                    next.push(rng);
-                    next.extend(xs[base + 1..moe_base].iter().cloned());
-                    if let Some(moe) = moe {
+                    next.push(step.rng);
+                    next.extend(xs[base + 1..sums_base].iter().cloned());
+                    if let Some(sums) = step.distill {
+                        for (k, sum) in sums.iter().enumerate() {
+                            next.push(&xs[sums_base + k] + sum);
+                        }
+                    }
+                    if let Some(moe) = step.moe {
                         let sum = MoeStepStats::from_slice(&xs[moe_base..]).add(&moe);
                         next.extend(sum.to_vec());
                     }
@@ -443,30 +526,43 @@ fn accumulate(
         .cloned()
         .zip(out[2..2 + n].iter().cloned())
         .collect();
-    let base = 2 + n + n_all;
-    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[base + 6..]));
-    Ok((out[1].clone(), grads, out[base].clone(), moe))
+    let distill = teacher.map(|_| {
+        [
+            out[sums_base].clone(),
+            out[sums_base + 1].clone(),
+            out[sums_base + 2].clone(),
+        ]
+    });
+    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[moe_base..]));
+    Ok(Accumulated {
+        loss: out[1].clone(),
+        grads,
+        rng: out[base].clone(),
+        moe,
+        distill,
+    })
 }
 
-/// One micro-batch: the masked CE sum and the gradients of `weights[0] * ce_sum` (plus, for
-/// MoE models, `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`.
+/// One micro-batch: the masked CE sum (or, with a teacher, the distillation objective's sum)
+/// and the gradients of `weights[0]` times it (plus, for MoE models,
+/// `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`.
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
     opts: &ForwardOptions,
     names: &[String],
     params: &TensorMap,
-    tokens: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
+    batch: [&Tensor; 3],
     weights: &[Tensor; 2],
     rng: Tensor,
+    teacher: Option<(&DistillContext, &TensorMap)>,
 ) -> Result<Accumulated> {
+    let [tokens, targets, mask] = batch;
     let g = tokens.graph().clone();
     let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let mut stream = RngStream { state: rng };
-    let (h, moe) = model::hidden_states_with_moe(
+    let out = model::hidden_states_with_layers(
         &cfg.model,
         opts,
         params,
@@ -476,20 +572,40 @@ fn micro_step(
     )?;
     let w = model::head_weight(&cfg.model, params)?.cast(opts.compute);
     let n = b * t;
-    let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-    let ce = model::masked_ce_sum(
-        &h.reshape(&[n, cfg.model.hidden_dim as i64]),
-        &w,
-        &targets.reshape(&[n]),
-        &mask.reshape(&[n]),
-        chunk,
-    );
+    let h = out.hidden.reshape(&[n, cfg.model.hidden_dim as i64]);
+    let (loss, distill) = match teacher {
+        None => {
+            let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
+            let ce =
+                model::masked_ce_sum(&h, &w, &targets.reshape(&[n]), &mask.reshape(&[n]), chunk);
+            (ce, None)
+        }
+        Some((context, teacher_params)) => {
+            let student = StudentPass {
+                hidden: &h,
+                head: &w,
+                layers: &out.layers,
+                params,
+            };
+            let batch = MicroBatch {
+                tokens,
+                targets,
+                mask,
+                positions: &positions,
+            };
+            let terms = context.terms(&student, teacher_params, &batch)?;
+            (
+                terms.objective,
+                Some([terms.ce, terms.kl, terms.intermediate]),
+            )
+        }
+    };
     let wrt: Vec<Tensor> = names
         .iter()
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
-    let moe = MoeStepStats::stack(&moe);
-    let mut objective = &ce * &weights[0];
+    let moe = MoeStepStats::stack(&out.moe);
+    let mut objective = &loss * &weights[0];
     if let Some(aux) = moe
         .as_ref()
         .and_then(|m| moe_state::aux_objective(&cfg.model, m, &weights[1]))
@@ -498,5 +614,11 @@ fn micro_step(
     }
     let grads = g.grad(&objective, &wrt)?;
     let grads = names.iter().cloned().zip(grads).collect();
-    Ok((ce, grads, stream.state, moe))
+    Ok(Accumulated {
+        loss,
+        grads,
+        rng: stream.state,
+        moe,
+        distill,
+    })
 }
