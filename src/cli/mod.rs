@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_attention;
+mod bench_distill;
 mod bench_generate;
 mod bench_moe;
 mod bench_train;

@@ -4,8 +4,10 @@
 //!
 //! Like [`super::masked_ce_sum`], the heads are applied to `chunk` tokens at a time and the
 //! backward pass recomputes each chunk's logits (a custom VJP), so the largest temporaries are
-//! two `[chunk, V]` f32 logits (student and teacher) rather than two `[B·T, V]`. The teacher
-//! receives no cotangent: its inputs get zeros, which nothing reads.
+//! two `[chunk, V]` f32 logits (student and teacher) rather than two `[B·T, V]`. The forward
+//! pass keeps only three log-sum-exps per token for the backward pass, which turns them into
+//! softmaxes with one exponential each. The teacher receives no cotangent: its inputs get
+//! zeros, which nothing reads.
 
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{nn, DType, DotDims, Graph, Tensor};
@@ -70,11 +72,8 @@ pub fn masked_ce_kl_sums(
     let out = g.custom_vjp(
         "chunked_distillation",
         &inputs,
-        |_g, xs| {
-            let (ce, kl) = forward(xs, temperature, c);
-            vec![ce, kl]
-        },
-        |g, xs, _outs, cts| backward(g, xs, &cts[0], &cts[1], temperature, c),
+        |_g, xs| forward(xs, temperature, c),
+        |g, xs, outs, cts| backward(g, xs, outs, &cts[..2], temperature, c),
     );
     (out[0].clone(), out[1].clone())
 }
@@ -88,7 +87,32 @@ fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
     )
 }
 
-fn forward(xs: &[Tensor], temperature: f64, c: i64) -> (Tensor, Tensor) {
+/// `z / T`, `exp(z / T - max)`, its sum and `logsumexp(z / T)` over the last axis
+/// (`[c, V]`, `[c, V]`, `[c, 1]`, `[c, 1]`): one exponential per element.
+fn tempered(z: &Tensor, temperature: f64) -> (Tensor, Tensor, Tensor, Tensor) {
+    let scaled = if temperature == 1.0 {
+        z.clone()
+    } else {
+        z / temperature
+    };
+    let max = scaled.max(&[-1], true).stop_gradient();
+    let e = (&scaled - &max).exp();
+    let sum = e.sum(&[-1], true);
+    let lse = sum.log() + max;
+    (scaled, e, sum, lse)
+}
+
+fn concat(parts: &[Tensor]) -> Tensor {
+    match parts.split_first() {
+        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
+        Some((first, _)) => first.clone(),
+        None => unreachable!("at least one chunk"),
+    }
+}
+
+/// `[ce_sum, kl_sum, lse_s, lse_t, lse]`: the two sums and, kept for the backward pass,
+/// `logsumexp(zs / T)`, `logsumexp(zt / T)` and `logsumexp(zs)` per token (`[N]` each).
+fn forward(xs: &[Tensor], temperature: f64, c: i64) -> Vec<Tensor> {
     let (targets, mask) = (&xs[4], &xs[5]);
     let v = xs[1].shape()[1];
     let (mut ce_sum, mut kl_sum): (Option<Tensor>, Option<Tensor>) = (None, None);
@@ -98,70 +122,91 @@ fn forward(xs: &[Tensor], temperature: f64, c: i64) -> (Tensor, Tensor) {
             None => part,
         });
     };
+    let mut lses: [Vec<Tensor>; 3] = Default::default();
     for i in 0..xs[0].shape()[0] / c {
         let (zs, zt) = chunk_logits(xs, i, c);
         let t = targets.slice_axis(0, i * c, (i + 1) * c);
         let m = mask.slice_axis(0, i * c, (i + 1) * c);
-        let picked = (&zs * t.one_hot(v, DType::F32)).sum(&[-1], false);
-        let ce = nn::logsumexp(&zs, &[-1], false) - picked;
-        let log_ps = nn::log_softmax(&(zs / temperature), -1);
-        let log_pt = nn::log_softmax(&(zt / temperature), -1);
-        let kl = (log_pt.exp() * (&log_pt - log_ps)).sum(&[-1], false);
-        add(&mut ce_sum, (ce * &m).sum_all());
-        add(&mut kl_sum, (kl * m).sum_all());
+        let (zs_t, _, _, lse_s) = tempered(&zs, temperature);
+        let (zt_t, et, st, lse_t) = tempered(&zt, temperature);
+        // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
+        let kl = (et * (zt_t - zs_t)).sum(&[-1], true) / st - &lse_t + &lse_s;
+        let lse = if temperature == 1.0 {
+            lse_s.clone()
+        } else {
+            nn::logsumexp(&zs, &[-1], true)
+        };
+        let picked = (&zs * t.one_hot(v, DType::F32)).sum(&[-1], true);
+        let ce = &lse - picked;
+        add(&mut ce_sum, (ce.reshape(&[c]) * &m).sum_all());
+        add(&mut kl_sum, (kl.reshape(&[c]) * m).sum_all());
+        for (all, x) in lses.iter_mut().zip([lse_s, lse_t, lse]) {
+            all.push(x.reshape(&[c]));
+        }
     }
-    (
+    let mut out = vec![
         ce_sum.expect("at least one chunk"),
         kl_sum.expect("at least one chunk"),
-    )
+    ];
+    out.extend(lses.iter().map(|parts| concat(parts)));
+    out
 }
 
 /// `d zs = mask * (ct_ce * (softmax(zs) - onehot) + ct_kl * (softmax(zs/T) - softmax(zt/T)) / T)`,
-/// then the student's hidden states and head through the matmul; zeros for the rest.
+/// with the softmaxes from the forward's log-sum-exps; then the student's hidden states and
+/// head through the matmul; zeros for the rest.
 fn backward(
     g: &Graph,
     xs: &[Tensor],
-    ct_ce: &Tensor,
-    ct_kl: &Tensor,
+    outs: &[Tensor],
+    cts: &[Tensor],
     temperature: f64,
     c: i64,
 ) -> Vec<Tensor> {
     // The barrier orders the recomputation after the forward pass (the cotangents exist only
     // then), so XLA cannot merge it with the forward's logits and keep those alive.
     let mut through = xs[..4].to_vec();
-    through.extend([ct_ce.clone(), ct_kl.clone()]);
+    through.extend(cts.iter().cloned());
     let barred = g.optimization_barrier(&through);
     let (hs, ws, ct_ce, ct_kl) = (&barred[0], &barred[1], &barred[4], &barred[5]);
-    let recompute = [hs.clone(), ws.clone(), barred[2].clone(), barred[3].clone()];
     let (targets, mask) = (&xs[4], &xs[5]);
     let v = ws.shape()[1];
+    let scale = |z: Tensor| {
+        if temperature == 1.0 {
+            z
+        } else {
+            z / temperature
+        }
+    };
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
     for i in 0..hs.shape()[0] / c {
-        let (zs, zt) = chunk_logits(&recompute, i, c);
-        let t = targets.slice_axis(0, i * c, (i + 1) * c);
-        let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
-        let d_ce = nn::softmax(&zs, -1) - t.one_hot(v, DType::F32);
-        let d_kl = (nn::softmax(&(zs / temperature), -1) - nn::softmax(&(zt / temperature), -1))
-            / temperature;
-        let d_logits = ((d_ce * ct_ce) + (d_kl * ct_kl)) * m;
+        let (zs, zt) = chunk_logits(&barred[..4], i, c);
+        let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
+        let lse = |k: usize| rows(&outs[k]).expand_dims(-1);
+        let ps_t = (scale(zs.clone()) - lse(2)).exp();
+        let pt = (scale(zt) - lse(3)).exp();
+        let onehot = rows(targets).one_hot(v, DType::F32);
+        let m = rows(mask).expand_dims(-1);
+        let (a, b) = (&m * ct_ce, m * ct_kl / temperature);
+        // Each [c, V] term appears once so that XLA fuses the whole sum into one pass.
+        let d_logits = if temperature == 1.0 {
+            (&a + &b) * ps_t - b * pt - a * onehot
+        } else {
+            let softmax = (&zs - lse(4)).exp();
+            &a * (softmax - onehot) + b * (ps_t - pt)
+        };
         let d_logits = d_logits.cast(hs.dtype());
         dh.push(d_logits.matmul(&ws.transpose(&[1, 0])));
-        let hc = hs.slice_axis(0, i * c, (i + 1) * c);
-        let part = matmul_f32(&hc.transpose(&[1, 0]), &d_logits);
+        let part = matmul_f32(&rows(hs).transpose(&[1, 0]), &d_logits);
         dw = Some(match dw {
             Some(acc) => acc + part,
             None => part,
         });
     }
-    let dh = match dh.split_first() {
-        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
-        Some((first, _)) => first.clone(),
-        None => unreachable!("at least one chunk"),
-    };
     let dw = dw.expect("at least one chunk").cast(ws.dtype());
     vec![
-        dh,
+        concat(&dh),
         dw,
         g.zeros(xs[2].ty()),
         g.zeros(xs[3].ty()),

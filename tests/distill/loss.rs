@@ -296,7 +296,7 @@ fn cosine_on_an_explicit_mapping_matches_the_candle_reference() {
         "model.hidden_dim=48",
         "model.num_layers=2",
         "distillation.alpha=0.8",
-        "distillation.temperature=1.5",
+        "distillation.temperature=1.0",
         "distillation.use_intermediate_distillation=true",
         "distillation.intermediate_layer_mapping=[0, 2]",
         "distillation.intermediate_loss=\"cosine\"",
