@@ -47,7 +47,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             t.num_layers,
         )?;
         format!(
-            "; {} x {:?} on (student, teacher) layers {pairs:?}{}",
+            "; {} x {} on (student, teacher) layers {pairs:?}{}",
             d.intermediate_weight,
             d.intermediate_loss,
             if cfg.model.hidden_dim != t.hidden_dim {
