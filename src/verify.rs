@@ -142,6 +142,11 @@ pub fn verify(
             "verify compares deterministic programs: set model.dropout_rate=0".into(),
         ));
     }
+    if cfg.distillation.teacher_model.is_some() {
+        return Err(TrainError::Other(
+            "verify compares the plain train step: set distillation.teacher_model=null (the distillation loss has its own reference test)".into(),
+        ));
+    }
     if cfg.training.grad_accum_steps != 1 {
         return Err(TrainError::Other(
             "verify runs one micro-batch: set training.grad_accum_steps=1".into(),

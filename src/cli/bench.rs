@@ -18,6 +18,8 @@ pub enum BenchCommand {
     Generate(super::bench_generate::GenerateBenchArgs),
     /// Train-step speed, MFU and memory on XLA or the Candle reference.
     Train(super::bench_train::TrainBenchArgs),
+    /// Step-time overhead of distillation over plain training, against the teacher's forward.
+    Distill(super::bench_distill::DistillBenchArgs),
     /// cuDNN flash attention vs. composed XLA attention on CUDA: correctness, then speed.
     Attention(super::bench_attention::AttentionBenchArgs),
     /// Tokenisation MB/s on the Brown corpus (vs. Python `tokenizers` when installed) and
@@ -80,6 +82,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Moe(args) => super::bench_moe::run(&args),
         BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Distill(args) => super::bench_distill::run(&args),
         BenchCommand::Data(args) => {
             let defaults = vishwam::data::bench::DataBenchOptions::default();
             let options = vishwam::data::bench::DataBenchOptions {

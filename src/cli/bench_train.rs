@@ -58,7 +58,8 @@ fn known_peak(kind: &str, compute: ComputeDtype) -> Option<f64> {
     }
 }
 
-fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
+/// Seeded random token and target rows filling one step's batch.
+pub fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n = cfg.training.batch_size * cfg.seq_len();
     let v = cfg.model.vocab_size as i32;

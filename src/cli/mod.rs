@@ -2,10 +2,12 @@
 
 mod bench;
 mod bench_attention;
+mod bench_distill;
 mod bench_generate;
 mod bench_moe;
 mod bench_train;
 mod data;
+mod distill;
 mod doctor;
 mod eval;
 mod export;
@@ -30,6 +32,8 @@ struct Cli {
 enum Command {
     /// Train a model (the main job): `vishwam train --config configs/tpu_v3_8.json`.
     Train(train::TrainArgs),
+    /// Distil a teacher into the configured student: `vishwam distill --config configs/distill_tiny.json`.
+    Distill(train::TrainArgs),
     /// Continue prompts with a checkpoint, printing tokens as they are produced.
     Generate(generate::GenerateArgs),
     /// Mean loss and perplexity of a checkpoint on some text.
@@ -87,6 +91,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(&args),
+        Command::Distill(args) => distill::run(&args),
         Command::Generate(args) => generate::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Verify(args) => verify::run(&args),

@@ -51,14 +51,32 @@ impl TrainArgs {
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.load_config()?;
+    if let Some(teacher) = &cfg.distillation.teacher_model {
+        anyhow::bail!(
+            "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
+        );
+    }
     if let Some(d) = &cfg.description {
         tracing::info!("{d}");
     }
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
-    let mut data = TrainingData::open(&cfg)?;
+    let mut data = open_data(&cfg)?;
+    log_model(&cfg);
+    let trainer = Trainer::new(&cfg, engine, plan)?;
+    run_loop(args, trainer, &mut data)
+}
+
+/// The training data of `cfg`, with its tokenizer saved into the run's output directory.
+pub fn open_data(cfg: &Config) -> anyhow::Result<TrainingData> {
+    let data = TrainingData::open(cfg)?;
     let out = PathBuf::from(&cfg.logging.output_dir);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     data.tokenizer.save(&out.join("tokenizer.json"))?;
+    Ok(data)
+}
+
+/// Logs the model's shape and size.
+pub fn log_model(cfg: &Config) {
     let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
     tracing::info!(
         "model: {} layers x {} wide, {:.2}M parameters ({:.2}M without embeddings); {} tokens per step",
@@ -68,7 +86,15 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         non_embedding as f64 / 1e6,
         cfg.training.batch_size * cfg.seq_len()
     );
-    let mut trainer = Trainer::new(&cfg, engine, plan)?;
+}
+
+/// The loop with progress, metrics, evaluation, checkpoints and Ctrl-C, then the summary
+/// and a greedy sample.
+pub fn run_loop(
+    args: &TrainArgs,
+    mut trainer: Trainer,
+    data: &mut TrainingData,
+) -> anyhow::Result<ExitCode> {
     tracing::info!(
         "compiled the train step in {:.1}s ({:?})",
         trainer.program.compile_seconds,
@@ -93,7 +119,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         progress: !args.no_progress,
         stop,
     };
-    let summary = run_training(&mut trainer, &mut data, &opts)?;
+    let summary = run_training(&mut trainer, data, &opts)?;
     let first = summary.losses.first().copied().unwrap_or(f32::NAN);
     let last = summary.losses.last().copied().unwrap_or(f32::NAN);
     println!(

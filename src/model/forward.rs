@@ -129,11 +129,36 @@ pub fn hidden_states_with_moe(
     positions: &Tensor,
     rng: Option<&mut RngStream>,
 ) -> Result<(Tensor, Vec<MoeStats>)> {
+    let out = hidden_states_with_layers(cfg, opts, params, tokens, positions, rng)?;
+    Ok((out.hidden, out.moe))
+}
+
+/// What a forward pass yields besides the logits.
+pub struct ForwardOutputs {
+    /// The final hidden states `[B, T, H]` (after the final norm).
+    pub hidden: Tensor,
+    /// The residual stream `[B, T, H]` after each block, in block order (before the final norm).
+    pub layers: Vec<Tensor>,
+    /// The routing statistics of each MoE block, in block order.
+    pub moe: Vec<MoeStats>,
+}
+
+/// [`hidden_states_with_moe`] plus the residual stream after every block (for
+/// intermediate-layer distillation).
+pub fn hidden_states_with_layers(
+    cfg: &ModelConfig,
+    opts: &ForwardOptions,
+    params: &TensorMap,
+    tokens: &Tensor,
+    positions: &Tensor,
+    rng: Option<&mut RngStream>,
+) -> Result<ForwardOutputs> {
     let g = tokens.graph().clone();
     let embed = params.get("embed.tokens")?;
     let mut h = embed.cast(opts.compute).take(tokens, 0);
     let mut rng = rng;
     let mut stats = Vec::new();
+    let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let is_moe = cfg.is_moe_layer(i);
         let mut inputs: Vec<Tensor> = vec![h.clone(), positions.clone()];
@@ -185,9 +210,14 @@ pub fn hidden_states_with_moe(
         if let Some(spec) = &opts.residual_spec {
             h = h.sharding_constraint(spec.clone());
         }
+        layers.push(h.clone());
     }
-    let h = nn::rms_norm(&h, params.get("final_norm.scale")?, cfg.norm_eps);
-    Ok((h, stats))
+    let hidden = nn::rms_norm(&h, params.get("final_norm.scale")?, cfg.norm_eps);
+    Ok(ForwardOutputs {
+        hidden,
+        layers,
+        moe: stats,
+    })
 }
 
 /// The weight of the LM head `[H, V]`: `lm_head`, or the embedding transposed when tied.

@@ -3,14 +3,16 @@
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two composed attention forms and
 //! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
-//! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy; `projection` routes
-//! the block matmuls through plain or FP8 (`fp8`) matmuls; `decode` is the forward pass over
-//! a KV cache for generation. The model never touches the runtime.
+//! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy and `distill_loss`
+//! the chunked teacher-student KL with hidden-state distances; `projection` routes the block
+//! matmuls through plain or FP8 (`fp8`) matmuls; `decode` is the forward pass over a KV cache
+//! for generation. The model never touches the runtime.
 
 mod attention;
 mod blocked;
 pub mod cudnn_attention;
 mod decode;
+mod distill_loss;
 mod forward;
 pub mod fp8;
 pub mod hf;
@@ -27,9 +29,10 @@ pub use decode::{
     cached_attention, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
     FP8_E4M3_MAX,
 };
+pub use distill_loss::{masked_ce_kl_sums, masked_hidden_distance_sum, DistillHeads};
 pub use forward::{
-    head_weight, hidden_states, hidden_states_with_moe, logits, AttentionKind, ForwardOptions,
-    RngStream,
+    head_weight, hidden_states, hidden_states_with_layers, hidden_states_with_moe, logits,
+    AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
 };
 pub use fp8::{Fp8Formats, Fp8Type};
 pub use loss::{default_chunk, masked_ce_sum};
@@ -37,7 +40,7 @@ pub use moe::{
     capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
 };
 pub use moe_routing::{combine, dispatch, exclusive_cumsum, gather_rows, route, Routing};
-pub use params::{init_params, param_counts, param_specs, Init, ParamSpec};
+pub use params::{init_param, init_params, param_counts, param_specs, Init, ParamSpec};
 pub use projection::{
     fp8_amax_name, fp8_probe_name, fp8_stats_type, Projection, ProjectionInput, FP8_FORWARD_ROWS,
     FP8_ROWS, FP8_ROW_COUNT,

@@ -173,23 +173,25 @@ pub fn param_counts(cfg: &ModelConfig) -> (usize, usize) {
 pub fn init_params(cfg: &ModelConfig, seed: u64) -> BTreeMap<String, HostArray> {
     param_specs(cfg)
         .into_iter()
-        .map(|spec| {
-            let n = spec.numel();
-            let values: Vec<f32> = match spec.init {
-                Init::Ones => vec![1.0; n],
-                Init::Zeros => vec![0.0; n],
-                Init::Normal(std) => {
-                    let mut rng =
-                        rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &spec.name));
-                    let normal = Normal::new(0.0, std)
-                        .unwrap_or_else(|_| Normal::new(0.0, 0.02).expect("valid"));
-                    (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
-                }
-            };
-            let array = HostArray::from_slice(&spec.shape, &values).expect("shape matches count");
-            (spec.name, array)
-        })
+        .map(|spec| (spec.name.clone(), init_param(&spec, seed)))
         .collect()
+}
+
+/// The initial f32 value of one parameter, from its own random stream seeded by
+/// (seed, name).
+pub fn init_param(spec: &ParamSpec, seed: u64) -> HostArray {
+    let n = spec.numel();
+    let values: Vec<f32> = match spec.init {
+        Init::Ones => vec![1.0; n],
+        Init::Zeros => vec![0.0; n],
+        Init::Normal(std) => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &spec.name));
+            let normal =
+                Normal::new(0.0, std).unwrap_or_else(|_| Normal::new(0.0, 0.02).expect("valid"));
+            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+        }
+    };
+    HostArray::from_slice(&spec.shape, &values).expect("shape matches count")
 }
 
 /// FNV-1a over the seed and the name: a stable per-parameter seed.

@@ -1,6 +1,7 @@
 //! An independent Candle (CPU) implementation of the model in docs/model.md (dense and MoE
 //! blocks): forward, loss,
-//! gradients by Candle's backprop, AdamW with the LR schedule and global-norm clipping, a
+//! gradients by Candle's backprop, the distillation objective (KL to a teacher, hidden-state
+//! distances), AdamW with the LR schedule and global-norm clipping, a
 //! training driver for benchmarks, and the comparison rows `vishwam verify` prints.
 //!
 //! It shares nothing with `src/model` or the hlo crate but the configuration types, so the
@@ -8,6 +9,7 @@
 
 mod attention;
 mod compare;
+mod distill;
 mod error;
 mod kernels;
 mod model;
@@ -23,6 +25,7 @@ mod tests;
 
 pub use attention::causal_attention;
 pub use compare::{compare, format_table, ComparisonRow};
+pub use distill::{distillation_loss_and_grads, DistillLosses, ReferenceDistillation};
 pub use error::{ReferenceError, Result};
 pub use kernels::{causal_softmax, softmax_cross_entropy};
 pub use model::{Gradients, ReferenceModel};

@@ -35,6 +35,8 @@ struct ForwardOutput {
     aux: Option<Tensor>,
     /// Per MoE block, (token, choice) pairs routed to each expert before dropping.
     loads: Vec<Vec<f64>>,
+    /// The residual stream `[B*T, H]` after each block.
+    layers: Vec<Tensor>,
 }
 
 /// Gradients of the loss for every parameter, keyed like the parameters.
@@ -316,7 +318,7 @@ impl ReferenceModel {
         let dtype = self.dtype.candle();
         let rope = RopeTables::new(c, t, dtype)?;
         let mut h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
-        let (mut aux, mut loads) = (Vec::new(), Vec::new());
+        let (mut aux, mut loads, mut layers) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..c.num_layers {
             let p = |s: &str| self.param(&format!("layers.{i}.{s}"));
             let x = rms_norm(&h, p("attn_norm.scale"), c.norm_eps)?;
@@ -331,11 +333,13 @@ impl ReferenceModel {
                 h = (h + out.y)?;
                 aux.push(out.aux);
                 loads.push(out.loads);
+                layers.push(h.clone());
                 continue;
             }
             let gate = x.matmul(p("mlp.w_gate"))?.silu()?;
             let up = x.matmul(p("mlp.w_up"))?;
             h = (h + (gate * up)?.matmul(p("mlp.w_down"))?)?;
+            layers.push(h.clone());
         }
         let h = rms_norm(&h, self.param("final_norm.scale"), c.norm_eps)?;
         let logits = if c.tie_embeddings {
@@ -351,7 +355,21 @@ impl ReferenceModel {
             logits,
             aux: aux_mean,
             loads,
+            layers,
         })
+    }
+
+    /// Logits `[B*T, V]` and the residual stream `[B*T, H]` after each block for `tokens`
+    /// `[B, T]`, as part of the backprop graph (for distillation).
+    pub(crate) fn logits_and_layers(
+        &self,
+        tokens: &[i32],
+        batch_size: usize,
+        seq_len: usize,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let ids = self.token_ids(tokens, batch_size, seq_len)?;
+        let out = self.forward(&ids, batch_size, seq_len)?;
+        Ok((out.logits, out.layers))
     }
 
     /// Logits `[B, T, V]` for `tokens` `[B, T]` (row-major).

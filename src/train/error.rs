@@ -26,6 +26,9 @@ pub enum TrainError {
         context: String,
         source: std::io::Error,
     },
+    /// A teacher that cannot be loaded or does not fit the student.
+    #[error(transparent)]
+    Distill(#[from] super::distill::DistillError),
     /// The loss or gradient became NaN or infinite.
     #[error("{0}")]
     NonFinite(String),

@@ -16,6 +16,7 @@
 //! Statistics leave the model as the gradients of zero probes (`crate::model::fp8`): per
 //! layer an `f32[R, 2]` of `[amax, saturated count]` per row.
 
+use super::distill::DistillContext;
 use super::precision::{Fp8Policy, Fp8Scaling};
 use super::step::{trace_train_step, StateSlot, StepLayout};
 use crate::config::Config;
@@ -29,13 +30,22 @@ use vishwam_mesh::ShardingPlan;
 
 /// The train step for the first step of a delayed-scaling FP8 run, while the amax histories
 /// are empty: each FP8 tensor is scaled by its own amax; the state and outputs are those of
-/// [`super::build_train_step`], which takes over once the histories hold a step.
+/// [`super::build_train_step`] (or the distillation step of `distill`), which takes over once
+/// the histories hold a step.
 pub fn build_fp8_bootstrap_step(
     cfg: &Config,
     plan: &ShardingPlan,
     layout: &StepLayout,
+    distill: Option<&DistillContext>,
 ) -> Result<Func> {
-    trace_train_step(cfg, plan, layout, "train_step_fp8_bootstrap", false)
+    trace_train_step(
+        cfg,
+        plan,
+        layout,
+        "train_step_fp8_bootstrap",
+        false,
+        distill,
+    )
 }
 
 /// The FP8 part of a train step for a model of `layers` layers.

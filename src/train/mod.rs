@@ -1,9 +1,10 @@
 //! Training: the step program, the precision policy and FP8 state, the schedule, the loop,
-//! metrics and checkpoints.
+//! metrics and checkpoints; `distill` makes the step learn from a teacher.
 
 mod attention_choice;
 pub mod checkpoint;
 mod data_source;
+pub mod distill;
 mod error;
 mod eval;
 mod fp8;
@@ -30,5 +31,6 @@ pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunS
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{open_engine, platform, sharding_plan, strategy, SUPPORTED};
 pub use step::{
-    build_train_step, train_forward_options, StateSlot, StepLayout, INITIAL_LOSS_SCALE, METRICS,
+    build_distill_step, build_train_step, train_forward_options, StateSlot, StepLayout,
+    INITIAL_LOSS_SCALE, METRICS,
 };

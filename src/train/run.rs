@@ -231,7 +231,7 @@ fn check_compatible(
 ) -> Result<(), TrainError> {
     let current: serde_json::Value =
         serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
-    for section in ["model", "data", "sequence"] {
+    for section in ["model", "data", "sequence", "distillation"] {
         if saved.get(section) != current.get(section) {
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
@@ -262,6 +262,13 @@ fn write_metrics(
         "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
         "device_memory_bytes": memory,
     });
+    if let Some(d) = trainer.distill_metrics()? {
+        line["ce"] = json!(d.ce);
+        line["kl"] = json!(d.kl);
+        if let Some(intermediate) = d.intermediate {
+            line["intermediate"] = json!(intermediate);
+        }
+    }
     if let Some(moe) = trainer.moe_metrics()? {
         line["moe"] = serde_json::to_value(&moe).unwrap_or(serde_json::Value::Null);
     }

@@ -31,7 +31,9 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::DocumentDataset)
     .with(Feature::Profiling)
     .with(Feature::CompileCache)
-    .with(Feature::KvCacheFp8);
+    .with(Feature::KvCacheFp8)
+    .with(Feature::Distillation)
+    .with(Feature::IntermediateDistillation);
 
 /// The runtime platform named by the config.
 pub fn platform(cfg: &Config) -> Platform {

@@ -2,6 +2,7 @@
 //! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
 //! donated so the update happens in place on the devices.
 
+use super::distill::{DistillContext, MicroBatch, StudentPass, DISTILL_METRICS};
 use super::fp8::{combine_stats, Fp8Step};
 use super::moe_state::{self, MoeStepStats};
 use super::precision::{LossScaling, PrecisionPolicy};
@@ -89,7 +90,16 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
 impl StepLayout {
     /// The layout for `cfg` on `plan`'s mesh.
     pub fn new(cfg: &Config, plan: &ShardingPlan) -> Result<StepLayout> {
-        let params = model::param_specs(&cfg.model);
+        StepLayout::with_params(cfg, plan, model::param_specs(&cfg.model))
+    }
+
+    /// The layout of a step that trains `params`: the model's, and any the objective adds
+    /// (distillation projections).
+    pub fn with_params(
+        cfg: &Config,
+        plan: &ShardingPlan,
+        params: Vec<ParamSpec>,
+    ) -> Result<StepLayout> {
         let mut state = Vec::new();
         let spec_of = |p: &ParamSpec| -> Result<PartitionSpec> {
             let r = plan.parameter_spec(&p.logical, &p.shape).map_err(|e| {
@@ -178,17 +188,31 @@ impl StepLayout {
 
 /// Traces the whole train step for `cfg`.
 pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
-    trace_train_step(cfg, plan, layout, "train_step", true)
+    trace_train_step(cfg, plan, layout, "train_step", true, None)
+}
+
+/// Traces the train step of a student distilled from the teacher `distill` describes: the
+/// teacher's parameters follow the batch as inputs `teacher.<name>` (not donated), and
+/// [`DISTILL_METRICS`] follow [`METRICS`] among the outputs.
+pub fn build_distill_step(
+    cfg: &Config,
+    plan: &ShardingPlan,
+    layout: &StepLayout,
+    distill: &DistillContext,
+) -> Result<Func> {
+    trace_train_step(cfg, plan, layout, "train_step", true, Some(distill))
 }
 
 /// The train step named `name`; with `fp8_history` false, delayed-scaling FP8 tensors are
-/// scaled by their own amax instead of their history (the first step, see [`super::fp8`]).
+/// scaled by their own amax instead of their history (the first step, see [`super::fp8`]);
+/// with `distill`, the student learns from that teacher ([`build_distill_step`]).
 pub(super) fn trace_train_step(
     cfg: &Config,
     plan: &ShardingPlan,
     layout: &StepLayout,
     name: &str,
     fp8_history: bool,
+    distill: Option<&DistillContext>,
 ) -> Result<Func> {
     let g = Graph::named(name);
     let opts = train_forward_options(cfg, plan);
@@ -207,6 +231,10 @@ pub(super) fn trace_train_step(
         batch("targets", DType::I32),
         batch("mask", DType::F32),
     );
+    let teacher = distill.map(|d| Teacher {
+        context: d,
+        params: d.teacher_inputs(&g),
+    });
 
     let params: TensorMap = layout
         .params
@@ -240,22 +268,22 @@ pub(super) fn trace_train_step(
         _ => TensorMap::new(),
     };
     let Accumulated {
-        ce: loss_sum,
+        loss: loss_sum,
         grads,
         rng,
         moe: moe_stats,
         fp8: fp8_stats,
+        distill: distill_sums,
     } = accumulate(
         cfg,
         &opts,
         layout,
         &params,
         &fp8_scaling,
-        &tokens,
-        &targets,
-        &mask,
+        [&tokens, &targets, &mask],
         &[grad_weight, aux_weight],
         rng,
+        teacher.as_ref(),
     )?;
     let mut grads = grads;
     if let Some(scale) = &loss_scale {
@@ -353,6 +381,9 @@ pub(super) fn trace_train_step(
     for (name, value) in METRICS.iter().zip(metrics) {
         outputs.push((name.to_string(), value));
     }
+    for (name, sum) in DISTILL_METRICS.iter().zip(distill_sums.iter().flatten()) {
+        outputs.push((name.to_string(), sum / &denom));
+    }
     if let Some(stats) = &moe_stats {
         let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
         outputs.extend(moe_state::metric_outputs(
@@ -373,8 +404,8 @@ pub(super) fn trace_train_step(
 
 /// What a step's micro-batches add up to.
 struct Accumulated {
-    /// The masked CE sum.
-    ce: Tensor,
+    /// The summed objective over real tokens: the CE, or the distillation objective.
+    loss: Tensor,
     /// The weighted gradients of the trainable parameters.
     grads: TensorMap,
     /// The advanced random state.
@@ -383,11 +414,19 @@ struct Accumulated {
     moe: Option<MoeStepStats>,
     /// The FP8 statistics per layer (none without FP8).
     fp8: Vec<Tensor>,
+    /// When distilling, the sums of [`DISTILL_METRICS`].
+    distill: Option<[Tensor; 3]>,
+}
+
+/// The teacher's side of a distillation step: its context and its parameter inputs.
+struct Teacher<'a> {
+    context: &'a DistillContext,
+    params: TensorMap,
 }
 
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), the advanced random state, the routing and the FP8 statistics. `weights` are
-/// the CE and aux-loss weights.
+/// several), the advanced random state, the routing and the FP8 statistics. `batch` is
+/// tokens, targets and mask; `weights` are the CE and aux-loss weights.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
@@ -395,12 +434,12 @@ fn accumulate(
     layout: &StepLayout,
     params: &TensorMap,
     fp8_scaling: &TensorMap,
-    tokens: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
+    batch: [&Tensor; 3],
     weights: &[Tensor; 2],
     rng: Tensor,
+    teacher: Option<&Teacher<'_>>,
 ) -> Result<Accumulated> {
+    let [tokens, targets, mask] = batch;
     let names: Vec<String> = layout
         .params
         .iter()
@@ -425,17 +464,20 @@ fn accumulate(
             &names,
             params,
             fp8_scaling,
-            &micro(&i, tokens),
-            &micro(&i, targets),
-            &micro(&i, mask),
+            [&micro(&i, tokens), &micro(&i, targets), &micro(&i, mask)],
             weights,
             rng,
+            teacher.map(|t| (t.context, &t.params)),
         );
     }
     // Carry: [i, loss, grads..., params (all)..., rng, tokens, targets, mask, grad_weight,
-    // aux_weight, FP8 scaling inputs..., MoE statistics..., FP8 statistics...].
+    // aux_weight, FP8 scaling inputs..., teacher params..., distillation sums (3)...,
+    // MoE statistics..., FP8 statistics...].
     let g = tokens.graph().clone();
     let (n, n_all) = (names.len(), all_names.len());
+    let teacher_names: Vec<String> = teacher
+        .map(|t| t.context.slots.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
     let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
     for name in &names {
         init.push(params.get(name)?.zeros_like());
@@ -453,11 +495,19 @@ fn accumulate(
     ]);
     let scaling_names: Vec<String> = fp8_scaling.keys().map(str::to_string).collect();
     init.extend(fp8_scaling.values().cloned());
+    if let Some(t) = teacher {
+        for name in &teacher_names {
+            init.push(t.params.get(name)?.clone());
+        }
+        init.extend((0..DISTILL_METRICS.len()).map(|_| g.scalar(0.0, DType::F32)));
+    }
     let moe_zeros = MoeStepStats::zeros(&g, &cfg.model);
     let moe_init: Vec<Tensor> = moe_zeros.iter().flat_map(MoeStepStats::to_vec).collect();
     let base = 2 + n + n_all;
     let scaling_base = base + 6;
-    let moe_base = scaling_base + scaling_names.len();
+    let teacher_base = scaling_base + scaling_names.len();
+    let sums_base = teacher_base + teacher_names.len();
+    let moe_base = sums_base + teacher.map_or(0, |_| DISTILL_METRICS.len());
     let fp8_base = moe_base + moe_init.len();
     init.extend(moe_init);
     init.extend(layout.fp8.iter().flat_map(|f| f.zero_stats(&g)));
@@ -478,7 +528,12 @@ fn accumulate(
             let scaling: TensorMap = scaling_names
                 .iter()
                 .cloned()
-                .zip(xs[scaling_base..moe_base].iter().cloned())
+                .zip(xs[scaling_base..teacher_base].iter().cloned())
+                .collect();
+            let teacher_params: TensorMap = teacher_names
+                .iter()
+                .cloned()
+                .zip(xs[teacher_base..sums_base].iter().cloned())
                 .collect();
             let result = micro_step(
                 cfg,
@@ -487,22 +542,26 @@ fn accumulate(
                 &names,
                 &p,
                 &scaling,
-                &micro(i, tok),
-                &micro(i, tgt),
-                &micro(i, msk),
+                [&micro(i, tok), &micro(i, tgt), &micro(i, msk)],
                 &w,
                 rng.clone(),
+                teacher.map(|t| (t.context, &teacher_params)),
             );
             match result {
                 Ok(step) => {
-                    let mut next = vec![i + 1i64, &xs[1] + step.ce];
+                    let mut next = vec![i + 1i64, &xs[1] + step.loss];
                     for (k, name) in names.iter().enumerate() {
                         let g = step.grads.get(name).expect("a gradient per parameter");
                         next.push(&xs[2 + k] + g);
                     }
                     next.extend(xs[2 + n..base].iter().cloned());
                     next.push(step.rng);
-                    next.extend(xs[base + 1..moe_base].iter().cloned());
+                    next.extend(xs[base + 1..sums_base].iter().cloned());
+                    if let Some(sums) = step.distill {
+                        for (k, sum) in sums.iter().enumerate() {
+                            next.push(&xs[sums_base + k] + sum);
+                        }
+                    }
                     if let Some(moe) = step.moe {
                         let sum = MoeStepStats::from_slice(&xs[moe_base..fp8_base]).add(&moe);
                         next.extend(sum.to_vec());
@@ -528,18 +587,21 @@ fn accumulate(
         .zip(out[2..2 + n].iter().cloned())
         .collect();
     let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[moe_base..fp8_base]));
+    let distill = teacher.map(|_| std::array::from_fn(|k| out[sums_base + k].clone()));
     Ok(Accumulated {
-        ce: out[1].clone(),
+        loss: out[1].clone(),
         grads,
         rng: out[base].clone(),
         moe,
         fp8: out[fp8_base..].to_vec(),
+        distill,
     })
 }
 
-/// One micro-batch: the masked CE sum and the gradients of `weights[0] * ce_sum` (plus, for
-/// MoE models, `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8
-/// statistics per layer (the gradients of zero probes).
+/// One micro-batch: the masked CE sum (or, with a teacher, the distillation objective's sum)
+/// and the gradients of `weights[0]` times it (plus, for MoE models,
+/// `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8 statistics
+/// per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
@@ -548,12 +610,12 @@ fn micro_step(
     names: &[String],
     params: &TensorMap,
     fp8_scaling: &TensorMap,
-    tokens: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
+    batch: [&Tensor; 3],
     weights: &[Tensor; 2],
     rng: Tensor,
+    teacher: Option<(&DistillContext, &TensorMap)>,
 ) -> Result<Accumulated> {
+    let [tokens, targets, mask] = batch;
     let g = tokens.graph().clone();
     let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
@@ -567,7 +629,7 @@ fn micro_step(
     for (name, probe) in &probes {
         model_inputs.insert(name.clone(), probe.clone());
     }
-    let (h, moe) = model::hidden_states_with_moe(
+    let out = model::hidden_states_with_layers(
         &cfg.model,
         opts,
         &model_inputs,
@@ -577,21 +639,41 @@ fn micro_step(
     )?;
     let w = model::head_weight(&cfg.model, params)?.cast(opts.compute);
     let n = b * t;
-    let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-    let ce = model::masked_ce_sum(
-        &h.reshape(&[n, cfg.model.hidden_dim as i64]),
-        &w,
-        &targets.reshape(&[n]),
-        &mask.reshape(&[n]),
-        chunk,
-    );
+    let h = out.hidden.reshape(&[n, cfg.model.hidden_dim as i64]);
+    let (loss, distill) = match teacher {
+        None => {
+            let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
+            let ce =
+                model::masked_ce_sum(&h, &w, &targets.reshape(&[n]), &mask.reshape(&[n]), chunk);
+            (ce, None)
+        }
+        Some((context, teacher_params)) => {
+            let student = StudentPass {
+                hidden: &h,
+                head: &w,
+                layers: &out.layers,
+                params,
+            };
+            let batch = MicroBatch {
+                tokens,
+                targets,
+                mask,
+                positions: &positions,
+            };
+            let terms = context.terms(&student, teacher_params, &batch)?;
+            (
+                terms.objective,
+                Some([terms.ce, terms.kl, terms.intermediate]),
+            )
+        }
+    };
     let mut wrt: Vec<Tensor> = names
         .iter()
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
     wrt.extend(probes.into_iter().map(|(_, probe)| probe));
-    let moe = MoeStepStats::stack(&moe);
-    let mut objective = &ce * &weights[0];
+    let moe = MoeStepStats::stack(&out.moe);
+    let mut objective = &loss * &weights[0];
     if let Some(aux) = moe
         .as_ref()
         .and_then(|m| moe_state::aux_objective(&cfg.model, m, &weights[1]))
@@ -602,10 +684,11 @@ fn micro_step(
     let fp8 = grads.split_off(names.len());
     let grads = names.iter().cloned().zip(grads).collect();
     Ok(Accumulated {
-        ce,
+        loss,
         grads,
         rng: stream.state,
         moe,
         fp8,
+        distill,
     })
 }

@@ -1,11 +1,13 @@
 //! The train state on the devices and the compiled step that updates it.
 
+use super::distill::{DistillContext, DistillMetrics, Teacher, DISTILL_METRICS};
 use super::eval::{build_eval_step, build_next_token};
 use super::fp8::build_fp8_bootstrap_step;
 use super::moe_state::MoeMetrics;
 use super::precision::PrecisionPolicy;
 use super::step::{
-    build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE, METRICS,
+    build_distill_step, build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE,
+    METRICS,
 };
 use super::TrainError;
 use crate::config::Config;
@@ -104,6 +106,9 @@ pub struct Trainer {
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
+    distill: Option<DistillContext>,
+    teacher: Vec<ShardedArray>,
+    distill_outputs: Vec<ShardedArray>,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
 }
@@ -120,12 +125,61 @@ pub struct EvalResult {
 }
 
 impl Trainer {
-    /// Traces and compiles the step for `cfg`, and initialises the state from `seed`.
+    /// Traces and compiles the step for `cfg`, and initialises the state from `seed`. With
+    /// `distillation.teacher_model` set, the teacher is loaded from there and the step
+    /// distils it ([`Trainer::with_teacher`]).
     pub fn new(cfg: &Config, engine: Engine, plan: ShardingPlan) -> Result<Trainer, TrainError> {
-        let layout = StepLayout::new(cfg, &plan)?;
+        match &cfg.distillation.teacher_model {
+            Some(path) => {
+                let teacher = Teacher::load(std::path::Path::new(path))?;
+                Trainer::with_teacher(cfg, engine, plan, &teacher)
+            }
+            None => Trainer::build(cfg, engine, plan, None),
+        }
+    }
+
+    /// A trainer whose step distils `teacher` into the student of `cfg` as the config's
+    /// `distillation` section says; the teacher's parameters are uploaded once and kept on
+    /// the devices beside the train state.
+    pub fn with_teacher(
+        cfg: &Config,
+        engine: Engine,
+        plan: ShardingPlan,
+        teacher: &Teacher,
+    ) -> Result<Trainer, TrainError> {
+        teacher.check_student(cfg)?;
+        Trainer::build(cfg, engine, plan, Some(teacher))
+    }
+
+    fn build(
+        cfg: &Config,
+        engine: Engine,
+        plan: ShardingPlan,
+        teacher: Option<&Teacher>,
+    ) -> Result<Trainer, TrainError> {
         tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
-        let func = build_train_step(cfg, &plan, &layout)?;
+        let distill = teacher
+            .map(|t| DistillContext::new(cfg, &plan, &t.model))
+            .transpose()?;
+        let (layout, func) = match &distill {
+            None => {
+                let layout = StepLayout::new(cfg, &plan)?;
+                let func = build_train_step(cfg, &plan, &layout)?;
+                (layout, func)
+            }
+            Some(context) => {
+                let mut params = crate::model::param_specs(&cfg.model);
+                params.extend(context.projection_specs());
+                let layout = StepLayout::with_params(cfg, &plan, params)?;
+                let func = build_distill_step(cfg, &plan, &layout, context)?;
+                (layout, func)
+            }
+        };
         let program = engine.compile(&func)?;
+        let teacher_arrays = match (&distill, teacher) {
+            (Some(context), Some(t)) => context.upload(&engine, t)?,
+            _ => Vec::new(),
+        };
         let mut trainer = Trainer {
             engine,
             plan,
@@ -136,11 +190,19 @@ impl Trainer {
             moe_outputs: Vec::new(),
             fp8_bootstrap: None,
             fp8_bootstrap_pending: false,
+            distill,
+            teacher: teacher_arrays,
+            distill_outputs: Vec::new(),
             eval_program: None,
             next_token_program: None,
         };
         trainer.load_state(&initial_state(cfg, &trainer.layout))?;
         Ok(trainer)
+    }
+
+    /// The distillation context of the step, when it distils a teacher.
+    pub fn distillation(&self) -> Option<&DistillContext> {
+        self.distill.as_ref()
     }
 
     /// Replaces the state with host arrays (by slot name), placed by the layout's shardings.
@@ -231,7 +293,12 @@ impl Trainer {
             a.shards[0].block_until_ready()?;
         }
         if self.fp8_bootstrap_pending && self.fp8_bootstrap.is_none() {
-            let func = build_fp8_bootstrap_step(&self.config, &self.plan, &self.layout)?;
+            let func = build_fp8_bootstrap_step(
+                &self.config,
+                &self.plan,
+                &self.layout,
+                self.distill.as_ref(),
+            )?;
             self.fp8_bootstrap = Some(self.engine.compile(&func)?);
         }
         let program = match &self.fp8_bootstrap {
@@ -245,9 +312,14 @@ impl Trainer {
             Input::Keep(&targets),
             Input::Keep(&mask),
         ]);
+        inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
         let mut metrics = outputs.split_off(self.layout.state.len());
         self.moe_outputs = metrics.split_off(METRICS.len().min(metrics.len()));
+        if self.distill.is_some() {
+            let rest = self.moe_outputs.split_off(DISTILL_METRICS.len());
+            self.distill_outputs = std::mem::replace(&mut self.moe_outputs, rest);
+        }
         self.state = outputs;
         metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
@@ -293,6 +365,24 @@ impl Trainer {
             .map(|a| self.engine.get(a))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
+    }
+
+    /// The distillation metrics of the last step (label CE, KL, intermediate distance),
+    /// downloaded on request; `None` without a teacher or before the first step.
+    pub fn distill_metrics(&self) -> Result<Option<DistillMetrics>, TrainError> {
+        let Some(context) = &self.distill else {
+            return Ok(None);
+        };
+        if self.distill_outputs.is_empty() {
+            return Ok(None);
+        }
+        let host = self
+            .distill_outputs
+            .iter()
+            .map(|a| self.engine.get(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metrics = DistillMetrics::from_host(&host, context.intermediate.is_some())?;
+        Ok(Some(metrics))
     }
 
     /// Mean loss and perplexity over micro-batches of `[micro_batch, seq_len]` (each a
@@ -391,11 +481,10 @@ impl Trainer {
 /// The state at step 0: initial parameters, zero moments, the seeded random state.
 pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, HostArray> {
     let seed = cfg.training.seed;
-    let params = crate::model::init_params(&cfg.model, seed);
     let mut state = BTreeMap::new();
-    for (name, array) in params {
-        let trainable = layout.params.iter().any(|p| p.name == name && p.trainable);
-        if trainable {
+    for spec in &layout.params {
+        let (name, array) = (&spec.name, crate::model::init_param(spec, seed));
+        if spec.trainable {
             let zeros = HostArray {
                 data: vec![0; array.data.len()],
                 ..array.clone()

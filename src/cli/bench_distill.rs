@@ -1,0 +1,250 @@
+//! `vishwam bench distill`: what distillation adds to a training step. In one process, on
+//! the same seeded batches: the student's plain train step, the distillation step (teacher
+//! forward + KL inside the step), and the teacher's forward pass alone (its evaluation step
+//! over the same tokens), optionally with the teacher's own train step for scale. The
+//! programs take turns step by step and medians are reported.
+
+use super::bench_train::random_rows;
+use super::train::TrainArgs;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use vishwam::config::Config;
+use vishwam::engine::{Engine, HostArray, Input, Program};
+use vishwam::train::distill::{Teacher, TeacherSource};
+use vishwam::train::{
+    build_eval_step, open_engine, train_forward_options, HostBatch, StepLayout, Trainer,
+};
+use vishwam_mesh::{PartitionSpec, ShardingPlan};
+
+/// Arguments of `vishwam bench distill`.
+#[derive(clap::Args, Debug)]
+pub struct DistillBenchArgs {
+    /// The student's configuration (and the distillation section).
+    #[command(flatten)]
+    run: TrainArgs,
+    /// Override a key of the teacher's configuration, which is the student's with these
+    /// applied: `--teacher-set model.num_layers=24` (repeatable). Ignored with --teacher.
+    #[arg(long = "teacher-set", value_name = "KEY=VALUE")]
+    teacher_sets: Vec<String>,
+    /// A trained teacher (run, checkpoint or HF directory) instead of a randomly initialised
+    /// one.
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Measured rounds (after one warm-up round); each round runs every program once.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Also time the teacher's own train step (compiles it: slow for a big teacher).
+    #[arg(long)]
+    teacher_train: bool,
+}
+
+/// Seconds of one call of `f`.
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// The median of some timings.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    match xs.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => xs[n / 2],
+        n => 0.5 * (xs[n / 2 - 1] + xs[n / 2]),
+    }
+}
+
+fn batches(cfg: &Config) -> anyhow::Result<Vec<HostBatch>> {
+    (0..2)
+        .map(|i| {
+            let (t, y) = random_rows(cfg, i);
+            let mask = vec![1.0; t.len()];
+            HostBatch::from_rows(cfg.training.grad_accum_steps, cfg.seq_len(), &t, &y, &mask)
+                .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+/// The teacher's forward pass over one step's tokens: its evaluation program (forward and
+/// chunked head loss) once per micro-batch, with its parameters on the mesh.
+struct TeacherForward {
+    engine: Engine,
+    program: Program,
+    params: Vec<vishwam::engine::ShardedArray>,
+    batch_spec: PartitionSpec,
+}
+
+impl TeacherForward {
+    fn new(
+        cfg: &Config,
+        plan: &ShardingPlan,
+        engine: Engine,
+        teacher: &Teacher,
+    ) -> anyhow::Result<Self> {
+        let layout = StepLayout::new(cfg, plan)?;
+        let func = build_eval_step(cfg, &layout, &train_forward_options(cfg, plan))?;
+        let program = engine.compile(&func)?;
+        let params = layout
+            .params
+            .iter()
+            .zip(&layout.state)
+            .map(|(p, slot)| Ok(engine.put(&teacher.params[&p.name], &slot.spec)?))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let batch_spec = program.params[layout.params.len()].spec.clone();
+        Ok(TeacherForward {
+            engine,
+            program,
+            params,
+            batch_spec,
+        })
+    }
+
+    /// Runs the program on every micro-batch of `batch` and waits for the last result.
+    fn run(&self, batch: &HostBatch) -> anyhow::Result<()> {
+        let micro = |a: &HostArray, i: usize| -> anyhow::Result<HostArray> {
+            let rows = a.shape[1] * a.shape[2];
+            let size = rows as usize * a.element_type.size_in_bytes();
+            let data = a.data[i * size..(i + 1) * size].to_vec();
+            HostArray::from_bytes(a.element_type, &a.shape[1..], data).map_err(anyhow::Error::msg)
+        };
+        let mut last = None;
+        for i in 0..batch.tokens.shape[0] as usize {
+            let arrays = [&batch.tokens, &batch.targets, &batch.mask]
+                .into_iter()
+                .map(|a| Ok(self.engine.put(&micro(a, i)?, &self.batch_spec)?))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut inputs: Vec<Input<'_>> = self.params.iter().map(Input::Keep).collect();
+            inputs.extend(arrays.iter().map(Input::Keep));
+            last = Some(self.program.run(inputs)?);
+        }
+        if let Some(out) = last {
+            out[0].shards[0].block_until_ready()?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the benchmark.
+pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = args.run.load_config()?;
+    let teacher = match &args.teacher {
+        Some(dir) => Teacher::load(dir)?,
+        None => {
+            let mut sets = args.run.sets.clone();
+            sets.extend(args.teacher_sets.iter().cloned());
+            let tcfg = Config::load(args.run.config.as_deref(), &sets)
+                .context("the teacher's configuration (the student's with --teacher-set)")?;
+            let params = vishwam::model::init_params(&tcfg.model, tcfg.training.seed + 1);
+            Teacher::new(TeacherSource::Memory, tcfg.model, params, None)?
+        }
+    };
+    cfg.distillation.teacher_model = None;
+    let tcfg = Config {
+        model: teacher.model.clone(),
+        ..cfg.clone()
+    };
+    let describe = |c: &Config| {
+        let (total, _) = vishwam::model::param_counts(&c.model);
+        format!(
+            "{} layers x {} wide, {} heads / {} kv, mlp {} ({:.1}M params)",
+            c.model.num_layers,
+            c.model.hidden_dim,
+            c.model.num_heads,
+            c.model.kv_heads(),
+            c.model.mlp_dim(),
+            total as f64 / 1e6
+        )
+    };
+    let tokens = cfg.training.batch_size * cfg.seq_len();
+    println!(
+        "student: {}; teacher: {} from {}; {} x {} tokens per step (accum {}), vocab {}, compute {:?}; alpha {}, T {}, intermediate {}",
+        describe(&cfg),
+        describe(&tcfg),
+        teacher.source,
+        cfg.training.batch_size,
+        cfg.seq_len(),
+        cfg.training.grad_accum_steps,
+        cfg.model.vocab_size,
+        cfg.compute_dtype(),
+        cfg.distillation.alpha,
+        cfg.distillation.temperature,
+        cfg.distillation.use_intermediate_distillation
+    );
+    let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+    let share = |e: &Engine| Engine::new(e.client.clone(), e.mesh.clone(), e.cache.clone());
+    let batches = batches(&cfg)?;
+    let ms = |s: f64| s * 1e3;
+
+    // All programs stay loaded and take turns, one step each per round, so that a busy
+    // machine slows them alike; medians over the rounds are reported.
+    let mut student = Trainer::new(&cfg, share(&engine)?, plan.clone())?;
+    let t0 = Instant::now();
+    let mut distiller = Trainer::with_teacher(&cfg, share(&engine)?, plan.clone(), &teacher)?;
+    let compile = t0.elapsed().as_secs_f64();
+    let forward = TeacherForward::new(&tcfg, &plan, share(&engine)?, &teacher)?;
+    let mut own = if args.teacher_train {
+        Some(Trainer::new(&tcfg, share(&engine)?, plan.clone())?)
+    } else {
+        None
+    };
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for round in 0..=args.steps {
+        let batch = &batches[round % batches.len()];
+        let t = [
+            timed(|| Ok(student.step(batch).map(drop)?))?,
+            timed(|| Ok(distiller.step(batch).map(drop)?))?,
+            timed(|| forward.run(batch))?,
+            match own.as_mut() {
+                Some(own) => timed(|| Ok(own.step(batch).map(drop)?))?,
+                None => f64::NAN,
+            },
+        ];
+        if round > 0 {
+            for (all, t) in times.iter_mut().zip(t) {
+                all.push(t);
+            }
+        }
+    }
+    let [plain, distill, teacher_forward, teacher_step] = times.map(median);
+    println!(
+        "student train step: {:.2} ms ({:.0} tokens/s)",
+        ms(plain),
+        tokens as f64 / plain
+    );
+    let memory = distiller.program.memory_stats().ok();
+    println!(
+        "distillation step: {:.2} ms ({:.0} tokens/s; built and compiled in {compile:.1}s){}",
+        ms(distill),
+        tokens as f64 / distill,
+        memory
+            .map(|m| format!(
+                "; compiled memory: arguments {:.2} GiB, temporaries {:.2} GiB",
+                m.argument_bytes as f64 / (1u64 << 30) as f64,
+                m.temp_bytes as f64 / (1u64 << 30) as f64
+            ))
+            .unwrap_or_default()
+    );
+    println!(
+        "teacher forward (its evaluation step over the same tokens): {:.2} ms",
+        ms(teacher_forward)
+    );
+    if own.is_some() {
+        println!(
+            "teacher train step: {:.2} ms (forward / train step = {:.2})",
+            ms(teacher_step),
+            teacher_forward / teacher_step
+        );
+    }
+    let overhead = distill - plain;
+    let ratio = overhead / teacher_forward;
+    println!(
+        "overhead of distillation: {:.2} ms per step (+{:.0}% over the student's step) = {ratio:.2}x the teacher's forward pass; target <= 1.00x: {}",
+        ms(overhead),
+        100.0 * overhead / plain,
+        if ratio <= 1.0 { "met" } else { "missed" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
