@@ -109,6 +109,11 @@ pub fn quantise(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> (Tensor, Tensor) {
     let axes: Vec<isize> = (0..x.rank() as isize).collect();
     let saturated = saturated.sum(&axes, false);
     let q = scaled.maximum(-max).minimum(max).cast(ty.dtype());
+    // XLA's float-conversion simplification may treat `convert(convert(x, f8), bf16)` as
+    // excess precision and drop the f8 round trip, which also hides the FP8 operand from the
+    // GEMM rewriter. A barrier keeps the f8 tensor a real value.
+    let g = q.graph().clone();
+    let q = g.optimization_barrier(&[q]).remove(0);
     (q, saturated)
 }
 
