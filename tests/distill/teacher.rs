@@ -11,9 +11,13 @@ use vishwam::train::distill::{DistillError, Teacher, TeacherSource};
 use vishwam::train::{TrainError, Trainer};
 use vishwam_mesh::DeviceStrategy;
 
-fn start(cfg: &vishwam::config::Config) -> Result<Trainer, TrainError> {
+/// The error that keeps a trainer for `cfg` from starting (panics if it starts).
+fn start_error(cfg: &vishwam::config::Config) -> TrainError {
     let plan = plan(DeviceStrategy::DataParallel, "data", 1);
-    Trainer::new(cfg, engine(&plan), plan)
+    match Trainer::new(cfg, engine(&plan), plan) {
+        Ok(_) => panic!("the trainer started"),
+        Err(e) => e,
+    }
 }
 
 fn with_teacher(teacher: &Path, sets: &[&str]) -> vishwam::config::Config {
@@ -53,14 +57,11 @@ fn run_checkpoint_and_hugging_face_directories_load_the_same_teacher() {
 #[test]
 fn a_missing_or_foreign_teacher_is_refused_with_the_reason() {
     let missing = with_teacher(Path::new("/nonexistent/teacher"), &[]);
-    let err = start(&missing).err().unwrap().to_string();
+    let err = start_error(&missing).to_string();
     assert!(err.contains("no such directory"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
-    let err = start(&with_teacher(empty.path(), &[]))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = start_error(&with_teacher(empty.path(), &[])).to_string();
     assert!(err.contains("neither a vishwam checkpoint"), "{err}");
 
     let err = Teacher::load(&empty.path().join("nothing")).unwrap_err();
@@ -75,7 +76,7 @@ fn mismatched_vocabularies_contexts_and_mappings_are_refused() {
         ..teacher_model()
     };
     save_teacher_run(run.path(), &memory_teacher(&other_vocab, 1));
-    let err = start(&with_teacher(run.path(), &[])).err().unwrap();
+    let err = start_error(&with_teacher(run.path(), &[]));
     assert!(
         matches!(
             err,
