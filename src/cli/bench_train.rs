@@ -28,7 +28,7 @@ pub struct TrainBenchArgs {
     /// Which engine to measure.
     #[arg(long, value_enum, default_value_t = BenchEngine::Xla)]
     engine: BenchEngine,
-    /// Measured steps (after one warm-up step).
+    /// Measured steps (after two warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
     /// Peak TFLOP/s of one device for MFU (default: from a table of known devices).
@@ -115,7 +115,11 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::from)
             })
             .collect::<anyhow::Result<_>>()?;
-        trainer.step(&batches[0])?;
+        // Two warm-up steps: a delayed-scaling FP8 run's first step is its bootstrap
+        // program, and a program's first execution on a GPU also loads its kernels.
+        for batch in &batches {
+            trainer.step(batch)?;
+        }
         let t1 = Instant::now();
         let mut compute = 0.0;
         for i in 0..args.steps {
