@@ -2,15 +2,14 @@
 //! LM heads, computed together without materialising either model's logits, and the
 //! distances between matched hidden states.
 //!
-//! Like [`super::masked_ce_sum`], the heads are applied to `chunk` tokens at a time and the
-//! backward pass recomputes each chunk's logits (a custom VJP), so the largest temporaries are
-//! two `[chunk, V]` f32 logits (student and teacher) rather than two `[B·T, V]`. The forward
-//! pass keeps only three log-sum-exps per token for the backward pass, which turns them into
-//! softmaxes with one exponential each. The teacher receives no cotangent: its inputs get
-//! zeros, which nothing reads.
+//! The heads are applied to `chunk` tokens at a time, so the largest temporaries are two
+//! `[chunk, V]` f32 logits (student and teacher) rather than two `[B·T, V]`. The forward pass
+//! also computes the objective's gradient for the student (a custom VJP whose backward pass
+//! only scales it), so neither head runs twice. The teacher receives no cotangent: its inputs
+//! get zeros, which nothing reads.
 
 use crate::config::IntermediateLoss;
-use vishwam_hlo::{nn, DType, DotDims, Graph, Tensor};
+use vishwam_hlo::{DType, DotDims, Graph, Tensor};
 
 /// The largest chunk size `<= chunk` that divides `n` (at least 1).
 fn dividing_chunk(n: i64, chunk: usize) -> i64 {
@@ -46,18 +45,26 @@ pub struct DistillHeads<'a> {
     pub teacher_head: &'a Tensor,
 }
 
-/// `(ce_sum, kl_sum)` in f32: the sums over tokens of
+/// `(objective, ce_sum, kl_sum)` in f32: `ce_sum` and `kl_sum` are the sums over tokens of
 /// `mask * (logsumexp(zs) - zs[target])` and of
 /// `mask * KL(softmax(zt / T) || softmax(zs / T))`, where `zs` and `zt` are the student's and
-/// the teacher's logits. `targets: i32 [N]`, `mask: f32 [N]`; gradients flow to the student
-/// only.
+/// the teacher's logits, and `objective = weights[0] * ce_sum + weights[1] * kl_sum`.
+/// `targets: i32 [N]`, `mask: f32 [N]`.
+///
+/// Gradients flow through `objective` only (`ce_sum` and `kl_sum` are for reporting), and to
+/// the student only. Because the weights are known when tracing, the forward pass computes
+/// the objective's gradient with respect to each chunk's student logits while those logits
+/// are at hand, and takes it through the head right away (as fused linear cross-entropy
+/// kernels do): the backward pass only scales the result by the incoming cotangent, and
+/// neither model's head is applied a second time.
 pub fn masked_ce_kl_sums(
     heads: &DistillHeads<'_>,
     targets: &Tensor,
     mask: &Tensor,
     temperature: f64,
+    weights: [f64; 2],
     chunk: usize,
-) -> (Tensor, Tensor) {
+) -> (Tensor, Tensor, Tensor) {
     let n = heads.student_hidden.shape()[0];
     let c = dividing_chunk(n, chunk);
     let g = heads.student_hidden.graph().clone();
@@ -72,10 +79,10 @@ pub fn masked_ce_kl_sums(
     let out = g.custom_vjp(
         "chunked_distillation",
         &inputs,
-        |_g, xs| forward(xs, temperature, c),
-        |g, xs, outs, cts| backward(g, xs, outs, &cts[..2], temperature, c),
+        |_g, xs| forward(xs, temperature, weights, c),
+        |g, xs, outs, cts| backward(g, xs, outs, &cts[0]),
     );
-    (out[0].clone(), out[1].clone())
+    (out[0].clone(), out[1].clone(), out[2].clone())
 }
 
 /// One chunk's student and teacher logits, f32 `[c, V]` each.
@@ -87,21 +94,6 @@ fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
     )
 }
 
-/// `z / T`, `exp(z / T - max)`, its sum and `logsumexp(z / T)` over the last axis
-/// (`[c, V]`, `[c, V]`, `[c, 1]`, `[c, 1]`): one exponential per element.
-fn tempered(z: &Tensor, temperature: f64) -> (Tensor, Tensor, Tensor, Tensor) {
-    let scaled = if temperature == 1.0 {
-        z.clone()
-    } else {
-        z / temperature
-    };
-    let max = scaled.max(&[-1], true).stop_gradient();
-    let e = (&scaled - &max).exp();
-    let sum = e.sum(&[-1], true);
-    let lse = sum.log() + max;
-    (scaled, e, sum, lse)
-}
-
 fn concat(parts: &[Tensor]) -> Tensor {
     match parts.split_first() {
         Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
@@ -110,108 +102,91 @@ fn concat(parts: &[Tensor]) -> Tensor {
     }
 }
 
-/// `[ce_sum, kl_sum, lse_s, lse_t, lse]`: the two sums and, kept for the backward pass,
-/// `logsumexp(zs / T)`, `logsumexp(zt / T)` and `logsumexp(zs)` per token (`[N]` each).
-fn forward(xs: &[Tensor], temperature: f64, c: i64) -> Vec<Tensor> {
-    let (targets, mask) = (&xs[4], &xs[5]);
-    let v = xs[1].shape()[1];
-    let (mut ce_sum, mut kl_sum): (Option<Tensor>, Option<Tensor>) = (None, None);
-    let add = |acc: &mut Option<Tensor>, part: Tensor| {
-        *acc = Some(match acc.take() {
-            Some(a) => a + part,
-            None => part,
-        });
-    };
-    let mut lses: [Vec<Tensor>; 3] = Default::default();
-    for i in 0..xs[0].shape()[0] / c {
+/// A running sum.
+fn accumulate(acc: &mut Option<Tensor>, part: Tensor) {
+    *acc = Some(match acc.take() {
+        Some(a) => a + part,
+        None => part,
+    });
+}
+
+/// `[objective, ce_sum, kl_sum, d hs, d ws]`: the sums, and the objective's gradients with
+/// respect to the student's hidden states (`[N, Hs]`, their dtype) and head (`[Hs, V]`, f32),
+/// kept for the backward pass.
+fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Tensor> {
+    let (hs, ws, targets, mask) = (&xs[0], &xs[1], &xs[4], &xs[5]);
+    let v = ws.shape()[1];
+    let inv_t = 1.0 / temperature;
+    let tempered = |d: Tensor| if temperature == 1.0 { d } else { d * inv_t };
+    let (mut ce_sum, mut kl_sum, mut dw) = (None, None, None);
+    let mut dh = Vec::new();
+    for i in 0..hs.shape()[0] / c {
         let (zs, zt) = chunk_logits(xs, i, c);
-        let t = targets.slice_axis(0, i * c, (i + 1) * c);
-        let m = mask.slice_axis(0, i * c, (i + 1) * c);
-        let (zs_t, _, _, lse_s) = tempered(&zs, temperature);
-        let (zt_t, et, st, lse_t) = tempered(&zt, temperature);
+        let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
+        let m = rows(mask).expand_dims(-1);
+        let onehot = rows(targets).one_hot(v, DType::F32);
+        // One max per row serves both temperatures (max(z / T) = max(z) / T for T > 0), and
+        // the sums below read only zs, zt and the maxima: XLA computes them in one pass over
+        // the chunk's logits (sibling reductions) after the pass for the maxima.
+        let max_s = zs.max(&[-1], true).stop_gradient();
+        let max_t = zt.max(&[-1], true).stop_gradient();
+        let ds = &zs - &max_s;
+        let et = tempered(&zt - &max_t).exp();
+        let sum_t = et.sum(&[-1], true);
+        let lse_s = tempered(ds.clone()).exp().sum(&[-1], true).log() + &max_s * inv_t;
+        let lse_t = sum_t.log() + &max_t * inv_t;
         // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
-        let kl = (et * (zt_t - zs_t)).sum(&[-1], true) / st - &lse_t + &lse_s;
+        let cross = (et * (&zt - &zs)).sum(&[-1], true);
+        let kl = cross * inv_t / sum_t - &lse_t + &lse_s;
         let lse = if temperature == 1.0 {
             lse_s.clone()
         } else {
-            nn::logsumexp(&zs, &[-1], true)
+            ds.exp().sum(&[-1], true).log() + &max_s
         };
-        let picked = (&zs * t.one_hot(v, DType::F32)).sum(&[-1], true);
-        let ce = &lse - picked;
-        add(&mut ce_sum, (ce.reshape(&[c]) * &m).sum_all());
-        add(&mut kl_sum, (kl.reshape(&[c]) * m).sum_all());
-        for (all, x) in lses.iter_mut().zip([lse_s, lse_t, lse]) {
-            all.push(x.reshape(&[c]));
-        }
-    }
-    let mut out = vec![
-        ce_sum.expect("at least one chunk"),
-        kl_sum.expect("at least one chunk"),
-    ];
-    out.extend(lses.iter().map(|parts| concat(parts)));
-    out
-}
-
-/// `d zs = mask * (ct_ce * (softmax(zs) - onehot) + ct_kl * (softmax(zs/T) - softmax(zt/T)) / T)`,
-/// with the softmaxes from the forward's log-sum-exps; then the student's hidden states and
-/// head through the matmul; zeros for the rest.
-fn backward(
-    g: &Graph,
-    xs: &[Tensor],
-    outs: &[Tensor],
-    cts: &[Tensor],
-    temperature: f64,
-    c: i64,
-) -> Vec<Tensor> {
-    // The barrier orders the recomputation after the forward pass (the cotangents exist only
-    // then), so XLA cannot merge it with the forward's logits and keep those alive.
-    let mut through = xs[..4].to_vec();
-    through.extend(cts.iter().cloned());
-    let barred = g.optimization_barrier(&through);
-    let (hs, ws, ct_ce, ct_kl) = (&barred[0], &barred[1], &barred[4], &barred[5]);
-    let (targets, mask) = (&xs[4], &xs[5]);
-    let v = ws.shape()[1];
-    let scale = |z: Tensor| {
-        if temperature == 1.0 {
-            z
-        } else {
-            z / temperature
-        }
-    };
-    let mut dh = Vec::new();
-    let mut dw: Option<Tensor> = None;
-    for i in 0..hs.shape()[0] / c {
-        let (zs, zt) = chunk_logits(&barred[..4], i, c);
-        let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
-        let lse = |k: usize| rows(&outs[k]).expand_dims(-1);
-        let ps_t = (scale(zs.clone()) - lse(2)).exp();
-        let pt = (scale(zt) - lse(3)).exp();
-        let onehot = rows(targets).one_hot(v, DType::F32);
-        let m = rows(mask).expand_dims(-1);
-        let (a, b) = (&m * ct_ce, m * ct_kl / temperature);
+        let ce = &lse - (&zs * &onehot).sum(&[-1], true);
+        accumulate(&mut ce_sum, (ce * &m).sum_all());
+        accumulate(&mut kl_sum, (kl * &m).sum_all());
+        // d objective / d zs = mask * (w_ce (softmax(zs) - onehot)
+        //                              + w_kl (softmax(zs / T) - softmax(zt / T)) / T).
+        let ps_t = (tempered(zs.clone()) - &lse_s).exp();
+        let pt = (tempered(zt) - &lse_t).exp();
+        let (a, b) = (&m * weights[0], m * (weights[1] * inv_t));
         // Each [c, V] term appears once so that XLA fuses the whole sum into one pass.
         let d_logits = if temperature == 1.0 {
             (&a + &b) * ps_t - b * pt - a * onehot
         } else {
-            let softmax = (&zs - lse(4)).exp();
+            let softmax = (&zs - lse).exp();
             &a * (softmax - onehot) + b * (ps_t - pt)
         };
         let d_logits = d_logits.cast(hs.dtype());
         dh.push(d_logits.matmul(&ws.transpose(&[1, 0])));
-        let part = matmul_f32(&rows(hs).transpose(&[1, 0]), &d_logits);
-        dw = Some(match dw {
-            Some(acc) => acc + part,
-            None => part,
-        });
+        accumulate(&mut dw, matmul_f32(&rows(hs).transpose(&[1, 0]), &d_logits));
     }
-    let dw = dw.expect("at least one chunk").cast(ws.dtype());
+    let (ce_sum, kl_sum) = (
+        ce_sum.expect("at least one chunk"),
+        kl_sum.expect("at least one chunk"),
+    );
     vec![
+        &ce_sum * weights[0] + &kl_sum * weights[1],
+        ce_sum,
+        kl_sum,
         concat(&dh),
-        dw,
+        dw.expect("at least one chunk"),
+    ]
+}
+
+/// The student's gradients from the forward pass, scaled by the objective's cotangent `ct`;
+/// zeros for the rest (the sums' own cotangents are ignored: they are reported, not
+/// optimised).
+fn backward(g: &Graph, xs: &[Tensor], outs: &[Tensor], ct: &Tensor) -> Vec<Tensor> {
+    let (hs, ws) = (&xs[0], &xs[1]);
+    vec![
+        &outs[3] * ct.cast(hs.dtype()),
+        (&outs[4] * ct).cast(ws.dtype()),
         g.zeros(xs[2].ty()),
         g.zeros(xs[3].ty()),
-        targets.clone(),
-        g.zeros(mask.ty()),
+        xs[4].clone(),
+        g.zeros(xs[5].ty()),
     ]
 }
 

@@ -1,10 +1,13 @@
 //! Cross-entropy of the LM head without materialising all logits.
 //!
-//! The head is applied to `chunk` tokens at a time. The backward pass recomputes each chunk's
-//! logits instead of keeping them (a custom VJP), so the largest loss temporary is
-//! `[chunk, V]` in f32 rather than `[B·T, V]`.
+//! The head is applied to `chunk` tokens at a time, so the largest loss temporary is
+//! `[chunk, V]` in f32 rather than `[B·T, V]`. The forward pass also takes the gradient of the
+//! sum through the head while each chunk's logits are at hand (as fused linear cross-entropy
+//! kernels do); the backward pass (a custom VJP) only scales it by the incoming cotangent, so
+//! the head is never applied twice. Where nothing differentiates the loss (evaluation), XLA
+//! drops the unused gradients.
 
-use vishwam_hlo::{nn, DType, Graph, Tensor};
+use vishwam_hlo::{DType, Tensor};
 
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`.
@@ -24,8 +27,16 @@ pub fn masked_ce_sum(
     let out = g.custom_vjp(
         "chunked_cross_entropy",
         &[h.clone(), w.clone(), targets.clone(), mask.clone()],
-        |_g, xs| vec![forward(&xs[0], &xs[1], &xs[2], &xs[3], chunk)],
-        |g, xs, _outs, cts| backward(g, &xs[0], &xs[1], &xs[2], &xs[3], &cts[0], chunk),
+        |_g, xs| forward(&xs[0], &xs[1], &xs[2], &xs[3], chunk),
+        |g, xs, outs, cts| {
+            let (h, w) = (&xs[0], &xs[1]);
+            vec![
+                &outs[1] * cts[0].cast(h.dtype()),
+                (&outs[2] * &cts[0]).cast(w.dtype()),
+                xs[2].clone(),
+                g.zeros(xs[3].ty()),
+            ]
+        },
     );
     out[0].clone()
 }
@@ -36,47 +47,29 @@ pub fn default_chunk(tokens: usize, vocab: usize) -> usize {
     budget.clamp(1, tokens.max(1))
 }
 
-fn chunk_logits(h: &Tensor, w: &Tensor, i: i64, c: i64) -> Tensor {
-    h.slice_axis(0, i * c, (i + 1) * c).matmul_to_f32(w)
-}
-
-fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> Tensor {
+/// `[ce_sum, d h, d w]`: the masked CE sum and its gradients with respect to `h` (`[N, H]`,
+/// `h`'s dtype) and `w` (`[H, V]`, f32).
+fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> Vec<Tensor> {
     let v = w.shape()[1];
     let mut total: Option<Tensor> = None;
-    for i in 0..h.shape()[0] / c {
-        let logits = chunk_logits(h, w, i, c);
-        let t = targets.slice_axis(0, i * c, (i + 1) * c);
-        let m = mask.slice_axis(0, i * c, (i + 1) * c);
-        let picked = (&logits * t.one_hot(v, DType::F32)).sum(&[-1], false);
-        let ce = nn::logsumexp(&logits, &[-1], false) - picked;
-        let part = (ce * m).sum_all();
-        total = Some(match total {
-            Some(acc) => acc + part,
-            None => part,
-        });
-    }
-    total.expect("at least one chunk")
-}
-
-fn backward(
-    g: &Graph,
-    h: &Tensor,
-    w: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
-    ct: &Tensor,
-    c: i64,
-) -> Vec<Tensor> {
-    let v = w.shape()[1];
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
     for i in 0..h.shape()[0] / c {
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
-        let logits = chunk_logits(h, w, i, c);
-        let t = targets.slice_axis(0, i * c, (i + 1) * c);
-        let m = mask.slice_axis(0, i * c, (i + 1) * c);
-        let weight = (m * ct).expand_dims(-1);
-        let d_logits = (nn::softmax(&logits, -1) - t.one_hot(v, DType::F32)) * weight; // [c, V]
+        let logits = hc.matmul_to_f32(w);
+        let onehot = targets
+            .slice_axis(0, i * c, (i + 1) * c)
+            .one_hot(v, DType::F32);
+        let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
+        let max = logits.max(&[-1], true).stop_gradient();
+        let lse = (&logits - &max).exp().sum(&[-1], true).log() + max;
+        let ce = &lse - (&logits * &onehot).sum(&[-1], true);
+        let part = (ce * &m).sum_all();
+        total = Some(match total {
+            Some(acc) => acc + part,
+            None => part,
+        });
+        let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
         let d_logits = d_logits.cast(h.dtype());
         dh.push(d_logits.matmul(&w.transpose(&[1, 0])));
         // dW = h_c^T dlogits with compute-dtype operands and an f32 result (f32 accumulation).
@@ -91,8 +84,11 @@ fn backward(
         Some((first, _)) => first.clone(),
         None => unreachable!("at least one chunk"),
     };
-    let dw = dw.expect("at least one chunk").cast(w.dtype());
-    vec![dh, dw, targets.clone(), g.zeros(mask.ty())]
+    vec![
+        total.expect("at least one chunk"),
+        dh,
+        dw.expect("at least one chunk"),
+    ]
 }
 
 trait MatmulF32 {

@@ -354,8 +354,7 @@ fn chunked_sums(chunk: usize) -> Vec<Vec<f32>> {
         teacher_hidden: &xs[2],
         teacher_head: &xs[3],
     };
-    let (ce, kl) = model::masked_ce_kl_sums(&heads, &tgt, &msk, 1.7, chunk);
-    let objective = &ce * 0.3 + &kl * 0.7;
+    let (objective, ce, kl) = model::masked_ce_kl_sums(&heads, &tgt, &msk, 1.7, [0.3, 0.7], chunk);
     let grads = g.grad(&objective, &xs[..2]).unwrap();
     let func = g
         .finish(&[

@@ -289,15 +289,15 @@ impl DistillContext {
             teacher_hidden: &teacher_hidden,
             teacher_head: &teacher_head,
         };
-        let (ce, kl) = model::masked_ce_kl_sums(
+        let t2 = self.temperature * self.temperature;
+        let (mut objective, ce, kl) = model::masked_ce_kl_sums(
             &heads,
             &batch.targets.reshape(&[n]),
             &mask,
             self.temperature,
+            [1.0 - self.alpha, self.alpha * t2],
             chunk,
         );
-        let t2 = self.temperature * self.temperature;
-        let mut objective = &ce * (1.0 - self.alpha) + &kl * (self.alpha * t2);
         let intermediate = match &self.intermediate {
             None => ce.zeros_like(),
             Some(term) => {
