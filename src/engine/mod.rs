@@ -6,7 +6,7 @@ mod program;
 mod sharded;
 
 pub use host::HostArray;
-pub use program::{element_type, Input, Program, Slot};
+pub use program::{element_type, CompileHints, Input, Program, Slot};
 pub use sharded::ShardedArray;
 
 use crate::runtime::{Client, CompileCache, RuntimeError};

@@ -55,6 +55,14 @@ impl Input<'_> {
     }
 }
 
+/// What the compiler should know about a program beyond its text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileHints {
+    /// The program's matmuls take FP8 operands (`convert(f8) * scale` before a dot), to be
+    /// compiled into FP8 GEMMs where the platform has them.
+    pub fp8_matmuls: bool,
+}
+
 /// A traced function compiled for the engine's mesh.
 pub struct Program {
     /// The function's name.
@@ -105,15 +113,14 @@ impl Engine {
             .collect()
     }
 
-    /// The compile options for the program `text` (StableHLO): [`Engine::compile_options`],
-    /// plus, on CUDA for a program with FP8 tensors, Triton GEMM fusion off. XLA's Triton GEMM
-    /// fusion claims `dot(convert(f8) * scale, ...)` before the cuBLASLt rewriter sees it and
-    /// runs it as a bf16 GEMM; without it the rewriter emits FP8 cuBLASLt GEMMs (measured on
-    /// an H100: 0 of 228 GEMMs in FP8 with Triton, 180 without).
-    pub fn compile_options_for(&self, text: &str) -> Result<CompileOptions, EngineError> {
+    /// The compile options for a program with `hints`: [`Engine::compile_options`], plus, on
+    /// CUDA for a program with FP8 matmuls, Triton GEMM fusion off. XLA's Triton GEMM fusion
+    /// claims `dot(convert(f8) * scale, ...)` before the cuBLASLt rewriter sees it and runs it
+    /// as a bf16 GEMM; without it the rewriter emits FP8 cuBLASLt GEMMs (measured on an H100:
+    /// 0 of 228 GEMMs in FP8 with Triton, 180 without).
+    pub fn compile_options_with(&self, hints: CompileHints) -> Result<CompileOptions, EngineError> {
         let mut options = self.compile_options();
-        let has_fp8 = text.contains("xf8E4M3FN>") || text.contains("xf8E5M2>");
-        if has_fp8 && self.client.platform_name()?.eq_ignore_ascii_case("cuda") {
+        if hints.fp8_matmuls && self.client.platform_name()?.eq_ignore_ascii_case("cuda") {
             options.overrides.push((
                 "xla_gpu_enable_triton_gemm".into(),
                 crate::runtime::OptionValue::Bool(false),
@@ -124,9 +131,14 @@ impl Engine {
 
     /// Prints, compiles (through the cache) and loads `func` on the mesh.
     pub fn compile(&self, func: &Func) -> Result<Program, EngineError> {
+        self.compile_with(func, CompileHints::default())
+    }
+
+    /// [`Engine::compile`] for a program described by `hints`.
+    pub fn compile_with(&self, func: &Func, hints: CompileHints) -> Result<Program, EngineError> {
         let text = self.stablehlo(func)?;
         let start = Instant::now();
-        let options = self.compile_options_for(&text)?;
+        let options = self.compile_options_with(hints)?;
         let (executable, cache_outcome) = self.cache.compile(&self.client, &text, &options)?;
         let compile_seconds = start.elapsed().as_secs_f64();
         let slot =

@@ -181,7 +181,8 @@ fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Te
 fn backward(g: &Graph, xs: &[Tensor], outs: &[Tensor], ct: &Tensor) -> Vec<Tensor> {
     let (hs, ws) = (&xs[0], &xs[1]);
     vec![
-        &outs[3] * ct.cast(hs.dtype()),
+        // The cotangent scales in f32 (it is 1/tokens, or loss scale/tokens for f16).
+        (outs[3].cast(DType::F32) * ct).cast(hs.dtype()),
         (&outs[4] * ct).cast(ws.dtype()),
         g.zeros(xs[2].ty()),
         g.zeros(xs[3].ty()),

@@ -31,7 +31,8 @@ pub fn masked_ce_sum(
         |g, xs, outs, cts| {
             let (h, w) = (&xs[0], &xs[1]);
             vec![
-                &outs[1] * cts[0].cast(h.dtype()),
+                // The cotangent scales in f32 (it is 1/tokens, or loss scale/tokens for f16).
+                (outs[1].cast(DType::F32) * &cts[0]).cast(h.dtype()),
                 (&outs[2] * &cts[0]).cast(w.dtype()),
                 xs[2].clone(),
                 g.zeros(xs[3].ty()),

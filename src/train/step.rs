@@ -33,7 +33,7 @@ pub struct StateSlot {
 /// The shape of one training step: what the state holds and how a batch is laid out.
 #[derive(Debug, Clone)]
 pub struct StepLayout {
-    /// The model's parameters.
+    /// The trained parameters: the model's, and any the objective adds (`distill.proj.*`).
     pub params: Vec<ParamSpec>,
     /// The train state, in argument order (a prefix of the function's arguments).
     pub state: Vec<StateSlot>,
@@ -51,8 +51,8 @@ pub struct StepLayout {
     pub fp8: Option<Fp8Step>,
 }
 
-/// Names of the metrics the step returns after the state, in order; MoE models add
-/// [`moe_state::MOE_METRICS`] after them. The FP8 counts are the elements clipped to the FP8
+/// Names of the metrics the step returns after the state, in order; a distillation step adds
+/// [`DISTILL_METRICS`] after them, then MoE models add [`moe_state::MOE_METRICS`]. The FP8 counts are the elements clipped to the FP8
 /// range in the step (0 without FP8).
 pub const METRICS: [&str; 7] = [
     "loss",
@@ -231,7 +231,7 @@ pub(super) fn trace_train_step(
         batch("targets", DType::I32),
         batch("mask", DType::F32),
     );
-    let teacher = distill.map(|d| Teacher {
+    let teacher = distill.map(|d| TeacherInputs {
         context: d,
         params: d.teacher_inputs(&g),
     });
@@ -419,14 +419,15 @@ struct Accumulated {
 }
 
 /// The teacher's side of a distillation step: its context and its parameter inputs.
-struct Teacher<'a> {
+struct TeacherInputs<'a> {
     context: &'a DistillContext,
     params: TensorMap,
 }
 
 /// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), the advanced random state, the routing and the FP8 statistics. `batch` is
-/// tokens, targets and mask; `weights` are the CE and aux-loss weights.
+/// several), the advanced random state, the routing and the FP8 statistics, and with a
+/// `teacher` the distillation sums. `batch` is tokens, targets and mask; `weights` are the
+/// CE (or distillation objective) and aux-loss weights.
 #[allow(clippy::too_many_arguments)]
 fn accumulate(
     cfg: &Config,
@@ -437,7 +438,7 @@ fn accumulate(
     batch: [&Tensor; 3],
     weights: &[Tensor; 2],
     rng: Tensor,
-    teacher: Option<&Teacher<'_>>,
+    teacher: Option<&TeacherInputs<'_>>,
 ) -> Result<Accumulated> {
     let [tokens, targets, mask] = batch;
     let names: Vec<String> = layout

@@ -11,7 +11,7 @@ use super::step::{
 };
 use super::TrainError;
 use crate::config::Config;
-use crate::engine::{Engine, HostArray, Input, Program, ShardedArray};
+use crate::engine::{CompileHints, Engine, HostArray, Input, Program, ShardedArray};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use vishwam_mesh::ShardingPlan;
@@ -106,8 +106,11 @@ pub struct Trainer {
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
+    /// The teacher's side of a distillation step, when distilling.
     distill: Option<DistillContext>,
+    /// The teacher's parameters on the devices (inputs of every step, never donated).
     teacher: Vec<ShardedArray>,
+    /// The distillation metrics of the last step.
     distill_outputs: Vec<ShardedArray>,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
@@ -175,7 +178,7 @@ impl Trainer {
                 (layout, func)
             }
         };
-        let program = engine.compile(&func)?;
+        let program = engine.compile_with(&func, fp8_hints(cfg))?;
         let teacher_arrays = match (&distill, teacher) {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
@@ -299,7 +302,7 @@ impl Trainer {
                 &self.layout,
                 self.distill.as_ref(),
             )?;
-            self.fp8_bootstrap = Some(self.engine.compile(&func)?);
+            self.fp8_bootstrap = Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
         }
         let program = match &self.fp8_bootstrap {
             Some(bootstrap) if self.fp8_bootstrap_pending => bootstrap,
@@ -391,7 +394,7 @@ impl Trainer {
         if self.eval_program.is_none() {
             let opts = train_forward_options(&self.config, &self.plan);
             let func = build_eval_step(&self.config, &self.layout, &opts)?;
-            self.eval_program = Some(self.engine.compile(&func)?);
+            self.eval_program = Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
         }
         let program = self.eval_program.as_ref().expect("compiled above");
         let spec = &program.params[self.layout.params.len()].spec;
@@ -438,7 +441,8 @@ impl Trainer {
         if self.next_token_program.is_none() {
             let opts = train_forward_options(&self.config, &self.plan);
             let func = build_next_token(&self.config, &self.layout, &opts)?;
-            self.next_token_program = Some(self.engine.compile(&func)?);
+            self.next_token_program =
+                Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
         }
         let program = self.next_token_program.as_ref().expect("compiled above");
         let window = self.layout.seq_len;
@@ -513,4 +517,11 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
     }
     state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
     state
+}
+
+/// Compile hints for the programs of `cfg`: FP8 matmuls when the precision policy has them.
+fn fp8_hints(cfg: &Config) -> CompileHints {
+    CompileHints {
+        fp8_matmuls: PrecisionPolicy::from_config(cfg).fp8().is_some(),
+    }
 }

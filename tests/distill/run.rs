@@ -273,12 +273,13 @@ fn a_bf16_run_holds_and_runs_the_teacher_in_bf16() {
 }
 
 #[test]
-fn an_fp8_student_learns_from_a_bf16_teacher() {
+fn an_fp8_student_learns_from_a_bf16_teacher_over_accumulated_micro_batches() {
     let teacher = memory_teacher(&teacher_model(), 4);
     let cfg = student(&[
         "optimization.mixed_precision=true",
         "optimization.use_fp8=true",
         "optimization.fp8_recipe=delayed",
+        "training.grad_accum_steps=2",
     ]);
     let mut run = distiller(&cfg, &teacher);
     let batch = random_batch(&cfg, 1);
