@@ -151,8 +151,14 @@ pub fn moe_ffn(
     let (e, k) = (cfg.num_experts as i64, cfg.experts_per_token);
     let constrain = |v: Tensor, logical: &[L]| constrain(opts, v, logical);
 
-    // f32 whatever the compute dtype (generation may hold the router in bf16).
-    let mut logits = x.cast(DType::F32).matmul(&p.router.cast(DType::F32)); // [B, T, E]
+    // Router logits in f32 from compute-dtype operands (f32 accumulation): an f32 copy of
+    // `x` would cost a [B, T, H] round trip through memory in each direction.
+    let to_logits = DotDims {
+        lhs_contract: vec![2],
+        rhs_contract: vec![0],
+        ..Default::default()
+    };
+    let mut logits = x.dot_general_to(&p.router.cast(x.dtype()), to_logits, DType::F32); // [B, T, E]
     if let Some(rng) = rng.filter(|_| cfg.router_noise > 0.0) {
         logits = logits + standard_normal(rng, &[b, t, e]) * cfg.router_noise;
     }
