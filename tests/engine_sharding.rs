@@ -107,3 +107,18 @@ fn indivisible_spec_is_a_clear_error() {
         .to_string();
     assert!(err.contains("does not divide"), "{err}");
 }
+
+#[test]
+fn fp8_compile_hints_change_the_options_only_on_cuda() {
+    let e = engine(&[("data", 2)], 2);
+    let plain = e.compile_options();
+    let hinted = e
+        .compile_options_with(vishwam::engine::CompileHints { fp8_matmuls: true })
+        .unwrap();
+    // On the CPU there is no Triton GEMM fusion to turn off: the options are the plain ones.
+    assert_eq!(hinted.to_proto_bytes(), plain.to_proto_bytes());
+    assert!(hinted
+        .overrides
+        .iter()
+        .all(|(key, _)| key != "xla_gpu_enable_triton_gemm"));
+}
