@@ -131,31 +131,37 @@ fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Te
         let max_s = zs.max(&[-1], true).stop_gradient();
         let max_t = zt.max(&[-1], true).stop_gradient();
         let ds = &zs - &max_s;
+        // The exponentials serve both the sums and the gradient below: XLA recomputes them in
+        // each consumer where exp is cheap (GPUs) and keeps them where it is not (CPUs).
+        let es_t = tempered(ds.clone()).exp();
         let et = tempered(&zt - &max_t).exp();
+        let sum_s_t = es_t.sum(&[-1], true);
         let sum_t = et.sum(&[-1], true);
-        let lse_s = tempered(ds.clone()).exp().sum(&[-1], true).log() + &max_s * inv_t;
+        let lse_s = sum_s_t.log() + &max_s * inv_t;
         let lse_t = sum_t.log() + &max_t * inv_t;
         // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
-        let cross = (et * (&zt - &zs)).sum(&[-1], true);
-        let kl = cross * inv_t / sum_t - &lse_t + &lse_s;
-        let lse = if temperature == 1.0 {
-            lse_s.clone()
+        let cross = (&et * (&zt - &zs)).sum(&[-1], true);
+        let kl = cross * inv_t / &sum_t - &lse_t + &lse_s;
+        let es = if temperature == 1.0 {
+            es_t.clone()
         } else {
-            ds.exp().sum(&[-1], true).log() + &max_s
+            ds.exp()
         };
+        let sum_s = es.sum(&[-1], true);
+        let lse = sum_s.log() + &max_s;
         let ce = &lse - (&zs * &onehot).sum(&[-1], true);
         accumulate(&mut ce_sum, (ce * &m).sum_all());
         accumulate(&mut kl_sum, (kl * &m).sum_all());
         // d objective / d zs = mask * (w_ce (softmax(zs) - onehot)
         //                              + w_kl (softmax(zs / T) - softmax(zt / T)) / T).
-        let ps_t = (tempered(zs.clone()) - &lse_s).exp();
-        let pt = (tempered(zt) - &lse_t).exp();
         let (a, b) = (&m * weights[0], m * (weights[1] * inv_t));
+        let pt = et * (1.0 / sum_t);
+        let ps_t = es_t * (1.0 / sum_s_t);
         // Each [c, V] term appears once so that XLA fuses the whole sum into one pass.
         let d_logits = if temperature == 1.0 {
             (&a + &b) * ps_t - b * pt - a * onehot
         } else {
-            let softmax = (&zs - lse).exp();
+            let softmax = es * (1.0 / sum_s);
             &a * (softmax - onehot) + b * (ps_t - pt)
         };
         let d_logits = d_logits.cast(hs.dtype());

@@ -282,7 +282,7 @@ impl DistillContext {
             .stop_gradient();
         let mask = batch.mask.reshape(&[n]);
         let vocab = self.teacher.vocab_size;
-        let chunk = model::default_chunk(n as usize, 2 * vocab);
+        let chunk = model::default_chunk(n as usize, vocab);
         let heads = DistillHeads {
             student_hidden: student.hidden,
             student_head: student.head,
