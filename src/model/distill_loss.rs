@@ -142,8 +142,10 @@ fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Te
         // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
         let cross = (&et * (&zt - &zs)).sum(&[-1], true);
         let kl = cross * inv_t / &sum_t - &lse_t + &lse_s;
-        let es = if temperature == 1.0 {
-            es_t.clone()
+        // exp(ds) = exp(ds / T)^T: for a small integer T (2 is the default) a few multiplies
+        // replace an exponential per logit.
+        let es = if temperature.fract() == 0.0 && (1.0..=4.0).contains(&temperature) {
+            (1..temperature as usize).fold(es_t.clone(), |acc, _| acc * &es_t)
         } else {
             ds.exp()
         };
