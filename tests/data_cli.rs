@@ -1,5 +1,8 @@
 //! End to end: `vishwam tokenizer train`, `vishwam data prepare`, `merge --verify`, `verify`.
 
+mod common;
+
+use common::succeeded;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -10,16 +13,6 @@ fn vishwam(home: &Path, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("running the vishwam binary")
-}
-
-fn ok(output: Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 /// Writes `files` documents of pseudo-random words (a seeded LCG) into `dir`.
@@ -52,7 +45,7 @@ fn train_prepare_merge_verify() {
     write_corpus(&r.join("b"), 12, 2);
     let p = |name: &str| r.join(name).to_string_lossy().into_owned();
 
-    let out = ok(vishwam(
+    let out = succeeded(vishwam(
         &home,
         &[
             "tokenizer",
@@ -70,7 +63,7 @@ fn train_prepare_merge_verify() {
     ));
     assert!(out.contains("320 tokens; <pad>=0 <bos>=1 <eos>=2"), "{out}");
 
-    let out = ok(vishwam(
+    let out = succeeded(vishwam(
         &home,
         &[
             "data",
@@ -89,7 +82,7 @@ fn train_prepare_merge_verify() {
     assert!(out.contains("30 documents"), "{out}");
     assert!(out.contains("OK (checksums"), "{out}");
     let glob = format!("{}/*.txt", p("b"));
-    ok(vishwam(
+    succeeded(vishwam(
         &home,
         &[
             "data",
@@ -103,7 +96,7 @@ fn train_prepare_merge_verify() {
         ],
     ));
 
-    let out = ok(vishwam(
+    let out = succeeded(vishwam(
         &home,
         &[
             "data",
@@ -126,7 +119,7 @@ fn train_prepare_merge_verify() {
         out.contains("target  70.00%") && out.contains("target  30.00%"),
         "{out}"
     );
-    let out = ok(vishwam(&home, &["data", "verify", &p("merged")]));
+    let out = succeeded(vishwam(&home, &["data", "verify", &p("merged")]));
     assert!(out.contains("OK (checksums"), "{out}");
 }
 
@@ -137,7 +130,7 @@ fn bad_input_fails_with_a_clear_message() {
     let home = r.join("home");
     write_corpus(&r.join("a"), 5, 7);
     let p = |name: &str| r.join(name).to_string_lossy().into_owned();
-    ok(vishwam(
+    succeeded(vishwam(
         &home,
         &[
             "tokenizer",

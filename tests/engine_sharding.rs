@@ -1,14 +1,14 @@
 //! Sharded arrays on 4 and 8 virtual CPU devices: put/get round trips and resharding.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
-use std::sync::OnceLock;
 use vishwam::engine::{Engine, HostArray};
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam_mesh::{DimSharding, Mesh, PartitionSpec};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(8).open().expect("open the CPU plugin"))
+    common::cpu_client(8)
 }
 
 fn engine(axes: &[(&str, i64)], devices: usize) -> Engine {

@@ -2,6 +2,8 @@
 //! round-to-nearest-even, saturation, and a matmul whose forward and backward run on
 //! quantised operands with their dequantisation scales.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
 use vishwam::engine::{Engine, HostArray, Input, Program};
@@ -9,13 +11,12 @@ use vishwam::model::fp8::{
     abs_max, dequantise, quantise, quantise_gradient, quantise_operand, scale_for,
 };
 use vishwam::model::Fp8Type;
-use vishwam::runtime::{f8e4m3fn_to_f32, f8e5m2_to_f32, Client, ClientSpec, CompileCache};
+use vishwam::runtime::{f8e4m3fn_to_f32, f8e5m2_to_f32, Client, CompileCache};
 use vishwam_hlo::{DType, Func, Graph, TensorType};
 use vishwam_mesh::{Mesh, PartitionSpec};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(1).open().expect("open the CPU plugin"))
+    common::cpu_client(1)
 }
 
 fn engine() -> Engine {

@@ -2,28 +2,29 @@
 //! bf16 on the Brown corpus, delayed-scaling state through checkpoint and resume, and the
 //! TPU v3-8 preset on 8 virtual devices.
 
-use rand::{Rng, SeedableRng};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use common::{random_token_batch, SyntheticBatches};
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::model::{init_params, FP8_ROW_COUNT};
 use vishwam::reference::format_table;
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{
-    amax_history_name, checkpoint, run_training, sharding_plan, BatchSource, HostBatch, RunOptions,
-    TrainError, Trainer, TrainingData, SUPPORTED,
+    amax_history_name, checkpoint, run_training, sharding_plan, BatchSource, RunOptions, Trainer,
+    TrainingData, SUPPORTED,
 };
 use vishwam::verify::{random_batch, verify, VerifyOptions};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(8).open().expect("open the CPU plugin"))
+    common::cpu_client(8)
 }
 
 fn cache() -> CompileCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+    common::private_cache()
 }
 
 fn config(base: &[&str], sets: &[&str]) -> Config {
@@ -170,52 +171,21 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
     }
 }
 
-/// Seeded random batches; raises a stop flag after serving some (as Ctrl-C would).
-struct Synthetic {
-    cfg: Config,
-    served: u64,
-    stop_after: Option<(u64, Arc<AtomicBool>)>,
-}
-
-impl Synthetic {
-    fn batch(&self, index: u64, rows: usize, accum: usize) -> HostBatch {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(index);
-        let (seq, vocab) = (self.cfg.seq_len(), self.cfg.model.vocab_size as i32);
-        let (mut tokens, mut targets) = (Vec::new(), Vec::new());
-        for _ in 0..rows {
-            let s: Vec<i32> = (0..=seq).map(|_| rng.gen_range(0..vocab)).collect();
-            tokens.extend_from_slice(&s[..seq]);
-            targets.extend_from_slice(&s[1..]);
-        }
-        HostBatch::from_rows(accum, seq, &tokens, &targets, &vec![1.0; rows * seq]).unwrap()
-    }
-}
-
-impl BatchSource for Synthetic {
-    fn next_train(&mut self) -> Result<HostBatch, TrainError> {
-        let t = &self.cfg.training;
-        let b = self.batch(self.served, t.batch_size, t.grad_accum_steps);
-        self.served += 1;
-        if let Some((n, flag)) = &self.stop_after {
-            if self.served >= *n {
-                flag.store(true, Ordering::SeqCst);
-            }
-        }
-        Ok(b)
-    }
-    fn eval_batches(&mut self, count: usize) -> Result<Vec<HostBatch>, TrainError> {
-        let rows = self.cfg.training.micro_batch_size();
-        Ok((0..count as u64)
-            .map(|i| self.batch(1_000_000 + i, rows, 1))
-            .collect())
-    }
-    fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "served": self.served })
-    }
-    fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError> {
-        self.served = position["served"].as_u64().unwrap();
-        Ok(())
-    }
+/// Seeded random batches of `cfg`'s shape and vocabulary; raises a stop flag after serving
+/// some (as Ctrl-C would).
+fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
+    let (t, seq, vocab) = (
+        cfg.training.clone(),
+        cfg.seq_len(),
+        cfg.model.vocab_size as i32,
+    );
+    SyntheticBatches::new(
+        move |index, eval| match eval {
+            false => random_token_batch(index, t.batch_size, t.grad_accum_steps, seq, vocab),
+            true => random_token_batch(index, t.micro_batch_size(), 1, seq, vocab),
+        },
+        stop_after,
+    )
 }
 
 fn delayed_config(out: &std::path::Path) -> Config {
@@ -252,11 +222,7 @@ fn delayed_config(out: &std::path::Path) -> Config {
 fn run(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>, resume: bool) -> Vec<f32> {
     let (engine, plan) = engine_for(cfg, 2);
     let mut trainer = Trainer::new(cfg, engine, plan).unwrap();
-    let mut data = Synthetic {
-        cfg: cfg.clone(),
-        served: 0,
-        stop_after: stop_after.clone(),
-    };
+    let mut data = data(cfg, stop_after.clone());
     let opts = RunOptions {
         resume,
         stop: stop_after.map(|(_, f)| f).unwrap_or_default(),
@@ -358,12 +324,8 @@ fn tpu_v3_8_preset_with_fp8_runs_on_8_cpu_devices() {
     let (engine, plan) = engine_for(&cfg, 8);
     assert_eq!(plan.mesh.num_devices(), 8);
     let mut trainer = Trainer::new(&cfg, engine, plan).unwrap();
-    let data = Synthetic {
-        cfg: cfg.clone(),
-        served: 0,
-        stop_after: None,
-    };
-    let m = trainer.step(&data.batch(0, 8, 1)).unwrap();
+    let batch = random_token_batch(0, 8, 1, cfg.seq_len(), cfg.model.vocab_size as i32);
+    let m = trainer.step(&batch).unwrap();
     println!(
         "tpu_v3_8 (2 layers) on 8 CPU devices, one FP8 step: loss {}",
         m.loss
@@ -382,13 +344,9 @@ fn delayed_scaling_takes_its_scales_from_the_history() {
     let cfg = config(&VERIFY_MODEL, &["optimization.use_fp8=true"]);
     let (engine, plan) = engine_for(&cfg, 1);
     let mut trainer = Trainer::new(&cfg, engine, plan).unwrap();
-    let data = Synthetic {
-        cfg: cfg.clone(),
-        served: 0,
-        stop_after: None,
-    };
+    let batch = |index| random_token_batch(index, 4, 1, cfg.seq_len(), cfg.model.vocab_size as i32);
     // A fresh run bootstraps from the tensors' own amaxes: nothing saturates.
-    let first = trainer.step(&data.batch(0, 4, 1)).unwrap();
+    let first = trainer.step(&batch(0)).unwrap();
     assert_eq!(
         (first.fp8_saturated_forward, first.fp8_saturated_backward),
         (0.0, 0.0)
@@ -405,7 +363,7 @@ fn delayed_scaling_takes_its_scales_from_the_history() {
         );
     }
     trainer.load_state(&state).unwrap();
-    let m = trainer.step(&data.batch(1, 4, 1)).unwrap();
+    let m = trainer.step(&batch(1)).unwrap();
     println!(
         "saturated with histories 1000x too small: {} forward, {} backward",
         m.fp8_saturated_forward, m.fp8_saturated_backward

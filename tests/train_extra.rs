@@ -1,12 +1,13 @@
 //! More train-step behaviour: the f16 loss scale, non-finite stops, real text, chunked loss,
 //! checkpoints moving between meshes.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use vishwam::config::Config;
 use vishwam::engine::{Engine, HostArray, Input};
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{
     checkpoint, run_training, sharding_plan, BatchSource, HostBatch, RunOptions, TrainError,
     Trainer, TrainingData,
@@ -15,13 +16,11 @@ use vishwam_hlo::{DType, Graph, TensorType};
 use vishwam_mesh::Mesh;
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(4).open().expect("open the CPU plugin"))
+    common::cpu_client(4)
 }
 
 fn cache() -> CompileCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+    common::private_cache()
 }
 
 fn tiny(extra: &[&str]) -> Config {

@@ -1,77 +1,19 @@
 //! The training loop: exact resume, Ctrl-C checkpoints, metrics and evaluation.
 
-use rand::{Rng, SeedableRng};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use common::{random_token_batch, SyntheticBatches};
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
-use vishwam::train::{run_training, BatchSource, HostBatch, RunOptions, TrainError, Trainer};
+use vishwam::runtime::{Client, CompileCache};
+use vishwam::train::{run_training, RunOptions, Trainer};
 use vishwam_mesh::{DeviceStrategy, MeshSettings, ShardingPlan};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(2).open().expect("open the CPU plugin"))
-}
-
-/// Deterministic random batches; can raise a stop flag after serving some batches.
-struct Synthetic {
-    vocab: i32,
-    accum: usize,
-    batch: usize,
-    seq: usize,
-    served: u64,
-    stop_after: Option<(u64, Arc<AtomicBool>)>,
-}
-
-impl Synthetic {
-    fn batch_at(&self, index: u64, rows: usize, accum: usize) -> HostBatch {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(index);
-        let mut tokens = Vec::new();
-        let mut targets = Vec::new();
-        for _ in 0..rows {
-            let s: Vec<i32> = (0..=self.seq)
-                .map(|_| rng.gen_range(0..self.vocab))
-                .collect();
-            tokens.extend_from_slice(&s[..self.seq]);
-            targets.extend_from_slice(&s[1..]);
-        }
-        HostBatch::from_rows(
-            accum,
-            self.seq,
-            &tokens,
-            &targets,
-            &vec![1.0; rows * self.seq],
-        )
-        .unwrap()
-    }
-}
-
-impl BatchSource for Synthetic {
-    fn next_train(&mut self) -> Result<HostBatch, TrainError> {
-        let b = self.batch_at(self.served, self.batch, self.accum);
-        self.served += 1;
-        if let Some((n, flag)) = &self.stop_after {
-            if self.served >= *n {
-                flag.store(true, Ordering::SeqCst);
-            }
-        }
-        Ok(b)
-    }
-    fn eval_batches(&mut self, count: usize) -> Result<Vec<HostBatch>, TrainError> {
-        Ok((0..count as u64)
-            .map(|i| self.batch_at(1_000_000 + i, self.batch / self.accum, 1))
-            .collect())
-    }
-    fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "served": self.served })
-    }
-    fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError> {
-        self.served = position["served"]
-            .as_u64()
-            .ok_or_else(|| TrainError::Other("bad position".into()))?;
-        Ok(())
-    }
+    common::cpu_client(2)
 }
 
 fn config(out: &std::path::Path, extra: &[String]) -> Config {
@@ -114,15 +56,17 @@ fn trainer(cfg: &Config) -> Trainer {
     Trainer::new(cfg, engine, plan).unwrap()
 }
 
-fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> Synthetic {
-    Synthetic {
-        vocab: 64,
-        accum: 2,
-        batch: cfg.training.batch_size,
-        seq: cfg.seq_len(),
-        served: 0,
+/// Random batches of 64-token vocabulary in 2 micro-batches; evaluation micro-batches hold
+/// half the rows.
+fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
+    let (batch, seq, accum) = (cfg.training.batch_size, cfg.seq_len(), 2);
+    SyntheticBatches::new(
+        move |index, eval| match eval {
+            false => random_token_batch(index, batch, accum, seq, 64),
+            true => random_token_batch(index, batch / accum, 1, seq, 64),
+        },
         stop_after,
-    }
+    )
 }
 
 #[test]

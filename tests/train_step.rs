@@ -1,16 +1,16 @@
 //! The compiled train step on tiny models.
 
+mod common;
+
 use rand::{Rng, SeedableRng};
-use std::sync::OnceLock;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{HostBatch, Trainer};
 use vishwam_mesh::{DeviceStrategy, MeshSettings, ShardingPlan};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(4).open().expect("open the CPU plugin"))
+    common::cpu_client(4)
 }
 
 fn tiny(overrides: &[&str]) -> Config {

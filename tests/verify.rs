@@ -1,23 +1,22 @@
 //! The XLA program against the Candle reference: MHA/GQA/MQA, tied and untied, remat,
 //! chunked loss, the bf16 policy, and the sharded program on 4 devices.
 
-use std::sync::OnceLock;
+mod common;
+
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::model::init_params;
 use vishwam::reference::format_table;
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::sharding_plan;
 use vishwam::verify::{random_batch, verify, VerifyOptions};
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(4).open().expect("open the CPU plugin"))
+    common::cpu_client(4)
 }
 
 fn cache() -> CompileCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+    common::private_cache()
 }
 
 fn check(name: &str, sets: &[&str], devices: usize, opts: VerifyOptions) {

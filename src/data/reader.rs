@@ -383,13 +383,7 @@ mod tests {
     use super::*;
     use crate::data::brown::BrownFetcher;
 
-    fn collect(spec: &SourceSpec) -> (Vec<String>, SourceStats) {
-        let fetcher = BrownFetcher::unavailable_for_tests();
-        let resolved = spec.resolve(&fetcher).unwrap();
-        let docs: Vec<String> = documents(&resolved).map(|d| d.unwrap()).collect();
-        let stats = PieceStream::start(&resolved, 4).finish().unwrap();
-        (docs, stats)
-    }
+    use crate::data::test_support::collect_source as collect;
 
     #[test]
     fn line_documents_and_large_files_in_pieces() {

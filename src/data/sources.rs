@@ -229,15 +229,8 @@ fn fingerprint(spec: &SourceSpec, files: &[SourceFile]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::reader::{documents, PieceStream, SourceStats};
 
-    fn collect(spec: &SourceSpec) -> (Vec<String>, SourceStats) {
-        let fetcher = BrownFetcher::unavailable_for_tests();
-        let resolved = spec.resolve(&fetcher).unwrap();
-        let docs: Vec<String> = documents(&resolved).map(|d| d.unwrap()).collect();
-        let stats = PieceStream::start(&resolved, 4).finish().unwrap();
-        (docs, stats)
-    }
+    use crate::data::test_support::collect_source as collect;
 
     #[test]
     fn files_directories_globs_and_jsonl() {

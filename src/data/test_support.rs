@@ -70,3 +70,18 @@ pub fn prepared_corpus(
     super::prepare::ensure_prepared(&spec, tokenizer, &root.join(name), &options)
         .expect("preparing a test corpus")
 }
+
+/// The documents of `spec` and the statistics of streaming it (Brown unavailable).
+pub fn collect_source(
+    spec: &super::sources::SourceSpec,
+) -> (Vec<String>, super::reader::SourceStats) {
+    let fetcher = super::brown::BrownFetcher::unavailable_for_tests();
+    let resolved = spec.resolve(&fetcher).unwrap();
+    let docs: Vec<String> = super::reader::documents(&resolved)
+        .map(|d| d.unwrap())
+        .collect();
+    let stats = super::reader::PieceStream::start(&resolved, 4)
+        .finish()
+        .unwrap();
+    (docs, stats)
+}

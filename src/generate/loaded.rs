@@ -4,7 +4,7 @@ use super::programs::{build_decode, build_eval, build_init_cache, build_prefill,
 use super::GenerateError;
 use crate::config::{ComputeDtype, Config};
 use crate::engine::{Engine, HostArray, Input, Program, ShardedArray};
-use crate::model::{param_specs, AttentionKind, ForwardOptions, KvCacheFormat, KvCacheShape};
+use crate::model::{param_specs, ForwardOptions, KvCacheFormat, KvCacheShape};
 use crate::runtime::{ClientSpec, CompileCache, ElementType, Platform};
 use crate::train::checkpoint::{self, Checkpoint};
 use std::collections::{BTreeMap, HashMap};
@@ -192,12 +192,7 @@ impl LoadedModel {
             engine,
             opts: ForwardOptions {
                 compute,
-                remat: false,
-                attention: AttentionKind::Full,
-                dropout: 0.0,
-                residual_spec: None,
-                moe_sharding: None,
-                fp8: None,
+                ..ForwardOptions::eval()
             },
             config,
             kv_cache,

@@ -1,24 +1,79 @@
-//! Shared support for the hlo integration tests: a CPU client, host values, programs compiled
+//! Shared support for the integration tests: a CPU client and a private compile cache per test
+//! binary, running the `vishwam` binary, and for the hlo tests host values, programs compiled
 //! once from traced functions, and row-major host arrays for reference computations.
+//!
+//! A test file includes it with `mod common;`, a test directory's `main.rs` with
+//! `#[path = "../common/mod.rs"] mod common;`.
 
 #![allow(dead_code)]
 
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
-use vishwam::runtime::{Arg, Buffer, Client, ClientSpec, CompileOptions, LoadedExecutable};
+use vishwam::runtime::{
+    Arg, Buffer, Client, ClientSpec, CompileCache, CompileOptions, LoadedExecutable,
+};
 use vishwam_hlo::{DType, Func, PrintOptions, TensorType};
 
 /// Virtual CPU devices of the shared client (enough for a 2x2 mesh).
 pub const DEVICES: usize = 4;
 
-/// The CPU client shared by every test of a binary.
+/// The CPU client shared by every test of a binary, with [`DEVICES`] virtual devices.
 pub fn client() -> &'static Client {
+    cpu_client(DEVICES)
+}
+
+/// The CPU client shared by every test of a binary, with `devices` virtual devices (opened
+/// on first use; every call in one binary must ask for the same count).
+pub fn cpu_client(devices: usize) -> &'static Client {
     static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        ClientSpec::cpu(DEVICES)
+    let client = CLIENT.get_or_init(|| {
+        ClientSpec::cpu(devices)
             .open()
             .expect("open the CPU plugin")
-    })
+    });
+    assert_eq!(
+        client.num_devices(),
+        devices,
+        "one device count per test binary"
+    );
+    client
+}
+
+/// A compile cache private to this test binary, so a program compiled twice compiles once.
+pub fn private_cache() -> CompileCache {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+}
+
+/// Runs the `vishwam` binary with `args`, its home in `home` and the CPU plugin found the way
+/// the tests find it.
+pub fn vishwam_cli(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let plugin =
+        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
+        .args(args)
+        .env("VISHWAM_HOME", home)
+        .env("VISHWAM_PJRT_PLUGIN", plugin)
+        .env("VISHWAM_LOG", "warn")
+        .output()
+        .expect("running the vishwam binary")
+}
+
+/// The stdout of a command that must have succeeded (else its output is the panic message).
+pub fn succeeded(output: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The stderr of a command that must have failed.
+pub fn failed(output: std::process::Output) -> String {
+    assert!(!output.status.success(), "expected a failure");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A seeded random generator.
@@ -317,4 +372,78 @@ pub fn assert_close(what: &str, got: &Lit, want: &Host, tol: f64) {
         let ok = (g - w).abs() <= tol * w.abs().max(1.0) || (g.is_nan() && w.is_nan()) || g == w;
         assert!(ok, "{what}[{i}]: device {g}, host {w}");
     }
+}
+
+/// Seeded batches for the training loop, built by `make(index, eval)`: train batch `index`,
+/// or with `eval` the evaluation micro-batch `index` (`1_000_000 + i` for the i-th, the same
+/// every time). Raises `stop_after.1` once `stop_after.0` train batches are served, as
+/// Ctrl-C would; its position is the number served.
+pub struct SyntheticBatches {
+    make: Box<dyn Fn(u64, bool) -> vishwam::train::HostBatch>,
+    served: u64,
+    stop_after: Option<(u64, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl SyntheticBatches {
+    /// A source whose batches come from `make`.
+    pub fn new(
+        make: impl Fn(u64, bool) -> vishwam::train::HostBatch + 'static,
+        stop_after: Option<(u64, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    ) -> SyntheticBatches {
+        SyntheticBatches {
+            make: Box::new(make),
+            served: 0,
+            stop_after,
+        }
+    }
+}
+
+impl vishwam::train::BatchSource for SyntheticBatches {
+    fn next_train(&mut self) -> Result<vishwam::train::HostBatch, vishwam::train::TrainError> {
+        let b = (self.make)(self.served, false);
+        self.served += 1;
+        if let Some((n, flag)) = &self.stop_after {
+            if self.served >= *n {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        Ok(b)
+    }
+    fn eval_batches(
+        &mut self,
+        count: usize,
+    ) -> Result<Vec<vishwam::train::HostBatch>, vishwam::train::TrainError> {
+        Ok((0..count as u64)
+            .map(|i| (self.make)(1_000_000 + i, true))
+            .collect())
+    }
+    fn position(&self) -> serde_json::Value {
+        serde_json::json!({ "served": self.served })
+    }
+    fn restore(&mut self, position: &serde_json::Value) -> Result<(), vishwam::train::TrainError> {
+        self.served = position["served"]
+            .as_u64()
+            .ok_or_else(|| vishwam::train::TrainError::Other("bad position".into()))?;
+        Ok(())
+    }
+}
+
+/// `rows` windows of `seq` uniformly random tokens below `vocab` (targets shifted by one, no
+/// padding), seeded by `seed`, as `accum` micro-batches.
+pub fn random_token_batch(
+    seed: u64,
+    rows: usize,
+    accum: usize,
+    seq: usize,
+    vocab: i32,
+) -> vishwam::train::HostBatch {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut tokens, mut targets) = (Vec::new(), Vec::new());
+    for _ in 0..rows {
+        let s: Vec<i32> = (0..=seq).map(|_| rng.gen_range(0..vocab)).collect();
+        tokens.extend_from_slice(&s[..seq]);
+        targets.extend_from_slice(&s[1..]);
+    }
+    vishwam::train::HostBatch::from_rows(accum, seq, &tokens, &targets, &vec![1.0; rows * seq])
+        .unwrap()
 }

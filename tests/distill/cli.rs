@@ -1,35 +1,9 @@
 //! `vishwam train` a teacher, then `vishwam distill` a student from its run directory; the
 //! commands refuse what they cannot do.
 
+use crate::common::{failed, succeeded, vishwam_cli};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
-
-fn vishwam_cli(home: &Path, args: &[&str]) -> std::process::Output {
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(args)
-        .env("VISHWAM_HOME", home)
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
-        .env("VISHWAM_LOG", "warn")
-        .output()
-        .expect("running the vishwam binary")
-}
-
-fn succeeded(output: std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn failed(output: std::process::Output) -> String {
-    assert!(!output.status.success(), "expected a failure");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn distill_command_trains_a_student_from_a_trained_teacher() {

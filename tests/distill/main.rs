@@ -3,6 +3,9 @@
 //! loading and its errors, the command line, and a student that learns more from a trained
 //! teacher than from the labels alone.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod brown;
 mod cli;
 mod loss;
@@ -11,24 +14,21 @@ mod teacher;
 
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use vishwam::config::{Config, ModelConfig};
 use vishwam::engine::{Engine, HostArray};
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::distill::{Teacher, TeacherSource};
 use vishwam::train::{checkpoint, HostBatch, Trainer};
 use vishwam_mesh::{DeviceStrategy, MeshSettings, ShardingPlan};
 
 /// The CPU client shared by every test of this binary (2 virtual devices).
 pub fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(2).open().expect("open the CPU plugin"))
+    common::cpu_client(2)
 }
 
 /// A compile cache private to this test binary, so a program compiled twice compiles once.
 pub fn cache() -> CompileCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+    common::private_cache()
 }
 
 /// A tiny student: 2 blocks, 32 wide, vocab 64, windows of 16, batches of 4.

@@ -4,54 +4,25 @@
 use super::{
     distiller, engine, memory_teacher, plan, random_batch, save_teacher_run, student, teacher_model,
 };
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::common::SyntheticBatches;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use vishwam::config::Config;
-use vishwam::train::{run_training, BatchSource, HostBatch, RunOptions, TrainError, Trainer};
+use vishwam::train::{run_training, RunOptions, Trainer};
 use vishwam_hlo::DType;
 use vishwam_mesh::DeviceStrategy;
 
-/// Deterministic random batches; can raise a stop flag after serving some batches.
-struct Synthetic {
-    cfg: Config,
-    served: u64,
-    stop_after: Option<(u64, Arc<AtomicBool>)>,
-}
-
-impl BatchSource for Synthetic {
-    fn next_train(&mut self) -> Result<HostBatch, TrainError> {
-        let b = random_batch(&self.cfg, self.served);
-        self.served += 1;
-        if let Some((n, flag)) = &self.stop_after {
-            if self.served >= *n {
-                flag.store(true, Ordering::SeqCst);
-            }
-        }
-        Ok(b)
-    }
-    fn eval_batches(&mut self, count: usize) -> Result<Vec<HostBatch>, TrainError> {
-        let mut one = self.cfg.clone();
-        one.training.batch_size = self.cfg.training.micro_batch_size();
-        one.training.grad_accum_steps = 1;
-        Ok((0..count as u64)
-            .map(|i| random_batch(&one, 1_000_000 + i))
-            .collect())
-    }
-    fn position(&self) -> serde_json::Value {
-        serde_json::json!({ "served": self.served })
-    }
-    fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError> {
-        self.served = position["served"].as_u64().unwrap_or(0);
-        Ok(())
-    }
-}
-
-fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> Synthetic {
-    Synthetic {
-        cfg: cfg.clone(),
-        served: 0,
+/// Deterministic random batches ([`random_batch`]); can raise a stop flag after serving some
+/// batches.
+fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
+    let train = cfg.clone();
+    let mut eval = cfg.clone();
+    eval.training.batch_size = cfg.training.micro_batch_size();
+    eval.training.grad_accum_steps = 1;
+    SyntheticBatches::new(
+        move |index, is_eval| random_batch(if is_eval { &eval } else { &train }, index),
         stop_after,
-    }
+    )
 }
 
 /// A resumable distillation config: accumulation, dropout, projected MSE on the uniform

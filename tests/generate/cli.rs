@@ -1,28 +1,7 @@
 //! `vishwam train`, then `vishwam generate` and `vishwam eval` on its checkpoint.
 
+use crate::common::{succeeded, vishwam_cli};
 use rand::{Rng, SeedableRng};
-
-fn vishwam_cli(home: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(args)
-        .env("VISHWAM_HOME", home)
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
-        .env("VISHWAM_LOG", "warn")
-        .output()
-        .expect("running the vishwam binary")
-}
-
-fn succeeded(output: std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
 
 #[test]
 fn generate_and_eval_commands_run_on_a_trained_checkpoint() {

@@ -2,12 +2,15 @@
 //! programs (`Trainer::greedy` recomputes the whole window per token; `Trainer::evaluate` is
 //! the training eval). One tiny model, trained for 3 steps, is shared by every test.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use rand::{Rng, SeedableRng};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::generate::{GenerateError, LoadedModel, SamplingOptions};
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{HostBatch, Trainer};
 use vishwam_mesh::{DeviceStrategy, Mesh, MeshSettings, ShardingPlan};
 
@@ -18,8 +21,7 @@ const VOCAB: i32 = 64;
 const SEQ: usize = 32;
 
 fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(1).open().expect("open the CPU plugin"))
+    common::cpu_client(1)
 }
 
 /// Engines share one compile cache, so a second model of the same shape loads its programs.

@@ -1,6 +1,9 @@
 //! Mixture-of-Experts layers on the CPU plugin: routing and capacity, dispatch/combine
 //! gradients, the dense special case, load balancing, expert parallelism and metrics.
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod generate;
 mod reference;
 mod routing;
@@ -9,24 +12,21 @@ mod training;
 
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use vishwam::config::Config;
 use vishwam::engine::{Engine, HostArray, Input};
-use vishwam::runtime::{Client, ClientSpec, CompileCache};
+use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{HostBatch, Trainer};
 use vishwam_hlo::Func;
 use vishwam_mesh::{DeviceStrategy, Mesh, MeshSettings, PartitionSpec, ShardingPlan};
 
 /// The CPU client shared by every test of this binary (4 virtual devices).
 pub fn client() -> &'static Client {
-    static CLIENT: OnceLock<Client> = OnceLock::new();
-    CLIENT.get_or_init(|| ClientSpec::cpu(4).open().expect("open the CPU plugin"))
+    common::cpu_client(4)
 }
 
 /// A compile cache private to this test binary, so a program compiled twice compiles once.
 pub fn cache() -> CompileCache {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
+    common::private_cache()
 }
 
 /// A tiny MoE model: 2 blocks, both MoE, 4 experts, top-2.

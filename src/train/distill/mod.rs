@@ -160,15 +160,13 @@ impl DistillContext {
             .ok()
             .map(|r| r.spec)
             .filter(|s| !s.is_replicated());
+        // No remat, no dropout, and no FP8 (a training recipe for the student) for the teacher.
         let forward = ForwardOptions {
             compute,
-            remat: false,
             attention,
-            dropout: 0.0,
             residual_spec: residual,
             moe_sharding: teacher.use_moe.then(|| Arc::new(plan.clone())),
-            // The teacher runs in the compute dtype; FP8 is a training recipe for the student.
-            fp8: None,
+            ..ForwardOptions::eval()
         };
         let mut slots = Vec::new();
         for p in model::param_specs(teacher) {
