@@ -217,11 +217,7 @@ pub fn verify(
     for (spec, slot) in layout.params.iter().zip(&layout.state) {
         func.set_output_sharding(&format!("grad.{}", spec.name), slot.spec.clone())?;
     }
-    let hints = crate::engine::CompileHints {
-        fp8_matmuls: crate::train::PrecisionPolicy::from_config(cfg)
-            .fp8()
-            .is_some(),
-    };
+    let hints = crate::train::PrecisionPolicy::from_config(cfg).compile_hints();
     let program = engine.compile_with(&func, hints)?;
     let mut arrays = Vec::new();
     for (spec, slot) in layout.params.iter().zip(&layout.state) {

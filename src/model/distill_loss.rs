@@ -8,30 +8,9 @@
 //! only scales it), so neither head runs twice. The teacher receives no cotangent: its inputs
 //! get zeros, which nothing reads.
 
+use super::loss::{accumulate, concat_rows, dividing_chunk, matmul_f32};
 use crate::config::IntermediateLoss;
-use vishwam_hlo::{DType, DotDims, Graph, Tensor};
-
-/// The largest chunk size `<= chunk` that divides `n` (at least 1).
-fn dividing_chunk(n: i64, chunk: usize) -> i64 {
-    (1..=(chunk.max(1) as i64).min(n.max(1)))
-        .rev()
-        .find(|c| n % c == 0)
-        .unwrap_or(1)
-}
-
-/// `[N, H] @ [H, V]` with an f32 result whatever the operand dtype.
-fn matmul_f32(x: &Tensor, w: &Tensor) -> Tensor {
-    x.dot_general_to(
-        w,
-        DotDims {
-            lhs_batch: vec![],
-            rhs_batch: vec![],
-            lhs_contract: vec![1],
-            rhs_contract: vec![0],
-        },
-        DType::F32,
-    )
-}
+use vishwam_hlo::{DType, Graph, Tensor};
 
 /// The two LM heads of a distillation step.
 pub struct DistillHeads<'a> {
@@ -92,22 +71,6 @@ fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
         matmul_f32(&rows(&xs[0]), &xs[1]),
         matmul_f32(&rows(&xs[2]), &xs[3]),
     )
-}
-
-fn concat(parts: &[Tensor]) -> Tensor {
-    match parts.split_first() {
-        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
-        Some((first, _)) => first.clone(),
-        None => unreachable!("at least one chunk"),
-    }
-}
-
-/// A running sum.
-fn accumulate(acc: &mut Option<Tensor>, part: Tensor) {
-    *acc = Some(match acc.take() {
-        Some(a) => a + part,
-        None => part,
-    });
 }
 
 /// `[objective, ce_sum, kl_sum, d hs, d ws]`: the sums, and the objective's gradients with
@@ -178,7 +141,7 @@ fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Te
         &ce_sum * weights[0] + &kl_sum * weights[1],
         ce_sum,
         kl_sum,
-        concat(&dh),
+        concat_rows(&dh),
         dw.expect("at least one chunk"),
     ]
 }

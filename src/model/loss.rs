@@ -7,7 +7,7 @@
 //! the head is never applied twice. Where nothing differentiates the loss (evaluation), XLA
 //! drops the unused gradients.
 
-use vishwam_hlo::{DType, Tensor};
+use vishwam_hlo::{DType, DotDims, Tensor};
 
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`.
@@ -18,11 +18,7 @@ pub fn masked_ce_sum(
     mask: &Tensor,
     chunk: usize,
 ) -> Tensor {
-    let n = h.shape()[0];
-    let chunk = (1..=(chunk.max(1) as i64).min(n.max(1)))
-        .rev()
-        .find(|c| n % c == 0)
-        .unwrap_or(1);
+    let chunk = dividing_chunk(h.shape()[0], chunk);
     let g = h.graph().clone();
     let out = g.custom_vjp(
         "chunked_cross_entropy",
@@ -57,7 +53,7 @@ fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> V
     let mut dw: Option<Tensor> = None;
     for i in 0..h.shape()[0] / c {
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
-        let logits = hc.matmul_to_f32(w);
+        let logits = matmul_f32(&hc, w);
         let onehot = targets
             .slice_axis(0, i * c, (i + 1) * c)
             .one_hot(v, DType::F32);
@@ -65,49 +61,55 @@ fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> V
         let max = logits.max(&[-1], true).stop_gradient();
         let lse = (&logits - &max).exp().sum(&[-1], true).log() + max;
         let ce = &lse - (&logits * &onehot).sum(&[-1], true);
-        let part = (ce * &m).sum_all();
-        total = Some(match total {
-            Some(acc) => acc + part,
-            None => part,
-        });
+        accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
         let d_logits = d_logits.cast(h.dtype());
         dh.push(d_logits.matmul(&w.transpose(&[1, 0])));
         // dW = h_c^T dlogits with compute-dtype operands and an f32 result (f32 accumulation).
-        let part = hc.transpose(&[1, 0]).matmul_to_f32(&d_logits);
-        dw = Some(match dw {
-            Some(acc) => acc + part,
-            None => part,
-        });
+        accumulate(&mut dw, matmul_f32(&hc.transpose(&[1, 0]), &d_logits));
     }
-    let dh = match dh.split_first() {
-        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
-        Some((first, _)) => first.clone(),
-        None => unreachable!("at least one chunk"),
-    };
     vec![
         total.expect("at least one chunk"),
-        dh,
+        concat_rows(&dh),
         dw.expect("at least one chunk"),
     ]
 }
 
-trait MatmulF32 {
-    fn matmul_to_f32(&self, w: &Tensor) -> Tensor;
+/// The largest chunk size `<= chunk` that divides `n` (at least 1).
+pub(super) fn dividing_chunk(n: i64, chunk: usize) -> i64 {
+    (1..=(chunk.max(1) as i64).min(n.max(1)))
+        .rev()
+        .find(|c| n % c == 0)
+        .unwrap_or(1)
 }
 
-impl MatmulF32 for Tensor {
-    /// `[N, H] @ [H, V]` with an f32 result whatever the operand dtype.
-    fn matmul_to_f32(&self, w: &Tensor) -> Tensor {
-        self.dot_general_to(
-            w,
-            vishwam_hlo::DotDims {
-                lhs_batch: vec![],
-                rhs_batch: vec![],
-                lhs_contract: vec![1],
-                rhs_contract: vec![0],
-            },
-            DType::F32,
-        )
+/// `[N, H] @ [H, V]` with an f32 result whatever the operand dtype (f32 accumulation).
+pub(super) fn matmul_f32(x: &Tensor, w: &Tensor) -> Tensor {
+    x.dot_general_to(
+        w,
+        DotDims {
+            lhs_batch: vec![],
+            rhs_batch: vec![],
+            lhs_contract: vec![1],
+            rhs_contract: vec![0],
+        },
+        DType::F32,
+    )
+}
+
+/// Per-chunk results joined along the token axis.
+pub(super) fn concat_rows(parts: &[Tensor]) -> Tensor {
+    match parts.split_first() {
+        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
+        Some((first, _)) => first.clone(),
+        None => unreachable!("at least one chunk"),
     }
+}
+
+/// Adds `part` to a running sum over chunks.
+pub(super) fn accumulate(acc: &mut Option<Tensor>, part: Tensor) {
+    *acc = Some(match acc.take() {
+        Some(a) => a + part,
+        None => part,
+    });
 }

@@ -153,6 +153,14 @@ impl PrecisionPolicy {
             ProjectionPrecision::Compute => None,
         }
     }
+
+    /// What the compiler should know about programs under this policy: whether their
+    /// matmuls take FP8 operands.
+    pub fn compile_hints(&self) -> crate::engine::CompileHints {
+        crate::engine::CompileHints {
+            fp8_matmuls: self.fp8().is_some(),
+        }
+    }
 }
 
 impl fmt::Display for PrecisionPolicy {

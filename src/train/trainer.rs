@@ -178,7 +178,7 @@ impl Trainer {
                 (layout, func)
             }
         };
-        let program = engine.compile_with(&func, fp8_hints(cfg))?;
+        let program = engine.compile_with(&func, compile_hints(cfg))?;
         let teacher_arrays = match (&distill, teacher) {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
@@ -302,7 +302,10 @@ impl Trainer {
                 &self.layout,
                 self.distill.as_ref(),
             )?;
-            self.fp8_bootstrap = Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
+            self.fp8_bootstrap = Some(
+                self.engine
+                    .compile_with(&func, compile_hints(&self.config))?,
+            );
         }
         let program = match &self.fp8_bootstrap {
             Some(bootstrap) if self.fp8_bootstrap_pending => bootstrap,
@@ -394,7 +397,10 @@ impl Trainer {
         if self.eval_program.is_none() {
             let opts = train_forward_options(&self.config, &self.plan);
             let func = build_eval_step(&self.config, &self.layout, &opts)?;
-            self.eval_program = Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
+            self.eval_program = Some(
+                self.engine
+                    .compile_with(&func, compile_hints(&self.config))?,
+            );
         }
         let program = self.eval_program.as_ref().expect("compiled above");
         let spec = &program.params[self.layout.params.len()].spec;
@@ -441,8 +447,10 @@ impl Trainer {
         if self.next_token_program.is_none() {
             let opts = train_forward_options(&self.config, &self.plan);
             let func = build_next_token(&self.config, &self.layout, &opts)?;
-            self.next_token_program =
-                Some(self.engine.compile_with(&func, fp8_hints(&self.config))?);
+            self.next_token_program = Some(
+                self.engine
+                    .compile_with(&func, compile_hints(&self.config))?,
+            );
         }
         let program = self.next_token_program.as_ref().expect("compiled above");
         let window = self.layout.seq_len;
@@ -519,9 +527,7 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
     state
 }
 
-/// Compile hints for the programs of `cfg`: FP8 matmuls when the precision policy has them.
-fn fp8_hints(cfg: &Config) -> CompileHints {
-    CompileHints {
-        fp8_matmuls: PrecisionPolicy::from_config(cfg).fp8().is_some(),
-    }
+/// Compile hints for the programs of `cfg`, from its precision policy.
+fn compile_hints(cfg: &Config) -> CompileHints {
+    PrecisionPolicy::from_config(cfg).compile_hints()
 }
