@@ -189,6 +189,7 @@ pub fn verify(
         &targets.reshape(&[n]),
         &mask.reshape(&[n]),
         chunk,
+        opts.head_fp8,
     );
     let loss = &ce / mask.sum_all().maximum(1.0);
     // MoE: the objective adds aux_loss_coef x the mean aux loss (docs/model.md).

@@ -10,7 +10,7 @@ use vishwam::engine::{Engine, HostArray, Input, Program};
 use vishwam::model::fp8::{
     abs_max, dequantise, quantise, quantise_gradient, quantise_operand, scale_for,
 };
-use vishwam::model::Fp8Type;
+use vishwam::model::{Fp8Formats, Fp8Type};
 use vishwam::runtime::{f8e4m3fn_to_f32, f8e5m2_to_f32, Client, CompileCache};
 use vishwam_hlo::{DType, Func, Graph, TensorType};
 use vishwam_mesh::{Mesh, PartitionSpec};
@@ -335,5 +335,113 @@ fn fp8_matmul_backward_uses_quantised_gradients_and_reports_statistics() {
         assert_eq!(f32s(&out[3]), vec![amax(&x), x_clipped as f32]);
         assert_eq!(f32s(&out[4]), vec![amax(&w), 0.0]);
         assert_eq!(f32s(&out[5]), vec![amax(&r), 0.0]);
+    }
+}
+
+/// `(loss, dh, dw)` of the FP8 head's cross-entropy, on the host in f64 from the operands
+/// fake-quantised as the program does (`quantise` = false: the exact head).
+fn host_head_ce(
+    h: &[f32],
+    w: &[f32],
+    targets: &[i32],
+    mask: &[f32],
+    (n, hd, v): (usize, usize, usize),
+    quantise: bool,
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let amax = |x: &[f32]| x.iter().fold(0f32, |a, b| a.max(b.abs()));
+    let operand = |x: &[f32]| -> Vec<f64> {
+        if quantise {
+            host_qdq(Fp8Type::E4M3, x, host_scale(Fp8Type::E4M3, amax(x))).0
+        } else {
+            x.iter().map(|&a| a as f64).collect()
+        }
+    };
+    let (hq, wq) = (operand(h), operand(w));
+    let logits = matmul_host(&hq, &wq, n, hd, v);
+    let mut loss = 0.0;
+    let mut d = vec![0f32; n * v];
+    for i in 0..n {
+        let row = &logits[i * v..(i + 1) * v];
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = row.iter().map(|z| (z - max).exp()).sum::<f64>().ln() + max;
+        loss += mask[i] as f64 * (lse - row[targets[i] as usize]);
+        for j in 0..v {
+            let onehot = if j == targets[i] as usize { 1.0 } else { 0.0 };
+            d[i * v + j] = (((row[j] - lse).exp() - onehot) * mask[i] as f64) as f32;
+        }
+    }
+    let dq = if quantise {
+        host_qdq(Fp8Type::E5M2, &d, 32768.0).0
+    } else {
+        d.iter().map(|&a| a as f64).collect()
+    };
+    let dh = matmul_host(&dq, &transpose(&wq, hd, v), n, v, hd);
+    let dw = matmul_host(&transpose(&hq, n, hd), &dq, hd, n, v);
+    (loss, dh, dw)
+}
+
+fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
+    let err: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|w| w * w).sum();
+    (err / norm).sqrt()
+}
+
+#[test]
+fn an_fp8_head_cross_entropy_runs_on_quantised_operands_and_gradients() {
+    let (n, hd, v) = (16usize, 8usize, 24usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let h: Vec<f32> = (0..n * hd).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let w: Vec<f32> = (0..hd * v).map(|_| rng.gen_range(-0.7..0.7)).collect();
+    let targets: Vec<i32> = (0..n).map(|_| rng.gen_range(0..v as i32)).collect();
+    let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 3 { 0.0 } else { 1.0 }).collect();
+
+    let g = Graph::named("fp8_head_ce");
+    let ht = g.param("h", TensorType::new(DType::F32, &[n as i64, hd as i64]));
+    let wt = g.param("w", TensorType::new(DType::F32, &[hd as i64, v as i64]));
+    let tt = g.param("targets", TensorType::new(DType::I32, &[n as i64]));
+    let mt = g.param("mask", TensorType::new(DType::F32, &[n as i64]));
+    let loss = vishwam::model::masked_ce_sum(&ht, &wt, &tt, &mt, n / 2, Some(Fp8Formats::HYBRID));
+    let grads = g.grad(&loss, &[ht.clone(), wt.clone()]).unwrap();
+    let func = g
+        .finish(&[("loss", &loss), ("dh", &grads[0]), ("dw", &grads[1])])
+        .unwrap();
+    let out = run(
+        &engine(),
+        &func,
+        &[
+            HostArray::from_slice(&[n as i64, hd as i64], &h).unwrap(),
+            HostArray::from_slice(&[hd as i64, v as i64], &w).unwrap(),
+            HostArray::from_slice(&[n as i64], &targets).unwrap(),
+            HostArray::from_slice(&[n as i64], &mask).unwrap(),
+        ],
+    );
+    let (loss, dh, dw) = (f32s(&out[0])[0] as f64, f32s(&out[1]), f32s(&out[2]));
+    let dims = (n, hd, v);
+    let (q_loss, q_dh, q_dw) = host_head_ce(&h, &w, &targets, &mask, dims, true);
+    let (x_loss, x_dh, x_dw) = host_head_ce(&h, &w, &targets, &mask, dims, false);
+    let quantised = [
+        ((loss - q_loss).abs() / q_loss, "loss"),
+        (rel_l2(&dh, &q_dh), "dh"),
+        (rel_l2(&dw, &q_dw), "dw"),
+    ];
+    let exact = [
+        ((loss - x_loss).abs() / x_loss, "loss"),
+        (rel_l2(&dh, &x_dh), "dh"),
+        (rel_l2(&dw, &x_dw), "dw"),
+    ];
+    println!("FP8 head vs fake-quantised host: {quantised:?}; vs exact host: {exact:?}");
+    for (err, what) in quantised {
+        assert!(
+            err < 1e-4,
+            "{what}: {err} from the fake-quantised host model"
+        );
+    }
+    // The rounding is real: the exact head is FP8 rounding away, and within it.
+    for (err, what) in exact {
+        assert!(err > 1e-4 && err < 0.1, "{what}: {err} from the exact head");
     }
 }

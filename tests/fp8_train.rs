@@ -53,7 +53,7 @@ const VERIFY_MODEL: [&str; 10] = [
 
 #[test]
 fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
-    let cases: [(&str, &[&str], usize); 3] = [
+    let cases: [(&str, &[&str], usize); 4] = [
         (
             "hybrid, current, f32 compute",
             &[
@@ -82,6 +82,16 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
                 "runtime.devices=4",
             ],
             4,
+        ),
+        (
+            "hybrid, current, bf16 compute, FP8 LM head",
+            &[
+                "optimization.use_fp8=true",
+                "optimization.fp8_recipe=current",
+                "optimization.mixed_precision=true",
+                "optimization.fp8_head=true",
+            ],
+            1,
         ),
     ];
     for (name, sets, devices) in cases {
@@ -150,10 +160,18 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
     let steps = 100;
     let bf16 = train_on_brown(&config(&base, &[]), steps);
     let fp8 = train_on_brown(&config(&base, &["optimization.use_fp8=true"]), steps);
+    let fp8_head = train_on_brown(
+        &config(
+            &base,
+            &["optimization.use_fp8=true", "optimization.fp8_head=true"],
+        ),
+        steps,
+    );
     println!(
         "after {steps} steps on Brown: bf16 train loss {:.4} (last 10 steps), validation {:.4} ({:.1}s); \
-         fp8 train loss {:.4}, validation {:.4} ({:.1}s)",
-        bf16.0, bf16.1, bf16.2, fp8.0, fp8.1, fp8.2
+         fp8 train loss {:.4}, validation {:.4} ({:.1}s); fp8 with FP8 head train loss {:.4}, \
+         validation {:.4} ({:.1}s)",
+        bf16.0, bf16.1, bf16.2, fp8.0, fp8.1, fp8.2, fp8_head.0, fp8_head.1, fp8_head.2
     );
     assert!(
         bf16.0 < bf16.3 - 1.0,
@@ -161,7 +179,12 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
         bf16.3,
         bf16.0
     );
-    for (what, b, f) in [("train", bf16.0, fp8.0), ("validation", bf16.1, fp8.1)] {
+    for (what, b, f) in [
+        ("train", bf16.0, fp8.0),
+        ("validation", bf16.1, fp8.1),
+        ("train, FP8 head", bf16.0, fp8_head.0),
+        ("validation, FP8 head", bf16.1, fp8_head.1),
+    ] {
         let gap = (f - b).abs() / b;
         assert!(
             gap <= 0.02,

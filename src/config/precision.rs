@@ -169,6 +169,8 @@ pub struct OptimizationConfig {
     pub amax_history_len: usize,
     /// FP8 formats. Default "hybrid".
     pub fp8_format: Fp8Format,
+    /// The LM head's matmuls in FP8 too (with `use_fp8`; current scaling). Default false.
+    pub fp8_head: bool,
     /// Compile each step as one SPMD program over the mesh (pjit semantics). Must be true:
     /// vishwam has no other execution mode. Default true.
     pub use_pjit: bool,
@@ -192,6 +194,7 @@ impl Default for OptimizationConfig {
             fp8_recipe: Fp8Recipe::Delayed,
             amax_history_len: 16,
             fp8_format: Fp8Format::Hybrid,
+            fp8_head: false,
             use_pjit: true,
             block_size: 128,
             use_dynamic_scale: false,
@@ -211,6 +214,7 @@ impl OptimizationConfig {
             "a positive integer",
         );
         r.choice("fp8_format", &mut self.fp8_format);
+        r.flag("fp8_head", &mut self.fp8_head);
         r.flag("use_pjit", &mut self.use_pjit);
         r.integer("block_size", &mut self.block_size, "a positive integer");
         r.flag("use_dynamic_scale", &mut self.use_dynamic_scale);
@@ -220,6 +224,15 @@ impl OptimizationConfig {
 
     pub(crate) fn validate(&self, c: &mut Checks) {
         c.positive("optimization.amax_history_len", self.amax_history_len);
+        if self.fp8_head && !self.use_fp8 {
+            c.conflict(
+                "optimization.fp8_head",
+                true,
+                "optimization.use_fp8",
+                false,
+                "an FP8 LM head needs FP8 training; set use_fp8 to true, or fp8_head to false",
+            );
+        }
         c.positive("optimization.block_size", self.block_size);
         c.ensure(
             self.use_pjit,

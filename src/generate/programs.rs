@@ -206,6 +206,7 @@ pub fn build_eval(
         &targets.reshape(&[n]),
         &mask.reshape(&[n]),
         model::default_chunk(n as usize, cfg.vocab_size),
+        opts.head_fp8,
     );
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }

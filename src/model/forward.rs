@@ -43,6 +43,9 @@ pub struct ForwardOptions {
     /// FP8 attention and MLP projections in these formats (the embedding, the LM head and
     /// MoE experts stay in `compute`); `None` for plain matmuls in `compute`.
     pub fp8: Option<Fp8Formats>,
+    /// The LM head's matmuls in FP8 in these formats (see [`super::masked_ce_sum`]); `None`
+    /// for `compute`.
+    pub head_fp8: Option<Fp8Formats>,
 }
 
 impl ForwardOptions {
@@ -56,6 +59,7 @@ impl ForwardOptions {
             residual_spec: None,
             moe_sharding: None,
             fp8: None,
+            head_fp8: None,
         }
     }
 }

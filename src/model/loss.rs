@@ -6,24 +6,33 @@
 //! kernels do); the backward pass (a custom VJP) only scales it by the incoming cotangent, so
 //! the head is never applied twice. Where nothing differentiates the loss (evaluation), XLA
 //! drops the unused gradients.
+//!
+//! With an FP8 head ([`Fp8Formats`]) the three head matmuls (logits, `d h`, `d W`) take FP8
+//! operands: `h` and `W` in the forward format, each with a current-scaling power-of-two scale
+//! from its own amax, and the logits' gradient `softmax - onehot` in the gradient format. That
+//! gradient lies in `[-1, 1]` (times the 0/1 mask), so its scale is a constant, the largest
+//! power of two that keeps 1 in range, and nothing saturates: the head needs no statistics.
 
-use vishwam_hlo::{DType, DotDims, Tensor};
+use super::fp8::{abs_max, dequantise, quantise, scale_for, Fp8Formats, Fp8Type};
+use vishwam_hlo::{DType, DotDims, Graph, Tensor};
 
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
-/// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`.
+/// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`; with
+/// `fp8`, the head's matmuls take FP8 operands (see the module docs).
 pub fn masked_ce_sum(
     h: &Tensor,
     w: &Tensor,
     targets: &Tensor,
     mask: &Tensor,
     chunk: usize,
+    fp8: Option<Fp8Formats>,
 ) -> Tensor {
     let chunk = dividing_chunk(h.shape()[0], chunk);
     let g = h.graph().clone();
     let out = g.custom_vjp(
         "chunked_cross_entropy",
         &[h.clone(), w.clone(), targets.clone(), mask.clone()],
-        |_g, xs| forward(&xs[0], &xs[1], &xs[2], &xs[3], chunk),
+        move |g, xs| forward(g, &xs[0], &xs[1], &xs[2], &xs[3], chunk, fp8),
         |g, xs, outs, cts| {
             let (h, w) = (&xs[0], &xs[1]);
             vec![
@@ -44,16 +53,42 @@ pub fn default_chunk(tokens: usize, vocab: usize) -> usize {
     budget.clamp(1, tokens.max(1))
 }
 
+/// `x` rounded to `ty` with a current-scaling per-tensor scale, in `x`'s dtype: the operand
+/// form XLA turns into an FP8 GEMM input.
+fn fp8_operand(x: &Tensor, ty: Fp8Type) -> Tensor {
+    let scale = scale_for(&abs_max(x), ty);
+    dequantise(&quantise(x, &scale, ty).0, &scale, x.dtype())
+}
+
+/// `d` (f32, every element in `[-1, 1]`) rounded to `ty` with the constant scale that keeps 1
+/// in range, in `to`.
+fn fp8_unit_gradient(g: &Graph, d: &Tensor, ty: Fp8Type, to: DType) -> Tensor {
+    let scale = g.scalar(2f64.powi(ty.max().log2().floor() as i32), DType::F32);
+    dequantise(&quantise(d, &scale, ty).0, &scale, to)
+}
+
 /// `[ce_sum, d h, d w]`: the masked CE sum and its gradients with respect to `h` (`[N, H]`,
 /// `h`'s dtype) and `w` (`[H, V]`, f32).
-fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> Vec<Tensor> {
+fn forward(
+    g: &Graph,
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    c: i64,
+    fp8: Option<Fp8Formats>,
+) -> Vec<Tensor> {
+    let (h, w) = match fp8 {
+        Some(f) => (fp8_operand(h, f.forward), fp8_operand(w, f.forward)),
+        None => (h.clone(), w.clone()),
+    };
     let v = w.shape()[1];
     let mut total: Option<Tensor> = None;
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
     for i in 0..h.shape()[0] / c {
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
-        let logits = matmul_f32(&hc, w);
+        let logits = matmul_f32(&hc, &w);
         let onehot = targets
             .slice_axis(0, i * c, (i + 1) * c)
             .one_hot(v, DType::F32);
@@ -63,7 +98,10 @@ fn forward(h: &Tensor, w: &Tensor, targets: &Tensor, mask: &Tensor, c: i64) -> V
         let ce = &lse - (&logits * &onehot).sum(&[-1], true);
         accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
-        let d_logits = d_logits.cast(h.dtype());
+        let d_logits = match fp8 {
+            Some(f) => fp8_unit_gradient(g, &d_logits, f.backward, h.dtype()),
+            None => d_logits.cast(h.dtype()),
+        };
         dh.push(d_logits.matmul(&w.transpose(&[1, 0])));
         // dW = h_c^T dlogits with compute-dtype operands and an f32 result (f32 accumulation).
         accumulate(&mut dw, matmul_f32(&hc.transpose(&[1, 0]), &d_logits));

@@ -2,7 +2,10 @@
 //!
 //! FP8 projections keep statistics per FP8 tensor of a block, in a fixed row order
 //! ([`FP8_ROWS`]): the four projection inputs (`wq`/`wk`/`wv` share theirs, as do
-//! `w_gate`/`w_up`), the seven weights, and the seven output gradients. A layer's FP8 inputs
+//! `w_gate`/`w_up`), the seven weights, and the seven output gradients. Projections of one input
+//! run as a single GEMM on their concatenated weights, so `wq`/`wk`/`wv` (and `w_gate`/`w_up`)
+//! share one weight scale and one gradient scale, and their rows hold the group's statistics.
+//! A layer's FP8 inputs
 //! are `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is each row's
 //! `[amax, saturated]`; absent = zeros, statistics dropped) and `fp8.layers.{i}.amax` (f32[R],
 //! the delayed-scaling amax per row; absent = current scaling, each tensor scaled by its own
@@ -232,25 +235,58 @@ impl BlockProjections {
             formats.forward,
             self.compute,
         );
-        weights
+        // Projections of one input run as one GEMM on their weights side by side, with one
+        // weight scale and one gradient scale for the group (XLA would merge the dots anyway,
+        // and a merged dot of dequantised weights is no longer an FP8 GEMM). The group's scaling
+        // amax is the largest of its rows'; its statistics go to every row of the group (the
+        // probe is the sum of the rows' probes, so each row receives the same cotangent).
+        let group_amax = |rows: &[usize]| -> Option<Tensor> {
+            rows.iter()
+                .filter_map(|&r| amax_row(r))
+                .reduce(|a, b| a.maximum(&b))
+        };
+        let group_probe = |rows: &[usize]| -> Tensor {
+            rows.iter()
+                .map(|&r| row(probe, r))
+                .reduce(|a, b| a + b)
+                .expect("at least one projection")
+        };
+        let weight_rows: Vec<usize> = weights.iter().map(|(p, _)| p.weight_row()).collect();
+        let gradient_rows: Vec<usize> = weights.iter().map(|(p, _)| p.gradient_row()).collect();
+        let widths: Vec<i64> = weights.iter().map(|(_, w)| w.shape()[1]).collect();
+        let merged = match weights.split_first() {
+            Some(((_, first), rest)) if !rest.is_empty() => {
+                let rest: Vec<Tensor> = rest.iter().map(|(_, w)| (*w).clone()).collect();
+                first.concat(&rest, 1)
+            }
+            _ => weights[0].1.clone(),
+        };
+        let wq = quantise_operand(
+            &merged,
+            group_amax(&weight_rows).as_ref(),
+            &group_probe(&weight_rows),
+            formats.forward,
+            self.compute,
+        );
+        let y = quantise_gradient(
+            &xq.matmul(&wq),
+            group_amax(&gradient_rows).as_ref(),
+            &group_probe(&gradient_rows),
+            formats.backward,
+        );
+        let mut start = 0;
+        widths
             .iter()
-            .map(|(p, w)| {
-                let wq = quantise_operand(
-                    w,
-                    amax_row(p.weight_row()).as_ref(),
-                    &row(probe, p.weight_row()),
-                    formats.forward,
-                    self.compute,
-                );
-                let y = quantise_gradient(
-                    &xq.matmul(&wq),
-                    amax_row(p.gradient_row()).as_ref(),
-                    &row(probe, p.gradient_row()),
-                    formats.backward,
-                );
+            .map(|&n| {
+                let part = if widths.len() == 1 {
+                    y.clone()
+                } else {
+                    y.slice_axis(1, start, start + n)
+                };
+                start += n;
                 let mut shape = lead.to_vec();
-                shape.push(w.shape()[1]);
-                y.reshape(&shape)
+                shape.push(n);
+                part.reshape(&shape)
             })
             .collect()
     }

@@ -47,6 +47,7 @@ pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions
         &targets.reshape(&[n]),
         &mask.reshape(&[n]),
         chunk,
+        opts.head_fp8,
     );
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }

@@ -4,8 +4,9 @@
 //! | class | dtype | keys |
 //! |---|---|---|
 //! | parameters (masters) | f32 | always |
-//! | compute: activations, embedding lookup, LM head, attention P·V | f32, bf16 or f16 | `tpu.use_bfloat16`, `optimization.mixed_precision` (bf16); `optimization.use_dynamic_scale` (f16) |
+//! | compute: activations, embedding lookup, attention P·V | f32, bf16 or f16 | `tpu.use_bfloat16`, `optimization.mixed_precision` (bf16); `optimization.use_dynamic_scale` (f16) |
 //! | block projections (attention q/k/v/o, MLP gate/up/down) | the compute dtype, or FP8 | `optimization.use_fp8`, `fp8_format`, `fp8_recipe`, `amax_history_len` |
+//! | LM head (logits and their gradients) | the compute dtype, or FP8 with current scaling | `optimization.fp8_head` (with `use_fp8`) |
 //! | attention scores and softmax statistics | f32 (per block of `block_size` keys with memory-efficient attention) | `optimization.block_size`, `memory.attention_memory_efficient` |
 //! | activation gradients | the compute dtype (FP8 at the projections: E5M2, or E4M3 with `fp8_format` "e4m3") | as compute |
 //! | parameter gradients (accumulated over micro-batches, clipped) | f32 | always |
@@ -18,6 +19,9 @@
 //! `delayed` recipe the scale comes from the largest amax of the last `amax_history_len`
 //! steps (kept in the train state); with `current` from the tensor itself. Evaluation programs
 //! run the same FP8 projections with current scaling.
+//!
+//! The embedding lookup is a gather, not a matmul, so it has no FP8 form; with tied embeddings
+//! the head's matmuls read the embedding table, quantised like any head weight.
 
 use super::step::INITIAL_LOSS_SCALE;
 use crate::config::{ComputeDtype, Config, Fp8Format, Fp8Recipe};
@@ -78,6 +82,9 @@ pub struct PrecisionPolicy {
     pub compute: DType,
     /// The attention and MLP projections.
     pub projections: ProjectionPrecision,
+    /// The LM head's matmuls in FP8 in these formats (current scaling), or `None` for the
+    /// compute dtype.
+    pub lm_head_fp8: Option<Fp8Formats>,
     /// Attention scores and softmax statistics.
     pub attention_scores: DType,
     /// Key block of memory-efficient attention (the online softmax's unit), if it is on.
@@ -119,10 +126,15 @@ impl PrecisionPolicy {
         } else {
             ProjectionPrecision::Compute
         };
+        let lm_head_fp8 = match projections {
+            ProjectionPrecision::Fp8(p) if o.fp8_head => Some(p.formats),
+            _ => None,
+        };
         PrecisionPolicy {
             params: DType::F32,
             compute,
             projections,
+            lm_head_fp8,
             attention_scores: DType::F32,
             attention_block: cfg
                 .memory
@@ -186,6 +198,15 @@ impl fmt::Display for PrecisionPolicy {
                     Fp8Scaling::Current => write!(f, "current scaling)")?,
                 }
             }
+        }
+        match self.lm_head_fp8 {
+            Some(formats) => write!(
+                f,
+                ", LM head fp8 ({} forward, {} gradients, current scaling)",
+                formats.forward.dtype(),
+                formats.backward.dtype()
+            )?,
+            None => write!(f, ", LM head {}", self.compute)?,
         }
         write!(f, ", attention scores {}", self.attention_scores)?;
         if let Some(block) = self.attention_block {

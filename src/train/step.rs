@@ -84,6 +84,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         residual_spec: residual.filter(|s| !s.is_replicated()),
         moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
         fp8: policy.fp8().map(|p| p.formats),
+        head_fp8: policy.lm_head_fp8,
     }
 }
 
@@ -644,8 +645,14 @@ fn micro_step(
     let (loss, distill) = match teacher {
         None => {
             let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-            let ce =
-                model::masked_ce_sum(&h, &w, &targets.reshape(&[n]), &mask.reshape(&[n]), chunk);
+            let ce = model::masked_ce_sum(
+                &h,
+                &w,
+                &targets.reshape(&[n]),
+                &mask.reshape(&[n]),
+                chunk,
+                opts.head_fp8,
+            );
             (ce, None)
         }
         Some((context, teacher_params)) => {

@@ -101,6 +101,21 @@ fn mismatched_vocabularies_contexts_and_mappings_are_refused() {
         "{err}"
     );
 
+    let fp8_head = student(&["optimization.use_fp8=true", "optimization.fp8_head=true"]);
+    let plan1 = plan(DeviceStrategy::DataParallel, "data", 1);
+    let err = Trainer::with_teacher(&fp8_head, engine(&plan1), plan1, &teacher)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, TrainError::Distill(DistillError::Fp8Head)),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("set optimization.fp8_head to false"),
+        "{err}"
+    );
+
     let out_of_range = student(&[
         "distillation.use_intermediate_distillation=true",
         "distillation.intermediate_layer_mapping=[0, 3]",

@@ -219,6 +219,16 @@ fn precision_and_alias_rules() {
         problem(r#"{"optimization": {"amax_history_len": 0}}"#),
         "`optimization.amax_history_len` must be a positive integer, got 0"
     );
+    assert_eq!(
+        problem(r#"{"optimization": {"fp8_head": true}}"#),
+        "`optimization.fp8_head` = true contradicts `optimization.use_fp8` = false: an FP8 LM head \
+         needs FP8 training; set use_fp8 to true, or fp8_head to false"
+    );
+    assert!(
+        load(r#"{"optimization": {"use_fp8": true, "fp8_head": true}}"#)
+            .optimization
+            .fp8_head
+    );
 }
 
 #[test]

@@ -136,6 +136,9 @@ impl DistillContext {
         teacher: &ModelConfig,
     ) -> std::result::Result<DistillContext, TrainError> {
         let d = &cfg.distillation;
+        if cfg.optimization.fp8_head {
+            return Err(DistillError::Fp8Head.into());
+        }
         let compute = dtype_of(cfg.compute_dtype());
         let as_teacher = Config {
             model: teacher.clone(),
