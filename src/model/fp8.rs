@@ -154,11 +154,17 @@ pub fn quantise_operand(
     let out = g.custom_vjp(
         "fp8_operand",
         &region_inputs(x, probe, scaling_amax),
-        move |_: &Graph, xs: &[Tensor]| {
+        move |g: &Graph, xs: &[Tensor]| {
             let amax = abs_max(&xs[0]);
             let scale = region_scale(xs, &amax, ty);
             let (q, saturated) = quantise(&xs[0], &scale, ty);
-            vec![dequantise(&q, &scale, to), stats(&amax, &saturated)]
+            // The statistics read `x` but feed nothing until the backward pass is done. Tied
+            // to `q`, they come before every use of it, and so before the optimizer's update
+            // of a donated weight: otherwise XLA copies the weight to keep the old value alive
+            // for them (a full f32 copy of every projection weight per step).
+            let tied = g.optimization_barrier(&[q, amax, saturated]);
+            let (q, amax, saturated) = (&tied[0], &tied[1], &tied[2]);
+            vec![dequantise(q, &scale, to), stats(amax, saturated)]
         },
         |_: &Graph, xs: &[Tensor], outs: &[Tensor], cts: &[Tensor]| {
             let mut cotangents = vec![cts[0].cast(xs[0].dtype()), outs[1].clone()];
