@@ -1,5 +1,5 @@
 //! The PJRT runtime against the real CPU plugin: programs, element types, SPMD over 8 virtual
-//! devices, donation, errors and the compile cache.
+//! devices, donation, staged (zero-copy) host-to-device transfers, errors and the compile cache.
 
 use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
@@ -134,6 +134,176 @@ fn every_element_type_round_trips() {
             assert_eq!(buf.dims().unwrap(), dims);
             assert_eq!(buf.device_index().unwrap(), device);
             assert_eq!(buf.to_bytes().unwrap(), bytes, "{t:?} on device {device}");
+        }
+    }
+}
+
+/// The CPU client's staging counters; every staged transfer so far must have been zero-copy
+/// (one that the plugin copied would turn staging off for the whole client).
+fn staging_stats() -> StagingStats {
+    let stats = client()
+        .staging_stats()
+        .expect("the CPU client stages host-to-device transfers");
+    assert!(
+        stats.enabled && stats.copied_transfers == 0,
+        "the plugin copied a staged transfer: {stats:?}"
+    );
+    stats
+}
+
+fn random_bytes(t: ElementType, count: usize, rng: &mut impl Rng) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..count * t.size_in_bytes()).map(|_| rng.gen()).collect();
+    if t == ElementType::Pred {
+        bytes.iter_mut().for_each(|b| *b &= 1);
+    }
+    bytes
+}
+
+#[test]
+fn staged_transfers_are_zero_copy_and_bit_exact() {
+    let c = client();
+    let mut r = rng();
+    let before = staging_stats();
+    let types = [
+        ElementType::F32,
+        ElementType::BF16,
+        ElementType::F64,
+        ElementType::S8,
+        ElementType::Pred,
+        ElementType::F8E4M3FN,
+        ElementType::S64,
+    ];
+    // Byte sizes below, at and across the 64-byte staging alignment, most not a multiple of it.
+    let shapes: [&[i64]; 6] = [&[1], &[3, 5], &[16], &[7, 9, 11], &[4099], &[2, 65537]];
+    let mut staged = 0;
+    for t in types {
+        for dims in shapes {
+            let count = dims.iter().product::<i64>() as usize;
+            let bytes = random_bytes(t, count, &mut r);
+            let buf = c.buffer_from_bytes(&bytes, t, dims, 0).unwrap();
+            staged += 1;
+            assert_eq!(buf.element_type().unwrap(), t);
+            assert_eq!(buf.dims().unwrap(), dims);
+            assert_eq!(buf.to_bytes().unwrap(), bytes, "{t:?}{dims:?}");
+        }
+    }
+    let after = staging_stats();
+    assert!(
+        after.zero_copy_transfers - before.zero_copy_transfers >= staged,
+        "{staged} transfers, stats before {before:?}, after {after:?}"
+    );
+    // Empty arrays take the plain path and round-trip too.
+    for dims in [&[0i64][..], &[3, 0, 2]] {
+        let buf = c.buffer_from_bytes(&[], ElementType::F32, dims, 0).unwrap();
+        assert_eq!(buf.dims().unwrap(), dims);
+        assert!(buf.to_bytes().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn the_callers_slice_can_be_overwritten_right_after_a_transfer() {
+    let c = client();
+    let mut r = rng();
+    let mut host = random_f32(5000, &mut r);
+    let mut buffers = Vec::new();
+    let mut expected = Vec::new();
+    for _ in 0..8 {
+        buffers.push(c.buffer_from_slice(&host, &[5000], 0).unwrap());
+        expected.push(host.clone());
+        host.iter_mut().for_each(|x| *x = r.gen_range(-2.0..2.0));
+    }
+    for (buf, want) in buffers.iter().zip(&expected) {
+        assert_eq!(&buf.to_vec::<f32>().unwrap(), want);
+    }
+}
+
+#[test]
+fn a_donated_staged_buffer_keeps_its_output_while_the_pool_is_reused() {
+    // The output of an aliasing program lives in the donated input's staging block, so the
+    // block must stay out of the pool until that output is freed, not when the input is.
+    let c = client();
+    let exe = c
+        .compile(ALIASING, &CompileOptions::for_partitions(1))
+        .unwrap();
+    let mut r = rng();
+    let a = random_f32(1024, &mut r);
+    let mut a_buf = c.buffer_from_slice(&a, &[1024], 0).unwrap();
+    let out = exe.execute(vec![vec![Arg::Donate(&mut a_buf)]]).unwrap();
+    assert!(a_buf.is_deleted());
+    drop(a_buf);
+    for round in 0..64 {
+        let b = random_f32(1024, &mut r);
+        let mut b_buf = c.buffer_from_slice(&b, &[1024], 0).unwrap();
+        if round % 2 == 0 {
+            assert_eq!(b_buf.to_vec::<f32>().unwrap(), b);
+        } else {
+            let b_out = exe.execute(vec![vec![Arg::Donate(&mut b_buf)]]).unwrap();
+            let want: Vec<f32> = b.iter().map(|x| x + x).collect();
+            assert_eq!(b_out[0][0].to_vec::<f32>().unwrap(), want);
+        }
+    }
+    let got = out[0][0].to_vec::<f32>().unwrap();
+    let wrong = got.iter().zip(&a).filter(|(g, x)| **g != *x + *x).count();
+    assert_eq!(
+        wrong, 0,
+        "the donated block was reused while its output lived"
+    );
+    assert!(staging_stats().blocks_in_use >= 1);
+}
+
+#[test]
+fn many_staged_buffers_alive_at_once_stay_distinct_and_the_pool_stays_bounded() {
+    let c = client();
+    let mut r = rng();
+    let count = MAX_FREE_BLOCKS + 16;
+    let hosts: Vec<Vec<f32>> = (0..count).map(|_| random_f32(3001, &mut r)).collect();
+    let buffers: Vec<Buffer> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| c.buffer_from_slice(h, &[3001], i % DEVICES).unwrap())
+        .collect();
+    assert!(staging_stats().blocks_in_use >= count);
+    for (i, (buf, host)) in buffers.iter().zip(&hosts).enumerate() {
+        assert_eq!(buf.device_index().unwrap(), i % DEVICES);
+        assert_eq!(&buf.to_vec::<f32>().unwrap(), host, "buffer {i}");
+    }
+    drop(buffers);
+    let stats = staging_stats();
+    assert!(
+        stats.free_blocks <= MAX_FREE_BLOCKS && stats.free_bytes <= MAX_FREE_BYTES,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn staged_shards_on_8_devices_are_distinct() {
+    let c = client();
+    let mlir = r#"module @m attributes {mhlo.num_partitions = 8 : i32, mhlo.num_replicas = 1 : i32} {
+  sdy.mesh @mesh = <["x"=8]>
+  func.func public @main(%a: tensor<8x1000xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}) -> (tensor<8x1000xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"x"}, {}]>}) {
+    %0 = stablehlo.multiply %a, %a : tensor<8x1000xf32>
+    return %0 : tensor<8x1000xf32>
+  }
+}"#;
+    let mut opts = CompileOptions::for_partitions(DEVICES);
+    opts.device_assignment = (0..DEVICES as i64).collect();
+    let exe = c.compile(mlir, &opts).unwrap();
+    let mut r = rng();
+    for _ in 0..3 {
+        let shards: Vec<Vec<f32>> = (0..DEVICES).map(|_| random_f32(1000, &mut r)).collect();
+        let buffers: Vec<Buffer> = shards
+            .iter()
+            .enumerate()
+            .map(|(d, s)| c.buffer_from_slice(s, &[1, 1000], d).unwrap())
+            .collect();
+        let out = exe
+            .execute(buffers.iter().map(|b| vec![Arg::Keep(b)]).collect())
+            .unwrap();
+        for (d, (outs, shard)) in out.iter().zip(&shards).enumerate() {
+            assert_eq!(outs[0].device_index().unwrap(), d);
+            let want: Vec<f32> = shard.iter().map(|x| x * x).collect();
+            assert_eq!(outs[0].to_vec::<f32>().unwrap(), want, "device {d}");
+            assert_eq!(&buffers[d].to_vec::<f32>().unwrap(), shard);
         }
     }
 }

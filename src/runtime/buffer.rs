@@ -114,6 +114,15 @@ impl Buffer {
             })
     }
 
+    /// The platform-dependent address of the buffer's memory (on the CPU, a host address).
+    pub(crate) fn unsafe_pointer(&self) -> Result<usize> {
+        let mut args = ffi::PJRT_Buffer_UnsafePointer_Args::new();
+        args.buffer = self.raw;
+        // SAFETY: valid handle; only the address is read, never dereferenced.
+        unsafe { crate::pjrt_call!(*self.client.api, PJRT_Buffer_UnsafePointer, &mut args)? };
+        Ok(args.buffer_pointer)
+    }
+
     /// Blocks until the buffer's contents are computed; returns the computation's error if any.
     pub fn block_until_ready(&self) -> Result<()> {
         self.ensure_live()?;

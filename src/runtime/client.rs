@@ -1,8 +1,10 @@
 //! The PJRT client: devices, compilation and host-to-device transfers.
 
 use super::api::bytes_to_string;
+use super::staging::{self, StagingPool};
 use super::{
     ffi, Api, Buffer, CompileOptions, Device, ElementType, LoadedExecutable, Result, RuntimeError,
+    StagingStats,
 };
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ pub(crate) struct ClientInner {
     pub(crate) api: Arc<Api>,
     pub(crate) raw: *mut ffi::PJRT_Client,
     pub(crate) devices: Vec<*mut ffi::PJRT_Device>,
+    /// Staging blocks for zero-copy host-to-device transfers (the CPU plugin only).
+    pub(crate) staging: Option<Arc<StagingPool>>,
 }
 
 // SAFETY: PJRT clients are thread-safe; the pointers are only used through the PJRT API.
@@ -95,8 +99,23 @@ impl Client {
                 return Err(e);
             }
         };
+        let mut client = ClientInner {
+            api,
+            raw,
+            devices,
+            staging: None,
+        };
+        let mut name = ffi::PJRT_Client_PlatformName_Args::new();
+        name.client = raw;
+        // SAFETY: valid args; the string is owned by the client. On failure `client` drops and
+        // destroys the PJRT client.
+        let platform = unsafe {
+            crate::pjrt_call!(*client.api, PJRT_Client_PlatformName, &mut name)?;
+            bytes_to_string(name.platform_name.cast(), name.platform_name_size)
+        };
+        client.staging = StagingPool::for_platform(&client.api, &platform);
         Ok(Client {
-            inner: Arc::new(ClientInner { api, raw, devices }),
+            inner: Arc::new(client),
         })
     }
 
@@ -185,6 +204,10 @@ impl Client {
     }
 
     /// Copies a dense row-major host array to device `device` (an index into [`Client::devices`]).
+    ///
+    /// `data` may be reused as soon as this returns. On the CPU plugin the bytes are copied
+    /// into a warm staging block that becomes the device buffer (see [`StagingStats`]);
+    /// elsewhere the plugin copies them and this waits until it has.
     pub fn buffer_from_bytes(
         &self,
         data: &[u8],
@@ -208,6 +231,13 @@ impl Client {
                 self.inner.devices.len()
             ))
         })?;
+        if let Some(pool) = &self.inner.staging {
+            let staged =
+                staging::transfer(&self.inner, pool, data, element_type, dims, raw_device)?;
+            if let Some(buffer) = staged {
+                return Ok(buffer);
+            }
+        }
         let mut args = ffi::PJRT_Client_BufferFromHostBuffer_Args::new();
         args.client = self.inner.raw;
         args.data = data.as_ptr() as *const c_void;
@@ -221,6 +251,13 @@ impl Client {
         let buffer = Buffer::from_raw(self.inner.clone(), args.buffer);
         super::event::await_and_destroy(&self.inner.api, args.done_with_host_buffer)?;
         Ok(buffer)
+    }
+
+    /// What the staging pool of host-to-device transfers has done; `None` when this client
+    /// does not stage (a platform other than the CPU, or a plugin without
+    /// `PJRT_Event_OnReady` / `PJRT_Buffer_UnsafePointer`).
+    pub fn staging_stats(&self) -> Option<StagingStats> {
+        self.inner.staging.as_ref().map(|pool| pool.stats())
     }
 
     /// Copies a slice of native scalars to a device.

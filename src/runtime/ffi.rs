@@ -118,6 +118,17 @@ args!(PJRT_Plugin_Attributes_Args { attributes: *const PJRT_NamedValue, num_attr
 args!(PJRT_Event_Destroy_Args { event: *mut PJRT_Event });
 args!(PJRT_Event_Await_Args { event: *mut PJRT_Event });
 
+/// `PJRT_Event_OnReadyCallback`: called once with the event's error (owned by the callee, null
+/// on success) and the `user_arg` given at registration, on whichever thread readies the event.
+pub type PJRT_Event_OnReadyCallback =
+    Option<unsafe extern "C" fn(error: *mut PJRT_Error, user_arg: *mut c_void)>;
+
+args!(PJRT_Event_OnReady_Args {
+    event: *mut PJRT_Event,
+    callback: PJRT_Event_OnReadyCallback,
+    user_arg: *mut c_void,
+});
+
 // ---- client -------------------------------------------------------------------------------
 args!(PJRT_Client_Create_Args {
     create_options: *const PJRT_NamedValue,
@@ -170,6 +181,14 @@ args!(PJRT_Client_Compile_Args {
 pub const HOST_BUFFER_IMMUTABLE_ONLY_DURING_CALL: c_int = 0;
 /// `PJRT_HostBufferSemantics_kImmutableUntilTransferCompletes`.
 pub const HOST_BUFFER_IMMUTABLE_UNTIL_TRANSFER_COMPLETES: c_int = 1;
+/// `PJRT_HostBufferSemantics_kImmutableZeroCopy`: the buffer may alias the host memory for its
+/// whole life and the runtime never writes to it; `done_with_host_buffer` fires when the
+/// aliasing device buffer is freed.
+pub const HOST_BUFFER_IMMUTABLE_ZERO_COPY: c_int = 2;
+/// `PJRT_HostBufferSemantics_kMutableZeroCopy`: as `kImmutableZeroCopy`, but the runtime may
+/// also write to the memory (use it for an output that aliases a donated input). On non-CPU
+/// platforms it acts as `kImmutableUntilTransferCompletes`.
+pub const HOST_BUFFER_MUTABLE_ZERO_COPY: c_int = 3;
 
 args!(PJRT_Client_BufferFromHostBuffer_Args {
     client: *mut PJRT_Client,
@@ -312,6 +331,7 @@ args!(PJRT_Buffer_ToHostBuffer_Args {
     event: *mut PJRT_Event,
 });
 args!(PJRT_Buffer_ReadyEvent_Args { buffer: *mut PJRT_Buffer, event: *mut PJRT_Event });
+args!(PJRT_Buffer_UnsafePointer_Args { buffer: *mut PJRT_Buffer, buffer_pointer: usize });
 
 /// A PJRT entry point taking `*mut A` and returning an owned error or null.
 pub type Fun<A> = Option<unsafe extern "C" fn(args: *mut A) -> *mut PJRT_Error>;
@@ -338,7 +358,7 @@ pub struct PJRT_Api {
     pub PJRT_Event_IsReady: Unused,
     pub PJRT_Event_Error: Unused,
     pub PJRT_Event_Await: Fun<PJRT_Event_Await_Args>,
-    pub PJRT_Event_OnReady: Unused,
+    pub PJRT_Event_OnReady: Fun<PJRT_Event_OnReady_Args>,
 
     pub PJRT_Client_Create: Fun<PJRT_Client_Create_Args>,
     pub PJRT_Client_Destroy: Fun<PJRT_Client_Destroy_Args>,
@@ -410,7 +430,7 @@ pub struct PJRT_Api {
     pub PJRT_Buffer_ToHostBuffer: Fun<PJRT_Buffer_ToHostBuffer_Args>,
     pub PJRT_Buffer_IsOnCpu: Unused,
     pub PJRT_Buffer_ReadyEvent: Fun<PJRT_Buffer_ReadyEvent_Args>,
-    pub PJRT_Buffer_UnsafePointer: Unused,
+    pub PJRT_Buffer_UnsafePointer: Fun<PJRT_Buffer_UnsafePointer_Args>,
     pub PJRT_Buffer_IncreaseExternalReferenceCount: Unused,
     pub PJRT_Buffer_DecreaseExternalReferenceCount: Unused,
     pub PJRT_Buffer_OpaqueDeviceMemoryDataPointer: Unused,
@@ -447,4 +467,33 @@ macro_rules! pjrt_slot_end {
         std::mem::offset_of!($crate::runtime::ffi::PJRT_Api, $field)
             + std::mem::size_of::<$crate::runtime::ffi::Unused>()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    /// Sizes and table offsets as `pjrt_c_api.h` lays them out on a 64-bit target: three
+    /// pointer-sized header words (struct_size, extension_start, then the 24-byte version
+    /// struct) and one pointer per function, in header order.
+    #[test]
+    fn layouts_match_the_header() {
+        let slot = |index: usize| 40 + 8 * index;
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Error_Destroy), slot(0));
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Event_OnReady), slot(9));
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Buffer_UnsafePointer), slot(73));
+        assert_eq!(
+            offset_of!(PJRT_Api, PJRT_Executable_GetCompiledMemoryStats),
+            slot(96)
+        );
+        assert_eq!(size_of::<PJRT_Event_OnReady_Args>(), 40);
+        assert_eq!(offset_of!(PJRT_Event_OnReady_Args, user_arg), 32);
+        assert_eq!(size_of::<PJRT_Buffer_UnsafePointer_Args>(), 32);
+        assert_eq!(size_of::<PJRT_Client_BufferFromHostBuffer_Args>(), 120);
+        assert_eq!(
+            offset_of!(PJRT_Client_BufferFromHostBuffer_Args, host_buffer_semantics),
+            72
+        );
+    }
 }

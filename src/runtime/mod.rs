@@ -17,6 +17,7 @@ mod event;
 mod executable;
 pub mod ffi;
 mod plugin;
+mod staging;
 
 pub use api::{Api, API_MAJOR, MIN_API_MINOR};
 pub use buffer::Buffer;
@@ -31,3 +32,4 @@ pub use plugin::{
     cpu_plugin_path, install_cpu_plugin, resolve_plugin, vishwam_home, Platform,
     CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION,
 };
+pub use staging::{StagingStats, MAX_FREE_BLOCKS, MAX_FREE_BYTES, STAGING_ALIGN};
