@@ -550,3 +550,29 @@ fn compile_cache_hits_and_recovers_from_corruption() {
         CacheOutcome::Miss
     );
 }
+
+#[test]
+fn the_compile_cache_key_covers_options_and_xla_flags() {
+    let c = client();
+    let base = CompileOptions::for_partitions(1);
+    let key = |opts: &CompileOptions| CompileCache::key(c, ALIASING, opts).unwrap();
+    let plain = key(&base);
+    assert_eq!(plain, key(&base), "the key is deterministic");
+    let mut hinted = base.clone();
+    hinted.overrides.push((
+        "xla_gpu_enable_command_buffer".into(),
+        OptionValue::Str(String::new()),
+    ));
+    assert_ne!(plain, key(&hinted), "compile options are part of the key");
+    // The plugin reads XLA_FLAGS too. Another test computing a key meanwhile only misses the
+    // cache; the variable is restored at once.
+    let saved = std::env::var_os("XLA_FLAGS");
+    std::env::set_var("XLA_FLAGS", "--xla_cpu_enable_fast_math=false");
+    let flagged = key(&base);
+    match saved {
+        Some(v) => std::env::set_var("XLA_FLAGS", v),
+        None => std::env::remove_var("XLA_FLAGS"),
+    }
+    assert_ne!(plain, flagged, "XLA_FLAGS is part of the key");
+    assert_eq!(plain, key(&base));
+}

@@ -2,7 +2,8 @@
 //! the same seeded batches: the student's plain train step, the distillation step (teacher
 //! forward + KL inside the step), and the teacher's forward pass alone (its evaluation step
 //! over the same tokens), optionally with the teacher's own train step for scale. The
-//! programs take turns step by step and medians are reported.
+//! programs take turns in blocks of back-to-back steps, as a training run executes its step,
+//! and medians over the rounds are reported.
 
 use super::bench_train::random_rows;
 use super::train::TrainArgs;
@@ -32,9 +33,14 @@ pub struct DistillBenchArgs {
     /// one.
     #[arg(long)]
     teacher: Option<PathBuf>,
-    /// Measured rounds (after one warm-up round); each round runs every program once.
+    /// Measured rounds (after one warm-up round); each round runs every program `--block`
+    /// times in a row.
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Back-to-back steps of each program per round; the first of each block, which follows
+    /// another program, is not timed (so with 1, every step follows another program).
+    #[arg(long, default_value_t = 3)]
+    block: usize,
     /// Also time the teacher's own train step (compiles it: slow for a big teacher).
     #[arg(long)]
     teacher_train: bool,
@@ -178,8 +184,10 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
     let batches = batches(&cfg)?;
     let ms = |s: f64| s * 1e3;
 
-    // All programs stay loaded and take turns, one step each per round, so that a busy
-    // machine slows them alike; medians over the rounds are reported.
+    // All programs stay loaded and take turns, one block of steps each per round, so that a
+    // busy machine slows them alike; medians over the rounds are reported. Within a block the
+    // steps run back to back, as in a training run: a step that follows another program pays
+    // for the switch (several ms on a GPU), so the first of each block is not timed.
     let mut student = Trainer::new(&cfg, share(&engine)?, plan.clone())?;
     let t0 = Instant::now();
     let mut distiller = Trainer::with_teacher(&cfg, share(&engine)?, plan.clone(), &teacher)?;
@@ -191,14 +199,43 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let mut times: [Vec<f64>; 4] = Default::default();
+    // In-program and launch time of the student's and the distillation step.
+    let mut programs: [Vec<(f64, f64)>; 2] = Default::default();
+    // The median of a block's timed steps (all of them when the block is one step).
+    let block = |f: &mut dyn FnMut(&HostBatch) -> anyhow::Result<()>,
+                 round: usize|
+     -> anyhow::Result<f64> {
+        let mut t = Vec::new();
+        for i in 0..args.block.max(1) {
+            let batch = &batches[(round + i) % batches.len()];
+            let dt = timed(|| f(batch))?;
+            if i > 0 || args.block <= 1 {
+                t.push(dt);
+            }
+        }
+        Ok(median(t))
+    };
     for round in 0..=args.steps {
-        let batch = &batches[round % batches.len()];
         let t = [
-            timed(|| Ok(student.step(batch).map(drop)?))?,
-            timed(|| Ok(distiller.step(batch).map(drop)?))?,
-            timed(|| forward.run(batch))?,
+            block(
+                &mut |b| {
+                    let t = student.timed_step(b)?.1;
+                    programs[0].push((t.compute, t.launch));
+                    Ok(())
+                },
+                round,
+            )?,
+            block(
+                &mut |b| {
+                    let t = distiller.timed_step(b)?.1;
+                    programs[1].push((t.compute, t.launch));
+                    Ok(())
+                },
+                round,
+            )?,
+            block(&mut |b| forward.run(b), round)?,
             match own.as_mut() {
-                Some(own) => timed(|| Ok(own.step(batch).map(drop)?))?,
+                Some(own) => block(&mut |b| Ok(own.step(b).map(drop)?), round)?,
                 None => f64::NAN,
             },
         ];
@@ -209,16 +246,24 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let [plain, distill, teacher_forward, teacher_step] = times.map(median);
+    let [(plain_program, plain_launch), (distill_program, distill_launch)] = programs.map(|p| {
+        let (compute, launch): (Vec<f64>, Vec<f64>) = p.into_iter().unzip();
+        (median(compute), median(launch))
+    });
     println!(
-        "student train step: {:.2} ms ({:.0} tokens/s)",
+        "student train step: {:.2} ms ({:.0} tokens/s; {:.2} ms in the program, {:.2} ms of it to launch)",
         ms(plain),
-        tokens as f64 / plain
+        tokens as f64 / plain,
+        ms(plain_program),
+        ms(plain_launch)
     );
     let memory = distiller.program.memory_stats().ok();
     println!(
-        "distillation step: {:.2} ms ({:.0} tokens/s; built and compiled in {compile:.1}s){}",
+        "distillation step: {:.2} ms ({:.0} tokens/s; {:.2} ms in the program, {:.2} ms of it to launch; built and compiled in {compile:.1}s){}",
         ms(distill),
         tokens as f64 / distill,
+        ms(distill_program),
+        ms(distill_launch),
         memory
             .map(|m| format!(
                 "; compiled memory: arguments {:.2} GiB, temporaries {:.2} GiB",

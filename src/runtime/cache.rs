@@ -2,7 +2,8 @@
 //!
 //! The key is a SHA-256 over the MLIR text, the serialized compile options, the plugin's
 //! path, size and modification time, its PJRT API version and its reported attributes
-//! (XLA and StableHLO versions), and the client's platform and device count. An entry
+//! (XLA and StableHLO versions), the client's platform and device count, and the
+//! `XLA_FLAGS` environment variable (which the plugin reads too). An entry
 //! is a small header (magic, format version, payload length, payload SHA-256) followed by
 //! the serialized executable. Entries are written atomically (temporary file + rename). A
 //! corrupt, truncated or undeserializable entry is never trusted: it is recompiled and
@@ -81,6 +82,8 @@ impl CompileCache {
         field(client.platform_name()?.as_bytes());
         field(client.platform_version()?.as_bytes());
         field(&(client.num_devices() as u64).to_le_bytes());
+        // The plugin also reads XLA_FLAGS, which can change what it compiles.
+        field(std::env::var("XLA_FLAGS").unwrap_or_default().as_bytes());
         Ok(hex::encode(h.finalize()))
     }
 

@@ -85,6 +85,9 @@ pub struct StepTimings {
     pub host_to_device: f64,
     /// Running the step program.
     pub compute: f64,
+    /// The part of `compute` spent handing the program to the runtime (until it was
+    /// enqueued).
+    pub launch: f64,
     /// Downloading the metrics.
     pub device_to_host: f64,
 }
@@ -178,7 +181,7 @@ impl Trainer {
                 (layout, func)
             }
         };
-        let program = engine.compile_with(&func, compile_hints(cfg))?;
+        let program = engine.compile_with(&func, compile_hints(cfg, distill.is_some()))?;
         let teacher_arrays = match (&distill, teacher) {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
@@ -304,7 +307,7 @@ impl Trainer {
             )?;
             self.fp8_bootstrap = Some(
                 self.engine
-                    .compile_with(&func, compile_hints(&self.config))?,
+                    .compile_with(&func, compile_hints(&self.config, self.distill.is_some()))?,
             );
         }
         let program = match &self.fp8_bootstrap {
@@ -320,6 +323,7 @@ impl Trainer {
         ]);
         inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
+        let launched = Instant::now();
         let mut metrics = outputs.split_off(self.layout.state.len());
         self.moe_outputs = metrics.split_off(METRICS.len().min(metrics.len()));
         if self.distill.is_some() {
@@ -352,6 +356,7 @@ impl Trainer {
         let timings = StepTimings {
             host_to_device: (t1 - t0).as_secs_f64(),
             compute: (t2 - t1).as_secs_f64(),
+            launch: (launched - t1).as_secs_f64(),
             device_to_host: (t3 - t2).as_secs_f64(),
         };
         Ok((m, timings))
@@ -399,7 +404,7 @@ impl Trainer {
             let func = build_eval_step(&self.config, &self.layout, &opts)?;
             self.eval_program = Some(
                 self.engine
-                    .compile_with(&func, compile_hints(&self.config))?,
+                    .compile_with(&func, compile_hints(&self.config, false))?,
             );
         }
         let program = self.eval_program.as_ref().expect("compiled above");
@@ -449,7 +454,7 @@ impl Trainer {
             let func = build_next_token(&self.config, &self.layout, &opts)?;
             self.next_token_program = Some(
                 self.engine
-                    .compile_with(&func, compile_hints(&self.config))?,
+                    .compile_with(&func, compile_hints(&self.config, false))?,
             );
         }
         let program = self.next_token_program.as_ref().expect("compiled above");
@@ -528,6 +533,11 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
 }
 
 /// Compile hints for the programs of `cfg`, from its precision policy.
-fn compile_hints(cfg: &Config) -> CompileHints {
-    PrecisionPolicy::from_config(cfg).compile_hints()
+/// How to compile `cfg`'s programs; a distillation step (with `distill`) goes without
+/// command buffers (see [`CompileHints::without_command_buffers`]).
+fn compile_hints(cfg: &Config, distill: bool) -> CompileHints {
+    CompileHints {
+        without_command_buffers: distill,
+        ..PrecisionPolicy::from_config(cfg).compile_hints()
+    }
 }
