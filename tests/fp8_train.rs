@@ -53,7 +53,7 @@ const VERIFY_MODEL: [&str; 10] = [
 
 #[test]
 fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
-    let cases: [(&str, &[&str], usize); 4] = [
+    let cases: [(&str, &[&str], usize); 5] = [
         (
             "hybrid, current, f32 compute",
             &[
@@ -79,6 +79,16 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
                 "tpu.device_strategy=\"fsdp\"",
                 "tpu.mesh_shape={\"fsdp\": 4}",
                 "optimization.shard_weights=true",
+                "runtime.devices=4",
+            ],
+            4,
+        ),
+        (
+            "hybrid, delayed, data x model 2x2 (projections not merged)",
+            &[
+                "optimization.use_fp8=true",
+                "tpu.device_strategy=\"hybrid\"",
+                "tpu.mesh_shape={\"data\": 2, \"model\": 2}",
                 "runtime.devices=4",
             ],
             4,
@@ -398,4 +408,34 @@ fn delayed_scaling_takes_its_scales_from_the_history() {
         m.fp8_saturated_forward, m.fp8_saturated_backward
     );
     assert!(m.fp8_saturated_forward > 1000.0 && m.fp8_saturated_backward > 100.0);
+    // Each clipped element counts once, also in the merged q/k/v and gate/up GEMMs: at most
+    // every element of the FP8 forward tensors (inputs and weights) and gradients clips.
+    let tokens = (cfg.training.batch_size * cfg.seq_len()) as f32;
+    let (h, f) = (cfg.model.hidden_dim as f32, cfg.model.mlp_dim() as f32);
+    let weights: f32 = vishwam::model::param_specs(&cfg.model)
+        .iter()
+        .filter(|p| {
+            vishwam::model::Projection::ALL
+                .iter()
+                .any(|q| p.name.ends_with(q.param()))
+        })
+        .map(|p| p.shape.iter().product::<i64>() as f32)
+        .sum();
+    let layers = cfg.model.num_layers as f32;
+    let inputs = layers * tokens * (3.0 * h + f);
+    // Output gradients: q, k, v, the attention output, gate, up and down.
+    let qkv = (cfg.model.head_dim() * (cfg.model.num_heads + 2 * cfg.model.kv_heads())) as f32;
+    let outputs = layers * tokens * (qkv + h + 2.0 * f + h);
+    assert!(
+        m.fp8_saturated_forward <= inputs + weights,
+        "forward: {} clipped of {} elements",
+        m.fp8_saturated_forward,
+        inputs + weights
+    );
+    assert!(
+        m.fp8_saturated_backward <= outputs,
+        "backward: {} clipped of {} elements",
+        m.fp8_saturated_backward,
+        outputs
+    );
 }

@@ -46,13 +46,6 @@ pub struct DistillBenchArgs {
     teacher_train: bool,
 }
 
-/// Seconds of one call of `f`.
-fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    f()?;
-    Ok(t.elapsed().as_secs_f64())
-}
-
 /// The median of some timings.
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -201,48 +194,46 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
     let mut times: [Vec<f64>; 4] = Default::default();
     // In-program and launch time of the student's and the distillation step.
     let mut programs: [Vec<(f64, f64)>; 2] = Default::default();
-    // The median of a block's timed steps (all of them when the block is one step).
-    let block = |f: &mut dyn FnMut(&HostBatch) -> anyhow::Result<()>,
-                 round: usize|
-     -> anyhow::Result<f64> {
-        let mut t = Vec::new();
+    // Runs one block of `f` (which returns its in-program and launch time, if it knows them).
+    // Returns the median wall time of the block's timed steps (all of them when the block is
+    // one step), and the program timings of those same steps.
+    type StepFn<'a> = dyn FnMut(&HostBatch) -> anyhow::Result<Option<(f64, f64)>> + 'a;
+    let block = |f: &mut StepFn<'_>, round: usize| -> anyhow::Result<(f64, Vec<(f64, f64)>)> {
+        let (mut wall, mut program) = (Vec::new(), Vec::new());
         for i in 0..args.block.max(1) {
             let batch = &batches[(round + i) % batches.len()];
-            let dt = timed(|| f(batch))?;
+            let start = Instant::now();
+            let timings = f(batch)?;
+            let dt = start.elapsed().as_secs_f64();
             if i > 0 || args.block <= 1 {
-                t.push(dt);
+                wall.push(dt);
+                program.extend(timings);
             }
         }
-        Ok(median(t))
+        Ok((median(wall), program))
     };
+    let program_timings = |t: vishwam::train::StepTimings| Some((t.compute, t.launch));
     for round in 0..=args.steps {
-        let t = [
-            block(
-                &mut |b| {
-                    let t = student.timed_step(b)?.1;
-                    programs[0].push((t.compute, t.launch));
-                    Ok(())
-                },
-                round,
-            )?,
-            block(
-                &mut |b| {
-                    let t = distiller.timed_step(b)?.1;
-                    programs[1].push((t.compute, t.launch));
-                    Ok(())
-                },
-                round,
-            )?,
-            block(&mut |b| forward.run(b), round)?,
-            match own.as_mut() {
-                Some(own) => block(&mut |b| Ok(own.step(b).map(drop)?), round)?,
-                None => f64::NAN,
-            },
-        ];
+        let (student_wall, student_program) = block(
+            &mut |b| Ok(program_timings(student.timed_step(b)?.1)),
+            round,
+        )?;
+        let (distill_wall, distill_program) = block(
+            &mut |b| Ok(program_timings(distiller.timed_step(b)?.1)),
+            round,
+        )?;
+        let (forward_wall, _) = block(&mut |b| forward.run(b).map(|()| None), round)?;
+        let own_wall = match own.as_mut() {
+            Some(own) => block(&mut |b| Ok(own.step(b).map(|_| None)?), round)?.0,
+            None => f64::NAN,
+        };
         if round > 0 {
+            let t = [student_wall, distill_wall, forward_wall, own_wall];
             for (all, t) in times.iter_mut().zip(t) {
                 all.push(t);
             }
+            programs[0].extend(student_program);
+            programs[1].extend(distill_program);
         }
     }
     let [plain, distill, teacher_forward, teacher_step] = times.map(median);

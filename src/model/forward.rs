@@ -40,12 +40,17 @@ pub struct ForwardOptions {
     /// The plan whose activation rules constrain MoE router logits and dispatch buffers
     /// (expert parallelism); `None` adds no constraints.
     pub moe_sharding: Option<Arc<ShardingPlan>>,
-    /// FP8 attention and MLP projections in these formats (the embedding, the LM head and
-    /// MoE experts stay in `compute`); `None` for plain matmuls in `compute`.
+    /// FP8 attention and MLP projections in these formats (the embedding and MoE experts stay
+    /// in `compute`, and the LM head unless `head_fp8`); `None` for plain matmuls in
+    /// `compute`.
     pub fp8: Option<Fp8Formats>,
-    /// The LM head's matmuls in FP8 in these formats (see [`super::masked_ce_sum`]); `None`
+    /// The LM head's matmuls in FP8 in these formats (see [`super::masked_ce_sum`]: the
+    /// chunked loss only; [`logits`] and greedy decoding keep the head in `compute`); `None`
     /// for `compute`.
     pub head_fp8: Option<Fp8Formats>,
+    /// With `fp8`, run the projections that share an input as one FP8 GEMM on their
+    /// concatenated weights (off when tensor parallelism splits their outputs).
+    pub merge_fp8_projections: bool,
 }
 
 impl ForwardOptions {
@@ -60,6 +65,7 @@ impl ForwardOptions {
             moe_sharding: None,
             fp8: None,
             head_fp8: None,
+            merge_fp8_projections: true,
         }
     }
 }
@@ -294,7 +300,12 @@ pub(crate) fn block_with_attention(
         } else {
             MLP_PARAMS.len()
         };
-    let proj = BlockProjections::new(c, opts.fp8, p.get(named..).unwrap_or_default());
+    let proj = BlockProjections::new(
+        c,
+        opts.fp8,
+        p.get(named..).unwrap_or_default(),
+        opts.merge_fp8_projections,
+    );
 
     let x = nn::rms_norm(h, &p[0], cfg.norm_eps);
     let qkv = [

@@ -9,16 +9,19 @@
 //!
 //! With an FP8 head ([`Fp8Formats`]) the three head matmuls (logits, `d h`, `d W`) take FP8
 //! operands: `h` and `W` in the forward format, each with a current-scaling power-of-two scale
-//! from its own amax, and the logits' gradient `softmax - onehot` in the gradient format. That
-//! gradient lies in `[-1, 1]` (times the 0/1 mask), so its scale is a constant, the largest
-//! power of two that keeps 1 in range, and nothing saturates: the head needs no statistics.
+//! from its own amax, and the logits' gradient `softmax - onehot` in E5M2 whatever the
+//! gradient format (E4M3's scale of 2^8 would flush every probability below about 4e-6, most
+//! of a large vocabulary's tail, to zero; E5M2's 2^15 keeps them down to about 5e-10). That
+//! gradient lies in `[-1, 1]` (times the 0/1 mask), so its scale is that constant, and nothing
+//! saturates: the head needs no statistics.
 
 use super::fp8::{abs_max, dequantise, quantise, scale_for, Fp8Formats, Fp8Type};
 use vishwam_hlo::{DType, DotDims, Graph, Tensor};
 
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`; with
-/// `fp8`, the head's matmuls take FP8 operands (see the module docs).
+/// `fp8`, the head's matmuls take FP8 operands (see the module docs), and `mask` must lie in
+/// `[0, 1]` (the gradient's constant scale assumes it).
 pub fn masked_ce_sum(
     h: &Tensor,
     w: &Tensor,
@@ -60,10 +63,11 @@ fn fp8_operand(x: &Tensor, ty: Fp8Type) -> Tensor {
     dequantise(&quantise(x, &scale, ty).0, &scale, x.dtype())
 }
 
-/// `d` (f32, every element in `[-1, 1]`) rounded to `ty` with the constant scale that keeps 1
+/// `d` (f32, every element in `[-1, 1]`) rounded to E5M2 with the constant scale that keeps 1
 /// in range, in `to`.
-fn fp8_unit_gradient(g: &Graph, d: &Tensor, ty: Fp8Type, to: DType) -> Tensor {
-    let scale = g.scalar(2f64.powi(ty.max().log2().floor() as i32), DType::F32);
+fn fp8_unit_gradient(g: &Graph, d: &Tensor, to: DType) -> Tensor {
+    let ty = Fp8Type::E5M2;
+    let scale = g.scalar(ty.unit_scale(), DType::F32);
     dequantise(&quantise(d, &scale, ty).0, &scale, to)
 }
 
@@ -99,7 +103,7 @@ fn forward(
         accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
         let d_logits = match fp8 {
-            Some(f) => fp8_unit_gradient(g, &d_logits, f.backward, h.dtype()),
+            Some(_) => fp8_unit_gradient(g, &d_logits, h.dtype()),
             None => d_logits.cast(h.dtype()),
         };
         dh.push(d_logits.matmul(&w.transpose(&[1, 0])));

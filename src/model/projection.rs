@@ -1,17 +1,17 @@
 //! The seven projections of a block, as plain matmuls in the compute dtype or as FP8 matmuls.
 //!
-//! FP8 projections keep statistics per FP8 tensor of a block, in a fixed row order
-//! ([`FP8_ROWS`]): the four projection inputs (`wq`/`wk`/`wv` share theirs, as do
-//! `w_gate`/`w_up`), the seven weights, and the seven output gradients. Projections of one input
-//! run as a single GEMM on their concatenated weights, so `wq`/`wk`/`wv` (and `w_gate`/`w_up`)
-//! share one weight scale and one gradient scale, and their rows hold the group's statistics.
-//! A layer's FP8 inputs
-//! are `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is each row's
-//! `[amax, saturated]`; absent = zeros, statistics dropped) and `fp8.layers.{i}.amax` (f32[R],
-//! the delayed-scaling amax per row; absent = current scaling, each tensor scaled by its own
-//! amax). See [`super::fp8`].
+//! FP8 projections keep statistics in a fixed row order ([`FP8_ROWS`]): the four projection
+//! inputs (`wq`/`wk`/`wv` share theirs, as do `w_gate`/`w_up`), the seven weights and the seven
+//! output gradients. Unless tensor parallelism splits their outputs, projections of one input
+//! run as a single GEMM on their concatenated weights: `wq`/`wk`/`wv` (and `w_gate`/`w_up`)
+//! then share one weight scale and one gradient scale, every row of the group holds the group's
+//! amax, and the group's first row its saturation count. A layer's FP8 inputs are
+//! `fp8.layers.{i}.probe` (f32[R, 2] zeros whose gradient is each row's `[amax, saturated]`;
+//! absent = zeros, statistics dropped) and `fp8.layers.{i}.amax` (f32[R], the delayed-scaling
+//! amax per row; absent = current scaling, each tensor scaled by its own amax). See
+//! [`super::fp8`].
 
-use super::fp8::{quantise_gradient, quantise_operand, Fp8Formats};
+use super::fp8::{quantise_gradient, quantise_operand, quantise_weight, Fp8Formats};
 use vishwam_hlo::{DType, Graph, Tensor, TensorMap, TensorType};
 
 /// One projection of a block.
@@ -117,7 +117,7 @@ impl Projection {
     }
 }
 
-/// FP8 tensors per layer: 4 inputs, 7 weights, 7 output gradients.
+/// FP8 statistics rows per layer: 4 inputs, 7 weights, 7 output gradients.
 pub const FP8_ROW_COUNT: usize = 18;
 
 /// The names of a layer's FP8 rows, in order: `input.attn`, ..., `weight.attn.wq`, ...,
@@ -184,12 +184,18 @@ struct Fp8LayerInputs {
 pub(crate) struct BlockProjections {
     compute: DType,
     fp8: Option<Fp8LayerInputs>,
+    merge: bool,
 }
 
 impl BlockProjections {
     /// Plain matmuls in `compute`, or FP8 ones with the layer's inputs from
-    /// [`fp8_layer_inputs`].
-    pub fn new(compute: DType, fp8: Option<Fp8Formats>, fp8_inputs: &[Tensor]) -> Self {
+    /// [`fp8_layer_inputs`]; with `merge`, FP8 projections of one input run as one GEMM.
+    pub fn new(
+        compute: DType,
+        fp8: Option<Fp8Formats>,
+        fp8_inputs: &[Tensor],
+        merge: bool,
+    ) -> Self {
         let fp8 = match (fp8, fp8_inputs) {
             (Some(formats), [probe, rest @ ..]) => Some(Fp8LayerInputs {
                 formats,
@@ -198,26 +204,21 @@ impl BlockProjections {
             }),
             _ => None,
         };
-        BlockProjections { compute, fp8 }
+        BlockProjections {
+            compute,
+            fp8,
+            merge,
+        }
     }
 
     /// `x @ w` for each `(projection, w)`; all must read the same input. `x` is `[.., K]`
     /// in the compute dtype, each `w` an f32 master `[K, N]`.
     pub fn apply(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
-        let Some(Fp8LayerInputs {
-            formats,
-            probe,
-            amax,
-        }) = &self.fp8
-        else {
+        let Some(fp8) = &self.fp8 else {
             return weights
                 .iter()
                 .map(|(_, w)| x.matmul(&w.cast(self.compute)))
                 .collect();
-        };
-        let row = |t: &Tensor, r: usize| -> Tensor {
-            let one = t.slice_axis(0, r as i64, r as i64 + 1);
-            one.reshape(&t.shape()[1..])
         };
         let input = weights.first().map(|(p, _)| p.input());
         debug_assert!(weights.iter().all(|(p, _)| Some(p.input()) == input));
@@ -227,33 +228,58 @@ impl BlockProjections {
         // [.., K] -> [M, K]: the GEMM sees a plain matrix.
         let k = x.shape()[x.rank() - 1];
         let lead = &x.shape()[..x.rank() - 1];
-        let amax_row = |r: usize| amax.as_ref().map(|a| row(a, r));
         let xq = quantise_operand(
             &x.reshape(&[lead.iter().product(), k]),
-            amax_row(input.row()).as_ref(),
-            &row(probe, input.row()),
-            formats.forward,
+            fp8.amax_row(input.row()).as_ref(),
+            &fp8.row(&fp8.probe, input.row()),
+            fp8.formats.forward,
             self.compute,
         );
-        // Projections of one input run as one GEMM on their weights side by side, with one
-        // weight scale and one gradient scale for the group (XLA would merge the dots anyway,
-        // and a merged dot of dequantised weights is no longer an FP8 GEMM). The group's scaling
-        // amax is the largest of its rows'; its statistics go to every row of the group (the
-        // probe is the sum of the rows' probes, so each row receives the same cotangent).
+        let outputs: Vec<Tensor> = if self.merge {
+            self.fp8_group(fp8, &xq, weights)
+        } else {
+            weights
+                .iter()
+                .flat_map(|w| self.fp8_group(fp8, &xq, std::slice::from_ref(w)))
+                .collect()
+        };
+        outputs
+            .into_iter()
+            .map(|y| {
+                let mut shape = lead.to_vec();
+                shape.push(y.shape()[1]);
+                y.reshape(&shape)
+            })
+            .collect()
+    }
+
+    /// `xq @ w` (`[M, N]`) for each of `weights`, as one FP8 GEMM on the weights side by side
+    /// with one weight scale and one gradient scale for the group (XLA would merge the dots
+    /// anyway, and a merged dot of dequantised weights is no longer an FP8 GEMM). The group's
+    /// scaling amax is the largest of its rows'. Its statistics reach every row: the probe is
+    /// the first row's plus `[1, 0]` times each other row's, so every row receives the group's
+    /// amax and the first row alone its saturation count (counted once).
+    fn fp8_group(
+        &self,
+        fp8: &Fp8LayerInputs,
+        xq: &Tensor,
+        weights: &[(Projection, &Tensor)],
+    ) -> Vec<Tensor> {
+        let g = xq.graph().clone();
+        let amax_only = g.constant_f32(&[1.0, 0.0], &[2]);
         let group_amax = |rows: &[usize]| -> Option<Tensor> {
             rows.iter()
-                .filter_map(|&r| amax_row(r))
+                .filter_map(|&r| fp8.amax_row(r))
                 .reduce(|a, b| a.maximum(&b))
         };
         let group_probe = |rows: &[usize]| -> Tensor {
-            rows.iter()
-                .map(|&r| row(probe, r))
-                .reduce(|a, b| a + b)
-                .expect("at least one projection")
+            let first = fp8.row(&fp8.probe, rows[0]);
+            rows[1..]
+                .iter()
+                .fold(first, |acc, &r| acc + fp8.row(&fp8.probe, r) * &amax_only)
         };
         let weight_rows: Vec<usize> = weights.iter().map(|(p, _)| p.weight_row()).collect();
         let gradient_rows: Vec<usize> = weights.iter().map(|(p, _)| p.gradient_row()).collect();
-        let widths: Vec<i64> = weights.iter().map(|(_, w)| w.shape()[1]).collect();
         let merged = match weights.split_first() {
             Some(((_, first), rest)) if !rest.is_empty() => {
                 let rest: Vec<Tensor> = rest.iter().map(|(_, w)| (*w).clone()).collect();
@@ -261,34 +287,44 @@ impl BlockProjections {
             }
             _ => weights[0].1.clone(),
         };
-        let wq = quantise_operand(
+        let wq = quantise_weight(
             &merged,
             group_amax(&weight_rows).as_ref(),
             &group_probe(&weight_rows),
-            formats.forward,
+            fp8.formats.forward,
             self.compute,
         );
         let y = quantise_gradient(
             &xq.matmul(&wq),
             group_amax(&gradient_rows).as_ref(),
             &group_probe(&gradient_rows),
-            formats.backward,
+            fp8.formats.backward,
         );
+        if weights.len() == 1 {
+            return vec![y];
+        }
         let mut start = 0;
-        widths
+        weights
             .iter()
-            .map(|&n| {
-                let part = if widths.len() == 1 {
-                    y.clone()
-                } else {
-                    y.slice_axis(1, start, start + n)
-                };
+            .map(|(_, w)| {
+                let n = w.shape()[1];
                 start += n;
-                let mut shape = lead.to_vec();
-                shape.push(n);
-                part.reshape(&shape)
+                y.slice_axis(1, start - n, start)
             })
             .collect()
+    }
+}
+
+impl Fp8LayerInputs {
+    /// Row `r` of a per-row tensor (`[R, ..]` -> `[..]`).
+    fn row(&self, t: &Tensor, r: usize) -> Tensor {
+        let one = t.slice_axis(0, r as i64, r as i64 + 1);
+        one.reshape(&t.shape()[1..])
+    }
+
+    /// Row `r`'s delayed-scaling amax, if the layer has them.
+    fn amax_row(&self, r: usize) -> Option<Tensor> {
+        self.amax.as_ref().map(|a| self.row(a, r))
     }
 }
 

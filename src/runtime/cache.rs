@@ -59,8 +59,21 @@ impl CompileCache {
         self.dir.as_deref()
     }
 
-    /// The cache key (hex SHA-256) of a compilation on `client`.
+    /// The cache key (hex SHA-256) of a compilation on `client`, with this process's
+    /// `XLA_FLAGS`.
     pub fn key(client: &Client, mlir: &str, options: &CompileOptions) -> Result<String> {
+        let flags = std::env::var_os("XLA_FLAGS").unwrap_or_default();
+        Self::key_for_flags(client, mlir, options, &flags)
+    }
+
+    /// The cache key of a compilation on `client` for the `XLA_FLAGS` value `xla_flags`
+    /// (empty when unset).
+    pub fn key_for_flags(
+        client: &Client,
+        mlir: &str,
+        options: &CompileOptions,
+        xla_flags: &std::ffi::OsStr,
+    ) -> Result<String> {
         let api = client.api();
         let mut h = Sha256::new();
         let mut field = |bytes: &[u8]| {
@@ -83,7 +96,7 @@ impl CompileCache {
         field(client.platform_version()?.as_bytes());
         field(&(client.num_devices() as u64).to_le_bytes());
         // The plugin also reads XLA_FLAGS, which can change what it compiles.
-        field(std::env::var("XLA_FLAGS").unwrap_or_default().as_bytes());
+        field(xla_flags.as_encoded_bytes());
         Ok(hex::encode(h.finalize()))
     }
 

@@ -110,7 +110,7 @@ impl Drop for HostBlock {
 }
 
 /// The plugin entry points the release callback needs, copied out of the function table (they
-/// stay valid while the plugin runs the callback).
+/// stay valid while the pool, which keeps the plugin loaded, lives).
 #[derive(Clone, Copy)]
 struct ReleaseFunctions {
     destroy_event: unsafe extern "C" fn(*mut ffi::PJRT_Event_Destroy_Args) -> *mut ffi::PJRT_Error,
@@ -130,6 +130,9 @@ pub(crate) struct StagingPool {
     max_free_bytes: usize,
     max_free_blocks: usize,
     functions: ReleaseFunctions,
+    /// Keeps the plugin loaded while a release callback may still run (the callbacks own a
+    /// reference to the pool); `None` in unit tests, whose functions are not the plugin's.
+    _plugin: Option<Arc<super::Api>>,
     enabled: AtomicBool,
     zero_copy_transfers: AtomicU64,
     copied_transfers: AtomicU64,
@@ -141,7 +144,7 @@ pub(crate) struct StagingPool {
 impl StagingPool {
     /// A pool for a client on `platform`; `None` (plain transfers) unless the platform is the
     /// CPU and the plugin has every entry point a staged transfer needs.
-    pub(crate) fn for_platform(api: &super::Api, platform: &str) -> Option<Arc<StagingPool>> {
+    pub(crate) fn for_platform(api: &Arc<super::Api>, platform: &str) -> Option<Arc<StagingPool>> {
         if platform != "cpu" {
             return None;
         }
@@ -158,11 +161,9 @@ impl StagingPool {
             destroy_event: table.PJRT_Event_Destroy?,
             destroy_error: table.PJRT_Error_Destroy?,
         };
-        Some(Arc::new(StagingPool::new(
-            functions,
-            MAX_FREE_BYTES,
-            MAX_FREE_BLOCKS,
-        )))
+        let mut pool = StagingPool::new(functions, MAX_FREE_BYTES, MAX_FREE_BLOCKS);
+        pool._plugin = Some(api.clone());
+        Some(Arc::new(pool))
     }
 
     fn new(functions: ReleaseFunctions, max_free_bytes: usize, max_free_blocks: usize) -> Self {
@@ -171,6 +172,7 @@ impl StagingPool {
             max_free_bytes,
             max_free_blocks,
             functions,
+            _plugin: None,
             enabled: AtomicBool::new(true),
             zero_copy_transfers: AtomicU64::new(0),
             copied_transfers: AtomicU64::new(0),
@@ -302,8 +304,8 @@ unsafe extern "C" fn release_staging_block(error: *mut ffi::PJRT_Error, user_arg
 }
 
 /// Transfers `data` through a staging block of `pool`. `Ok(None)` means staging does not
-/// apply (empty array, staging turned off, no memory for a block) and the caller must copy
-/// directly.
+/// apply (empty array, staging turned off, no memory for a block, or the release callback
+/// could not be registered) and the caller must copy directly.
 pub(crate) fn transfer(
     client: &Arc<ClientInner>,
     pool: &Arc<StagingPool>,
@@ -340,6 +342,12 @@ pub(crate) fn transfer(
         .unsafe_pointer()
         .is_ok_and(|address| address == block.ptr.as_ptr() as usize);
 
+    if args.done_with_host_buffer.is_null() {
+        // Nothing would say when PJRT is done with the block: never reuse it, and stop staging.
+        pool.leak(block);
+        pool.enabled.store(false, Ordering::Relaxed);
+        return Ok(Some(buffer));
+    }
     let pending = Box::into_raw(Box::new(PendingRelease {
         block,
         pool: pool.clone(),

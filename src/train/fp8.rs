@@ -1,8 +1,9 @@
 //! FP8 in the train step: the delayed-scaling amax histories in the train state, the
 //! statistics probes of each micro-batch, and the saturation metrics.
 //!
-//! Each layer has [`FP8_ROW_COUNT`] FP8 tensors (`crate::model::FP8_ROWS`: 4 projection
-//! inputs, 7 weights, 7 output gradients). With the delayed recipe the state holds, per
+//! Each layer has [`FP8_ROW_COUNT`] rows of FP8 statistics (`crate::model::FP8_ROWS`: 4
+//! projection inputs, 7 weights, 7 output gradients; projections merged into one GEMM share
+//! their weight's and their gradient's scale, see `crate::model::projection`). With the delayed recipe the state holds, per
 //! layer, `fp8.layers.{i}.amax_history: f32[R, amax_history_len]`, newest step first
 //! (replicated, donated, checkpointed like every slot). A step scales each tensor by the
 //! largest amax of its row, uses the same scales for all its micro-batches, takes the largest

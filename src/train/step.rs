@@ -85,7 +85,33 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
         fp8: policy.fp8().map(|p| p.formats),
         head_fp8: policy.lm_head_fp8,
+        merge_fp8_projections: projection_outputs_unsplit(cfg, plan),
     }
+}
+
+/// Whether the plan leaves the output dimension of the projections that share an input
+/// (`wq`/`wk`/`wv`, `w_gate`/`w_up`) whole, so that they can run as one FP8 GEMM on their
+/// concatenated weights. Tensor parallelism splits it, and a concatenation across its shards
+/// would cost the partitioner a reshuffle of the weights and the output in every step.
+fn projection_outputs_unsplit(cfg: &Config, plan: &ShardingPlan) -> bool {
+    const GROUPED: [&str; 5] = [
+        "layers.0.attn.wq",
+        "layers.0.attn.wk",
+        "layers.0.attn.wv",
+        "layers.0.mlp.w_gate",
+        "layers.0.mlp.w_up",
+    ];
+    model::param_specs(&cfg.model)
+        .iter()
+        .filter(|p| GROUPED.contains(&p.name.as_str()))
+        .all(|p| match plan.parameter_spec(&p.logical, &p.shape) {
+            Ok(r) => r.spec.dims.get(1).is_none_or(|d| {
+                d.axes
+                    .iter()
+                    .all(|a| plan.mesh.axis_size(a).unwrap_or(1) == 1)
+            }),
+            Err(_) => false,
+        })
 }
 
 impl StepLayout {
@@ -699,4 +725,37 @@ fn micro_step(
         fp8,
         distill,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merged(sets: &[&str], devices: usize) -> bool {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::load(None, &sets).unwrap();
+        let plan = super::super::sharding_plan(&cfg, "cpu", devices).unwrap();
+        projection_outputs_unsplit(&cfg, &plan)
+    }
+
+    #[test]
+    fn projections_merge_unless_tensor_parallelism_splits_their_outputs() {
+        assert!(merged(&[], 1));
+        let fsdp = [
+            "tpu.device_strategy=\"fsdp\"",
+            "tpu.mesh_shape={\"fsdp\": 4}",
+            "optimization.shard_weights=true",
+        ];
+        assert!(merged(&fsdp, 4));
+        let hybrid = [
+            "tpu.device_strategy=\"hybrid\"",
+            "tpu.mesh_shape={\"data\": 2, \"model\": 2}",
+        ];
+        assert!(!merged(&hybrid, 4));
+        let one_wide_model = [
+            "tpu.device_strategy=\"hybrid\"",
+            "tpu.mesh_shape={\"data\": 4, \"model\": 1}",
+        ];
+        assert!(merged(&one_wide_model, 4));
+    }
 }

@@ -532,7 +532,6 @@ pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, Host
     state
 }
 
-/// Compile hints for the programs of `cfg`, from its precision policy.
 /// How to compile `cfg`'s programs; a distillation step (with `distill`) goes without
 /// command buffers (see [`CompileHints::without_command_buffers`]).
 fn compile_hints(cfg: &Config, distill: bool) -> CompileHints {

@@ -49,7 +49,7 @@ pub enum DistillError {
         teacher_layers: usize,
     },
     /// `optimization.fp8_head`, which the distillation loss does not offer.
-    #[error("optimization.fp8_head is true, but the distillation loss runs the student's LM head in the compute dtype (its KL gradient has no fixed bound to scale FP8 by); set optimization.fp8_head to false (use_fp8 still gives FP8 block projections)")]
+    #[error("optimization.fp8_head is true, but the FP8 LM head is implemented for the cross-entropy only: the distillation loss runs the student's head in the compute dtype; set optimization.fp8_head to false (use_fp8 still gives FP8 block projections)")]
     Fp8Head,
     /// The training windows are longer than the teacher's context.
     #[error("training windows of {seq_len} tokens exceed the teacher's context of {teacher_max} (its max_seq_len); lower sequence.max_length / model.max_seq_len to {teacher_max} or less")]
