@@ -107,20 +107,7 @@ fn interrupted_and_resumed_run_reproduces_the_uninterrupted_losses_exactly() {
     )
     .unwrap();
     assert_eq!(resumed.start_step, 3);
-    let joined: Vec<f32> = first
-        .losses
-        .iter()
-        .chain(&resumed.losses)
-        .copied()
-        .collect();
-    assert_eq!(
-        joined, full.losses,
-        "resumed losses must equal the uninterrupted run bit for bit"
-    );
-    assert_eq!(
-        resumed.validation.unwrap().loss,
-        full.validation.unwrap().loss
-    );
+    common::assert_resumed_exactly(&first, &resumed, &full);
 
     // Metrics: one JSON object per line with the documented fields.
     let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();

@@ -30,6 +30,22 @@ unsafe impl Send for ClientInner {}
 // SAFETY: as above.
 unsafe impl Sync for ClientInner {}
 
+impl ClientInner {
+    /// Platform name, e.g. `cpu`, `cuda`, `tpu`.
+    fn platform_name(&self) -> Result<String> {
+        let mut args = ffi::PJRT_Client_PlatformName_Args::new();
+        args.client = self.raw;
+        // SAFETY: valid args; the string is owned by the client.
+        unsafe {
+            crate::pjrt_call!(*self.api, PJRT_Client_PlatformName, &mut args)?;
+            Ok(bytes_to_string(
+                args.platform_name.cast(),
+                args.platform_name_size,
+            ))
+        }
+    }
+}
+
 impl Drop for ClientInner {
     fn drop(&mut self) {
         let mut args = ffi::PJRT_Client_Destroy_Args::new();
@@ -105,14 +121,8 @@ impl Client {
             devices,
             staging: None,
         };
-        let mut name = ffi::PJRT_Client_PlatformName_Args::new();
-        name.client = raw;
-        // SAFETY: valid args; the string is owned by the client. On failure `client` drops and
-        // destroys the PJRT client.
-        let platform = unsafe {
-            crate::pjrt_call!(*client.api, PJRT_Client_PlatformName, &mut name)?;
-            bytes_to_string(name.platform_name.cast(), name.platform_name_size)
-        };
+        // On failure `client` drops and destroys the PJRT client.
+        let platform = client.platform_name()?;
         client.staging = StagingPool::for_platform(&client.api, &platform);
         Ok(Client {
             inner: Arc::new(client),
@@ -126,16 +136,7 @@ impl Client {
 
     /// Platform name, e.g. `cpu`, `cuda`, `tpu`.
     pub fn platform_name(&self) -> Result<String> {
-        let mut args = ffi::PJRT_Client_PlatformName_Args::new();
-        args.client = self.inner.raw;
-        // SAFETY: valid args; the string is owned by the client.
-        unsafe {
-            crate::pjrt_call!(*self.inner.api, PJRT_Client_PlatformName, &mut args)?;
-            Ok(bytes_to_string(
-                args.platform_name.cast(),
-                args.platform_name_size,
-            ))
-        }
+        self.inner.platform_name()
     }
 
     /// Platform version string (e.g. the CUDA version or libtpu build).

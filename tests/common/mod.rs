@@ -447,3 +447,26 @@ pub fn random_token_batch(
     vishwam::train::HostBatch::from_rows(accum, seq, &tokens, &targets, &vec![1.0; rows * seq])
         .unwrap()
 }
+
+/// Asserts that a run stopped after `first` and resumed as `resumed` reproduces the
+/// uninterrupted `full` run: the resume starts where `first` stopped, and the joined losses
+/// and the final validation loss equal the uninterrupted run's bit for bit.
+pub fn assert_resumed_exactly(
+    first: &vishwam::train::RunSummary,
+    resumed: &vishwam::train::RunSummary,
+    full: &vishwam::train::RunSummary,
+) {
+    assert_eq!(resumed.start_step, first.steps);
+    let joined: Vec<f32> = first
+        .losses
+        .iter()
+        .chain(&resumed.losses)
+        .copied()
+        .collect();
+    assert_eq!(
+        joined, full.losses,
+        "resumed losses must equal the uninterrupted run bit for bit"
+    );
+    let loss = |s: &vishwam::train::RunSummary| s.validation.as_ref().map(|v| v.loss);
+    assert_eq!(loss(resumed), loss(full));
+}

@@ -95,20 +95,7 @@ fn an_interrupted_distillation_resumes_exactly() {
     )
     .unwrap();
     assert_eq!(resumed.start_step, 3);
-    let joined: Vec<f32> = first
-        .losses
-        .iter()
-        .chain(&resumed.losses)
-        .copied()
-        .collect();
-    assert_eq!(
-        joined, full.losses,
-        "resumed losses must equal the uninterrupted run bit for bit"
-    );
-    assert_eq!(
-        resumed.validation.unwrap().loss,
-        full.validation.unwrap().loss
-    );
+    crate::common::assert_resumed_exactly(&first, &resumed, &full);
 
     // The JSONL carries the terms separately; the checkpoint holds the projections.
     let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
