@@ -575,3 +575,21 @@ fn the_compile_cache_key_covers_options_and_xla_flags() {
     assert_ne!(under(""), under("--xla_cpu_enable_fast_math=false"));
     assert_eq!(plain, key(&base));
 }
+
+#[test]
+fn clients_can_be_dropped_and_opened_again_in_one_process() {
+    // Each client shares the plugin loaded once; unloading it when a client dropped made the
+    // next client crash the process at exit.
+    for round in 0..2 {
+        let c = ClientSpec::cpu(1).open().unwrap();
+        let values: Vec<f32> = (0..1000).map(|i| (i + round) as f32).collect();
+        let b = c.buffer_from_slice(&values, &[1000], 0).unwrap();
+        assert_eq!(b.to_vec::<f32>().unwrap(), values);
+        drop(b);
+        drop(c);
+    }
+    assert!(std::sync::Arc::ptr_eq(
+        ClientSpec::cpu(1).open().unwrap().api(),
+        client().api()
+    ));
+}

@@ -2,19 +2,23 @@
 
 use super::ffi;
 use super::{PjrtCode, Result, RuntimeError};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// PJRT C API major version vishwam speaks.
 pub const API_MAJOR: i32 = 0;
 /// Oldest minor version whose struct layouts vishwam's bindings cover.
 pub const MIN_API_MINOR: i32 = 81;
 
-/// A loaded plugin: the shared library and its `PJRT_Api` table.
+/// A loaded plugin: the shared library and its `PJRT_Api` table. The library stays loaded
+/// until the process exits: XLA's plugins do not survive being unloaded and loaded again (a
+/// second client after the first was dropped crashed the process at exit).
 pub struct Api {
     table: *const ffi::PJRT_Api,
     path: PathBuf,
     version: (i32, i32),
-    _library: libloading::Library,
+    _library: std::mem::ManuallyDrop<libloading::Library>,
 }
 
 // SAFETY: the PJRT_Api table is immutable after loading and PJRT functions are thread-safe.
@@ -32,6 +36,23 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
+    /// The plugin at `path`, loaded and initialised once per process ([`Api::load`]) and
+    /// shared by every client opened on it afterwards.
+    pub fn shared(path: &Path) -> Result<Arc<Api>> {
+        static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<Api>>>> = OnceLock::new();
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let mut loaded = LOADED
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(api) = loaded.get(&key) {
+            return Ok(api.clone());
+        }
+        let api = Arc::new(Api::load(path)?);
+        loaded.insert(key, api.clone());
+        Ok(api)
+    }
+
     /// Opens the plugin at `path`, checks its API version and initialises it.
     pub fn load(path: &Path) -> Result<Api> {
         if !path.is_file() {
@@ -81,7 +102,7 @@ impl Api {
             table,
             path: path.to_path_buf(),
             version,
-            _library: library,
+            _library: std::mem::ManuallyDrop::new(library),
         };
         let mut args = ffi::PJRT_Plugin_Initialize_Args::new();
         // SAFETY: the table entry is checked by `call!`; args is a valid struct.

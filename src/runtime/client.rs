@@ -304,7 +304,7 @@ impl ClientSpec {
             self.plugin.as_deref(),
             self.config_plugin.as_deref(),
         )?;
-        let api = Arc::new(Api::load(&path)?);
+        let api = Api::shared(&path)?;
         let options = ClientOptions {
             cpu_device_count: match self.platform {
                 super::Platform::Cpu => Some(self.devices.unwrap_or(1)),
