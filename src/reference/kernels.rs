@@ -56,6 +56,26 @@ fn log_sum_exp<T: Real>(row: &[T]) -> T {
     max + sum.ln()
 }
 
+/// `$body` on the f32 or f64 data of one storage (bound to `$x`) or of two storages of the same
+/// type (`$x`, `$y`), its `Vec` wrapped in that storage type; any other type is an error
+/// naming the op.
+macro_rules! per_float {
+    ($op:expr, $s:expr, |$x:ident| $body:expr) => {
+        match $s {
+            CpuStorage::F32($x) => CpuStorage::F32($body),
+            CpuStorage::F64($x) => CpuStorage::F64($body),
+            other => bail!("{}: expects f32 or f64, got {:?}", $op, other.dtype()),
+        }
+    };
+    ($op:expr, ($s1:expr, $s2:expr), |$x:ident, $y:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32($x), CpuStorage::F32($y)) => CpuStorage::F32($body),
+            (CpuStorage::F64($x), CpuStorage::F64($y)) => CpuStorage::F64($body),
+            _ => bail!("{}: expects two f32 or two f64 tensors", $op),
+        }
+    };
+}
+
 /// The contiguous elements of a layout, or an error naming the op.
 fn contiguous<'a, T>(
     data: &'a [T],
@@ -107,18 +127,11 @@ impl CustomOp1 for CausalSoftmax {
         if dims.len() < 2 || dims[dims.len() - 2] != t {
             bail!("causal-softmax: expects [..., T, T] scores, got {dims:?}");
         }
-        let out = match storage {
-            CpuStorage::F32(x) => {
-                CpuStorage::F32(causal_softmax_rows(contiguous(x, layout, self.name())?, t))
-            }
-            CpuStorage::F64(x) => {
-                CpuStorage::F64(causal_softmax_rows(contiguous(x, layout, self.name())?, t))
-            }
-            other => bail!(
-                "causal-softmax: expects f32 or f64, got {:?}",
-                other.dtype()
-            ),
-        };
+        let name = self.name();
+        let out = per_float!(name, storage, |x| causal_softmax_rows(
+            contiguous(x, layout, name)?,
+            t
+        ));
         Ok((out, layout.shape().clone()))
     }
 
@@ -167,19 +180,11 @@ impl CustomOp2 for SoftmaxGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = l1.dims()[l1.dims().len() - 1];
         let name = self.name();
-        let out = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => CpuStorage::F32(softmax_grad_rows(
-                contiguous(p, l1, name)?,
-                contiguous(g, l2, name)?,
-                n,
-            )),
-            (CpuStorage::F64(p), CpuStorage::F64(g)) => CpuStorage::F64(softmax_grad_rows(
-                contiguous(p, l1, name)?,
-                contiguous(g, l2, name)?,
-                n,
-            )),
-            _ => bail!("softmax-grad: expects two f32 or two f64 tensors"),
-        };
+        let out = per_float!(name, (s1, s2), |p, g| softmax_grad_rows(
+            contiguous(p, l1, name)?,
+            contiguous(g, l2, name)?,
+            n
+        ));
         Ok((out, l1.shape().clone()))
     }
 }
@@ -224,18 +229,11 @@ impl CustomOp2 for SoftmaxCrossEntropy {
         };
         let targets = contiguous(targets, l2, name)?;
         let (n, v) = check_cross_entropy(l1, targets)?;
-        let out = match s1 {
-            CpuStorage::F32(x) => {
-                CpuStorage::F32(cross_entropy_rows(contiguous(x, l1, name)?, targets, v))
-            }
-            CpuStorage::F64(x) => {
-                CpuStorage::F64(cross_entropy_rows(contiguous(x, l1, name)?, targets, v))
-            }
-            other => bail!(
-                "softmax-cross-entropy: expects f32 or f64 logits, got {:?}",
-                other.dtype()
-            ),
-        };
+        let out = per_float!(name, s1, |x| cross_entropy_rows(
+            contiguous(x, l1, name)?,
+            targets,
+            v
+        ));
         Ok((out, Shape::from(n)))
     }
 
@@ -294,21 +292,12 @@ impl CustomOp3 for SoftmaxCrossEntropyGrad {
         if l3.dims() != [n] {
             bail!("{name}: expects a [{n}] gradient, got {:?}", l3.dims());
         }
-        let out = match (s1, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(cross_entropy_grad_rows(
-                contiguous(x, l1, name)?,
-                targets,
-                contiguous(g, l3, name)?,
-                v,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(cross_entropy_grad_rows(
-                contiguous(x, l1, name)?,
-                targets,
-                contiguous(g, l3, name)?,
-                v,
-            )),
-            _ => bail!("{name}: expects f32 or f64 logits and gradient of the same type"),
-        };
+        let out = per_float!(name, (s1, s3), |x, g| cross_entropy_grad_rows(
+            contiguous(x, l1, name)?,
+            targets,
+            contiguous(g, l3, name)?,
+            v
+        ));
         Ok((out, l1.shape().clone()))
     }
 }
