@@ -212,7 +212,8 @@ fn runtime(args: &RuntimeBenchArgs) -> anyhow::Result<ExitCode> {
     first.block_until_ready()?;
     let h2d_first = t.elapsed().as_secs_f64();
     drop(first);
-    let h2d_steady = best_of(5, || {
+    const STEADY_TRANSFERS: usize = 5;
+    let h2d_steady = best_of(STEADY_TRANSFERS, || {
         let t = Instant::now();
         let b = client.buffer_from_bytes(&host, ElementType::F32, &[elems], 0)?;
         b.block_until_ready()?;
@@ -221,11 +222,15 @@ fn runtime(args: &RuntimeBenchArgs) -> anyhow::Result<ExitCode> {
         Ok(seconds)
     })?;
     h2d("first transfer", h2d_first);
-    h2d("steady state (best of 5)", h2d_steady);
+    h2d(
+        &format!("steady state (best of {STEADY_TRANSFERS})"),
+        h2d_steady,
+    );
     match (staged_before, client.staging_stats()) {
         (Some(before), Some(after)) => println!(
-            "  staging: {} of 6 transfers zero-copy, {} copied by the plugin; blocks {} allocated, {} reused",
+            "  staging: {} of {} transfers zero-copy, {} copied by the plugin; blocks {} allocated, {} reused",
             after.zero_copy_transfers - before.zero_copy_transfers,
+            1 + STEADY_TRANSFERS,
             after.copied_transfers - before.copied_transfers,
             after.blocks_allocated - before.blocks_allocated,
             after.blocks_reused - before.blocks_reused

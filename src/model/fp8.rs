@@ -192,16 +192,14 @@ fn quantise_region(
             let amax = abs_max(&xs[0]);
             let scale = region_scale(xs, &amax, ty);
             let (q, saturated) = quantise(&xs[0], &scale, ty);
-            let (q, amax, saturated) = if tie_statistics {
-                let mut tied = g.optimization_barrier(&[q, amax, saturated]).into_iter();
-                match (tied.next(), tied.next(), tied.next()) {
-                    (Some(q), Some(amax), Some(saturated)) => (q, amax, saturated),
-                    _ => unreachable!("a barrier returns its three operands"),
-                }
-            } else {
-                (q, amax, saturated)
+            let mut values = vec![q, amax, saturated];
+            if tie_statistics {
+                values = g.optimization_barrier(&values);
+            }
+            let [q, amax, saturated] = &values[..] else {
+                unreachable!("a barrier returns its three operands")
             };
-            vec![dequantise(&q, &scale, to), stats(&amax, &saturated)]
+            vec![dequantise(q, &scale, to), stats(amax, saturated)]
         },
         |_: &Graph, xs: &[Tensor], outs: &[Tensor], cts: &[Tensor]| {
             let mut cotangents = vec![cts[0].cast(xs[0].dtype()), outs[1].clone()];

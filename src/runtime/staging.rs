@@ -110,7 +110,7 @@ impl Drop for HostBlock {
 }
 
 /// The plugin entry points the release callback needs, copied out of the function table (they
-/// stay valid while the pool, which keeps the plugin loaded, lives).
+/// stay valid for the whole process: a plugin is never unloaded, see [`super::Api`]).
 #[derive(Clone, Copy)]
 struct ReleaseFunctions {
     destroy_event: unsafe extern "C" fn(*mut ffi::PJRT_Event_Destroy_Args) -> *mut ffi::PJRT_Error,
@@ -130,9 +130,6 @@ pub(crate) struct StagingPool {
     max_free_bytes: usize,
     max_free_blocks: usize,
     functions: ReleaseFunctions,
-    /// Keeps the plugin loaded while a release callback may still run (the callbacks own a
-    /// reference to the pool); `None` in unit tests, whose functions are not the plugin's.
-    _plugin: Option<Arc<super::Api>>,
     enabled: AtomicBool,
     zero_copy_transfers: AtomicU64,
     copied_transfers: AtomicU64,
@@ -144,7 +141,7 @@ pub(crate) struct StagingPool {
 impl StagingPool {
     /// A pool for a client on `platform`; `None` (plain transfers) unless the platform is the
     /// CPU and the plugin has every entry point a staged transfer needs.
-    pub(crate) fn for_platform(api: &Arc<super::Api>, platform: &str) -> Option<Arc<StagingPool>> {
+    pub(crate) fn for_platform(api: &super::Api, platform: &str) -> Option<Arc<StagingPool>> {
         if platform != "cpu" {
             return None;
         }
@@ -161,9 +158,11 @@ impl StagingPool {
             destroy_event: table.PJRT_Event_Destroy?,
             destroy_error: table.PJRT_Error_Destroy?,
         };
-        let mut pool = StagingPool::new(functions, MAX_FREE_BYTES, MAX_FREE_BLOCKS);
-        pool._plugin = Some(api.clone());
-        Some(Arc::new(pool))
+        Some(Arc::new(StagingPool::new(
+            functions,
+            MAX_FREE_BYTES,
+            MAX_FREE_BLOCKS,
+        )))
     }
 
     fn new(functions: ReleaseFunctions, max_free_bytes: usize, max_free_blocks: usize) -> Self {
@@ -172,7 +171,6 @@ impl StagingPool {
             max_free_bytes,
             max_free_blocks,
             functions,
-            _plugin: None,
             enabled: AtomicBool::new(true),
             zero_copy_transfers: AtomicU64::new(0),
             copied_transfers: AtomicU64::new(0),

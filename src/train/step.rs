@@ -94,16 +94,20 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
 /// concatenated weights. Tensor parallelism splits it, and a concatenation across its shards
 /// would cost the partitioner a reshuffle of the weights and the output in every step.
 fn projection_outputs_unsplit(cfg: &Config, plan: &ShardingPlan) -> bool {
-    const GROUPED: [&str; 5] = [
-        "layers.0.attn.wq",
-        "layers.0.attn.wk",
-        "layers.0.attn.wv",
-        "layers.0.mlp.w_gate",
-        "layers.0.mlp.w_up",
-    ];
+    use model::Projection;
+    let shares_input = |p: &Projection| {
+        Projection::ALL
+            .iter()
+            .any(|q| q != p && q.input() == p.input())
+    };
+    let grouped: Vec<String> = Projection::ALL
+        .iter()
+        .filter(|p| shares_input(p))
+        .map(|p| format!("layers.0.{}", p.param()))
+        .collect();
     model::param_specs(&cfg.model)
         .iter()
-        .filter(|p| GROUPED.contains(&p.name.as_str()))
+        .filter(|p| grouped.contains(&p.name))
         .all(|p| match plan.parameter_spec(&p.logical, &p.shape) {
             Ok(r) => r.spec.dims.get(1).is_none_or(|d| {
                 d.axes
