@@ -371,6 +371,54 @@ fn reductions_and_argmax() {
     check(&res, &want, 1e-12);
 }
 
+#[test]
+fn reduce_with_combines_several_operands() {
+    let mut r = rng(15);
+    let x = Host::random(&[3, 4, 5], -3.0, 3.0, &mut r);
+    let res = run("reduce_with", &[Lit::from_host(&x)], |g, p| {
+        let x = &p[0];
+        let lowest = g.scalar(f64::MIN, DType::F64);
+        let zero = g.scalar(0.0, DType::F64);
+        let ones = g.scalar(1.0, DType::F64).broadcast_to(&[3, 4, 5]);
+        // Online softmax with one exponential per combination: the larger maximum wins and
+        // the other side's sum is rescaled to it.
+        let stats = g.reduce_with(&[x.clone(), ones], &[lowest, zero], &[-1], |_, a, b| {
+            let first = a[0].ge(&b[0]);
+            let (big, small) = (a[0].maximum(&b[0]), a[0].minimum(&b[0]));
+            let scale = (small - &big).exp();
+            let sum = first.select(&(&a[1] + &b[1] * &scale), &(&b[1] + &a[1] * &scale));
+            vec![big, sum]
+        });
+        let one = g.scalar(1.0, DType::F64);
+        let product = g.reduce_with(std::slice::from_ref(x), &[one], &[0, 2], |_, a, b| {
+            vec![&a[0] * &b[0]]
+        });
+        vec![
+            ("max", stats[0].clone()),
+            ("sum_exp", stats[1].clone()),
+            ("product", product[0].clone()),
+        ]
+    });
+    let row = |i: &[i64]| (0..5).map(|c| x.at(&[i[0], i[1], c])).collect::<Vec<f64>>();
+    let want = vec![
+        Host::from_fn(&[3, 4], |i| {
+            row(i).into_iter().fold(f64::NEG_INFINITY, f64::max)
+        }),
+        Host::from_fn(&[3, 4], |i| {
+            let v = row(i);
+            let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            v.iter().map(|z| (z - m).exp()).sum()
+        }),
+        Host::from_fn(&[4], |i| {
+            (0..3)
+                .flat_map(|a| (0..5).map(move |c| (a, c)))
+                .map(|(a, c)| x.at(&[a, i[0], c]))
+                .product()
+        }),
+    ];
+    check(&res, &want, 1e-12);
+}
+
 /// Host `dot_general`: batch dims, then lhs free, then rhs free.
 pub fn host_dot(a: &Host, b: &Host, d: &DotDims) -> Host {
     let free = |rank: usize, batch: &[usize], contract: &[usize]| -> Vec<usize> {

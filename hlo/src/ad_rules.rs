@@ -150,6 +150,12 @@ pub(crate) fn vjp_rule(
                 "reverse mode through a loop is not supported; unroll it while tracing (a Rust loop) and use remat to save memory",
             ))
         }
+        Prim::ReduceWith { .. } => {
+            return Err(not_differentiable(
+                prim,
+                "a traced combiner has no gradient rule; use it inside Graph::custom_vjp or under stop_gradient",
+            ))
+        }
         Prim::CustomCall(spec) => {
             return Err(not_differentiable(
                 prim,

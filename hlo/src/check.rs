@@ -173,7 +173,7 @@ fn check_subfunctions(prim: &Prim) -> Result<()> {
             cond.check()?;
             body.check()
         }
-        Prim::Remat { body, .. } => body.check(),
+        Prim::Remat { body, .. } | Prim::ReduceWith { body, .. } => body.check(),
         Prim::CustomVjp { fwd, bwd, .. } => {
             fwd.check()?;
             bwd.check()

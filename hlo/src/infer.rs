@@ -230,6 +230,7 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             }
             one(remove_dims(x, dims))
         }
+        Prim::ReduceWith { dims, body } => reduce_with(op, inputs, dims, body),
         Prim::Argmax { dim, index_dtype } => {
             arity(op, inputs, 1)?;
             let x = inputs[0];
@@ -405,6 +406,76 @@ pub fn output_types(f: &Func) -> Vec<TensorType> {
 
 /// Comma-separated short forms of types, for messages.
 pub(crate) fn list(types: &[TensorType]) -> String {
+    types
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `n` operands of one shape and `n` scalar initial values of their dtypes, combined by a
+/// body from `2n` scalars to `n`: the results are the operands' shape without `dims`.
+fn reduce_with(
+    op: &str,
+    inputs: &[&TensorType],
+    dims: &[usize],
+    body: &Func,
+) -> Result<Vec<TensorType>> {
+    let n = inputs.len() / 2;
+    if n == 0 || !inputs.len().is_multiple_of(2) {
+        return Err(shape_err(
+            op,
+            format!(
+                "expects n operands and n initial values, got {} inputs",
+                inputs.len()
+            ),
+        ));
+    }
+    let (operands, inits) = inputs.split_at(n);
+    let x = operands[0];
+    if operands.iter().any(|t| t.shape != x.shape) {
+        return Err(shape_err(
+            op,
+            format!("operands must share a shape, got ({})", list_refs(operands)),
+        ));
+    }
+    if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
+        return Err(shape_err(
+            op,
+            format!("dims {dims:?} must be sorted, distinct dims of {x}"),
+        ));
+    }
+    let scalars: Vec<TensorType> = operands
+        .iter()
+        .map(|t| TensorType::scalar(t.dtype))
+        .collect();
+    if inits.iter().zip(&scalars).any(|(i, s)| *i != s) {
+        return Err(shape_err(
+            op,
+            format!(
+                "initial values must be scalars of the operands' dtypes ({}), got ({})",
+                list(&scalars),
+                list_refs(inits)
+            ),
+        ));
+    }
+    let params: Vec<&TensorType> = scalars.iter().chain(&scalars).collect();
+    expect_params(op, "the combiner", body, &params)?;
+    let outs = output_types(body);
+    if outs != scalars {
+        return Err(shape_err(
+            op,
+            format!(
+                "the combiner returns ({}) but the accumulators are ({})",
+                list(&outs),
+                list(&scalars)
+            ),
+        ));
+    }
+    Ok(operands.iter().map(|t| remove_dims(t, dims)).collect())
+}
+
+fn list_refs(types: &[&TensorType]) -> String {
     types
         .iter()
         .map(|t| t.to_string())

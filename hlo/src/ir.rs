@@ -127,6 +127,16 @@ pub enum Prim {
         /// The reduced dimensions (sorted, distinct).
         dims: Vec<usize>,
     },
+    /// Reduction of several operands together by a traced combiner (inputs: the `n`
+    /// operands, all of one shape, then `n` scalar initial values; `n` results). The body maps
+    /// `n` accumulators and `n` elements to `n` accumulators; it must be associative and
+    /// commutative, since the backend combines partial results in any order.
+    ReduceWith {
+        /// The reduced dimensions (sorted, distinct).
+        dims: Vec<usize>,
+        /// The combiner: `2n` scalar parameters (accumulators, then elements), `n` outputs.
+        body: Arc<Func>,
+    },
     /// Index of the maximum along a dimension (the first on ties; NaN counts as maximum).
     Argmax {
         /// The dimension searched (removed from the result).
@@ -246,6 +256,7 @@ impl Prim {
             Prim::Concatenate { .. } => "concatenate",
             Prim::Pad { .. } => "pad",
             Prim::Reduce { .. } => "reduce",
+            Prim::ReduceWith { .. } => "reduce_with",
             Prim::Argmax { .. } => "argmax",
             Prim::Gather { .. } => "gather",
             Prim::ScatterAdd { .. } => "scatter_add",
@@ -266,6 +277,7 @@ impl Prim {
             Prim::OptimizationBarrier => num_inputs,
             Prim::RngBitGenerator { .. } => 2,
             Prim::While { body, .. } => body.outputs.len(),
+            Prim::ReduceWith { body, .. } => body.outputs.len(),
             Prim::CustomCall(spec) => spec.result_types.len(),
             Prim::Remat { body, .. } => body.outputs.len(),
             Prim::CustomVjp { fwd, .. } => fwd.outputs.len(),

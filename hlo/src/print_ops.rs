@@ -197,6 +197,9 @@ impl Printer<'_> {
                 self.out.push_str(") -> ");
                 self.ty(out_ty(0));
             }
+            Prim::ReduceWith { dims, body } => {
+                return self.reduce_with(f, e, names, depth, dims, body)
+            }
             Prim::Argmax { dim, index_dtype } => {
                 return self.argmax(f, e, names, depth, *dim, *index_dtype)
             }

@@ -65,6 +65,63 @@ impl Printer<'_> {
         Ok(())
     }
 
+    /// `stablehlo.reduce` of several operands with the traced combiner `body` as its region.
+    pub(crate) fn reduce_with(
+        &mut self,
+        f: &Func,
+        e: &Eqn,
+        names: &mut [Name],
+        depth: usize,
+        dims: &[usize],
+        body: &Func,
+    ) -> Result<()> {
+        let k = e.outputs.len();
+        let (operands, inits) = e.inputs.split_at(k);
+        let n = self.results(e, names, depth);
+        self.out.push_str("stablehlo.reduce");
+        for (i, (x, init)) in operands.iter().zip(inits).enumerate() {
+            self.out.push_str(if i == 0 { "(" } else { ", (" });
+            self.name(names[x.index()])?;
+            self.out.push_str(" init: ");
+            self.name(names[init.index()])?;
+            self.out.push(')');
+        }
+        self.out
+            .push_str(&format!(" across dimensions = {} : (", list(dims)));
+        self.types(e.inputs.iter().map(|&x| f.value_type(x)));
+        self.out.push_str(") -> ");
+        if k == 1 {
+            self.ty(f.value_type(e.outputs[0]));
+        } else {
+            self.out.push('(');
+            self.types(e.outputs.iter().map(|&o| f.value_type(o)));
+            self.out.push(')');
+        }
+        self.out.push('\n');
+        // The region's arguments are the accumulators then the elements; the pretty form
+        // lists them in (accumulator, element) pairs, one per operand.
+        self.indent(depth);
+        self.out.push_str(" reducer");
+        for (i, &x) in operands.iter().enumerate() {
+            let scalar = TensorType::scalar(f.value_type(x).dtype).mlir();
+            self.out.push_str(&format!(
+                "(%it{n}_{i}: {scalar}, %it{n}_{}: {scalar}) ",
+                k + i
+            ));
+        }
+        self.out.push_str("{\n");
+        let mut sub = vec![Name::Unset; body.types.len()];
+        for (j, p) in body.params.iter().enumerate() {
+            sub[p.value.index()] = Name::Iter(n, j as u32);
+        }
+        self.body(body, &mut sub, depth + 1)?;
+        self.indent(depth + 1);
+        self.ret(body, &sub, "stablehlo.return")?;
+        self.indent(depth);
+        self.out.push_str("}\n");
+        Ok(())
+    }
+
     pub(crate) fn argmax(
         &mut self,
         f: &Func,

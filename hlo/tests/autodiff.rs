@@ -94,6 +94,20 @@ fn non_differentiable_prims_fail_only_when_a_cotangent_flows() {
     );
 
     let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
+    let init = g.scalar(1.0, DType::F32);
+    let product = g.reduce_with(std::slice::from_ref(&x), &[init], &[1], |_, a, b| {
+        vec![&a[0] * &b[0]]
+    });
+    let err = g
+        .grad(&product[0].sum_all(), std::slice::from_ref(&x))
+        .unwrap_err();
+    assert!(
+        matches!(err, HloError::NotDifferentiable { ref prim, .. } if prim == "reduce_with"),
+        "{err}"
+    );
+
+    let g = Graph::new();
     let x = g.param("x", t(&[3]));
     let spec = |target: &str| CustomCallSpec::new(target, vec![t(&[3])]);
     let y = g.custom_call(spec("my_kernel"), std::slice::from_ref(&x));

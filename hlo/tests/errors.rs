@@ -184,3 +184,43 @@ fn checker_accepts_valid_and_rejects_invalid_graphs() {
         .to_string()
         .contains("no output named `nope`; available: [y]"));
 }
+
+#[test]
+fn reduce_with_checks_its_operands_initial_values_and_combiner() {
+    let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
+    let y = g.param("y", t(&[3, 2]));
+    let zero = g.scalar(0.0, DType::F32);
+    let _ = g.reduce_with(
+        &[x.clone(), y],
+        &[zero.clone(), zero.clone()],
+        &[1],
+        |_, a, _| a.to_vec(),
+    );
+    assert_eq!(
+        g.check_error().unwrap_err().to_string(),
+        "reduce_with: operands must share a shape, got (f32[2,3], f32[3,2])"
+    );
+
+    let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
+    let wide = g.scalar(0.0, DType::F64);
+    let _ = g.reduce_with(std::slice::from_ref(&x), &[wide], &[1], |_, a, _| {
+        a.to_vec()
+    });
+    assert_eq!(
+        g.check_error().unwrap_err().to_string(),
+        "reduce_with: initial values must be scalars of the operands' dtypes (f32[]), got (f64[])"
+    );
+
+    let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
+    let zero = g.scalar(0.0, DType::F32);
+    let _ = g.reduce_with(std::slice::from_ref(&x), &[zero], &[1], |_, a, b| {
+        vec![a[0].clone(), b[0].clone()]
+    });
+    assert_eq!(
+        g.check_error().unwrap_err().to_string(),
+        "reduce_with: the combiner returns (f32[], f32[]) but the accumulators are (f32[])"
+    );
+}

@@ -204,3 +204,47 @@ const GOLDEN_REMAT: &str = r#"module @remat attributes {mhlo.num_partitions = 1 
   }
 }
 "#;
+
+#[test]
+fn reduce_with_prints_its_combiner_as_the_region() {
+    let g = Graph::named("reduce_with");
+    let x = g.param("x", t(&[2, 3]));
+    let ones = g.scalar(1.0, DType::F32).broadcast_to(&[2, 3]);
+    let inits = [
+        g.scalar(f32::MIN as f64, DType::F32),
+        g.scalar(0.0, DType::F32),
+    ];
+    // Online softmax: (max, sum of exp(x - max)).
+    let r = g.reduce_with(&[x, ones], &inits, &[1], |_, acc, el| {
+        let m = acc[0].maximum(&el[0]);
+        vec![
+            m.clone(),
+            &acc[1] * (&acc[0] - &m).exp() + &el[1] * (&el[0] - &m).exp(),
+        ]
+    });
+    let f = g.finish(&[("max", &r[0]), ("sum", &r[1])]).unwrap();
+    assert_eq!(print(&f), GOLDEN_REDUCE_WITH);
+}
+
+const GOLDEN_REDUCE_WITH: &str = r#"module @reduce_with attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
+  func.func public @main(%arg0: tensor<2x3xf32>) -> (tensor<2xf32>, tensor<2xf32>) {
+    %0 = stablehlo.constant dense<1.0e0> : tensor<f32>
+    %1 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<2x3xf32>
+    %2 = stablehlo.constant dense<-3.4028234663852886e38> : tensor<f32>
+    %3 = stablehlo.constant dense<0.0e0> : tensor<f32>
+    %4:2 = stablehlo.reduce(%arg0 init: %2), (%1 init: %3) across dimensions = [1] : (tensor<2x3xf32>, tensor<2x3xf32>, tensor<f32>, tensor<f32>) -> (tensor<2xf32>, tensor<2xf32>)
+     reducer(%it4_0: tensor<f32>, %it4_2: tensor<f32>) (%it4_1: tensor<f32>, %it4_3: tensor<f32>) {
+      %5 = stablehlo.maximum %it4_0, %it4_2 : tensor<f32>
+      %6 = stablehlo.subtract %it4_0, %5 : tensor<f32>
+      %7 = stablehlo.exponential %6 : tensor<f32>
+      %8 = stablehlo.multiply %it4_1, %7 : tensor<f32>
+      %9 = stablehlo.subtract %it4_2, %5 : tensor<f32>
+      %10 = stablehlo.exponential %9 : tensor<f32>
+      %11 = stablehlo.multiply %it4_3, %10 : tensor<f32>
+      %12 = stablehlo.add %8, %11 : tensor<f32>
+      stablehlo.return %5, %12 : tensor<f32>, tensor<f32>
+    }
+    return %4#0, %4#1 : tensor<2xf32>, tensor<2xf32>
+  }
+}
+"#;

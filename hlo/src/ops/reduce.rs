@@ -1,7 +1,66 @@
-//! Reductions: sum, max, min, mean and argmax over axes.
+//! Reductions: sum, max, min, mean, argmax, and several operands at once by a traced
+//! combiner, over axes.
 
+use super::control::{nested, trace_region};
+use crate::error::shape_err;
+use crate::infer::remove_dims;
 use crate::ir::{Prim, ReduceKind};
-use crate::{DType, Tensor};
+use crate::{DType, Graph, Tensor, TensorType};
+use std::sync::Arc;
+
+impl Graph {
+    /// Reduces `operands` (all of one shape) over `axes` together, from the scalar `inits`
+    /// (one per operand, of its dtype), with `combine(graph, accumulators, elements)`
+    /// returning the new accumulators; returns one result per operand, without `axes`.
+    /// `combine` must be associative and commutative (the backend combines partial results
+    /// in any order and tree shape), and the result is not differentiable: use it under
+    /// `stop_gradient` or inside a custom VJP.
+    pub fn reduce_with(
+        &self,
+        operands: &[Tensor],
+        inits: &[Tensor],
+        axes: &[isize],
+        combine: impl FnOnce(&Graph, &[Tensor], &[Tensor]) -> Vec<Tensor>,
+    ) -> Vec<Tensor> {
+        let Some(first) = operands.first() else {
+            self.record_error(shape_err("reduce_with", "needs at least one operand"));
+            return Vec::new();
+        };
+        let Some(dims) = first.axes("reduce_with", axes) else {
+            return operands
+                .iter()
+                .map(|t| self.poisoned(t.ty().clone()))
+                .collect();
+        };
+        let n = operands.len();
+        let scalars: Vec<TensorType> = operands
+            .iter()
+            .map(|t| TensorType::scalar(t.dtype()))
+            .collect();
+        let params: Vec<TensorType> = scalars.iter().chain(&scalars).cloned().collect();
+        match trace_region("reduce_with_combiner", &params, |g, xs| {
+            combine(g, &xs[..n], &xs[n..])
+        }) {
+            Ok(body) => {
+                let inputs: Vec<&Tensor> = operands.iter().chain(inits).collect();
+                self.push(
+                    Prim::ReduceWith {
+                        dims,
+                        body: Arc::new(body),
+                    },
+                    &inputs,
+                )
+            }
+            Err(e) => {
+                self.record_error(nested("reduce_with", *e.error));
+                operands
+                    .iter()
+                    .map(|t| self.poisoned(remove_dims(t.ty(), &dims)))
+                    .collect()
+            }
+        }
+    }
+}
 
 impl Tensor {
     /// Reduces `axes` with `kind`; `keepdims` leaves them as size-1 dims.
