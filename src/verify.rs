@@ -190,6 +190,7 @@ pub fn verify(
         &mask.reshape(&[n]),
         chunk,
         opts.head_fp8,
+        opts.row_stats,
     );
     let loss = &ce / mask.sum_all().maximum(1.0);
     // MoE: the objective adds aux_loss_coef x the mean aux loss (docs/model.md).

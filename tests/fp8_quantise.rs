@@ -404,7 +404,15 @@ fn an_fp8_head_cross_entropy_runs_on_quantised_operands_and_gradients() {
     let wt = g.param("w", TensorType::new(DType::F32, &[hd as i64, v as i64]));
     let tt = g.param("targets", TensorType::new(DType::I32, &[n as i64]));
     let mt = g.param("mask", TensorType::new(DType::F32, &[n as i64]));
-    let loss = vishwam::model::masked_ce_sum(&ht, &wt, &tt, &mt, n / 2, Some(Fp8Formats::HYBRID));
+    let loss = vishwam::model::masked_ce_sum(
+        &ht,
+        &wt,
+        &tt,
+        &mt,
+        n / 2,
+        Some(Fp8Formats::HYBRID),
+        vishwam::model::RowStats::TwoPass,
+    );
     let grads = g.grad(&loss, &[ht.clone(), wt.clone()]).unwrap();
     let func = g
         .finish(&[("loss", &loss), ("dh", &grads[0]), ("dw", &grads[1])])

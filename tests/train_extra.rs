@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use vishwam::config::Config;
 use vishwam::engine::{Engine, HostArray, Input};
+use vishwam::model::RowStats;
 use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{
     checkpoint, run_training, sharding_plan, BatchSource, HostBatch, RunOptions, TrainError,
@@ -131,20 +132,20 @@ fn a_non_finite_update_is_skipped_and_stops_the_run() {
 }
 
 #[test]
-fn chunked_loss_equals_the_unchunked_loss_and_gradients() {
+fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statistics() {
     let (n, h, v) = (24i64, 8i64, 40i64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let mut rand = |k: i64| -> Vec<f32> { (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect() };
     let (hs, ws) = (rand(n * h), rand(h * v));
     let targets: Vec<i32> = (0..n as i32).map(|i| (i * 13) % v as i32).collect();
     let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
-    let run = |chunk: usize| -> Vec<Vec<f32>> {
+    let run = |chunk: usize, stats: RowStats| -> Vec<Vec<f32>> {
         let g = Graph::named("ce");
         let hp = g.param("h", TensorType::new(DType::F32, &[n, h]));
         let wp = g.param("w", TensorType::new(DType::F32, &[h, v]));
         let tp = g.param("t", TensorType::new(DType::I32, &[n]));
         let mp = g.param("m", TensorType::new(DType::F32, &[n]));
-        let loss = vishwam::model::masked_ce_sum(&hp, &wp, &tp, &mp, chunk, None);
+        let loss = vishwam::model::masked_ce_sum(&hp, &wp, &tp, &mp, chunk, None, stats);
         let grads = g.grad(&loss, &[hp.clone(), wp.clone()]).unwrap();
         let f = g
             .finish(&[("loss", &loss), ("dh", &grads[0]), ("dw", &grads[1])])
@@ -164,10 +165,15 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients() {
             .map(|a| e.get(a).unwrap().to_vec::<f32>().unwrap())
             .collect()
     };
-    let whole = run(24);
-    for chunk in [4, 6, 12] {
-        let parts = run(chunk);
+    let whole = run(24, RowStats::TwoPass);
+    let cases = [4, 6, 12]
+        .map(|c| (c, RowStats::TwoPass))
+        .into_iter()
+        .chain([24, 4, 1].map(|c| (c, RowStats::Online)));
+    for (chunk, stats) in cases {
+        let parts = run(chunk, stats);
         for (a, b) in parts.iter().zip(&whole) {
+            assert!(a.iter().all(|x| x.is_finite()), "{stats:?} chunk {chunk}");
             let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
             let err = a
                 .iter()
@@ -175,7 +181,10 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients() {
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max)
                 / scale;
-            assert!(err < 1e-6, "chunk {chunk}: relative error {err:e}");
+            assert!(
+                err < 1e-6,
+                "{stats:?} chunk {chunk}: relative error {err:e}"
+            );
         }
     }
 }

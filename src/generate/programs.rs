@@ -207,6 +207,7 @@ pub fn build_eval(
         &mask.reshape(&[n]),
         model::default_chunk(n as usize, cfg.vocab_size),
         opts.head_fp8,
+        opts.row_stats,
     );
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }

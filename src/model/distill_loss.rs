@@ -3,12 +3,17 @@
 //! distances between matched hidden states.
 //!
 //! The heads are applied to `chunk` tokens at a time, so the largest temporaries are two
-//! `[chunk, V]` f32 logits (student and teacher) rather than two `[B·T, V]`. The forward pass
+//! `[chunk, V]` logits (the student's in f32, the teacher's in its compute dtype) rather than
+//! two `[B·T, V]`. Each chunk's softmax statistics come from one pass over both models'
+//! logits where [`RowStats::Online`] is chosen (GPUs), or two passes. The forward pass
 //! also computes the objective's gradient for the student (a custom VJP whose backward pass
 //! only scales it), so neither head runs twice. The teacher receives no cotangent: its inputs
 //! get zeros, which nothing reads.
 
-use super::loss::{accumulate, concat_rows, dividing_chunk, matmul_f32};
+use super::loss::{
+    accumulate, concat_rows, dividing_chunk, lowest_f32, matmul_f32, online_add, online_max,
+    target_logits, RowStats,
+};
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{DType, Graph, Tensor};
 
@@ -43,6 +48,7 @@ pub fn masked_ce_kl_sums(
     temperature: f64,
     weights: [f64; 2],
     chunk: usize,
+    stats: RowStats,
 ) -> (Tensor, Tensor, Tensor) {
     let n = heads.student_hidden.shape()[0];
     let c = dividing_chunk(n, chunk);
@@ -58,25 +64,131 @@ pub fn masked_ce_kl_sums(
     let out = g.custom_vjp(
         "chunked_distillation",
         &inputs,
-        |_g, xs| forward(xs, temperature, weights, c),
+        |_g, xs| forward(xs, temperature, weights, c, stats),
         |g, xs, outs, cts| backward(g, xs, outs, &cts[0]),
     );
     (out[0].clone(), out[1].clone(), out[2].clone())
 }
 
-/// One chunk's student and teacher logits, f32 `[c, V]` each.
+/// One chunk's student and teacher logits, `[c, V]` each, as f32. The student's leave the
+/// matmul in f32 (they are differentiated); the teacher's in the teacher's compute dtype
+/// like the rest of its forward pass (bf16 under mixed precision), which halves the bytes
+/// that the loss's passes read for them.
 fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
     let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
     (
         matmul_f32(&rows(&xs[0]), &xs[1]),
-        matmul_f32(&rows(&xs[2]), &xs[3]),
+        rows(&xs[2]).matmul(&xs[3]).cast(DType::F32),
     )
+}
+
+/// `exp(d / T)` raised back to `exp(d)`: for a small integer T (2 is the default) a few
+/// multiplies instead of an exponential per logit.
+fn untempered(tempered_exp: &Tensor, d: impl FnOnce() -> Tensor, temperature: f64) -> Tensor {
+    if temperature.fract() == 0.0 && (1.0..=4.0).contains(&temperature) {
+        (1..temperature as usize).fold(tempered_exp.clone(), |acc, _| acc * tempered_exp)
+    } else {
+        d().exp()
+    }
+}
+
+/// One chunk's per-row statistics, `[c, 1]` f32 each.
+struct ChunkStats {
+    /// max zs, and max zt.
+    max_s: Tensor,
+    max_t: Tensor,
+    /// sum exp((zs - max_s) / T), and sum exp(zs - max_s) (the same tensor when T = 1).
+    sum_s_t: Tensor,
+    sum_s: Tensor,
+    /// sum exp((zt - max_t) / T), and sum exp((zt - max_t) / T) (zt - zs).
+    sum_t: Tensor,
+    cross: Tensor,
+}
+
+impl ChunkStats {
+    /// A pass for the maxima, then one for the sums. One max per row serves both
+    /// temperatures (max(z / T) = max(z) / T for T > 0); the sums read only zs, zt and the
+    /// maxima, so XLA computes them in one pass (sibling reductions).
+    fn two_pass(zs: &Tensor, zt: &Tensor, temperature: f64) -> ChunkStats {
+        let inv_t = 1.0 / temperature;
+        let max_s = zs.max(&[-1], true).stop_gradient();
+        let max_t = zt.max(&[-1], true).stop_gradient();
+        let ds = zs - &max_s;
+        let es_t = (ds.clone() * inv_t).exp();
+        let et = ((zt - &max_t) * inv_t).exp();
+        let sum = |x: &Tensor| x.sum(&[-1], true);
+        let sum_s_t = sum(&es_t);
+        ChunkStats {
+            sum_s: if temperature == 1.0 {
+                sum_s_t.clone()
+            } else {
+                sum(&untempered(&es_t, || ds, temperature))
+            },
+            sum_s_t,
+            sum_t: sum(&et),
+            cross: sum(&(&et * (zt - zs))),
+            max_s,
+            max_t,
+        }
+    }
+
+    /// Everything in one pass over zs and zt (a variadic reduction carrying both maxima): the
+    /// sums are rescaled whenever a maximum grows, with the exponential that the element
+    /// costs anyway.
+    fn online(zs: &Tensor, zt: &Tensor, temperature: f64) -> ChunkStats {
+        let inv_t = 1.0 / temperature;
+        let g = zs.graph().clone();
+        let ones = g.scalar(1.0, DType::F32).broadcast_to(zs.shape());
+        let (zero, lowest) = (g.scalar(0.0, DType::F32), lowest_f32(&g));
+        let separate = temperature != 1.0;
+        // Operands: max_s, sum_s_t, [sum_s], max_t, sum_t, cross.
+        let mut operands = vec![zs.clone(), ones.clone()];
+        let mut inits = vec![lowest.clone(), zero.clone()];
+        if separate {
+            operands.push(ones.clone());
+            inits.push(zero.clone());
+        }
+        operands.extend([zt.clone(), ones, zt - zs]);
+        inits.extend([lowest, zero.clone(), zero]);
+        let k = usize::from(separate);
+        let r = g.reduce_with(&operands, &inits, &[-1], |_, a, b| {
+            let tempered = |gap: &Tensor| (gap * inv_t).exp();
+            let (max_s, s_wins, gap_s) = online_max(&a[0], &b[0]);
+            let f_s = tempered(&gap_s);
+            let mut out = vec![max_s, online_add(&s_wins, &a[1], &b[1], &f_s)];
+            if separate {
+                let f1 = untempered(&f_s, || gap_s, temperature);
+                out.push(online_add(&s_wins, &a[2], &b[2], &f1));
+            }
+            let (max_t, t_wins, gap_t) = online_max(&a[2 + k], &b[2 + k]);
+            let f_t = tempered(&gap_t);
+            out.push(max_t);
+            out.push(online_add(&t_wins, &a[3 + k], &b[3 + k], &f_t));
+            out.push(online_add(&t_wins, &a[4 + k], &b[4 + k], &f_t));
+            out
+        });
+        let col = |i: usize| r[i].expand_dims(-1);
+        ChunkStats {
+            max_s: col(0).stop_gradient(),
+            sum_s_t: col(1),
+            sum_s: col(1 + k),
+            max_t: col(2 + k).stop_gradient(),
+            sum_t: col(3 + k),
+            cross: col(4 + k),
+        }
+    }
 }
 
 /// `[objective, ce_sum, kl_sum, d hs, d ws]`: the sums, and the objective's gradients with
 /// respect to the student's hidden states (`[N, Hs]`, their dtype) and head (`[Hs, V]`, f32),
 /// kept for the backward pass.
-fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Tensor> {
+fn forward(
+    xs: &[Tensor],
+    temperature: f64,
+    weights: [f64; 2],
+    c: i64,
+    stats: RowStats,
+) -> Vec<Tensor> {
     let (hs, ws, targets, mask) = (&xs[0], &xs[1], &xs[4], &xs[5]);
     let v = ws.shape()[1];
     let inv_t = 1.0 / temperature;
@@ -88,45 +200,34 @@ fn forward(xs: &[Tensor], temperature: f64, weights: [f64; 2], c: i64) -> Vec<Te
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
         let onehot = rows(targets).one_hot(v, DType::F32);
-        // One max per row serves both temperatures (max(z / T) = max(z) / T for T > 0), and
-        // the sums below read only zs, zt and the maxima: XLA computes them in one pass over
-        // the chunk's logits (sibling reductions) after the pass for the maxima.
-        let max_s = zs.max(&[-1], true).stop_gradient();
-        let max_t = zt.max(&[-1], true).stop_gradient();
-        let ds = &zs - &max_s;
-        // The exponentials serve both the sums and the gradient below: XLA recomputes them in
-        // each consumer where exp is cheap (GPUs) and keeps them where it is not (CPUs).
-        let es_t = tempered(ds.clone()).exp();
-        let et = tempered(&zt - &max_t).exp();
-        let sum_s_t = es_t.sum(&[-1], true);
-        let sum_t = et.sum(&[-1], true);
-        let lse_s = sum_s_t.log() + &max_s * inv_t;
-        let lse_t = sum_t.log() + &max_t * inv_t;
-        // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
-        let cross = (&et * (&zt - &zs)).sum(&[-1], true);
-        let kl = cross * inv_t / &sum_t - &lse_t + &lse_s;
-        // exp(ds) = exp(ds / T)^T: for a small integer T (2 is the default) a few multiplies
-        // replace an exponential per logit.
-        let es = if temperature.fract() == 0.0 && (1.0..=4.0).contains(&temperature) {
-            (1..temperature as usize).fold(es_t.clone(), |acc, _| acc * &es_t)
-        } else {
-            ds.exp()
+        let st = match stats {
+            RowStats::TwoPass => ChunkStats::two_pass(&zs, &zt, temperature),
+            RowStats::Online => ChunkStats::online(&zs, &zt, temperature),
         };
-        let sum_s = es.sum(&[-1], true);
-        let lse = sum_s.log() + &max_s;
-        let ce = &lse - (&zs * &onehot).sum(&[-1], true);
+        let lse_s = st.sum_s_t.log() + &st.max_s * inv_t;
+        let lse_t = st.sum_t.log() + &st.max_t * inv_t;
+        // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
+        let kl = st.cross * inv_t / &st.sum_t - &lse_t + &lse_s;
+        let lse = st.sum_s.log() + &st.max_s;
+        let ce = &lse - target_logits(&zs, &rows(targets));
         accumulate(&mut ce_sum, (ce * &m).sum_all());
         accumulate(&mut kl_sum, (kl * &m).sum_all());
+        // The exponentials of the gradient: XLA recomputes them in its pass where exp is
+        // cheap (GPUs) and, after a two-pass reduction, shares them with the sums where it
+        // is not (CPUs).
+        let ds = &zs - &st.max_s;
+        let es_t = tempered(ds.clone()).exp();
+        let et = tempered(&zt - &st.max_t).exp();
         // d objective / d zs = mask * (w_ce (softmax(zs) - onehot)
         //                              + w_kl (softmax(zs / T) - softmax(zt / T)) / T).
         let (a, b) = (&m * weights[0], m * (weights[1] * inv_t));
-        let pt = et * (1.0 / sum_t);
-        let ps_t = es_t * (1.0 / sum_s_t);
+        let pt = et * (1.0 / st.sum_t);
+        let ps_t = &es_t * (1.0 / st.sum_s_t);
         // Each [c, V] term appears once so that XLA fuses the whole sum into one pass.
         let d_logits = if temperature == 1.0 {
             (&a + &b) * ps_t - b * pt - a * onehot
         } else {
-            let softmax = es * (1.0 / sum_s);
+            let softmax = untempered(&es_t, || ds, temperature) * (1.0 / st.sum_s);
             &a * (softmax - onehot) + b * (ps_t - pt)
         };
         let d_logits = d_logits.cast(hs.dtype());

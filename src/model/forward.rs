@@ -4,6 +4,7 @@ use super::attention::attention;
 use super::blocked::blocked_attention;
 use super::cudnn_attention::cudnn_attention;
 use super::fp8::Fp8Formats;
+use super::loss::RowStats;
 use super::moe::{self, MoeParams, MoeStats};
 use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
 use crate::config::{ModelConfig, RopeScalingType};
@@ -51,6 +52,8 @@ pub struct ForwardOptions {
     /// With `fp8`, run the projections that share an input as one FP8 GEMM on their
     /// concatenated weights (off when tensor parallelism splits their outputs).
     pub merge_fp8_projections: bool,
+    /// How the chunked loss finds each row's softmax statistics.
+    pub row_stats: RowStats,
 }
 
 impl ForwardOptions {
@@ -66,6 +69,7 @@ impl ForwardOptions {
             fp8: None,
             head_fp8: None,
             merge_fp8_projections: true,
+            row_stats: RowStats::TwoPass,
         }
     }
 }

@@ -16,7 +16,95 @@
 //! saturates: the head needs no statistics.
 
 use super::fp8::{abs_max, dequantise, quantise, scale_for, Fp8Formats, Fp8Type};
-use vishwam_hlo::{DType, DotDims, Graph, Tensor};
+use crate::config::Platform;
+use vishwam_hlo::{DType, DotDims, GatherDims, Graph, Tensor, TensorType};
+
+/// How the chunked losses find each row's softmax statistics (the maximum logit and the sum
+/// of exponentials below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStats {
+    /// One pass over the logits for the maxima, then one for the sums: the fewest operations.
+    /// Best where the loss is compute-bound (CPUs).
+    TwoPass,
+    /// One pass that carries each row's running maximum and sum together, rescaling the sum
+    /// when the maximum grows ("online softmax"): one read of every chunk's logits fewer for
+    /// the same number of exponentials. Best where the loss is bandwidth-bound (GPUs, TPUs).
+    Online,
+}
+
+impl RowStats {
+    /// The faster choice on `platform`.
+    pub fn for_platform(platform: Platform) -> RowStats {
+        match platform {
+            Platform::Cpu => RowStats::TwoPass,
+            Platform::Cuda | Platform::Tpu => RowStats::Online,
+        }
+    }
+}
+
+/// The lowest finite f32: the starting maximum of an online reduction (a finite value, so
+/// that combining two empty partial results rescales by `exp(0)` rather than `exp(NaN)`).
+pub(super) fn lowest_f32(g: &Graph) -> Tensor {
+    g.scalar(f32::MIN as f64, DType::F32)
+}
+
+/// Combines the maxima of two partial results of an online softmax: returns the larger, a
+/// flag that is true where `a`'s won, and `smaller - larger` (at most 0), from which the
+/// caller scales the losing side's sums (`exp` of it, tempered as needed).
+pub(super) fn online_max(a_max: &Tensor, b_max: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let a_wins = a_max.ge(b_max);
+    let (big, small) = (a_max.maximum(b_max), a_max.minimum(b_max));
+    let gap = small - &big;
+    (big, a_wins, gap)
+}
+
+/// `a_sum + b_sum` with the losing side's sum scaled by `factor` (see [`online_max`]).
+pub(super) fn online_add(a_wins: &Tensor, a: &Tensor, b: &Tensor, factor: &Tensor) -> Tensor {
+    a_wins.select(&(a + b * factor), &(b + a * factor))
+}
+
+/// `logits[i, targets[i]]` as `[c, 1]`, for `logits: [c, V]` and integer `targets: [c]`: one
+/// gathered element per row, which keeps the one-hot product out of the row reductions.
+/// Out-of-range targets are clamped (their rows must be masked out).
+pub(super) fn target_logits(logits: &Tensor, targets: &Tensor) -> Tensor {
+    let c = logits.shape()[0];
+    let rows = logits
+        .graph()
+        .iota(&TensorType::new(targets.dtype(), &[c, 1]), 0);
+    let index = rows.concat(&[targets.expand_dims(-1)], 1);
+    let dims = GatherDims {
+        offset_dims: vec![],
+        collapsed_slice_dims: vec![0, 1],
+        start_index_map: vec![0, 1],
+        index_vector_dim: 1,
+    };
+    logits.gather(&index, dims, &[1, 1]).expand_dims(-1)
+}
+
+/// Per-row `(max, sum exp(z - max))` of `logits: [c, V]` f32, each `[c, 1]`.
+fn ce_row_stats(logits: &Tensor, stats: RowStats) -> [Tensor; 2] {
+    match stats {
+        RowStats::TwoPass => {
+            let max = logits.max(&[-1], true).stop_gradient();
+            let sum = (logits - &max).exp().sum(&[-1], true);
+            [max, sum]
+        }
+        RowStats::Online => {
+            let g = logits.graph().clone();
+            let ones = g.scalar(1.0, DType::F32).broadcast_to(logits.shape());
+            let r = g.reduce_with(
+                &[logits.clone(), ones],
+                &[lowest_f32(&g), g.scalar(0.0, DType::F32)],
+                &[-1],
+                |_, a, b| {
+                    let (max, a_wins, gap) = online_max(&a[0], &b[0]);
+                    vec![max, online_add(&a_wins, &a[1], &b[1], &gap.exp())]
+                },
+            );
+            [r[0].expand_dims(-1).stop_gradient(), r[1].expand_dims(-1)]
+        }
+    }
+}
 
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`; with
@@ -29,13 +117,14 @@ pub fn masked_ce_sum(
     mask: &Tensor,
     chunk: usize,
     fp8: Option<Fp8Formats>,
+    stats: RowStats,
 ) -> Tensor {
     let chunk = dividing_chunk(h.shape()[0], chunk);
     let g = h.graph().clone();
     let out = g.custom_vjp(
         "chunked_cross_entropy",
         &[h.clone(), w.clone(), targets.clone(), mask.clone()],
-        move |g, xs| forward(g, &xs[0], &xs[1], &xs[2], &xs[3], chunk, fp8),
+        move |g, xs| forward(g, xs, chunk, fp8, stats),
         |g, xs, outs, cts| {
             let (h, w) = (&xs[0], &xs[1]);
             vec![
@@ -71,17 +160,16 @@ fn fp8_unit_gradient(g: &Graph, d: &Tensor, to: DType) -> Tensor {
     dequantise(&quantise(d, &scale, ty).0, &scale, to)
 }
 
-/// `[ce_sum, d h, d w]`: the masked CE sum and its gradients with respect to `h` (`[N, H]`,
-/// `h`'s dtype) and `w` (`[H, V]`, f32).
+/// `[ce_sum, d h, d w]` for `xs = [h, w, targets, mask]`: the masked CE sum and its
+/// gradients with respect to `h` (`[N, H]`, `h`'s dtype) and `w` (`[H, V]`, f32).
 fn forward(
     g: &Graph,
-    h: &Tensor,
-    w: &Tensor,
-    targets: &Tensor,
-    mask: &Tensor,
+    xs: &[Tensor],
     c: i64,
     fp8: Option<Fp8Formats>,
+    stats: RowStats,
 ) -> Vec<Tensor> {
+    let (h, w, targets, mask) = (&xs[0], &xs[1], &xs[2], &xs[3]);
     let (h, w) = match fp8 {
         Some(f) => (fp8_operand(h, f.forward), fp8_operand(w, f.forward)),
         None => (h.clone(), w.clone()),
@@ -97,9 +185,9 @@ fn forward(
             .slice_axis(0, i * c, (i + 1) * c)
             .one_hot(v, DType::F32);
         let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
-        let max = logits.max(&[-1], true).stop_gradient();
-        let lse = (&logits - &max).exp().sum(&[-1], true).log() + max;
-        let ce = &lse - (&logits * &onehot).sum(&[-1], true);
+        let [max, sum] = ce_row_stats(&logits, stats);
+        let lse = sum.log() + max;
+        let ce = &lse - target_logits(&logits, &targets.slice_axis(0, i * c, (i + 1) * c));
         accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
         let d_logits = match fp8 {

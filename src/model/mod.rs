@@ -35,7 +35,7 @@ pub use forward::{
     AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
 };
 pub use fp8::{Fp8Formats, Fp8Type};
-pub use loss::{default_chunk, masked_ce_sum};
+pub use loss::{default_chunk, masked_ce_sum, RowStats};
 pub use moe::{
     capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
 };

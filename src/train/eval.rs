@@ -48,6 +48,7 @@ pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions
         &mask.reshape(&[n]),
         chunk,
         opts.head_fp8,
+        opts.row_stats,
     );
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }

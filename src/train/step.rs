@@ -86,6 +86,7 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         fp8: policy.fp8().map(|p| p.formats),
         head_fp8: policy.lm_head_fp8,
         merge_fp8_projections: projection_outputs_unsplit(cfg, plan),
+        row_stats: model::RowStats::for_platform(cfg.runtime.platform),
     }
 }
 
@@ -682,6 +683,7 @@ fn micro_step(
                 &mask.reshape(&[n]),
                 chunk,
                 opts.head_fp8,
+                opts.row_stats,
             );
             (ce, None)
         }

@@ -7,7 +7,7 @@ use candle_core::Var;
 use std::collections::BTreeMap;
 use vishwam::config::{Config, ModelConfig};
 use vishwam::engine::{Engine, HostArray, Input};
-use vishwam::model::{self, ParamSpec};
+use vishwam::model::{self, ParamSpec, RowStats};
 use vishwam::reference::{
     distillation_loss_and_grads, Batch, ReferenceDistillation, ReferenceDtype, ReferenceModel,
 };
@@ -321,15 +321,18 @@ fn kl_alone_matches_the_candle_reference() {
     matches_the_reference(&cfg);
 }
 
-/// `(ce, kl)` of `masked_ce_kl_sums` over fixed random heads with `chunk` tokens per chunk,
-/// and the gradients of `0.3 ce + 0.7 kl` for the student's hidden states and head.
-fn chunked_sums(chunk: usize) -> Vec<Vec<f32>> {
+/// `(ce, kl)` of `masked_ce_kl_sums` at temperature `t` over fixed random heads with `chunk`
+/// tokens per chunk, and the gradients of `0.3 ce + 0.7 kl` for the student's hidden states
+/// and head.
+fn chunked_sums(chunk: usize, t: f64, stats: RowStats) -> Vec<Vec<f32>> {
     use rand::{Rng, SeedableRng};
     let (n, hs, ht, v) = (12i64, 8i64, 6i64, 40i64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let mut random = |shape: &[i64]| {
         let count = shape.iter().product::<i64>() as usize;
-        let values: Vec<f32> = (0..count).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        // Wide enough that rows' maxima differ by more than exp's range at small T would
+        // matter if the online rescaling were wrong.
+        let values: Vec<f32> = (0..count).map(|_| rng.gen_range(-3.0..3.0)).collect();
         HostArray::from_slice(shape, &values).unwrap()
     };
     let inputs = [
@@ -354,7 +357,8 @@ fn chunked_sums(chunk: usize) -> Vec<Vec<f32>> {
         teacher_hidden: &xs[2],
         teacher_head: &xs[3],
     };
-    let (objective, ce, kl) = model::masked_ce_kl_sums(&heads, &tgt, &msk, 1.7, [0.3, 0.7], chunk);
+    let (objective, ce, kl) =
+        model::masked_ce_kl_sums(&heads, &tgt, &msk, t, [0.3, 0.7], chunk, stats);
     let grads = g.grad(&objective, &xs[..2]).unwrap();
     let func = g
         .finish(&[
@@ -391,17 +395,35 @@ fn chunked_sums(chunk: usize) -> Vec<Vec<f32>> {
 }
 
 #[test]
-fn chunking_changes_neither_the_sums_nor_the_gradients() {
-    let whole = chunked_sums(12);
-    assert!(whole[0][0] > 1.0 && whole[1][0] > 0.05, "{:?}", &whole[..2]);
-    for chunk in [1, 4, 5] {
-        let parts = chunked_sums(chunk);
-        for (what, (a, b)) in ["ce", "kl", "d hidden", "d head"]
-            .iter()
-            .zip(parts.iter().zip(&whole))
-        {
-            let err = rel_err(a, b);
-            assert!(err < 1e-5, "chunk {chunk}: {what} differs by {err}");
+fn neither_chunking_nor_online_statistics_change_the_sums_or_the_gradients() {
+    // T = 1 shares the student's sums, 2 derives exp(z) from exp(z / 2) by multiplying, and
+    // 1.7 takes a second exponential.
+    for t in [1.0, 2.0, 1.7] {
+        let whole = chunked_sums(12, t, RowStats::TwoPass);
+        assert!(whole[0][0] > 1.0 && whole[1][0] > 0.05, "{:?}", &whole[..2]);
+        let cases = [
+            (1, RowStats::TwoPass),
+            (4, RowStats::TwoPass),
+            (5, RowStats::TwoPass),
+        ]
+        .into_iter()
+        .chain([12, 4, 1].map(|c| (c, RowStats::Online)));
+        for (chunk, stats) in cases {
+            let parts = chunked_sums(chunk, t, stats);
+            for (what, (a, b)) in ["ce", "kl", "d hidden", "d head"]
+                .iter()
+                .zip(parts.iter().zip(&whole))
+            {
+                assert!(
+                    a.iter().all(|x| x.is_finite()),
+                    "T {t} {stats:?} chunk {chunk}"
+                );
+                let err = rel_err(a, b);
+                assert!(
+                    err < 1e-5,
+                    "T {t} {stats:?} chunk {chunk}: {what} differs by {err}"
+                );
+            }
         }
     }
 }

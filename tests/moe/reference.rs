@@ -57,7 +57,7 @@ fn xla_loss_and_grads(
         model::hidden_states_with_moe(&cfg.model, &opts, &p, &tokens, &positions, None).unwrap();
     let w = model::head_weight(&cfg.model, &p).unwrap();
     let h2 = h.reshape(&[b * t, cfg.model.hidden_dim as i64]);
-    let ce = model::masked_ce_sum(&h2, &w, &targets, &mask, 8, None);
+    let ce = model::masked_ce_sum(&h2, &w, &targets, &mask, 8, None, model::RowStats::TwoPass);
     let loss = ce / mask.sum_all().maximum(1.0);
     let aux = stats
         .iter()

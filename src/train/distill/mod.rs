@@ -78,6 +78,8 @@ pub struct DistillContext {
     pub temperature: f64,
     /// Weight of the KL term; 1 - alpha weighs the label cross-entropy.
     pub alpha: f64,
+    /// How the distillation loss finds its softmax statistics.
+    pub row_stats: model::RowStats,
     /// The hidden-state term, when asked for.
     pub intermediate: Option<IntermediateTerm>,
     student_hidden: usize,
@@ -174,8 +176,17 @@ impl DistillContext {
         let mut slots = Vec::new();
         for p in model::param_specs(teacher) {
             let spec = plan.parameter_spec(&p.logical, &p.shape)?.spec;
+            // Matrices are stored in the compute dtype (no per-step casts); vectors (norm
+            // scales) stay f32 and are cast at use, as in training, which lets XLA fuse each
+            // norm's scale into its normalisation (with a bf16 scale it materialised the
+            // scaled activations once per consuming matmul).
+            let dtype = if p.shape.len() >= 2 {
+                compute
+            } else {
+                DType::F32
+            };
             slots.push(TeacherSlot {
-                ty: TensorType::new(compute, &p.shape),
+                ty: TensorType::new(dtype, &p.shape),
                 name: p.name,
                 spec,
             });
@@ -201,6 +212,7 @@ impl DistillContext {
             slots,
             temperature: d.temperature,
             alpha: d.alpha,
+            row_stats: model::RowStats::for_platform(cfg.runtime.platform),
             intermediate,
             student_hidden: cfg.model.hidden_dim,
         })
@@ -298,6 +310,7 @@ impl DistillContext {
             self.temperature,
             [1.0 - self.alpha, self.alpha * t2],
             chunk,
+            self.row_stats,
         );
         let intermediate = match &self.intermediate {
             None => ce.zeros_like(),
