@@ -139,10 +139,20 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statisti
     let (hs, ws) = (rand(n * h), rand(h * v));
     let targets: Vec<i32> = (0..n as i32).map(|i| (i * 13) % v as i32).collect();
     let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 0 { 0.0 } else { 1.0 }).collect();
-    let run = |chunk: usize, stats: RowStats| -> Vec<Vec<f32>> {
+    // With `vocab_sharded`, the head (so the logits and the row reductions) is split over the
+    // vocabulary on 4 devices, as tensor parallelism splits it.
+    let run = |chunk: usize, stats: RowStats, vocab_sharded: bool| -> Vec<Vec<f32>> {
+        let (mesh, w_spec) = if vocab_sharded {
+            (
+                Mesh::new(&[("model", 4)], 4).unwrap(),
+                vishwam_mesh::PartitionSpec::from_axes(&[None, Some("model")]),
+            )
+        } else {
+            (Mesh::single(), vishwam_mesh::PartitionSpec::default())
+        };
         let g = Graph::named("ce");
         let hp = g.param("h", TensorType::new(DType::F32, &[n, h]));
-        let wp = g.param("w", TensorType::new(DType::F32, &[h, v]));
+        let wp = g.param_sharded("w", TensorType::new(DType::F32, &[h, v]), w_spec.clone());
         let tp = g.param("t", TensorType::new(DType::I32, &[n]));
         let mp = g.param("m", TensorType::new(DType::F32, &[n]));
         let loss = vishwam::model::masked_ce_sum(&hp, &wp, &tp, &mp, chunk, None, stats);
@@ -150,13 +160,14 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statisti
         let f = g
             .finish(&[("loss", &loss), ("dh", &grads[0]), ("dw", &grads[1])])
             .unwrap();
-        let e = Engine::new(client().clone(), Mesh::single(), cache()).unwrap();
+        let e = Engine::new(client().clone(), mesh, cache()).unwrap();
         let p = e.compile(&f).unwrap();
         let rep = vishwam_mesh::PartitionSpec::default();
         let put = |a: HostArray| e.put(&a, &rep).unwrap();
         let args = [
             put(HostArray::from_slice(&[n, h], &hs).unwrap()),
-            put(HostArray::from_slice(&[h, v], &ws).unwrap()),
+            e.put(&HostArray::from_slice(&[h, v], &ws).unwrap(), &w_spec)
+                .unwrap(),
             put(HostArray::from_slice(&[n], &targets).unwrap()),
             put(HostArray::from_slice(&[n], &mask).unwrap()),
         ];
@@ -165,15 +176,20 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statisti
             .map(|a| e.get(a).unwrap().to_vec::<f32>().unwrap())
             .collect()
     };
-    let whole = run(24, RowStats::TwoPass);
+    let whole = run(24, RowStats::TwoPass, false);
     let cases = [4, 6, 12]
-        .map(|c| (c, RowStats::TwoPass))
+        .map(|c| (c, RowStats::TwoPass, false))
         .into_iter()
-        .chain([24, 4, 1].map(|c| (c, RowStats::Online)));
-    for (chunk, stats) in cases {
-        let parts = run(chunk, stats);
+        .chain([24, 4, 1].map(|c| (c, RowStats::Online, false)))
+        .chain([(24, RowStats::Online, true), (6, RowStats::Online, true)])
+        .chain([(12, RowStats::TwoPass, true)]);
+    for (chunk, stats, sharded) in cases {
+        let parts = run(chunk, stats, sharded);
         for (a, b) in parts.iter().zip(&whole) {
-            assert!(a.iter().all(|x| x.is_finite()), "{stats:?} chunk {chunk}");
+            assert!(
+                a.iter().all(|x| x.is_finite()),
+                "{stats:?} chunk {chunk} vocab sharded {sharded}"
+            );
             let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
             let err = a
                 .iter()
@@ -183,7 +199,7 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statisti
                 / scale;
             assert!(
                 err < 1e-6,
-                "{stats:?} chunk {chunk}: relative error {err:e}"
+                "{stats:?} chunk {chunk} vocab sharded {sharded}: relative error {err:e}"
             );
         }
     }

@@ -204,6 +204,17 @@ fn reduce_with_checks_its_operands_initial_values_and_combiner() {
 
     let g = Graph::new();
     let x = g.param("x", t(&[2, 3]));
+    let zero = g.scalar(0.0, DType::F32);
+    let _ = g.reduce_with(&[x.clone(), x.clone(), x], &[zero], &[1], |_, a, _| {
+        a.to_vec()
+    });
+    assert_eq!(
+        g.check_error().unwrap_err().to_string(),
+        "reduce_with: needs one initial value per operand, got 3 operands and 1 initial values"
+    );
+
+    let g = Graph::new();
+    let x = g.param("x", t(&[2, 3]));
     let wide = g.scalar(0.0, DType::F64);
     let _ = g.reduce_with(std::slice::from_ref(&x), &[wide], &[1], |_, a, _| {
         a.to_vec()

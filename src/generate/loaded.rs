@@ -192,6 +192,7 @@ impl LoadedModel {
             engine,
             opts: ForwardOptions {
                 compute,
+                row_stats: crate::model::RowStats::for_platform(config.runtime.platform),
                 ..ForwardOptions::eval()
             },
             config,

@@ -33,7 +33,8 @@ pub struct DistillHeads<'a> {
 /// `mask * (logsumexp(zs) - zs[target])` and of
 /// `mask * KL(softmax(zt / T) || softmax(zs / T))`, where `zs` and `zt` are the student's and
 /// the teacher's logits, and `objective = weights[0] * ce_sum + weights[1] * kl_sum`.
-/// `targets: i32 [N]`, `mask: f32 [N]`.
+/// `targets: i32 [N]` (rows with targets outside `[0, V)` must be masked out), `mask: f32
+/// [N]`; `stats` picks one or two passes for each row's softmax statistics.
 ///
 /// Gradients flow through `objective` only (`ce_sum` and `kl_sum` are for reporting), and to
 /// the student only. Because the weights are known when tracing, the forward pass computes
@@ -94,42 +95,78 @@ fn untempered(tempered_exp: &Tensor, d: impl FnOnce() -> Tensor, temperature: f6
 
 /// One chunk's per-row statistics, `[c, 1]` f32 each.
 struct ChunkStats {
-    /// max zs, and max zt.
+    /// max zs.
     max_s: Tensor,
+    /// max zt.
     max_t: Tensor,
-    /// sum exp((zs - max_s) / T), and sum exp(zs - max_s) (the same tensor when T = 1).
+    /// sum exp((zs - max_s) / T).
     sum_s_t: Tensor,
+    /// sum exp(zs - max_s) (the same tensor when T = 1).
     sum_s: Tensor,
-    /// sum exp((zt - max_t) / T), and sum exp((zt - max_t) / T) (zt - zs).
+    /// sum exp((zt - max_t) / T).
     sum_t: Tensor,
+    /// sum exp((zt - max_t) / T) (zt - zs).
     cross: Tensor,
+}
+
+/// One chunk's exponentials below the row maxima, `[c, V]` f32 each: built once and read by
+/// both the two-pass sums and the gradient.
+struct ChunkExps {
+    /// exp((zs - max_s) / T).
+    es_t: Tensor,
+    /// exp(zs - max_s) (from `es_t` by multiplying for a small integer T).
+    es: Tensor,
+    /// exp((zt - max_t) / T).
+    et: Tensor,
+}
+
+impl ChunkExps {
+    fn new(zs: &Tensor, zt: &Tensor, max_s: &Tensor, max_t: &Tensor, temperature: f64) -> Self {
+        let tempered = |d: Tensor| {
+            if temperature == 1.0 {
+                d
+            } else {
+                d * (1.0 / temperature)
+            }
+        };
+        let ds = zs - max_s;
+        let es_t = tempered(ds.clone()).exp();
+        ChunkExps {
+            es: if temperature == 1.0 {
+                es_t.clone()
+            } else {
+                untempered(&es_t, || ds, temperature)
+            },
+            et: tempered(zt - max_t).exp(),
+            es_t,
+        }
+    }
 }
 
 impl ChunkStats {
     /// A pass for the maxima, then one for the sums. One max per row serves both
     /// temperatures (max(z / T) = max(z) / T for T > 0); the sums read only zs, zt and the
-    /// maxima, so XLA computes them in one pass (sibling reductions).
-    fn two_pass(zs: &Tensor, zt: &Tensor, temperature: f64) -> ChunkStats {
-        let inv_t = 1.0 / temperature;
+    /// maxima, so XLA computes them in one pass (sibling reductions), and the exponentials
+    /// are the gradient's.
+    fn two_pass(zs: &Tensor, zt: &Tensor, temperature: f64) -> (ChunkStats, ChunkExps) {
         let max_s = zs.max(&[-1], true).stop_gradient();
         let max_t = zt.max(&[-1], true).stop_gradient();
-        let ds = zs - &max_s;
-        let es_t = (ds.clone() * inv_t).exp();
-        let et = ((zt - &max_t) * inv_t).exp();
+        let e = ChunkExps::new(zs, zt, &max_s, &max_t, temperature);
         let sum = |x: &Tensor| x.sum(&[-1], true);
-        let sum_s_t = sum(&es_t);
-        ChunkStats {
+        let sum_s_t = sum(&e.es_t);
+        let stats = ChunkStats {
             sum_s: if temperature == 1.0 {
                 sum_s_t.clone()
             } else {
-                sum(&untempered(&es_t, || ds, temperature))
+                sum(&e.es)
             },
             sum_s_t,
-            sum_t: sum(&et),
-            cross: sum(&(&et * (zt - zs))),
+            sum_t: sum(&e.et),
+            cross: sum(&(&e.et * (zt - zs))),
             max_s,
             max_t,
-        }
+        };
+        (stats, e)
     }
 
     /// Everything in one pass over zs and zt (a variadic reduction carrying both maxima): the
@@ -192,7 +229,6 @@ fn forward(
     let (hs, ws, targets, mask) = (&xs[0], &xs[1], &xs[4], &xs[5]);
     let v = ws.shape()[1];
     let inv_t = 1.0 / temperature;
-    let tempered = |d: Tensor| if temperature == 1.0 { d } else { d * inv_t };
     let (mut ce_sum, mut kl_sum, mut dw) = (None, None, None);
     let mut dh = Vec::new();
     for i in 0..hs.shape()[0] / c {
@@ -200,9 +236,15 @@ fn forward(
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
         let onehot = rows(targets).one_hot(v, DType::F32);
-        let st = match stats {
+        // The gradient's exponentials: shared with the sums after two passes (CPUs, where exp
+        // is dear); after one pass, recomputed in the gradient's own pass (GPUs).
+        let (st, e) = match stats {
             RowStats::TwoPass => ChunkStats::two_pass(&zs, &zt, temperature),
-            RowStats::Online => ChunkStats::online(&zs, &zt, temperature),
+            RowStats::Online => {
+                let st = ChunkStats::online(&zs, &zt, temperature);
+                let e = ChunkExps::new(&zs, &zt, &st.max_s, &st.max_t, temperature);
+                (st, e)
+            }
         };
         let lse_s = st.sum_s_t.log() + &st.max_s * inv_t;
         let lse_t = st.sum_t.log() + &st.max_t * inv_t;
@@ -212,22 +254,16 @@ fn forward(
         let ce = &lse - target_logits(&zs, &rows(targets));
         accumulate(&mut ce_sum, (ce * &m).sum_all());
         accumulate(&mut kl_sum, (kl * &m).sum_all());
-        // The exponentials of the gradient: XLA recomputes them in its pass where exp is
-        // cheap (GPUs) and, after a two-pass reduction, shares them with the sums where it
-        // is not (CPUs).
-        let ds = &zs - &st.max_s;
-        let es_t = tempered(ds.clone()).exp();
-        let et = tempered(&zt - &st.max_t).exp();
         // d objective / d zs = mask * (w_ce (softmax(zs) - onehot)
         //                              + w_kl (softmax(zs / T) - softmax(zt / T)) / T).
         let (a, b) = (&m * weights[0], m * (weights[1] * inv_t));
-        let pt = et * (1.0 / st.sum_t);
-        let ps_t = &es_t * (1.0 / st.sum_s_t);
+        let pt = e.et * (1.0 / st.sum_t);
+        let ps_t = e.es_t * (1.0 / st.sum_s_t);
         // Each [c, V] term appears once so that XLA fuses the whole sum into one pass.
         let d_logits = if temperature == 1.0 {
             (&a + &b) * ps_t - b * pt - a * onehot
         } else {
-            let softmax = untempered(&es_t, || ds, temperature) * (1.0 / st.sum_s);
+            let softmax = e.es * (1.0 / st.sum_s);
             &a * (softmax - onehot) + b * (ps_t - pt)
         };
         let d_logits = d_logits.cast(hs.dtype());

@@ -109,7 +109,9 @@ fn ce_row_stats(logits: &Tensor, stats: RowStats) -> [Tensor; 2] {
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`; with
 /// `fp8`, the head's matmuls take FP8 operands (see the module docs), and `mask` must lie in
-/// `[0, 1]` (the gradient's constant scale assumes it).
+/// `[0, 1]` (the gradient's constant scale assumes it). `stats` picks one or two passes for
+/// each row's softmax statistics. Targets outside `[0, V)` are clamped when the target logit
+/// is read, so their rows must be masked out.
 pub fn masked_ce_sum(
     h: &Tensor,
     w: &Tensor,

@@ -321,18 +321,17 @@ fn kl_alone_matches_the_candle_reference() {
     matches_the_reference(&cfg);
 }
 
-/// `(ce, kl)` of `masked_ce_kl_sums` at temperature `t` over fixed random heads with `chunk`
-/// tokens per chunk, and the gradients of `0.3 ce + 0.7 kl` for the student's hidden states
-/// and head.
-fn chunked_sums(chunk: usize, t: f64, stats: RowStats) -> Vec<Vec<f32>> {
+/// `(ce, kl)` of `masked_ce_kl_sums` at temperature `t` over fixed random heads (entries
+/// uniform in `[-spread, spread]`) with `chunk` tokens per chunk, and the gradients of
+/// `0.3 ce + 0.7 kl` for the student's hidden states and head. Masked rows have targets
+/// outside the vocabulary.
+fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f32>> {
     use rand::{Rng, SeedableRng};
     let (n, hs, ht, v) = (12i64, 8i64, 6i64, 40i64);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let mut random = |shape: &[i64]| {
         let count = shape.iter().product::<i64>() as usize;
-        // Wide enough that rows' maxima differ by more than exp's range at small T would
-        // matter if the online rescaling were wrong.
-        let values: Vec<f32> = (0..count).map(|_| rng.gen_range(-3.0..3.0)).collect();
+        let values: Vec<f32> = (0..count).map(|_| rng.gen_range(-spread..spread)).collect();
         HostArray::from_slice(shape, &values).unwrap()
     };
     let inputs = [
@@ -341,7 +340,13 @@ fn chunked_sums(chunk: usize, t: f64, stats: RowStats) -> Vec<Vec<f32>> {
         random(&[n, ht]),
         random(&[ht, v]),
     ];
-    let targets: Vec<i32> = (0..n as i32).map(|i| (i * 7) % v as i32).collect();
+    let targets: Vec<i32> = (0..n as i32)
+        .map(|i| match i {
+            4 => -1,
+            9 => v as i32 + 3,
+            _ => (i * 7) % v as i32,
+        })
+        .collect();
     let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 4 { 0.0 } else { 1.0 }).collect();
     let g = Graph::named("chunked_distillation");
     let xs: Vec<Tensor> = ["hs", "ws", "ht", "wt"]
@@ -396,11 +401,17 @@ fn chunked_sums(chunk: usize, t: f64, stats: RowStats) -> Vec<Vec<f32>> {
 
 #[test]
 fn neither_chunking_nor_online_statistics_change_the_sums_or_the_gradients() {
-    // T = 1 shares the student's sums, 2 derives exp(z) from exp(z / 2) by multiplying, and
-    // 1.7 takes a second exponential.
-    for t in [1.0, 2.0, 1.7] {
-        let whole = chunked_sums(12, t, RowStats::TwoPass);
-        assert!(whole[0][0] > 1.0 && whole[1][0] > 0.05, "{:?}", &whole[..2]);
+    // T = 1 shares the student's sums, 2 and 4 derive exp(z) from exp(z / T) by multiplying,
+    // 1.7 and 0.5 take a second exponential. With a spread of 12 the logits reach the
+    // hundreds: most exponentials underflow and rows' maxima differ widely, which a wrong
+    // rescaling of the running sums would show.
+    let cases = [1.0, 2.0, 1.7, 0.5, 4.0]
+        .map(|t| (t, 3.0))
+        .into_iter()
+        .chain([(2.0, 12.0), (0.5, 12.0)]);
+    for (t, spread) in cases {
+        let whole = chunked_sums(12, t, spread, RowStats::TwoPass);
+        assert!(whole[0][0] > 1.0 && whole[1][0] > 0.01, "{:?}", &whole[..2]);
         let cases = [
             (1, RowStats::TwoPass),
             (4, RowStats::TwoPass),
@@ -409,19 +420,19 @@ fn neither_chunking_nor_online_statistics_change_the_sums_or_the_gradients() {
         .into_iter()
         .chain([12, 4, 1].map(|c| (c, RowStats::Online)));
         for (chunk, stats) in cases {
-            let parts = chunked_sums(chunk, t, stats);
+            let parts = chunked_sums(chunk, t, spread, stats);
             for (what, (a, b)) in ["ce", "kl", "d hidden", "d head"]
                 .iter()
                 .zip(parts.iter().zip(&whole))
             {
                 assert!(
                     a.iter().all(|x| x.is_finite()),
-                    "T {t} {stats:?} chunk {chunk}"
+                    "T {t} spread {spread} {stats:?} chunk {chunk}"
                 );
                 let err = rel_err(a, b);
                 assert!(
                     err < 1e-5,
-                    "T {t} {stats:?} chunk {chunk}: {what} differs by {err}"
+                    "T {t} spread {spread} {stats:?} chunk {chunk}: {what} differs by {err}"
                 );
             }
         }

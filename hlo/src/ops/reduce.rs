@@ -26,6 +26,20 @@ impl Graph {
             self.record_error(shape_err("reduce_with", "needs at least one operand"));
             return Vec::new();
         };
+        if inits.len() != operands.len() {
+            self.record_error(shape_err(
+                "reduce_with",
+                format!(
+                    "needs one initial value per operand, got {} operands and {} initial values",
+                    operands.len(),
+                    inits.len()
+                ),
+            ));
+            return operands
+                .iter()
+                .map(|t| self.poisoned(t.ty().clone()))
+                .collect();
+        }
         let Some(dims) = first.axes("reduce_with", axes) else {
             return operands
                 .iter()

@@ -1,8 +1,9 @@
 //! Teacher-student distillation as a variant of the train step.
 //!
 //! The teacher's forward pass is traced into the same step program as the student's: its
-//! parameters are extra inputs of the step (uploaded once in the teacher's compute dtype,
-//! sharded by the same parameter rules, never donated, never trained) and its outputs pass
+//! parameters are extra inputs of the step (uploaded once, matrices in the teacher's compute
+//! dtype and vectors in f32, sharded by the same parameter rules, never donated, never
+//! trained) and its outputs pass
 //! through `stop_gradient`. Per micro-batch the objective is
 //!
 //! ```text
@@ -46,7 +47,7 @@ pub const DISTILL_METRICS: [&str; 3] = ["ce", "kl", "intermediate"];
 pub struct TeacherSlot {
     /// Parameter name (docs/model.md); the step input is `teacher.<name>`.
     pub name: String,
-    /// Its type: the shape in the teacher's compute dtype.
+    /// Its type: the shape in the teacher's compute dtype (matrices) or f32 (vectors).
     pub ty: TensorType,
     /// Its sharding over the mesh (the parameter rules).
     pub spec: PartitionSpec,
@@ -70,7 +71,8 @@ pub struct IntermediateTerm {
 pub struct DistillContext {
     /// The teacher's architecture.
     pub teacher: ModelConfig,
-    /// How the teacher's forward pass is traced (no dropout, no remat).
+    /// How the teacher's forward pass is traced (no dropout, no remat); its `row_stats` also
+    /// choose how the distillation loss finds its softmax statistics.
     pub forward: ForwardOptions,
     /// The teacher's parameters as step inputs, in `param_specs` order.
     pub slots: Vec<TeacherSlot>,
@@ -78,8 +80,6 @@ pub struct DistillContext {
     pub temperature: f64,
     /// Weight of the KL term; 1 - alpha weighs the label cross-entropy.
     pub alpha: f64,
-    /// How the distillation loss finds its softmax statistics.
-    pub row_stats: model::RowStats,
     /// The hidden-state term, when asked for.
     pub intermediate: Option<IntermediateTerm>,
     student_hidden: usize,
@@ -171,6 +171,7 @@ impl DistillContext {
             attention,
             residual_spec: residual,
             moe_sharding: teacher.use_moe.then(|| Arc::new(plan.clone())),
+            row_stats: model::RowStats::for_platform(cfg.runtime.platform),
             ..ForwardOptions::eval()
         };
         let mut slots = Vec::new();
@@ -212,7 +213,6 @@ impl DistillContext {
             slots,
             temperature: d.temperature,
             alpha: d.alpha,
-            row_stats: model::RowStats::for_platform(cfg.runtime.platform),
             intermediate,
             student_hidden: cfg.model.hidden_dim,
         })
@@ -310,7 +310,7 @@ impl DistillContext {
             self.temperature,
             [1.0 - self.alpha, self.alpha * t2],
             chunk,
-            self.row_stats,
+            self.forward.row_stats,
         );
         let intermediate = match &self.intermediate {
             None => ce.zeros_like(),
