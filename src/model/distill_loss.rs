@@ -251,7 +251,12 @@ fn forward(
         // KL = sum_v p_t (log p_t - log p_s) = sum_v p_t (zt - zs) / T - lse_t + lse_s.
         let kl = st.cross * inv_t / &st.sum_t - &lse_t + &lse_s;
         let lse = st.sum_s.log() + &st.max_s;
-        let ce = &lse - target_logits(&zs, &rows(targets));
+        // After two passes the target logit joins the sums' pass; after one, it is gathered.
+        let picked = match stats {
+            RowStats::TwoPass => (&zs * &onehot).sum(&[-1], true),
+            RowStats::Online => target_logits(&zs, &rows(targets)),
+        };
+        let ce = &lse - picked;
         accumulate(&mut ce_sum, (ce * &m).sum_all());
         accumulate(&mut kl_sum, (kl * &m).sum_all());
         // d objective / d zs = mask * (w_ce (softmax(zs) - onehot)
