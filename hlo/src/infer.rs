@@ -405,7 +405,7 @@ pub fn output_types(f: &Func) -> Vec<TensorType> {
 }
 
 /// Comma-separated short forms of types, for messages.
-pub(crate) fn list(types: &[TensorType]) -> String {
+pub(crate) fn list<T: std::fmt::Display>(types: &[T]) -> String {
     types
         .iter()
         .map(|t| t.to_string())
@@ -436,7 +436,7 @@ fn reduce_with(
     if operands.iter().any(|t| t.shape != x.shape) {
         return Err(shape_err(
             op,
-            format!("operands must share a shape, got ({})", list_refs(operands)),
+            format!("operands must share a shape, got ({})", list(operands)),
         ));
     }
     if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
@@ -455,7 +455,7 @@ fn reduce_with(
             format!(
                 "initial values must be scalars of the operands' dtypes ({}), got ({})",
                 list(&scalars),
-                list_refs(inits)
+                list(inits)
             ),
         ));
     }
@@ -473,14 +473,6 @@ fn reduce_with(
         ));
     }
     Ok(operands.iter().map(|t| remove_dims(t, dims)).collect())
-}
-
-fn list_refs(types: &[&TensorType]) -> String {
-    types
-        .iter()
-        .map(|t| t.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn expect_params(op: &str, what: &str, f: &Func, inputs: &[&TensorType]) -> Result<()> {

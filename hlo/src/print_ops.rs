@@ -372,7 +372,7 @@ impl Printer<'_> {
     }
 
     /// ` : (A, B) -> R` or ` : (A) -> (R, S)`.
-    fn signature(&mut self, f: &Func, e: &Eqn) {
+    pub(crate) fn signature(&mut self, f: &Func, e: &Eqn) {
         self.out.push_str(" : (");
         self.types(e.inputs.iter().map(|&x| f.value_type(x)));
         self.out.push_str(") -> ");

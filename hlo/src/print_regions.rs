@@ -27,6 +27,18 @@ impl Printer<'_> {
         Ok(())
     }
 
+    /// The equations of `region` at `depth` and its `stablehlo.return`, its parameters named
+    /// `%it{n}_{k}` (the block arguments the enclosing op declares).
+    fn region(&mut self, region: &Func, n: u32, depth: usize) -> Result<()> {
+        let mut sub = vec![Name::Unset; region.types.len()];
+        for (k, p) in region.params.iter().enumerate() {
+            sub[p.value.index()] = Name::Iter(n, k as u32);
+        }
+        self.body(region, &mut sub, depth)?;
+        self.indent(depth);
+        self.ret(region, &sub, "stablehlo.return")
+    }
+
     pub(crate) fn while_loop(
         &mut self,
         f: &Func,
@@ -52,13 +64,7 @@ impl Printer<'_> {
             self.indent(depth);
             self.out.push_str(if i == 0 { keyword } else { "} do" });
             self.out.push_str(" {\n");
-            let mut sub = vec![Name::Unset; region.types.len()];
-            for (k, p) in region.params.iter().enumerate() {
-                sub[p.value.index()] = Name::Iter(n, k as u32);
-            }
-            self.body(region, &mut sub, depth + 1)?;
-            self.indent(depth + 1);
-            self.ret(region, &sub, "stablehlo.return")?;
+            self.region(region, n, depth + 1)?;
         }
         self.indent(depth);
         self.out.push_str("}\n");
@@ -87,16 +93,8 @@ impl Printer<'_> {
             self.out.push(')');
         }
         self.out
-            .push_str(&format!(" across dimensions = {} : (", list(dims)));
-        self.types(e.inputs.iter().map(|&x| f.value_type(x)));
-        self.out.push_str(") -> ");
-        if k == 1 {
-            self.ty(f.value_type(e.outputs[0]));
-        } else {
-            self.out.push('(');
-            self.types(e.outputs.iter().map(|&o| f.value_type(o)));
-            self.out.push(')');
-        }
+            .push_str(&format!(" across dimensions = {}", list(dims)));
+        self.signature(f, e);
         self.out.push('\n');
         // The region's arguments are the accumulators then the elements; the pretty form
         // lists them in (accumulator, element) pairs, one per operand.
@@ -110,13 +108,7 @@ impl Printer<'_> {
             ));
         }
         self.out.push_str("{\n");
-        let mut sub = vec![Name::Unset; body.types.len()];
-        for (j, p) in body.params.iter().enumerate() {
-            sub[p.value.index()] = Name::Iter(n, j as u32);
-        }
-        self.body(body, &mut sub, depth + 1)?;
-        self.indent(depth + 1);
-        self.ret(body, &sub, "stablehlo.return")?;
+        self.region(body, n, depth + 1)?;
         self.indent(depth);
         self.out.push_str("}\n");
         Ok(())

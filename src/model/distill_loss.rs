@@ -235,7 +235,8 @@ fn forward(
         let (zs, zt) = chunk_logits(xs, i, c);
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
-        let onehot = rows(targets).one_hot(v, DType::F32);
+        let chunk_targets = rows(targets);
+        let onehot = chunk_targets.one_hot(v, DType::F32);
         // The gradient's exponentials: shared with the sums after two passes (CPUs, where exp
         // is dear); after one pass, recomputed in the gradient's own pass (GPUs).
         let (st, e) = match stats {
@@ -254,7 +255,7 @@ fn forward(
         // After two passes the target logit joins the sums' pass; after one, it is gathered.
         let picked = match stats {
             RowStats::TwoPass => (&zs * &onehot).sum(&[-1], true),
-            RowStats::Online => target_logits(&zs, &rows(targets)),
+            RowStats::Online => target_logits(&zs, &chunk_targets),
         };
         let ce = &lse - picked;
         accumulate(&mut ce_sum, (ce * &m).sum_all());

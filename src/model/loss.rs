@@ -195,12 +195,10 @@ fn forward(
     for i in 0..h.shape()[0] / c {
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
         let logits = matmul_f32(&hc, &w);
-        let onehot = targets
-            .slice_axis(0, i * c, (i + 1) * c)
-            .one_hot(v, DType::F32);
+        let chunk_targets = targets.slice_axis(0, i * c, (i + 1) * c);
+        let onehot = chunk_targets.one_hot(v, DType::F32);
         let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
-        let rows = targets.slice_axis(0, i * c, (i + 1) * c);
-        let [max, sum, picked] = ce_row_stats(&logits, &onehot, &rows, stats);
+        let [max, sum, picked] = ce_row_stats(&logits, &onehot, &chunk_targets, stats);
         let lse = sum.log() + max;
         let ce = &lse - picked;
         accumulate(&mut total, (ce * &m).sum_all());
