@@ -764,4 +764,17 @@ mod tests {
         ];
         assert!(merged(&one_wide_model, 4));
     }
+
+    #[test]
+    fn the_loss_takes_one_pass_for_its_row_statistics_on_gpus_and_tpus_and_two_on_cpus() {
+        let stats = |platform: &str| {
+            let sets = vec![format!("runtime.platform=\"{platform}\"")];
+            let cfg = Config::load(None, &sets).unwrap();
+            let plan = super::super::sharding_plan(&cfg, platform, 1).unwrap();
+            train_forward_options(&cfg, &plan).row_stats
+        };
+        assert_eq!(stats("cpu"), model::RowStats::TwoPass);
+        assert_eq!(stats("cuda"), model::RowStats::Online);
+        assert_eq!(stats("tpu"), model::RowStats::Online);
+    }
 }
