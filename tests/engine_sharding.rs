@@ -113,15 +113,12 @@ fn compile_hints_change_the_options_only_on_cuda() {
     let e = engine(&[("data", 2)], 2);
     let plain = e.compile_options();
     let hinted = e
-        .compile_options_with(vishwam::engine::CompileHints {
-            fp8_matmuls: true,
-            without_command_buffers: true,
-        })
+        .compile_options_with(vishwam::engine::CompileHints { fp8_matmuls: true })
         .unwrap();
-    // On the CPU there is no Triton GEMM fusion to turn off and no CUDA graph: the options
-    // are the plain ones.
+    // On the CPU there is no Triton GEMM fusion to turn off: the options are the plain ones.
     assert_eq!(hinted.to_proto_bytes(), plain.to_proto_bytes());
-    assert!(hinted.overrides.iter().all(|(key, _)| {
-        key != "xla_gpu_enable_triton_gemm" && key != "xla_gpu_enable_command_buffer"
-    }));
+    assert!(hinted
+        .overrides
+        .iter()
+        .all(|(key, _)| key != "xla_gpu_enable_triton_gemm"));
 }

@@ -61,12 +61,6 @@ pub struct CompileHints {
     /// The program's matmuls take FP8 operands (`convert(f8) * scale` before a dot), to be
     /// compiled into FP8 GEMMs where the platform has them.
     pub fp8_matmuls: bool,
-    /// Compile without XLA's command buffers (CUDA graphs) on CUDA. Measured on an H100, the
-    /// distillation step (124M student, 350M teacher) ran 72 ms in the program with them and
-    /// 63.5 ms without; the cost came from the cuDNN attention calls inside them (64 ms with
-    /// command buffers for everything but cuDNN), while a plain train step is faster with
-    /// them (33.0 against 34.2 ms at 124M).
-    pub without_command_buffers: bool,
 }
 
 /// A traced function compiled for the engine's mesh.
@@ -123,8 +117,7 @@ impl Engine {
     /// CUDA, Triton GEMM fusion off for a program with FP8 matmuls (XLA's Triton GEMM fusion
     /// claims `dot(convert(f8) * scale, ...)` before the cuBLASLt rewriter sees it and runs it
     /// as a bf16 GEMM; without it the rewriter emits FP8 cuBLASLt GEMMs, measured on an H100:
-    /// 0 of 228 GEMMs in FP8 with Triton, 180 without), and an empty list of command buffer
-    /// kinds for [`CompileHints::without_command_buffers`].
+    /// 0 of 228 GEMMs in FP8 with Triton, 180 without).
     pub fn compile_options_with(&self, hints: CompileHints) -> Result<CompileOptions, EngineError> {
         use crate::runtime::OptionValue;
         let mut options = self.compile_options();
@@ -135,12 +128,6 @@ impl Engine {
             options.overrides.push((
                 "xla_gpu_enable_triton_gemm".into(),
                 OptionValue::Bool(false),
-            ));
-        }
-        if hints.without_command_buffers {
-            options.overrides.push((
-                "xla_gpu_enable_command_buffer".into(),
-                OptionValue::Str(String::new()),
             ));
         }
         Ok(options)

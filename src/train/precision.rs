@@ -171,7 +171,6 @@ impl PrecisionPolicy {
     pub fn compile_hints(&self) -> crate::engine::CompileHints {
         crate::engine::CompileHints {
             fp8_matmuls: self.fp8().is_some(),
-            ..Default::default()
         }
     }
 }
