@@ -21,6 +21,8 @@ pub(crate) enum ProgramKey {
     Prefill(KvCacheShape, usize),
     /// One decode step.
     Decode(KvCacheShape, DecodeMode),
+    /// One greedy decode step that also returns the logits.
+    DecodeWithLogits(KvCacheShape),
     /// Evaluation loss over `[batch, seq_len]`.
     Eval(usize, usize),
 }
@@ -242,7 +244,10 @@ impl LoadedModel {
         let func = match key {
             ProgramKey::InitCache(shape) => build_init_cache(cfg, &shape)?,
             ProgramKey::Prefill(shape, chunk) => build_prefill(cfg, &self.opts, &shape, chunk)?,
-            ProgramKey::Decode(shape, mode) => build_decode(cfg, &self.opts, &shape, mode)?,
+            ProgramKey::Decode(shape, mode) => build_decode(cfg, &self.opts, &shape, mode, false)?,
+            ProgramKey::DecodeWithLogits(shape) => {
+                build_decode(cfg, &self.opts, &shape, DecodeMode::Greedy, true)?
+            }
             ProgramKey::Eval(batch, seq) => build_eval(cfg, &self.opts, batch, seq)?,
         };
         let program = self.engine.compile(&func)?;

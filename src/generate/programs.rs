@@ -105,21 +105,25 @@ pub fn build_prefill(
     finish(&g, &outputs, &donated)
 }
 
-/// One decode step for the whole batch: `tokens: i32 [B]` in slot `slot: i32 []` write
-/// their keys and values, and the next token of each row is chosen from the logits.
+/// One decode step for the whole batch. `history: i32 [B, len + 1]` holds each row's token in
+/// every slot; the step feeds the tokens in slot `slot: i32 []` to the model, which writes
+/// their keys and values, and writes each row's next token into slot `slot + 1`.
 ///
 /// Further arguments: `rng: u64 [2]`, `row_start: i32 [B]`, `eos: i32 []` (-1 for none),
 /// `eos_from_slot: i32 []` (EOS is suppressed while `slot` is below it), and in
 /// [`DecodeMode::Sample`] `temperature: f32 []`, then `top_k: i32 []` and `top_p: f32 []`
 /// when those filters are on.
-/// Outputs: the cache, `next: i32 [B]`, `slot + 1`, the advanced `rng`, and the step's
-/// `logits: f32 [B, V]` (before EOS suppression; for inspection, never downloaded by
-/// generation).
+/// Outputs: the cache, `history`, `slot + 1` and the advanced `rng`, all donated, and with
+/// `with_logits` the step's `logits: f32 [B, V]` (before EOS suppression). Without logits
+/// every buffer of a step is updated in place, so consecutive steps touch the same addresses
+/// (a GPU then replays the step's recorded CUDA graph rather than recording it again) and
+/// the host reads `history` only every few steps.
 pub fn build_decode(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
     shape: &KvCacheShape,
     mode: DecodeMode,
+    with_logits: bool,
 ) -> Result<Func> {
     let g = Graph::named(match mode {
         DecodeMode::Greedy => "decode_greedy",
@@ -133,7 +137,10 @@ pub fn build_decode(
         cfg.vocab_size as i64,
     );
     let scalar = |name: &str, dtype| g.param(name, TensorType::new(dtype, &[]));
-    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b]));
+    let history = g.param(
+        "history",
+        TensorType::new(DType::I32, &[b, shape.len as i64 + 1]),
+    );
     let slot = scalar("slot", DType::I32);
     let rng_state = g.param("rng", TensorType::new(DType::U64, &[2]));
     let row_start = g.param("row_start", TensorType::new(DType::I32, &[b]));
@@ -148,15 +155,10 @@ pub fn build_decode(
         }),
     };
 
-    let hidden = model::hidden_states_cached(
-        cfg,
-        opts,
-        &params,
-        &tokens.reshape(&[b, 1]),
-        &slot,
-        &row_start,
-        &mut caches,
-    )?;
+    let first_row = g.scalar(0.0, DType::I32);
+    let tokens = history.dynamic_slice(&[first_row.clone(), slot.clone()], &[b, 1]);
+    let hidden =
+        model::hidden_states_cached(cfg, opts, &params, &tokens, &slot, &row_start, &mut caches)?;
     let w = model::head_weight(cfg, &params)?.cast(opts.compute);
     let logits = hidden.reshape(&[b, h]).matmul(&w).cast(DType::F32);
     let vocab = g.iota(&TensorType::new(DType::I32, &[v]), 0);
@@ -172,13 +174,18 @@ pub fn build_decode(
     };
     let mut outputs = cache_outputs(cfg, shape, &caches);
     let mut donated: Vec<String> = outputs.iter().map(|(n, _)| n.clone()).collect();
+    let next_slot = &slot + 1i64;
+    let history =
+        history.dynamic_update_slice(&next.reshape(&[b, 1]), &[first_row, next_slot.clone()]);
     outputs.extend([
-        ("next".to_string(), next),
-        ("slot".to_string(), &slot + 1i64),
+        ("history".to_string(), history),
+        ("slot".to_string(), next_slot),
         ("rng".to_string(), rng.state),
-        ("logits".to_string(), logits),
     ]);
-    donated.extend(["slot".to_string(), "rng".to_string()]);
+    donated.extend(["history", "slot", "rng"].map(String::from));
+    if with_logits {
+        outputs.push(("logits".to_string(), logits));
+    }
     finish(&g, &outputs, &donated)
 }
 

@@ -1,5 +1,6 @@
 //! The host side of generation: lay out a batch of prompts, prefill the cache in chunks, then
-//! run the decode step once per token, receiving only the sampled ids.
+//! run the decode step once per token, updating every buffer in place and reading the new
+//! tokens every few steps.
 
 use super::loaded::{LoadedModel, ProgramKey};
 use super::programs::DecodeMode;
@@ -10,6 +11,9 @@ use std::time::Instant;
 
 /// The smallest cache this module allocates (shorter requests share its programs).
 const MIN_CACHE_LEN: usize = 16;
+
+/// Decode steps enqueued between two reads of the new tokens.
+const STEPS_PER_READ: usize = 8;
 
 /// Where a batch of prompts sits in the cache.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +157,7 @@ impl LoadedModel {
             }
         };
         let mut timings = GenerationTimings {
-            compile: self.ensure_programs(&layout, mode)?,
+            compile: self.ensure_programs(&layout, ProgramKey::Decode(layout.cache, mode))?,
             ..GenerationTimings::default()
         };
         let t0 = Instant::now();
@@ -163,17 +167,16 @@ impl LoadedModel {
 
         let t1 = Instant::now();
         let b = prompts.len();
+        let first = layout.prompt_slots - 1;
         let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
         let eos = opts.eos_token_id.unwrap_or(-1);
-        let tokens = self.put(&host(&[b as i64], &last)?)?;
-        let mut slot = self.put(&HostArray::scalar((layout.prompt_slots - 1) as i32))?;
-        let mut rng = self.put(&host(&[2], &rng_state(opts.seed))?)?;
+        let (history, width) = self.history(&layout, &last)?;
+        let slot = self.put(&HostArray::scalar(first as i32))?;
+        let rng = self.put(&host(&[2], &rng_state(opts.seed))?)?;
         let mut fixed = vec![
             self.put(&host(&[b as i64], &layout.row_start)?)?,
             self.put(&HostArray::scalar(eos))?,
-            self.put(&HostArray::scalar(
-                (layout.prompt_slots - 1 + opts.min_length) as i32,
-            ))?,
+            self.put(&HostArray::scalar((first + opts.min_length) as i32))?,
         ];
         if let DecodeMode::Sample { top_k, top_p } = mode {
             fixed.push(self.put(&HostArray::scalar(opts.temperature))?);
@@ -186,51 +189,53 @@ impl LoadedModel {
         }
         let program = self.program(&ProgramKey::Decode(layout.cache, mode));
         let n_cache = caches.len();
-        // Enqueues one decode step on the state and returns its next-token ids.
+        // Enqueues one decode step on the in-place state: the cache, then history, slot and
+        // rng.
         let step = |caches: &mut Vec<ShardedArray>,
-                    slot: &mut ShardedArray,
-                    rng: &mut ShardedArray,
-                    tokens: &ShardedArray|
-         -> Result<ShardedArray, GenerateError> {
+                    state: &mut [ShardedArray; 3]|
+         -> Result<(), GenerateError> {
             let mut inputs = self.param_inputs();
             inputs.extend(caches.iter_mut().map(Input::Donate));
-            inputs.extend([Input::Keep(tokens), Input::Donate(slot), Input::Donate(rng)]);
+            inputs.extend(state.iter_mut().map(Input::Donate));
             inputs.extend(fixed.iter().map(Input::Keep));
             let mut results = program.run(inputs)?;
-            let mut rest = results.split_off(n_cache);
+            let rest = results.split_off(n_cache);
             *caches = results;
-            *rng = rest.remove(2);
-            *slot = rest.remove(1);
-            Ok(rest.remove(0))
+            *state = rest
+                .try_into()
+                .map_err(|_| GenerateError::HostArray("the decode step's outputs".into()))?;
+            Ok(())
         };
+        let mut state = [history, slot, rng];
         let mut out: Vec<Vec<i32>> = vec![Vec::new(); b];
         let mut finished = vec![false; b];
-        // One step ahead: step s + 1 is enqueued before the ids of step s are read, so the
-        // download and the callbacks overlap the device's work (a step past the end may run).
-        let mut pending = step(&mut caches, &mut slot, &mut rng, &tokens)?;
-        for s in 0..layout.new_tokens {
-            let following = match s + 1 < layout.new_tokens {
-                true => Some(step(&mut caches, &mut slot, &mut rng, &pending)?),
-                false => None,
-            };
-            let next = self
+        // Steps are enqueued STEPS_PER_READ at a time, back to back, and the new tokens are
+        // read after each group (the device idles only while they are read; a group may run
+        // a few steps past the last row's EOS).
+        let mut done = 0;
+        while done < layout.new_tokens && !finished.iter().all(|&f| f) {
+            let steps = STEPS_PER_READ.min(layout.new_tokens - done);
+            for _ in 0..steps {
+                step(&mut caches, &mut state)?;
+            }
+            timings.decode_steps += steps;
+            let ids = self
                 .engine()
-                .get(&pending)?
+                .get(&state[0])?
                 .to_vec::<i32>()
                 .map_err(GenerateError::HostArray)?;
-            timings.decode_steps += 1;
-            for (row, &t) in next.iter().enumerate() {
-                if finished[row] {
-                    continue;
+            for s in done..done + steps {
+                for (row, row_ids) in ids.chunks(width).enumerate() {
+                    if finished[row] {
+                        continue;
+                    }
+                    let t = row_ids[first + 1 + s];
+                    out[row].push(t);
+                    on_token(row, t);
+                    finished[row] = t == eos;
                 }
-                out[row].push(t);
-                on_token(row, t);
-                finished[row] = t == eos;
             }
-            match following {
-                Some(f) if !finished.iter().all(|&f| f) => pending = f,
-                _ => break,
-            }
+            done += steps;
         }
         timings.decode = t1.elapsed().as_secs_f64();
         Ok((out, timings))
@@ -243,19 +248,21 @@ impl LoadedModel {
         prompts: &[Vec<i32>],
     ) -> Result<Vec<Vec<f32>>, GenerateError> {
         let layout = self.layout(prompts, 1)?;
-        self.ensure_programs(&layout, DecodeMode::Greedy)?;
+        let key = ProgramKey::DecodeWithLogits(layout.cache);
+        self.ensure_programs(&layout, key)?;
         let mut caches = self.prefill(prompts, &layout)?;
         let b = prompts.len();
         let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
+        let (history, _) = self.history(&layout, &last)?;
         let owned = [
-            self.put(&host(&[b as i64], &last)?)?,
+            history,
             self.put(&HostArray::scalar((layout.prompt_slots - 1) as i32))?,
             self.put(&host(&[2], &rng_state(0))?)?,
             self.put(&host(&[b as i64], &layout.row_start)?)?,
             self.put(&HostArray::scalar(-1i32))?,
             self.put(&HostArray::scalar(0i32))?,
         ];
-        let program = self.program(&ProgramKey::Decode(layout.cache, DecodeMode::Greedy));
+        let program = self.program(&key);
         let mut inputs = self.param_inputs();
         inputs.extend(caches.iter_mut().map(Input::Donate));
         inputs.extend(owned.iter().map(Input::Keep));
@@ -273,18 +280,35 @@ impl LoadedModel {
         Ok(values.chunks(v).map(<[f32]>::to_vec).collect())
     }
 
-    /// Compiles the programs `layout` needs; returns the seconds spent.
+    /// The decode steps' token history for `layout` on the device, `i32 [B, len + 1]`, with
+    /// each row's last prompt token in the prompts' last slot; and its width.
+    fn history(
+        &self,
+        layout: &BatchLayout,
+        last: &[i32],
+    ) -> Result<(ShardedArray, usize), GenerateError> {
+        let width = layout.cache.len + 1;
+        let mut values = vec![0i32; last.len() * width];
+        for (row, &t) in last.iter().enumerate() {
+            values[row * width + layout.prompt_slots - 1] = t;
+        }
+        let shape = [last.len() as i64, width as i64];
+        Ok((self.put(&host(&shape, &values)?)?, width))
+    }
+
+    /// Compiles the programs `layout` needs with the decode program `decode`; returns the
+    /// seconds spent.
     fn ensure_programs(
         &mut self,
         layout: &BatchLayout,
-        mode: DecodeMode,
+        decode: ProgramKey,
     ) -> Result<f64, GenerateError> {
         let shape = layout.cache;
         let mut seconds = self.ensure_program(ProgramKey::InitCache(shape))?;
         if layout.prompt_slots > 1 {
             seconds += self.ensure_program(ProgramKey::Prefill(shape, layout.chunk))?;
         }
-        Ok(seconds + self.ensure_program(ProgramKey::Decode(shape, mode))?)
+        Ok(seconds + self.ensure_program(decode)?)
     }
 
     /// A zeroed cache with every prompt token but the last written into it (the programs
