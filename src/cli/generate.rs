@@ -162,7 +162,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         out.len(),
         timings.compile,
         timings.prefill * 1e3,
-        (timings.decode_steps * out.len()) as f64 / timings.decode.max(1e-9),
+        generated as f64 / timings.decode.max(1e-9),
         timings.decode_steps
     );
     Ok(ExitCode::SUCCESS)

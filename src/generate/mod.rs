@@ -6,13 +6,15 @@
 //!
 //! - **prefill** writes the keys and values of the prompts into the cache, `chunk_size`
 //!   tokens (`sequence.chunk_size`) per call;
-//! - **decode** feeds one token per row, writes its keys and values, computes the logits and
-//!   picks the next token on the device (greedy argmax, or temperature / top-k / top-p and a
-//!   Gumbel-max draw from a `rng_bit_generator` stream whose `u64[2]` state is an argument).
+//! - **decode** reads each row's current token from a token history, writes its keys and
+//!   values, computes the logits, picks the next token on the device (greedy argmax, or
+//!   temperature / top-k / top-p and an inverse-CDF draw from a `rng_bit_generator` stream
+//!   whose `u64[2]` state is an argument) and writes it into the history.
 //!
-//! The cache (per layer `[B, KV, L, D]`, see [`crate::model::KvCacheShape`]), the slot
-//! counter and the random state are device arrays donated from call to call; the only
-//! per-token transfer is the `[B]` sampled ids coming back for streaming and the stop test.
+//! The cache (per layer `[B, KV, L, D]`, see [`crate::model::KvCacheShape`]), the token
+//! history (`[B, L + 1]`), the slot counter and the random state are device arrays donated
+//! from call to call, so every decode step touches the same buffers; the only transfer is the
+//! history coming back every few steps (for streaming and the stop test).
 //! Prompts of different lengths are **left-padded** to the longest: each row's padding slots
 //! are masked out of attention and its positions count from its own first token, so a row
 //! decodes as it would alone. The first new token comes from the decode step fed with the

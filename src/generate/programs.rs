@@ -3,9 +3,9 @@
 //!
 //! Arguments come in a fixed order: the parameters (`params.<name>` in
 //! [`crate::model::param_specs`] order, in the compute dtype), then the cache arrays
-//! ([`KvCacheShape::arrays`] order), then the per-call inputs. Caches, the slot counter and
-//! the random state are donated to the outputs of the same name, so they are updated in
-//! place on the device.
+//! ([`KvCacheShape::arrays`] order), then the per-call inputs. Caches, the decode step's token
+//! history, the slot counter and the random state are donated to the outputs of the same
+//! name, so they are updated in place on the device.
 
 use super::sampling::{sample, SamplingParams};
 use crate::config::ModelConfig;
@@ -113,8 +113,9 @@ pub fn build_prefill(
 /// `eos_from_slot: i32 []` (EOS is suppressed while `slot` is below it), and in
 /// [`DecodeMode::Sample`] `temperature: f32 []`, then `top_k: i32 []` and `top_p: f32 []`
 /// when those filters are on.
-/// Outputs: the cache, `history`, `slot + 1` and the advanced `rng`, all donated, and with
-/// `with_logits` the step's `logits: f32 [B, V]` (before EOS suppression). Without logits
+/// Outputs: the cache, `history`, `slot + 1` and the advanced `rng`, each aliasing the donated
+/// input of the same name, and with `with_logits` (for inspecting one step) the step's
+/// `logits: f32 [B, V]` (before EOS suppression). Without logits
 /// every buffer of a step is updated in place, so consecutive steps touch the same addresses
 /// (a GPU then replays the step's recorded CUDA graph rather than recording it again) and
 /// the host reads `history` only every few steps.
@@ -125,9 +126,11 @@ pub fn build_decode(
     mode: DecodeMode,
     with_logits: bool,
 ) -> Result<Func> {
-    let g = Graph::named(match mode {
-        DecodeMode::Greedy => "decode_greedy",
-        DecodeMode::Sample { .. } => "decode_sample",
+    let g = Graph::named(match (mode, with_logits) {
+        (DecodeMode::Greedy, false) => "decode_greedy",
+        (DecodeMode::Greedy, true) => "decode_greedy_logits",
+        (DecodeMode::Sample { .. }, false) => "decode_sample",
+        (DecodeMode::Sample { .. }, true) => "decode_sample_logits",
     });
     let params = param_inputs(&g, cfg, opts.compute);
     let mut caches = cache_inputs(&g, cfg, shape);
@@ -155,7 +158,7 @@ pub fn build_decode(
         }),
     };
 
-    let first_row = g.scalar(0.0, DType::I32);
+    let first_row = g.scalar_i64(0, DType::I32);
     let tokens = history.dynamic_slice(&[first_row.clone(), slot.clone()], &[b, 1]);
     let hidden =
         model::hidden_states_cached(cfg, opts, &params, &tokens, &slot, &row_start, &mut caches)?;

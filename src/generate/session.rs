@@ -12,7 +12,8 @@ use std::time::Instant;
 /// The smallest cache this module allocates (shorter requests share its programs).
 const MIN_CACHE_LEN: usize = 16;
 
-/// Decode steps enqueued between two reads of the new tokens.
+/// Most decode steps enqueued between two reads of the new tokens (the groups grow 1, 2, 4, 8,
+/// so the first token arrives after one step).
 const STEPS_PER_READ: usize = 8;
 
 /// Where a batch of prompts sits in the cache.
@@ -97,7 +98,9 @@ impl LoadedModel {
         }
         let prompt_slots = prompts.iter().map(Vec::len).max().unwrap_or(1);
         let new_tokens = max_new.max(1).min(context - prompt_slots);
-        // The last token fed to the model is in slot prompt_slots + new_tokens - 2.
+        // The last token fed to the model is in slot prompt_slots + new_tokens - 2, and the
+        // last one generated goes to slot prompt_slots + new_tokens - 1 of the token history
+        // (which is len + 1 wide).
         let len = (prompt_slots + new_tokens - 1)
             .max(MIN_CACHE_LEN)
             .next_power_of_two()
@@ -134,11 +137,11 @@ impl LoadedModel {
         Ok(self.generate_streaming(prompts, opts, |_, _| {})?.0)
     }
 
-    /// Generates new tokens for every prompt, calling `on_token(row, token)` as each token
-    /// arrives. A row ends after `opts.eos_token_id` (kept in its output), after
-    /// `opts.max_length` tokens, or when the longest prompt plus the new tokens fill
-    /// `model.max_seq_len` (rows are left-padded to the longest prompt). Returns the new
-    /// tokens of each row and where the time went.
+    /// Generates new tokens for every prompt, calling `on_token(row, token)` as the tokens
+    /// arrive (after the first decode step, then in groups of up to 8 steps). A row ends
+    /// after `opts.eos_token_id` (kept in its output), after `opts.max_length` tokens, or when
+    /// the longest prompt plus the new tokens fill `model.max_seq_len` (rows are left-padded
+    /// to the longest prompt). Returns the new tokens of each row and where the time went.
     pub fn generate_streaming(
         &mut self,
         prompts: &[Vec<i32>],
@@ -201,20 +204,24 @@ impl LoadedModel {
             let mut results = program.run(inputs)?;
             let rest = results.split_off(n_cache);
             *caches = results;
-            *state = rest
-                .try_into()
-                .map_err(|_| GenerateError::HostArray("the decode step's outputs".into()))?;
+            *state = rest.try_into().map_err(|rest: Vec<_>| {
+                GenerateError::HostArray(format!(
+                    "the decode step returned {} outputs after the cache, expected 3",
+                    rest.len()
+                ))
+            })?;
             Ok(())
         };
         let mut state = [history, slot, rng];
         let mut out: Vec<Vec<i32>> = vec![Vec::new(); b];
         let mut finished = vec![false; b];
-        // Steps are enqueued STEPS_PER_READ at a time, back to back, and the new tokens are
-        // read after each group (the device idles only while they are read; a group may run
-        // a few steps past the last row's EOS).
-        let mut done = 0;
+        // Steps are enqueued in groups, back to back, and the new tokens are read after each
+        // group: the device idles only while they are read, and a group may run a few steps
+        // past the last row's EOS (their tokens are dropped).
+        let (mut done, mut group) = (0, 1);
         while done < layout.new_tokens && !finished.iter().all(|&f| f) {
-            let steps = STEPS_PER_READ.min(layout.new_tokens - done);
+            let steps = group.min(layout.new_tokens - done);
+            group = (2 * group).min(STEPS_PER_READ);
             for _ in 0..steps {
                 step(&mut caches, &mut state)?;
             }

@@ -105,6 +105,7 @@ pub struct Trainer {
     /// The resolved configuration.
     pub config: Config,
     state: Vec<ShardedArray>,
+    /// The MoE metrics of the last step (freed at the top of the next).
     moe_outputs: Vec<ShardedArray>,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
@@ -113,7 +114,7 @@ pub struct Trainer {
     distill: Option<DistillContext>,
     /// The teacher's parameters on the devices (inputs of every step, never donated).
     teacher: Vec<ShardedArray>,
-    /// The distillation metrics of the last step.
+    /// The distillation metrics of the last step (freed at the top of the next).
     distill_outputs: Vec<ShardedArray>,
     eval_program: Option<Program>,
     next_token_program: Option<Program>,
@@ -372,7 +373,8 @@ impl Trainer {
 
 impl Trainer {
     /// The MoE metrics of the last step (utilisation, dropped fraction, aux loss, bias norm),
-    /// downloaded on request; `None` for a dense model or before the first step.
+    /// downloaded on request; `None` for a dense model, before the first step, or after a step
+    /// that failed.
     pub fn moe_metrics(&self) -> Result<Option<MoeMetrics>, TrainError> {
         if self.moe_outputs.is_empty() {
             return Ok(None);
@@ -386,7 +388,8 @@ impl Trainer {
     }
 
     /// The distillation metrics of the last step (label CE, KL, intermediate distance),
-    /// downloaded on request; `None` without a teacher or before the first step.
+    /// downloaded on request; `None` without a teacher, before the first step, or after a step
+    /// that failed.
     pub fn distill_metrics(&self) -> Result<Option<DistillMetrics>, TrainError> {
         let Some(context) = &self.distill else {
             return Ok(None);
