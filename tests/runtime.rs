@@ -138,6 +138,40 @@ fn every_element_type_round_trips() {
     }
 }
 
+#[test]
+fn several_buffers_download_at_once_bit_exact() {
+    let c = client();
+    let mut r = rng();
+    let arrays: Vec<(ElementType, Vec<i64>, Vec<u8>)> = ElementType::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let dims = vec![1 + i as i64 % 3, 7];
+            let count = dims.iter().product::<i64>() as usize;
+            let mut bytes: Vec<u8> = (0..count * t.size_in_bytes()).map(|_| r.gen()).collect();
+            if t == ElementType::Pred {
+                bytes.iter_mut().for_each(|b| *b &= 1);
+            }
+            (t, dims, bytes)
+        })
+        .collect();
+    let buffers: Vec<Buffer> = arrays
+        .iter()
+        .enumerate()
+        .map(|(i, (t, dims, bytes))| c.buffer_from_bytes(bytes, *t, dims, i % DEVICES).unwrap())
+        .collect();
+    let refs: Vec<&Buffer> = buffers.iter().collect();
+    let got = Buffer::to_bytes_all(&refs).unwrap();
+    assert_eq!(got.len(), arrays.len());
+    for ((t, _, want), got) in arrays.iter().zip(&got) {
+        assert_eq!(got, want, "{t:?}");
+    }
+    // A deleted buffer fails the call with an error once the copies before it have started
+    // (they are awaited before it returns).
+    buffers[3].delete().unwrap();
+    assert!(Buffer::to_bytes_all(&refs).is_err());
+}
+
 /// The CPU client's staging counters; every staged transfer so far must have been zero-copy
 /// (one that the plugin copied would turn staging off for the whole client).
 fn staging_stats() -> StagingStats {

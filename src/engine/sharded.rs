@@ -98,6 +98,29 @@ impl Engine {
         })
     }
 
+    /// [`Engine::get`] of several arrays, with the downloads of replicated ones (one distinct
+    /// shard, e.g. a step's scalar metrics) in flight at once.
+    pub fn get_all(&self, arrays: &[&ShardedArray]) -> Result<Vec<HostArray>, EngineError> {
+        let mut replicated = Vec::new();
+        for array in arrays {
+            let layout = self.layout(&array.spec, &array.shape)?;
+            if layout.num_distinct_shards() != 1 || array.shards.len() != layout.num_devices() {
+                return arrays.iter().map(|a| self.get(a)).collect();
+            }
+            replicated.push(&array.shards[0]);
+        }
+        let bytes = crate::runtime::Buffer::to_bytes_all(&replicated)?;
+        Ok(arrays
+            .iter()
+            .zip(bytes)
+            .map(|(array, data)| HostArray {
+                element_type: array.element_type,
+                shape: array.shape.clone(),
+                data,
+            })
+            .collect())
+    }
+
     /// The same global array under another spec (through the host).
     pub fn reshard(
         &self,

@@ -342,12 +342,9 @@ impl Trainer {
         metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
         let mut values = [0f32; METRICS.len()];
-        for (v, m) in values.iter_mut().zip(&metrics) {
-            *v = self
-                .engine
-                .get(m)?
-                .to_vec::<f32>()
-                .map_err(TrainError::Other)?[0];
+        let scalars: Vec<&ShardedArray> = metrics.iter().take(METRICS.len()).collect();
+        for (v, m) in values.iter_mut().zip(self.engine.get_all(&scalars)?) {
+            *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
         }
         let t3 = Instant::now();
         let m = StepMetrics {
