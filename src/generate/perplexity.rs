@@ -115,8 +115,9 @@ impl LoadedModel {
             let mut inputs = self.param_inputs();
             inputs.extend(device.iter().map(Input::Keep));
             let out = self.program(&key).run(inputs)?;
+            let sums = self.engine().get_all(&[&out[0], &out[1]])?;
             let scalar = |i: usize| -> Result<f64, GenerateError> {
-                let v = self.engine().get(&out[i])?.to_vec::<f32>();
+                let v = sums[i].to_vec::<f32>();
                 Ok(v.map_err(GenerateError::HostArray)?[0] as f64)
             };
             loss_sum += scalar(0)?;

@@ -377,10 +377,8 @@ impl Trainer {
             return Ok(None);
         }
         let host = self
-            .moe_outputs
-            .iter()
-            .map(|a| self.engine.get(a))
-            .collect::<Result<Vec<_>, _>>()?;
+            .engine
+            .get_all(&self.moe_outputs.iter().collect::<Vec<_>>())?;
         Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
     }
 
@@ -395,10 +393,8 @@ impl Trainer {
             return Ok(None);
         }
         let host = self
-            .distill_outputs
-            .iter()
-            .map(|a| self.engine.get(a))
-            .collect::<Result<Vec<_>, _>>()?;
+            .engine
+            .get_all(&self.distill_outputs.iter().collect::<Vec<_>>())?;
         let metrics = DistillMetrics::from_host(&host, context.intermediate.is_some())?;
         Ok(Some(metrics))
     }
@@ -435,15 +431,12 @@ impl Trainer {
                 .collect();
             inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
             let out = program.run(inputs)?;
-            let scalar = |a: &ShardedArray| -> Result<f64, TrainError> {
-                Ok(self
-                    .engine
-                    .get(a)?
-                    .to_vec::<f32>()
-                    .map_err(TrainError::Other)?[0] as f64)
+            let sums = self.engine.get_all(&[&out[0], &out[1]])?;
+            let scalar = |a: &HostArray| -> Result<f64, TrainError> {
+                Ok(a.to_vec::<f32>().map_err(TrainError::Other)?[0] as f64)
             };
-            loss_sum += scalar(&out[0])?;
-            tokens += scalar(&out[1])?;
+            loss_sum += scalar(&sums[0])?;
+            tokens += scalar(&sums[1])?;
         }
         let loss = loss_sum / tokens.max(1.0);
         Ok(EvalResult {
