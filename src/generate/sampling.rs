@@ -7,9 +7,11 @@
 //! that statistic only changes at the probabilities themselves, so `t` is one of them.
 //! Non-negative f32 values order like their bit patterns read as integers, so a bisection on
 //! the bit patterns finds `t` exactly in at most 31 rounds of one `[B, V]` compare-and-sum
-//! each (a `while` loop of a fixed trip count; a filter that is off is not in the program).
-//! Tokens tied with the threshold are all kept. Top-p is applied after top-k on the renormalised distribution, as
-//! Hugging Face's warpers do.
+//! each (unrolled when tracing: as `while` loops, the rounds made a batch-8 sampled decode
+//! step on an H100 2.05-2.13 ms against 0.77-0.79 unrolled; a filter that is off is not in
+//! the program).
+//! Tokens tied with the threshold are all kept. Top-p is applied after top-k on the
+//! renormalised distribution, as Hugging Face's warpers do.
 //!
 //! The draw is by inverse CDF: one uniform `u` per row from `rng_bit_generator`, and the
 //! smallest token index `i` whose cumulative kept mass `C(i)` reaches `u · C(V - 1)`, found
@@ -21,8 +23,7 @@
 use crate::model::RngStream;
 use vishwam_hlo::{nn, DType, Tensor, TensorType};
 
-/// Rounds that always suffice: the bisection interval starts below 2^31. The count is a
-/// constant so that the loop has a known trip count (no per-round host sync on GPUs).
+/// Rounds that always suffice: the bisection interval starts below 2^31.
 const BISECTION_ROUNDS: i64 = 32;
 
 /// Sampling parameters as traced scalars. A filter that is `None` is not traced at all.
@@ -46,35 +47,22 @@ enum Statistic {
 fn threshold(probs: &Tensor, stat: Statistic, target: &Tensor) -> Tensor {
     let g = probs.graph().clone();
     let b = probs.shape()[0];
-    let lo = g.zeros(&TensorType::new(DType::I32, &[b]));
-    let hi = probs.max(&[-1], false).bitcast(DType::I32) + 1i64;
-    let i = g.scalar_i64(0, DType::I32);
-    let init = [i, lo, hi, probs.clone(), target.clone()];
+    let mut lo = g.zeros(&TensorType::new(DType::I32, &[b]));
+    let mut hi = probs.max(&[-1], false).bitcast(DType::I32) + 1i64;
     // Invariant: the statistic reaches the target at lo and not at hi.
-    let out = g.while_loop(
-        &init,
-        |_, c| c[0].lt(BISECTION_ROUNDS),
-        move |_, c| {
-            let (lo, hi, p, target) = (&c[1], &c[2], &c[3], &c[4]);
-            let mid = lo + (hi - lo).shift_right_logical(1i64);
-            let t = mid.bitcast(DType::F32).expand_dims(-1);
-            let selected = p.ge(&t);
-            let value = match stat {
-                Statistic::Count => selected.select(p.ones_like(), 0.0),
-                Statistic::Mass => selected.select(p, 0.0),
-            }
-            .sum(&[-1], false);
-            let ok = value.ge(target);
-            vec![
-                &c[0] + 1i64,
-                ok.select(&mid, lo),
-                ok.select(hi, &mid),
-                p.clone(),
-                target.clone(),
-            ]
-        },
-    );
-    out[1].bitcast(DType::F32)
+    for _ in 0..BISECTION_ROUNDS {
+        let mid = &lo + (&hi - &lo).shift_right_logical(1i64);
+        let t = mid.bitcast(DType::F32).expand_dims(-1);
+        let selected = probs.ge(&t);
+        let value = match stat {
+            Statistic::Count => selected.select(probs.ones_like(), 0.0),
+            Statistic::Mass => selected.select(probs, 0.0),
+        }
+        .sum(&[-1], false);
+        let ok = value.ge(target);
+        (lo, hi) = (ok.select(&mid, &lo), ok.select(&hi, &mid));
+    }
+    lo.bitcast(DType::F32)
 }
 
 /// Boolean `[B, V]`: the tokens that top-k and then top-p keep, given probabilities
@@ -122,32 +110,14 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, rng: &mut RngStream) -> 
     let target = kept.sum(&[-1], false) * u;
     let index = g.iota(&TensorType::new(DType::I32, &[b, v]), 1);
     let rounds = (v.max(2) as f64).log2().ceil() as i64 + 1;
-    let init = [
-        g.scalar_i64(0, DType::I32),
-        g.full_i64(-1, &TensorType::new(DType::I32, &[b])),
-        g.full_i64(v - 1, &TensorType::new(DType::I32, &[b])),
-        kept,
-        target,
-        index,
-    ];
+    let mut lo = g.full_i64(-1, &TensorType::new(DType::I32, &[b]));
+    let mut hi = g.full_i64(v - 1, &TensorType::new(DType::I32, &[b]));
     // Invariant: C(lo) < target <= C(hi), with C(-1) = 0.
-    let out = g.while_loop(
-        &init,
-        move |_, c| c[0].lt(rounds),
-        |_, c| {
-            let (lo, hi, kept, target, index) = (&c[1], &c[2], &c[3], &c[4], &c[5]);
-            let mid = lo + (hi - lo).shift_right_logical(1i64);
-            let upto = index.le(mid.expand_dims(-1)).select(kept, 0.0);
-            let reached = upto.sum(&[-1], false).ge(target);
-            vec![
-                &c[0] + 1i64,
-                reached.select(lo, &mid),
-                reached.select(&mid, hi),
-                kept.clone(),
-                target.clone(),
-                index.clone(),
-            ]
-        },
-    );
-    out[2].clone()
+    for _ in 0..rounds {
+        let mid = &lo + (&hi - &lo).shift_right_logical(1i64);
+        let upto = index.le(mid.expand_dims(-1)).select(&kept, 0.0);
+        let reached = upto.sum(&[-1], false).ge(&target);
+        (lo, hi) = (reached.select(&lo, &mid), reached.select(&mid, &hi));
+    }
+    hi
 }
