@@ -1,6 +1,7 @@
 //! A model whose parameters are on a device, with its compiled programs.
 
 use super::programs::{build_decode, build_eval, build_init_cache, build_prefill, DecodeMode};
+use super::sampling::Bisection;
 use super::GenerateError;
 use crate::config::{ComputeDtype, Config};
 use crate::engine::{Engine, HostArray, Input, Program, ShardedArray};
@@ -42,6 +43,8 @@ pub struct LoadedModel {
     engine: Engine,
     config: Config,
     opts: ForwardOptions,
+    /// How the decode programs trace sampling's bisections (by platform).
+    bisection: Bisection,
     kv_cache: KvCacheFormat,
     params: Vec<ShardedArray>,
     programs: HashMap<ProgramKey, Program>,
@@ -197,6 +200,7 @@ impl LoadedModel {
                 row_stats: crate::model::RowStats::for_platform(config.runtime.platform),
                 ..ForwardOptions::eval()
             },
+            bisection: Bisection::for_platform(config.runtime.platform),
             config,
             kv_cache,
             params: arrays,
@@ -244,10 +248,17 @@ impl LoadedModel {
         let func = match key {
             ProgramKey::InitCache(shape) => build_init_cache(cfg, &shape)?,
             ProgramKey::Prefill(shape, chunk) => build_prefill(cfg, &self.opts, &shape, chunk)?,
-            ProgramKey::Decode(shape, mode) => build_decode(cfg, &self.opts, &shape, mode, false)?,
-            ProgramKey::DecodeWithLogits(shape) => {
-                build_decode(cfg, &self.opts, &shape, DecodeMode::Greedy, true)?
+            ProgramKey::Decode(shape, mode) => {
+                build_decode(cfg, &self.opts, &shape, mode, false, self.bisection)?
             }
+            ProgramKey::DecodeWithLogits(shape) => build_decode(
+                cfg,
+                &self.opts,
+                &shape,
+                DecodeMode::Greedy,
+                true,
+                self.bisection,
+            )?,
             ProgramKey::Eval(batch, seq) => build_eval(cfg, &self.opts, batch, seq)?,
         };
         let program = self.engine.compile(&func)?;

@@ -37,7 +37,7 @@ pub use loaded::{find_checkpoint, open_engine, LoadedModel, RuntimeSelection};
 pub use options::SamplingOptions;
 pub use perplexity::{EvalWindows, EVAL_BATCH};
 pub use programs::{build_decode, build_eval, build_init_cache, build_prefill, DecodeMode};
-pub use sampling::{keep_mask, sample, SamplingParams};
+pub use sampling::{keep_mask, sample, Bisection, SamplingParams};
 pub use session::{rng_state, BatchLayout, GenerationTimings};
 pub use text::{
     document_stream, encode, eos_id, find_tokenizer, read_documents, TextStream, TOKENIZER_FILE,

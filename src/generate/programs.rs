@@ -7,7 +7,7 @@
 //! history, the slot counter and the random state are donated to the outputs of the same
 //! name, so they are updated in place on the device.
 
-use super::sampling::{sample, SamplingParams};
+use super::sampling::{sample, Bisection, SamplingParams};
 use crate::config::ModelConfig;
 use crate::model::{self, ForwardOptions, KvCacheShape, LayerCache, RngStream};
 use vishwam_hlo::{DType, Func, Graph, Result, Tensor, TensorMap, TensorType};
@@ -115,7 +115,8 @@ pub fn build_prefill(
 /// when those filters are on.
 /// Outputs: the cache, `history`, `slot + 1` and the advanced `rng`, each aliasing the donated
 /// input of the same name, and with `with_logits` (for inspecting one step) the step's
-/// `logits: f32 [B, V]` (before EOS suppression). Without logits
+/// `logits: f32 [B, V]` (before EOS suppression). `bisection` says how sampling's bisections
+/// are traced. Without logits
 /// every buffer of a step is updated in place, so consecutive steps touch the same addresses
 /// (a GPU then replays the step's recorded CUDA graph rather than recording it again) and
 /// the host reads `history` only every few steps.
@@ -125,6 +126,7 @@ pub fn build_decode(
     shape: &KvCacheShape,
     mode: DecodeMode,
     with_logits: bool,
+    bisection: Bisection,
 ) -> Result<Func> {
     let g = Graph::named(match (mode, with_logits) {
         (DecodeMode::Greedy, false) => "decode_greedy",
@@ -155,6 +157,7 @@ pub fn build_decode(
             temperature: scalar("temperature", DType::F32),
             top_k: top_k.then(|| scalar("top_k", DType::I32)),
             top_p: top_p.then(|| scalar("top_p", DType::F32)),
+            bisection,
         }),
     };
 
