@@ -160,16 +160,22 @@ fn several_buffers_download_at_once_bit_exact() {
         .enumerate()
         .map(|(i, (t, dims, bytes))| c.buffer_from_bytes(bytes, *t, dims, i % DEVICES).unwrap())
         .collect();
-    let refs: Vec<&Buffer> = buffers.iter().collect();
+    // Zero-size arrays come back empty among the others.
+    let empty: Vec<Buffer> = [vec![0i64], vec![3, 0, 2]]
+        .iter()
+        .map(|dims| c.buffer_from_bytes(&[], ElementType::F32, dims, 1).unwrap())
+        .collect();
+    let refs: Vec<&Buffer> = buffers.iter().chain(&empty).collect();
     let got = Buffer::to_bytes_all(&refs).unwrap();
-    assert_eq!(got.len(), arrays.len());
+    assert_eq!(got.len(), arrays.len() + 2);
     for ((t, _, want), got) in arrays.iter().zip(&got) {
         assert_eq!(got, want, "{t:?}");
     }
-    // A deleted buffer fails the call with an error once the copies before it have started
-    // (they are awaited before it returns).
+    assert!(got[arrays.len()..].iter().all(Vec::is_empty));
+    // A deleted buffer among them is a clear error (found before any copy starts).
     buffers[3].delete().unwrap();
-    assert!(Buffer::to_bytes_all(&refs).is_err());
+    let err = Buffer::to_bytes_all(&refs).unwrap_err();
+    assert!(matches!(err, RuntimeError::BufferDeleted), "{err}");
 }
 
 /// The CPU client's staging counters; every staged transfer so far must have been zero-copy

@@ -98,8 +98,9 @@ impl Engine {
         })
     }
 
-    /// [`Engine::get`] of several arrays, with the downloads of replicated ones (one distinct
-    /// shard, e.g. a step's scalar metrics) in flight at once.
+    /// [`Engine::get`] of several arrays. When every array is replicated (one distinct shard,
+    /// e.g. a step's scalar metrics) all their downloads are in flight at once; otherwise
+    /// this is `get` on each in turn.
     pub fn get_all(&self, arrays: &[&ShardedArray]) -> Result<Vec<HostArray>, EngineError> {
         let mut replicated = Vec::new();
         for array in arrays {
@@ -109,7 +110,7 @@ impl Engine {
             }
             replicated.push(&array.shards[0]);
         }
-        let bytes = crate::runtime::Buffer::to_bytes_all(&replicated)?;
+        let bytes = Buffer::to_bytes_all(&replicated)?;
         Ok(arrays
             .iter()
             .zip(bytes)

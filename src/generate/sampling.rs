@@ -6,7 +6,7 @@
 //! largest `t` such that the count (or mass) of probabilities `>= t` reaches a target", and
 //! that statistic only changes at the probabilities themselves, so `t` is one of them.
 //! Non-negative f32 values order like their bit patterns read as integers, so a bisection on
-//! the bit patterns finds `t` exactly in at most 31 rounds of one `[B, V]` compare-and-sum
+//! the bit patterns finds `t` exactly in 32 rounds of one `[B, V]` compare-and-sum
 //! each, as a `while` loop or unrolled when tracing ([`Bisection`]; a filter that is off is not
 //! in the program).
 //! Tokens tied with the threshold are all kept. Top-p is applied after top-k on the
@@ -14,7 +14,7 @@
 //!
 //! The draw is by inverse CDF: one uniform `u` per row from `rng_bit_generator`, and the
 //! smallest token index `i` whose cumulative kept mass `C(i)` reaches `u · C(V - 1)`, found
-//! by bisection on `i` (`ceil(log2 V)` rounds of a masked sum). A token of zero kept mass
+//! by bisection on `i` (`ceil(log2 V) + 1` rounds of a masked sum). A token of zero kept mass
 //! never satisfies that first, so filtered tokens are never drawn; token `i` is drawn with
 //! probability `q_i / sum(q)`. (A Gumbel-max draw needs `V` random numbers and two
 //! logarithms per row and measured 5x slower on the CPU.)
@@ -30,7 +30,8 @@ pub enum Bisection {
     /// default model: 7.8-8.4 ms per sampled decode step against 9.2-9.3 unrolled).
     Loop,
     /// Unrolled when tracing: no loop control between the rounds. Faster on GPUs (H100, batch
-    /// 8, 124M: 0.77-0.79 ms per sampled decode step against 2.05-2.13 as loops).
+    /// 8, 124M: 0.77-0.79 ms per sampled decode step against 2.05-2.13 as loops); TPUs are
+    /// unmeasured and assumed to behave like GPUs.
     Unrolled,
 }
 
@@ -60,7 +61,9 @@ pub struct SamplingParams {
 }
 
 /// `rounds` rounds of `step(lo, hi, inputs) -> (lo, hi)`, traced as `bisection` says;
-/// `inputs` are read by every round and never change.
+/// `inputs` are read by every round and never change. `step` must read tensors only through
+/// its arguments: as a loop it is traced into a region of its own, which cannot see the
+/// enclosing graph's tensors (the tests trace both forms, so a capture fails there).
 fn bisect(
     bisection: Bisection,
     rounds: i64,

@@ -135,14 +135,18 @@ impl Buffer {
 
     /// Copies the buffer into `dst` (dense row-major; must be exactly the buffer's size).
     pub fn copy_to_host(&self, dst: &mut [u8]) -> Result<()> {
-        let event = self.start_copy_to_host(dst)?;
+        // SAFETY: `dst` stays borrowed, untouched, until the event is awaited right here.
+        let event = unsafe { self.start_copy_to_host(dst)? };
         super::event::await_and_destroy(&self.client.api, event)
     }
 
-    /// Starts copying the buffer into `dst` and returns the copy's event, which the caller
-    /// must await (and destroy) before `dst` is touched or freed.
-    fn start_copy_to_host(&self, dst: &mut [u8]) -> Result<*mut ffi::PJRT_Event> {
-        self.ensure_live()?;
+    /// Starts copying the buffer into `dst` and returns the copy's event.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must stay allocated and untouched until the returned event has been awaited
+    /// and destroyed (the plugin writes into it until then).
+    unsafe fn start_copy_to_host(&self, dst: &mut [u8]) -> Result<*mut ffi::PJRT_Event> {
         let element_type = self.element_type()?;
         let dims = self.dims()?;
         let expected = dims.iter().product::<i64>() as usize * element_type.size_in_bytes();
@@ -158,7 +162,8 @@ impl Buffer {
         args.src = self.raw;
         args.dst = dst.as_mut_ptr().cast();
         args.dst_size = dst.len();
-        // SAFETY: the caller keeps `dst` alive and untouched until the event completes.
+        // SAFETY: valid handle; the caller keeps `dst` alive and untouched until the event
+        // completes.
         unsafe { crate::pjrt_call!(*self.client.api, PJRT_Buffer_ToHostBuffer, &mut args)? };
         Ok(args.event)
     }
@@ -167,27 +172,24 @@ impl Buffer {
     /// the caller waits for the slowest copy instead of once per buffer (on a GPU each copy
     /// of a scalar costs a round trip of the order of 0.1 ms).
     pub fn to_bytes_all(buffers: &[&Buffer]) -> Result<Vec<Vec<u8>>> {
-        // Each copy writes into its own vector's heap block, which stays put while `out`
-        // grows, until its event is awaited below.
-        let mut out = Vec::with_capacity(buffers.len());
+        // Every destination is allocated before the first copy starts, so that nothing (an
+        // error or a panic) can free one while a copy writes into it; each vector's heap block
+        // stays put until its event is awaited below.
+        let mut out = buffers
+            .iter()
+            .map(|b| Ok(vec![0u8; b.byte_size()?]))
+            .collect::<Result<Vec<_>>>()?;
         let mut started = Vec::with_capacity(buffers.len());
         let mut result = Ok(());
-        for buffer in buffers {
-            let mut dst = match buffer.byte_size() {
-                Ok(size) => vec![0u8; size],
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            match buffer.start_copy_to_host(&mut dst) {
+        for (buffer, dst) in buffers.iter().zip(out.iter_mut()) {
+            // SAFETY: `dst` lives in `out`, untouched until every started event is awaited.
+            match unsafe { buffer.start_copy_to_host(dst) } {
                 Ok(event) => started.push((buffer, event)),
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
             }
-            out.push(dst);
         }
         // Every started copy is awaited, even after an error: each writes into `out`.
         for (buffer, event) in started {

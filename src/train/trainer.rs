@@ -342,7 +342,7 @@ impl Trainer {
         metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
         let mut values = [0f32; METRICS.len()];
-        let scalars: Vec<&ShardedArray> = metrics.iter().take(METRICS.len()).collect();
+        let scalars: Vec<&ShardedArray> = metrics.iter().collect();
         for (v, m) in values.iter_mut().zip(self.engine.get_all(&scalars)?) {
             *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
         }

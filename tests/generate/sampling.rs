@@ -64,7 +64,8 @@ fn the_traced_top_k_top_p_filter_matches_a_sorting_reference() {
         ],
         vec![0.125; 8],
     ];
-    // Both ways of tracing the bisections (loops on CPUs, unrolled on GPUs) must keep the same tokens.
+    // Both ways of tracing the bisections (loops on CPUs, unrolled on GPUs) must keep the
+    // same tokens.
     for bisection in [Bisection::Loop, Bisection::Unrolled] {
         let g = Graph::named("filter");
         let probs = g.param("probs", TensorType::new(DType::F32, &[3, 8]));
@@ -105,13 +106,15 @@ fn the_traced_top_k_top_p_filter_matches_a_sorting_reference() {
                     // Ties with the 4th largest (2/20 twice) are both kept.
                     assert_eq!(
                         &got[..8],
-                        &[false, true, true, true, true, false, false, true]
+                        &[false, true, true, true, true, false, false, true],
+                        "{bisection:?}"
                     );
                 }
                 if (k, p) == (0, 0.8) {
                     assert_eq!(
                         &got[8..16],
-                        &[true, true, true, false, false, false, false, false]
+                        &[true, true, true, false, false, false, false, false],
+                        "{bisection:?}"
                     );
                 }
             }
