@@ -215,12 +215,7 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Prim::Reduce { kind, dims } => {
             arity(op, inputs, 1)?;
             let x = inputs[0];
-            if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
-                return Err(shape_err(
-                    op,
-                    format!("dims {dims:?} must be sorted, distinct dims of {x}"),
-                ));
-            }
+            reduced_dims(op, x, dims)?;
             let ok = match kind {
                 ReduceKind::Sum => !x.dtype.is_bool(),
                 ReduceKind::Max | ReduceKind::Min => true,
@@ -439,12 +434,7 @@ fn reduce_with(
             format!("operands must share a shape, got ({})", list(operands)),
         ));
     }
-    if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
-        return Err(shape_err(
-            op,
-            format!("dims {dims:?} must be sorted, distinct dims of {x}"),
-        ));
-    }
+    reduced_dims(op, x, dims)?;
     let scalars: Vec<TensorType> = operands
         .iter()
         .map(|t| TensorType::scalar(t.dtype))
@@ -473,6 +463,17 @@ fn reduce_with(
         ));
     }
     Ok(operands.iter().map(|t| remove_dims(t, dims)).collect())
+}
+
+/// Checks that a reduction's `dims` are sorted, distinct dims of `x`.
+fn reduced_dims(op: &str, x: &TensorType, dims: &[usize]) -> Result<()> {
+    if dims.windows(2).any(|w| w[0] >= w[1]) || dims.iter().any(|&d| d >= x.rank()) {
+        return Err(shape_err(
+            op,
+            format!("dims {dims:?} must be sorted, distinct dims of {x}"),
+        ));
+    }
+    Ok(())
 }
 
 fn expect_params(op: &str, what: &str, f: &Func, inputs: &[&TensorType]) -> Result<()> {

@@ -101,9 +101,13 @@ impl Engine {
     /// [`Engine::get`] of several arrays. When every array is replicated (one distinct shard,
     /// e.g. a step's scalar metrics) all their downloads are in flight at once; otherwise
     /// this is `get` on each in turn.
-    pub fn get_all(&self, arrays: &[&ShardedArray]) -> Result<Vec<HostArray>, EngineError> {
+    pub fn get_all<'a>(
+        &self,
+        arrays: impl IntoIterator<Item = &'a ShardedArray>,
+    ) -> Result<Vec<HostArray>, EngineError> {
+        let arrays: Vec<&ShardedArray> = arrays.into_iter().collect();
         let mut replicated = Vec::new();
-        for array in arrays {
+        for array in &arrays {
             let layout = self.layout(&array.spec, &array.shape)?;
             if layout.num_distinct_shards() != 1 || array.shards.len() != layout.num_devices() {
                 return arrays.iter().map(|a| self.get(a)).collect();

@@ -115,7 +115,7 @@ impl LoadedModel {
             let mut inputs = self.param_inputs();
             inputs.extend(device.iter().map(Input::Keep));
             let out = self.program(&key).run(inputs)?;
-            let sums = self.engine().get_all(&[&out[0], &out[1]])?;
+            let sums = self.engine().get_all(&out[..2])?;
             let scalar = |i: usize| -> Result<f64, GenerateError> {
                 let v = sums[i].to_vec::<f32>();
                 Ok(v.map_err(GenerateError::HostArray)?[0] as f64)

@@ -116,10 +116,9 @@ pub fn build_prefill(
 /// Outputs: the cache, `history`, `slot + 1` and the advanced `rng`, each aliasing the donated
 /// input of the same name, and with `with_logits` (for inspecting one step) the step's
 /// `logits: f32 [B, V]` (before EOS suppression). `bisection` says how sampling's bisections
-/// are traced. Without logits
-/// every buffer of a step is updated in place, so consecutive steps touch the same addresses
-/// (a GPU then replays the step's recorded CUDA graph rather than recording it again) and
-/// the host reads `history` only every few steps.
+/// are traced. Without logits every buffer of a step is updated in place, so consecutive
+/// steps touch the same addresses (a GPU then replays the step's recorded CUDA graph rather
+/// than recording it again) and the host reads `history` only every few steps.
 pub fn build_decode(
     cfg: &ModelConfig,
     opts: &ForwardOptions,

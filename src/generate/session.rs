@@ -31,6 +31,14 @@ pub struct BatchLayout {
     pub new_tokens: usize,
 }
 
+impl BatchLayout {
+    /// Slots per row of the decode steps' token history: the cache's, plus one for the token
+    /// after the last.
+    pub fn history_width(&self) -> usize {
+        self.cache.len + 1
+    }
+}
+
 /// Seconds spent in each phase of one generation call.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GenerationTimings {
@@ -171,9 +179,8 @@ impl LoadedModel {
         let t1 = Instant::now();
         let b = prompts.len();
         let first = layout.prompt_slots - 1;
-        let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
         let eos = opts.eos_token_id.unwrap_or(-1);
-        let (history, width) = self.history(&layout, &last)?;
+        let history = self.history(&layout, prompts)?;
         let slot = self.put(&HostArray::scalar(first as i32))?;
         let rng = self.put(&host(&[2], &rng_state(opts.seed))?)?;
         let mut fixed = vec![
@@ -232,7 +239,7 @@ impl LoadedModel {
                 .to_vec::<i32>()
                 .map_err(GenerateError::HostArray)?;
             for s in done..done + steps {
-                for (row, row_ids) in ids.chunks(width).enumerate() {
+                for (row, row_ids) in ids.chunks(layout.history_width()).enumerate() {
                     if finished[row] {
                         continue;
                     }
@@ -259,10 +266,8 @@ impl LoadedModel {
         self.ensure_programs(&layout, key)?;
         let mut caches = self.prefill(prompts, &layout)?;
         let b = prompts.len();
-        let last: Vec<i32> = prompts.iter().map(|p| p[p.len() - 1]).collect();
-        let (history, _) = self.history(&layout, &last)?;
         let owned = [
-            history,
+            self.history(&layout, prompts)?,
             self.put(&HostArray::scalar((layout.prompt_slots - 1) as i32))?,
             self.put(&host(&[2], &rng_state(0))?)?,
             self.put(&host(&[b as i64], &layout.row_start)?)?,
@@ -287,20 +292,20 @@ impl LoadedModel {
         Ok(values.chunks(v).map(<[f32]>::to_vec).collect())
     }
 
-    /// The decode steps' token history for `layout` on the device, `i32 [B, len + 1]`, with
-    /// each row's last prompt token in the prompts' last slot; and its width.
+    /// The decode steps' token history for `prompts` laid out as `layout`, on the device:
+    /// `i32 [B, history_width]`, each row's last prompt token in the prompts' last slot.
     fn history(
         &self,
         layout: &BatchLayout,
-        last: &[i32],
-    ) -> Result<(ShardedArray, usize), GenerateError> {
-        let width = layout.cache.len + 1;
-        let mut values = vec![0i32; last.len() * width];
-        for (row, &t) in last.iter().enumerate() {
-            values[row * width + layout.prompt_slots - 1] = t;
+        prompts: &[Vec<i32>],
+    ) -> Result<ShardedArray, GenerateError> {
+        let width = layout.history_width();
+        let mut values = vec![0i32; prompts.len() * width];
+        for (row, p) in prompts.iter().enumerate() {
+            values[row * width + layout.prompt_slots - 1] = p[p.len() - 1];
         }
-        let shape = [last.len() as i64, width as i64];
-        Ok((self.put(&host(&shape, &values)?)?, width))
+        let shape = [prompts.len() as i64, width as i64];
+        self.put(&host(&shape, &values)?)
     }
 
     /// Compiles the programs `layout` needs with the decode program `decode`; returns the

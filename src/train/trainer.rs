@@ -342,8 +342,7 @@ impl Trainer {
         metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
         let mut values = [0f32; METRICS.len()];
-        let scalars: Vec<&ShardedArray> = metrics.iter().collect();
-        for (v, m) in values.iter_mut().zip(self.engine.get_all(&scalars)?) {
+        for (v, m) in values.iter_mut().zip(self.engine.get_all(&metrics)?) {
             *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
         }
         let t3 = Instant::now();
@@ -376,9 +375,7 @@ impl Trainer {
         if self.moe_outputs.is_empty() {
             return Ok(None);
         }
-        let host = self
-            .engine
-            .get_all(&self.moe_outputs.iter().collect::<Vec<_>>())?;
+        let host = self.engine.get_all(&self.moe_outputs)?;
         Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
     }
 
@@ -392,9 +389,7 @@ impl Trainer {
         if self.distill_outputs.is_empty() {
             return Ok(None);
         }
-        let host = self
-            .engine
-            .get_all(&self.distill_outputs.iter().collect::<Vec<_>>())?;
+        let host = self.engine.get_all(&self.distill_outputs)?;
         let metrics = DistillMetrics::from_host(&host, context.intermediate.is_some())?;
         Ok(Some(metrics))
     }
@@ -431,7 +426,7 @@ impl Trainer {
                 .collect();
             inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
             let out = program.run(inputs)?;
-            let sums = self.engine.get_all(&[&out[0], &out[1]])?;
+            let sums = self.engine.get_all(&out[..2])?;
             let scalar = |a: &HostArray| -> Result<f64, TrainError> {
                 Ok(a.to_vec::<f32>().map_err(TrainError::Other)?[0] as f64)
             };
