@@ -16,6 +16,21 @@ const MIN_CACHE_LEN: usize = 16;
 /// so the first token arrives after one step).
 const STEPS_PER_READ: usize = 8;
 
+/// The sizes of the groups of decode steps run between two reads of the new tokens, for
+/// `total` steps: 1, 2, 4, then [`STEPS_PER_READ`] at a time, the last cut to what is left
+/// (so the first token arrives after one step).
+fn decode_groups(total: usize) -> impl Iterator<Item = usize> {
+    let (mut done, mut group) = (0, 1);
+    std::iter::from_fn(move || {
+        (done < total).then(|| {
+            let steps = group.min(total - done);
+            done += steps;
+            group = (2 * group).min(STEPS_PER_READ);
+            steps
+        })
+    })
+}
+
 /// Where a batch of prompts sits in the cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchLayout {
@@ -225,10 +240,11 @@ impl LoadedModel {
         // Steps are enqueued in groups, back to back, and the new tokens are read after each
         // group: the device idles only while they are read, and a group may run a few steps
         // past the last row's EOS (their tokens are dropped).
-        let (mut done, mut group) = (0, 1);
-        while done < layout.new_tokens && !finished.iter().all(|&f| f) {
-            let steps = group.min(layout.new_tokens - done);
-            group = (2 * group).min(STEPS_PER_READ);
+        let mut done = 0;
+        for steps in decode_groups(layout.new_tokens) {
+            if finished.iter().all(|&f| f) {
+                break;
+            }
             for _ in 0..steps {
                 step(&mut caches, &mut state)?;
             }
@@ -369,5 +385,21 @@ impl LoadedModel {
             begin += chunk;
         }
         Ok(caches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_groups_grow_from_one_step_to_the_read_interval() {
+        let groups = |total| decode_groups(total).collect::<Vec<_>>();
+        assert_eq!(groups(0), Vec::<usize>::new());
+        assert_eq!(groups(1), [1]);
+        assert_eq!(groups(3), [1, 2]);
+        assert_eq!(groups(6), [1, 2, 3]);
+        assert_eq!(groups(31), [1, 2, 4, 8, 8, 8]);
+        assert_eq!(groups(128).iter().sum::<usize>(), 128);
     }
 }
