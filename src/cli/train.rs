@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vishwam::config::Config;
-use vishwam::train::{
-    open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
-};
+use vishwam::train::{open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData};
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,7 +34,11 @@ pub struct TrainArgs {
     /// Continue exactly from this checkpoint directory (RUN/checkpoints/step_NNNNNNNN), not
     /// only the newest; the config's model, data and sequence sections must be those it was
     /// written with. The output directory must hold no later checkpoints.
-    #[arg(long = "resume-from", alias = "resume_from", value_name = "CHECKPOINT_DIR")]
+    #[arg(
+        long = "resume-from",
+        alias = "resume_from",
+        value_name = "CHECKPOINT_DIR"
+    )]
     pub resume_from: Option<PathBuf>,
     /// Start from these weights instead of a random initialisation: a vishwam run directory
     /// (its newest checkpoint), a checkpoint directory, or a Hugging Face Llama directory.

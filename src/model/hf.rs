@@ -91,6 +91,18 @@ pub fn name_map(cfg: &ModelConfig) -> Vec<(String, String, bool)> {
     map
 }
 
+/// The config.json keys that set the shape of the parameter `name`.
+fn keys_behind(name: &str) -> &'static str {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    match leaf {
+        "tokens" | "lm_head" => "`vocab_size` and `hidden_size`",
+        "scale" => "`hidden_size`",
+        "wq" | "wo" => "`hidden_size`, `num_attention_heads` and `head_dim`",
+        "wk" | "wv" => "`hidden_size`, `num_key_value_heads` and `head_dim`",
+        _ => "`hidden_size` and `intermediate_size`",
+    }
+}
+
 /// An f32 2-D array transposed.
 fn transpose(a: &HostArray) -> HostArray {
     let (r, c) = (a.shape[0] as usize, a.shape[1] as usize);
@@ -117,7 +129,8 @@ pub fn export(
             "Mixture-of-Experts models have no Llama-architecture HF form; export a dense model",
         ));
     }
-    let config_json = config::write(cfg, special).map_err(|d| invalid(&out.join("config.json"), d))?;
+    let config_json =
+        config::write(cfg, special).map_err(|d| invalid(&out.join("config.json"), d))?;
     std::fs::create_dir_all(out).map_err(|source| HfError::Io {
         path: out.to_path_buf(),
         source,
@@ -147,8 +160,7 @@ pub fn export(
     safetensors::serialize_to_file(views, &Some(meta), &path)
         .map_err(|e| invalid(&path, e.to_string()))?;
     let cpath = out.join("config.json");
-    let text =
-        serde_json::to_string_pretty(&config_json).expect("JSON values serialise");
+    let text = serde_json::to_string_pretty(&config_json).expect("JSON values serialise");
     std::fs::write(&cpath, text).map_err(|source| HfError::Io {
         path: cpath,
         source,
@@ -237,8 +249,10 @@ pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), 
             return Err(invalid(
                 dir,
                 format!(
-                    "`{}` has shape {got:?}, config.json implies {:?}",
-                    spec.name, spec.shape
+                    "`{}` has shape {got:?}, but config.json's {} imply {:?}",
+                    spec.name,
+                    keys_behind(&spec.name),
+                    spec.shape
                 ),
             ));
         }

@@ -199,8 +199,8 @@ impl InitWeights {
             ..Config::default()
         };
         base.data.tokenizer = self.tokenizer.as_ref().map(|p| p.display().to_string());
-        let (cfg, named) =
-            Config::load_over(&base, file, overrides).map_err(|e| TrainError::Other(e.to_string()))?;
+        let (cfg, named) = Config::load_over(&base, file, overrides)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
         self.check_model(&cfg.model, &named)?;
         if self.tokenizer.is_none() && !named.contains("data.tokenizer") {
             return Err(init_error(

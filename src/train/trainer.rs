@@ -251,9 +251,9 @@ impl Trainer {
         let mut state = initial_state(&self.config, &self.layout);
         for (name, array) in &weights.params {
             let key = format!("params.{name}");
-            let fits = state
-                .get(&key)
-                .is_some_and(|init| init.shape == array.shape && init.element_type == array.element_type);
+            let fits = state.get(&key).is_some_and(|init| {
+                init.shape == array.shape && init.element_type == array.element_type
+            });
             if !fits {
                 return Err(TrainError::InitFrom {
                     path: std::path::PathBuf::from(weights.source.to_string()),

@@ -112,9 +112,10 @@ impl<'a> Keys<'a> {
     fn number(&mut self, key: &'static str) -> Result<Option<f64>, HfError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
-                invalid(self.path, format!("`{key}` = {v}: expected a number"))
-            }),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| invalid(self.path, format!("`{key}` = {v}: expected a number"))),
         }
     }
 
@@ -148,7 +149,10 @@ fn read_rope(key: &str, value: &Value, path: &Path) -> Result<Rope, HfError> {
         ));
     };
     for name in map.keys() {
-        if !matches!(name.as_str(), "rope_type" | "type" | "factor" | "rope_theta") {
+        if !matches!(
+            name.as_str(),
+            "rope_type" | "type" | "factor" | "rope_theta"
+        ) {
             return Err(unsupported(
                 path,
                 &format!("{key}.{name}"),
@@ -159,15 +163,17 @@ fn read_rope(key: &str, value: &Value, path: &Path) -> Result<Rope, HfError> {
         }
     }
     let kind = |k: &str| map.get(k).filter(|v| !v.is_null());
-    let rope_type = match (kind("rope_type"), kind("type")) {
+    let default = Value::String("default".into());
+    let (type_key, rope_type) = match (kind("rope_type"), kind("type")) {
         (Some(a), Some(b)) if a != b => {
             return Err(invalid(
                 path,
                 format!("`{key}.rope_type` = {a} and `{key}.type` = {b} disagree"),
             ))
         }
-        (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => &Value::String("default".into()),
+        (Some(v), _) => ("rope_type", v),
+        (None, Some(v)) => ("type", v),
+        (None, None) => ("rope_type", &default),
     };
     let theta = match map.get("rope_theta") {
         None | Some(Value::Null) => None,
@@ -214,7 +220,7 @@ fn read_rope(key: &str, value: &Value, path: &Path) -> Result<Rope, HfError> {
         _ => {
             return Err(unsupported(
                 path,
-                &format!("{key}.rope_type"),
+                &format!("{key}.{type_key}"),
                 rope_type,
                 "vishwam implements the rope types `default` and `linear` (transformers' \
                  `dynamic`, `yarn`, `longrope` and `llama3` compute other frequencies)",
@@ -304,7 +310,10 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     keys.only(
         "architectures",
         |v| *v == json!([architecture]),
-        &format!("a {} model_type's weights are [\"{architecture}\"]", model_type),
+        &format!(
+            "a {} model_type's weights are [\"{architecture}\"]",
+            model_type
+        ),
     )?;
     keys.only(
         "hidden_act",
