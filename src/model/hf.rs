@@ -1,5 +1,7 @@
 //! Hugging Face Llama-architecture directories: `config.json` + `model.safetensors` with HF
-//! tensor names, read and written.
+//! tensor names, read and written. [`config`] reads `config.json` in the layouts of
+//! transformers 4 and 5 (refusing, by name, every key that would make the import compute
+//! something else) and writes both layouts at once.
 //!
 //! vishwam stores matrices `[in, out]` (y = x W); HF `nn.Linear` weights are `[out, in]`, so
 //! every projection is transposed on the way. Both use the rotate-half RoPE convention on
