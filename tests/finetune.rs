@@ -207,3 +207,45 @@ fn resume_from_an_older_checkpoint_reproduces_the_uninterrupted_run_exactly() {
     let err = failed(run(&train_args(&s, &["--resume-from", &p(&step2)])));
     assert!(err.contains("different `model` section"), "{err}");
 }
+
+#[test]
+fn distill_starts_its_student_from_init_weights() {
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("base");
+    succeeded(run(&train_args(
+        &sets(&[
+            "training.max_steps=2".into(),
+            format!("logging.output_dir={}", p(&base)),
+        ]),
+        &[],
+    )));
+    // The student is the base model (no model section in the config), its teacher the base
+    // run too; the run's checkpoint records the weights' model section.
+    let student = root.path().join("student");
+    let args: Vec<String> = [
+        "distill",
+        "--no-progress",
+        "--init-from",
+        &p(&base),
+        "--set",
+        &format!("distillation.teacher_model={}", p(&base)),
+        "--set",
+        "training.max_steps=1",
+        "--set",
+        "data.val_fraction=0.05",
+        "--set",
+        "logging.eval_every=0",
+        "--set",
+        &format!("logging.output_dir={}", p(&student)),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    succeeded(run(&args));
+    let (a, b) = (
+        checkpoint::load(&newest(&base)).unwrap(),
+        checkpoint::load(&newest(&student)).unwrap(),
+    );
+    assert_eq!(b.manifest.config["model"], a.manifest.config["model"]);
+    assert_eq!(b.manifest.step, 1);
+}

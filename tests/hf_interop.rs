@@ -189,7 +189,8 @@ fn keys_that_change_the_computation_are_refused_by_name() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let exported = exported_tiny(r);
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "v5",
             Box::new(|c| c["attention_bias"] = true.into()),

@@ -268,7 +268,7 @@ fn check_compatible(
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
                 detail: format!(
-                    "was written with a different `{section}` section; resume with the same config, or start a fresh run in another logging.output_dir"
+                    "was written with a different `{section}` section; resume with the same config (and the same --init-from, which supplies the model section and the tokenizer of a fine-tuning run), or start a fresh run in another logging.output_dir"
                 ),
             });
         }
