@@ -43,7 +43,8 @@ pub struct TrainArgs {
     /// Start from these weights instead of a random initialisation: a vishwam run directory
     /// (its newest checkpoint), a checkpoint directory, or a Hugging Face Llama directory.
     /// The model section comes from the weights where the config names no model key (a
-    /// named one must match them); the tokenizer is theirs unless data.tokenizer is set;
+    /// named architecture key must match them; dropout, max_seq_len, rope_scaling and the MoE
+    /// routing regularisers may differ); the tokenizer is theirs unless data.tokenizer is set;
     /// the weights are resharded onto this run's mesh; the optimiser state and the step
     /// start fresh; the data and training sections are this config's.
     #[arg(

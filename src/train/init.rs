@@ -303,3 +303,79 @@ fn architecture(m: &ModelConfig) -> BTreeMap<String, Value> {
     }
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(model: ModelConfig) -> InitWeights {
+        InitWeights {
+            source: WeightsSource::HuggingFace {
+                dir: PathBuf::from("hf"),
+            },
+            model,
+            params: BTreeMap::new(),
+            extra: Vec::new(),
+            tokenizer: None,
+        }
+    }
+
+    fn named(sets: &[&str]) -> NamedKeys {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load_over(&Config::default(), None, &sets)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn named_architecture_keys_must_match_and_run_settings_may_differ() {
+        let theirs = ModelConfig {
+            num_kv_heads: None,
+            ..ModelConfig::default()
+        };
+        let w = weights(theirs.clone());
+        // Spelled differently, resolved the same: accepted.
+        let run = ModelConfig {
+            num_kv_heads: Some(theirs.num_heads),
+            dropout_rate: 0.1,
+            max_seq_len: 4 * theirs.max_seq_len,
+            ..theirs.clone()
+        };
+        w.check_model(
+            &run,
+            &named(&[
+                "model.num_kv_heads=8",
+                "model.dropout_rate=0.1",
+                "model.max_seq_len=512",
+            ]),
+        )
+        .unwrap();
+        // A different width, named: refused with both values.
+        let wider = ModelConfig {
+            hidden_dim: 512,
+            ..theirs.clone()
+        };
+        let err = w
+            .check_model(&wider, &named(&["model.hidden_dim=512"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.hidden_dim = 512 in the config, 256 in the weights"),
+            "{err}"
+        );
+        // Not named: not the user's, so not checked here (the run takes the weights' value).
+        w.check_model(&wider, &named(&["training.max_steps=3"]))
+            .unwrap();
+    }
+
+    #[test]
+    fn weights_without_a_tokenizer_need_data_tokenizer() {
+        let w = weights(ModelConfig::default());
+        let err = w.resolve_config(None, &[]).unwrap_err().to_string();
+        assert!(err.contains("set data.tokenizer"), "{err}");
+        let (cfg, _) = w
+            .resolve_config(None, &["data.tokenizer=t.json".into()])
+            .unwrap();
+        assert_eq!(cfg.data.tokenizer.as_deref(), Some("t.json"));
+    }
+}
