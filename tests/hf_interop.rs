@@ -9,6 +9,7 @@ mod common;
 use common::{failed, succeeded, vishwam_cli};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// `--set` overrides of the tiny model the fixtures describe, trained on the built-in Brown
 /// corpus (the 512-token tokenizer is trained once and cached in the vishwam home).
@@ -52,8 +53,21 @@ fn train(sets: &[&str], more: &[&str]) -> String {
     succeeded(vishwam_cli(&home(), &args))
 }
 
-/// A tiny vishwam run trained for 2 steps on Brown, exported as an HF directory.
-fn exported_tiny(root: &Path) -> PathBuf {
+/// A tiny vishwam run trained for 2 steps on Brown, exported as an HF directory (once per
+/// test binary; the tests only read it).
+fn exported_tiny() -> PathBuf {
+    static EXPORTED: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    EXPORTED
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let hf = export_tiny(dir.path());
+            (dir, hf)
+        })
+        .1
+        .clone()
+}
+
+fn export_tiny(root: &Path) -> PathBuf {
     let run = root.join("base");
     let out = format!("logging.output_dir={}", p(&run));
     let mut sets: Vec<&str> = TINY.iter().chain(RUN).copied().collect();
@@ -125,7 +139,7 @@ fn eval_loss(checkpoint: &Path, files: &[String]) -> f64 {
 fn both_config_layouts_import_the_same_model_and_fine_tune_on_brown() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let exported = exported_tiny(r);
+    let exported = exported_tiny();
     let v4 = hf_dir(r, "hf_v4", &exported, &fixture("hf_v4"));
     let v5 = hf_dir(r, "hf_v5", &exported, &fixture("hf_v5"));
     let model_v4 = import(&v4, &r.join("run_v4"));
@@ -161,7 +175,7 @@ fn both_config_layouts_import_the_same_model_and_fine_tune_on_brown() {
 fn the_v5_rope_theta_is_honoured_in_both_layouts() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let exported = exported_tiny(r);
+    let exported = exported_tiny();
     let mut v5 = fixture("hf_v5");
     v5["rope_parameters"]["rope_theta"] = 500000.0.into();
     let mut v4 = fixture("hf_v4");
@@ -188,7 +202,7 @@ fn the_v5_rope_theta_is_honoured_in_both_layouts() {
 fn keys_that_change_the_computation_are_refused_by_name() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let exported = exported_tiny(r);
+    let exported = exported_tiny();
     type Edit = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
@@ -266,7 +280,7 @@ fn keys_that_change_the_computation_are_refused_by_name() {
 fn export_writes_both_layouts_and_refuses_ntk_scaling() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let exported = exported_tiny(r);
+    let exported = exported_tiny();
     let c: Value =
         serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
             .unwrap();

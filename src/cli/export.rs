@@ -44,8 +44,8 @@ pub struct ImportArgs {
     hf: PathBuf,
     /// A run directory to create: the weights become its step-0 checkpoint, with config.json
     /// (the resolved config) and tokenizer.json beside it. Fine-tune with
-    /// `vishwam train --init-from DIR [--config FT.json]`, which takes the model section and
-    /// the tokenizer from DIR and the data and training sections from FT.json
+    /// `vishwam train --init-from OUT [--config FT.json]`, which takes the model section and
+    /// the tokenizer from OUT and the data and training sections from FT.json
     /// (`vishwam train --init-from HF_DIR` reads the HF directory directly).
     #[arg(long)]
     out: PathBuf,
