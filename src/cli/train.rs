@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vishwam::config::Config;
-use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
+use vishwam::train::{open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData};
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
@@ -26,17 +26,80 @@ pub struct TrainArgs {
     /// PJRT plugin path, overriding discovery.
     #[arg(long)]
     pub plugin: Option<PathBuf>,
-    /// Continue from the newest checkpoint in <output_dir>/checkpoints.
-    #[arg(long)]
+    /// Continue from the newest checkpoint in <output_dir>/checkpoints (exactly: the
+    /// optimiser state, step, random state and data position are restored). With
+    /// --init-from: continue the fine-tuning run if it has a checkpoint, else start it.
+    #[arg(long, conflicts_with = "resume_from")]
     pub resume: bool,
+    /// Continue exactly from this checkpoint directory (RUN/checkpoints/step_NNNNNNNN), not
+    /// only the newest; the config's model, data and sequence sections must be those it was
+    /// written with. The output directory must hold no later checkpoints.
+    #[arg(
+        long = "resume-from",
+        alias = "resume_from",
+        value_name = "CHECKPOINT_DIR"
+    )]
+    pub resume_from: Option<PathBuf>,
+    /// Start from these weights instead of a random initialisation: a vishwam run directory
+    /// (its newest checkpoint), a checkpoint directory, or a Hugging Face Llama directory.
+    /// The model section comes from the weights where the config names no model key (a
+    /// named architecture key must match them; dropout, max_seq_len, rope_scaling and the MoE
+    /// routing regularisers may differ); the tokenizer is theirs unless data.tokenizer is set;
+    /// the weights are resharded onto this run's mesh; the optimiser state and the step
+    /// start fresh; the data and training sections are this config's.
+    #[arg(
+        long = "init-from",
+        alias = "init_from",
+        value_name = "PATH",
+        conflicts_with = "resume_from"
+    )]
+    pub init_from: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
 }
 
 impl TrainArgs {
-    /// The config with the command-line overrides applied.
+    /// The config with the command-line overrides applied, for the commands that start no
+    /// run from other weights (they refuse --init-from and --resume-from).
     pub fn load_config(&self) -> anyhow::Result<Config> {
+        if self.init_from.is_some() || self.resume_from.is_some() {
+            anyhow::bail!("--init-from and --resume-from start `vishwam train` and `vishwam distill` runs; this command does not take them");
+        }
+        Ok(Config::load(self.config.as_deref(), &self.all_sets())?)
+    }
+
+    /// The config of a training run and, with --init-from, the weights it starts from (the
+    /// model section and the tokenizer come from them where the config names none).
+    pub fn load_run(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
+        let Some(path) = &self.init_from else {
+            let sets = self.all_sets();
+            return Ok((Config::load(self.config.as_deref(), &sets)?, None));
+        };
+        let weights = InitWeights::load(path)?;
+        let (cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        let m = &weights.model;
+        tracing::info!(
+            "--init-from {}: {} layers x {} wide, vocab {}; model section from the weights{}",
+            weights.source,
+            m.num_layers,
+            m.hidden_dim,
+            m.vocab_size,
+            match named.in_section("model").count() {
+                0 => String::new(),
+                n => format!(" ({n} model key(s) named by the config, checked against them)"),
+            }
+        );
+        if !weights.extra.is_empty() {
+            tracing::info!(
+                "--init-from: not part of the model, left out: {}",
+                weights.extra.join(", ")
+            );
+        }
+        Ok((cfg, Some(weights)))
+    }
+
+    fn all_sets(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(p) = &self.platform {
             sets.push(format!("runtime.platform={p}"));
@@ -44,13 +107,13 @@ impl TrainArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        Ok(Config::load(self.config.as_deref(), &sets)?)
+        sets
     }
 }
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.load_config()?;
+    let (cfg, init) = args.load_run()?;
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
@@ -62,8 +125,27 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
     let mut data = open_data(&cfg)?;
     log_model(&cfg);
-    let trainer = Trainer::new(&cfg, engine, plan)?;
+    let mut trainer = Trainer::new(&cfg, engine, plan)?;
+    init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
+}
+
+/// With --init-from, checks the tokenizer and puts the weights in place of the
+/// initialisation (a later --resume or --resume-from replaces them with the checkpoint's).
+pub fn init_from(
+    trainer: &mut Trainer,
+    weights: Option<&InitWeights>,
+    data: &TrainingData,
+) -> anyhow::Result<()> {
+    if let Some(w) = weights {
+        w.check_tokenizer(&data.tokenizer)?;
+        trainer.init_from(w)?;
+        tracing::info!(
+            "initialised from {}; optimiser state and step start fresh",
+            w.source
+        );
+    }
+    Ok(())
 }
 
 /// The training data of `cfg`, with its tokenizer saved into the run's output directory.
@@ -116,6 +198,7 @@ pub fn run_loop(
 
     let opts = RunOptions {
         resume: args.resume,
+        resume_from: args.resume_from.clone(),
         progress: !args.no_progress,
         stop,
     };
