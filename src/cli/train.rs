@@ -32,6 +32,11 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
+    /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
+    /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
+    #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
+    pub data_cache_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -44,8 +49,36 @@ impl TrainArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        Ok(Config::load(self.config.as_deref(), &sets)?)
+        let mut cfg = Config::load(self.config.as_deref(), &sets)?;
+        if let Some(dir) = &self.data_cache_dir {
+            train_on_prepared_dataset(&mut cfg, dir)?;
+        }
+        Ok(cfg)
     }
+}
+
+/// Makes the prepared dataset `dir` the training data of `cfg` (`--data_cache_dir`).
+fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow::Result<()> {
+    if !vishwam::data::manifest::is_prepared_dataset(dir) {
+        anyhow::bail!(
+            "--data_cache_dir {} is not a prepared dataset (it has no manifest.json written by \
+             `vishwam data prepare` or `vishwam data merge`); prepare one with \
+             `vishwam data prepare --input_dir TEXT --cache_dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if cfg.data.source.is_some() || !cfg.datasets.paths.is_empty() {
+        tracing::info!(
+            "--data_cache_dir {} replaces the config's data.source / datasets.paths",
+            dir.display()
+        );
+    }
+    cfg.data.source = Some(vishwam::config::DataSource::Paths(vec![dir
+        .to_string_lossy()
+        .into_owned()]));
+    cfg.datasets = vishwam::config::DatasetsConfig::default();
+    Ok(())
 }
 
 /// Runs training as the config says, then prints validation perplexity and a sample.

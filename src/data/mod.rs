@@ -23,6 +23,8 @@ pub mod reader;
 pub mod shards;
 pub mod sources;
 pub mod special_tokens;
+pub mod text_check;
+pub mod tiktoken;
 pub mod tokenizer;
 pub mod verify;
 

@@ -2,10 +2,12 @@
 //!
 //! Reading yields [`Piece`]s of documents ([`PieceStream`]). Documents are streamed, never
 //! collected: only one piece of at most `max_piece_bytes` (plus one line) is held per file.
-//! Empty files, blank documents and invalid UTF-8 (replaced by U+FFFD) are counted in
-//! [`SourceStats`] and warned about.
+//! Every byte passes [`super::text_check::TextCheck`]: binary content (a NUL byte, a known
+//! binary header such as a token shard's) is an error naming the file and offset, and so is
+//! invalid UTF-8 unless `invalid_utf8` is `replace` (then replaced by U+FFFD, counted in
+//! [`SourceStats`] and warned about). Empty files and blank documents are counted and skipped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
 use super::sources::{FileFormat, ResolvedSources, SourceFile, SourceSpec, TextDocuments};
+use super::text_check::{read_error, TextCheck};
 
 /// A piece of a document; a document ends with the piece whose `ends_document` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,12 +151,14 @@ fn read_file(
         tracing::warn!("{}: empty file, no document taken from it", path.display());
         return Ok(true);
     }
-    let mut reader = BufReader::with_capacity(1 << 20, handle);
+    let checked = TextCheck::new(handle, path, spec.invalid_utf8);
+    let mut reader = BufReader::with_capacity(1 << 20, checked);
     let mut invalid = 0u64;
     let documents_before = stats.documents;
     let keep_going = match file.format {
         FileFormat::Jsonl => read_jsonl(&mut reader, path, spec, stats, &mut invalid, emit)?,
         FileFormat::Text => read_text(&mut reader, path, spec, stats, &mut invalid, emit)?,
+        FileFormat::Csv => read_csv(reader, path, spec, stats, &mut invalid, emit)?,
     };
     if invalid > 0 {
         stats.invalid_utf8_sequences += invalid;
@@ -190,7 +195,7 @@ fn read_line(reader: &mut impl BufRead, path: &Path, line: &mut Vec<u8>) -> Resu
     line.clear();
     reader
         .read_until(b'\n', line)
-        .map_err(|e| DataError::io("reading", path, e))
+        .map_err(|e| read_error(path, e))
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
@@ -237,6 +242,59 @@ fn read_jsonl(
             ))
         })?;
         if !emit_document(document.to_string(), stats, emit) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// One document per row of a CSV file with a header: the column named `spec.text_field`.
+/// Quoted fields may hold commas, quotes and line breaks.
+fn read_csv(
+    reader: impl Read,
+    path: &Path,
+    spec: &SourceSpec,
+    stats: &mut SourceStats,
+    invalid: &mut u64,
+    emit: &mut dyn FnMut(Piece) -> bool,
+) -> Result<bool> {
+    let csv_error = |e: csv::Error| {
+        let message = e.to_string();
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => read_error(path, io),
+            _ => DataError::Csv {
+                path: path.to_path_buf(),
+                message,
+            },
+        }
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
+    let headers = csv.byte_headers().map_err(csv_error)?.clone();
+    let names: Vec<String> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = if i == 0 {
+                h.strip_prefix(b"\xef\xbb\xbf").unwrap_or(h)
+            } else {
+                h
+            };
+            decode_lossy(h, invalid)
+        })
+        .collect();
+    let Some(column) = names.iter().position(|n| *n == spec.text_field) else {
+        return Err(DataError::CsvColumn {
+            path: path.to_path_buf(),
+            column: spec.text_field.clone(),
+            found: names,
+        });
+    };
+    let mut record = csv::ByteRecord::new();
+    while csv.read_byte_record(&mut record).map_err(csv_error)? {
+        let field = record.get(column).unwrap_or_default();
+        if !emit_document(decode_lossy(field, invalid), stats, emit) {
             return Ok(false);
         }
     }
@@ -426,20 +484,58 @@ mod tests {
     }
 
     #[test]
+    fn csv_rows_are_documents_of_the_text_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}id,text,label\n1,plain row,a\n2,\"quoted, with comma\nand \"\"newline\"\"\",b\n3,,c\n",
+        )
+        .unwrap();
+        let mut spec = SourceSpec::from_paths([path.to_string_lossy()]);
+        let (docs, stats) = collect(&spec);
+        assert_eq!(
+            docs,
+            vec!["plain row", "quoted, with comma\nand \"newline\""]
+        );
+        assert_eq!(stats.blank_documents, 1);
+        spec.text_field = "label".into();
+        assert_eq!(collect(&spec).0, vec!["a", "b", "c"]);
+        spec.text_field = "body".into();
+        let resolved = spec
+            .resolve(&BrownFetcher::unavailable_for_tests())
+            .unwrap();
+        let err = documents(&resolved).find_map(Result::err).unwrap();
+        assert!(
+            err.to_string()
+                .contains(r#"no CSV column "body" (data.text_field / --text-field names the text column); the columns are ["id", "text", "label"]"#),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_inputs_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::write(root.join("empty.txt"), "").unwrap();
         std::fs::write(root.join("blank.txt"), " \n\t\n").unwrap();
         std::fs::write(root.join("latin1.txt"), b"caf\xe9 and na\xefve\n").unwrap();
-        let spec = SourceSpec::from_paths([root.to_string_lossy()]);
+        let mut spec = SourceSpec::from_paths([root.to_string_lossy()]);
+        let fetcher = BrownFetcher::unavailable_for_tests();
+        let err = documents(&spec.resolve(&fetcher).unwrap())
+            .find_map(Result::err)
+            .expect("invalid UTF-8 is an error by default");
+        assert!(
+            matches!(&err, DataError::InvalidUtf8 { path, offset: 3 } if path.ends_with("latin1.txt")),
+            "{err}"
+        );
+        spec.invalid_utf8 = crate::data::sources::InvalidUtf8::Replace;
         let (docs, stats) = collect(&spec);
         assert_eq!(docs, vec!["caf\u{fffd} and na\u{fffd}ve\n"]);
         assert_eq!(stats.empty_files, 1);
         assert_eq!(stats.blank_documents, 1);
         assert_eq!(stats.invalid_utf8_sequences, 2);
 
-        let fetcher = BrownFetcher::unavailable_for_tests();
         let missing = SourceSpec::from_paths([root.join("nope").to_string_lossy()]);
         assert!(matches!(
             missing.resolve(&fetcher),
