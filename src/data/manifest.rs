@@ -26,9 +26,8 @@ pub fn is_prepared_dataset(dir: &Path) -> bool {
     let Ok(bytes) = std::fs::read(&path) else {
         return false;
     };
-    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
-        v.get("format_version").is_some() && v.get("tokenizer_hash").is_some()
-    })
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.get("format_version").is_some() && v.get("tokenizer_hash").is_some())
 }
 /// Version of the on-disk layout (shard headers, index, manifest fields).
 pub const FORMAT_VERSION: u32 = 1;

@@ -118,7 +118,9 @@ impl<R: Read> Read for TextCheck<R> {
 /// The [`DataError`] of a failed read of `path`: the one [`TextCheck`] raised, or an I/O error.
 pub fn read_error(path: &Path, error: std::io::Error) -> DataError {
     if error.get_ref().is_some_and(|inner| inner.is::<DataError>()) {
-        if let Some(Ok(data_error)) = error.into_inner().map(|inner| inner.downcast::<DataError>())
+        if let Some(Ok(data_error)) = error
+            .into_inner()
+            .map(|inner| inner.downcast::<DataError>())
         {
             return *data_error;
         }
@@ -153,7 +155,10 @@ mod tests {
     fn valid_text_passes_whatever_the_read_boundaries() {
         let text = "naïve café — 日本語 🙂 end\n".repeat(5);
         for step in [1, 2, 3, 5, 7, 64] {
-            assert_eq!(read_all(text.as_bytes(), step, InvalidUtf8::Error).unwrap(), text.as_bytes());
+            assert_eq!(
+                read_all(text.as_bytes(), step, InvalidUtf8::Error).unwrap(),
+                text.as_bytes()
+            );
         }
     }
 
@@ -169,7 +174,11 @@ mod tests {
             }
         }
         // A sequence cut by the end of the file.
-        match read_all("ab\u{e9}".as_bytes().split_last().unwrap().1, 1, InvalidUtf8::Error) {
+        match read_all(
+            "ab\u{e9}".as_bytes().split_last().unwrap().1,
+            1,
+            InvalidUtf8::Error,
+        ) {
             Err(DataError::InvalidUtf8 { offset: 2, .. }) => {}
             other => panic!("{other:?}"),
         }

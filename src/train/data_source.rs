@@ -287,7 +287,12 @@ pub fn prepare_data(
         .iter()
         .map(|d| {
             let m = d.manifest();
-            format!("{} {} {}", d.dir().display(), m.source.fingerprint, m.tokens)
+            format!(
+                "{} {} {}",
+                d.dir().display(),
+                m.source.fingerprint,
+                m.tokens
+            )
         })
         .collect();
     let dirs: Vec<PathBuf> = datasets.iter().map(|d| d.dir().to_path_buf()).collect();
