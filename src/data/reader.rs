@@ -21,7 +21,7 @@ use super::text_check::{read_error, TextCheck};
 /// A piece of a document; a document ends with the piece whose `ends_document` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
-    /// The text (invalid UTF-8 replaced by U+FFFD).
+    /// The text (with `invalid_utf8 = replace`, invalid sequences replaced by U+FFFD).
     pub text: String,
     /// Whether this is the document's last piece.
     pub ends_document: bool,
