@@ -72,7 +72,7 @@ pub struct TokenizerInspectArgs {
 /// Arguments of `vishwam tokenizer train`.
 #[derive(Debug, Args)]
 pub struct TokenizerTrainArgs {
-    /// Text files, directories, globs, JSONL files, or `brown`.
+    /// Text files, directories, globs, JSONL or CSV files (*.jsonl, *.csv), or `brown`.
     #[arg(long, num_args = 1.., required = true)]
     pub data: Vec<String>,
     /// Vocabulary size, including the 3 special tokens and 256 byte symbols.
