@@ -306,6 +306,23 @@ fn datasets_paths_and_data_source_take_prepared_directories() {
         err.contains(&hash("pa")) && err.contains(&other_hash) && err.contains(&p(&other)),
         "{err}"
     );
+
+    // A prepared dataset without its tokenizer.json needs data.tokenizer.
+    std::fs::remove_file(r.join("pb/tokenizer.json")).unwrap();
+    let config = tiny_config(
+        r,
+        "bare",
+        384,
+        serde_json::json!({"source": p(&r.join("pb"))}),
+    );
+    let err = failed(vishwam_cli(
+        &home,
+        &["train", "--config", &config, "--no-progress"],
+    ));
+    assert!(
+        err.contains("has no tokenizer.json") && err.contains(&hash("pb")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -119,7 +119,7 @@ pub struct ChosenTokenizer {
 /// The tokenizer of a run or of `vishwam data prepare`, by these rules in order:
 /// 1. `configured` (`data.tokenizer` / `--tokenizer`): a `tokenizer.json` path or a name
 ///    (`o200k_base`);
-/// 2. the `tokenizer.json` the first of the `prepared` datasets ships;
+/// 2. the `tokenizer.json` shipped by the first of the `prepared` datasets that ships one;
 /// 3. a byte-level BPE of `vocab_size` tokens trained on the `text` sources once and cached
 ///    under `$VISHWAM_HOME/tokenizers/` (the same sources and size reuse it).
 ///
@@ -136,26 +136,26 @@ pub fn choose_tokenizer(
             description: format!("{name} (data.tokenizer)"),
         });
     }
-    if let Some(dir) = prepared.first() {
-        return match PreparedDataset::shipped_tokenizer(dir)? {
-            Some(tokenizer) => Ok(ChosenTokenizer {
+    for dir in prepared {
+        if let Some(tokenizer) = PreparedDataset::shipped_tokenizer(dir)? {
+            return Ok(ChosenTokenizer {
                 description: format!(
                     "{} (shipped with the prepared dataset {})",
                     tokenizer.origin(),
                     dir.display()
                 ),
                 tokenizer,
-            }),
-            None => {
-                let manifest = data::Manifest::read(dir)?;
-                Err(data::DataError::DatasetWithoutTokenizer {
-                    dir: dir.clone(),
-                    origin: manifest.tokenizer_origin,
-                    hash: manifest.tokenizer_hash,
-                }
-                .into())
-            }
-        };
+            });
+        }
+    }
+    if let Some(dir) = prepared.first() {
+        let manifest = data::Manifest::read(dir)?;
+        return Err(data::DataError::DatasetWithoutTokenizer {
+            dir: dir.clone(),
+            origin: manifest.tokenizer_origin,
+            hash: manifest.tokenizer_hash,
+        }
+        .into());
     }
     let fetcher = BrownFetcher::default();
     let mut fingerprints = Vec::new();
