@@ -136,6 +136,7 @@ fn o200k_base_json() -> Result<String> {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+    use sha2::Digest;
 
     fn rank_of(ranks: &[(Vec<u8>, u32)], text: &str) -> u32 {
         ranks
@@ -178,6 +179,83 @@ mod tests {
             .encode("<|reserved_199998|> <|reserved_200001|>")
             .unwrap();
         assert!(ids.iter().all(|&id| id < 199_998), "{ids:?}");
+    }
+
+    /// Standard base64 with padding, as the `.tiktoken` rank files write token bytes.
+    fn base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_bundled_ranks_are_the_published_o200k_base_file() {
+        // Written back in the `.tiktoken` format ("base64 rank" lines by rank), the ranks hash
+        // to the sha256 that OpenAI's tiktoken checks its downloaded o200k_base file against
+        // (`expected_hash` in tiktoken_ext/openai_public.py).
+        let mut text = String::new();
+        for (bytes, rank) in o200k_base_ranks().unwrap() {
+            text.push_str(&format!("{} {rank}\n", base64(&bytes)));
+        }
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+        );
+    }
+
+    #[test]
+    fn same_ids_as_openai_tiktoken() {
+        // Ids printed by OpenAI's tiktoken 0.14.0 (PyPI), `encode_ordinary`, with the rank
+        // file above (sha256 checked by tiktoken) and its own o200k_base definition.
+        let tok = o200k_base().unwrap();
+        let cases: [(&str, &[u32]); 8] = [
+            ("hello world", &[24912, 2375]),
+            (
+                "Hello, World! 123 4567",
+                &[13225, 11, 5922, 0, 220, 7633, 220, 19354, 22],
+            ),
+            (
+                "naïve café — 日本語のテキスト 🙂👍🏽",
+                &[
+                    1503, 9954, 737, 30469, 2733, 17428, 40909, 3385, 16056, 18368, 38236, 26192,
+                    82514, 52622, 121,
+                ],
+            ),
+            (
+                "  leading\tand\r\ntrailing  \n\n",
+                &[220, 8117, 128995, 370, 371, 24408, 11691],
+            ),
+            ("don't I'LL they're", &[91418, 3413, 7454, 18940]),
+            ("x\u{a0}y\u{3000}z", &[87, 5310, 88, 1397, 89]),
+            (
+                "$100,000.00 and 3.14159",
+                &[3, 1353, 11, 1302, 13, 504, 326, 220, 18, 13, 16926, 4621],
+            ),
+            (
+                "Привет, мир! مرحبا Ελληνικά",
+                &[23881, 131903, 11, 37934, 0, 60397, 26537, 175295, 33428],
+            ),
+        ];
+        for (text, ids) in cases {
+            assert_eq!(tok.encode(text).unwrap(), ids, "{text:?}");
+            assert_eq!(tok.decode(ids, false).unwrap(), text);
+        }
     }
 
     #[test]
