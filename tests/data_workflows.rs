@@ -409,6 +409,35 @@ fn bytes_that_are_not_text_are_errors_naming_the_file() {
     let out = succeeded(prepare(&r.join("cols.csv"), "c", &["--text-field", "body"]));
     assert!(out.contains("1 documents"), "{out}");
 
+    // The same through a config: data.format "csv" and data.text_field naming the column.
+    let csv = p(&r.join("cols.csv"));
+    let cache = p(&r.join("cache"));
+    let config = tiny_config(
+        r,
+        "csv",
+        300,
+        serde_json::json!({"source": csv, "format": "csv", "text_field": "body", "cache_dir": cache}),
+    );
+    let out = succeeded(vishwam_cli(
+        &home,
+        &["data", "prepare", "--config", &config],
+    ));
+    assert!(out.contains("1 documents"), "{out}");
+    let config = tiny_config(
+        r,
+        "csv-as-text",
+        300,
+        serde_json::json!({"source": csv, "cache_dir": cache}),
+    );
+    let err = failed(vishwam_cli(
+        &home,
+        &["data", "prepare", "--config", &config],
+    ));
+    assert!(
+        err.contains("data.format is `text` but") && err.contains("cols.csv is CSV"),
+        "{err}"
+    );
+
     // --data_cache_dir must name a prepared dataset.
     let config = tiny_config(r, "notprepared", 300, serde_json::json!({}));
     let err = failed(vishwam_cli(

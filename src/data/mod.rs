@@ -15,6 +15,7 @@ mod atomic;
 pub mod batch;
 pub mod bench;
 pub mod brown;
+mod csv_source;
 pub mod dataset;
 pub mod error;
 pub mod fast_bpe;

@@ -7,7 +7,7 @@
 //! invalid UTF-8 unless `invalid_utf8` is `replace` (then replaced by U+FFFD, counted in
 //! [`SourceStats`] and warned about). Empty files and blank documents are counted and skipped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
@@ -158,7 +158,9 @@ fn read_file(
     let keep_going = match file.format {
         FileFormat::Jsonl => read_jsonl(&mut reader, path, spec, stats, &mut invalid, emit)?,
         FileFormat::Text => read_text(&mut reader, path, spec, stats, &mut invalid, emit)?,
-        FileFormat::Csv => read_csv(reader, path, spec, stats, &mut invalid, emit)?,
+        FileFormat::Csv => {
+            super::csv_source::read_csv(reader, path, spec, stats, &mut invalid, emit)?
+        }
     };
     if invalid > 0 {
         stats.invalid_utf8_sequences += invalid;
@@ -174,7 +176,7 @@ fn read_file(
 }
 
 /// Decodes `bytes` as UTF-8, replacing invalid sequences and counting them.
-fn decode_lossy(bytes: &[u8], invalid: &mut u64) -> String {
+pub(super) fn decode_lossy(bytes: &[u8], invalid: &mut u64) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => {
@@ -248,60 +250,7 @@ fn read_jsonl(
     Ok(true)
 }
 
-/// One document per row of a CSV file with a header: the column named `spec.text_field`.
-/// Quoted fields may hold commas, quotes and line breaks.
-fn read_csv(
-    reader: impl Read,
-    path: &Path,
-    spec: &SourceSpec,
-    stats: &mut SourceStats,
-    invalid: &mut u64,
-    emit: &mut dyn FnMut(Piece) -> bool,
-) -> Result<bool> {
-    let csv_error = |e: csv::Error| {
-        let message = e.to_string();
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => read_error(path, io),
-            _ => DataError::Csv {
-                path: path.to_path_buf(),
-                message,
-            },
-        }
-    };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(reader);
-    let headers = csv.byte_headers().map_err(csv_error)?.clone();
-    let names: Vec<String> = headers
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let h = if i == 0 {
-                h.strip_prefix(b"\xef\xbb\xbf").unwrap_or(h)
-            } else {
-                h
-            };
-            decode_lossy(h, invalid)
-        })
-        .collect();
-    let Some(column) = names.iter().position(|n| *n == spec.text_field) else {
-        return Err(DataError::CsvColumn {
-            path: path.to_path_buf(),
-            column: spec.text_field.clone(),
-            found: names,
-        });
-    };
-    let mut record = csv::ByteRecord::new();
-    while csv.read_byte_record(&mut record).map_err(csv_error)? {
-        let field = record.get(column).unwrap_or_default();
-        if !emit_document(decode_lossy(field, invalid), stats, emit) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn emit_document(
+pub(super) fn emit_document(
     text: String,
     stats: &mut SourceStats,
     emit: &mut dyn FnMut(Piece) -> bool,
@@ -481,36 +430,6 @@ mod tests {
         }
         let joined: String = pieces.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(joined, text);
-    }
-
-    #[test]
-    fn csv_rows_are_documents_of_the_text_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("data.csv");
-        std::fs::write(
-            &path,
-            "\u{feff}id,text,label\n1,plain row,a\n2,\"quoted, with comma\nand \"\"newline\"\"\",b\n3,,c\n",
-        )
-        .unwrap();
-        let mut spec = SourceSpec::from_paths([path.to_string_lossy()]);
-        let (docs, stats) = collect(&spec);
-        assert_eq!(
-            docs,
-            vec!["plain row", "quoted, with comma\nand \"newline\""]
-        );
-        assert_eq!(stats.blank_documents, 1);
-        spec.text_field = "label".into();
-        assert_eq!(collect(&spec).0, vec!["a", "b", "c"]);
-        spec.text_field = "body".into();
-        let resolved = spec
-            .resolve(&BrownFetcher::unavailable_for_tests())
-            .unwrap();
-        let err = documents(&resolved).find_map(Result::err).unwrap();
-        assert!(
-            err.to_string()
-                .contains(r#"no CSV column "body" (data.text_field / --text-field names the text column); the columns are ["id", "text", "label"]"#),
-            "{err}"
-        );
     }
 
     #[test]
