@@ -57,6 +57,11 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
+    /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
+    /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
+    #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
+    pub data_cache_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -66,7 +71,17 @@ impl TrainArgs {
         if self.init_from.is_some() || self.resume_from.is_some() {
             anyhow::bail!("--init-from and --resume-from start `vishwam train` and `vishwam distill` runs; this command does not take them");
         }
-        Ok(Config::load(self.config.as_deref(), &self.all_sets())?)
+        let mut cfg = Config::load(self.config.as_deref(), &self.all_sets())?;
+        self.apply_data_cache_dir(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    /// `--data_cache_dir`: the prepared dataset replaces the config's training data.
+    fn apply_data_cache_dir(&self, cfg: &mut Config) -> anyhow::Result<()> {
+        match &self.data_cache_dir {
+            Some(dir) => train_on_prepared_dataset(cfg, dir),
+            None => Ok(()),
+        }
     }
 
     /// The config of a training run and, with --init-from, the weights it starts from (the
@@ -74,10 +89,13 @@ impl TrainArgs {
     pub fn load_run(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
         let Some(path) = &self.init_from else {
             let sets = self.all_sets();
-            return Ok((Config::load(self.config.as_deref(), &sets)?, None));
+            let mut cfg = Config::load(self.config.as_deref(), &sets)?;
+            self.apply_data_cache_dir(&mut cfg)?;
+            return Ok((cfg, None));
         };
         let weights = InitWeights::load(path)?;
-        let (cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        let (mut cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        self.apply_data_cache_dir(&mut cfg)?;
         let m = &weights.model;
         tracing::info!(
             "--init-from {}: {} layers x {} wide, vocab {}; model section from the weights{}",
@@ -109,6 +127,30 @@ impl TrainArgs {
         }
         sets
     }
+}
+
+/// Makes the prepared dataset `dir` the training data of `cfg` (`--data_cache_dir`).
+fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow::Result<()> {
+    if !vishwam::data::manifest::is_prepared_dataset(dir) {
+        anyhow::bail!(
+            "--data_cache_dir {} is not a prepared dataset (it has no manifest.json written by \
+             `vishwam data prepare` or `vishwam data merge`); prepare one with \
+             `vishwam data prepare --input_dir TEXT --cache_dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if cfg.data.source.is_some() || !cfg.datasets.paths.is_empty() {
+        tracing::info!(
+            "--data_cache_dir {} replaces the config's data.source / datasets.paths",
+            dir.display()
+        );
+    }
+    cfg.data.source = Some(vishwam::config::DataSource::Paths(vec![dir
+        .to_string_lossy()
+        .into_owned()]));
+    cfg.datasets = vishwam::config::DatasetsConfig::default();
+    Ok(())
 }
 
 /// Runs training as the config says, then prints validation perplexity and a sample.

@@ -32,7 +32,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use data::{
-    DataConfig, DataFormat, DataSource, DatasetType, DatasetsConfig, MergeStrategy, SequenceConfig,
+    DataConfig, DataFormat, DataSource, DatasetType, DatasetsConfig, InvalidUtf8Policy,
+    MergeStrategy, SequenceConfig,
 };
 pub use distill::{DistillationConfig, IntermediateLoss, LayerMapping};
 pub use error::{ConfigError, ConfigIssue};
