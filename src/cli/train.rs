@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use vishwam_mesh::Mesh;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::generate::{eos_id, LoadedModel, SamplingOptions};
 use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
+use vishwam_mesh::Mesh;
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
