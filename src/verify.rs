@@ -38,8 +38,8 @@ impl Tolerances {
     /// engines' gradients are apart, which XLA's CPU target and Candle's CPU kernels decide
     /// per machine: the SwiGLU matrices of tests/verify.rs's 2-layer models had up to 9 of
     /// 8192 (0.11%) where the bound was set (1e-3), 10 to 16 (0.2%) on an Intel Xeon under
-    /// XLA's AVX and SSE4.2 targets; 0.5% is 2.5 times the worst seen, and a wrong update
-    /// (learning rate, moments, decay) moves most elements past `params`.
+    /// XLA's AVX target and on it and an AMD EPYC under SSE4.2. 0.5% is 2.5 times the worst
+    /// seen; a wrong update (learning rate, moments, decay) moves most elements past `params`.
     pub fn for_compute(c: ComputeDtype) -> Tolerances {
         match c {
             ComputeDtype::F32 => Tolerances {
