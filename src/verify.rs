@@ -33,13 +33,20 @@ pub struct Tolerances {
 impl Tolerances {
     /// f32: 1e-5 on logits, 1e-4 on gradients; bf16/f16 compute against the f32 reference at
     /// sizes set by 8 and 11 mantissa bits.
+    ///
+    /// f32 parameter outliers: 0.5%. How many elements flip depends on how far the two
+    /// engines' gradients are apart, which XLA's CPU target and Candle's CPU kernels decide
+    /// per machine: the SwiGLU matrices of tests/verify.rs's 2-layer models had up to 9 of
+    /// 8192 (0.11%) where the bound was set (1e-3), 10 to 16 (0.2%) on an Intel Xeon under
+    /// XLA's AVX target and on it and an AMD EPYC under SSE4.2. 0.5% is 2.5 times the worst
+    /// seen; a wrong update (learning rate, moments, decay) moves most elements past `params`.
     pub fn for_compute(c: ComputeDtype) -> Tolerances {
         match c {
             ComputeDtype::F32 => Tolerances {
                 logits: 1e-5,
                 grads: 1e-4,
                 params: 1e-4,
-                param_outliers: 1e-3,
+                param_outliers: 5e-3,
             },
             ComputeDtype::Bf16 => Tolerances {
                 logits: 3e-2,

@@ -162,7 +162,13 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
         "model.num_heads=4",
         "model.max_seq_len=64",
         "training.batch_size=8",
-        "training.learning_rate=1e-2",
+        // 3e-3, not 1e-2: at 1e-2 these 100 steps are chaotic and rounding alone decides
+        // where they end. Measured under XLA's CPU targets (AVX-512, AVX2, AVX, SSE4.2) on an
+        // AMD EPYC and an Intel Xeon: at 1e-2 the bf16 train loss ended anywhere in
+        // 5.04..5.27 and fp8's in 5.05..5.27 (gaps of 3-4.5% either way, so a 2% bound passed
+        // or failed by CPU); at 3e-3 bf16 ended in 5.2352..5.2379, fp8 in 5.2232..5.2418 and
+        // fp8 with the FP8 head in 5.2281..5.2311: every gap below 0.3%, validation alike.
+        "training.learning_rate=3e-3",
         "training.warmup_steps=10",
         "training.max_steps=100",
         "optimization.mixed_precision=true",
@@ -183,18 +189,26 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
          validation {:.4} ({:.1}s)",
         bf16.0, bf16.1, bf16.2, fp8.0, fp8.1, fp8.2, fp8_head.0, fp8_head.1, fp8_head.2
     );
-    assert!(
-        bf16.0 < bf16.3 - 1.0,
-        "bf16 did not learn: {} -> {}",
-        bf16.3,
-        bf16.0
-    );
+    // Did it learn: the last 10 steps' mean loss is at least 10% below the first step's
+    // (6.24, ln 512, at initialisation). Measured drops on both CPUs under every target
+    // above: 16.0-16.3%, which rounding moves by under 0.4%; 10% leaves a margin of 6 points,
+    // while a run that does not learn (no or a wrong update) stays within a point or two of
+    // the start. (The old bound, a drop of more than 1.0 nat, i.e. 16.0%, had no margin.)
+    for (what, run) in [("bf16", &bf16), ("fp8", &fp8), ("fp8 head", &fp8_head)] {
+        assert!(
+            run.0 < 0.9 * run.3,
+            "{what} did not learn: {} -> {}",
+            run.3,
+            run.0
+        );
+    }
     for (what, b, f) in [
         ("train", bf16.0, fp8.0),
         ("validation", bf16.1, fp8.1),
         ("train, FP8 head", bf16.0, fp8_head.0),
         ("validation, FP8 head", bf16.1, fp8_head.1),
     ] {
+        // 2%: about 7 times the largest gap measured at this learning rate (see `base`).
         let gap = (f - b).abs() / b;
         assert!(
             gap <= 0.02,

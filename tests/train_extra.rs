@@ -263,6 +263,8 @@ fn the_loss_falls_on_real_text() {
         "Brown validation loss {:.3} -> {:.3} (perplexity {:.1} -> {:.1})",
         before.loss, after.loss, before.perplexity, after.perplexity
     );
+    // Measured 6.236 -> 5.260..5.263 on an AMD EPYC (XLA's default CPU target and SSE4.2)
+    // and an Intel Xeon (AVX, SSE4.2): a drop of 0.97 nats against the 0.5 asked.
     assert!(
         after.loss < before.loss - 0.5,
         "validation loss {} -> {}",

@@ -6,7 +6,7 @@
 //! and medians over the rounds are reported.
 
 use super::bench_train::random_rows;
-use super::train::TrainArgs;
+use super::ConfigArgs;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +24,7 @@ use vishwam_mesh::{PartitionSpec, ShardingPlan};
 pub struct DistillBenchArgs {
     /// The student's configuration (and the distillation section).
     #[command(flatten)]
-    run: TrainArgs,
+    run: ConfigArgs,
     /// Override a key of the teacher's configuration, which is the student's with these
     /// applied: `--teacher-set model.num_layers=24` (repeatable). Ignored with --teacher.
     #[arg(long = "teacher-set", value_name = "KEY=VALUE")]

@@ -1,7 +1,7 @@
 //! `vishwam bench train`: compile time, step time, tokens/s, MFU and memory of the train
 //! step, on XLA or on the Candle reference, with seeded random token batches.
 
-use super::train::TrainArgs;
+use super::ConfigArgs;
 use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -24,7 +24,7 @@ pub enum BenchEngine {
 #[derive(clap::Args, Debug)]
 pub struct TrainBenchArgs {
     #[command(flatten)]
-    run: TrainArgs,
+    run: ConfigArgs,
     /// Which engine to measure.
     #[arg(long, value_enum, default_value_t = BenchEngine::Xla)]
     engine: BenchEngine,

@@ -11,9 +11,10 @@ use vishwam::runtime::Platform;
 /// Where the model and its tokenizer come from, and where it runs (shared with `eval`).
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// A checkpoint directory (step_NNNNNNNN), or a run's output directory (its newest
-    /// checkpoint).
-    #[arg(long)]
+    /// A checkpoint directory (step_NNNNNNNN), a run's output directory (its newest
+    /// checkpoint), or `RUN/checkpoints/latest` (the newest checkpoint). `--model` is another
+    /// name for it.
+    #[arg(long, visible_alias = "model")]
     pub checkpoint: PathBuf,
     /// The tokenizer.json to use (default: the one `vishwam train` saved with the run).
     #[arg(long)]

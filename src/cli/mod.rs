@@ -57,6 +57,46 @@ enum Command {
     Data(data::DataArgs),
 }
 
+/// The config and the runtime of a command that builds a model from a config but runs no
+/// training loop (`verify`, `bench train`, `bench distill`): the config-related flags of
+/// `vishwam train` without `--resume` and `--no-progress`, which only the loop honours.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// JSON config, merged over the defaults (configs/default.json lists every key).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Platform (cpu, cuda, tpu); overrides runtime.platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Devices; overrides runtime.devices (cpu: virtual devices).
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// PJRT plugin path, overriding discovery.
+    #[arg(long)]
+    pub plugin: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config with the command-line overrides applied (`--platform` and `--devices` after
+    /// every `--set`, as `vishwam train` applies them).
+    pub fn load_config(&self) -> anyhow::Result<vishwam::config::Config> {
+        let mut sets = self.sets.clone();
+        if let Some(p) = &self.platform {
+            sets.push(format!("runtime.platform={p}"));
+        }
+        if let Some(d) = self.devices {
+            sets.push(format!("runtime.devices={d}"));
+        }
+        Ok(vishwam::config::Config::load(
+            self.config.as_deref(),
+            &sets,
+        )?)
+    }
+}
+
 /// Which platform and plugin to run on (shared by every command that runs programs).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {

@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vishwam::config::Config;
-use vishwam::train::{open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData};
+use vishwam::engine::Engine;
+use vishwam::generate::{eos_id, LoadedModel, SamplingOptions};
+use vishwam::train::{
+    open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
+};
+use vishwam_mesh::Mesh;
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
@@ -65,17 +70,6 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// The config with the command-line overrides applied, for the commands that start no
-    /// run from other weights (they refuse --init-from and --resume-from).
-    pub fn load_config(&self) -> anyhow::Result<Config> {
-        if self.init_from.is_some() || self.resume_from.is_some() {
-            anyhow::bail!("--init-from and --resume-from start `vishwam train` and `vishwam distill` runs; this command does not take them");
-        }
-        let mut cfg = Config::load(self.config.as_deref(), &self.all_sets())?;
-        self.apply_data_cache_dir(&mut cfg)?;
-        Ok(cfg)
-    }
-
     /// `--data_cache_dir`: the prepared dataset replaces the config's training data.
     fn apply_data_cache_dir(&self, cfg: &mut Config) -> anyhow::Result<()> {
         match &self.data_cache_dir {
@@ -213,7 +207,7 @@ pub fn log_model(cfg: &Config) {
 }
 
 /// The loop with progress, metrics, evaluation, checkpoints and Ctrl-C, then the summary
-/// and a greedy sample.
+/// and a sample (seeded nucleus sampling, see [`print_sample`]).
 pub fn run_loop(
     args: &TrainArgs,
     mut trainer: Trainer,
@@ -264,13 +258,54 @@ pub fn run_loop(
         println!("stopped by Ctrl-C; continue with --resume");
         return Ok(ExitCode::from(130));
     }
-    let prompt = data.sample_prompt(8);
-    let continuation = trainer.greedy(&prompt, 40)?;
+    print_sample(trainer, data)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Nucleus sampling for the sample printed after a run: the smallest set of tokens holding
+/// 90% of the probability, at temperature 0.8 (a greedy loop repeats itself on small models:
+/// `the same of the same of ...`).
+const SAMPLE_TOP_P: f32 = 0.9;
+/// Temperature of the printed sample.
+const SAMPLE_TEMPERATURE: f32 = 0.8;
+/// New tokens in the printed sample (fewer when the prompt plus these would pass
+/// `model.max_seq_len`, or at EOS).
+const SAMPLE_TOKENS: usize = 40;
+
+/// Prints `sample (top-p 0.9, T 0.8, seed S): PROMPT|CONTINUATION`: the first tokens of the
+/// validation text (or BOS) continued by the generation module's seeded nucleus sampling on
+/// one device, seeded from `training.seed` so the same run prints the same sample.
+fn print_sample(trainer: Trainer, data: &TrainingData) -> anyhow::Result<()> {
+    let config = trainer.config.clone();
+    let prompt_tokens = 8.min(config.seq_len() / 2).max(1);
+    let prompt = data.sample_prompt(prompt_tokens);
+    let params = trainer.params_to_host()?;
+    let engine = Engine::new(
+        trainer.engine.client.clone(),
+        Mesh::single(),
+        trainer.engine.cache.clone(),
+    )?;
+    // The sharded training state is no longer needed; free it before the sampler's copy.
+    drop(trainer);
+    let options = SamplingOptions {
+        max_length: SAMPLE_TOKENS,
+        temperature: SAMPLE_TEMPERATURE,
+        top_p: SAMPLE_TOP_P,
+        seed: config.training.seed,
+        eos_token_id: eos_id(&config, &data.tokenizer),
+        ..SamplingOptions::default()
+    };
+    let mut model = LoadedModel::new(config, &params, engine)?;
+    let continuation = model
+        .generate(std::slice::from_ref(&prompt), &options)?
+        .pop()
+        .unwrap_or_default();
     let to_u32 = |v: &[i32]| v.iter().map(|&t| t as u32).collect::<Vec<_>>();
     println!(
-        "sample (greedy): {}|{}",
+        "sample (top-p {SAMPLE_TOP_P}, T {SAMPLE_TEMPERATURE}, seed {}): {}|{}",
+        options.seed,
         data.tokenizer.decode(&to_u32(&prompt), true)?,
         data.tokenizer.decode(&to_u32(&continuation), true)?
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! `vishwam verify`: one batch through the XLA program and the Candle reference.
 
-use super::train::TrainArgs;
+use super::ConfigArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vishwam::reference::format_table;
@@ -11,7 +11,7 @@ use vishwam::verify::{random_batch, verify, VerifyOptions};
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    run: TrainArgs,
+    run: ConfigArgs,
     /// Start from this checkpoint's parameters (default: the seeded initialisation).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -27,7 +27,7 @@ pub struct VerifyArgs {
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut sets = vec!["model.dropout_rate=0".to_string()];
     sets.extend(args.run.sets.iter().cloned());
-    let run = TrainArgs {
+    let run = ConfigArgs {
         sets,
         ..args.run.clone()
     };

@@ -51,13 +51,34 @@ pub struct LoadedModel {
     checkpoint: Option<(PathBuf, u64)>,
 }
 
+/// The name that stands for the newest checkpoint of a directory: `RUN/checkpoints/latest`
+/// (as the Pufferfish README writes it) is the newest `RUN/checkpoints/step_*`.
+pub const LATEST_CHECKPOINT: &str = "latest";
+
 /// The checkpoint directory `dir` names: `dir` itself when it holds a `manifest.json`, else
-/// the newest `step_*` under `dir/checkpoints` or `dir`.
+/// the newest `step_*` under `dir/checkpoints` or `dir`. A path ending in `latest` that does
+/// not exist ([`LATEST_CHECKPOINT`]) names the newest `step_*` of its parent directory (or of
+/// the parent's `checkpoints/`).
 pub fn find_checkpoint(dir: &Path) -> Result<PathBuf, GenerateError> {
     let not_found = |detail: &str| GenerateError::CheckpointNotFound {
         path: dir.display().to_string(),
         detail: detail.to_string(),
     };
+    if !dir.exists() && dir.file_name().is_some_and(|n| n == LATEST_CHECKPOINT) {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        return [parent.clone(), parent.join("checkpoints")]
+            .iter()
+            .find_map(|root| checkpoint::latest(root))
+            .ok_or_else(|| {
+                not_found(&format!(
+                    "`{LATEST_CHECKPOINT}` stands for the newest step_NNNNNNNN checkpoint of {}, and it holds none",
+                    parent.display()
+                ))
+            });
+    }
     if !dir.is_dir() {
         return Err(not_found("no such directory; pass a checkpoint directory (step_NNNNNNNN) or the run's output directory"));
     }

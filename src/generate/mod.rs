@@ -33,7 +33,7 @@ mod session;
 mod text;
 
 pub use error::GenerateError;
-pub use loaded::{find_checkpoint, open_engine, LoadedModel, RuntimeSelection};
+pub use loaded::{find_checkpoint, open_engine, LoadedModel, RuntimeSelection, LATEST_CHECKPOINT};
 pub use options::SamplingOptions;
 pub use perplexity::{EvalWindows, EVAL_BATCH};
 pub use programs::{build_decode, build_eval, build_init_cache, build_prefill, DecodeMode};

@@ -90,6 +90,9 @@ fn compare(budget: &Budget) -> (f64, f64, f64) {
     (teacher, scratch, distilled)
 }
 
+/// Measured where it was written and on an Intel Xeon under XLA's AVX and SSE4.2 CPU
+/// targets: teacher 4.56, from scratch 4.86..4.88, distilled 4.64..4.69; rounding moved each
+/// by at most 0.05 nats, the gaps asserted are at least 0.17.
 fn assert_distillation_helps((teacher, scratch, distilled): (f64, f64, f64)) {
     assert!(
         teacher < scratch,

@@ -70,6 +70,12 @@ fn distill_command_trains_a_student_from_a_trained_teacher() {
         ],
     ));
     assert!(out.contains("validation: loss"), "{out}");
+    // The student's sample, as `vishwam train` prints it: seeded nucleus sampling.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("sample (top-p 0.9, T 0.8, seed ") && l.contains("): ")),
+        "{out}"
+    );
     let metrics = std::fs::read_to_string(student_run.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     for key in ["loss", "ce", "kl", "intermediate"] {

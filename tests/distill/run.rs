@@ -234,6 +234,8 @@ fn a_bf16_run_holds_the_teachers_matrices_and_runs_the_teacher_in_bf16() {
         bf16_run.distill_metrics().unwrap().unwrap(),
     );
     println!("f32 {a:?}, bf16 {b:?}");
+    // bf16 rounding of one step, not trajectories: measured 7e-4 (KL) and 3e-5 (CE) relative
+    // under XLA's AVX and SSE4.2 targets, far inside 5% and 2%.
     assert!((a.kl - b.kl).abs() < 0.05 * a.kl, "{a:?} vs {b:?}");
     assert!((a.ce - b.ce).abs() < 0.02 * a.ce, "{a:?} vs {b:?}");
 }
@@ -259,5 +261,7 @@ fn an_fp8_student_learns_from_a_bf16_teacher_over_accumulated_micro_batches() {
         kls.push(d.kl);
     }
     println!("fp8 student KL per step: {kls:?}");
+    // Measured 0.1789 -> 0.1735 (3%), the same to every printed digit under XLA's AVX and
+    // SSE4.2 targets; four steps on one batch are far from chaotic.
     assert!(kls[3] < kls[0], "the KL falls on a repeated batch: {kls:?}");
 }

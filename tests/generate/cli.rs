@@ -29,15 +29,33 @@ fn generate_and_eval_commands_run_on_a_trained_checkpoint() {
     std::fs::write(r.join("tiny.json"), config.to_string()).unwrap();
     let home = r.join("home");
     let p = |path: &std::path::Path| path.to_string_lossy().into_owned();
-    succeeded(vishwam_cli(
-        &home,
-        &[
-            "train",
-            "--config",
-            &p(&r.join("tiny.json")),
-            "--no-progress",
-        ],
-    ));
+    let train = |out: &std::path::Path| {
+        let stdout = succeeded(vishwam_cli(
+            &home,
+            &[
+                "train",
+                "--config",
+                &p(&r.join("tiny.json")),
+                "--set",
+                &format!("logging.output_dir={}", p(out)),
+                "--no-progress",
+            ],
+        ));
+        // The sample after training is seeded nucleus sampling (training.seed defaults to 42).
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("sample "))
+            .unwrap_or_else(|| panic!("no sample line: {stdout}"))
+            .to_string();
+        assert!(
+            line.starts_with("sample (top-p 0.9, T 0.8, seed 42): ") && line.contains('|'),
+            "{line}"
+        );
+        line
+    };
+    let sample = train(&run);
+    // The same run (same seed, same machine) prints the same sample.
+    assert_eq!(train(&r.join("run_again")), sample);
 
     let run_dir = p(&run);
     let out = succeeded(vishwam_cli(
@@ -115,6 +133,40 @@ fn generate_and_eval_commands_run_on_a_trained_checkpoint() {
     ));
     assert!(out.contains("perplexity"), "{out}");
 
+    // As the Pufferfish README runs it: `--model RUN/checkpoints/latest` is the newest checkpoint.
+    let greedy = |model_flag: &str, path: &str| {
+        succeeded(vishwam_cli(
+            &home,
+            &[
+                "generate",
+                model_flag,
+                path,
+                "--prompt",
+                "ka lo",
+                "--max_length",
+                "6",
+                "--greedy",
+            ],
+        ))
+    };
+    let latest = p(&run.join("checkpoints").join("latest"));
+    assert_eq!(greedy("--model", &latest), greedy("--checkpoint", &run_dir));
+    let none = vishwam_cli(
+        &home,
+        &[
+            "generate",
+            "--model",
+            &p(&r.join("corpus").join("latest")),
+            "--prompt",
+            "x",
+        ],
+    );
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        !none.status.success() && err.contains("`latest` stands for the newest"),
+        "{err}"
+    );
+
     let missing = vishwam_cli(
         &home,
         &[
@@ -128,4 +180,28 @@ fn generate_and_eval_commands_run_on_a_trained_checkpoint() {
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("no checkpoint at"), "{err}");
+}
+
+/// `verify`, `bench train` and `bench distill` run no training loop: the loop's flags
+/// (`--resume`, `--no-progress`) are refused by the parser instead of being ignored.
+#[test]
+fn commands_without_a_training_loop_refuse_its_flags() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["verify", "--resume"][..],
+        &["verify", "--no-progress"],
+        &["bench", "train", "--resume"],
+        &["bench", "train", "--no-progress"],
+        &["bench", "distill", "--resume"],
+        &["bench", "distill", "--no-progress"],
+    ] {
+        let out = vishwam_cli(home.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let flag = args[args.len() - 1];
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("unexpected argument '{flag}'")),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -56,9 +56,16 @@ fn kv_cache_generation_equals_greedy_over_the_window() {
     let got = model.generate(&prompts, &options).unwrap();
     let distinct: std::collections::BTreeSet<i32> = got.iter().flatten().copied().collect();
     assert!(distinct.len() > 4, "greedy tokens should vary: {got:?}");
+    // Two programs: equal up to a near-tie of two candidates (see `common::GREEDY_TIE`).
     for (prompt, tokens) in prompts.iter().zip(&got) {
         let want = trainer.greedy(prompt, 6).unwrap();
-        assert_eq!(tokens, &want, "prompt {prompt:?}");
+        super::common::assert_same_greedy(
+            &format!("prompt {prompt:?}"),
+            prompt,
+            tokens,
+            &want,
+            |prefix| model.next_token_logits(&[prefix.to_vec()]).unwrap()[0].clone(),
+        );
     }
     println!("MoE generation with the KV cache: {got:?}");
 }

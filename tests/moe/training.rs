@@ -35,6 +35,36 @@ fn assert_same(
     println!("{name}: losses {:?}, parameter error {err:e}", got.0);
 }
 
+/// Asserts that two runs of one config routed alike: per block, expert utilisation and
+/// dropped fractions equal up to one (token, choice) pair of the step moving to another
+/// expert. The two runs are different programs (another mesh, micro-batches): their router
+/// scores agree to about 1e-6, and XLA rounds them per CPU, so a pair whose two best experts
+/// score that close may go either way on some machine. A routing bug moves many pairs.
+fn assert_same_routing(name: &str, cfg: &Config, got: &[MoeMetrics], want: &[MoeMetrics]) {
+    let pairs = (cfg.training.batch_size * cfg.seq_len() * cfg.model.experts_per_token) as f32;
+    let one = 1.0 / pairs;
+    for (step, (a, b)) in got.iter().zip(want).enumerate() {
+        for (block, (ua, ub)) in a.utilisation.iter().zip(&b.utilisation).enumerate() {
+            let moved: f32 = ua.iter().zip(ub).map(|(x, y)| (x - y).abs()).sum();
+            assert!(
+                moved <= 2.0 * one + 1e-6,
+                "{name}: step {step} block {block}: utilisation {ua:?} vs {ub:?}"
+            );
+        }
+        for (block, (da, db)) in a
+            .dropped_fraction
+            .iter()
+            .zip(&b.dropped_fraction)
+            .enumerate()
+        {
+            assert!(
+                (da - db).abs() <= one + 1e-6,
+                "{name}: step {step} block {block}: dropped {da} vs {db}"
+            );
+        }
+    }
+}
+
 #[test]
 fn one_expert_with_top_1_equals_the_dense_block() {
     let dense_cfg = tiny(&["model.use_moe=false"]);
@@ -95,10 +125,7 @@ fn expert_parallel_on_4_devices_matches_1_device() {
         3,
     );
     assert_same("data=2 x expert=2", &four, &one);
-    for (a, b) in four.2.iter().zip(&one.2) {
-        assert_eq!(a.utilisation, b.utilisation);
-        assert_eq!(a.dropped_fraction, b.dropped_fraction);
-    }
+    assert_same_routing("data=2 x expert=2", &cfg, &four.2, &one.2);
     let dropped = &one.2[0].dropped_fraction;
     println!("dropped fractions at capacity factor 1.0: {dropped:?}");
     assert!(
@@ -126,9 +153,7 @@ fn remat_and_accumulation_do_not_change_the_numbers() {
     let cfg = with(&["model.aux_loss_coef=0", "training.grad_accum_steps=2"]);
     let accumulated = run(&mut trainer1(&cfg), &cfg, 3);
     assert_same("accumulation", &accumulated, &reference);
-    for (a, b) in accumulated.2.iter().zip(&reference.2) {
-        assert_eq!(a.utilisation, b.utilisation);
-    }
+    assert_same_routing("accumulation", &cfg, &accumulated.2, &reference.2);
 }
 
 /// A router that sends many tokens to expert 0: every embedding gets a shared component
@@ -219,6 +244,9 @@ fn aux_loss_and_loss_free_bias_each_drive_utilisation_toward_uniform() {
         steps,
     );
     report("loss-free bias, rate 0.05", &free);
+    // Measured identically on an Intel Xeon under XLA's AVX and SSE4.2 CPU targets: 0.226 ->
+    // 0.439 without balancing, -> 0.054 with the aux loss, -> 0.080 with the loss-free bias;
+    // each bound below holds with a margin of at least 40%.
     assert!(control.0 > 0.15 && control.1 > control.0, "{control:?}");
     for (name, r) in [("aux loss", &aux), ("loss-free", &free)] {
         assert!(
@@ -241,7 +269,14 @@ fn router_noise_changes_routing_in_training_only() {
     let b = plain
         .evaluate(&[random_batch(&tiny(&["training.batch_size=4"]), 2)])
         .unwrap();
-    assert_eq!(a.loss, b.loss, "evaluation must not add router noise");
+    // Two configs, so possibly two compiled programs: equal to f32 rounding (noise of
+    // scale 1.0 on the router would move the loss by far more).
+    assert!(
+        (a.loss - b.loss).abs() <= 1e-5 * b.loss.abs(),
+        "evaluation must not add router noise: {} vs {}",
+        a.loss,
+        b.loss
+    );
     let (x, y) = (noisy.step(&batch).unwrap(), plain.step(&batch).unwrap());
     let (ux, uy) = (
         noisy.moe_metrics().unwrap().unwrap(),
