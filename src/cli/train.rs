@@ -8,9 +8,7 @@ use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::generate::{eos_id, LoadedModel, SamplingOptions};
-use vishwam::train::{
-    open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
-};
+use vishwam::train::{open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData};
 use vishwam_mesh::Mesh;
 
 /// Arguments of `vishwam train`.

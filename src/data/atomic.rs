@@ -20,6 +20,28 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Holds an exclusive lock on `.<name>.lock` beside `target` until the returned file is
+/// dropped, so that one process at a time (and one thread: the lock is per open file) checks
+/// and builds `target`; the others wait and then find it ready.
+pub fn lock_beside(target: &Path) -> Result<std::fs::File> {
+    let parent = parent_dir(target);
+    std::fs::create_dir_all(&parent).map_err(|e| DataError::io("creating", &parent, e))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let path = parent.join(format!(".{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DataError::io("opening", &path, e))?;
+    file.lock()
+        .map_err(|e| DataError::io("locking", &path, e))?;
+    Ok(file)
+}
+
 /// A fresh temporary directory next to `target`, to be moved there by [`replace_dir`].
 pub fn temp_dir_beside(target: &Path) -> Result<tempfile::TempDir> {
     let parent = parent_dir(target);

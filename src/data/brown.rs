@@ -83,11 +83,13 @@ impl BrownFetcher {
         }
         // One fetch at a time across threads and processes (tests start many runs at once on
         // a fresh home); whoever waited finds the corpus ready.
-        std::fs::create_dir_all(&brown_dir).map_err(|e| DataError::io("creating", &brown_dir, e))?;
+        std::fs::create_dir_all(&brown_dir)
+            .map_err(|e| DataError::io("creating", &brown_dir, e))?;
         let lock_path = brown_dir.join(".fetch.lock");
         let lock = std::fs::File::create(&lock_path)
             .map_err(|e| DataError::io("creating", &lock_path, e))?;
-        lock.lock().map_err(|e| DataError::io("locking", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| DataError::io("locking", &lock_path, e))?;
         if self.ready_text(&marker_path, &text_dir) {
             return Ok(text_dir);
         }

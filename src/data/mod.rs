@@ -11,7 +11,7 @@
 //! directory ([`manifest::is_prepared_dataset`]) is a training input on its own and never a
 //! text source.
 
-mod atomic;
+pub mod atomic;
 pub mod batch;
 pub mod bench;
 pub mod brown;

@@ -342,6 +342,7 @@ pub fn ensure_prepared(
     options: &PrepareOptions,
 ) -> Result<PreparedDataset> {
     let sources = spec.resolve(&options.brown)?;
+    let _building = super::atomic::lock_beside(cache_dir)?;
     match (options.force, staleness(cache_dir, &sources, tokenizer)) {
         (false, None) => {
             tracing::info!("using prepared dataset {}", cache_dir.display());

@@ -267,7 +267,12 @@ fn extract_member(archive: &Path, member: &str, dest: &Path) -> std::result::Res
     part.as_file()
         .sync_all()
         .map_err(|e| format!("syncing {}: {e}", part.path().display()))?;
-    part.persist(dest)
-        .map(drop)
-        .map_err(|e| format!("renaming {} to {}: {}", e.file.path().display(), dest.display(), e.error))
+    part.persist(dest).map(drop).map_err(|e| {
+        format!(
+            "renaming {} to {}: {}",
+            e.file.path().display(),
+            dest.display(),
+            e.error
+        )
+    })
 }

@@ -171,6 +171,7 @@ pub fn choose_tokenizer(
     let path = crate::paths::vishwam_home()
         .join("tokenizers")
         .join(format!("bpe-{vocab}-{}.json", hash_hex(&parts)));
+    let _training = data::atomic::lock_beside(&path)?;
     if path.is_file() {
         return Ok(ChosenTokenizer {
             tokenizer: TextTokenizer::from_file(&path)?,
@@ -305,6 +306,7 @@ pub fn prepare_data(
         &cfg.training.seed.to_string(),
     ]);
     let out = cache_root.join(format!("mix-{key}"));
+    let _merging = data::atomic::lock_beside(&out)?;
     let prepared = match PreparedDataset::open_for(&out, &tokenizer) {
         Ok(p) => p,
         Err(_) => {
