@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vishwam::config::Config;
-use vishwam::train::{open_engine, run_training, RunOptions, Trainer, TrainingData};
+use vishwam::train::{
+    batch_geometry, open_engine, run_training, RunOptions, Trainer, TrainingData,
+};
+use vishwam_mesh::ShardingPlan;
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,15 +63,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
-    let mut data = open_data(&cfg)?;
-    log_model(&cfg);
+    let mut data = open_data(&cfg, &plan)?;
+    log_model(&cfg, &plan);
     let trainer = Trainer::new(&cfg, engine, plan)?;
     run_loop(args, trainer, &mut data)
 }
 
-/// The training data of `cfg`, with its tokenizer saved into the run's output directory.
-pub fn open_data(cfg: &Config) -> anyhow::Result<TrainingData> {
-    let data = TrainingData::open(cfg)?;
+/// The training data of `cfg` in batches for `plan`'s mesh, with its tokenizer saved into the
+/// run's output directory.
+pub fn open_data(cfg: &Config, plan: &ShardingPlan) -> anyhow::Result<TrainingData> {
+    let data = TrainingData::open(cfg, batch_geometry(cfg, plan))?;
     let out = PathBuf::from(&cfg.logging.output_dir);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     data.tokenizer.save(&out.join("tokenizer.json"))?;
@@ -76,7 +80,7 @@ pub fn open_data(cfg: &Config) -> anyhow::Result<TrainingData> {
 }
 
 /// Logs the model's shape and size.
-pub fn log_model(cfg: &Config) {
+pub fn log_model(cfg: &Config, plan: &ShardingPlan) {
     let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
     tracing::info!(
         "model: {} layers x {} wide, {:.2}M parameters ({:.2}M without embeddings); {} tokens per step",
@@ -84,7 +88,7 @@ pub fn log_model(cfg: &Config) {
         cfg.model.hidden_dim,
         total as f64 / 1e6,
         non_embedding as f64 / 1e6,
-        cfg.training.batch_size * cfg.seq_len()
+        batch_geometry(cfg, plan).global_batch() * cfg.seq_len()
     );
 }
 

@@ -45,7 +45,7 @@ pub use runtime::{Platform, RuntimeConfig};
 pub use tpu::{
     DeviceStrategy, LogicalAxisRule, MeshShape, TpuConfig, DEFAULT_BATCH_AXES, LOGICAL_AXES,
 };
-pub use training::{LoggingConfig, LrSchedule, TrainingConfig};
+pub use training::{BatchGeometry, LoggingConfig, LrSchedule, TrainingConfig};
 
 use checks::Checks;
 use document::{apply_override, merge, parse_document};
@@ -162,6 +162,12 @@ impl Config {
     /// `None` means every device the platform shows (one on the CPU).
     pub fn requested_devices(&self) -> Option<usize> {
         runtime::requested_devices(&self.tpu, &self.runtime)
+    }
+
+    /// The batch of one optimizer step over `batch_shards` batch shards (the product of the
+    /// sizes of the mesh axes that split the batch, known once the mesh is built).
+    pub fn batch_geometry(&self, batch_shards: usize) -> BatchGeometry {
+        BatchGeometry::new(&self.training, batch_shards)
     }
 
     /// Tokens per training window: `sequence.max_length`, or `model.max_seq_len`.
@@ -283,7 +289,7 @@ impl Config {
     }
 
     fn validate_across_sections(&self, c: &mut Checks) {
-        runtime::validate_devices(&self.tpu, &self.runtime, &self.training, c);
+        runtime::validate_devices(&self.tpu, &self.runtime, c);
         precision::validate_precision(self.tpu.use_bfloat16, &self.optimization, c);
         precision::validate_attention_backend(self, c);
         if self.logging.eval_every > 0 && self.data.val_fraction <= 0.0 {

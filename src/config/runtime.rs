@@ -5,7 +5,6 @@ use serde::Serialize;
 use super::checks::Checks;
 use super::reader::{config_enum, ObjectReader};
 use super::tpu::TpuConfig;
-use super::training::TrainingConfig;
 
 config_enum! {
     /// Which PJRT plugin runs the program.
@@ -71,13 +70,8 @@ pub(crate) fn requested_devices(tpu: &TpuConfig, runtime: &RuntimeConfig) -> Opt
         .or_else(|| tpu.mesh_shape.fixed_product())
 }
 
-/// Cross-section rules: device counts against the mesh, and the batch against the mesh.
-pub(crate) fn validate_devices(
-    tpu: &TpuConfig,
-    runtime: &RuntimeConfig,
-    training: &TrainingConfig,
-    c: &mut Checks,
-) {
+/// Cross-section rules: device counts against the mesh.
+pub(crate) fn validate_devices(tpu: &TpuConfig, runtime: &RuntimeConfig, c: &mut Checks) {
     if let (Some(devices), Some(cores)) = (runtime.devices, tpu.tpu_cores) {
         if devices != cores {
             c.conflict(
@@ -121,31 +115,6 @@ pub(crate) fn validate_devices(
         };
         if let Some(rule) = rule {
             c.conflict("tpu.mesh_shape", &tpu.mesh_shape, count_key, count, rule);
-        }
-    }
-    if let Some(resolved) = tpu.mesh_shape.resolve(requested_devices(tpu, runtime)) {
-        let batch_axes = tpu.batch_axes();
-        let shards: usize = resolved
-            .iter()
-            .filter(|(name, _)| batch_axes.contains(name))
-            .map(|&(_, size)| size)
-            .product();
-        let micro = training.micro_batch_size();
-        let accumulates_evenly = training.grad_accum_steps >= 1
-            && training
-                .batch_size
-                .is_multiple_of(training.grad_accum_steps);
-        if shards > 1 && accumulates_evenly && !micro.is_multiple_of(shards) {
-            c.fail(
-                "training.batch_size",
-                format!(
-                    "a multiple of grad_accum_steps ({}) x the batch-sharding mesh size ({shards}, axes [{}] \
-                     of tpu.mesh_shape): each micro-batch of {micro} sequences is split evenly over the devices",
-                    training.grad_accum_steps,
-                    batch_axes.join(", ")
-                ),
-                training.batch_size,
-            );
         }
     }
 }

@@ -10,6 +10,7 @@
 //! by the current mesh's shardings, whatever mesh wrote them.
 
 use super::TrainError;
+use crate::config::BatchGeometry;
 use crate::engine::HostArray;
 use crate::runtime::ElementType;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,13 @@ pub struct Manifest {
     pub tensors: BTreeMap<String, TensorEntry>,
     /// SHA-256 of `state.safetensors`, hex.
     pub state_sha256: String,
+    /// Sequences per optimizer step of the run that wrote it (`batch.global_batch()`); absent
+    /// in manifests written before it was recorded, and in imported weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<usize>,
+    /// How `global_batch` was made: per-shard batch x batch shards x micro-batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchGeometry>,
 }
 
 /// A checkpoint read back from disk.
@@ -100,13 +108,27 @@ pub fn step_dir_name(step: u64) -> String {
     format!("step_{step:08}")
 }
 
-/// Writes a checkpoint of `state` at `step` under `root` and keeps only the newest `keep`.
+/// Writes a checkpoint of `state` at `step` under `root` and keeps only the newest `keep`; the
+/// manifest records no batch (see [`save_with_batch`]).
 pub fn save(
     root: &Path,
     step: u64,
     state: &BTreeMap<String, HostArray>,
     config: serde_json::Value,
     data_position: serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
+    save_with_batch(root, step, state, config, data_position, None, keep)
+}
+
+/// [`save`], recording the batch of each optimizer step of the run in the manifest.
+pub fn save_with_batch(
+    root: &Path,
+    step: u64,
+    state: &BTreeMap<String, HostArray>,
+    config: serde_json::Value,
+    data_position: serde_json::Value,
+    batch: Option<BatchGeometry>,
     keep: usize,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(root)
@@ -148,6 +170,8 @@ pub fn save(
         data_position,
         tensors,
         state_sha256: hex::encode(Sha256::digest(&bytes)),
+        global_batch: batch.map(|b| b.global_batch()),
+        batch,
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(&tmp, e.to_string()))?;
     write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;

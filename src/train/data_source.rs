@@ -2,7 +2,7 @@
 //! and fixed validation batches, behind [`BatchSource`].
 
 use super::{BatchSource, HostBatch, TrainError};
-use crate::config::{Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge};
+use crate::config::{BatchGeometry, Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge};
 use crate::data::{
     self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
     MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
@@ -196,12 +196,13 @@ pub fn prepare_data(
 
 impl TrainingData {
     /// Loads or trains the tokenizer, prepares (or reuses) the token shards and starts the
-    /// loader at the beginning of the training split.
-    pub fn open(cfg: &Config) -> Result<TrainingData, TrainError> {
+    /// loader at the beginning of the training split; each batch holds `batch.global_batch()`
+    /// sequences (see [`crate::train::batch_geometry`]).
+    pub fn open(cfg: &Config, batch: BatchGeometry) -> Result<TrainingData, TrainError> {
         let (tokenizer, specials, prepared) = prepare_data(cfg)?;
         let prepared = Arc::new(prepared);
         let options = LoaderOptions {
-            batch_size: cfg.training.batch_size,
+            batch_size: batch.global_batch(),
             seq_len: cfg.seq_len(),
             queue_size: cfg.data.queue_size,
             num_workers: cfg.data.num_workers,
@@ -238,8 +239,8 @@ impl TrainingData {
             prepared,
             loader,
             options,
-            accum: cfg.training.grad_accum_steps.max(1),
-            micro_batch: cfg.training.micro_batch_size(),
+            accum: batch.grad_accum_steps,
+            micro_batch: batch.micro_batch(),
             validation,
         })
     }

@@ -156,7 +156,8 @@ impl DistillContext {
             }
             kind => kind,
         };
-        let (b, t) = (cfg.training.micro_batch_size() as i64, cfg.seq_len() as i64);
+        let b = crate::train::batch_geometry(cfg, plan).micro_batch() as i64;
+        let t = cfg.seq_len() as i64;
         let residual = plan
             .activation_spec(
                 &[L::Batch, L::Length, L::Embed],
