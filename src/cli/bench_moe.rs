@@ -74,7 +74,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
         format!("model.max_seq_len={}", args.seq),
         format!("training.batch_size={}", args.batch),
         format!("tpu.use_bfloat16={}", args.bf16),
-        format!("runtime.platform={}", args.runtime.platform),
+        format!("runtime.platform={}", args.runtime.platform()?.name()),
     ];
     let dense = Config::load(None, &common)?;
     let mut moe_sets = common.clone();
@@ -100,7 +100,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut results = Vec::new();
     for (name, cfg) in [("dense", &dense), ("moe", &moe)] {
-        let plan = sharding_plan(cfg, &args.runtime.platform, client.num_devices())?;
+        let plan = sharding_plan(cfg, cfg.runtime.platform.as_str(), client.num_devices())?;
         let engine = Engine::new(client.clone(), plan.mesh.clone(), CompileCache::disabled())?;
         let t0 = Instant::now();
         let mut trainer = Trainer::new(cfg, engine, plan)?;

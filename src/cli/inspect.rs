@@ -88,7 +88,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     );
     let client = args.runtime.open()?;
     let settings = MeshSettings::new(DeviceStrategy::DataParallel, false);
-    let plan = ShardingPlan::build(&settings, &args.runtime.platform, client.num_devices())?;
+    let platform = client.platform_name()?;
+    let plan = ShardingPlan::build(&settings, &platform, client.num_devices())?;
     let engine = Engine::new(client, plan.mesh.clone(), CompileCache::default_dir())?;
     let batch = vishwam::train::batch_geometry(&cfg, &plan);
     let rows = batch.micro_batch();

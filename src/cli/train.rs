@@ -47,7 +47,9 @@ impl TrainArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        Ok(Config::load(self.config.as_deref(), &sets)?)
+        let mut cfg = Config::load(self.config.as_deref(), &sets)?;
+        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
+        Ok(cfg)
     }
 }
 

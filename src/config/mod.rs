@@ -39,7 +39,7 @@ pub use features::{Feature, Features, UnsupportedSetting};
 pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR};
 pub use precision::{
     AttentionBackend, ComputeDtype, CudnnAttentionBlocker, Fp8Format, Fp8Recipe, MemoryConfig,
-    OptimizationConfig, CUDNN_MAX_HEAD_DIM,
+    OptimizationConfig, CUDNN_MAX_HEAD_DIM, DEFAULT_ATTENTION_BLOCK,
 };
 pub use runtime::{Platform, RuntimeConfig};
 pub use tpu::{
@@ -147,10 +147,17 @@ impl Config {
         }
     }
 
-    /// Compute dtype: f16 with `use_dynamic_scale`, bf16 with `use_bfloat16` or
-    /// `mixed_precision`, else f32. Master weights are f32 in every case.
+    /// Compute dtype: bf16 with `use_bfloat16`, else f16 with `use_dynamic_scale`, else bf16
+    /// with `mixed_precision`, else f32. Master weights are f32 in every case.
     pub fn compute_dtype(&self) -> ComputeDtype {
         precision::compute_dtype(self.tpu.use_bfloat16, &self.optimization)
+    }
+
+    /// The block length of blocked (memory-efficient) attention, when attention runs blocked:
+    /// with `memory.attention_memory_efficient` or an explicit `optimization.block_size`
+    /// (null: [`DEFAULT_ATTENTION_BLOCK`]).
+    pub fn attention_block(&self) -> Option<usize> {
+        precision::attention_block(&self.memory, &self.optimization)
     }
 
     /// The settings that keep cuDNN flash attention from running (empty when it can).
@@ -290,8 +297,8 @@ impl Config {
 
     fn validate_across_sections(&self, c: &mut Checks) {
         runtime::validate_devices(&self.tpu, &self.runtime, c);
-        precision::validate_precision(self.tpu.use_bfloat16, &self.optimization, c);
         precision::validate_attention_backend(self, c);
+        precision::validate_attention_block(&self.memory, &self.optimization, c);
         if self.logging.eval_every > 0 && self.data.val_fraction <= 0.0 {
             c.conflict(
                 "logging.eval_every",

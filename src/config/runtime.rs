@@ -9,8 +9,12 @@ use super::tpu::TpuConfig;
 config_enum! {
     /// Which PJRT plugin runs the program.
     pub enum Platform {
-        /// The XLA CPU plugin; `runtime.devices` gives virtual devices.
+        /// Picked when the run starts, as JAX picks its backend: the TPU when libtpu is
+        /// installed and a TPU is attached, else CUDA GPUs when their plugin is installed and
+        /// an NVIDIA driver is loaded, else the CPU. A start-up line says which and why.
         #[default]
+        Auto => "auto",
+        /// The XLA CPU plugin; `runtime.devices` gives virtual devices.
         Cpu => "cpu",
         /// The XLA CUDA plugin.
         Cuda => "cuda",
@@ -22,10 +26,11 @@ config_enum! {
 /// Section `runtime`: which plugin, how many devices, compile cache.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuntimeConfig {
-    /// PJRT platform. Default "cpu".
+    /// PJRT platform. Default "auto" (TPU, else CUDA, else CPU).
     pub platform: Platform,
-    /// Devices to use (on "cpu": virtual devices). Default null = `tpu.tpu_cores`, else the
-    /// mesh's fixed size, else every device the platform shows (one on the CPU).
+    /// Devices to use (on "cpu": virtual devices; elsewhere at most the devices present).
+    /// Default null = `tpu.tpu_cores`, else the mesh's fixed size, else every device the
+    /// platform shows (one on the CPU).
     pub devices: Option<usize>,
     /// Path of the PJRT plugin (.so); null = discovered by platform. Default null.
     pub plugin: Option<String>,
@@ -36,7 +41,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            platform: Platform::Cpu,
+            platform: Platform::Auto,
             devices: None,
             plugin: None,
             compile_cache: true,
@@ -88,6 +93,18 @@ pub(crate) fn validate_devices(tpu: &TpuConfig, runtime: &RuntimeConfig, c: &mut
         (None, Some(t)) => ("tpu.tpu_cores", t),
         (None, None) => ("", 0),
     };
+    if let (Some(dims), true) = (tpu.topology_dims(), count >= 1) {
+        let holds: usize = dims.iter().product();
+        if holds != count {
+            c.conflict(
+                "tpu.tpu_topology",
+                format!("{:?}", tpu.tpu_topology.as_deref().unwrap_or_default()),
+                count_key,
+                count,
+                format!("the topology holds {holds} devices; they must be the run's devices"),
+            );
+        }
+    }
     let sizes_ok = tpu
         .mesh_shape
         .axes()

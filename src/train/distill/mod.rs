@@ -148,10 +148,9 @@ impl DistillContext {
         };
         let attention = match attention_kind(&as_teacher, plan) {
             AttentionKind::Cudnn if !as_teacher.cudnn_attention_blockers().is_empty() => {
-                if as_teacher.memory.memory_efficient_attention() {
-                    AttentionKind::Blocked(cfg.optimization.block_size)
-                } else {
-                    AttentionKind::Full
+                match as_teacher.attention_block() {
+                    Some(block) => AttentionKind::Blocked(block),
+                    None => AttentionKind::Full,
                 }
             }
             kind => kind,
