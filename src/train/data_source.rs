@@ -92,8 +92,18 @@ fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainE
         fingerprints.push(r.fingerprint.clone());
         resolved.push(r);
     }
+    let s = &cfg.sequence;
+    let specials = SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?;
     let vocab = cfg.model.vocab_size.to_string();
+    // The default placement keeps the cache names of tokenizers trained before it was chosen.
+    let placement = match specials == SpecialTokenIds::default() {
+        true => String::new(),
+        false => format!("specials {} {} {}", specials.pad, specials.bos, specials.eos),
+    };
     let mut parts: Vec<&str> = vec![vocab.as_str()];
+    if !placement.is_empty() {
+        parts.push(&placement);
+    }
     parts.extend(fingerprints.iter().map(String::as_str));
     let path = crate::paths::vishwam_home()
         .join("tokenizers")
@@ -110,7 +120,7 @@ fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainE
         show_progress: true,
         ..TrainOptions::default()
     };
-    let tok = TextTokenizer::train_byte_level_bpe(docs, &options)?;
+    let tok = TextTokenizer::train_byte_level_bpe_with_specials(docs, &options, &specials)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))?;
