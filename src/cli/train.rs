@@ -20,7 +20,7 @@ pub struct TrainArgs {
     /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Platform (cpu, cuda, tpu); overrides runtime.platform.
+    /// Platform (auto, cpu, cuda, tpu); overrides runtime.platform (default auto).
     #[arg(long)]
     pub platform: Option<String>,
     /// Devices; overrides runtime.devices (cpu: virtual devices).
