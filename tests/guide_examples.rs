@@ -95,7 +95,11 @@ fn assert_global_batch(run: &Trained, out: &Path, per_shard: usize, shards: usiz
          {accum} micro-batch{} (training.grad_accum_steps) = {global} sequences per step",
         if accum == 1 { "" } else { "es" }
     );
-    assert!(run.log.contains(&expected), "no `{expected}` in\n{}", run.log);
+    assert!(
+        run.log.contains(&expected),
+        "no `{expected}` in\n{}",
+        run.log
+    );
     for loss in [run.first_loss, run.last_loss] {
         // A fresh model's loss is near ln(vocab) = ln(512) = 6.2; anything finite and
         // positive below twice that is a working step.
@@ -124,11 +128,7 @@ fn the_tpu_v3_8_example_runs_as_written() {
 #[test]
 fn the_memory_efficient_example_runs_as_written() {
     let out = tempfile::tempdir().unwrap();
-    let run = trained(train(
-        &guide_file("memory_efficient.json"),
-        out.path(),
-        &[],
-    ));
+    let run = trained(train(&guide_file("memory_efficient.json"), out.path(), &[]));
     // The default batch_size 8 per device over the 8 devices the mesh's -1 takes.
     assert_global_batch(&run, out.path(), 8, 8, 1);
     assert!(run.log.contains("KV cache f8E4M3FN"), "{}", run.log);
@@ -156,15 +156,19 @@ fn every_key_of_the_guide_runs_at_the_value_it_lists() {
     assert!(run.log.contains("compute bf16"), "{}", run.log);
     assert!(run.log.contains("loss scale dynamic"), "{}", run.log);
     // pad_token_id 0 and eos_token_id 1: the trained tokenizer holds them there.
-    let tokenizer: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("tokenizer.json")).unwrap(),
-    )
-    .unwrap();
+    let tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("tokenizer.json")).unwrap())
+            .unwrap();
     let added: Vec<(String, u64)> = tokenizer["added_tokens"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["content"].as_str().unwrap().to_string(), t["id"].as_u64().unwrap()))
+        .map(|t| {
+            (
+                t["content"].as_str().unwrap().to_string(),
+                t["id"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         added,

@@ -103,7 +103,11 @@ fn run_steps(
     let mut t = trainer(cfg, strategy, mesh, devices);
     let rows = t.layout.accum * t.layout.micro_batch;
     let losses: Vec<f32> = (0..steps)
-        .map(|i| t.step(&random_batch(cfg, rows, 10 + i as u64)).unwrap().loss)
+        .map(|i| {
+            t.step(&random_batch(cfg, rows, 10 + i as u64))
+                .unwrap()
+                .loss
+        })
         .collect();
     let params = t.params_to_host().unwrap();
     let flat: Vec<f32> = params

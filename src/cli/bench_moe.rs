@@ -145,11 +145,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
 
 /// A fixed batch of `rows` sequences of pseudo-random tokens for `cfg`.
 fn random_batch(cfg: &Config, rows: usize) -> anyhow::Result<HostBatch> {
-    let (b, t, v) = (
-        rows,
-        cfg.seq_len(),
-        cfg.model.vocab_size as u64,
-    );
+    let (b, t, v) = (rows, cfg.seq_len(), cfg.model.vocab_size as u64);
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         state ^= state << 13;

@@ -163,7 +163,10 @@ pub const DEFAULT_ATTENTION_BLOCK: usize = 128;
 
 /// The block length of blocked attention, when attention runs blocked: with
 /// `memory.attention_memory_efficient` or an explicit `optimization.block_size`.
-pub(crate) fn attention_block(memory: &MemoryConfig, optimization: &OptimizationConfig) -> Option<usize> {
+pub(crate) fn attention_block(
+    memory: &MemoryConfig,
+    optimization: &OptimizationConfig,
+) -> Option<usize> {
     (memory.memory_efficient_attention() || optimization.block_size.is_some())
         .then(|| optimization.block_size.unwrap_or(DEFAULT_ATTENTION_BLOCK))
 }

@@ -72,7 +72,11 @@ impl SpecialTokenIds {
     /// and 2 (as [`SpecialTokenIds::placed`] gives).
     pub fn trained_order(&self) -> Result<[&'static str; 3]> {
         let mut order: [Option<&'static str>; 3] = [None; 3];
-        for (text, id) in [(PAD_TOKEN, self.pad), (BOS_TOKEN, self.bos), (EOS_TOKEN, self.eos)] {
+        for (text, id) in [
+            (PAD_TOKEN, self.pad),
+            (BOS_TOKEN, self.bos),
+            (EOS_TOKEN, self.eos),
+        ] {
             match order.get_mut(id as usize) {
                 Some(slot @ None) => *slot = Some(text),
                 _ => {
@@ -225,7 +229,10 @@ mod tests {
         let err = ids(None, Some(7), None).unwrap_err();
         assert!(err.to_string().contains("sequence.bos_token_id"), "{err}");
         assert_eq!(
-            ids(Some(0), None, Some(1)).unwrap().trained_order().unwrap(),
+            ids(Some(0), None, Some(1))
+                .unwrap()
+                .trained_order()
+                .unwrap(),
             ["<pad>", "<eos>", "<bos>"]
         );
     }

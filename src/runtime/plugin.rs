@@ -142,12 +142,7 @@ impl Accelerators {
     /// Looks for libtpu and the CUDA plugin in `python3`'s site-packages, and for TPU and
     /// NVIDIA device nodes.
     pub fn probe() -> Accelerators {
-        let first_file = |paths: &[&str]| {
-            paths
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        };
+        let first_file = |paths: &[&str]| paths.iter().map(PathBuf::from).find(|p| p.exists());
         let (dirs, search_error) = match site_packages() {
             Ok(dirs) => (dirs, None),
             Err(e) => (Vec::new(), Some(e)),
@@ -178,7 +173,9 @@ impl Accelerators {
         }
         let mut missing = Vec::new();
         match (shown(&self.tpu_plugin), shown(&self.tpu_device)) {
-            (Some(p), None) => missing.push(format!("libtpu is installed ({p}) but no TPU is attached (no /dev/accel0 or /dev/vfio/0)")),
+            (Some(p), None) => missing.push(format!(
+                "libtpu is installed ({p}) but no TPU is attached (no /dev/accel0 or /dev/vfio/0)"
+            )),
             _ => missing.push("libtpu is not installed".to_string()),
         }
         if let (Some(plugin), Some(driver)) = (shown(&self.cuda_plugin), shown(&self.cuda_driver)) {
@@ -392,24 +389,48 @@ mod tests {
     fn auto_prefers_the_tpu_then_cuda_then_the_cpu() {
         let choice = found((true, true), (true, true)).choose();
         assert_eq!(choice.platform, Platform::Tpu);
-        assert!(choice.reason.contains("/site/libtpu/libtpu.so"), "{}", choice.reason);
+        assert!(
+            choice.reason.contains("/site/libtpu/libtpu.so"),
+            "{}",
+            choice.reason
+        );
         let choice = found((false, false), (true, true)).choose();
         assert_eq!(choice.platform, Platform::Cuda);
-        assert!(choice.reason.contains("libtpu is not installed"), "{}", choice.reason);
-        assert!(choice.reason.contains("xla_cuda_plugin.so"), "{}", choice.reason);
+        assert!(
+            choice.reason.contains("libtpu is not installed"),
+            "{}",
+            choice.reason
+        );
+        assert!(
+            choice.reason.contains("xla_cuda_plugin.so"),
+            "{}",
+            choice.reason
+        );
         let choice = found((false, false), (false, false)).choose();
         assert_eq!(choice.platform, Platform::Cpu);
-        assert!(choice.reason.contains("CUDA plugin is not installed"), "{}", choice.reason);
+        assert!(
+            choice.reason.contains("CUDA plugin is not installed"),
+            "{}",
+            choice.reason
+        );
     }
 
     #[test]
     fn a_plugin_without_its_hardware_is_passed_over_with_a_reason() {
         let choice = found((true, false), (true, true)).choose();
         assert_eq!(choice.platform, Platform::Cuda);
-        assert!(choice.reason.contains("no TPU is attached"), "{}", choice.reason);
+        assert!(
+            choice.reason.contains("no TPU is attached"),
+            "{}",
+            choice.reason
+        );
         let choice = found((true, false), (true, false)).choose();
         assert_eq!(choice.platform, Platform::Cpu);
-        assert!(choice.reason.contains("no NVIDIA driver"), "{}", choice.reason);
+        assert!(
+            choice.reason.contains("no NVIDIA driver"),
+            "{}",
+            choice.reason
+        );
     }
 
     #[test]

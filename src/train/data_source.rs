@@ -2,7 +2,9 @@
 //! and fixed validation batches, behind [`BatchSource`].
 
 use super::{BatchSource, HostBatch, TrainError};
-use crate::config::{BatchGeometry, Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge};
+use crate::config::{
+    BatchGeometry, Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge,
+};
 use crate::data::{
     self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
     MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
@@ -98,7 +100,10 @@ fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainE
     // The default placement keeps the cache names of tokenizers trained before it was chosen.
     let placement = match specials == SpecialTokenIds::default() {
         true => String::new(),
-        false => format!("specials {} {} {}", specials.pad, specials.bos, specials.eos),
+        false => format!(
+            "specials {} {} {}",
+            specials.pad, specials.bos, specials.eos
+        ),
     };
     let mut parts: Vec<&str> = vec![vocab.as_str()];
     if !placement.is_empty() {

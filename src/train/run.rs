@@ -106,7 +106,8 @@ pub fn run_training(
 
     let max_steps = cfg.training.max_steps as u64;
     let bar = progress_bar(opts.progress, summary.start_step, max_steps);
-    let tokens_per_step = (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
+    let tokens_per_step =
+        (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
     let mut step = summary.start_step;
     let (mut timed_tokens, mut timed_seconds) = (0f64, 0f64);
     let mut profile = Profile::default();

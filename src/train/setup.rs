@@ -96,7 +96,10 @@ pub fn choose_platform(
     let named = [
         (explicit_plugin.map(Path::to_path_buf), "--plugin"),
         (env, "VISHWAM_PJRT_PLUGIN"),
-        (cfg.runtime.plugin.as_ref().map(PathBuf::from), "runtime.plugin"),
+        (
+            cfg.runtime.plugin.as_ref().map(PathBuf::from),
+            "runtime.plugin",
+        ),
     ];
     if let Some((Some(plugin), origin)) = named.into_iter().find(|(p, _)| p.is_some()) {
         return match platform_of_plugin(&plugin) {
@@ -125,7 +128,10 @@ fn log_choice(choice: PlatformChoice) -> Platform {
 /// Replaces `runtime.platform = "auto"` in `cfg` by the platform it picks (see
 /// [`choose_platform`]) and logs which and why, so that everything downstream sees a real
 /// platform; other platforms are kept.
-pub fn resolve_platform(cfg: &mut Config, explicit_plugin: Option<&Path>) -> Result<(), SetupError> {
+pub fn resolve_platform(
+    cfg: &mut Config,
+    explicit_plugin: Option<&Path>,
+) -> Result<(), SetupError> {
     if cfg.runtime.platform == config::Platform::Auto {
         let chosen = log_choice(choose_platform(cfg, explicit_plugin)?);
         cfg.runtime.platform = match chosen {

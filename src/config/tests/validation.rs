@@ -53,18 +53,54 @@ fn moe_rules() {
 #[test]
 fn training_rules() {
     let cases = [
-        (r#"{"training": {"warmup_steps": 400}}"#, "`training.warmup_steps` must be at most training.max_steps (300), got 400"),
-        (r#"{"training": {"learning_rate": 0}}"#, "`training.learning_rate` must be a number > 0, got 0"),
-        (r#"{"training": {"learning_rate": -0.001}}"#, "`training.learning_rate` must be a number > 0, got -0.001"),
-        (r#"{"training": {"min_lr_ratio": 1.5}}"#, "`training.min_lr_ratio` must be in [0, 1], got 1.5"),
-        (r#"{"training": {"adam_beta2": 1}}"#, "`training.adam_beta2` must be in [0, 1), got 1"),
-        (r#"{"training": {"adam_eps": 0}}"#, "`training.adam_eps` must be a number > 0, got 0"),
-        (r#"{"training": {"weight_decay": -0.1}}"#, "`training.weight_decay` must be a number >= 0, got -0.1"),
-        (r#"{"training": {"max_grad_norm": -1}}"#, "`training.max_grad_norm` must be a number >= 0, got -1"),
-        (r#"{"training": {"eval_steps": 0}}"#, "`training.eval_steps` must be a positive integer, got 0"),
-        (r#"{"logging": {"log_every": 0}}"#, "`logging.log_every` must be a positive integer, got 0"),
-        (r#"{"logging": {"keep_checkpoints": 0}}"#, "`logging.keep_checkpoints` must be a positive integer, got 0"),
-        (r#"{"logging": {"output_dir": " "}}"#, r#"`logging.output_dir` must be a non-empty string, got " ""#),
+        (
+            r#"{"training": {"warmup_steps": 400}}"#,
+            "`training.warmup_steps` must be at most training.max_steps (300), got 400",
+        ),
+        (
+            r#"{"training": {"learning_rate": 0}}"#,
+            "`training.learning_rate` must be a number > 0, got 0",
+        ),
+        (
+            r#"{"training": {"learning_rate": -0.001}}"#,
+            "`training.learning_rate` must be a number > 0, got -0.001",
+        ),
+        (
+            r#"{"training": {"min_lr_ratio": 1.5}}"#,
+            "`training.min_lr_ratio` must be in [0, 1], got 1.5",
+        ),
+        (
+            r#"{"training": {"adam_beta2": 1}}"#,
+            "`training.adam_beta2` must be in [0, 1), got 1",
+        ),
+        (
+            r#"{"training": {"adam_eps": 0}}"#,
+            "`training.adam_eps` must be a number > 0, got 0",
+        ),
+        (
+            r#"{"training": {"weight_decay": -0.1}}"#,
+            "`training.weight_decay` must be a number >= 0, got -0.1",
+        ),
+        (
+            r#"{"training": {"max_grad_norm": -1}}"#,
+            "`training.max_grad_norm` must be a number >= 0, got -1",
+        ),
+        (
+            r#"{"training": {"eval_steps": 0}}"#,
+            "`training.eval_steps` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"log_every": 0}}"#,
+            "`logging.log_every` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"keep_checkpoints": 0}}"#,
+            "`logging.keep_checkpoints` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"output_dir": " "}}"#,
+            r#"`logging.output_dir` must be a non-empty string, got " ""#,
+        ),
     ];
     for (json, message) in cases {
         assert_eq!(problem(json), message, "for {json}");
@@ -149,7 +185,9 @@ fn mesh_and_device_rules() {
         Some(vec![("data".into(), 4), ("model".into(), 2)])
     );
     // A `batch` rule decides which axes split the batch; any per-shard batch fits.
-    load(r#"{"tpu": {"mesh_shape": {"data": 2, "model": 3}, "logical_axis_rules": [["batch", ["data", "model"]]]}}"#);
+    load(
+        r#"{"tpu": {"mesh_shape": {"data": 2, "model": 3}, "logical_axis_rules": [["batch", ["data", "model"]]]}}"#,
+    );
 }
 
 #[test]
@@ -197,7 +235,8 @@ fn precision_and_alias_rules() {
     }
     assert!(!Config::default().memory.memory_efficient_attention());
     // The guide's listing sets both: bf16 compute with a dynamic loss scale.
-    let both = load(r#"{"tpu": {"use_bfloat16": true}, "optimization": {"use_dynamic_scale": true}}"#);
+    let both =
+        load(r#"{"tpu": {"use_bfloat16": true}, "optimization": {"use_dynamic_scale": true}}"#);
     assert_eq!(both.compute_dtype(), ComputeDtype::Bf16);
     assert_eq!(
         problem(r#"{"optimization": {"use_pjit": false}}"#),
