@@ -194,6 +194,21 @@ fn devices_key(cfg: &Config) -> &'static str {
     }
 }
 
+/// The devices a run of `cfg` uses when `present` devices of `platform` are visible: those
+/// the config asks for, or all; more than are present is an error naming the key.
+fn devices_to_use(cfg: &Config, platform: Platform, present: usize) -> Result<usize, SetupError> {
+    match cfg.requested_devices() {
+        Some(n) if n > present => Err(SetupError::TooManyDevices {
+            key: devices_key(cfg),
+            requested: n,
+            present,
+            platform: platform.name(),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(present),
+    }
+}
+
 /// Opens the platform's client (CPU: as many virtual devices as the config asks for), builds
 /// the sharding plan over the devices and returns the engine. Asking for more devices than
 /// the platform shows is an error.
@@ -215,20 +230,7 @@ pub fn open_engine(
         config_plugin: cfg.runtime.plugin.as_ref().map(PathBuf::from),
     };
     let client = spec.open()?;
-    let present = client.num_devices();
-    let available = match requested {
-        Some(n) if n > present => {
-            return Err(SetupError::TooManyDevices {
-                key: devices_key(cfg),
-                requested: n,
-                present,
-                platform: platform.name(),
-            }
-            .into())
-        }
-        Some(n) => n,
-        None => present,
-    };
+    let available = devices_to_use(cfg, platform, client.num_devices())?;
     let plan = sharding_plan(cfg, platform.name(), available)?;
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
@@ -242,4 +244,65 @@ pub fn open_engine(
     };
     let engine = Engine::new(client, plan.mesh.clone(), cache)?;
     Ok((engine, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(sets: &[&str]) -> Config {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &sets).unwrap()
+    }
+
+    #[test]
+    fn more_devices_than_present_is_an_error_naming_the_key() {
+        let tpu = Platform::Tpu;
+        assert_eq!(devices_to_use(&load(&[]), tpu, 4).unwrap(), 4);
+        assert_eq!(
+            devices_to_use(&load(&["runtime.devices=2"]), tpu, 4).unwrap(),
+            2
+        );
+        let err = devices_to_use(&load(&["tpu.tpu_cores=8"]), tpu, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`tpu.tpu_cores` = 8 asks for more devices than the 4 tpu device(s) present; set \
+             tpu.tpu_cores to at most 4 (or null for all of them), or run where 8 are visible"
+        );
+        let err = devices_to_use(&load(&["runtime.devices=2"]), Platform::Cuda, 1).unwrap_err();
+        assert!(
+            err.to_string().starts_with("`runtime.devices` = 2"),
+            "{err}"
+        );
+        let mesh = load(&["tpu.mesh_shape={\"data\": 4, \"model\": 2}"]);
+        let err = devices_to_use(&mesh, Platform::Cuda, 4).unwrap_err();
+        assert!(err.to_string().starts_with("`tpu.mesh_shape` = 8"), "{err}");
+    }
+
+    #[test]
+    fn a_named_plugin_decides_the_auto_platform() {
+        let cfg = load(&["runtime.plugin=\"/opt/libtpu/libtpu.so\""]);
+        let choice = choose_platform(&cfg, Some(Path::new("/x/xla_cuda_plugin.so"))).unwrap();
+        assert_eq!(choice.platform, Platform::Cuda);
+        assert!(choice.reason.contains("--plugin"), "{}", choice.reason);
+        let err = choose_platform(&cfg, Some(Path::new("/x/mystery.so"))).unwrap_err();
+        assert!(err.to_string().contains("/x/mystery.so"), "{err}");
+    }
+
+    #[test]
+    fn the_topology_orders_the_mesh() {
+        let cfg = load(&[
+            "tpu.tpu_topology=\"2x2x2\"",
+            "tpu.mesh_shape={\"data\": 2, \"model\": 4}",
+            "tpu.device_strategy=\"hybrid\"",
+        ]);
+        let plan = sharding_plan(&cfg, "cpu", 8).unwrap();
+        assert_eq!(plan.mesh.device_ids(), [0, 2, 1, 3, 4, 6, 5, 7]);
+        assert_eq!(batch_geometry(&cfg, &plan).global_batch(), 16);
+        let err = sharding_plan(&cfg, "cpu", 4).unwrap_err();
+        assert!(
+            err.to_string().contains("topology 2x2x2 holds 8 devices"),
+            "{err}"
+        );
+    }
 }
