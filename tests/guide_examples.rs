@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Mutex;
 
 /// The `--set` overrides every example gets: a small model, short windows, two steps.
 const SMALLER: &[&str] = &[
@@ -30,8 +31,12 @@ fn guide_file(name: &str) -> PathBuf {
 }
 
 /// Runs `vishwam train --config FILE --platform cpu --devices 8` with the shared home (the
-/// built-in corpus and the CPU plugin live there) and info logs.
+/// built-in corpus and the CPU plugin live there) and info logs, one run at a time: runs with
+/// the same tokenizer prepare the same dataset cache, which two processes must not write at
+/// once.
 fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut args: Vec<String> = [
         "train",
         "--config",
