@@ -35,21 +35,20 @@ fn guide_file(name: &str) -> PathBuf {
 /// the same tokenizer prepare the same dataset cache, which two processes must not write at
 /// once.
 fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
+    let config = config.to_string_lossy();
+    let head = ["--config", &config, "--platform", "cpu", "--devices", "8"];
+    train_with(&head, out, extra)
+}
+
+/// `vishwam train ARGS --no-progress` with the smaller model, `extra` and `out` as `--set`s.
+fn train_with(head: &[&str], out: &Path, extra: &[&str]) -> Output {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut args: Vec<String> = [
-        "train",
-        "--config",
-        &config.to_string_lossy(),
-        "--platform",
-        "cpu",
-        "--devices",
-        "8",
-        "--no-progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> = std::iter::once("train")
+        .chain(head.iter().copied())
+        .chain(["--no-progress"])
+        .map(|s| s.to_string())
+        .collect();
     let mut sets: Vec<String> = SMALLER.iter().map(|s| s.to_string()).collect();
     sets.extend(extra.iter().map(|s| s.to_string()));
     sets.push(format!("logging.output_dir={}", out.display()));
@@ -182,6 +181,26 @@ fn every_key_of_the_guide_runs_at_the_value_it_lists() {
             ("<eos>".to_string(), 1),
             ("<bos>".to_string(), 2)
         ]
+    );
+}
+
+#[test]
+fn the_platform_defaults_to_auto_and_says_what_it_picked() {
+    // No --platform and no runtime.platform: "auto" picks what this machine has (the CPU
+    // where neither libtpu nor the CUDA plugin is installed) and says why.
+    let out = tempfile::tempdir().unwrap();
+    let output = train_with(&[], out.path(), &["training.max_steps=1"]);
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("runtime.platform auto: running on "))
+        .unwrap_or_else(|| panic!("no start-up line for the platform:\n{log}"));
+    assert!(
+        ["cpu", "cuda", "tpu"]
+            .iter()
+            .any(|p| line.contains(&format!("running on {p} ("))),
+        "{line}"
     );
 }
 
