@@ -1,8 +1,4 @@
 //! Command-line front end of the data pipeline: `vishwam tokenizer ...` and `vishwam data ...`.
-//!
-//! `vishwam data prepare --config X` is the lead's to add once the config module exists: map
-//! `data.paths/text_field/text_documents/cache_dir/tokenizer` onto [`SourceSpec`], a tokenizer
-//! path and [`PrepareOptions`], then call [`ensure_prepared`] exactly as [`run_prepare`] does.
 
 use std::path::PathBuf;
 
@@ -12,7 +8,7 @@ use clap::{Args, Subcommand};
 use vishwam::data::merge::{merge, MergeOptions, MergeStrategy};
 use vishwam::data::prepare::{ensure_prepared, PrepareOptions};
 use vishwam::data::reader::documents;
-use vishwam::data::sources::{SourceSpec, TextDocuments};
+use vishwam::data::sources::{InvalidUtf8, SourceSpec, TextDocuments};
 use vishwam::data::tokenizer::{TextTokenizer, TrainOptions};
 use vishwam::data::verify::verify;
 use vishwam::data::BrownFetcher;
@@ -20,12 +16,17 @@ use vishwam::data::BrownFetcher;
 /// How text sources are read (shared by the commands that read text).
 #[derive(Debug, Clone, Args)]
 pub struct SourceFlags {
-    /// Field holding the text in JSONL records.
+    /// Field holding the text in JSONL records, or the column holding it in CSV files
+    /// (*.csv, with a header row; one document per row).
     #[arg(long = "text-field", alias = "text_field", default_value = "text")]
     pub text_field: String,
     /// How plain-text files are cut into documents.
     #[arg(long = "text-documents", alias = "text_documents", value_enum, default_value_t = TextDocuments::File)]
     pub text_documents: TextDocuments,
+    /// Bytes that are not valid UTF-8: an error naming the file and offset, or replaced by
+    /// U+FFFD. Binary files (NUL bytes, a shard header) are an error either way.
+    #[arg(long = "invalid-utf8", alias = "invalid_utf8", value_enum, default_value_t = InvalidUtf8::Error)]
+    pub invalid_utf8: InvalidUtf8,
 }
 
 impl SourceFlags {
@@ -34,6 +35,7 @@ impl SourceFlags {
             paths: paths.to_vec(),
             text_field: self.text_field.clone(),
             text_documents: self.text_documents,
+            invalid_utf8: self.invalid_utf8,
             ..SourceSpec::default()
         }
     }
@@ -52,12 +54,25 @@ pub struct TokenizerArgs {
 pub enum TokenizerCommand {
     /// Train a byte-level BPE tokenizer (<pad>=0, <bos>=1, <eos>=2) and save it as tokenizer.json.
     Train(TokenizerTrainArgs),
+    /// Print a tokenizer's size, hash, special tokens and pad/bos/eos ids, and optionally the
+    /// tokens of a text.
+    Inspect(TokenizerInspectArgs),
+}
+
+/// Arguments of `vishwam tokenizer inspect`.
+#[derive(Debug, Args)]
+pub struct TokenizerInspectArgs {
+    /// A tokenizer.json path, or a name: o200k_base (tiktoken's encoding).
+    pub tokenizer: String,
+    /// Text to encode: its ids and their pieces are printed.
+    #[arg(long)]
+    pub text: Option<String>,
 }
 
 /// Arguments of `vishwam tokenizer train`.
 #[derive(Debug, Args)]
 pub struct TokenizerTrainArgs {
-    /// Text files, directories, globs, JSONL files, or `brown`.
+    /// Text files, directories, globs, JSONL or CSV files (*.jsonl, *.csv), or `brown`.
     #[arg(long, num_args = 1.., required = true)]
     pub data: Vec<String>,
     /// Vocabulary size, including the 3 special tokens and 256 byte symbols.
@@ -98,22 +113,29 @@ pub enum DataCommand {
 pub struct PrepareArgs {
     /// Prepare what this training config's `data` / `datasets` sections name (tokenizer,
     /// sources, cache directory), exactly as `vishwam train` would.
-    #[arg(long, conflicts_with_all = ["input_dir", "cache_dir", "tokenizer"])]
+    #[arg(long, conflicts_with_all = ["input_dir", "cache_dir", "tokenizer", "vocab_size"])]
     pub config: Option<PathBuf>,
-    /// Text files, directories, globs, JSONL files, or `brown`.
-    #[arg(long = "input_dir", alias = "input-dir", num_args = 1.., required_unless_present = "config")]
+    /// Text files, directories, globs, JSONL or CSV files (*.jsonl, *.csv), or `brown`.
+    #[arg(long = "input_dir", alias = "input-dir", alias = "dataset", num_args = 1.., required_unless_present = "config")]
     pub input_dir: Vec<String>,
-    /// Directory of the prepared dataset (replaced atomically).
+    /// Directory of the prepared dataset (replaced atomically); it holds the shards, the
+    /// manifest and the tokenizer.json that made them, and `vishwam train --data_cache_dir`
+    /// trains on it.
     #[arg(
         long = "cache_dir",
         alias = "cache-dir",
+        alias = "data_cache_dir",
         required_unless_present = "config"
     )]
     pub cache_dir: Option<PathBuf>,
-    /// HF tokenizer.json to tokenize with.
-    #[arg(long, required_unless_present = "config")]
-    pub tokenizer: Option<PathBuf>,
-    /// The model's vocab_size, checked against the tokenizer (it may be larger, not smaller).
+    /// A tokenizer.json path or o200k_base. Without it, the tokenizer `vishwam train` would
+    /// train for these sources: a byte-level BPE of --vocab-size tokens, trained once and
+    /// cached in $VISHWAM_HOME/tokenizers (the output says which).
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// The model's vocab_size: checked against the tokenizer (it may be larger, not smaller),
+    /// and the size of the tokenizer trained without --tokenizer (default: model.vocab_size
+    /// of the default config).
     #[arg(long = "vocab-size", alias = "vocab_size")]
     pub vocab_size: Option<usize>,
     /// Tokens per shard (a shard closes at the first document end past this).
@@ -170,7 +192,44 @@ pub struct VerifyArgs {
 pub fn run_tokenizer(args: &TokenizerArgs) -> anyhow::Result<()> {
     match &args.command {
         TokenizerCommand::Train(train) => run_tokenizer_train(train),
+        TokenizerCommand::Inspect(inspect) => run_tokenizer_inspect(inspect),
     }
+}
+
+/// Runs `vishwam tokenizer inspect`.
+pub fn run_tokenizer_inspect(args: &TokenizerInspectArgs) -> anyhow::Result<()> {
+    let tokenizer = TextTokenizer::load(&args.tokenizer)?;
+    println!("tokenizer: {}", tokenizer.origin());
+    println!(
+        "tokens: {} (model.vocab_size must be at least this)",
+        tokenizer.vocab_size()
+    );
+    println!("hash: {}", tokenizer.hash());
+    let specials: Vec<String> = tokenizer
+        .special_tokens()
+        .iter()
+        .map(|(text, id)| format!("{text}={id}"))
+        .collect();
+    println!("special tokens: {}", specials.join(" "));
+    match tokenizer.conventional_special_ids() {
+        Some(ids) => println!(
+            "pad/bos/eos: {} {} {} (unless sequence.pad_token_id / bos_token_id / eos_token_id say otherwise)",
+            ids.pad, ids.bos, ids.eos
+        ),
+        None => println!(
+            "pad/bos/eos: none found by name; set sequence.pad_token_id / bos_token_id / eos_token_id"
+        ),
+    }
+    if let Some(text) = &args.text {
+        let ids = tokenizer.encode(text)?;
+        let pieces = ids
+            .iter()
+            .map(|&id| tokenizer.decode(&[id], false).map(|p| format!("{p:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        println!("ids ({}): {ids:?}", ids.len());
+        println!("pieces: {}", pieces.join(" "));
+    }
+    Ok(())
 }
 
 /// Runs `vishwam tokenizer train`.
@@ -231,14 +290,32 @@ pub fn run_prepare(args: &PrepareArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let (Some(tokenizer), Some(cache_dir)) = (&args.tokenizer, &args.cache_dir) else {
-        anyhow::bail!("give --config, or --input_dir with --cache_dir and --tokenizer");
+    let Some(cache_dir) = &args.cache_dir else {
+        anyhow::bail!("give --config, or --input_dir with --cache_dir");
     };
-    let tokenizer = TextTokenizer::from_file(tokenizer)?;
-    if let Some(vocab_size) = args.vocab_size {
+    let spec = args.source.spec(&args.input_dir);
+    let vocab_size = match args.vocab_size {
+        Some(v) => v,
+        None => vishwam::config::Config::load(None, &[])?.model.vocab_size,
+    };
+    let chosen = vishwam::train::choose_tokenizer(
+        args.tokenizer.as_deref(),
+        vocab_size,
+        &[],
+        std::slice::from_ref(&spec),
+        // The default config's sequence ids: pad 0, bos 1, eos 2.
+        &vishwam::data::SpecialTokenIds::default(),
+    )?;
+    println!(
+        "tokenizer: {} ({} tokens, hash {})",
+        chosen.description,
+        chosen.tokenizer.vocab_size(),
+        &chosen.tokenizer.hash()[..12]
+    );
+    let tokenizer = chosen.tokenizer;
+    if args.vocab_size.is_some() {
         tokenizer.check_model_vocab(vocab_size)?;
     }
-    let spec = args.source.spec(&args.input_dir);
     let options = PrepareOptions {
         max_shard_tokens: args.shard_tokens,
         force: args.force,

@@ -1,6 +1,6 @@
 //! `vishwam distill`: the training loop with a step that learns from a teacher.
 
-use super::train::{log_model, open_data, run_loop, TrainArgs};
+use super::train::{init_from, log_model, open_data, run_loop, TrainArgs};
 use std::path::Path;
 use std::process::ExitCode;
 use vishwam::train::distill::{layer_pairs, DistillError, Teacher};
@@ -8,9 +8,11 @@ use vishwam::train::{open_engine, Trainer};
 
 /// Loads the teacher the config names, checks it against the student and its tokenizer,
 /// then trains the student as `vishwam train` would (progress, metrics with `ce`, `kl` and
-/// `intermediate`, evaluation, checkpoints, `--resume`, Ctrl-C).
+/// `intermediate`, evaluation, checkpoints, `--resume`, `--resume-from`, Ctrl-C). With
+/// `--init-from` the student starts from those weights (its model section from theirs);
+/// learned projections between student and teacher widths start from their initialisation.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.load_config()?;
+    let (cfg, init) = args.load_run()?;
     let path = cfg
         .distillation
         .teacher_model
@@ -65,6 +67,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         d.temperature,
         1.0 - d.alpha
     );
-    let trainer = Trainer::with_teacher(&cfg, engine, plan, &teacher)?;
+    let mut trainer = Trainer::with_teacher(&cfg, engine, plan, &teacher)?;
+    init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
 }

@@ -13,7 +13,9 @@ use vishwam::train::checkpoint;
 /// Output formats of `vishwam export`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// A Llama-architecture HF directory: config.json, model.safetensors, tokenizer.json.
+    /// A Llama-architecture HF directory: config.json (read by transformers 4 and 5: it
+    /// holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and `rope_parameters` and
+    /// `dtype` for 5, with equal values), model.safetensors (f32), tokenizer.json.
     Hf,
 }
 
@@ -35,11 +37,16 @@ pub struct ExportArgs {
 /// Arguments of `vishwam import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// An HF Llama-architecture directory (config.json + *.safetensors [+ tokenizer.json]).
+    /// An HF Llama-architecture directory (config.json + *.safetensors [+ tokenizer.json]),
+    /// in the config.json layout of transformers 4 or 5; a key that changes the computation in
+    /// a way vishwam does not implement is an error naming it.
     #[arg(long)]
     hf: PathBuf,
-    /// A run directory to create; the weights become its step-0 checkpoint, so
-    /// `vishwam train --set logging.output_dir=DIR --resume` fine-tunes them.
+    /// A run directory to create: the weights become its step-0 checkpoint, with config.json
+    /// (the resolved config) and tokenizer.json beside it. Fine-tune with
+    /// `vishwam train --init-from OUT [--config FT.json]`, which takes the model section and
+    /// the tokenizer from OUT and the data and training sections from FT.json
+    /// (`vishwam train --init-from HF_DIR` reads the HF directory directly).
     #[arg(long)]
     out: PathBuf,
 }
@@ -118,6 +125,18 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     for (name, array) in params {
         state.insert(format!("params.{name}"), array);
     }
+    let tok = args.hf.join("tokenizer.json");
+    if tok.is_file() {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("creating {}", args.out.display()))?;
+        std::fs::copy(&tok, args.out.join("tokenizer.json"))?;
+        cfg.data.tokenizer = Some(args.out.join("tokenizer.json").display().to_string());
+    } else {
+        tracing::warn!(
+            "{} has no tokenizer.json; fine-tuning needs data.tokenizer set to the one the weights were trained with",
+            args.hf.display()
+        );
+    }
     let config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
     let dir = checkpoint::save(
         &args.out.join("checkpoints"),
@@ -127,17 +146,13 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         serde_json::Value::Null,
         1,
     )?;
-    let tok = args.hf.join("tokenizer.json");
-    if tok.is_file() {
-        std::fs::copy(&tok, args.out.join("tokenizer.json"))?;
-        cfg.data.tokenizer = Some(args.out.join("tokenizer.json").display().to_string());
-    }
     std::fs::write(args.out.join("config.json"), cfg.to_json_pretty())?;
     println!(
-        "imported {} into {} (config at {})",
+        "imported {} into {} (config at {}); fine-tune with `vishwam train --init-from {} [--config FILE]`",
         args.hf.display(),
         dir.display(),
-        args.out.join("config.json").display()
+        args.out.join("config.json").display(),
+        args.out.display()
     );
     Ok(ExitCode::SUCCESS)
 }

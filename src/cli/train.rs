@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::train::{
-    batch_geometry, open_engine, run_training, RunOptions, Trainer, TrainingData,
+    batch_geometry, open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
 };
 use vishwam_mesh::ShardingPlan;
 
@@ -29,17 +29,100 @@ pub struct TrainArgs {
     /// PJRT plugin path, overriding discovery.
     #[arg(long)]
     pub plugin: Option<PathBuf>,
-    /// Continue from the newest checkpoint in <output_dir>/checkpoints.
-    #[arg(long)]
+    /// Continue from the newest checkpoint in <output_dir>/checkpoints (exactly: the
+    /// optimiser state, step, random state and data position are restored). With
+    /// --init-from: continue the fine-tuning run if it has a checkpoint, else start it.
+    #[arg(long, conflicts_with = "resume_from")]
     pub resume: bool,
+    /// Continue exactly from this checkpoint directory (RUN/checkpoints/step_NNNNNNNN), not
+    /// only the newest; the config's model, data and sequence sections must be those it was
+    /// written with. The output directory must hold no later checkpoints.
+    #[arg(
+        long = "resume-from",
+        alias = "resume_from",
+        value_name = "CHECKPOINT_DIR"
+    )]
+    pub resume_from: Option<PathBuf>,
+    /// Start from these weights instead of a random initialisation: a vishwam run directory
+    /// (its newest checkpoint), a checkpoint directory, or a Hugging Face Llama directory.
+    /// The model section comes from the weights where the config names no model key (a
+    /// named architecture key must match them; dropout, max_seq_len, rope_scaling and the MoE
+    /// routing regularisers may differ); the tokenizer is theirs unless data.tokenizer is set;
+    /// the weights are resharded onto this run's mesh; the optimiser state and the step
+    /// start fresh; the data and training sections are this config's.
+    #[arg(
+        long = "init-from",
+        alias = "init_from",
+        value_name = "PATH",
+        conflicts_with = "resume_from"
+    )]
+    pub init_from: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
+    /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
+    /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
+    #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
+    pub data_cache_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
-    /// The config with the command-line overrides applied.
+    /// The config with the command-line overrides applied, for the commands that start no
+    /// run from other weights (they refuse --init-from and --resume-from).
     pub fn load_config(&self) -> anyhow::Result<Config> {
+        if self.init_from.is_some() || self.resume_from.is_some() {
+            anyhow::bail!("--init-from and --resume-from start `vishwam train` and `vishwam distill` runs; this command does not take them");
+        }
+        let mut cfg = Config::load(self.config.as_deref(), &self.all_sets())?;
+        self.apply_data_cache_dir(&mut cfg)?;
+        Ok(cfg)
+    }
+
+    /// `--data_cache_dir`: the prepared dataset replaces the config's training data; and
+    /// `runtime.platform` "auto" becomes the platform it picks (logged).
+    fn apply_data_cache_dir(&self, cfg: &mut Config) -> anyhow::Result<()> {
+        vishwam::train::resolve_platform(cfg, self.plugin.as_deref())?;
+        match &self.data_cache_dir {
+            Some(dir) => train_on_prepared_dataset(cfg, dir),
+            None => Ok(()),
+        }
+    }
+
+    /// The config of a training run and, with --init-from, the weights it starts from (the
+    /// model section and the tokenizer come from them where the config names none).
+    pub fn load_run(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
+        let Some(path) = &self.init_from else {
+            let sets = self.all_sets();
+            let mut cfg = Config::load(self.config.as_deref(), &sets)?;
+            self.apply_data_cache_dir(&mut cfg)?;
+            return Ok((cfg, None));
+        };
+        let weights = InitWeights::load(path)?;
+        let (mut cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        self.apply_data_cache_dir(&mut cfg)?;
+        let m = &weights.model;
+        tracing::info!(
+            "--init-from {}: {} layers x {} wide, vocab {}; model section from the weights{}",
+            weights.source,
+            m.num_layers,
+            m.hidden_dim,
+            m.vocab_size,
+            match named.in_section("model").count() {
+                0 => String::new(),
+                n => format!(" ({n} model key(s) named by the config, checked against them)"),
+            }
+        );
+        if !weights.extra.is_empty() {
+            tracing::info!(
+                "--init-from: not part of the model, left out: {}",
+                weights.extra.join(", ")
+            );
+        }
+        Ok((cfg, Some(weights)))
+    }
+
+    fn all_sets(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(p) = &self.platform {
             sets.push(format!("runtime.platform={p}"));
@@ -47,15 +130,37 @@ impl TrainArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        let mut cfg = Config::load(self.config.as_deref(), &sets)?;
-        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
-        Ok(cfg)
+        sets
     }
+}
+
+/// Makes the prepared dataset `dir` the training data of `cfg` (`--data_cache_dir`).
+fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow::Result<()> {
+    if !vishwam::data::manifest::is_prepared_dataset(dir) {
+        anyhow::bail!(
+            "--data_cache_dir {} is not a prepared dataset (it has no manifest.json written by \
+             `vishwam data prepare` or `vishwam data merge`); prepare one with \
+             `vishwam data prepare --input_dir TEXT --cache_dir {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if cfg.data.source.is_some() || !cfg.datasets.paths.is_empty() {
+        tracing::info!(
+            "--data_cache_dir {} replaces the config's data.source / datasets.paths",
+            dir.display()
+        );
+    }
+    cfg.data.source = Some(vishwam::config::DataSource::Paths(vec![dir
+        .to_string_lossy()
+        .into_owned()]));
+    cfg.datasets = vishwam::config::DatasetsConfig::default();
+    Ok(())
 }
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = args.load_config()?;
+    let (cfg, init) = args.load_run()?;
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
@@ -67,8 +172,27 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
     let mut data = open_data(&cfg, &plan)?;
     log_model(&cfg, &plan);
-    let trainer = Trainer::new(&cfg, engine, plan)?;
+    let mut trainer = Trainer::new(&cfg, engine, plan)?;
+    init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
+}
+
+/// With --init-from, checks the tokenizer and puts the weights in place of the
+/// initialisation (a later --resume or --resume-from replaces them with the checkpoint's).
+pub fn init_from(
+    trainer: &mut Trainer,
+    weights: Option<&InitWeights>,
+    data: &TrainingData,
+) -> anyhow::Result<()> {
+    if let Some(w) = weights {
+        w.check_tokenizer(&data.tokenizer)?;
+        trainer.init_from(w)?;
+        tracing::info!(
+            "initialised from {}; optimiser state and step start fresh",
+            w.source
+        );
+    }
+    Ok(())
 }
 
 /// The training data of `cfg` in batches for `plan`'s mesh, with its tokenizer saved into the
@@ -122,6 +246,7 @@ pub fn run_loop(
 
     let opts = RunOptions {
         resume: args.resume,
+        resume_from: args.resume_from.clone(),
         progress: !args.no_progress,
         stop,
     };

@@ -16,6 +16,19 @@ config_enum! {
         Text => "text",
         /// One JSON object per line; the document is the `text_field` string.
         Jsonl => "jsonl",
+        /// CSV with a header row; each row's `text_field` column is one document.
+        Csv => "csv",
+    }
+}
+
+config_enum! {
+    /// What happens to source bytes that are not valid UTF-8.
+    pub enum InvalidUtf8Policy {
+        /// An error naming the file and the byte offset.
+        #[default]
+        Error => "error",
+        /// Each invalid sequence becomes U+FFFD (counted and warned about per file).
+        Replace => "replace",
     }
 }
 
@@ -68,12 +81,17 @@ impl Serialize for DataSource {
 pub struct DataConfig {
     /// "brown", or a path / glob / directory, or a list of them. Default null = "brown", unless
     /// `datasets.paths` is given (then the mixture is the training data and this must be null).
+    /// A directory with a prepared-dataset manifest (`vishwam data prepare` / `merge`) is a
+    /// dataset: its shards are trained on as they are.
     pub source: Option<DataSource>,
-    /// File format of the source. Default "text".
+    /// File format of the source: "text", "jsonl" or "csv". Default "text".
     pub format: DataFormat,
-    /// JSONL field holding the document text. Default "text".
+    /// JSONL field or CSV column holding the document text. Default "text".
     pub text_field: String,
-    /// HF `tokenizer.json` path; null = the built-in byte-level BPE trained on the source with
+    /// Source bytes that are not valid UTF-8: "error" or "replace". Default "error".
+    pub invalid_utf8: InvalidUtf8Policy,
+    /// HF `tokenizer.json` path or "o200k_base" (tiktoken's encoding); null = the tokenizer a
+    /// prepared dataset ships, else the built-in byte-level BPE trained on the source with
     /// `model.vocab_size` entries. Default null.
     pub tokenizer: Option<String>,
     /// How windows are cut. Default "packed".
@@ -94,6 +112,7 @@ impl Default for DataConfig {
             source: None,
             format: DataFormat::Text,
             text_field: "text".to_string(),
+            invalid_utf8: InvalidUtf8Policy::Error,
             tokenizer: None,
             dataset_type: DatasetType::Packed,
             val_fraction: 0.05,
@@ -109,6 +128,7 @@ impl DataConfig {
         r.custom("source", &mut self.source, read_source);
         r.choice("format", &mut self.format);
         r.text("text_field", &mut self.text_field);
+        r.choice("invalid_utf8", &mut self.invalid_utf8);
         r.opt_text("tokenizer", &mut self.tokenizer);
         r.choice("dataset_type", &mut self.dataset_type);
         r.number("val_fraction", &mut self.val_fraction);
@@ -123,12 +143,12 @@ impl DataConfig {
                 c.non_empty(&format!("data.source[{i}]"), path);
             }
         }
-        if self.source == Some(DataSource::Brown) && self.format == DataFormat::Jsonl {
+        if self.source == Some(DataSource::Brown) && self.format != DataFormat::Text {
             c.conflict(
                 "data.source",
                 "\"brown\"",
                 "data.format",
-                "\"jsonl\"",
+                format!("\"{}\"", self.format),
                 "the built-in Brown corpus is plain text; use format \"text\" or point source at JSONL files",
             );
         }

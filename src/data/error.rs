@@ -230,6 +230,96 @@ pub enum DataError {
         /// The current value.
         current: String,
     },
+    /// A text source is not valid UTF-8.
+    #[error(
+        "{path}: invalid UTF-8 at byte offset {offset}; convert the file to UTF-8, or set \
+         data.invalid_utf8 = \"replace\" (`--invalid-utf8 replace`) to replace invalid \
+         sequences with U+FFFD"
+    )]
+    InvalidUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Offset of the first invalid byte from the start of the file.
+        offset: u64,
+    },
+    /// A source file holds binary data, which is never tokenized as text.
+    #[error(
+        "{path} is not a text file: {found} at byte offset {offset}; binary files are never \
+         tokenized as text, so remove it from the data sources"
+    )]
+    BinaryFile {
+        /// The file.
+        path: PathBuf,
+        /// Where the binary content was found.
+        offset: u64,
+        /// What was found ("a NUL byte", "the header of a vishwam token shard", ...).
+        found: String,
+    },
+    /// A prepared dataset was found among text sources.
+    #[error(
+        "{path} is a prepared dataset (it holds {manifest}) inside text sources; its shards are \
+         never read as text: name the directory on its own as data.source, as an entry of \
+         datasets.paths or as `vishwam train --data_cache_dir` to train on it"
+    )]
+    PreparedDatasetInSources {
+        /// The dataset directory.
+        path: PathBuf,
+        /// The manifest's file name.
+        manifest: &'static str,
+    },
+    /// A CSV file has no column with the text.
+    #[error(
+        "{path}: no CSV column {column:?} (data.text_field / --text-field names the text column); \
+         the columns are {found:?}"
+    )]
+    CsvColumn {
+        /// The CSV file.
+        path: PathBuf,
+        /// The column asked for.
+        column: String,
+        /// The header's column names.
+        found: Vec<String>,
+    },
+    /// A CSV file could not be parsed.
+    #[error("{path}: {message}")]
+    Csv {
+        /// The CSV file.
+        path: PathBuf,
+        /// The parser's message, with the record and line.
+        message: String,
+    },
+    /// A prepared dataset and the configured tokenizer disagree.
+    #[error(
+        "the prepared dataset at {dir} was tokenized with {dataset_origin} (tokenizer hash \
+         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); set \
+         data.tokenizer to the tokenizer the dataset was prepared with, leave it null to use the \
+         dataset's own tokenizer.json, or prepare the dataset again with this tokenizer"
+    )]
+    DatasetTokenizerMismatch {
+        /// The dataset directory.
+        dir: PathBuf,
+        /// The tokenizer hash in its manifest.
+        dataset_hash: String,
+        /// Where the dataset's tokenizer came from (manifest `tokenizer_origin`).
+        dataset_origin: String,
+        /// The tokenizer in use (a path or a name).
+        tokenizer: String,
+        /// Its hash.
+        tokenizer_hash: String,
+    },
+    /// A prepared dataset ships no tokenizer and none was configured.
+    #[error(
+        "the prepared dataset at {dir} has no tokenizer.json (it was tokenized with {origin}, \
+         hash {hash}); set data.tokenizer (or --tokenizer) to that tokenizer"
+    )]
+    DatasetWithoutTokenizer {
+        /// The dataset directory.
+        dir: PathBuf,
+        /// Where its tokenizer came from.
+        origin: String,
+        /// Its tokenizer hash.
+        hash: String,
+    },
     /// A background loader thread stopped unexpectedly.
     #[error("data loader worker stopped: {message}")]
     LoaderStopped {

@@ -47,7 +47,7 @@ impl std::fmt::Debug for ByteLevelBpe {
 }
 
 /// GPT-2's reversible map from bytes to printable characters.
-fn byte_level_chars() -> [char; 256] {
+pub(crate) fn byte_level_chars() -> [char; 256] {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut chars = ['\0'; 256];
     let mut next = 256u32;

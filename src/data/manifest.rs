@@ -11,6 +11,24 @@ use super::reader::SourceStats;
 /// File name of the manifest inside a dataset directory; written last, so its presence marks
 /// a complete dataset.
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// File name of the tokenizer a prepared dataset ships (the one that made its tokens).
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Whether `dir` is a prepared dataset: a directory whose `manifest.json` is a JSON object
+/// with the `format_version` and `tokenizer_hash` that `vishwam data prepare` and `merge` write
+/// (any version: reading a dataset of another version is then a clear error, not text).
+pub fn is_prepared_dataset(dir: &Path) -> bool {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.is_file() {
+        return false;
+    }
+    let Ok(bytes) = std::fs::read(&path) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.get("format_version").is_some() && v.get("tokenizer_hash").is_some())
+}
 /// Version of the on-disk layout (shard headers, index, manifest fields).
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::{DataError, Result};
-use super::manifest::{ComponentRecord, Manifest, MergeRecord, SourceRecord, FORMAT_VERSION};
+use super::manifest::{
+    ComponentRecord, Manifest, MergeRecord, SourceRecord, FORMAT_VERSION, TOKENIZER_FILE,
+};
 use super::permutation::{mix_all, streams, unit_float, Permutation};
 use super::prepare::PreparedDataset;
 use super::shards::ShardWriter;
@@ -255,6 +257,15 @@ pub fn merge(inputs: &[PathBuf], options: &MergeOptions, out: &Path) -> Result<P
             components,
         }),
     };
+    // The inputs share one tokenizer (checked above); the first that ships it passes it on.
+    if let Some(dataset) = datasets
+        .iter()
+        .find(|d| d.dir().join(TOKENIZER_FILE).is_file())
+    {
+        let from = dataset.dir().join(TOKENIZER_FILE);
+        let to = staged.path().join(TOKENIZER_FILE);
+        std::fs::copy(&from, &to).map_err(|e| DataError::io("copying", &from, e))?;
+    }
     manifest.write(staged.path())?;
     super::atomic::replace_dir(staged, out)?;
     PreparedDataset::open(out)

@@ -1,16 +1,21 @@
 //! Data pipeline: tokenizers, sources, token shards, packing, merging, background loading.
 //!
 //! The path from text to a host batch:
-//! [`SourceSpec`] (files, directories, globs, JSONL, `brown`) → [`TextTokenizer`]
-//! (trained byte-level BPE or any HF `tokenizer.json`) → [`ensure_prepared`] (token shards,
-//! index and manifest in a cache directory, rebuilt when stale) → optionally [`merge`]
+//! [`SourceSpec`] (files, directories, globs, JSONL, CSV, `brown`; every byte checked by
+//! [`text_check`]: binary files and, by default, invalid UTF-8 are errors) → [`TextTokenizer`]
+//! (trained byte-level BPE, any HF `tokenizer.json`, or tiktoken's `o200k_base` by name,
+//! [`tiktoken`]) → [`ensure_prepared`] (token shards, index, manifest and the tokenizer's
+//! `tokenizer.json` in a cache directory, rebuilt when stale) → optionally [`merge`]
 //! (weighted / equal / proportional mixing) → [`DataLoader`] (packed, random-chunk or
-//! document-aware windows, deterministic order, exact resume) → [`Batch`].
+//! document-aware windows, deterministic order, exact resume) → [`Batch`]. A prepared dataset
+//! directory ([`manifest::is_prepared_dataset`]) is a training input on its own and never a
+//! text source.
 
 mod atomic;
 pub mod batch;
 pub mod bench;
 pub mod brown;
+mod csv_source;
 pub mod dataset;
 pub mod error;
 pub mod fast_bpe;
@@ -23,6 +28,8 @@ pub mod reader;
 pub mod shards;
 pub mod sources;
 pub mod special_tokens;
+pub mod text_check;
+pub mod tiktoken;
 pub mod tokenizer;
 pub mod verify;
 

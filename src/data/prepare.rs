@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use super::brown::BrownFetcher;
 use super::error::{DataError, Result};
-use super::manifest::{Manifest, SourceRecord, TokenDtype, FORMAT_VERSION, MANIFEST_FILE};
+use super::manifest::{
+    Manifest, SourceRecord, TokenDtype, FORMAT_VERSION, MANIFEST_FILE, TOKENIZER_FILE,
+};
 use super::reader::{Piece, PieceStream};
 use super::shards::{ShardReader, ShardWriter};
 use super::sources::{ResolvedSources, SourceSpec};
@@ -97,6 +99,46 @@ impl PreparedDataset {
                 dir: dir.to_path_buf(),
                 cached: dataset.manifest.tokenizer_hash.clone(),
                 current: tokenizer.hash().to_string(),
+            });
+        }
+        Ok(dataset)
+    }
+
+    /// The tokenizer the dataset in `dir` ships (`tokenizer.json`, written by `prepare` and
+    /// `merge`), checked against the manifest's hash; `None` when it ships none.
+    pub fn shipped_tokenizer(dir: &Path) -> Result<Option<TextTokenizer>> {
+        let path = dir.join(TOKENIZER_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let manifest = Manifest::read(dir)?;
+        let tokenizer = TextTokenizer::from_file(&path)?;
+        if tokenizer.hash() != manifest.tokenizer_hash {
+            return Err(DataError::Manifest {
+                path: dir.join(MANIFEST_FILE),
+                message: format!(
+                    "records tokenizer {} but the dataset's {TOKENIZER_FILE} hashes to {}; \
+                     the directory was altered: prepare the dataset again",
+                    manifest.tokenizer_hash,
+                    tokenizer.hash()
+                ),
+            });
+        }
+        Ok(Some(tokenizer))
+    }
+
+    /// Opens the dataset in `dir` for training with `tokenizer` (named `tokenizer_name` in the
+    /// error): its manifest's tokenizer hash must be the tokenizer's.
+    pub fn open_with(dir: &Path, tokenizer: &TextTokenizer, tokenizer_name: &str) -> Result<Self> {
+        let dataset = Self::open(dir)?;
+        let manifest = &dataset.manifest;
+        if manifest.tokenizer_hash != tokenizer.hash() {
+            return Err(DataError::DatasetTokenizerMismatch {
+                dir: dir.to_path_buf(),
+                dataset_hash: manifest.tokenizer_hash.clone(),
+                dataset_origin: manifest.tokenizer_origin.clone(),
+                tokenizer: tokenizer_name.to_string(),
+                tokenizer_hash: tokenizer.hash().to_string(),
             });
         }
         Ok(dataset)
@@ -257,6 +299,7 @@ pub fn prepare(
         },
         merge: None,
     };
+    tokenizer.save(&staged.path().join(TOKENIZER_FILE))?;
     manifest.write(staged.path())?;
     super::atomic::replace_dir(staged, out_dir)?;
     tracing::info!(

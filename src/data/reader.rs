@@ -2,8 +2,10 @@
 //!
 //! Reading yields [`Piece`]s of documents ([`PieceStream`]). Documents are streamed, never
 //! collected: only one piece of at most `max_piece_bytes` (plus one line) is held per file.
-//! Empty files, blank documents and invalid UTF-8 (replaced by U+FFFD) are counted in
-//! [`SourceStats`] and warned about.
+//! Every byte passes [`super::text_check::TextCheck`]: binary content (a NUL byte, a known
+//! binary header such as a token shard's) is an error naming the file and offset, and so is
+//! invalid UTF-8 unless `invalid_utf8` is `replace` (then replaced by U+FFFD, counted in
+//! [`SourceStats`] and warned about). Empty files and blank documents are counted and skipped.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,11 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{DataError, Result};
 use super::sources::{FileFormat, ResolvedSources, SourceFile, SourceSpec, TextDocuments};
+use super::text_check::{read_error, TextCheck};
 
 /// A piece of a document; a document ends with the piece whose `ends_document` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
-    /// The text (invalid UTF-8 replaced by U+FFFD).
+    /// The text (with `invalid_utf8 = replace`, invalid sequences replaced by U+FFFD).
     pub text: String,
     /// Whether this is the document's last piece.
     pub ends_document: bool,
@@ -148,12 +151,16 @@ fn read_file(
         tracing::warn!("{}: empty file, no document taken from it", path.display());
         return Ok(true);
     }
-    let mut reader = BufReader::with_capacity(1 << 20, handle);
+    let checked = TextCheck::new(handle, path, spec.invalid_utf8);
+    let mut reader = BufReader::with_capacity(1 << 20, checked);
     let mut invalid = 0u64;
     let documents_before = stats.documents;
     let keep_going = match file.format {
         FileFormat::Jsonl => read_jsonl(&mut reader, path, spec, stats, &mut invalid, emit)?,
         FileFormat::Text => read_text(&mut reader, path, spec, stats, &mut invalid, emit)?,
+        FileFormat::Csv => {
+            super::csv_source::read_csv(reader, path, spec, stats, &mut invalid, emit)?
+        }
     };
     if invalid > 0 {
         stats.invalid_utf8_sequences += invalid;
@@ -169,7 +176,7 @@ fn read_file(
 }
 
 /// Decodes `bytes` as UTF-8, replacing invalid sequences and counting them.
-fn decode_lossy(bytes: &[u8], invalid: &mut u64) -> String {
+pub(super) fn decode_lossy(bytes: &[u8], invalid: &mut u64) -> String {
     match std::str::from_utf8(bytes) {
         Ok(s) => s.to_string(),
         Err(_) => {
@@ -190,7 +197,7 @@ fn read_line(reader: &mut impl BufRead, path: &Path, line: &mut Vec<u8>) -> Resu
     line.clear();
     reader
         .read_until(b'\n', line)
-        .map_err(|e| DataError::io("reading", path, e))
+        .map_err(|e| read_error(path, e))
 }
 
 fn is_blank(bytes: &[u8]) -> bool {
@@ -243,7 +250,7 @@ fn read_jsonl(
     Ok(true)
 }
 
-fn emit_document(
+pub(super) fn emit_document(
     text: String,
     stats: &mut SourceStats,
     emit: &mut dyn FnMut(Piece) -> bool,
@@ -432,14 +439,22 @@ mod tests {
         std::fs::write(root.join("empty.txt"), "").unwrap();
         std::fs::write(root.join("blank.txt"), " \n\t\n").unwrap();
         std::fs::write(root.join("latin1.txt"), b"caf\xe9 and na\xefve\n").unwrap();
-        let spec = SourceSpec::from_paths([root.to_string_lossy()]);
+        let mut spec = SourceSpec::from_paths([root.to_string_lossy()]);
+        let fetcher = BrownFetcher::unavailable_for_tests();
+        let err = documents(&spec.resolve(&fetcher).unwrap())
+            .find_map(Result::err)
+            .expect("invalid UTF-8 is an error by default");
+        assert!(
+            matches!(&err, DataError::InvalidUtf8 { path, offset: 3 } if path.ends_with("latin1.txt")),
+            "{err}"
+        );
+        spec.invalid_utf8 = crate::data::sources::InvalidUtf8::Replace;
         let (docs, stats) = collect(&spec);
         assert_eq!(docs, vec!["caf\u{fffd} and na\u{fffd}ve\n"]);
         assert_eq!(stats.empty_files, 1);
         assert_eq!(stats.blank_documents, 1);
         assert_eq!(stats.invalid_utf8_sequences, 2);
 
-        let fetcher = BrownFetcher::unavailable_for_tests();
         let missing = SourceSpec::from_paths([root.join("nope").to_string_lossy()]);
         assert!(matches!(
             missing.resolve(&fetcher),

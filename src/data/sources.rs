@@ -1,7 +1,10 @@
-//! Data sources: text files, directories, globs, JSONL and the built-in `brown` corpus.
+//! Data sources: text files, directories, globs, JSONL, CSV and the built-in `brown` corpus.
 //!
 //! A [`SourceSpec`] resolves to an ordered list of files ([`ResolvedSources`]) with a
-//! fingerprint of their state; [`super::reader`] reads them.
+//! fingerprint of their state; [`super::reader`] reads them. A prepared dataset (a directory
+//! with a `manifest.json`) is never a text source: resolving one is an error, and training
+//! takes such directories as datasets before sources are resolved
+//! ([`super::manifest::is_prepared_dataset`]).
 
 use std::path::{Path, PathBuf};
 
@@ -24,21 +27,35 @@ pub enum TextDocuments {
     Line,
 }
 
+/// What to do with bytes that are not valid UTF-8 (config `data.invalid_utf8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    /// Stop with an error naming the file and the byte offset.
+    #[default]
+    Error,
+    /// Replace each invalid sequence with U+FFFD (counted and warned about per file).
+    Replace,
+}
+
 /// Where the text comes from (config `data.paths`, `data.text_field`, `data.text_documents`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourceSpec {
     /// Files, directories (read recursively, hidden entries skipped), glob patterns, or the
     /// word `brown` for the built-in Brown corpus. Files ending in `.jsonl` or `.ndjson` are
-    /// JSONL (one document per record); all others are plain text.
+    /// JSONL (one document per record), files ending in `.csv` are CSV with a header (one
+    /// document per row); all others are plain text.
     pub paths: Vec<String>,
-    /// The field of each JSONL record that holds the document's text.
+    /// The field of each JSONL record, or the CSV column, that holds the document's text.
     pub text_field: String,
     /// How plain-text files are cut into documents.
     pub text_documents: TextDocuments,
     /// A document longer than this many bytes is read in pieces cut at line ends (the pieces'
     /// tokens are joined into one document), so no file has to fit in memory.
     pub max_piece_bytes: usize,
+    /// What to do with bytes that are not valid UTF-8.
+    pub invalid_utf8: InvalidUtf8,
 }
 
 impl Default for SourceSpec {
@@ -48,6 +65,7 @@ impl Default for SourceSpec {
             text_field: "text".to_string(),
             text_documents: TextDocuments::File,
             max_piece_bytes: 64 << 20,
+            invalid_utf8: InvalidUtf8::Error,
         }
     }
 }
@@ -60,6 +78,8 @@ pub enum FileFormat {
     Text,
     /// One JSON object per line.
     Jsonl,
+    /// Comma-separated values with a header row; one document per row.
+    Csv,
 }
 
 /// One file to read.
@@ -168,6 +188,12 @@ impl SourceSpec {
 
 fn add_path(path: &Path, files: &mut Vec<SourceFile>, hidden: &mut u64) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io("reading", path, e))?;
+    if meta.is_dir() && super::manifest::is_prepared_dataset(path) {
+        return Err(DataError::PreparedDatasetInSources {
+            path: path.to_path_buf(),
+            manifest: super::manifest::MANIFEST_FILE,
+        });
+    }
     if meta.is_dir() {
         walk_dir(path, files, hidden)
     } else {
@@ -202,6 +228,7 @@ fn walk_dir(dir: &Path, files: &mut Vec<SourceFile>, hidden: &mut u64) -> Result
 fn format_of(path: &Path) -> FileFormat {
     match path.extension().and_then(|e| e.to_str()) {
         Some("jsonl") | Some("ndjson") => FileFormat::Jsonl,
+        Some("csv") => FileFormat::Csv,
         _ => FileFormat::Text,
     }
 }

@@ -85,6 +85,15 @@ impl TextTokenizer {
         Self::from_json(&json, &path.display().to_string())
     }
 
+    /// A tokenizer by name (`o200k_base`, see [`super::tiktoken::NAMED_TOKENIZERS`]) or the
+    /// HF `tokenizer.json` at that path: the value of `data.tokenizer` and `--tokenizer`.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        match super::tiktoken::named_tokenizer(name_or_path) {
+            Some(named) => named,
+            None => Self::from_file(Path::new(name_or_path)),
+        }
+    }
+
     /// Parses the text of a `tokenizer.json`; `origin` names it in messages.
     pub fn from_json(json: &str, origin: &str) -> Result<Self> {
         let context = || format!("loading {origin}");

@@ -1,14 +1,18 @@
 //! Hugging Face Llama-architecture directories: `config.json` + `model.safetensors` with HF
-//! tensor names, read and written.
+//! tensor names, read and written. [`config`] reads `config.json` in the layouts of
+//! transformers 4 and 5 (refusing, by name, every key that would make the import compute
+//! something else) and writes both layouts at once.
 //!
 //! vishwam stores matrices `[in, out]` (y = x W); HF `nn.Linear` weights are `[out, in]`, so
 //! every projection is transposed on the way. Both use the rotate-half RoPE convention on
 //! contiguous halves of the head dimension, so q/k need no permutation.
 
-use crate::config::{ModelConfig, RopeScaling, RopeScalingType};
+pub mod config;
+
+use crate::config::ModelConfig;
 use crate::engine::HostArray;
 use crate::runtime::ElementType;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +28,22 @@ pub enum HfError {
     /// The directory is not a usable Llama checkpoint.
     #[error("{path}: {detail}")]
     Invalid { path: PathBuf, detail: String },
+    /// A `config.json` key holds a value that changes the computation in a way vishwam does
+    /// not implement.
+    #[error("{path}: `{key}` = {value} is not supported: {why}")]
+    Unsupported {
+        path: PathBuf,
+        key: String,
+        value: String,
+        why: String,
+    },
+    /// A `config.json` key vishwam neither reads nor knows to be irrelevant.
+    #[error("{path}: unknown key `{key}` = {value}: vishwam does not know whether it changes the computation; if it does not, remove it (keys read or checked: those of transformers' LlamaConfig; ignored: {ignored})", ignored = config::IGNORED.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "))]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        value: String,
+    },
 }
 
 fn invalid(path: &Path, detail: impl Into<String>) -> HfError {
@@ -73,6 +93,18 @@ pub fn name_map(cfg: &ModelConfig) -> Vec<(String, String, bool)> {
     map
 }
 
+/// The config.json keys that set the shape of the parameter `name`.
+fn keys_behind(name: &str) -> &'static str {
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    match leaf {
+        "tokens" | "lm_head" => "`vocab_size` and `hidden_size`",
+        "scale" => "`hidden_size`",
+        "wq" | "wo" => "`hidden_size`, `num_attention_heads` and `head_dim`",
+        "wk" | "wv" => "`hidden_size`, `num_key_value_heads` and `head_dim`",
+        _ => "`hidden_size` and `intermediate_size`",
+    }
+}
+
 /// An f32 2-D array transposed.
 fn transpose(a: &HostArray) -> HostArray {
     let (r, c) = (a.shape[0] as usize, a.shape[1] as usize);
@@ -84,42 +116,6 @@ fn transpose(a: &HostArray) -> HostArray {
         }
     }
     HostArray::from_slice(&[c as i64, r as i64], &out).expect("same count")
-}
-
-/// The HF `config.json` of a vishwam model.
-pub fn hf_config(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Value {
-    let mut c = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": cfg.hidden_dim,
-        "intermediate_size": cfg.mlp_dim(),
-        "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.kv_heads(),
-        "head_dim": cfg.head_dim(),
-        "num_hidden_layers": cfg.num_layers,
-        "vocab_size": cfg.vocab_size,
-        "max_position_embeddings": cfg.max_seq_len,
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "hidden_act": "silu",
-        "attention_bias": false,
-        "mlp_bias": false,
-        "torch_dtype": "float32",
-    });
-    if let Some(s) = &cfg.rope_scaling {
-        let kind = match s.kind {
-            RopeScalingType::Linear => "linear",
-            RopeScalingType::Ntk => "dynamic",
-        };
-        c["rope_scaling"] = json!({"rope_type": kind, "type": kind, "factor": s.factor});
-    }
-    if let Some((pad, bos, eos)) = special {
-        c["pad_token_id"] = json!(pad);
-        c["bos_token_id"] = json!(bos);
-        c["eos_token_id"] = json!(eos);
-    }
-    c
 }
 
 /// Writes `config.json` and `model.safetensors` (f32, HF names) into `out`.
@@ -135,6 +131,8 @@ pub fn export(
             "Mixture-of-Experts models have no Llama-architecture HF form; export a dense model",
         ));
     }
+    let config_json =
+        config::write(cfg, special).map_err(|d| invalid(&out.join("config.json"), d))?;
     std::fs::create_dir_all(out).map_err(|source| HfError::Io {
         path: out.to_path_buf(),
         source,
@@ -164,22 +162,15 @@ pub fn export(
     safetensors::serialize_to_file(views, &Some(meta), &path)
         .map_err(|e| invalid(&path, e.to_string()))?;
     let cpath = out.join("config.json");
-    let text =
-        serde_json::to_string_pretty(&hf_config(cfg, special)).expect("JSON values serialise");
+    let text = serde_json::to_string_pretty(&config_json).expect("JSON values serialise");
     std::fs::write(&cpath, text).map_err(|source| HfError::Io {
         path: cpath,
         source,
     })
 }
 
-fn get_usize(c: &Value, key: &str, path: &Path) -> Result<usize, HfError> {
-    c.get(key)
-        .and_then(Value::as_u64)
-        .map(|v| v as usize)
-        .ok_or_else(|| invalid(path, format!("config.json lacks the integer `{key}`")))
-}
-
-/// The model config described by an HF Llama `config.json`.
+/// The model config described by an HF Llama `config.json` (see [`config`] for what is read,
+/// what is refused and what is ignored).
 pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| HfError::Io {
@@ -188,89 +179,7 @@ pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
     })?;
     let c: Value =
         serde_json::from_str(&text).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
-    let model_type = c.get("model_type").and_then(Value::as_str).unwrap_or("");
-    if !matches!(model_type, "llama" | "mistral" | "qwen2") {
-        return Err(invalid(
-            &path,
-            format!("model_type `{model_type}` is not a Llama-architecture model"),
-        ));
-    }
-    for (key, expected) in [("attention_bias", false), ("mlp_bias", false)] {
-        if c.get(key).and_then(Value::as_bool).unwrap_or(expected) != expected {
-            return Err(invalid(
-                &path,
-                format!("`{key}` = true: vishwam's Llama blocks have no biases"),
-            ));
-        }
-    }
-    let act = c
-        .get("hidden_act")
-        .and_then(Value::as_str)
-        .unwrap_or("silu");
-    if act != "silu" {
-        return Err(invalid(
-            &path,
-            format!("hidden_act `{act}` is not supported (SwiGLU with silu only)"),
-        ));
-    }
-    let heads = get_usize(&c, "num_attention_heads", &path)?;
-    let hidden = get_usize(&c, "hidden_size", &path)?;
-    let rope_scaling = match c.get("rope_scaling") {
-        None | Some(Value::Null) => None,
-        Some(s) => {
-            let kind = s
-                .get("rope_type")
-                .or_else(|| s.get("type"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(1.0);
-            let kind = match kind {
-                "linear" => RopeScalingType::Linear,
-                "dynamic" | "ntk" => RopeScalingType::Ntk,
-                other => {
-                    return Err(invalid(
-                        &path,
-                        format!(
-                            "rope_scaling type `{other}` is not supported (linear or dynamic/ntk)"
-                        ),
-                    ))
-                }
-            };
-            Some(RopeScaling { kind, factor })
-        }
-    };
-    Ok(ModelConfig {
-        vocab_size: get_usize(&c, "vocab_size", &path)?,
-        hidden_dim: hidden,
-        num_layers: get_usize(&c, "num_hidden_layers", &path)?,
-        num_heads: heads,
-        num_kv_heads: Some(
-            c.get("num_key_value_heads")
-                .and_then(Value::as_u64)
-                .map_or(heads, |v| v as usize),
-        ),
-        head_dim: Some(
-            c.get("head_dim")
-                .and_then(Value::as_u64)
-                .map_or(hidden / heads.max(1), |v| v as usize),
-        ),
-        mlp_dim: Some(get_usize(&c, "intermediate_size", &path)?),
-        max_seq_len: get_usize(&c, "max_position_embeddings", &path)?,
-        rope_theta: c
-            .get("rope_theta")
-            .and_then(Value::as_f64)
-            .unwrap_or(10000.0),
-        rope_scaling,
-        tie_embeddings: c
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        norm_eps: c
-            .get("rms_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-5),
-        ..ModelConfig::default()
-    })
+    config::parse(&c, &path)
 }
 
 /// Reads the parameters of an HF Llama directory (every `*.safetensors` in it; f32, bf16 or
@@ -342,8 +251,10 @@ pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), 
             return Err(invalid(
                 dir,
                 format!(
-                    "`{}` has shape {got:?}, config.json implies {:?}",
-                    spec.name, spec.shape
+                    "`{}` has shape {got:?}, but config.json's {} imply {:?}",
+                    spec.name,
+                    keys_behind(&spec.name),
+                    spec.shape
                 ),
             ));
         }
@@ -354,6 +265,7 @@ pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{RopeScaling, RopeScalingType};
 
     #[test]
     fn export_then_import_is_identity() {
@@ -417,7 +329,7 @@ mod tests {
         assert!(import(dir.path())
             .unwrap_err()
             .to_string()
-            .contains("not a Llama-architecture model"));
+            .contains("`model_type` = \"gpt2\" is not supported"));
         let empty = tempfile::tempdir().unwrap();
         assert!(import(empty.path())
             .unwrap_err()

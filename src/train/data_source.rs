@@ -3,8 +3,11 @@
 
 use super::{BatchSource, HostBatch, TrainError};
 use crate::config::{
-    BatchGeometry, Config, DataFormat, DataSource, DatasetType, MergeStrategy as CfgMerge,
+    BatchGeometry, Config, DataFormat, DataSource, DatasetType, InvalidUtf8Policy,
+    MergeStrategy as CfgMerge,
 };
+use crate::data::manifest::is_prepared_dataset;
+use crate::data::sources::{FileFormat, InvalidUtf8};
 use crate::data::{
     self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
     MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
@@ -44,8 +47,16 @@ fn hash_hex(parts: &[&str]) -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-/// The text sources named by `data.source` (or each entry of `datasets.paths`).
-fn source_specs(cfg: &Config) -> Result<Vec<SourceSpec>, TrainError> {
+/// One input of a run's data: a prepared dataset, trained on as it is, or text to prepare.
+enum DataInput {
+    /// A directory made by `vishwam data prepare` or `merge` (recognised by its manifest).
+    Prepared(PathBuf),
+    /// Text sources, tokenized into the cache first.
+    Text(SourceSpec),
+}
+
+/// The inputs named by `data.source` (or each entry of `datasets.paths`).
+fn data_inputs(cfg: &Config) -> Result<Vec<DataInput>, TrainError> {
     let groups: Vec<Vec<String>> = if cfg.uses_dataset_mixture() {
         cfg.datasets.paths.iter().map(|p| vec![p.clone()]).collect()
     } else {
@@ -54,51 +65,113 @@ fn source_specs(cfg: &Config) -> Result<Vec<SourceSpec>, TrainError> {
             Some(DataSource::Paths(paths)) => vec![paths.clone()],
         }
     };
-    let mut specs = Vec::new();
+    let wanted = match cfg.data.format {
+        DataFormat::Text => FileFormat::Text,
+        DataFormat::Jsonl => FileFormat::Jsonl,
+        DataFormat::Csv => FileFormat::Csv,
+    };
+    let mut inputs = Vec::new();
     for paths in groups {
+        if let [path] = paths.as_slice() {
+            if is_prepared_dataset(Path::new(path)) {
+                inputs.push(DataInput::Prepared(PathBuf::from(path)));
+                continue;
+            }
+        }
         let spec = SourceSpec {
             paths,
             text_field: cfg.data.text_field.clone(),
+            invalid_utf8: match cfg.data.invalid_utf8 {
+                InvalidUtf8Policy::Error => InvalidUtf8::Error,
+                InvalidUtf8Policy::Replace => InvalidUtf8::Replace,
+            },
             ..SourceSpec::default()
         };
+        // Resolving also refuses a prepared dataset listed among text sources.
         let resolved = spec.resolve(&BrownFetcher::default())?;
         for file in &resolved.files {
-            let name = file.path.to_string_lossy().to_lowercase();
-            let is_jsonl = name.ends_with(".jsonl") || name.ends_with(".ndjson");
-            let wants_jsonl = cfg.data.format == DataFormat::Jsonl;
-            if is_jsonl != wants_jsonl {
+            if file.format != wanted {
                 return Err(TrainError::Other(format!(
-                    "data.format is `{}` but {} is {}; name JSONL files *.jsonl / *.ndjson and set data.format to match",
-                    if wants_jsonl { "jsonl" } else { "text" },
+                    "data.format is `{}` but {} is {}; name JSONL files *.jsonl / *.ndjson and \
+                     CSV files *.csv, and set data.format to match",
+                    cfg.data.format,
                     file.path.display(),
-                    if is_jsonl { "JSONL" } else { "plain text" }
+                    match file.format {
+                        FileFormat::Text => "plain text",
+                        FileFormat::Jsonl => "JSONL",
+                        FileFormat::Csv => "CSV",
+                    }
                 )));
             }
         }
-        specs.push(spec);
+        inputs.push(DataInput::Text(spec));
     }
-    Ok(specs)
+    Ok(inputs)
 }
 
-/// `data.tokenizer`, or a byte-level BPE of `model.vocab_size` trained on the sources once
-/// and cached under `$VISHWAM_HOME/tokenizers/`.
-fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainError> {
-    if let Some(path) = &cfg.data.tokenizer {
-        return Ok(TextTokenizer::from_file(Path::new(path))?);
+/// A tokenizer and a sentence saying which one it is and why.
+pub struct ChosenTokenizer {
+    /// The tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Which tokenizer it is and why it was chosen ("o200k_base (data.tokenizer)", ...).
+    pub description: String,
+}
+
+/// The tokenizer of a run or of `vishwam data prepare`, by these rules in order:
+/// 1. `configured` (`data.tokenizer` / `--tokenizer`): a `tokenizer.json` path or a name
+///    (`o200k_base`);
+/// 2. the `tokenizer.json` shipped by the first of the `prepared` datasets that ships one;
+/// 3. a byte-level BPE of `vocab_size` tokens trained on the `text` sources once and cached
+///    under `$VISHWAM_HOME/tokenizers/` (the same sources, size and special ids reuse it),
+///    with `<pad>`, `<bos>` and `<eos>` at the ids of `specials`
+///    ([`SpecialTokenIds::placed`] from `sequence.*`).
+///
+/// A prepared dataset that ships no tokenizer needs rule 1.
+pub fn choose_tokenizer(
+    configured: Option<&str>,
+    vocab_size: usize,
+    prepared: &[PathBuf],
+    text: &[SourceSpec],
+    specials: &SpecialTokenIds,
+) -> Result<ChosenTokenizer, TrainError> {
+    if let Some(name) = configured {
+        return Ok(ChosenTokenizer {
+            tokenizer: TextTokenizer::load(name)?,
+            description: format!("{name} (data.tokenizer)"),
+        });
+    }
+    for dir in prepared {
+        if let Some(tokenizer) = PreparedDataset::shipped_tokenizer(dir)? {
+            return Ok(ChosenTokenizer {
+                description: format!(
+                    "{} (shipped with the prepared dataset {})",
+                    tokenizer.origin(),
+                    dir.display()
+                ),
+                tokenizer,
+            });
+        }
+    }
+    if let Some(dir) = prepared.first() {
+        let manifest = data::Manifest::read(dir)?;
+        return Err(data::DataError::DatasetWithoutTokenizer {
+            dir: dir.clone(),
+            origin: manifest.tokenizer_origin,
+            hash: manifest.tokenizer_hash,
+        }
+        .into());
     }
     let fetcher = BrownFetcher::default();
     let mut fingerprints = Vec::new();
     let mut resolved = Vec::new();
-    for spec in specs {
+    for spec in text {
         let r = spec.resolve(&fetcher)?;
         fingerprints.push(r.fingerprint.clone());
         resolved.push(r);
     }
-    let s = &cfg.sequence;
-    let specials = SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?;
-    let vocab = cfg.model.vocab_size.to_string();
+    let vocab = vocab_size.to_string();
     // The default placement keeps the cache names of tokenizers trained before it was chosen.
-    let placement = match specials == SpecialTokenIds::default() {
+    let placement = match *specials == SpecialTokenIds::default() {
         true => String::new(),
         false => format!(
             "specials {} {} {}",
@@ -114,24 +187,36 @@ fn tokenizer(cfg: &Config, specs: &[SourceSpec]) -> Result<TextTokenizer, TrainE
         .join("tokenizers")
         .join(format!("bpe-{vocab}-{}.json", hash_hex(&parts)));
     if path.is_file() {
-        return Ok(TextTokenizer::from_file(&path)?);
+        return Ok(ChosenTokenizer {
+            tokenizer: TextTokenizer::from_file(&path)?,
+            description: format!(
+                "the byte-level BPE of {vocab} tokens trained on these sources before ({})",
+                path.display()
+            ),
+        });
     }
     tracing::info!("training a {vocab}-token byte-level BPE tokenizer on the training text (once; cached at {})", path.display());
     let docs = resolved
         .into_iter()
         .flat_map(|r| data::reader::documents(&r).collect::<Vec<_>>());
     let options = TrainOptions {
-        vocab_size: cfg.model.vocab_size,
+        vocab_size,
         show_progress: true,
         ..TrainOptions::default()
     };
-    let tok = TextTokenizer::train_byte_level_bpe_with_specials(docs, &options, &specials)?;
+    let tok = TextTokenizer::train_byte_level_bpe_with_specials(docs, &options, specials)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))?;
     }
     tok.save(&path)?;
-    Ok(tok)
+    Ok(ChosenTokenizer {
+        tokenizer: tok,
+        description: format!(
+            "a byte-level BPE of {vocab} tokens trained now on these sources ({})",
+            path.display()
+        ),
+    })
 }
 
 /// The pad / bos / eos ids from `sequence.*` or the tokenizer's conventional names.
@@ -148,13 +233,34 @@ fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainE
 }
 
 /// The tokenizer, special ids and prepared token shards of a config's data: the tokenizer
-/// is loaded or trained, each source is prepared (or its fresh cache reused), and a
-/// `datasets` mixture is merged.
+/// is chosen ([`choose_tokenizer`]), each prepared dataset is checked against it, each text
+/// source is prepared (or its fresh cache reused), and a `datasets` mixture is merged.
 pub fn prepare_data(
     cfg: &Config,
 ) -> Result<(TextTokenizer, SpecialTokenIds, PreparedDataset), TrainError> {
-    let specs = source_specs(cfg)?;
-    let tokenizer = tokenizer(cfg, &specs)?;
+    let inputs = data_inputs(cfg)?;
+    let (mut prepared_dirs, mut texts) = (Vec::new(), Vec::new());
+    for input in &inputs {
+        match input {
+            DataInput::Prepared(dir) => prepared_dirs.push(dir.clone()),
+            DataInput::Text(spec) => texts.push(spec.clone()),
+        }
+    }
+    let s = &cfg.sequence;
+    let chosen = choose_tokenizer(
+        cfg.data.tokenizer.as_deref(),
+        cfg.model.vocab_size,
+        &prepared_dirs,
+        &texts,
+        &SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?,
+    )?;
+    tracing::info!(
+        "tokenizer: {} ({} tokens, hash {})",
+        chosen.description,
+        chosen.tokenizer.vocab_size(),
+        &chosen.tokenizer.hash()[..12]
+    );
+    let tokenizer = chosen.tokenizer;
     tokenizer.check_model_vocab(cfg.model.vocab_size)?;
     let specials = specials(cfg, &tokenizer)?;
     let cache_root = cfg
@@ -164,46 +270,68 @@ pub fn prepare_data(
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::paths::datasets_dir().join("cache"));
     let prepare = PrepareOptions::default();
-    let mut dirs = Vec::new();
-    for spec in &specs {
-        let key = hash_hex(&[
-            &spec.paths.join("\n"),
-            &spec.text_field,
-            &tokenizer.hash()[..16],
-        ]);
-        let dir = cache_root.join(key);
-        data::ensure_prepared(spec, &tokenizer, &dir, &prepare)?;
-        dirs.push(dir);
-    }
-    let prepared = if dirs.len() == 1 {
-        PreparedDataset::open_for(&dirs[0], &tokenizer)?
-    } else {
-        let strategy = match cfg.datasets.strategy() {
-            CfgMerge::Weighted => MergeStrategy::Weighted,
-            CfgMerge::Equal => MergeStrategy::Equal,
-            CfgMerge::Proportional => MergeStrategy::Proportional,
-        };
-        let weights = cfg.datasets.weights.clone().unwrap_or_default();
-        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-        let w: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
-        let key = hash_hex(&[
-            &names.join("\n"),
-            &w.join(","),
-            &format!("{strategy:?}"),
-            &cfg.training.seed.to_string(),
-        ]);
-        let out = cache_root.join(format!("mix-{key}"));
-        match PreparedDataset::open_for(&out, &tokenizer) {
-            Ok(p) => p,
-            Err(_) => {
-                let opts = MergeOptions {
-                    strategy,
-                    weights,
-                    seed: cfg.training.seed,
-                    ..MergeOptions::default()
-                };
-                data::merge(&dirs, &opts, &out)?
+    let mut datasets = Vec::new();
+    for input in &inputs {
+        let dataset = match input {
+            DataInput::Prepared(dir) => {
+                tracing::info!("training on the prepared dataset {}", dir.display());
+                data::verify::check_checksums(dir)?;
+                PreparedDataset::open_with(dir, &tokenizer, &chosen.description)?
             }
+            DataInput::Text(spec) => {
+                let key = hash_hex(&[
+                    &spec.paths.join("\n"),
+                    &spec.text_field,
+                    &tokenizer.hash()[..16],
+                ]);
+                data::ensure_prepared(spec, &tokenizer, &cache_root.join(key), &prepare)?
+            }
+        };
+        datasets.push(dataset);
+    }
+    if datasets.len() == 1 {
+        let dataset = datasets.pop().expect("one dataset");
+        return Ok((tokenizer, specials, dataset));
+    }
+    let strategy = match cfg.datasets.strategy() {
+        CfgMerge::Weighted => MergeStrategy::Weighted,
+        CfgMerge::Equal => MergeStrategy::Equal,
+        CfgMerge::Proportional => MergeStrategy::Proportional,
+    };
+    let weights = cfg.datasets.weights.clone().unwrap_or_default();
+    // The inputs' contents are part of the key, so a changed input makes a new mixture.
+    let names: Vec<String> = datasets
+        .iter()
+        .map(|d| {
+            let m = d.manifest();
+            format!(
+                "{} {} {}",
+                d.dir().display(),
+                m.source.fingerprint,
+                m.tokens
+            )
+        })
+        .collect();
+    let dirs: Vec<PathBuf> = datasets.iter().map(|d| d.dir().to_path_buf()).collect();
+    drop(datasets);
+    let w: Vec<String> = weights.iter().map(|w| w.to_string()).collect();
+    let key = hash_hex(&[
+        &names.join("\n"),
+        &w.join(","),
+        &format!("{strategy:?}"),
+        &cfg.training.seed.to_string(),
+    ]);
+    let out = cache_root.join(format!("mix-{key}"));
+    let prepared = match PreparedDataset::open_for(&out, &tokenizer) {
+        Ok(p) => p,
+        Err(_) => {
+            let opts = MergeOptions {
+                strategy,
+                weights,
+                seed: cfg.training.seed,
+                ..MergeOptions::default()
+            };
+            data::merge(&dirs, &opts, &out)?
         }
     };
     Ok((tokenizer, specials, prepared))

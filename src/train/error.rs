@@ -26,6 +26,15 @@ pub enum TrainError {
         context: String,
         source: std::io::Error,
     },
+    /// `--init-from` weights that cannot be read or do not fit the run.
+    #[error("--init-from {}: {detail}", path.display())]
+    InitFrom {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// A Hugging Face directory that cannot be read.
+    #[error(transparent)]
+    Hf(#[from] crate::model::hf::HfError),
     /// A teacher that cannot be loaded or does not fit the student.
     #[error(transparent)]
     Distill(#[from] super::distill::DistillError),

@@ -26,6 +26,9 @@ pub trait BatchSource {
 pub struct RunOptions {
     /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one.
     pub resume: bool,
+    /// Continue exactly from this checkpoint directory (`step_NNNNNNNN`), any step of any run
+    /// with the same model, data and sequence sections; takes precedence over `resume`.
+    pub resume_from: Option<PathBuf>,
     /// Show a progress bar.
     pub progress: bool,
     /// Set (e.g. by Ctrl-C) to stop after the current step, saving a checkpoint.
@@ -36,6 +39,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             resume: false,
+            resume_from: None,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -80,9 +84,17 @@ pub fn run_training(
     let root = checkpoint_root(trainer);
     let mut summary = RunSummary::default();
 
-    if opts.resume {
-        if let Some(dir) = checkpoint::latest(&root) {
+    let chosen = match &opts.resume_from {
+        Some(dir) => Some(dir.clone()),
+        None if opts.resume => checkpoint::latest(&root),
+        None => None,
+    };
+    if opts.resume || opts.resume_from.is_some() {
+        if let Some(dir) = chosen {
             let ck = checkpoint::load(&dir)?;
+            if opts.resume_from.is_some() {
+                refuse_newer_checkpoints(&root, ck.manifest.step)?;
+            }
             check_compatible(&ck.manifest.config, &trainer.config.to_json_pretty(), &dir)?;
             trainer.load_state(&ck.state)?;
             data.restore(&ck.manifest.data_position)?;
@@ -225,6 +237,26 @@ pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<Path
     Ok(dir)
 }
 
+/// Resuming from a chosen step into a directory that holds later checkpoints would overwrite
+/// them one by one, and `--resume` would meanwhile take the newest of them for this run's.
+fn refuse_newer_checkpoints(root: &Path, step: u64) -> Result<(), TrainError> {
+    let later: Vec<String> = checkpoint::list(root)
+        .into_iter()
+        .filter(|(s, _)| *s > step)
+        .map(|(s, _)| s.to_string())
+        .collect();
+    if later.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Checkpoint {
+        path: root.display().to_string(),
+        detail: format!(
+            "already holds checkpoints after step {step} (steps {}), which continuing from step {step} would overwrite one by one; resume into another directory (--set logging.output_dir=NEW_DIR) or remove them",
+            later.join(", ")
+        ),
+    })
+}
+
 /// A resumed run must train the same model the same way; logging and runtime may change.
 fn check_compatible(
     saved: &serde_json::Value,
@@ -238,7 +270,7 @@ fn check_compatible(
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
                 detail: format!(
-                    "was written with a different `{section}` section; resume with the same config, or start a fresh run in another logging.output_dir"
+                    "was written with a different `{section}` section; resume with the same config (and the same --init-from, which supplies the model section and the tokenizer of a fine-tuning run), or start a fresh run in another logging.output_dir"
                 ),
             });
         }

@@ -3,6 +3,7 @@
 use super::distill::{DistillContext, DistillMetrics, Teacher, DISTILL_METRICS};
 use super::eval::{build_eval_step, build_next_token};
 use super::fp8::build_fp8_bootstrap_step;
+use super::init::InitWeights;
 use super::moe_state::MoeMetrics;
 use super::precision::PrecisionPolicy;
 use super::step::{
@@ -239,6 +240,33 @@ impl Trainer {
             .as_ref()
             .is_some_and(|f| f.needs_bootstrap(host));
         Ok(())
+    }
+
+    /// Starts from `weights` instead of the initialisation: their parameters are placed by
+    /// the current mesh's shardings (whatever mesh or program wrote them); the optimiser
+    /// moments, the step, the random state and any loss-scale or FP8 state are those of step
+    /// 0. Parameters the run has beyond the weights' (distillation projections) keep their
+    /// initialisation.
+    pub fn init_from(&mut self, weights: &InitWeights) -> Result<(), TrainError> {
+        let mut state = initial_state(&self.config, &self.layout);
+        for (name, array) in &weights.params {
+            let key = format!("params.{name}");
+            let fits = state.get(&key).is_some_and(|init| {
+                init.shape == array.shape && init.element_type == array.element_type
+            });
+            if !fits {
+                return Err(TrainError::InitFrom {
+                    path: std::path::PathBuf::from(weights.source.to_string()),
+                    detail: format!(
+                        "`{name}` ({}{:?}) has no place of that shape in the run's model",
+                        array.element_type.mlir_name(),
+                        array.shape
+                    ),
+                });
+            }
+            state.insert(key, array.clone());
+        }
+        self.load_state(&state)
     }
 
     /// The whole state gathered to the host, by slot name.

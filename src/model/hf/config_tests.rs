@@ -1,0 +1,131 @@
+//! Tests of reading and writing `config.json` in both transformers layouts.
+
+use super::*;
+
+const V4: &str = include_str!("../../../tests/fixtures/hf_v4/config.json");
+const V5: &str = include_str!("../../../tests/fixtures/hf_v5/config.json");
+
+fn read(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+fn parse_value(c: &Value) -> Result<ModelConfig, String> {
+    parse(c, Path::new("config.json")).map_err(|e| e.to_string())
+}
+
+#[test]
+fn both_layouts_give_one_model() {
+    let v4 = parse_value(&read(V4)).unwrap();
+    assert_eq!(v4, parse_value(&read(V5)).unwrap());
+    assert_eq!(
+        (v4.num_kv_heads, v4.head_dim, v4.mlp_dim),
+        (Some(2), Some(8), Some(256))
+    );
+    assert!(v4.tie_embeddings && v4.rope_scaling.is_none());
+}
+
+#[test]
+fn linear_scaling_and_theta_are_read_from_either_layout() {
+    let mut v4 = read(V4);
+    v4["rope_theta"] = json!(500000.0);
+    v4["rope_scaling"] = json!({"type": "linear", "factor": 4.0});
+    let mut v5 = read(V5);
+    v5["rope_parameters"] = json!({"rope_type": "linear", "rope_theta": 500000.0, "factor": 4.0});
+    let (a, b) = (parse_value(&v4).unwrap(), parse_value(&v5).unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.rope_theta, 500000.0);
+    assert_eq!(
+        a.rope_scaling,
+        Some(RopeScaling {
+            kind: RopeScalingType::Linear,
+            factor: 4.0
+        })
+    );
+    // Written in both layouts, read back the same.
+    assert_eq!(
+        parse_value(&write(&a, None).unwrap()).unwrap().rope_scaling,
+        a.rope_scaling
+    );
+    let mut both = write(&a, None).unwrap();
+    assert_eq!(parse_value(&both).unwrap().rope_theta, 500000.0);
+    both["rope_parameters"]["factor"] = json!(2.0);
+    assert!(parse_value(&both)
+        .unwrap_err()
+        .contains("describe different rope scalings"));
+}
+
+#[test]
+fn absent_keys_mean_transformers_defaults() {
+    let mut c = read(V4);
+    for key in [
+        "rms_norm_eps",
+        "rope_theta",
+        "tie_word_embeddings",
+        "head_dim",
+    ] {
+        c.as_object_mut().unwrap().remove(key);
+    }
+    let m = parse_value(&c).unwrap();
+    assert_eq!((m.norm_eps, m.rope_theta), (1e-6, 10000.0));
+    assert!(!m.tie_embeddings);
+    assert_eq!(m.head_dim, Some(8));
+}
+
+#[test]
+fn mistral_needs_an_explicit_null_sliding_window() {
+    let mut c = read(V4);
+    c["model_type"] = json!("mistral");
+    c["architectures"] = json!(["MistralForCausalLM"]);
+    assert!(parse_value(&c)
+        .unwrap_err()
+        .contains("lacks `sliding_window`"));
+    c["sliding_window"] = json!(4096);
+    assert!(parse_value(&c)
+        .unwrap_err()
+        .contains("`sliding_window` = 4096 is not supported"));
+    c["sliding_window"] = Value::Null;
+    assert!(parse_value(&c).is_ok());
+    c["model_type"] = json!("qwen2");
+    assert!(parse_value(&c)
+        .unwrap_err()
+        .contains("`model_type` = \"qwen2\""));
+}
+
+#[test]
+fn unknown_and_unsupported_keys_are_named() {
+    let cases = [
+        (
+            "architectures",
+            json!(["LlamaForSequenceClassification"]),
+            "`architectures`",
+        ),
+        (
+            "torch_dtype",
+            json!("float8_e4m3fn"),
+            "`torch_dtype` = \"float8_e4m3fn\"",
+        ),
+        ("attention_dropout", json!(0.1), "`attention_dropout` = 0.1"),
+        (
+            "rope_scaling",
+            json!({"rope_type": "yarn", "factor": 4.0}),
+            "`rope_scaling.rope_type` = \"yarn\"",
+        ),
+        (
+            "rope_scaling",
+            json!({"rope_type": "linear", "factor": 2.0, "original_max_position_embeddings": 32}),
+            "`rope_scaling.original_max_position_embeddings`",
+        ),
+        (
+            "layer_norm_eps",
+            json!(1e-5),
+            "unknown key `layer_norm_eps`",
+        ),
+        ("num_attention_heads", json!(0), "`num_attention_heads` = 0"),
+    ];
+    for (key, value, expected) in cases {
+        let mut c = read(V4);
+        c[key] = value;
+        let err = parse_value(&c).unwrap_err();
+        assert!(err.contains(expected), "{key}: {err}");
+    }
+}

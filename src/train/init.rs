@@ -1,0 +1,381 @@
+//! `--init-from`: the weights a run starts from instead of a random initialisation, read from
+//! a vishwam checkpoint, a run directory (its newest checkpoint) or a Hugging Face Llama
+//! directory, with the architecture they were trained with (the checkpoint's manifest or
+//! `config.json`), as the Pufferfish guide's "automatic architecture detection" asks.
+//!
+//! The run's `model` section comes from the weights wherever the user's config names no model
+//! key; every architecture key the user does name must equal the weights' value. Keys that
+//! leave the trained function unchanged on the training windows may differ (see
+//! [`RUN_SETTINGS`]). The optimiser state, the step and the random state start fresh.
+
+use super::checkpoint;
+use super::TrainError;
+use crate::config::{Config, ModelConfig, NamedKeys};
+use crate::data::TextTokenizer;
+use crate::engine::HostArray;
+use crate::model::{hf, param_specs};
+use crate::runtime::ElementType;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Model keys a fine-tuning run may set to other values than the weights': dropout and the
+/// initialisation of parameters the weights do not hold (distillation projections), the MoE
+/// routing regularisers, the context length and RoPE context scaling (RoPE has no weights;
+/// `max_seq_len` and `rope_scaling` are how a model is fine-tuned for a longer context).
+pub const RUN_SETTINGS: &[&str] = &[
+    "dropout_rate",
+    "init_std",
+    "max_seq_len",
+    "rope_scaling",
+    "router_noise",
+    "aux_loss_coef",
+    "use_lossfreebalance",
+    "lossfree_update_rate",
+    "expert_capacity",
+    "capacity_factor",
+];
+
+/// Where initial weights came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// A vishwam checkpoint directory, written at this step.
+    Checkpoint {
+        /// The `step_NNNNNNNN` directory.
+        dir: PathBuf,
+        /// Its optimizer step.
+        step: u64,
+    },
+    /// A Hugging Face Llama directory.
+    HuggingFace {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl std::fmt::Display for WeightsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightsSource::Checkpoint { dir, step } => {
+                write!(f, "vishwam checkpoint {} (step {step})", dir.display())
+            }
+            WeightsSource::HuggingFace { dir } => {
+                write!(f, "Hugging Face directory {}", dir.display())
+            }
+        }
+    }
+}
+
+/// Weights to start a run from, with the architecture and tokenizer they came with.
+#[derive(Debug, Clone)]
+pub struct InitWeights {
+    /// Where they were read from.
+    pub source: WeightsSource,
+    /// The architecture they were trained with.
+    pub model: ModelConfig,
+    /// Every parameter of `model` (f32), by vishwam name.
+    pub params: BTreeMap<String, HostArray>,
+    /// Parameters the source holds beyond `model`'s (e.g. a distilled run's projections).
+    pub extra: Vec<String>,
+    /// The tokenizer.json that came with them, if any.
+    pub tokenizer: Option<PathBuf>,
+}
+
+fn init_error(path: &Path, detail: impl Into<String>) -> TrainError {
+    TrainError::InitFrom {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// The checkpoint `path` names: itself, or the newest under `path/checkpoints`.
+fn find_checkpoint(path: &Path) -> Option<PathBuf> {
+    if path.join("manifest.json").is_file() {
+        return Some(path.to_path_buf());
+    }
+    checkpoint::latest(&path.join("checkpoints"))
+}
+
+fn is_hf_directory(dir: &Path) -> bool {
+    let has_weights = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
+    has_weights && dir.join("config.json").is_file()
+}
+
+impl InitWeights {
+    /// Reads the weights at `path`: a checkpoint directory (`.../checkpoints/step_N`), a run
+    /// directory (its newest checkpoint), or an HF Llama directory (config.json +
+    /// *.safetensors).
+    pub fn load(path: &Path) -> Result<InitWeights, TrainError> {
+        if !path.is_dir() {
+            return Err(init_error(path, "no such directory; name a vishwam run directory, a checkpoint directory (step_NNNNNNNN) or a Hugging Face Llama directory"));
+        }
+        if let Some(dir) = find_checkpoint(path) {
+            let ck = checkpoint::load(&dir)?;
+            let model = model_of_manifest(&ck.manifest.config, &dir)?;
+            let params = ck
+                .state
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("params.")?.to_string(), v)))
+                .collect();
+            // `<run>/checkpoints/step_N` -> `<run>/tokenizer.json`, as `vishwam train` writes it.
+            let tokenizer = dir
+                .parent()
+                .and_then(Path::parent)
+                .map(|run| run.join("tokenizer.json"))
+                .filter(|p| p.is_file());
+            let source = WeightsSource::Checkpoint {
+                dir,
+                step: ck.manifest.step,
+            };
+            return InitWeights::new(source, model, params, tokenizer);
+        }
+        if is_hf_directory(path) {
+            let (model, params) = hf::import(path)?;
+            let tokenizer = Some(path.join("tokenizer.json")).filter(|p| p.is_file());
+            let source = WeightsSource::HuggingFace {
+                dir: path.to_path_buf(),
+            };
+            return InitWeights::new(source, model, params, tokenizer);
+        }
+        Err(init_error(path, "holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories under checkpoints/) nor a Hugging Face Llama model (config.json and *.safetensors)"))
+    }
+
+    fn new(
+        source: WeightsSource,
+        model: ModelConfig,
+        mut params: BTreeMap<String, HostArray>,
+        tokenizer: Option<PathBuf>,
+    ) -> Result<InitWeights, TrainError> {
+        let path = match &source {
+            WeightsSource::Checkpoint { dir, .. } | WeightsSource::HuggingFace { dir } => {
+                dir.clone()
+            }
+        };
+        let mut kept = BTreeMap::new();
+        for spec in param_specs(&model) {
+            let array = params.remove(&spec.name).ok_or_else(|| {
+                init_error(
+                    &path,
+                    format!("lacks `{}`, a parameter of its own model", spec.name),
+                )
+            })?;
+            if array.element_type != ElementType::F32 || array.shape != spec.shape {
+                return Err(init_error(
+                    &path,
+                    format!(
+                        "`{}` is {}{:?}; its model config needs f32{:?}",
+                        spec.name,
+                        array.element_type.mlir_name(),
+                        array.shape,
+                        spec.shape
+                    ),
+                ));
+            }
+            kept.insert(spec.name, array);
+        }
+        Ok(InitWeights {
+            source,
+            model,
+            params: kept,
+            extra: params.into_keys().collect(),
+            tokenizer,
+        })
+    }
+
+    /// The run's config: the user's file and overrides loaded over `base` whose model section
+    /// is the weights' (and whose tokenizer is theirs, when they came with one); every model key
+    /// the user names outside [`RUN_SETTINGS`] must equal the weights' value.
+    pub fn resolve_config(
+        &self,
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<(Config, NamedKeys), TrainError> {
+        let mut base = Config {
+            model: self.model.clone(),
+            ..Config::default()
+        };
+        base.data.tokenizer = self.tokenizer.as_ref().map(|p| p.display().to_string());
+        let (cfg, named) = Config::load_over(&base, file, overrides)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        self.check_model(&cfg.model, &named)?;
+        if self.tokenizer.is_none() && !named.contains("data.tokenizer") {
+            return Err(init_error(
+                self.source_dir(),
+                "came without a tokenizer.json, and a tokenizer trained afresh would give its embeddings other meanings; set data.tokenizer to the tokenizer these weights were trained with",
+            ));
+        }
+        Ok((cfg, named))
+    }
+
+    /// Checks every architecture key `named` names against the weights' model.
+    pub fn check_model(&self, run: &ModelConfig, named: &NamedKeys) -> Result<(), TrainError> {
+        let ours = architecture(run);
+        let theirs = architecture(&self.model);
+        let mut mismatches = Vec::new();
+        for (key, value) in &ours {
+            let full = format!("model.{key}");
+            if named.contains(&full) && theirs.get(key) != Some(value) {
+                mismatches.push(format!(
+                    "{full} = {value} in the config, {} in the weights",
+                    theirs.get(key).map_or("absent".into(), Value::to_string)
+                ));
+            }
+        }
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        Err(init_error(
+            self.source_dir(),
+            format!(
+                "its architecture does not match the config's model section: {}; leave these keys out of the config (the model section comes from the weights) or start from weights of that shape",
+                mismatches.join("; ")
+            ),
+        ))
+    }
+
+    /// Checks that the run reads text with the tokenizer that came with the weights.
+    pub fn check_tokenizer(&self, run: &TextTokenizer) -> Result<(), TrainError> {
+        let Some(path) = &self.tokenizer else {
+            return Ok(());
+        };
+        let theirs = TextTokenizer::from_file(path)
+            .map_err(|e| init_error(path, format!("its tokenizer: {e}")))?;
+        if theirs.hash() != run.hash() {
+            return Err(init_error(
+                self.source_dir(),
+                format!(
+                    "the weights were trained with the tokenizer {} (hash {}), but the run reads its data with {} (hash {}); leave data.tokenizer unset to use theirs",
+                    path.display(),
+                    &theirs.hash()[..16],
+                    run.origin(),
+                    &run.hash()[..16]
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn source_dir(&self) -> &Path {
+        match &self.source {
+            WeightsSource::Checkpoint { dir, .. } | WeightsSource::HuggingFace { dir } => dir,
+        }
+    }
+}
+
+/// The model section a checkpoint's manifest records.
+fn model_of_manifest(config: &Value, dir: &Path) -> Result<ModelConfig, TrainError> {
+    let cfg = Config::from_json_str(&config.to_string()).map_err(|e| {
+        init_error(
+            dir,
+            format!("the config in its manifest does not load: {e}"),
+        )
+    })?;
+    Ok(cfg.model)
+}
+
+/// The architecture keys of a model (every model key outside [`RUN_SETTINGS`]) with their
+/// resolved values (`num_kv_heads`, `head_dim`, `mlp_dim` and `expert_dim` as computed).
+fn architecture(m: &ModelConfig) -> BTreeMap<String, Value> {
+    let mut keys: BTreeMap<String, Value> = match serde_json::to_value(m) {
+        Ok(Value::Object(map)) => map.into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    keys.retain(|k, _| !RUN_SETTINGS.contains(&k.as_str()));
+    keys.insert("num_kv_heads".into(), m.kv_heads().into());
+    keys.insert("head_dim".into(), m.head_dim().into());
+    keys.insert("mlp_dim".into(), m.mlp_dim().into());
+    keys.insert("expert_dim".into(), m.expert_dim().into());
+    if !m.use_moe {
+        // The MoE keys have no effect on a dense model.
+        for k in [
+            "num_experts",
+            "experts_per_token",
+            "moe_layer_frequency",
+            "num_shared_experts",
+            "expert_dim",
+        ] {
+            keys.remove(k);
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights(model: ModelConfig) -> InitWeights {
+        InitWeights {
+            source: WeightsSource::HuggingFace {
+                dir: PathBuf::from("hf"),
+            },
+            model,
+            params: BTreeMap::new(),
+            extra: Vec::new(),
+            tokenizer: None,
+        }
+    }
+
+    fn named(sets: &[&str]) -> NamedKeys {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load_over(&Config::default(), None, &sets)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn named_architecture_keys_must_match_and_run_settings_may_differ() {
+        let theirs = ModelConfig {
+            num_kv_heads: None,
+            ..ModelConfig::default()
+        };
+        let w = weights(theirs.clone());
+        // Spelled differently, resolved the same: accepted.
+        let run = ModelConfig {
+            num_kv_heads: Some(theirs.num_heads),
+            dropout_rate: 0.1,
+            max_seq_len: 4 * theirs.max_seq_len,
+            ..theirs.clone()
+        };
+        w.check_model(
+            &run,
+            &named(&[
+                "model.num_kv_heads=8",
+                "model.dropout_rate=0.1",
+                "model.max_seq_len=512",
+            ]),
+        )
+        .unwrap();
+        // A different width, named: refused with both values.
+        let wider = ModelConfig {
+            hidden_dim: 512,
+            ..theirs.clone()
+        };
+        let err = w
+            .check_model(&wider, &named(&["model.hidden_dim=512"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.hidden_dim = 512 in the config, 256 in the weights"),
+            "{err}"
+        );
+        // Not named: not the user's, so not checked here (the run takes the weights' value).
+        w.check_model(&wider, &named(&["training.max_steps=3"]))
+            .unwrap();
+    }
+
+    #[test]
+    fn weights_without_a_tokenizer_need_data_tokenizer() {
+        let w = weights(ModelConfig::default());
+        let err = w.resolve_config(None, &[]).unwrap_err().to_string();
+        assert!(err.contains("set data.tokenizer"), "{err}");
+        let (cfg, _) = w
+            .resolve_config(None, &["data.tokenizer=t.json".into()])
+            .unwrap();
+        assert_eq!(cfg.data.tokenizer.as_deref(), Some("t.json"));
+    }
+}
