@@ -377,4 +377,40 @@ mod tests {
             .to_string()
             .contains("format version 99"));
     }
+
+    #[test]
+    fn the_global_batch_is_recorded_and_older_manifests_still_load() {
+        let root = tempfile::tempdir().unwrap();
+        let batch = BatchGeometry {
+            per_shard: 8,
+            shards: 8,
+            grad_accum_steps: 4,
+        };
+        let dir = save_with_batch(
+            root.path(),
+            1,
+            &state(),
+            serde_json::json!({}),
+            serde_json::Value::Null,
+            Some(batch),
+            1,
+        )
+        .unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!(
+            (ck.manifest.global_batch, ck.manifest.batch),
+            (Some(256), Some(batch))
+        );
+        // A manifest written before the batch was recorded has neither key.
+        let path = dir.join(MANIFEST_FILE);
+        let mut older: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let fields = older.as_object_mut().unwrap();
+        fields.remove("global_batch");
+        fields.remove("batch");
+        std::fs::write(&path, older.to_string()).unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!((ck.manifest.global_batch, ck.manifest.batch), (None, None));
+        assert_eq!(ck.state, state());
+    }
 }
