@@ -107,9 +107,13 @@ impl VerifyReport {
     }
 }
 
-/// A seeded batch: random tokens with the last quarter of the last row masked as padding.
-pub fn random_batch(cfg: &Config, seed: u64) -> reference::Batch {
-    let (b, t) = (cfg.training.micro_batch_size(), cfg.seq_len());
+/// A seeded micro-batch for `plan`'s mesh (`training.batch_size` sequences per batch shard):
+/// random tokens with the last quarter of the last row masked as padding.
+pub fn random_batch(cfg: &Config, plan: &ShardingPlan, seed: u64) -> reference::Batch {
+    let (b, t) = (
+        crate::train::batch_geometry(cfg, plan).micro_batch(),
+        cfg.seq_len(),
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v = cfg.model.vocab_size as i32;
     let tokens: Vec<i32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();

@@ -14,8 +14,8 @@ use vishwam::model::{init_params, FP8_ROW_COUNT};
 use vishwam::reference::format_table;
 use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{
-    amax_history_name, checkpoint, run_training, sharding_plan, BatchSource, RunOptions, Trainer,
-    TrainingData, SUPPORTED,
+    amax_history_name, batch_geometry, checkpoint, run_training, sharding_plan, BatchSource,
+    RunOptions, Trainer, TrainingData, SUPPORTED,
 };
 use vishwam::verify::{random_batch, verify, VerifyOptions};
 
@@ -80,6 +80,8 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
                 "tpu.mesh_shape={\"fsdp\": 4}",
                 "optimization.shard_weights=true",
                 "runtime.devices=4",
+                // Per batch shard: 4 sequences over the 4 fsdp shards.
+                "training.batch_size=1",
             ],
             4,
         ),
@@ -90,6 +92,8 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
                 "tpu.device_strategy=\"hybrid\"",
                 "tpu.mesh_shape={\"data\": 2, \"model\": 2}",
                 "runtime.devices=4",
+                // Per batch shard: 4 sequences over the 2 data shards.
+                "training.batch_size=2",
             ],
             4,
         ),
@@ -112,7 +116,8 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
             steps: 2,
             loss_chunk: None,
         };
-        let report = verify(&cfg, engine, plan, &params, &random_batch(&cfg, 5), opts).unwrap();
+        let batch = random_batch(&cfg, &plan, 5);
+        let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
         let table = format_table(&report.rows);
         println!("{name}:\n{table}");
         assert!(report.passed(), "{name}:\n{table}");
@@ -135,8 +140,8 @@ fn fp8_gradients_match_the_f32_reference_within_fp8_tolerance() {
 fn train_on_brown(cfg: &Config, steps: usize) -> (f64, f64, f64, f64) {
     let started = std::time::Instant::now();
     let (engine, plan) = engine_for(cfg, 1);
+    let mut data = TrainingData::open(cfg, batch_geometry(cfg, &plan)).unwrap();
     let mut trainer = Trainer::new(cfg, engine, plan).unwrap();
-    let mut data = TrainingData::open(cfg).unwrap();
     let mut losses = Vec::new();
     for _ in 0..steps {
         let m = trainer.step(&data.next_train().unwrap()).unwrap();
@@ -218,18 +223,24 @@ fn fp8_training_on_brown_ends_within_two_percent_of_bf16() {
     }
 }
 
-/// Seeded random batches of `cfg`'s shape and vocabulary; raises a stop flag after serving
-/// some (as Ctrl-C would).
+/// Seeded random batches of `cfg`'s shape (on the 2 data shards of [`run`]) and vocabulary;
+/// raises a stop flag after serving some (as Ctrl-C would).
 fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
-    let (t, seq, vocab) = (
-        cfg.training.clone(),
+    let (batch, seq, vocab) = (
+        cfg.batch_geometry(2),
         cfg.seq_len(),
         cfg.model.vocab_size as i32,
     );
     SyntheticBatches::new(
         move |index, eval| match eval {
-            false => random_token_batch(index, t.batch_size, t.grad_accum_steps, seq, vocab),
-            true => random_token_batch(index, t.micro_batch_size(), 1, seq, vocab),
+            false => random_token_batch(
+                index,
+                batch.global_batch(),
+                batch.grad_accum_steps,
+                seq,
+                vocab,
+            ),
+            true => random_token_batch(index, batch.micro_batch(), 1, seq, vocab),
         },
         stop_after,
     )
@@ -249,7 +260,7 @@ fn delayed_config(out: &std::path::Path) -> Config {
             "memory.gradient_checkpointing=true",
             "memory.attention_memory_efficient=true",
             "optimization.block_size=8",
-            "training.batch_size=4",
+            "training.batch_size=1",
             "training.grad_accum_steps=2",
             "training.warmup_steps=2",
             "training.max_steps=6",
@@ -364,7 +375,8 @@ fn tpu_v3_8_preset_with_fp8_runs_on_8_cpu_devices() {
         "model.num_layers=2",
         "model.vocab_size=1024",
         "model.max_seq_len=32",
-        "training.batch_size=8",
+        // Per device: 8 sequences over the 8 devices.
+        "training.batch_size=1",
         "training.warmup_steps=1",
         "training.max_steps=1",
     ]

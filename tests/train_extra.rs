@@ -10,8 +10,8 @@ use vishwam::engine::{Engine, HostArray, Input};
 use vishwam::model::RowStats;
 use vishwam::runtime::{Client, CompileCache};
 use vishwam::train::{
-    checkpoint, run_training, sharding_plan, BatchSource, HostBatch, RunOptions, TrainError,
-    Trainer, TrainingData,
+    batch_geometry, checkpoint, run_training, sharding_plan, BatchSource, HostBatch, RunOptions,
+    TrainError, Trainer, TrainingData,
 };
 use vishwam_hlo::{DType, Graph, TensorType};
 use vishwam_mesh::Mesh;
@@ -50,9 +50,11 @@ fn trainer(cfg: &Config, devices: usize) -> Trainer {
     Trainer::new(cfg, engine, plan).unwrap()
 }
 
-fn batch(cfg: &Config, seed: u64) -> HostBatch {
+/// One optimizer step's batch of `rows` sequences (`training.batch_size` x the batch shards
+/// x `grad_accum_steps`).
+fn batch(cfg: &Config, rows: usize, seed: u64) -> HostBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = cfg.training.batch_size * cfg.seq_len();
+    let n = rows * cfg.seq_len();
     let t: Vec<i32> = (0..n)
         .map(|_| rng.gen_range(0..cfg.model.vocab_size as i32))
         .collect();
@@ -74,7 +76,7 @@ fn batch(cfg: &Config, seed: u64) -> HostBatch {
 fn f16_compute_with_a_dynamic_loss_scale_trains() {
     let cfg = tiny(&["optimization.use_dynamic_scale=true"]);
     let mut t = trainer(&cfg, 1);
-    let b = batch(&cfg, 1);
+    let b = batch(&cfg, cfg.training.batch_size, 1);
     let losses: Vec<f32> = (0..15).map(|_| t.step(&b).unwrap().loss).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(
@@ -84,6 +86,30 @@ fn f16_compute_with_a_dynamic_loss_scale_trains() {
     let state = t.state_to_host().unwrap();
     let scale = state["loss_scale"].to_vec::<f32>().unwrap()[0];
     assert!(scale.is_finite() && scale >= 1.0, "loss scale {scale}");
+}
+
+#[test]
+fn bf16_compute_with_a_dynamic_loss_scale_trains() {
+    // The VishwamAI guide sets use_bfloat16 and use_dynamic_scale together: bf16 compute with
+    // the dynamic loss scale in the train state.
+    let cfg = tiny(&[
+        "tpu.use_bfloat16=true",
+        "optimization.use_dynamic_scale=true",
+    ]);
+    let mut t = trainer(&cfg, 1);
+    assert!(t.layout.dynamic_scale);
+    let b = batch(&cfg, cfg.training.batch_size, 1);
+    let losses: Vec<f32> = (0..15).map(|_| t.step(&b).unwrap().loss).collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(
+        losses[14] < 0.5 * losses[0],
+        "bf16 training did not learn a fixed mapping: {losses:?}"
+    );
+    let scale = t.state_to_host().unwrap()["loss_scale"]
+        .to_vec::<f32>()
+        .unwrap()[0];
+    // 15 good steps: the scale is where it started (it doubles after 2000).
+    assert_eq!(scale, 65536.0);
 }
 
 #[test]
@@ -100,7 +126,7 @@ fn a_non_finite_update_is_skipped_and_stops_the_run() {
     impl BatchSource for Fixed {
         fn next_train(&mut self) -> Result<HostBatch, TrainError> {
             self.1 += 1;
-            Ok(batch(&self.0, self.1))
+            Ok(batch(&self.0, self.0.training.batch_size, self.1))
         }
         fn eval_batches(&mut self, _: usize) -> Result<Vec<HostBatch>, TrainError> {
             Ok(vec![])
@@ -208,10 +234,15 @@ fn chunked_loss_equals_the_unchunked_loss_and_gradients_with_either_row_statisti
 #[test]
 fn a_checkpoint_from_one_mesh_resumes_on_another() {
     let dir = tempfile::tempdir().unwrap();
-    let dp = tiny(&["tpu.mesh_shape={\"data\": 2}", "runtime.devices=2"]);
+    // training.batch_size is per batch shard: 4 sequences per step on both meshes.
+    let dp = tiny(&[
+        "tpu.mesh_shape={\"data\": 2}",
+        "runtime.devices=2",
+        "training.batch_size=2",
+    ]);
     let mut a = trainer(&dp, 2);
     for i in 0..2 {
-        a.step(&batch(&dp, i)).unwrap();
+        a.step(&batch(&dp, 4, i)).unwrap();
     }
     let saved = checkpoint::save(
         dir.path(),
@@ -227,12 +258,13 @@ fn a_checkpoint_from_one_mesh_resumes_on_another() {
         "optimization.shard_weights=true",
         "tpu.mesh_shape={\"fsdp\": 4}",
         "runtime.devices=4",
+        "training.batch_size=1",
     ]);
     let mut b = trainer(&fsdp, 4);
     let state: BTreeMap<String, HostArray> = checkpoint::load(&saved).unwrap().state;
     b.load_state(&state).unwrap();
     assert_eq!(b.step_count().unwrap(), 2);
-    let next = batch(&dp, 7);
+    let next = batch(&dp, 4, 7);
     let (la, lb) = (a.step(&next).unwrap().loss, b.step(&next).unwrap().loss);
     assert!(
         (la - lb).abs() <= 1e-5 * la.abs(),
@@ -254,8 +286,8 @@ fn the_loss_falls_on_real_text() {
         "logging.save_every=0",
         &format!("logging.output_dir={}", dir.path().display()),
     ]);
-    let mut data = TrainingData::open(&cfg).unwrap();
     let mut t = trainer(&cfg, 1);
+    let mut data = TrainingData::open(&cfg, batch_geometry(&cfg, &t.plan)).unwrap();
     let before = t.evaluate(&data.eval_batches(4).unwrap()).unwrap();
     let summary = run_training(&mut t, &mut data, &RunOptions::default()).unwrap();
     let after = summary.validation.unwrap();

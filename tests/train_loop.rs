@@ -25,7 +25,7 @@ fn config(out: &std::path::Path, extra: &[String]) -> Config {
         "model.num_kv_heads=1",
         "model.max_seq_len=16",
         "model.dropout_rate=0.1",
-        "training.batch_size=4",
+        "training.batch_size=1",
         "training.grad_accum_steps=2",
         "training.warmup_steps=2",
         "training.max_steps=6",
@@ -56,10 +56,11 @@ fn trainer(cfg: &Config) -> Trainer {
     Trainer::new(cfg, engine, plan).unwrap()
 }
 
-/// Random batches of 64-token vocabulary in 2 micro-batches; evaluation micro-batches hold
-/// half the rows.
+/// Random batches of 64-token vocabulary in 2 micro-batches of `batch_size` x 2 data shards;
+/// evaluation micro-batches hold half the rows.
 fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
-    let (batch, seq, accum) = (cfg.training.batch_size, cfg.seq_len(), 2);
+    let accum = 2;
+    let (batch, seq) = (cfg.training.batch_size * 2 * accum, cfg.seq_len());
     SyntheticBatches::new(
         move |index, eval| match eval {
             false => random_token_batch(index, batch, accum, seq, 64),

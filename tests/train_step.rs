@@ -49,9 +49,11 @@ fn trainer(
     Trainer::new(cfg, engine, plan).unwrap()
 }
 
-fn random_batch(cfg: &Config, seed: u64) -> HostBatch {
+/// `rows` seeded random sequences: one optimizer step's batch of a trainer whose global batch
+/// (`training.batch_size` per shard x shards x micro-batches) is `rows`.
+fn random_batch(cfg: &Config, rows: usize, seed: u64) -> HostBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (b, t) = (cfg.training.batch_size, cfg.seq_len());
+    let (b, t) = (rows, cfg.seq_len());
     let seqs: Vec<Vec<i32>> = (0..b)
         .map(|_| {
             (0..=t)
@@ -75,7 +77,7 @@ fn random_batch(cfg: &Config, seed: u64) -> HostBatch {
 fn overfitting_one_batch_drives_the_loss_near_zero() {
     let cfg = tiny(&[]);
     let mut t = trainer(&cfg, DeviceStrategy::DataParallel, &[("data", 1)], 1);
-    let batch = random_batch(&cfg, 0);
+    let batch = random_batch(&cfg, 4, 0);
     let first = t.step(&batch).unwrap();
     assert!(
         (first.loss - (64f32).ln()).abs() < 0.3,
@@ -102,8 +104,13 @@ fn run_steps(
     steps: usize,
 ) -> (Vec<f32>, Vec<f32>) {
     let mut t = trainer(cfg, strategy, mesh, devices);
+    let rows = t.layout.accum * t.layout.micro_batch;
     let losses: Vec<f32> = (0..steps)
-        .map(|i| t.step(&random_batch(cfg, 10 + i as u64)).unwrap().loss)
+        .map(|i| {
+            t.step(&random_batch(cfg, rows, 10 + i as u64))
+                .unwrap()
+                .loss
+        })
         .collect();
     let params = t.params_to_host().unwrap();
     let flat: Vec<f32> = params
@@ -141,27 +148,36 @@ fn assert_same_run(name: &str, got: &(Vec<f32>, Vec<f32>), want: &(Vec<f32>, Vec
 fn sharded_strategies_match_one_device_over_three_steps() {
     let cfg = tiny(&[]);
     let reference = run_steps(&cfg, DeviceStrategy::DataParallel, &[("data", 1)], 1, 3);
-    type Case<'a> = (&'a str, DeviceStrategy, &'a [(&'a str, i64)]);
+    // training.batch_size is per batch shard: each case keeps the global batch at 4.
+    type Case<'a> = (&'a str, DeviceStrategy, &'a [(&'a str, i64)], &'a str);
     let cases: &[Case] = &[
         (
             "data-parallel",
             DeviceStrategy::DataParallel,
             &[("data", 4)],
+            "training.batch_size=1",
         ),
-        ("fsdp", DeviceStrategy::Fsdp, &[("fsdp", 4)]),
+        (
+            "fsdp",
+            DeviceStrategy::Fsdp,
+            &[("fsdp", 4)],
+            "training.batch_size=1",
+        ),
         (
             "tensor-parallel",
             DeviceStrategy::TensorParallel,
             &[("model", 4)],
+            "training.batch_size=4",
         ),
         (
             "data x model",
             DeviceStrategy::Hybrid,
             &[("data", 2), ("model", 2)],
+            "training.batch_size=2",
         ),
     ];
-    for (name, strategy, mesh) in cases {
-        let run = run_steps(&cfg, *strategy, mesh, 4, 3);
+    for (name, strategy, mesh, batch) in cases {
+        let run = run_steps(&tiny(&[batch]), *strategy, mesh, 4, 3);
         assert_same_run(name, &run, &reference, 1e-5);
     }
 }
@@ -179,7 +195,10 @@ fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
                 "optimization.block_size=4",
             ],
         ),
-        ("accumulation", &["training.grad_accum_steps=2"]),
+        (
+            "accumulation",
+            &["training.grad_accum_steps=2", "training.batch_size=2"],
+        ),
     ];
     for (name, overrides) in variants {
         let run = run_steps(

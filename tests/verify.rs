@@ -38,9 +38,16 @@ fn check(name: &str, sets: &[&str], devices: usize, opts: VerifyOptions) {
     all.push(format!("runtime.devices={devices}"));
     let cfg = Config::load(None, &all).unwrap();
     let plan = sharding_plan(&cfg, "cpu", devices).unwrap();
+    // training.batch_size is per batch shard: keep the micro-batch at 4 sequences.
+    all.push(format!(
+        "training.batch_size={}",
+        (4 / plan.batch_shards()).max(1)
+    ));
+    let cfg = Config::load(None, &all).unwrap();
     let engine = Engine::new(client().clone(), plan.mesh.clone(), cache()).unwrap();
     let params = init_params(&cfg.model, 3);
-    let report = verify(&cfg, engine, plan, &params, &random_batch(&cfg, 5), opts).unwrap();
+    let batch = random_batch(&cfg, &plan, 5);
+    let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
     let table = format_table(&report.rows);
     assert!(report.passed(), "{name}:\n{table}");
     assert!(

@@ -27,6 +27,30 @@ impl fmt::Display for DeviceNeed {
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MeshError {
+    /// `tpu.tpu_topology` is not sizes joined by `x`.
+    #[error(
+        "topology {topology:?} is not one to three positive sizes joined by `x`, such as \"2x2x2\""
+    )]
+    BadTopology { topology: String },
+    /// The topology holds another number of devices than the mesh.
+    #[error("topology {topology} holds {topology_devices} devices, but the mesh spans {devices}")]
+    TopologyDeviceCount {
+        topology: String,
+        topology_devices: usize,
+        devices: usize,
+    },
+    /// A mesh axis is no product of whole unassigned physical axes.
+    #[error("mesh axis `{axis}` of size {size} is not a product of whole axes of topology \
+             {topology} left over by the later mesh axes (as with JAX's create_device_mesh, physical \
+             axes are not split); change tpu.mesh_shape or tpu.tpu_topology")]
+    TopologyAxis {
+        axis: String,
+        size: usize,
+        topology: String,
+    },
+    /// Both a topology and an explicit device order were given.
+    #[error("a physical topology orders the devices itself; give it or an explicit device order, not both")]
+    TopologyWithDeviceOrder,
     /// Two axes share a name.
     #[error("mesh axis `{axis}` appears twice")]
     DuplicateAxis { axis: String },

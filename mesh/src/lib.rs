@@ -22,6 +22,7 @@ mod rules;
 mod sdy;
 mod spec;
 mod strategy;
+mod topology;
 
 pub use error::{DeviceNeed, MeshError};
 pub use layout::{reshard, DimSlice, ShardLayout};
@@ -33,3 +34,4 @@ pub use rules::{LogicalRules, Resolution, ResolutionNote, RuleOverride, RuleTarg
 pub use sdy::{sdy_sharding_per_value, SdySharding};
 pub use spec::{DimSharding, PartitionSpec};
 pub use strategy::{DeviceStrategy, DATA, EXPERT, FSDP, MODEL};
+pub use topology::Topology;

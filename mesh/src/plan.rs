@@ -21,7 +21,7 @@ use crate::rules::check_no_repeats;
 use crate::strategy::MODEL;
 use crate::{
     DeviceStrategy, LogicalAxis, LogicalRules, Mesh, MeshError, Resolution, RuleOverride,
-    RuleTarget,
+    RuleTarget, Topology,
 };
 
 /// The user's parallelism settings as plain values (`tpu.*`, `optimization.shard_weights`).
@@ -38,6 +38,10 @@ pub struct MeshSettings {
     pub device_order: Option<Vec<usize>>,
     /// Rule overrides, applied in order on top of the strategy's presets.
     pub rule_overrides: Vec<RuleOverride>,
+    /// The physical topology of the devices (`tpu.tpu_topology`): when given, it must hold
+    /// exactly the mesh's devices, and it orders them ([`Topology::device_order`]).
+    /// Excludes `device_order`.
+    pub topology: Option<Topology>,
 }
 
 impl MeshSettings {
@@ -49,6 +53,7 @@ impl MeshSettings {
             shard_weights,
             device_order: None,
             rule_overrides: Vec::new(),
+            topology: None,
         }
     }
 }
@@ -170,6 +175,16 @@ impl ShardingPlan {
         })
     }
 
+    /// How many ways a batch is split: the product of the sizes of the mesh axes that the
+    /// activation rule for `batch` names (1 when the batch is replicated).
+    pub fn batch_shards(&self) -> usize {
+        self.activations
+            .mesh_axes(LogicalAxis::Batch)
+            .iter()
+            .map(|axis| self.mesh.axis_size(axis).unwrap_or(1))
+            .product()
+    }
+
     /// The spec of a parameter (or its optimizer state) named by `logical`, with notes.
     pub fn parameter_spec(
         &self,
@@ -232,6 +247,36 @@ pub fn build_mesh(
         } => Some((mesh.clone(), DeviceNeed::MultipleOf(*multiple_of))),
         _ => None,
     };
+    if let Some(topology) = &settings.topology {
+        if settings.device_order.is_some() {
+            return Err(MeshError::TopologyWithDeviceOrder);
+        }
+        if topology.num_devices() != available_devices {
+            return Err(MeshError::TopologyDeviceCount {
+                topology: topology.to_string(),
+                topology_devices: topology.num_devices(),
+                devices: available_devices,
+            });
+        }
+        let unordered = Mesh::new(&axes, available_devices).map_err(|e| match need(&e) {
+            Some((mesh, needed)) => MeshError::PlatformDeviceCount {
+                hint: device_hint(platform, needed, available_devices),
+                mesh,
+                needed,
+                platform: platform.to_string(),
+                available: available_devices,
+            },
+            None => e,
+        })?;
+        let sizes: Vec<(&str, usize)> = unordered
+            .axes()
+            .iter()
+            .map(|a| (a.name.as_str(), a.size))
+            .collect();
+        let order = topology.device_order(&sizes)?;
+        let resolved: Vec<(&str, i64)> = sizes.iter().map(|&(n, s)| (n, s as i64)).collect();
+        return Mesh::with_device_ids(&resolved, order);
+    }
     match &settings.device_order {
         Some(order) => {
             if let Some(&device) = order.iter().find(|&&d| d >= available_devices) {

@@ -325,7 +325,7 @@ fn time(
 /// Runs the benchmark.
 pub fn run(args: &AttentionBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
-        Platform::parse(&args.runtime.platform)? == Platform::Cuda,
+        args.runtime.platform()? == Platform::Cuda,
         "`bench attention` measures cuDNN flash attention, which only the XLA CUDA plugin runs: \
          pass --platform cuda (got --platform {})",
         args.runtime.platform

@@ -56,10 +56,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-fn batches(cfg: &Config) -> anyhow::Result<Vec<HostBatch>> {
+fn batches(cfg: &Config, rows: usize) -> anyhow::Result<Vec<HostBatch>> {
     (0..2)
         .map(|i| {
-            let (t, y) = random_rows(cfg, i);
+            let (t, y) = random_rows(cfg, rows, i);
             let mask = vec![1.0; t.len()];
             HostBatch::from_rows(cfg.training.grad_accum_steps, cfg.seq_len(), &t, &y, &mask)
                 .map_err(anyhow::Error::from)
@@ -157,9 +157,8 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
             total as f64 / 1e6
         )
     };
-    let tokens = cfg.training.batch_size * cfg.seq_len();
     println!(
-        "student: {}; teacher: {} from {}; {} x {} tokens per step (accum {}), vocab {}, compute {:?}; alpha {}, T {}, intermediate {}",
+        "student: {}; teacher: {} from {}; {} per shard x {} tokens (accum {}), vocab {}, compute {:?}; alpha {}, T {}, intermediate {}",
         describe(&cfg),
         describe(&tcfg),
         teacher.source,
@@ -173,8 +172,10 @@ pub fn run(args: &DistillBenchArgs) -> anyhow::Result<ExitCode> {
         cfg.distillation.use_intermediate_distillation
     );
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+    let global = vishwam::train::batch_geometry(&cfg, &plan).global_batch();
+    let tokens = global * cfg.seq_len();
     let share = |e: &Engine| Engine::new(e.client.clone(), e.mesh.clone(), e.cache.clone());
-    let batches = batches(&cfg)?;
+    let batches = batches(&cfg, global)?;
     let ms = |s: f64| s * 1e3;
 
     // All programs stay loaded and take turns, one block of steps each per round, so that a

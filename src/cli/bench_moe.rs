@@ -41,7 +41,7 @@ pub struct MoeBenchArgs {
     /// Sequence length.
     #[arg(long, default_value_t = 256)]
     seq: usize,
-    /// Sequences per step.
+    /// Sequences per device (data shard) per step (`training.batch_size`).
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Vocabulary size.
@@ -74,7 +74,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
         format!("model.max_seq_len={}", args.seq),
         format!("training.batch_size={}", args.batch),
         format!("tpu.use_bfloat16={}", args.bf16),
-        format!("runtime.platform={}", args.runtime.platform),
+        format!("runtime.platform={}", args.runtime.platform()?.name()),
     ];
     let dense = Config::load(None, &common)?;
     let mut moe_sets = common.clone();
@@ -88,7 +88,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
     let moe = Config::load(None, &moe_sets)?;
     let client = args.runtime.open()?;
     println!(
-        "platform {} ({} devices); {} blocks x {} wide, seq {}, batch {}, vocab {}, {}",
+        "platform {} ({} devices); {} blocks x {} wide, seq {}, batch {} per device, vocab {}, {}",
         client.platform_name()?,
         client.num_devices(),
         args.layers,
@@ -100,12 +100,13 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut results = Vec::new();
     for (name, cfg) in [("dense", &dense), ("moe", &moe)] {
-        let plan = sharding_plan(cfg, &args.runtime.platform, client.num_devices())?;
+        let plan = sharding_plan(cfg, cfg.runtime.platform.as_str(), client.num_devices())?;
         let engine = Engine::new(client.clone(), plan.mesh.clone(), CompileCache::disabled())?;
         let t0 = Instant::now();
         let mut trainer = Trainer::new(cfg, engine, plan)?;
         let compile = t0.elapsed().as_secs_f64();
-        let batch = random_batch(cfg)?;
+        let rows = vishwam::train::batch_geometry(cfg, &trainer.plan).global_batch();
+        let batch = random_batch(cfg, rows)?;
         for _ in 0..2 {
             trainer.step(&batch)?;
         }
@@ -114,7 +115,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
             trainer.step(&batch)?;
         }
         let per_step = t1.elapsed().as_secs_f64() / args.steps.max(1) as f64;
-        let tokens_per_second = (args.batch * args.seq) as f64 / per_step;
+        let tokens_per_second = (rows * args.seq) as f64 / per_step;
         let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
         println!(
             "{name:>5}: {:.1} ms/step, {tokens_per_second:.0} tokens/s; {:.2}M parameters ({:.2}M outside the embedding); compile {compile:.1} s",
@@ -142,13 +143,9 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A fixed batch of pseudo-random tokens for `cfg`.
-fn random_batch(cfg: &Config) -> anyhow::Result<HostBatch> {
-    let (b, t, v) = (
-        cfg.training.batch_size,
-        cfg.seq_len(),
-        cfg.model.vocab_size as u64,
-    );
+/// A fixed batch of `rows` sequences of pseudo-random tokens for `cfg`.
+fn random_batch(cfg: &Config, rows: usize) -> anyhow::Result<HostBatch> {
+    let (b, t, v) = (rows, cfg.seq_len(), cfg.model.vocab_size as u64);
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         state ^= state << 13;

@@ -58,10 +58,10 @@ fn known_peak(kind: &str, compute: ComputeDtype) -> Option<f64> {
     }
 }
 
-/// Seeded random token and target rows filling one step's batch.
-pub fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
+/// Seeded random token and target rows filling one step's batch of `rows` sequences.
+pub fn random_rows(cfg: &Config, rows: usize, seed: u64) -> (Vec<i32>, Vec<i32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = cfg.training.batch_size * cfg.seq_len();
+    let n = rows * cfg.seq_len();
     let v = cfg.model.vocab_size as i32;
     (
         (0..n).map(|_| rng.gen_range(0..v)).collect(),
@@ -72,10 +72,9 @@ pub fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
 /// Runs the benchmark.
 pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.run.load_config()?;
-    let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
     let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
     println!(
-        "model: {} layers x {} wide, {} heads / {} kv heads, mlp {}, vocab {}, seq {}, batch {} ({:.1}M params, {:.1}M non-embedding), compute {:?}",
+        "model: {} layers x {} wide, {} heads / {} kv heads, mlp {}, vocab {}, seq {}, batch {} per shard ({:.1}M params, {:.1}M non-embedding), compute {:?}",
         cfg.model.num_layers,
         cfg.model.hidden_dim,
         cfg.model.num_heads,
@@ -93,6 +92,8 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
     if args.engine != BenchEngine::Candle {
         let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
         let devices = plan.mesh.num_devices();
+        let rows = vishwam::train::batch_geometry(&cfg, &plan).global_batch();
+        let tokens_per_step = (rows * cfg.seq_len()) as f64;
         let kind = engine
             .client
             .devices()
@@ -104,7 +105,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let compile = t0.elapsed().as_secs_f64();
         let batches: Vec<HostBatch> = (0..2)
             .map(|i| {
-                let (t, y) = random_rows(&cfg, i);
+                let (t, y) = random_rows(&cfg, rows, i);
                 HostBatch::from_rows(
                     cfg.training.grad_accum_steps,
                     cfg.seq_len(),
@@ -157,12 +158,14 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
             cfg.training.grad_accum_steps == 1,
             "the Candle engine runs without gradient accumulation: set training.grad_accum_steps=1"
         );
+        // One device: the batch is training.batch_size sequences.
+        let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
         let model =
             ReferenceModel::init_random(&cfg.model, cfg.training.seed, ReferenceDtype::F32)?;
         let mut opt = ReferenceAdamW::new(&model, &cfg.training)?;
         let batches: Vec<Batch> = (0..=args.steps as u64)
             .map(|i| {
-                let (t, y) = random_rows(&cfg, i % 2);
+                let (t, y) = random_rows(&cfg, cfg.training.batch_size, i % 2);
                 Batch::new(
                     t.clone(),
                     y,

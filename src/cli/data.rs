@@ -303,6 +303,8 @@ pub fn run_prepare(args: &PrepareArgs) -> anyhow::Result<()> {
         vocab_size,
         &[],
         std::slice::from_ref(&spec),
+        // The default config's sequence ids: pad 0, bos 1, eos 2.
+        &vishwam::data::SpecialTokenIds::default(),
     )?;
     println!(
         "tokenizer: {} ({} tokens, hash {})",

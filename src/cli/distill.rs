@@ -32,7 +32,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     );
     teacher.check_student(&cfg)?;
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
-    let mut data = open_data(&cfg)?;
+    let mut data = open_data(&cfg, &plan)?;
     match &teacher.tokenizer {
         Some(_) => teacher.check_tokenizer(&data.tokenizer)?,
         None => tracing::warn!(
@@ -40,7 +40,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             data.tokenizer.origin()
         ),
     }
-    log_model(&cfg);
+    log_model(&cfg, &plan);
     let d = &cfg.distillation;
     let intermediate = if d.use_intermediate_distillation {
         let pairs = layer_pairs(

@@ -88,9 +88,11 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     );
     let client = args.runtime.open()?;
     let settings = MeshSettings::new(DeviceStrategy::DataParallel, false);
-    let plan = ShardingPlan::build(&settings, &args.runtime.platform, client.num_devices())?;
+    let platform = client.platform_name()?;
+    let plan = ShardingPlan::build(&settings, &platform, client.num_devices())?;
     let engine = Engine::new(client, plan.mesh.clone(), CompileCache::default_dir())?;
-    let rows = cfg.training.micro_batch_size();
+    let batch = vishwam::train::batch_geometry(&cfg, &plan);
+    let rows = batch.micro_batch();
     let seq = cfg.seq_len();
     let (batches, source) = match (&args.tokens, args.random) {
         (Some(path), _) => (
@@ -102,7 +104,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             "seeded random tokens".to_string(),
         ),
         (None, false) => (
-            validation_batches(&cfg, args.batches)?,
+            validation_batches(&cfg, batch, args.batches)?,
             "validation tokens of the run's data".to_string(),
         ),
     };
@@ -139,12 +141,16 @@ fn print_metrics(metrics: &MoeMetrics) {
 }
 
 /// The run's first `count` validation batches (the ones its evaluation uses).
-fn validation_batches(cfg: &Config, count: usize) -> anyhow::Result<Vec<Vec<i32>>> {
+fn validation_batches(
+    cfg: &Config,
+    batch: vishwam::config::BatchGeometry,
+    count: usize,
+) -> anyhow::Result<Vec<Vec<i32>>> {
     anyhow::ensure!(
         cfg.data.val_fraction > 0.0,
         "the run held out no validation data (data.val_fraction is 0); pass --tokens FILE or --random"
     );
-    let mut data = TrainingData::open(cfg).context(
+    let mut data = TrainingData::open(cfg, batch).context(
         "opening the run's data for validation batches (pass --tokens FILE or --random to route other tokens)",
     )?;
     let batches = data.eval_batches(count.max(1))?;
@@ -182,7 +188,7 @@ fn token_file_batches(path: &PathBuf, size: usize, vocab: usize) -> anyhow::Resu
         .collect::<anyhow::Result<Vec<i32>>>()?;
     anyhow::ensure!(
         ids.len() >= size,
-        "{} holds {} token ids; one batch needs {size} (training.batch_size / grad_accum_steps x the sequence length)",
+        "{} holds {} token ids; one batch needs {size} (training.batch_size x the devices x the sequence length)",
         path.display(),
         ids.len()
     );

@@ -81,7 +81,7 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     /// The config with the command-line overrides applied (`--platform` and `--devices` after
-    /// every `--set`, as `vishwam train` applies them).
+    /// every `--set`, as `vishwam train` applies them), its platform "auto" resolved (logged).
     pub fn load_config(&self) -> anyhow::Result<vishwam::config::Config> {
         let mut sets = self.sets.clone();
         if let Some(p) = &self.platform {
@@ -90,18 +90,18 @@ impl ConfigArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        Ok(vishwam::config::Config::load(
-            self.config.as_deref(),
-            &sets,
-        )?)
+        let mut cfg = vishwam::config::Config::load(self.config.as_deref(), &sets)?;
+        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
+        Ok(cfg)
     }
 }
 
 /// Which platform and plugin to run on (shared by every command that runs programs).
 #[derive(clap::Args, Debug, Clone)]
 pub struct RuntimeArgs {
-    /// Platform: cpu, cuda or tpu.
-    #[arg(long, default_value = "cpu")]
+    /// Platform: auto, cpu, cuda or tpu. auto picks the TPU when libtpu is installed and a
+    /// TPU is attached, else CUDA GPUs when their plugin and driver are present, else the CPU.
+    #[arg(long, default_value = "auto")]
     pub platform: String,
     /// Number of devices (for cpu: virtual devices).
     #[arg(long)]
@@ -112,10 +112,20 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
+    /// The platform these arguments name; `auto` is resolved as for `vishwam train` (logged).
+    pub fn platform(&self) -> anyhow::Result<Platform> {
+        if !self.platform.eq_ignore_ascii_case("auto") {
+            return Ok(Platform::parse(&self.platform)?);
+        }
+        let mut cfg = vishwam::config::Config::default();
+        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
+        Ok(Platform::parse(cfg.runtime.platform.as_str())?)
+    }
+
     /// Opens a client as these arguments say.
     pub fn open(&self) -> anyhow::Result<Client> {
         let spec = ClientSpec {
-            platform: Platform::parse(&self.platform)?,
+            platform: self.platform()?,
             devices: self.devices,
             plugin: self.plugin.clone(),
             config_plugin: None,

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::generate::{eos_id, LoadedModel, SamplingOptions};
-use vishwam::train::{open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData};
-use vishwam_mesh::Mesh;
+use vishwam::train::{
+    batch_geometry, open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
+};
+use vishwam_mesh::{Mesh, ShardingPlan};
 
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,7 +22,7 @@ pub struct TrainArgs {
     /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Platform (cpu, cuda, tpu); overrides runtime.platform.
+    /// Platform (auto, cpu, cuda, tpu); overrides runtime.platform (default auto).
     #[arg(long)]
     pub platform: Option<String>,
     /// Devices; overrides runtime.devices (cpu: virtual devices).
@@ -68,8 +70,10 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// `--data_cache_dir`: the prepared dataset replaces the config's training data.
-    fn apply_data_cache_dir(&self, cfg: &mut Config) -> anyhow::Result<()> {
+    /// Finishes a loaded config: `runtime.platform` "auto" becomes the platform it picks
+    /// (logged), and `--data_cache_dir`'s prepared dataset replaces the training data.
+    fn finish_config(&self, cfg: &mut Config) -> anyhow::Result<()> {
+        vishwam::train::resolve_platform(cfg, self.plugin.as_deref())?;
         match &self.data_cache_dir {
             Some(dir) => train_on_prepared_dataset(cfg, dir),
             None => Ok(()),
@@ -82,12 +86,12 @@ impl TrainArgs {
         let Some(path) = &self.init_from else {
             let sets = self.all_sets();
             let mut cfg = Config::load(self.config.as_deref(), &sets)?;
-            self.apply_data_cache_dir(&mut cfg)?;
+            self.finish_config(&mut cfg)?;
             return Ok((cfg, None));
         };
         let weights = InitWeights::load(path)?;
         let (mut cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
-        self.apply_data_cache_dir(&mut cfg)?;
+        self.finish_config(&mut cfg)?;
         let m = &weights.model;
         tracing::info!(
             "--init-from {}: {} layers x {} wide, vocab {}; model section from the weights{}",
@@ -157,8 +161,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
-    let mut data = open_data(&cfg)?;
-    log_model(&cfg);
+    let mut data = open_data(&cfg, &plan)?;
+    log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;
     init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
@@ -182,9 +186,10 @@ pub fn init_from(
     Ok(())
 }
 
-/// The training data of `cfg`, with its tokenizer saved into the run's output directory.
-pub fn open_data(cfg: &Config) -> anyhow::Result<TrainingData> {
-    let data = TrainingData::open(cfg)?;
+/// The training data of `cfg` in batches for `plan`'s mesh, with its tokenizer saved into the
+/// run's output directory.
+pub fn open_data(cfg: &Config, plan: &ShardingPlan) -> anyhow::Result<TrainingData> {
+    let data = TrainingData::open(cfg, batch_geometry(cfg, plan))?;
     let out = PathBuf::from(&cfg.logging.output_dir);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     data.tokenizer.save(&out.join("tokenizer.json"))?;
@@ -192,7 +197,7 @@ pub fn open_data(cfg: &Config) -> anyhow::Result<TrainingData> {
 }
 
 /// Logs the model's shape and size.
-pub fn log_model(cfg: &Config) {
+pub fn log_model(cfg: &Config, plan: &ShardingPlan) {
     let (total, non_embedding) = vishwam::model::param_counts(&cfg.model);
     tracing::info!(
         "model: {} layers x {} wide, {:.2}M parameters ({:.2}M without embeddings); {} tokens per step",
@@ -200,7 +205,7 @@ pub fn log_model(cfg: &Config) {
         cfg.model.hidden_dim,
         total as f64 / 1e6,
         non_embedding as f64 / 1e6,
-        cfg.training.batch_size * cfg.seq_len()
+        batch_geometry(cfg, plan).global_batch() * cfg.seq_len()
     );
 }
 

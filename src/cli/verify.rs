@@ -43,7 +43,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         None => vishwam::model::init_params(&cfg.model, cfg.training.seed),
     };
-    let batch = random_batch(&cfg, cfg.training.seed);
+    let batch = random_batch(&cfg, &plan, cfg.training.seed);
     let report = verify(
         &cfg,
         engine,

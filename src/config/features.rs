@@ -33,7 +33,8 @@ pub enum Feature {
     MemoryEfficientAttention,
     /// bf16 compute over f32 master weights (`tpu.use_bfloat16`, `optimization.mixed_precision`).
     Bf16Compute,
-    /// f16 compute with a dynamic loss scale (`optimization.use_dynamic_scale`).
+    /// A dynamic loss scale (`optimization.use_dynamic_scale`), with f16 compute unless
+    /// `tpu.use_bfloat16`.
     F16DynamicScale,
     /// Several micro-batches per optimizer step (`training.grad_accum_steps` > 1).
     GradientAccumulation,
@@ -197,13 +198,20 @@ impl Feature {
             ),
             Feature::MemoryEfficientAttention => {
                 let mem = &config.memory;
-                let on = mem.memory_efficient_attention();
                 when(
-                    on,
+                    mem.memory_efficient_attention(),
                     "memory.attention_memory_efficient",
                     "true".into(),
                     "set it (and its alias) to false",
                 );
+                if let Some(block) = config.optimization.block_size {
+                    when(
+                        true,
+                        "optimization.block_size",
+                        block.to_string(),
+                        "set it to null",
+                    );
+                }
             }
             Feature::Bf16Compute => {
                 let bf16 = config.compute_dtype() == ComputeDtype::Bf16;

@@ -42,13 +42,13 @@ pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACT
 pub use named::NamedKeys;
 pub use precision::{
     AttentionBackend, ComputeDtype, CudnnAttentionBlocker, Fp8Format, Fp8Recipe, MemoryConfig,
-    OptimizationConfig, CUDNN_MAX_HEAD_DIM,
+    OptimizationConfig, CUDNN_MAX_HEAD_DIM, DEFAULT_ATTENTION_BLOCK,
 };
 pub use runtime::{Platform, RuntimeConfig};
 pub use tpu::{
     DeviceStrategy, LogicalAxisRule, MeshShape, TpuConfig, DEFAULT_BATCH_AXES, LOGICAL_AXES,
 };
-pub use training::{LoggingConfig, LrSchedule, TrainingConfig};
+pub use training::{BatchGeometry, LoggingConfig, LrSchedule, TrainingConfig};
 
 use checks::Checks;
 use document::{apply_override, merge, parse_document};
@@ -150,10 +150,17 @@ impl Config {
         }
     }
 
-    /// Compute dtype: f16 with `use_dynamic_scale`, bf16 with `use_bfloat16` or
-    /// `mixed_precision`, else f32. Master weights are f32 in every case.
+    /// Compute dtype: bf16 with `use_bfloat16`, else f16 with `use_dynamic_scale`, else bf16
+    /// with `mixed_precision`, else f32. Master weights are f32 in every case.
     pub fn compute_dtype(&self) -> ComputeDtype {
         precision::compute_dtype(self.tpu.use_bfloat16, &self.optimization)
+    }
+
+    /// The block length of blocked (memory-efficient) attention, when attention runs blocked:
+    /// with `memory.attention_memory_efficient` or an explicit `optimization.block_size`
+    /// (null: [`DEFAULT_ATTENTION_BLOCK`]).
+    pub fn attention_block(&self) -> Option<usize> {
+        precision::attention_block(&self.memory, &self.optimization)
     }
 
     /// The settings that keep cuDNN flash attention from running (empty when it can).
@@ -165,6 +172,12 @@ impl Config {
     /// `None` means every device the platform shows (one on the CPU).
     pub fn requested_devices(&self) -> Option<usize> {
         runtime::requested_devices(&self.tpu, &self.runtime)
+    }
+
+    /// The batch of one optimizer step over `batch_shards` batch shards (the product of the
+    /// sizes of the mesh axes that split the batch, known once the mesh is built).
+    pub fn batch_geometry(&self, batch_shards: usize) -> BatchGeometry {
+        BatchGeometry::new(&self.training, batch_shards)
     }
 
     /// Tokens per training window: `sequence.max_length`, or `model.max_seq_len`.
@@ -288,9 +301,9 @@ impl Config {
     }
 
     fn validate_across_sections(&self, c: &mut Checks) {
-        runtime::validate_devices(&self.tpu, &self.runtime, &self.training, c);
-        precision::validate_precision(self.tpu.use_bfloat16, &self.optimization, c);
+        runtime::validate_devices(&self.tpu, &self.runtime, c);
         precision::validate_attention_backend(self, c);
+        precision::validate_attention_block(&self.memory, &self.optimization, c);
         if self.logging.eval_every > 0 && self.data.val_fraction <= 0.0 {
             c.conflict(
                 "logging.eval_every",

@@ -80,7 +80,7 @@ pub struct MemoryConfig {
     /// Recompute each block's activations in the backward pass. Default false.
     pub gradient_checkpointing: bool,
     /// Blocked attention over `optimization.block_size` without a T x T score matrix.
-    /// Default null (= false).
+    /// Default null (= false, unless `optimization.block_size` is given).
     pub attention_memory_efficient: Option<bool>,
     /// Alias of `attention_memory_efficient`. Default null (= false).
     pub use_memory_efficient_attention: Option<bool>,
@@ -158,6 +158,41 @@ impl Serialize for MemoryConfig {
     }
 }
 
+/// Block length of blocked attention when `optimization.block_size` is null.
+pub const DEFAULT_ATTENTION_BLOCK: usize = 128;
+
+/// The block length of blocked attention, when attention runs blocked: with
+/// `memory.attention_memory_efficient` or an explicit `optimization.block_size`.
+pub(crate) fn attention_block(
+    memory: &MemoryConfig,
+    optimization: &OptimizationConfig,
+) -> Option<usize> {
+    (memory.memory_efficient_attention() || optimization.block_size.is_some())
+        .then(|| optimization.block_size.unwrap_or(DEFAULT_ATTENTION_BLOCK))
+}
+
+/// An explicit `block_size` against an explicit `attention_memory_efficient = false`.
+pub(crate) fn validate_attention_block(
+    memory: &MemoryConfig,
+    optimization: &OptimizationConfig,
+    c: &mut Checks,
+) {
+    let explicitly_off = memory
+        .attention_memory_efficient
+        .or(memory.use_memory_efficient_attention)
+        == Some(false);
+    if let (Some(block), true) = (optimization.block_size, explicitly_off) {
+        c.conflict(
+            "optimization.block_size",
+            block,
+            "memory.attention_memory_efficient",
+            false,
+            "block_size is the block length of blocked (memory-efficient) attention, which is \
+             switched off; remove block_size (null), or set attention_memory_efficient to true",
+        );
+    }
+}
+
 /// Section `optimization`: precision policy, FP8, attention blocks, weight sharding.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OptimizationConfig {
@@ -174,13 +209,22 @@ pub struct OptimizationConfig {
     /// Compile each step as one SPMD program over the mesh (pjit semantics). Must be true:
     /// vishwam has no other execution mode. Default true.
     pub use_pjit: bool,
-    /// Query/key block length of memory-efficient attention, >= 1. Default 128.
-    pub block_size: usize,
-    /// f16 compute with a dynamic loss scale (instead of bf16); excludes `tpu.use_bfloat16`.
-    /// Default false.
+    /// Block length of blocked (memory-efficient) attention, >= 1. Giving it turns blocked
+    /// attention on (as `memory.attention_memory_efficient` does; an explicit false there
+    /// contradicts it), and keeps the composed attention where "auto" would take cuDNN, which
+    /// picks its own blocks. Default null = [`DEFAULT_ATTENTION_BLOCK`] when
+    /// `attention_memory_efficient` is set.
+    pub block_size: Option<usize>,
+    /// Dynamic loss scaling: the loss is multiplied by a scale (initially 65536) before the
+    /// backward pass and the gradients divided by it after; a step whose gradients are not
+    /// finite is skipped and halves the scale, 2000 good steps in a row double it. Without
+    /// `tpu.use_bfloat16` it also selects f16 compute (which needs the scale); with
+    /// `use_bfloat16` the compute stays bf16 and the scale guards the low-precision (bf16,
+    /// FP8) gradients, a non-finite step being skipped instead of stopping the run. FP8's own
+    /// per-tensor scaling (`fp8_recipe`) is separate and unchanged. Default false.
     pub use_dynamic_scale: bool,
-    /// Low-precision compute over f32 master weights: bf16, or f16 with `use_dynamic_scale`.
-    /// Default false.
+    /// Low-precision compute over f32 master weights: bf16, or f16 with `use_dynamic_scale`
+    /// (bf16 again when `tpu.use_bfloat16` is also set). Default false.
     pub mixed_precision: bool,
     /// Shard parameters and optimizer state over the data axes as well (ZeRO-3) under the
     /// data-parallel and hybrid strategies. Default false.
@@ -196,7 +240,7 @@ impl Default for OptimizationConfig {
             fp8_format: Fp8Format::Hybrid,
             fp8_head: false,
             use_pjit: true,
-            block_size: 128,
+            block_size: None,
             use_dynamic_scale: false,
             mixed_precision: false,
             shard_weights: false,
@@ -216,7 +260,7 @@ impl OptimizationConfig {
         r.choice("fp8_format", &mut self.fp8_format);
         r.flag("fp8_head", &mut self.fp8_head);
         r.flag("use_pjit", &mut self.use_pjit);
-        r.integer("block_size", &mut self.block_size, "a positive integer");
+        r.opt_integer("block_size", &mut self.block_size, "a positive integer");
         r.flag("use_dynamic_scale", &mut self.use_dynamic_scale);
         r.flag("mixed_precision", &mut self.mixed_precision);
         r.flag("shard_weights", &mut self.shard_weights);
@@ -233,7 +277,9 @@ impl OptimizationConfig {
                 "an FP8 LM head needs FP8 training; set use_fp8 to true, or fp8_head to false",
             );
         }
-        c.positive("optimization.block_size", self.block_size);
+        if let Some(block) = self.block_size {
+            c.positive("optimization.block_size", block);
+        }
         c.ensure(
             self.use_pjit,
             "optimization.use_pjit",
@@ -244,32 +290,17 @@ impl OptimizationConfig {
     }
 }
 
-/// Compute dtype from the precision keys, and the rule that they agree.
+/// Compute dtype from the precision keys: bf16 with `use_bfloat16`, else f16 with
+/// `use_dynamic_scale`, else bf16 with `mixed_precision`, else f32.
 pub(crate) fn compute_dtype(use_bfloat16: bool, optimization: &OptimizationConfig) -> ComputeDtype {
-    if optimization.use_dynamic_scale {
+    if use_bfloat16 {
+        ComputeDtype::Bf16
+    } else if optimization.use_dynamic_scale {
         ComputeDtype::F16
-    } else if use_bfloat16 || optimization.mixed_precision {
+    } else if optimization.mixed_precision {
         ComputeDtype::Bf16
     } else {
         ComputeDtype::F32
-    }
-}
-
-/// `use_dynamic_scale` selects f16, which contradicts `tpu.use_bfloat16`.
-pub(crate) fn validate_precision(
-    use_bfloat16: bool,
-    optimization: &OptimizationConfig,
-    c: &mut Checks,
-) {
-    if optimization.use_dynamic_scale && use_bfloat16 {
-        c.conflict(
-            "optimization.use_dynamic_scale",
-            true,
-            "tpu.use_bfloat16",
-            true,
-            "a dynamic loss scale is for f16 compute, while use_bfloat16 asks for bf16 (which needs no \
-             loss scale); set one of them to false",
-        );
     }
 }
 
@@ -295,6 +326,16 @@ pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAtten
             rule: "cuDNN flash attention computes in bf16 or f16, and this config computes in \
                    f32; set optimization.mixed_precision (bf16) or optimization.use_dynamic_scale \
                    (f16) to true, or memory.attention_backend to \"xla\""
+                .into(),
+        });
+    }
+    if let Some(block) = config.optimization.block_size {
+        found.push(CudnnAttentionBlocker {
+            key: "optimization.block_size",
+            value: block.to_string(),
+            rule: "cuDNN flash attention picks its own blocks, and an explicit block_size asks \
+                   for blocked XLA attention of that length; set block_size to null, or \
+                   memory.attention_backend to \"xla\""
                 .into(),
         });
     }

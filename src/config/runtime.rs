@@ -5,13 +5,16 @@ use serde::Serialize;
 use super::checks::Checks;
 use super::reader::{config_enum, ObjectReader};
 use super::tpu::TpuConfig;
-use super::training::TrainingConfig;
 
 config_enum! {
     /// Which PJRT plugin runs the program.
     pub enum Platform {
-        /// The XLA CPU plugin; `runtime.devices` gives virtual devices.
+        /// Picked when the run starts, as JAX picks its backend: the TPU when libtpu is
+        /// installed and a TPU is attached, else CUDA GPUs when their plugin is installed and
+        /// an NVIDIA driver is loaded, else the CPU. A start-up line says which and why.
         #[default]
+        Auto => "auto",
+        /// The XLA CPU plugin; `runtime.devices` gives virtual devices.
         Cpu => "cpu",
         /// The XLA CUDA plugin.
         Cuda => "cuda",
@@ -23,10 +26,11 @@ config_enum! {
 /// Section `runtime`: which plugin, how many devices, compile cache.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuntimeConfig {
-    /// PJRT platform. Default "cpu".
+    /// PJRT platform. Default "auto" (TPU, else CUDA, else CPU).
     pub platform: Platform,
-    /// Devices to use (on "cpu": virtual devices). Default null = `tpu.tpu_cores`, else the
-    /// mesh's fixed size, else every device the platform shows (one on the CPU).
+    /// Devices to use (on "cpu": virtual devices; elsewhere at most the devices present).
+    /// Default null = `tpu.tpu_cores`, else the mesh's fixed size, else every device the
+    /// platform shows (one on the CPU).
     pub devices: Option<usize>,
     /// Path of the PJRT plugin (.so); null = discovered by platform. Default null.
     pub plugin: Option<String>,
@@ -37,7 +41,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            platform: Platform::Cpu,
+            platform: Platform::Auto,
             devices: None,
             plugin: None,
             compile_cache: true,
@@ -71,13 +75,8 @@ pub(crate) fn requested_devices(tpu: &TpuConfig, runtime: &RuntimeConfig) -> Opt
         .or_else(|| tpu.mesh_shape.fixed_product())
 }
 
-/// Cross-section rules: device counts against the mesh, and the batch against the mesh.
-pub(crate) fn validate_devices(
-    tpu: &TpuConfig,
-    runtime: &RuntimeConfig,
-    training: &TrainingConfig,
-    c: &mut Checks,
-) {
+/// Cross-section rules: device counts against the mesh.
+pub(crate) fn validate_devices(tpu: &TpuConfig, runtime: &RuntimeConfig, c: &mut Checks) {
     if let (Some(devices), Some(cores)) = (runtime.devices, tpu.tpu_cores) {
         if devices != cores {
             c.conflict(
@@ -94,6 +93,18 @@ pub(crate) fn validate_devices(
         (None, Some(t)) => ("tpu.tpu_cores", t),
         (None, None) => ("", 0),
     };
+    if let (Some(dims), true) = (tpu.topology_dims(), count >= 1) {
+        let holds: usize = dims.iter().product();
+        if holds != count {
+            c.conflict(
+                "tpu.tpu_topology",
+                format!("{:?}", tpu.tpu_topology.as_deref().unwrap_or_default()),
+                count_key,
+                count,
+                format!("the topology holds {holds} devices; they must be the run's devices"),
+            );
+        }
+    }
     let sizes_ok = tpu
         .mesh_shape
         .axes()
@@ -121,31 +132,6 @@ pub(crate) fn validate_devices(
         };
         if let Some(rule) = rule {
             c.conflict("tpu.mesh_shape", &tpu.mesh_shape, count_key, count, rule);
-        }
-    }
-    if let Some(resolved) = tpu.mesh_shape.resolve(requested_devices(tpu, runtime)) {
-        let batch_axes = tpu.batch_axes();
-        let shards: usize = resolved
-            .iter()
-            .filter(|(name, _)| batch_axes.contains(name))
-            .map(|&(_, size)| size)
-            .product();
-        let micro = training.micro_batch_size();
-        let accumulates_evenly = training.grad_accum_steps >= 1
-            && training
-                .batch_size
-                .is_multiple_of(training.grad_accum_steps);
-        if shards > 1 && accumulates_evenly && !micro.is_multiple_of(shards) {
-            c.fail(
-                "training.batch_size",
-                format!(
-                    "a multiple of grad_accum_steps ({}) x the batch-sharding mesh size ({shards}, axes [{}] \
-                     of tpu.mesh_shape): each micro-batch of {micro} sequences is split evenly over the devices",
-                    training.grad_accum_steps,
-                    batch_axes.join(", ")
-                ),
-                training.batch_size,
-            );
         }
     }
 }

@@ -133,7 +133,10 @@ pub struct TpuConfig {
     /// Number of devices (TPU cores, or GPUs / virtual CPU devices). Default null = from
     /// `runtime.devices` or the mesh.
     pub tpu_cores: Option<usize>,
-    /// Physical TPU topology such as "2x2" or "2x2x1", passed to libtpu. Default null.
+    /// Physical topology of the devices, such as "2x2x2" (x first): it must hold exactly the
+    /// devices the mesh spans, and it orders them over the mesh as JAX's
+    /// `create_device_mesh` does (each mesh axis over whole physical axes, the last mesh axis
+    /// first). Default null = the platform's device order.
     pub tpu_topology: Option<String>,
     /// Parallelism rule set. Default "data_parallel".
     pub device_strategy: DeviceStrategy,
@@ -161,6 +164,17 @@ impl Default for TpuConfig {
 const MESH_SIZE: &str = "an integer >= 1, or -1 for one axis filled from the device count";
 
 impl TpuConfig {
+    /// The sizes of `tpu_topology`, when it is valid.
+    pub fn topology_dims(&self) -> Option<Vec<usize>> {
+        let dims: Option<Vec<usize>> = self
+            .tpu_topology
+            .as_ref()?
+            .split('x')
+            .map(|d| d.parse().ok().filter(|&n| n >= 1))
+            .collect();
+        dims.filter(|d| (2..=3).contains(&d.len()))
+    }
+
     /// Mesh axes that split the batch: those of the `batch` rule, or [`DEFAULT_BATCH_AXES`].
     pub fn batch_axes(&self) -> Vec<String> {
         let rule = self
@@ -192,13 +206,8 @@ impl TpuConfig {
             c.positive("tpu.tpu_cores", cores);
         }
         if let Some(topology) = &self.tpu_topology {
-            let dims: Vec<Option<usize>> = topology
-                .split('x')
-                .map(|d| d.parse().ok().filter(|&n| n >= 1))
-                .collect();
-            let ok = (2..=3).contains(&dims.len()) && dims.iter().all(Option::is_some);
             c.ensure(
-                ok,
+                self.topology_dims().is_some(),
                 "tpu.tpu_topology",
                 "a TPU topology such as \"2x2\" or \"2x2x1\"",
                 format!("{topology:?}"),

@@ -1,6 +1,6 @@
 //! Sections `training` (optimiser, schedule, batch) and `logging` (cadences, outputs).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::checks::Checks;
 use super::reader::{config_enum, ObjectReader};
@@ -24,11 +24,11 @@ config_enum! {
 /// `lr_schedule` down to `min_lr_ratio x learning_rate` at `max_steps`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainingConfig {
-    /// Global batch per optimizer step, in sequences (all devices, all micro-batches). It is
-    /// split into `grad_accum_steps` equal micro-batches, each split over the data-parallel
-    /// mesh axes. Default 16.
+    /// Sequences per data-parallel shard in each micro-batch (the VishwamAI guide's
+    /// "per-device batch size"). The global batch per optimizer step is `batch_size` x the
+    /// batch-sharding mesh size x `grad_accum_steps` ([`BatchGeometry`]). Default 8.
     pub batch_size: usize,
-    /// Micro-batches accumulated per optimizer step; must divide `batch_size`. Default 1.
+    /// Micro-batches accumulated per optimizer step. Default 1.
     pub grad_accum_steps: usize,
     /// Peak learning rate, > 0. Default 1e-3 (small model).
     pub learning_rate: f64,
@@ -79,12 +79,58 @@ impl Default for TrainingConfig {
 
 const POSITIVE: &str = "a positive integer";
 
-impl TrainingConfig {
-    /// Sequences per micro-batch (all devices): `batch_size / grad_accum_steps`.
-    pub fn micro_batch_size(&self) -> usize {
-        self.batch_size / self.grad_accum_steps.max(1)
+/// The batch of one optimizer step once the mesh is known: `per_shard` sequences on each of
+/// `shards` batch shards (the product of the mesh axes that split the batch), accumulated
+/// over `grad_accum_steps` micro-batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchGeometry {
+    /// Sequences per batch shard per micro-batch (`training.batch_size`).
+    pub per_shard: usize,
+    /// Batch shards: the product of the sizes of the mesh axes that split the batch.
+    pub shards: usize,
+    /// Micro-batches per optimizer step (`training.grad_accum_steps`).
+    pub grad_accum_steps: usize,
+}
+
+impl BatchGeometry {
+    /// The geometry of `training` over `shards` batch shards.
+    pub fn new(training: &TrainingConfig, shards: usize) -> BatchGeometry {
+        BatchGeometry {
+            per_shard: training.batch_size,
+            shards: shards.max(1),
+            grad_accum_steps: training.grad_accum_steps.max(1),
+        }
     }
 
+    /// Sequences per micro-batch over all shards: `per_shard x shards`.
+    pub fn micro_batch(&self) -> usize {
+        self.per_shard * self.shards
+    }
+
+    /// Sequences per optimizer step: `per_shard x shards x grad_accum_steps`.
+    pub fn global_batch(&self) -> usize {
+        self.micro_batch() * self.grad_accum_steps
+    }
+}
+
+impl std::fmt::Display for BatchGeometry {
+    /// `8 per shard x 8 shards x 4 micro-batches = 256 sequences per step`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} per shard (training.batch_size) x {} batch shard{} x {} micro-batch{} \
+             (training.grad_accum_steps) = {} sequences per step",
+            self.per_shard,
+            self.shards,
+            if self.shards == 1 { "" } else { "s" },
+            self.grad_accum_steps,
+            if self.grad_accum_steps == 1 { "" } else { "es" },
+            self.global_batch()
+        )
+    }
+}
+
+impl TrainingConfig {
     pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
         r.integer("batch_size", &mut self.batch_size, POSITIVE);
         r.integer("grad_accum_steps", &mut self.grad_accum_steps, POSITIVE);
@@ -109,17 +155,6 @@ impl TrainingConfig {
     pub(crate) fn validate(&self, c: &mut Checks) {
         c.positive("training.batch_size", self.batch_size);
         c.positive("training.grad_accum_steps", self.grad_accum_steps);
-        if self.grad_accum_steps >= 1 && !self.batch_size.is_multiple_of(self.grad_accum_steps) {
-            c.fail(
-                "training.batch_size",
-                format!(
-                    "divisible by training.grad_accum_steps ({}): batch_size is the global batch per \
-                     optimizer step, split into grad_accum_steps equal micro-batches",
-                    self.grad_accum_steps
-                ),
-                self.batch_size,
-            );
-        }
         c.positive_number("training.learning_rate", self.learning_rate);
         c.in_closed("training.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0);
         c.positive("training.max_steps", self.max_steps);

@@ -21,7 +21,8 @@ use super::error::{DataError, Result};
 use super::prepare::PreparedDataset;
 use super::tokenizer::SpecialTokenIds;
 
-/// Loader settings (config `training.batch_size`, `model.max_seq_len`, `data.*`).
+/// Loader settings (the global batch of `training.batch_size` x batch shards x
+/// `grad_accum_steps`, `model.max_seq_len`, `data.*`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoaderOptions {

@@ -1,8 +1,9 @@
 //! Tokenizers: train byte-level BPE, load any HF `tokenizer.json`, check special ids and sizes.
 //!
-//! A tokenizer trained here has exactly three special tokens with fixed ids:
-//! `<pad>` = 0, `<bos>` = 1, `<eos>` = 2 (see [`SpecialTokenIds::default`]), then the 256
-//! byte symbols, then the learned merges. Decoding the encoding of any text gives the text
+//! A tokenizer trained here has exactly three special tokens at ids 0, 1 and 2: by default
+//! `<pad>` = 0, `<bos>` = 1, `<eos>` = 2 (see [`SpecialTokenIds::default`]), in the order a
+//! config asks for otherwise ([`SpecialTokenIds::placed`]), then the 256 byte symbols, then
+//! the learned merges. Decoding the encoding of any text gives the text
 //! back byte for byte (no prefix space is added, nothing is normalized).
 
 use std::path::Path;
@@ -138,6 +139,20 @@ impl TextTokenizer {
     where
         I: Iterator<Item = Result<String>> + Send,
     {
+        Self::train_byte_level_bpe_with_specials(documents, options, &SpecialTokenIds::default())
+    }
+
+    /// [`Self::train_byte_level_bpe`] with `<pad>`, `<bos>` and `<eos>` at the ids of
+    /// `specials`, which must be 0, 1 and 2 in some order ([`SpecialTokenIds::placed`]).
+    pub fn train_byte_level_bpe_with_specials<I>(
+        documents: I,
+        options: &TrainOptions,
+        specials: &SpecialTokenIds,
+    ) -> Result<Self>
+    where
+        I: Iterator<Item = Result<String>> + Send,
+    {
+        let in_id_order = specials.trained_order()?;
         if options.vocab_size < MIN_TRAINED_VOCAB {
             return Err(DataError::InvalidOption {
                 name: "vocab_size",
@@ -147,7 +162,7 @@ impl TextTokenizer {
                 ),
             });
         }
-        let specials = [PAD_TOKEN, BOS_TOKEN, EOS_TOKEN]
+        let added = in_id_order
             .iter()
             .map(|t| AddedToken::from(*t, true))
             .collect();
@@ -155,7 +170,7 @@ impl TextTokenizer {
             .vocab_size(options.vocab_size)
             .min_frequency(options.min_frequency)
             .show_progress(options.show_progress)
-            .special_tokens(specials)
+            .special_tokens(added)
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .build();
         let byte_level = ByteLevel::new(false, true, true);
@@ -188,7 +203,7 @@ impl TextTokenizer {
             .to_string(false)
             .map_err(|e| DataError::tokenizer("serializing the trained tokenizer", e))?;
         let trained = Self::from_json(&json, "trained byte-level BPE")?;
-        trained.check_special_ids(&SpecialTokenIds::default())?;
+        trained.check_special_ids(specials)?;
         Ok(trained)
     }
 

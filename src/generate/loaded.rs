@@ -131,9 +131,11 @@ fn convert(array: &HostArray, dtype: DType) -> Result<HostArray, GenerateError> 
 /// An engine on one device of the platform `runtime` (else `config`) names, with the
 /// config's compile cache.
 pub fn open_engine(config: &Config, runtime: &RuntimeSelection) -> Result<Engine, GenerateError> {
-    let platform = runtime
-        .platform
-        .unwrap_or_else(|| crate::train::platform(config));
+    let platform = match runtime.platform {
+        Some(platform) => platform,
+        None => crate::train::platform(config)
+            .map_err(|e| GenerateError::Checkpoint(Box::new(e.into())))?,
+    };
     let client = ClientSpec {
         platform,
         devices: (platform == Platform::Cpu).then_some(1),

@@ -36,10 +36,11 @@ pub enum Bisection {
 }
 
 impl Bisection {
-    /// The faster choice on `platform`.
+    /// The faster choice on `platform` (`auto` before it is resolved: the choice that is
+    /// fast on the CPU and correct everywhere).
     pub fn for_platform(platform: Platform) -> Bisection {
         match platform {
-            Platform::Cpu => Bisection::Loop,
+            Platform::Cpu | Platform::Auto => Bisection::Loop,
             Platform::Cuda | Platform::Tpu => Bisection::Unrolled,
         }
     }

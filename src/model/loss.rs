@@ -33,10 +33,11 @@ pub enum RowStats {
 }
 
 impl RowStats {
-    /// The faster choice on `platform`.
+    /// The faster choice on `platform` (`auto` before it is resolved: the choice that is
+    /// fast on the CPU and correct everywhere).
     pub fn for_platform(platform: Platform) -> RowStats {
         match platform {
-            Platform::Cpu => RowStats::TwoPass,
+            Platform::Cpu | Platform::Auto => RowStats::TwoPass,
             Platform::Cuda | Platform::Tpu => RowStats::Online,
         }
     }

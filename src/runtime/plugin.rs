@@ -4,6 +4,10 @@
 //! config's `runtime.plugin`, then a per-platform search: `cpu` looks in
 //! `$VISHWAM_HOME/plugins/` and installs the plugin there with pip when it is missing; `cuda`
 //! and `tpu` look in the site-packages directories that `python3` reports.
+//!
+//! Platform `auto` ([`Accelerators::probe`], [`Accelerators::choose`]) picks as JAX picks
+//! its backend: the TPU when libtpu is installed and a TPU is attached, else CUDA GPUs when
+//! their plugin is installed and the NVIDIA driver is loaded, else the CPU.
 
 use super::{Result, RuntimeError};
 use std::io::Write;
@@ -114,6 +118,110 @@ pub fn resolve_plugin(
             "pip install jax-cuda13-pjrt (or jax-cuda12-pjrt)",
         ),
         Platform::Tpu => find_in_site_packages(platform, TPU_CANDIDATES, "pip install libtpu"),
+    }
+}
+
+/// What platform discovery found on this machine: plugins and the hardware they drive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accelerators {
+    /// libtpu, when installed.
+    pub tpu_plugin: Option<PathBuf>,
+    /// A TPU device node (`/dev/accel0`, or `/dev/vfio/0` on newer TPUs), when present.
+    pub tpu_device: Option<PathBuf>,
+    /// The XLA CUDA plugin, when installed.
+    pub cuda_plugin: Option<PathBuf>,
+    /// A sign of the NVIDIA driver (`/proc/driver/nvidia/version` or `/dev/nvidia0`).
+    pub cuda_driver: Option<PathBuf>,
+    /// Why the site-packages could not be searched, if they could not.
+    pub search_error: Option<String>,
+}
+
+/// The platform that `auto` picked, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformChoice {
+    /// The platform.
+    pub platform: Platform,
+    /// One sentence for the start-up log.
+    pub reason: String,
+}
+
+impl Accelerators {
+    /// Looks for libtpu and the CUDA plugin in `python3`'s site-packages, and for TPU and
+    /// NVIDIA device nodes.
+    pub fn probe() -> Accelerators {
+        let first_file = |paths: &[&str]| paths.iter().map(PathBuf::from).find(|p| p.exists());
+        let (dirs, search_error) = match site_packages() {
+            Ok(dirs) => (dirs, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let find = |candidates: &[&str]| {
+            dirs.iter()
+                .flat_map(|d| candidates.iter().map(move |c| d.join(c)))
+                .find(|p| p.is_file())
+        };
+        Accelerators {
+            tpu_plugin: find(TPU_CANDIDATES),
+            tpu_device: first_file(&["/dev/accel0", "/dev/vfio/0"]),
+            cuda_plugin: find(CUDA_CANDIDATES),
+            cuda_driver: first_file(&["/proc/driver/nvidia/version", "/dev/nvidia0"]),
+            search_error,
+        }
+    }
+
+    /// The TPU when libtpu and a TPU are both found, else CUDA when its plugin and the
+    /// driver are, else the CPU; the reason names what was found and what was missing.
+    pub fn choose(&self) -> PlatformChoice {
+        let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        if let (Some(plugin), Some(device)) = (shown(&self.tpu_plugin), shown(&self.tpu_device)) {
+            return PlatformChoice {
+                platform: Platform::Tpu,
+                reason: format!("libtpu is installed ({plugin}) and a TPU is attached ({device})"),
+            };
+        }
+        let mut missing = Vec::new();
+        match (shown(&self.tpu_plugin), shown(&self.tpu_device)) {
+            (Some(p), None) => missing.push(format!(
+                "libtpu is installed ({p}) but no TPU is attached (no /dev/accel0 or /dev/vfio/0)"
+            )),
+            _ => missing.push("libtpu is not installed".to_string()),
+        }
+        if let (Some(plugin), Some(driver)) = (shown(&self.cuda_plugin), shown(&self.cuda_driver)) {
+            return PlatformChoice {
+                platform: Platform::Cuda,
+                reason: format!(
+                    "{}; the CUDA plugin is installed ({plugin}) and the NVIDIA driver is loaded ({driver})",
+                    missing.join("; ")
+                ),
+            };
+        }
+        match (shown(&self.cuda_plugin), shown(&self.cuda_driver)) {
+            (Some(p), None) => missing.push(format!(
+                "the CUDA plugin is installed ({p}) but no NVIDIA driver is loaded"
+            )),
+            _ => missing.push("the XLA CUDA plugin is not installed".to_string()),
+        }
+        if let Some(e) = &self.search_error {
+            missing.push(format!("site-packages not searched: {e}"));
+        }
+        PlatformChoice {
+            platform: Platform::Cpu,
+            reason: missing.join("; "),
+        }
+    }
+}
+
+/// The platform a plugin file is for, from its name (`libtpu.so`, `xla_cuda_plugin.so`,
+/// `pjrt_c_api_cpu_plugin.so`); `None` when the name does not say.
+pub fn platform_of_plugin(path: &Path) -> Option<Platform> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    if name.contains("tpu") {
+        Some(Platform::Tpu)
+    } else if name.contains("cuda") || name.contains("gpu") {
+        Some(Platform::Cuda)
+    } else if name.contains("cpu") {
+        Some(Platform::Cpu)
+    } else {
+        None
     }
 }
 
@@ -275,4 +383,77 @@ fn extract_member(archive: &Path, member: &str, dest: &Path) -> std::result::Res
             e.error
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(tpu: (bool, bool), cuda: (bool, bool)) -> Accelerators {
+        let path = |on: bool, p: &str| on.then(|| PathBuf::from(p));
+        Accelerators {
+            tpu_plugin: path(tpu.0, "/site/libtpu/libtpu.so"),
+            tpu_device: path(tpu.1, "/dev/accel0"),
+            cuda_plugin: path(cuda.0, "/site/jax_plugins/xla_cuda13/xla_cuda_plugin.so"),
+            cuda_driver: path(cuda.1, "/proc/driver/nvidia/version"),
+            search_error: None,
+        }
+    }
+
+    #[test]
+    fn auto_prefers_the_tpu_then_cuda_then_the_cpu() {
+        let choice = found((true, true), (true, true)).choose();
+        assert_eq!(choice.platform, Platform::Tpu);
+        assert!(
+            choice.reason.contains("/site/libtpu/libtpu.so"),
+            "{}",
+            choice.reason
+        );
+        let choice = found((false, false), (true, true)).choose();
+        assert_eq!(choice.platform, Platform::Cuda);
+        assert!(
+            choice.reason.contains("libtpu is not installed"),
+            "{}",
+            choice.reason
+        );
+        assert!(
+            choice.reason.contains("xla_cuda_plugin.so"),
+            "{}",
+            choice.reason
+        );
+        let choice = found((false, false), (false, false)).choose();
+        assert_eq!(choice.platform, Platform::Cpu);
+        assert!(
+            choice.reason.contains("CUDA plugin is not installed"),
+            "{}",
+            choice.reason
+        );
+    }
+
+    #[test]
+    fn a_plugin_without_its_hardware_is_passed_over_with_a_reason() {
+        let choice = found((true, false), (true, true)).choose();
+        assert_eq!(choice.platform, Platform::Cuda);
+        assert!(
+            choice.reason.contains("no TPU is attached"),
+            "{}",
+            choice.reason
+        );
+        let choice = found((true, false), (true, false)).choose();
+        assert_eq!(choice.platform, Platform::Cpu);
+        assert!(
+            choice.reason.contains("no NVIDIA driver"),
+            "{}",
+            choice.reason
+        );
+    }
+
+    #[test]
+    fn plugin_file_names_tell_their_platform() {
+        let of = |p: &str| platform_of_plugin(Path::new(p));
+        assert_eq!(of("/x/libtpu.so"), Some(Platform::Tpu));
+        assert_eq!(of("/x/xla_cuda_plugin.so"), Some(Platform::Cuda));
+        assert_eq!(of("/x/pjrt_c_api_cpu_plugin.so"), Some(Platform::Cpu));
+        assert_eq!(of("/x/plugin.so"), None);
+    }
 }

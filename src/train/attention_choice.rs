@@ -12,10 +12,9 @@ use vishwam_mesh::ShardingPlan;
 /// On several devices XLA's partitioner knows no rule for the cuDNN custom calls and would
 /// gather their operands onto every device, so "auto" composes attention there.
 pub fn attention_kind(cfg: &Config, plan: &ShardingPlan) -> AttentionKind {
-    let composed = if cfg.memory.memory_efficient_attention() {
-        AttentionKind::Blocked(cfg.optimization.block_size)
-    } else {
-        AttentionKind::Full
+    let composed = match cfg.attention_block() {
+        Some(block) => AttentionKind::Blocked(block),
+        None => AttentionKind::Full,
     };
     match cfg.memory.attention_backend {
         AttentionBackend::Xla => composed,

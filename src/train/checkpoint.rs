@@ -10,6 +10,7 @@
 //! by the current mesh's shardings, whatever mesh wrote them.
 
 use super::TrainError;
+use crate::config::BatchGeometry;
 use crate::engine::HostArray;
 use crate::runtime::ElementType;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,13 @@ pub struct Manifest {
     pub tensors: BTreeMap<String, TensorEntry>,
     /// SHA-256 of `state.safetensors`, hex.
     pub state_sha256: String,
+    /// Sequences per optimizer step of the run that wrote it (`batch.global_batch()`); absent
+    /// in manifests written before it was recorded, and in imported weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<usize>,
+    /// How `global_batch` was made: per-shard batch x batch shards x micro-batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchGeometry>,
 }
 
 /// A checkpoint read back from disk.
@@ -100,13 +108,27 @@ pub fn step_dir_name(step: u64) -> String {
     format!("step_{step:08}")
 }
 
-/// Writes a checkpoint of `state` at `step` under `root` and keeps only the newest `keep`.
+/// Writes a checkpoint of `state` at `step` under `root` and keeps only the newest `keep`; the
+/// manifest records no batch (see [`save_with_batch`]).
 pub fn save(
     root: &Path,
     step: u64,
     state: &BTreeMap<String, HostArray>,
     config: serde_json::Value,
     data_position: serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
+    save_with_batch(root, step, state, config, data_position, None, keep)
+}
+
+/// [`save`], recording the batch of each optimizer step of the run in the manifest.
+pub fn save_with_batch(
+    root: &Path,
+    step: u64,
+    state: &BTreeMap<String, HostArray>,
+    config: serde_json::Value,
+    data_position: serde_json::Value,
+    batch: Option<BatchGeometry>,
     keep: usize,
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(root)
@@ -148,6 +170,8 @@ pub fn save(
         data_position,
         tensors,
         state_sha256: hex::encode(Sha256::digest(&bytes)),
+        global_batch: batch.map(|b| b.global_batch()),
+        batch,
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(&tmp, e.to_string()))?;
     write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
@@ -352,5 +376,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("format version 99"));
+    }
+
+    #[test]
+    fn the_global_batch_is_recorded_and_older_manifests_still_load() {
+        let root = tempfile::tempdir().unwrap();
+        let batch = BatchGeometry {
+            per_shard: 8,
+            shards: 8,
+            grad_accum_steps: 4,
+        };
+        let dir = save_with_batch(
+            root.path(),
+            1,
+            &state(),
+            serde_json::json!({}),
+            serde_json::Value::Null,
+            Some(batch),
+            1,
+        )
+        .unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!(
+            (ck.manifest.global_batch, ck.manifest.batch),
+            (Some(256), Some(batch))
+        );
+        // A manifest written before the batch was recorded has neither key.
+        let path = dir.join(MANIFEST_FILE);
+        let mut older: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let fields = older.as_object_mut().unwrap();
+        fields.remove("global_batch");
+        fields.remove("batch");
+        std::fs::write(&path, older.to_string()).unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!((ck.manifest.global_batch, ck.manifest.batch), (None, None));
+        assert_eq!(ck.state, state());
     }
 }

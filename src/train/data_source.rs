@@ -3,7 +3,8 @@
 
 use super::{BatchSource, HostBatch, TrainError};
 use crate::config::{
-    Config, DataFormat, DataSource, DatasetType, InvalidUtf8Policy, MergeStrategy as CfgMerge,
+    BatchGeometry, Config, DataFormat, DataSource, DatasetType, InvalidUtf8Policy,
+    MergeStrategy as CfgMerge,
 };
 use crate::data::manifest::is_prepared_dataset;
 use crate::data::sources::{FileFormat, InvalidUtf8};
@@ -121,7 +122,9 @@ pub struct ChosenTokenizer {
 ///    (`o200k_base`);
 /// 2. the `tokenizer.json` shipped by the first of the `prepared` datasets that ships one;
 /// 3. a byte-level BPE of `vocab_size` tokens trained on the `text` sources once and cached
-///    under `$VISHWAM_HOME/tokenizers/` (the same sources and size reuse it).
+///    under `$VISHWAM_HOME/tokenizers/` (the same sources, size and special ids reuse it),
+///    with `<pad>`, `<bos>` and `<eos>` at the ids of `specials`
+///    ([`SpecialTokenIds::placed`] from `sequence.*`).
 ///
 /// A prepared dataset that ships no tokenizer needs rule 1.
 pub fn choose_tokenizer(
@@ -129,6 +132,7 @@ pub fn choose_tokenizer(
     vocab_size: usize,
     prepared: &[PathBuf],
     text: &[SourceSpec],
+    specials: &SpecialTokenIds,
 ) -> Result<ChosenTokenizer, TrainError> {
     if let Some(name) = configured {
         return Ok(ChosenTokenizer {
@@ -166,7 +170,18 @@ pub fn choose_tokenizer(
         resolved.push(r);
     }
     let vocab = vocab_size.to_string();
+    // The default placement keeps the cache names of tokenizers trained before it was chosen.
+    let placement = match *specials == SpecialTokenIds::default() {
+        true => String::new(),
+        false => format!(
+            "specials {} {} {}",
+            specials.pad, specials.bos, specials.eos
+        ),
+    };
     let mut parts: Vec<&str> = vec![vocab.as_str()];
+    if !placement.is_empty() {
+        parts.push(&placement);
+    }
     parts.extend(fingerprints.iter().map(String::as_str));
     let path = crate::paths::vishwam_home()
         .join("tokenizers")
@@ -190,7 +205,7 @@ pub fn choose_tokenizer(
         show_progress: true,
         ..TrainOptions::default()
     };
-    let tok = TextTokenizer::train_byte_level_bpe(docs, &options)?;
+    let tok = TextTokenizer::train_byte_level_bpe_with_specials(docs, &options, specials)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))?;
@@ -232,11 +247,13 @@ pub fn prepare_data(
             DataInput::Text(spec) => texts.push(spec.clone()),
         }
     }
+    let s = &cfg.sequence;
     let chosen = choose_tokenizer(
         cfg.data.tokenizer.as_deref(),
         cfg.model.vocab_size,
         &prepared_dirs,
         &texts,
+        &SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?,
     )?;
     tracing::info!(
         "tokenizer: {} ({} tokens, hash {})",
@@ -324,12 +341,13 @@ pub fn prepare_data(
 
 impl TrainingData {
     /// Loads or trains the tokenizer, prepares (or reuses) the token shards and starts the
-    /// loader at the beginning of the training split.
-    pub fn open(cfg: &Config) -> Result<TrainingData, TrainError> {
+    /// loader at the beginning of the training split; each batch holds `batch.global_batch()`
+    /// sequences (see [`crate::train::batch_geometry`]).
+    pub fn open(cfg: &Config, batch: BatchGeometry) -> Result<TrainingData, TrainError> {
         let (tokenizer, specials, prepared) = prepare_data(cfg)?;
         let prepared = Arc::new(prepared);
         let options = LoaderOptions {
-            batch_size: cfg.training.batch_size,
+            batch_size: batch.global_batch(),
             seq_len: cfg.seq_len(),
             queue_size: cfg.data.queue_size,
             num_workers: cfg.data.num_workers,
@@ -366,8 +384,8 @@ impl TrainingData {
             prepared,
             loader,
             options,
-            accum: cfg.training.grad_accum_steps.max(1),
-            micro_batch: cfg.training.micro_batch_size(),
+            accum: batch.grad_accum_steps,
+            micro_batch: batch.micro_batch(),
             validation,
         })
     }

@@ -38,6 +38,9 @@ pub enum TrainError {
     /// A teacher that cannot be loaded or does not fit the student.
     #[error(transparent)]
     Distill(#[from] super::distill::DistillError),
+    /// The platform or its devices do not fit the config.
+    #[error(transparent)]
+    Setup(#[from] super::setup::SetupError),
     /// The loss or gradient became NaN or infinite.
     #[error("{0}")]
     NonFinite(String),

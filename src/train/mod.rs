@@ -31,7 +31,10 @@ pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
-pub use setup::{open_engine, platform, sharding_plan, strategy, SUPPORTED};
+pub use setup::{
+    batch_geometry, choose_platform, open_engine, platform, resolve_platform, sharding_plan,
+    strategy, SetupError, SUPPORTED,
+};
 pub use step::{
     build_distill_step, build_train_step, train_forward_options, StateSlot, StepLayout,
     INITIAL_LOSS_SCALE, METRICS,

@@ -4,14 +4,14 @@
 //! | class | dtype | keys |
 //! |---|---|---|
 //! | parameters (masters) | f32 | always |
-//! | compute: activations, embedding lookup, attention P·V | f32, bf16 or f16 | `tpu.use_bfloat16`, `optimization.mixed_precision` (bf16); `optimization.use_dynamic_scale` (f16) |
+//! | compute: activations, embedding lookup, attention P·V | f32, bf16 or f16 | `tpu.use_bfloat16`, `optimization.mixed_precision` (bf16); `optimization.use_dynamic_scale` without `use_bfloat16` (f16) |
 //! | block projections (attention q/k/v/o, MLP gate/up/down) | the compute dtype, or FP8 | `optimization.use_fp8`, `fp8_format`, `fp8_recipe`, `amax_history_len` |
 //! | LM head (logits and their gradients) | the compute dtype, or FP8 with current scaling | `optimization.fp8_head` (with `use_fp8`) |
 //! | attention scores and softmax statistics | f32 (per block of `block_size` keys with memory-efficient attention) | `optimization.block_size`, `memory.attention_memory_efficient` |
 //! | activation gradients | the compute dtype (FP8 at the projections: E5M2, or E4M3 with `fp8_format` "e4m3") | as compute |
 //! | parameter gradients (accumulated over micro-batches, clipped) | f32 | always |
 //! | optimizer state (AdamW moments) | f32 | always |
-//! | loss scale | dynamic for f16 compute, none otherwise | `optimization.use_dynamic_scale` |
+//! | loss scale | dynamic with `use_dynamic_scale` (f16 compute, or bf16 with `use_bfloat16`), none otherwise | `optimization.use_dynamic_scale` |
 //! | generation KV cache | f8E4M3FN, else the compute dtype | `memory.kv_cache_fp8` |
 //!
 //! FP8 projections use E4M3 for activations and weights, and E5M2 (hybrid) or E4M3 for output
@@ -136,14 +136,11 @@ impl PrecisionPolicy {
             projections,
             lm_head_fp8,
             attention_scores: DType::F32,
-            attention_block: cfg
-                .memory
-                .memory_efficient_attention()
-                .then_some(o.block_size),
+            attention_block: cfg.attention_block(),
             activation_gradients: compute,
             gradients: DType::F32,
             optimizer_state: DType::F32,
-            loss_scaling: if compute == DType::F16 {
+            loss_scaling: if o.use_dynamic_scale {
                 LossScaling::Dynamic {
                     initial: INITIAL_LOSS_SCALE,
                 }
@@ -266,14 +263,24 @@ mod tests {
             assert_eq!((p.params, p.gradients), (DType::F32, DType::F32));
             assert_eq!(p.loss_scaling, LossScaling::None);
         }
+        let dynamic = LossScaling::Dynamic {
+            initial: INITIAL_LOSS_SCALE,
+        };
         let p = policy(&["optimization.use_dynamic_scale=true"]);
-        assert_eq!(p.compute, DType::F16);
-        assert_eq!(
-            p.loss_scaling,
-            LossScaling::Dynamic {
-                initial: INITIAL_LOSS_SCALE
-            }
-        );
+        assert_eq!((p.compute, p.loss_scaling), (DType::F16, dynamic));
+        let p = policy(&[
+            "optimization.use_dynamic_scale=true",
+            "optimization.mixed_precision=true",
+        ]);
+        assert_eq!((p.compute, p.loss_scaling), (DType::F16, dynamic));
+        // The guide's listing: bf16 compute, FP8 projections, and a dynamic loss scale.
+        let p = policy(&[
+            "optimization.use_dynamic_scale=true",
+            "tpu.use_bfloat16=true",
+            "optimization.use_fp8=true",
+        ]);
+        assert_eq!((p.compute, p.loss_scaling), (DType::BF16, dynamic));
+        assert!(p.fp8().is_some());
     }
 
     #[test]

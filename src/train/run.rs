@@ -118,7 +118,8 @@ pub fn run_training(
 
     let max_steps = cfg.training.max_steps as u64;
     let bar = progress_bar(opts.progress, summary.start_step, max_steps);
-    let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
+    let tokens_per_step =
+        (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
     let mut step = summary.start_step;
     let (mut timed_tokens, mut timed_seconds) = (0f64, 0f64);
     let mut profile = Profile::default();
@@ -223,12 +224,13 @@ pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<Path
     let state = trainer.state_to_host()?;
     let config: serde_json::Value =
         serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
-    let dir = checkpoint::save(
+    let dir = checkpoint::save_with_batch(
         &checkpoint_root(trainer),
         step,
         &state,
         config,
         data.position(),
+        Some(super::batch_geometry(&trainer.config, &trainer.plan)),
         trainer.config.logging.keep_checkpoints,
     )?;
     tracing::info!("saved checkpoint {}", dir.display());

@@ -1,10 +1,14 @@
 //! From a config to a client, a sharding plan and an engine.
 
+use std::path::{Path, PathBuf};
+
 use super::TrainError;
-use crate::config::{self, Config, Feature, Features};
+use crate::config::{self, BatchGeometry, Config, Feature, Features};
 use crate::engine::Engine;
-use crate::runtime::{ClientSpec, CompileCache, Platform};
-use vishwam_mesh::{DeviceStrategy, MeshSettings, RuleOverride, ShardingPlan};
+use crate::runtime::{
+    platform_of_plugin, Accelerators, ClientSpec, CompileCache, Platform, PlatformChoice,
+};
+use vishwam_mesh::{DeviceStrategy, MeshSettings, RuleOverride, ShardingPlan, Topology};
 
 /// What this build of vishwam can honour: every config key outside this set is rejected
 /// with a message naming it.
@@ -23,6 +27,7 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::HybridParallel)
     .with(Feature::ShardWeights)
     .with(Feature::LogicalAxisRules)
+    .with(Feature::TpuTopology)
     .with(Feature::CustomTokenizer)
     .with(Feature::FileSources)
     .with(Feature::JsonlData)
@@ -35,13 +40,107 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::Distillation)
     .with(Feature::IntermediateDistillation);
 
-/// The runtime platform named by the config.
-pub fn platform(cfg: &Config) -> Platform {
-    match cfg.runtime.platform {
+/// What keeps a run from starting on the devices present.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The config asks for more devices than the platform shows.
+    #[error(
+        "`{key}` = {requested} asks for more devices than the {present} {platform} device(s) \
+         present; set {key} to at most {present} (or null for all of them), or run where \
+         {requested} are visible"
+    )]
+    TooManyDevices {
+        /// `runtime.devices`, `tpu.tpu_cores` or `tpu.mesh_shape`.
+        key: &'static str,
+        /// The devices asked for.
+        requested: usize,
+        /// The devices present.
+        present: usize,
+        /// The platform.
+        platform: &'static str,
+    },
+    /// `runtime.platform` is "auto" and a plugin was named whose file name does not tell its
+    /// platform.
+    #[error(
+        "runtime.platform is \"auto\", and the plugin {plugin} ({origin}) does not say by its \
+         name which platform it drives; set runtime.platform (--platform) to cpu, cuda or tpu"
+    )]
+    UnknownPluginPlatform {
+        /// The plugin path.
+        plugin: String,
+        /// Where it was named.
+        origin: &'static str,
+    },
+}
+
+/// The runtime platform of `cfg`; `auto` is resolved by [`choose_platform`] (logged).
+pub fn platform(cfg: &Config) -> Result<Platform, SetupError> {
+    Ok(match cfg.runtime.platform {
         config::Platform::Cpu => Platform::Cpu,
         config::Platform::Cuda => Platform::Cuda,
         config::Platform::Tpu => Platform::Tpu,
+        config::Platform::Auto => log_choice(choose_platform(cfg, None)?),
+    })
+}
+
+/// What `runtime.platform = "auto"` picks for `cfg`: the platform of an explicitly named
+/// plugin (`--plugin`, `VISHWAM_PJRT_PLUGIN`, `runtime.plugin`, by its file name), else the
+/// TPU, CUDA or the CPU as [`Accelerators::choose`] finds them.
+pub fn choose_platform(
+    cfg: &Config,
+    explicit_plugin: Option<&Path>,
+) -> Result<PlatformChoice, SetupError> {
+    let env = std::env::var_os("VISHWAM_PJRT_PLUGIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let named = [
+        (explicit_plugin.map(Path::to_path_buf), "--plugin"),
+        (env, "VISHWAM_PJRT_PLUGIN"),
+        (
+            cfg.runtime.plugin.as_ref().map(PathBuf::from),
+            "runtime.plugin",
+        ),
+    ];
+    if let Some((Some(plugin), origin)) = named.into_iter().find(|(p, _)| p.is_some()) {
+        return match platform_of_plugin(&plugin) {
+            Some(platform) => Ok(PlatformChoice {
+                platform,
+                reason: format!("{origin} names the plugin {}", plugin.display()),
+            }),
+            None => Err(SetupError::UnknownPluginPlatform {
+                plugin: plugin.display().to_string(),
+                origin,
+            }),
+        };
     }
+    Ok(Accelerators::probe().choose())
+}
+
+fn log_choice(choice: PlatformChoice) -> Platform {
+    tracing::info!(
+        "runtime.platform auto: running on {} ({})",
+        choice.platform.name(),
+        choice.reason
+    );
+    choice.platform
+}
+
+/// Replaces `runtime.platform = "auto"` in `cfg` by the platform it picks (see
+/// [`choose_platform`]) and logs which and why, so that everything downstream sees a real
+/// platform; other platforms are kept.
+pub fn resolve_platform(
+    cfg: &mut Config,
+    explicit_plugin: Option<&Path>,
+) -> Result<(), SetupError> {
+    if cfg.runtime.platform == config::Platform::Auto {
+        let chosen = log_choice(choose_platform(cfg, explicit_plugin)?);
+        cfg.runtime.platform = match chosen {
+            Platform::Cpu => config::Platform::Cpu,
+            Platform::Cuda => config::Platform::Cuda,
+            Platform::Tpu => config::Platform::Tpu,
+        };
+    }
+    Ok(())
 }
 
 /// The mesh strategy named by the config.
@@ -54,7 +153,14 @@ pub fn strategy(cfg: &Config) -> DeviceStrategy {
     }
 }
 
-/// The sharding plan for `cfg` over `available` devices of `platform`.
+/// The batch of one optimizer step of `cfg` on `plan`'s mesh: `training.batch_size` per batch
+/// shard x the batch shards x `training.grad_accum_steps`.
+pub fn batch_geometry(cfg: &Config, plan: &ShardingPlan) -> BatchGeometry {
+    cfg.batch_geometry(plan.batch_shards())
+}
+
+/// The sharding plan for `cfg` over `available` devices of `platform`; with
+/// `tpu.tpu_topology` the devices are ordered over the mesh by the topology.
 pub fn sharding_plan(
     cfg: &Config,
     platform: &str,
@@ -73,36 +179,64 @@ pub fn sharding_plan(
                 .push(RuleOverride::parse(&rule.0, &axes)?);
         }
     }
+    if let Some(topology) = &cfg.tpu.tpu_topology {
+        settings.topology = Some(Topology::parse(topology)?);
+    }
     Ok(ShardingPlan::build(&settings, platform, available)?)
 }
 
+/// The key that sets the device count of `cfg`, if any ([`Config::requested_devices`]).
+fn devices_key(cfg: &Config) -> &'static str {
+    match (cfg.runtime.devices, cfg.tpu.tpu_cores) {
+        (Some(_), _) => "runtime.devices",
+        (None, Some(_)) => "tpu.tpu_cores",
+        (None, None) => "tpu.mesh_shape",
+    }
+}
+
+/// The devices a run of `cfg` uses when `present` devices of `platform` are visible: those
+/// the config asks for, or all; more than are present is an error naming the key.
+fn devices_to_use(cfg: &Config, platform: Platform, present: usize) -> Result<usize, SetupError> {
+    match cfg.requested_devices() {
+        Some(n) if n > present => Err(SetupError::TooManyDevices {
+            key: devices_key(cfg),
+            requested: n,
+            present,
+            platform: platform.name(),
+        }),
+        Some(n) => Ok(n),
+        None => Ok(present),
+    }
+}
+
 /// Opens the platform's client (CPU: as many virtual devices as the config asks for), builds
-/// the sharding plan over the devices and returns the engine.
+/// the sharding plan over the devices and returns the engine. Asking for more devices than
+/// the platform shows is an error.
 pub fn open_engine(
     cfg: &Config,
-    plugin: Option<std::path::PathBuf>,
+    plugin: Option<PathBuf>,
 ) -> Result<(Engine, ShardingPlan), TrainError> {
     cfg.require_features(SUPPORTED)
         .map_err(|e| TrainError::Other(e.to_string()))?;
-    let platform = platform(cfg);
+    let platform = match cfg.runtime.platform {
+        config::Platform::Auto => log_choice(choose_platform(cfg, plugin.as_deref())?),
+        _ => self::platform(cfg)?,
+    };
     let requested = cfg.requested_devices();
     let spec = ClientSpec {
         platform,
         devices: requested,
         plugin,
-        config_plugin: cfg.runtime.plugin.as_ref().map(std::path::PathBuf::from),
+        config_plugin: cfg.runtime.plugin.as_ref().map(PathBuf::from),
     };
     let client = spec.open()?;
-    let available = match (platform, requested) {
-        (Platform::Cpu, _) => client.num_devices(),
-        (_, Some(n)) if n <= client.num_devices() => n,
-        (_, _) => client.num_devices(),
-    };
+    let available = devices_to_use(cfg, platform, client.num_devices())?;
     let plan = sharding_plan(cfg, platform.name(), available)?;
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }
     tracing::info!("{plan}");
+    tracing::info!("global batch: {}", batch_geometry(cfg, &plan));
     let cache = if cfg.runtime.compile_cache {
         CompileCache::default_dir()
     } else {
@@ -110,4 +244,65 @@ pub fn open_engine(
     };
     let engine = Engine::new(client, plan.mesh.clone(), cache)?;
     Ok((engine, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(sets: &[&str]) -> Config {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(None, &sets).unwrap()
+    }
+
+    #[test]
+    fn more_devices_than_present_is_an_error_naming_the_key() {
+        let tpu = Platform::Tpu;
+        assert_eq!(devices_to_use(&load(&[]), tpu, 4).unwrap(), 4);
+        assert_eq!(
+            devices_to_use(&load(&["runtime.devices=2"]), tpu, 4).unwrap(),
+            2
+        );
+        let err = devices_to_use(&load(&["tpu.tpu_cores=8"]), tpu, 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`tpu.tpu_cores` = 8 asks for more devices than the 4 tpu device(s) present; set \
+             tpu.tpu_cores to at most 4 (or null for all of them), or run where 8 are visible"
+        );
+        let err = devices_to_use(&load(&["runtime.devices=2"]), Platform::Cuda, 1).unwrap_err();
+        assert!(
+            err.to_string().starts_with("`runtime.devices` = 2"),
+            "{err}"
+        );
+        let mesh = load(&["tpu.mesh_shape={\"data\": 4, \"model\": 2}"]);
+        let err = devices_to_use(&mesh, Platform::Cuda, 4).unwrap_err();
+        assert!(err.to_string().starts_with("`tpu.mesh_shape` = 8"), "{err}");
+    }
+
+    #[test]
+    fn a_named_plugin_decides_the_auto_platform() {
+        let cfg = load(&["runtime.plugin=\"/opt/libtpu/libtpu.so\""]);
+        let choice = choose_platform(&cfg, Some(Path::new("/x/xla_cuda_plugin.so"))).unwrap();
+        assert_eq!(choice.platform, Platform::Cuda);
+        assert!(choice.reason.contains("--plugin"), "{}", choice.reason);
+        let err = choose_platform(&cfg, Some(Path::new("/x/mystery.so"))).unwrap_err();
+        assert!(err.to_string().contains("/x/mystery.so"), "{err}");
+    }
+
+    #[test]
+    fn the_topology_orders_the_mesh() {
+        let cfg = load(&[
+            "tpu.tpu_topology=\"2x2x2\"",
+            "tpu.mesh_shape={\"data\": 2, \"model\": 4}",
+            "tpu.device_strategy=\"hybrid\"",
+        ]);
+        let plan = sharding_plan(&cfg, "cpu", 8).unwrap();
+        assert_eq!(plan.mesh.device_ids(), [0, 2, 1, 3, 4, 6, 5, 7]);
+        assert_eq!(batch_geometry(&cfg, &plan).global_batch(), 16);
+        let err = sharding_plan(&cfg, "cpu", 4).unwrap_err();
+        assert!(
+            err.to_string().contains("topology 2x2x2 holds 8 devices"),
+            "{err}"
+        );
+    }
 }

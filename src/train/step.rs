@@ -68,7 +68,7 @@ pub const METRICS: [&str; 7] = [
 pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOptions {
     let policy = PrecisionPolicy::from_config(cfg);
     let (b, t, h) = (
-        cfg.training.micro_batch_size() as i64,
+        super::batch_geometry(cfg, plan).micro_batch() as i64,
         cfg.seq_len() as i64,
         cfg.model.hidden_dim as i64,
     );
@@ -176,11 +176,9 @@ impl StepLayout {
             layers: cfg.model.num_layers,
         });
         state.extend(fp8.iter().flat_map(Fp8Step::state_slots));
-        let (accum, micro_batch, seq_len) = (
-            cfg.training.grad_accum_steps.max(1),
-            cfg.training.micro_batch_size(),
-            cfg.seq_len(),
-        );
+        let batch = super::batch_geometry(cfg, plan);
+        let (accum, micro_batch, seq_len) =
+            (batch.grad_accum_steps, batch.micro_batch(), cfg.seq_len());
         let micro = plan
             .activation_spec(
                 &[L::Batch, L::Length],

@@ -4,7 +4,7 @@
 
 use super::{engine, plan};
 use vishwam::config::Config;
-use vishwam::train::{run_training, RunOptions, Trainer, TrainingData};
+use vishwam::train::{batch_geometry, run_training, RunOptions, Trainer, TrainingData};
 use vishwam_mesh::DeviceStrategy;
 
 /// Sizes of one comparison: `--set` overrides of the two models and their step counts.
@@ -40,11 +40,11 @@ fn config(out: &std::path::Path, model: &[&str], steps: usize, extra: &[String])
 
 /// Trains `cfg` (distilling when it names a teacher) and returns its validation loss.
 fn train(cfg: &Config) -> f64 {
-    let mut data = TrainingData::open(cfg).unwrap();
+    let plan = plan(DeviceStrategy::DataParallel, "data", 1);
+    let mut data = TrainingData::open(cfg, batch_geometry(cfg, &plan)).unwrap();
     let out = std::path::Path::new(&cfg.logging.output_dir);
     std::fs::create_dir_all(out).unwrap();
     data.tokenizer.save(&out.join("tokenizer.json")).unwrap();
-    let plan = plan(DeviceStrategy::DataParallel, "data", 1);
     let mut trainer = Trainer::new(cfg, engine(&plan), plan).unwrap();
     let summary = run_training(&mut trainer, &mut data, &RunOptions::default()).unwrap();
     summary.validation.unwrap().loss

@@ -132,9 +132,10 @@ fn xla_objective(
     }
 }
 
-/// A seeded batch of `cfg`'s micro-batch shape whose last row ends in padding.
+/// A seeded batch of `cfg`'s micro-batch shape on one device whose last row ends in padding.
 fn batch(cfg: &Config, seed: u64) -> Batch {
-    vishwam::verify::random_batch(cfg, seed)
+    let plan = sharding_plan(cfg, "cpu", 1).unwrap();
+    vishwam::verify::random_batch(cfg, &plan, seed)
 }
 
 /// Student parameters (plus projections when `context` has them), far from the init.

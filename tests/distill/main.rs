@@ -139,10 +139,12 @@ pub fn distiller(cfg: &Config, teacher: &Teacher) -> Trainer {
     Trainer::with_teacher(cfg, engine(&plan), plan, teacher).unwrap()
 }
 
-/// Seeded random next-token rows `[batch_size, seq_len]` over the vocabulary.
+/// Seeded random next-token rows `[batch_size x grad_accum_steps, seq_len]` (one optimizer
+/// step on one device) over the vocabulary.
 pub fn random_rows(cfg: &Config, seed: u64) -> (Vec<i32>, Vec<i32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (b, t) = (cfg.training.batch_size, cfg.seq_len());
+    let t = cfg.seq_len();
+    let b = cfg.training.batch_size * cfg.training.grad_accum_steps;
     let mut tokens = Vec::new();
     let mut targets = Vec::new();
     for _ in 0..b {

@@ -17,7 +17,6 @@ use vishwam_mesh::DeviceStrategy;
 fn data(cfg: &Config, stop_after: Option<(u64, Arc<AtomicBool>)>) -> SyntheticBatches {
     let train = cfg.clone();
     let mut eval = cfg.clone();
-    eval.training.batch_size = cfg.training.micro_batch_size();
     eval.training.grad_accum_steps = 1;
     SyntheticBatches::new(
         move |index, is_eval| random_batch(if is_eval { &eval } else { &train }, index),
@@ -137,7 +136,14 @@ fn accumulated_micro_batches_give_the_single_batch_step() {
         "distillation.intermediate_loss=\"cosine\"",
     ];
     let one = student(&sets);
-    let two = student(&[&sets[..], &["training.grad_accum_steps=2"]].concat());
+    // training.batch_size is per micro-batch: two of 2 rows.
+    let two = student(
+        &[
+            &sets[..],
+            &["training.grad_accum_steps=2", "training.batch_size=2"],
+        ]
+        .concat(),
+    );
     let (mut a, mut b) = (distiller(&one, &teacher), distiller(&two, &teacher));
     for seed in 0..3 {
         let (ma, mb) = (
@@ -170,6 +176,8 @@ fn an_fsdp_sharded_teacher_teaches_as_a_replicated_one() {
         "tpu.device_strategy=\"fsdp\"",
         "tpu.mesh_shape={\"fsdp\": 2}",
         "runtime.devices=2",
+        // Per batch shard: the single device's 4 rows over the 2 fsdp shards.
+        "training.batch_size=2",
     ]);
     let fsdp = plan(DeviceStrategy::Fsdp, "fsdp", 2);
     let mut sharded = Trainer::with_teacher(&fsdp_cfg, engine(&fsdp), fsdp, &teacher).unwrap();

@@ -63,6 +63,15 @@ pub fn trainer(cfg: &Config, mesh: &[(&str, i64)], devices: usize) -> Trainer {
     Trainer::new(cfg, engine, plan).unwrap()
 }
 
+/// How many ways `mesh` over `devices` CPU devices splits a batch.
+pub fn batch_shards(mesh: &[(&str, i64)], devices: usize) -> usize {
+    let mut settings = MeshSettings::new(DeviceStrategy::DataParallel, false);
+    settings.mesh_shape = mesh.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    ShardingPlan::build(&settings, "cpu", devices)
+        .unwrap()
+        .batch_shards()
+}
+
 /// A single-device trainer.
 pub fn trainer1(cfg: &Config) -> Trainer {
     trainer(cfg, &[("data", 1)], 1)
@@ -75,14 +84,16 @@ pub fn random_batch(cfg: &Config, seed: u64) -> HostBatch {
     })
 }
 
-/// A batch whose tokens come from `draw`.
+/// A batch of one optimizer step on one device (`batch_size` x `grad_accum_steps` sequences)
+/// whose tokens come from `draw`.
 pub fn batch_from(
     cfg: &Config,
     seed: u64,
     mut draw: impl FnMut(&mut rand_chacha::ChaCha8Rng) -> i32,
 ) -> HostBatch {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (b, t) = (cfg.training.batch_size, cfg.seq_len());
+    let t = cfg.seq_len();
+    let b = cfg.training.batch_size * cfg.training.grad_accum_steps;
     let seqs: Vec<Vec<i32>> = (0..b)
         .map(|_| (0..=t).map(|_| draw(&mut rng)).collect())
         .collect();

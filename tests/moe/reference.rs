@@ -188,7 +188,8 @@ fn verify_passes_for_moe_models_in_f32_and_bf16() {
             steps: if precision.ends_with("true") { 0 } else { 2 },
             loss_chunk: None,
         };
-        let report = verify(&cfg, engine, plan, &params, &random_batch(&cfg, 5), opts).unwrap();
+        let batch = random_batch(&cfg, &plan, 5);
+        let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
         let table = format_table(&report.rows);
         println!("{devices} device(s), {precision}:\n{table}");
         assert!(

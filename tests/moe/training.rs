@@ -1,7 +1,7 @@
 //! MoE train steps: the dense special case, expert parallelism, remat and accumulation,
 //! load balancing by the aux loss and by the loss-free bias, router noise, and metrics.
 
-use super::{params, random_batch, rel_err, tiny, trainer, trainer1};
+use super::{batch_shards, params, random_batch, rel_err, tiny, trainer, trainer1};
 use vishwam::config::Config;
 use vishwam::engine::HostArray;
 use vishwam::train::{moe_state::spread, MoeMetrics, Trainer};
@@ -119,11 +119,11 @@ fn expert_parallel_on_4_devices_matches_1_device() {
         "model.num_shared_experts=1",
     ]);
     let one = run(&mut trainer1(&cfg), &cfg, 3);
-    let four = run(
-        &mut trainer(&cfg, &[("data", 2), ("expert", 2)], 4),
-        &cfg,
-        3,
-    );
+    // training.batch_size is per batch shard: the same 4 sequences over the mesh's shards.
+    let mesh = [("data", 2), ("expert", 2)];
+    let mut sharded = cfg.clone();
+    sharded.training.batch_size /= batch_shards(&mesh, 4);
+    let four = run(&mut trainer(&sharded, &mesh, 4), &cfg, 3);
     assert_same("data=2 x expert=2", &four, &one);
     assert_same_routing("data=2 x expert=2", &cfg, &four.2, &one.2);
     let dropped = &one.2[0].dropped_fraction;
@@ -150,7 +150,12 @@ fn remat_and_accumulation_do_not_change_the_numbers() {
     // loss is a per-micro-batch statistic, so compare without it.
     let cfg = with(&["model.aux_loss_coef=0"]);
     let reference = run(&mut trainer1(&cfg), &cfg, 3);
-    let cfg = with(&["model.aux_loss_coef=0", "training.grad_accum_steps=2"]);
+    // Two micro-batches of 2: the reference's 4 sequences per step.
+    let cfg = with(&[
+        "model.aux_loss_coef=0",
+        "training.grad_accum_steps=2",
+        "training.batch_size=2",
+    ]);
     let accumulated = run(&mut trainer1(&cfg), &cfg, 3);
     assert_same("accumulation", &accumulated, &reference);
     assert_same_routing("accumulation", &cfg, &accumulated.2, &reference.2);

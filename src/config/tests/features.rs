@@ -44,6 +44,7 @@ fn flipping_a_feature_on_removes_exactly_its_settings() {
             "memory.kv_cache_fp8",
             "memory.gradient_checkpointing",
             "memory.attention_memory_efficient",
+            "optimization.block_size",
             "tpu.use_bfloat16",
             "optimization.mixed_precision",
             "training.grad_accum_steps",

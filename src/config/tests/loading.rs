@@ -139,7 +139,8 @@ fn every_problem_is_reported_at_once() {
     assert!(found[0].starts_with("`model.num_layers` must be"));
     assert!(found[1].starts_with("unknown key `model.hidden`"));
     assert!(found[2].starts_with("`training.seed` must be"));
-    assert!(found[3].starts_with("`runtime.platform` must be one of \"cpu\", \"cuda\", \"tpu\""));
+    assert!(found[3]
+        .starts_with("`runtime.platform` must be one of \"auto\", \"cpu\", \"cuda\", \"tpu\""));
 }
 
 #[test]

@@ -75,6 +75,8 @@ fn tpu_v3_8_is_the_24_layer_768_wide_data_parallel_model() {
     assert!(config.tpu.use_bfloat16 && config.optimization.use_fp8);
     assert_eq!(config.runtime.platform, Platform::Tpu);
     assert_eq!(config.requested_devices(), Some(8));
+    // 8 sequences on each of the 8 data shards: the global batch of 64 it always had.
+    assert_eq!(config.batch_geometry(8).global_batch(), 64);
 }
 
 #[test]
@@ -135,8 +137,11 @@ fn memory_efficient_turns_on_every_memory_saving() {
     assert_eq!(config.model.vocab_size, 131072);
     assert!(config.memory.gradient_checkpointing && config.memory.memory_efficient_attention());
     assert!(config.optimization.use_fp8 && config.memory.kv_cache_fp8);
-    assert_eq!(config.optimization.block_size, 512);
-    assert_eq!(config.training.micro_batch_size(), 8);
+    assert_eq!(config.optimization.block_size, Some(512));
+    assert_eq!(config.attention_block(), Some(512));
+    // One GPU: 4 micro-batches of 8, the global batch of 32 it always had.
+    let batch = config.batch_geometry(1);
+    assert_eq!((batch.micro_batch(), batch.global_batch()), (8, 32));
 }
 
 #[test]

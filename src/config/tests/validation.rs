@@ -53,27 +53,67 @@ fn moe_rules() {
 #[test]
 fn training_rules() {
     let cases = [
-        (r#"{"training": {"warmup_steps": 400}}"#, "`training.warmup_steps` must be at most training.max_steps (300), got 400"),
-        (r#"{"training": {"learning_rate": 0}}"#, "`training.learning_rate` must be a number > 0, got 0"),
-        (r#"{"training": {"learning_rate": -0.001}}"#, "`training.learning_rate` must be a number > 0, got -0.001"),
-        (r#"{"training": {"batch_size": 10, "grad_accum_steps": 4}}"#,
-            "`training.batch_size` must be divisible by training.grad_accum_steps (4): batch_size is the global batch \
-             per optimizer step, split into grad_accum_steps equal micro-batches, got 10"),
-        (r#"{"training": {"min_lr_ratio": 1.5}}"#, "`training.min_lr_ratio` must be in [0, 1], got 1.5"),
-        (r#"{"training": {"adam_beta2": 1}}"#, "`training.adam_beta2` must be in [0, 1), got 1"),
-        (r#"{"training": {"adam_eps": 0}}"#, "`training.adam_eps` must be a number > 0, got 0"),
-        (r#"{"training": {"weight_decay": -0.1}}"#, "`training.weight_decay` must be a number >= 0, got -0.1"),
-        (r#"{"training": {"max_grad_norm": -1}}"#, "`training.max_grad_norm` must be a number >= 0, got -1"),
-        (r#"{"training": {"eval_steps": 0}}"#, "`training.eval_steps` must be a positive integer, got 0"),
-        (r#"{"logging": {"log_every": 0}}"#, "`logging.log_every` must be a positive integer, got 0"),
-        (r#"{"logging": {"keep_checkpoints": 0}}"#, "`logging.keep_checkpoints` must be a positive integer, got 0"),
-        (r#"{"logging": {"output_dir": " "}}"#, r#"`logging.output_dir` must be a non-empty string, got " ""#),
+        (
+            r#"{"training": {"warmup_steps": 400}}"#,
+            "`training.warmup_steps` must be at most training.max_steps (300), got 400",
+        ),
+        (
+            r#"{"training": {"learning_rate": 0}}"#,
+            "`training.learning_rate` must be a number > 0, got 0",
+        ),
+        (
+            r#"{"training": {"learning_rate": -0.001}}"#,
+            "`training.learning_rate` must be a number > 0, got -0.001",
+        ),
+        (
+            r#"{"training": {"min_lr_ratio": 1.5}}"#,
+            "`training.min_lr_ratio` must be in [0, 1], got 1.5",
+        ),
+        (
+            r#"{"training": {"adam_beta2": 1}}"#,
+            "`training.adam_beta2` must be in [0, 1), got 1",
+        ),
+        (
+            r#"{"training": {"adam_eps": 0}}"#,
+            "`training.adam_eps` must be a number > 0, got 0",
+        ),
+        (
+            r#"{"training": {"weight_decay": -0.1}}"#,
+            "`training.weight_decay` must be a number >= 0, got -0.1",
+        ),
+        (
+            r#"{"training": {"max_grad_norm": -1}}"#,
+            "`training.max_grad_norm` must be a number >= 0, got -1",
+        ),
+        (
+            r#"{"training": {"eval_steps": 0}}"#,
+            "`training.eval_steps` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"log_every": 0}}"#,
+            "`logging.log_every` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"keep_checkpoints": 0}}"#,
+            "`logging.keep_checkpoints` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"output_dir": " "}}"#,
+            r#"`logging.output_dir` must be a non-empty string, got " ""#,
+        ),
     ];
     for (json, message) in cases {
         assert_eq!(problem(json), message, "for {json}");
     }
-    let accumulated = load(r#"{"training": {"batch_size": 32, "grad_accum_steps": 4}}"#);
-    assert_eq!(accumulated.training.micro_batch_size(), 8);
+    // batch_size is per batch shard: any size accumulates over any number of micro-batches.
+    let accumulated = load(r#"{"training": {"batch_size": 10, "grad_accum_steps": 4}}"#);
+    let batch = accumulated.batch_geometry(8);
+    assert_eq!((batch.micro_batch(), batch.global_batch()), (80, 320));
+    assert_eq!(
+        batch.to_string(),
+        "10 per shard (training.batch_size) x 8 batch shards x 4 micro-batches \
+         (training.grad_accum_steps) = 320 sequences per step"
+    );
 }
 
 #[test]
@@ -126,9 +166,8 @@ fn mesh_and_device_rules() {
             r#"`tpu.mesh_shape` = {"data": -1, "model": 4} contradicts `tpu.tpu_cores` = 6: the fixed axes multiply to 4, which does not divide 6 devices"#),
         (r#"{"tpu": {"tpu_cores": 8}, "runtime": {"devices": 4}}"#,
             "`runtime.devices` = 4 contradicts `tpu.tpu_cores` = 8: both give the number of devices; give one of them, or the same number"),
-        (r#"{"tpu": {"mesh_shape": {"data": 3}}}"#,
-            "`training.batch_size` must be a multiple of grad_accum_steps (1) x the batch-sharding mesh size (3, axes \
-             [data, fsdp] of tpu.mesh_shape): each micro-batch of 8 sequences is split evenly over the devices, got 8"),
+        (r#"{"tpu": {"tpu_cores": 4, "tpu_topology": "2x2x2"}}"#,
+            r#"`tpu.tpu_topology` = "2x2x2" contradicts `tpu.tpu_cores` = 4: the topology holds 8 devices; they must be the run's devices"#),
         (r#"{"tpu": {"tpu_topology": "2by2"}}"#, r#"`tpu.tpu_topology` must be a TPU topology such as "2x2" or "2x2x1", got "2by2""#),
         (r#"{"tpu": {"tpu_cores": 0}}"#, "`tpu.tpu_cores` must be a positive integer, got 0"),
         (r#"{"runtime": {"devices": 0}}"#, "`runtime.devices` must be a positive integer, got 0"),
@@ -136,24 +175,18 @@ fn mesh_and_device_rules() {
     for (json, message) in cases {
         assert_eq!(problem(json), message, "for {json}");
     }
-    // -1 is filled from the device count, and the batch must split over the filled axis too.
-    assert_eq!(
-        problem(r#"{"runtime": {"devices": 32}}"#),
-        "`training.batch_size` must be a multiple of grad_accum_steps (1) x the batch-sharding mesh size (32, axes \
-         [data, fsdp] of tpu.mesh_shape): each micro-batch of 8 sequences is split evenly over the devices, got 8"
-    );
+    // batch_size is per batch shard, so any batch splits over any mesh.
+    load(r#"{"tpu": {"mesh_shape": {"data": 3}}}"#);
+    load(r#"{"runtime": {"devices": 32}, "tpu": {"tpu_topology": "4x8"}}"#);
     let config =
         load(r#"{"tpu": {"mesh_shape": {"data": -1, "model": 2}}, "runtime": {"devices": 8}}"#);
     assert_eq!(
         config.tpu.mesh_shape.resolve(config.requested_devices()),
         Some(vec![("data".into(), 4), ("model".into(), 2)])
     );
-    // A `batch` rule decides which axes split the batch.
-    let by_rule = r#"{"tpu": {"mesh_shape": {"data": 2, "model": 3}, "logical_axis_rules": [["batch", ["data", "model"]]]}}"#;
-    assert!(
-        problem(by_rule).contains("mesh size (6, axes [data, model] of tpu.mesh_shape)"),
-        "{}",
-        problem(by_rule)
+    // A `batch` rule decides which axes split the batch; any per-shard batch fits.
+    load(
+        r#"{"tpu": {"mesh_shape": {"data": 2, "model": 3}, "logical_axis_rules": [["batch", ["data", "model"]]]}}"#,
     );
 }
 
@@ -201,11 +234,10 @@ fn precision_and_alias_rules() {
         );
     }
     assert!(!Config::default().memory.memory_efficient_attention());
-    assert_eq!(
-        problem(r#"{"tpu": {"use_bfloat16": true}, "optimization": {"use_dynamic_scale": true}}"#),
-        "`optimization.use_dynamic_scale` = true contradicts `tpu.use_bfloat16` = true: a dynamic loss scale is for \
-         f16 compute, while use_bfloat16 asks for bf16 (which needs no loss scale); set one of them to false"
-    );
+    // The guide's listing sets both: bf16 compute with a dynamic loss scale.
+    let both =
+        load(r#"{"tpu": {"use_bfloat16": true}, "optimization": {"use_dynamic_scale": true}}"#);
+    assert_eq!(both.compute_dtype(), ComputeDtype::Bf16);
     assert_eq!(
         problem(r#"{"optimization": {"use_pjit": false}}"#),
         "`optimization.use_pjit` must be true: vishwam always compiles the step as one SPMD program over the device \
@@ -214,6 +246,28 @@ fn precision_and_alias_rules() {
     assert_eq!(
         problem(r#"{"optimization": {"block_size": 0}}"#),
         "`optimization.block_size` must be a positive integer, got 0"
+    );
+    // block_size is never without effect: given, it turns blocked attention on.
+    assert_eq!(Config::default().attention_block(), None);
+    let flag = load(r#"{"memory": {"attention_memory_efficient": true}}"#);
+    assert_eq!(flag.attention_block(), Some(DEFAULT_ATTENTION_BLOCK));
+    let block = load(r#"{"optimization": {"use_fp8": true, "block_size": 64}}"#);
+    assert_eq!(block.attention_block(), Some(64));
+    assert_eq!(
+        problem(r#"{"memory": {"use_memory_efficient_attention": false}, "optimization": {"block_size": 64}}"#),
+        "`optimization.block_size` = 64 contradicts `memory.attention_memory_efficient` = false: block_size \
+         is the block length of blocked (memory-efficient) attention, which is switched off; remove \
+         block_size (null), or set attention_memory_efficient to true"
+    );
+    let cudnn = problem(
+        r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"},
+            "optimization": {"mixed_precision": true, "block_size": 128}}"#,
+    );
+    assert!(
+        cudnn.starts_with(
+            "`memory.attention_backend` = \"cudnn\" contradicts `optimization.block_size` = 128"
+        ),
+        "{cudnn}"
     );
     assert_eq!(
         problem(r#"{"optimization": {"amax_history_len": 0}}"#),
@@ -248,7 +302,7 @@ fn attention_backend_rules() {
     assert!(load(f16).cudnn_attention_blockers().is_empty());
     assert_eq!(
         problem(r#"{"memory": {"attention_backend": "cudnn"}, "optimization": {"mixed_precision": true}}"#),
-        "`memory.attention_backend` = \"cudnn\" contradicts `runtime.platform` = \"cpu\": cuDNN flash \
+        "`memory.attention_backend` = \"cudnn\" contradicts `runtime.platform` = \"auto\": cuDNN flash \
          attention needs the XLA CUDA plugin; set runtime.platform to \"cuda\", or \
          memory.attention_backend to \"auto\" or \"xla\""
     );
@@ -279,7 +333,7 @@ fn attention_backend_rules() {
         let config = load(&format!(
             r#"{{"memory": {{"attention_backend": "{backend}"}}}}"#
         ));
-        assert_eq!(config.cudnn_attention_blockers().len(), 2, "cpu and f32");
+        assert_eq!(config.cudnn_attention_blockers().len(), 2, "auto and f32");
     }
     assert_eq!(
         problem(r#"{"memory": {"attention_backend": "flash"}}"#),
@@ -300,6 +354,8 @@ fn compute_dtype_follows_the_precision_keys() {
     );
     let f16 = r#"{"optimization": {"mixed_precision": true, "use_dynamic_scale": true}}"#;
     assert_eq!(load(f16).compute_dtype(), ComputeDtype::F16);
+    let bf16 = r#"{"tpu": {"use_bfloat16": true}, "optimization": {"use_dynamic_scale": true}}"#;
+    assert_eq!(load(bf16).compute_dtype(), ComputeDtype::Bf16);
 }
 
 #[test]

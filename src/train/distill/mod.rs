@@ -148,15 +148,15 @@ impl DistillContext {
         };
         let attention = match attention_kind(&as_teacher, plan) {
             AttentionKind::Cudnn if !as_teacher.cudnn_attention_blockers().is_empty() => {
-                if as_teacher.memory.memory_efficient_attention() {
-                    AttentionKind::Blocked(cfg.optimization.block_size)
-                } else {
-                    AttentionKind::Full
+                match as_teacher.attention_block() {
+                    Some(block) => AttentionKind::Blocked(block),
+                    None => AttentionKind::Full,
                 }
             }
             kind => kind,
         };
-        let (b, t) = (cfg.training.micro_batch_size() as i64, cfg.seq_len() as i64);
+        let b = crate::train::batch_geometry(cfg, plan).micro_batch() as i64;
+        let t = cfg.seq_len() as i64;
         let residual = plan
             .activation_spec(
                 &[L::Batch, L::Length, L::Embed],
