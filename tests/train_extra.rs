@@ -100,6 +100,7 @@ fn bf16_compute_with_a_dynamic_loss_scale_trains() {
     assert!(t.layout.dynamic_scale);
     let b = batch(&cfg, cfg.training.batch_size, 1);
     let losses: Vec<f32> = (0..15).map(|_| t.step(&b).unwrap().loss).collect();
+    println!("bf16 + dynamic scale: {losses:?}");
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(
         losses[14] < 0.5 * losses[0],

@@ -48,6 +48,20 @@ pub enum MeshError {
         size: usize,
         topology: String,
     },
+    /// `tpu.tpu_topology` differs from the physical mesh the devices' coordinates form.
+    #[error("tpu.tpu_topology {topology} does not match the devices: {devices} {kind} devices \
+             report {reported}, a {shape} physical mesh; set tpu.tpu_topology to \"{shape}\" \
+             (or null)")]
+    TopologyMismatch {
+        topology: String,
+        kind: String,
+        devices: usize,
+        reported: String,
+        shape: String,
+    },
+    /// The coordinates the devices report do not form a physical mesh.
+    #[error("the coordinates of the {kind} devices do not form a physical mesh: {reason}")]
+    DeviceCoordinates { kind: String, reason: String },
     /// Both a topology and an explicit device order were given.
     #[error("a physical topology orders the devices itself; give it or an explicit device order, not both")]
     TopologyWithDeviceOrder,

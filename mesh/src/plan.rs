@@ -21,7 +21,7 @@ use crate::rules::check_no_repeats;
 use crate::strategy::MODEL;
 use crate::{
     DeviceStrategy, LogicalAxis, LogicalRules, Mesh, MeshError, Resolution, RuleOverride,
-    RuleTarget, Topology,
+    PhysicalDevices, RuleTarget, Topology,
 };
 
 /// The user's parallelism settings as plain values (`tpu.*`, `optimization.shard_weights`).
@@ -42,6 +42,11 @@ pub struct MeshSettings {
     /// exactly the mesh's devices, and it orders them ([`Topology::device_order`]).
     /// Excludes `device_order`.
     pub topology: Option<Topology>,
+    /// Where the devices sit, when they report it (TPUs); with `topology`, the topology is
+    /// checked against it and the devices are ordered by their coordinates
+    /// ([`PhysicalDevices::device_order`]). `None`: device `i` sits at index `i` of the
+    /// topology, x fastest (the CPU plugin's virtual devices report no coordinates).
+    pub physical_devices: Option<PhysicalDevices>,
 }
 
 impl MeshSettings {
@@ -54,6 +59,7 @@ impl MeshSettings {
             device_order: None,
             rule_overrides: Vec::new(),
             topology: None,
+            physical_devices: None,
         }
     }
 }
@@ -273,7 +279,10 @@ pub fn build_mesh(
             .iter()
             .map(|a| (a.name.as_str(), a.size))
             .collect();
-        let order = topology.device_order(&sizes)?;
+        let order = match &settings.physical_devices {
+            Some(physical) => physical.device_order(topology, &sizes)?,
+            None => topology.device_order(&sizes)?,
+        };
         let resolved: Vec<(&str, i64)> = sizes.iter().map(|&(n, s)| (n, s as i64)).collect();
         return Mesh::with_device_ids(&resolved, order);
     }

@@ -1,10 +1,13 @@
 //! The device order of a mesh laid over a physical topology, as JAX's
 //! `mesh_utils.create_device_mesh` lays a logical mesh over a TPU slice.
 //!
-//! A topology such as `2x2x2` names the sizes of the physical axes, x first. Device `i` (its
-//! position in the platform's device list) sits at physical coordinates `x = i % X`,
-//! `y = (i / X) % Y`, `z = i / (X Y)`: x varies fastest, the order in which libtpu numbers the
-//! devices of a slice and the one vishwam gives virtual CPU devices. Each mesh axis is then
+//! A topology such as `2x2x2` names the sizes of the physical axes, x first. Where the
+//! devices report where they sit (TPUs: the PJRT device attributes `coords` and
+//! `core_on_chip`), [`crate::PhysicalDevices`] places them by those coordinates and checks the
+//! topology against them. Where they report nothing (the CPU plugin's virtual devices), device
+//! `i` (its position in the platform's device list) is taken to sit at `x = i % X`,
+//! `y = (i / X) % Y`, `z = i / (X Y)`: x varies fastest, the order vishwam gives virtual CPU
+//! devices ([`Topology::device_order`]). Each mesh axis is then
 //! given a set of whole physical axes whose sizes multiply to its size, the last mesh axis
 //! (the one with the most traffic, by convention) first and with as many physical axes as
 //! possible, so that its collectives run over the most links: JAX's
@@ -50,6 +53,19 @@ impl Topology {
     /// Device positions in mesh (row-major) order for a mesh of axes `mesh_sizes` (names for
     /// errors), each mesh axis over whole physical axes.
     pub fn device_order(&self, mesh_axes: &[(&str, usize)]) -> Result<Vec<usize>, MeshError> {
+        Ok(self
+            .torus_coords(mesh_axes)?
+            .iter()
+            .map(|coords| self.device_at(coords))
+            .collect())
+    }
+
+    /// The physical coordinates (one per topology axis) of each mesh position, in mesh
+    /// (row-major) order: JAX's `_create_device_mesh_for_nd_torus` without splitting axes.
+    pub(crate) fn torus_coords(
+        &self,
+        mesh_axes: &[(&str, usize)],
+    ) -> Result<Vec<Vec<usize>>, MeshError> {
         let total: usize = mesh_axes.iter().map(|&(_, s)| s).product();
         if total != self.num_devices() {
             return Err(MeshError::TopologyDeviceCount {
@@ -93,16 +109,16 @@ impl Topology {
         order.extend(left_over);
         let sizes: Vec<usize> = order.iter().map(|&a| self.dims[a]).collect();
         let mut coords = vec![0usize; self.dims.len()];
-        let mut ids = Vec::with_capacity(total);
+        let mut out = Vec::with_capacity(total);
         for flat in 0..total {
             let mut rest = flat;
             for (k, &a) in order.iter().enumerate().rev() {
                 coords[a] = rest % sizes[k];
                 rest /= sizes[k];
             }
-            ids.push(self.device_at(&coords));
+            out.push(coords.clone());
         }
-        Ok(ids)
+        Ok(out)
     }
 
     /// The device position at physical coordinates (x fastest).

@@ -131,31 +131,15 @@ impl Api {
         let mut args = ffi::PJRT_Plugin_Attributes_Args::new();
         // SAFETY: valid args; the attributes live as long as the process.
         unsafe { crate::pjrt_call!(self, PJRT_Plugin_Attributes, &mut args)? };
-        let mut out = Vec::new();
-        for i in 0..args.num_attributes {
-            // SAFETY: the plugin returned an array of `num_attributes` named values.
-            let nv = unsafe { &*args.attributes.add(i) };
-            // SAFETY: name/name_size describe a valid byte string.
-            let name = unsafe { bytes_to_string(nv.name.cast(), nv.name_size) };
-            let value = match nv.type_ {
-                ffi::NAMED_VALUE_STRING => {
-                    // SAFETY: string values are (ptr, len) pairs.
-                    unsafe { bytes_to_string(nv.value as usize as *const u8, nv.value_size) }
-                }
-                ffi::NAMED_VALUE_INT64 => (nv.value as i64).to_string(),
-                ffi::NAMED_VALUE_INT64_LIST => {
-                    let ptr = nv.value as usize as *const i64;
-                    // SAFETY: int64 lists are (ptr, count) pairs.
-                    let vals = unsafe { std::slice::from_raw_parts(ptr, nv.value_size) };
-                    format!("{vals:?}")
-                }
-                ffi::NAMED_VALUE_FLOAT => f32::from_bits(nv.value as u32).to_string(),
-                ffi::NAMED_VALUE_BOOL => (nv.value & 0xff != 0).to_string(),
-                other => format!("<named value of type {other}>"),
-            };
-            out.push((name, value));
+        if args.num_attributes == 0 {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        // SAFETY: the plugin returned an array of `num_attributes` named values.
+        let values = unsafe { super::device::read_named_values(args.attributes, args.num_attributes) };
+        Ok(values
+            .into_iter()
+            .map(|(name, value)| (name, value.to_string()))
+            .collect())
     }
 
     /// Turns a PJRT error pointer into a typed error (and frees it). Null means success.

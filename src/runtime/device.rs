@@ -2,7 +2,7 @@
 
 use super::api::bytes_to_string;
 use super::client::ClientInner;
-use super::{ffi, Result};
+use super::{ffi, Result, RuntimeError};
 use std::sync::Arc;
 
 /// One addressable device of a client.
@@ -25,6 +25,73 @@ pub struct MemoryStats {
     pub num_allocs: Option<i64>,
     /// Largest single allocation.
     pub largest_alloc_size: Option<i64>,
+}
+
+/// The value of a named attribute reported by the plugin (`PJRT_NamedValue`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttributeValue {
+    /// A string.
+    String(String),
+    /// A 64-bit integer.
+    Int64(i64),
+    /// A list of 64-bit integers.
+    Int64List(Vec<i64>),
+    /// A 32-bit float.
+    Float(f32),
+    /// A boolean.
+    Bool(bool),
+    /// A value type this build does not know, with its type tag (never guessed at).
+    Unknown(i32),
+}
+
+impl std::fmt::Display for AttributeValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttributeValue::String(s) => f.write_str(s),
+            AttributeValue::Int64(v) => write!(f, "{v}"),
+            AttributeValue::Int64List(v) => write!(f, "{v:?}"),
+            AttributeValue::Float(v) => write!(f, "{v}"),
+            AttributeValue::Bool(v) => write!(f, "{v}"),
+            AttributeValue::Unknown(t) => write!(f, "<named value of type {t}>"),
+        }
+    }
+}
+
+/// Reads `count` named values from `values` as `(name, value)` pairs.
+///
+/// # Safety
+/// `values` must point at `count` valid `PJRT_NamedValue`s whose strings and lists are alive.
+pub(crate) unsafe fn read_named_values(
+    values: *const ffi::PJRT_NamedValue,
+    count: usize,
+) -> Vec<(String, AttributeValue)> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        // SAFETY: the caller promises `count` named values.
+        let nv = unsafe { &*values.add(i) };
+        // SAFETY: name/name_size describe a valid byte string.
+        let name = unsafe { bytes_to_string(nv.name.cast(), nv.name_size) };
+        let value = match nv.type_ {
+            // SAFETY: string values are (ptr, len) pairs.
+            ffi::NAMED_VALUE_STRING => AttributeValue::String(unsafe {
+                bytes_to_string(nv.value as usize as *const u8, nv.value_size)
+            }),
+            ffi::NAMED_VALUE_INT64 => AttributeValue::Int64(nv.value as i64),
+            ffi::NAMED_VALUE_INT64_LIST if nv.value_size == 0 => AttributeValue::Int64List(vec![]),
+            ffi::NAMED_VALUE_INT64_LIST => {
+                let ptr = nv.value as usize as *const i64;
+                // SAFETY: int64 lists are (ptr, count) pairs.
+                AttributeValue::Int64List(unsafe {
+                    std::slice::from_raw_parts(ptr, nv.value_size).to_vec()
+                })
+            }
+            ffi::NAMED_VALUE_FLOAT => AttributeValue::Float(f32::from_bits(nv.value as u32)),
+            ffi::NAMED_VALUE_BOOL => AttributeValue::Bool(nv.value & 0xff != 0),
+            other => AttributeValue::Unknown(other),
+        };
+        out.push((name, value));
+    }
+    out
 }
 
 impl std::fmt::Debug for Device {
@@ -81,6 +148,50 @@ impl Device {
         }
     }
 
+    /// The device's named attributes (`PJRT_DeviceDescription_Attributes`): on TPUs these
+    /// include `coords` and `core_on_chip`; the CPU plugin reports none.
+    pub fn attributes(&self) -> Result<Vec<(String, AttributeValue)>> {
+        let mut args = ffi::PJRT_DeviceDescription_Attributes_Args::new();
+        args.device_description = self.description()?;
+        // SAFETY: valid description; the attributes are owned by the device.
+        unsafe {
+            crate::pjrt_call!(
+                *self.client.api,
+                PJRT_DeviceDescription_Attributes,
+                &mut args
+            )?;
+            if args.num_attributes == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(read_named_values(args.attributes, args.num_attributes))
+        }
+    }
+
+    /// Where the device sits in the machine, from its attributes: its chip's `coords`
+    /// (x, y, z) and its `core_on_chip` (0 when only `coords` is reported). `None` where the
+    /// plugin reports no `coords` (the CPU plugin); a `coords` or `core_on_chip` of another
+    /// type is an error naming it.
+    pub fn physical_position(&self) -> Result<Option<(Vec<i64>, i64)>> {
+        let attributes = self.attributes()?;
+        let find = |key: &str| attributes.iter().find(|(name, _)| name == key).map(|(_, v)| v);
+        let bad = |key: &'static str, value: &AttributeValue| RuntimeError::BadDeviceAttribute {
+            device: self.index,
+            attribute: key,
+            value: format!("{value:?}"),
+        };
+        let coords = match find("coords") {
+            None => return Ok(None),
+            Some(AttributeValue::Int64List(c)) => c.clone(),
+            Some(other) => return Err(bad("coords", other)),
+        };
+        let core = match find("core_on_chip") {
+            None => 0,
+            Some(AttributeValue::Int64(c)) => *c,
+            Some(other) => return Err(bad("core_on_chip", other)),
+        };
+        Ok(Some((coords, core)))
+    }
+
     /// A short human-readable description from the plugin.
     pub fn describe(&self) -> Result<String> {
         let mut args = ffi::PJRT_DeviceDescription_ToString_Args::new();
@@ -106,5 +217,28 @@ impl Device {
             num_allocs: opt(a.num_allocs, a.num_allocs_is_set),
             largest_alloc_size: opt(a.largest_alloc_size, a.largest_alloc_size_is_set),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::runtime::ClientSpec;
+
+    /// The CPU plugin's devices report no `coords` (nor `core_on_chip`), so a topology lays
+    /// them out by their index in the device list.
+    #[test]
+    fn cpu_devices_report_no_physical_position() {
+        let client = ClientSpec::cpu(2).open().unwrap();
+        for device in client.devices() {
+            let attributes = device.attributes().unwrap();
+            eprintln!("cpu device {} attributes: {attributes:?}", device.index());
+            assert!(
+                attributes
+                    .iter()
+                    .all(|(name, _)| name != "coords" && name != "core_on_chip"),
+                "{attributes:?}"
+            );
+            assert_eq!(device.physical_position().unwrap(), None);
+        }
     }
 }

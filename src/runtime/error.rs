@@ -98,6 +98,17 @@ pub enum RuntimeError {
     /// The plugin's function table lacks an entry.
     #[error("PJRT function {function} is not available in this plugin (its API table is too old)")]
     MissingFunction { function: &'static str },
+    /// A device attribute vishwam reads has a type other than the one PJRT documents.
+    #[error("device {device} reports attribute `{attribute}` as {value}, not the documented type \
+             (`coords`: an int64 list, `core_on_chip`: an int64)")]
+    BadDeviceAttribute {
+        /// Position of the device in the client's list.
+        device: usize,
+        /// The attribute's name.
+        attribute: &'static str,
+        /// What the device reported.
+        value: String,
+    },
     /// Host data does not match the declared shape and element type.
     #[error(
         "host data for a {element_type:?}{dims:?} buffer must be {expected} bytes, got {actual}"

@@ -218,6 +218,11 @@ args!(PJRT_DeviceDescription_ToString_Args {
     to_string: *const c_char,
     to_string_size: usize,
 });
+args!(PJRT_DeviceDescription_Attributes_Args {
+    device_description: *mut PJRT_DeviceDescription,
+    num_attributes: usize,
+    attributes: *const PJRT_NamedValue,
+});
 args!(PJRT_Device_GetDescription_Args {
     device: *mut PJRT_Device,
     device_description: *mut PJRT_DeviceDescription,
@@ -376,7 +381,7 @@ pub struct PJRT_Api {
 
     pub PJRT_DeviceDescription_Id: Fun<PJRT_DeviceDescription_Id_Args>,
     pub PJRT_DeviceDescription_ProcessIndex: Unused,
-    pub PJRT_DeviceDescription_Attributes: Unused,
+    pub PJRT_DeviceDescription_Attributes: Fun<PJRT_DeviceDescription_Attributes_Args>,
     pub PJRT_DeviceDescription_Kind: Fun<PJRT_DeviceDescription_Kind_Args>,
     pub PJRT_DeviceDescription_DebugString: Unused,
     pub PJRT_DeviceDescription_ToString: Fun<PJRT_DeviceDescription_ToString_Args>,
@@ -486,6 +491,15 @@ mod tests {
         assert_eq!(
             offset_of!(PJRT_Api, PJRT_Executable_GetCompiledMemoryStats),
             slot(96)
+        );
+        assert_eq!(
+            offset_of!(PJRT_Api, PJRT_DeviceDescription_Attributes),
+            slot(25)
+        );
+        assert_eq!(size_of::<PJRT_DeviceDescription_Attributes_Args>(), 40);
+        assert_eq!(
+            offset_of!(PJRT_DeviceDescription_Attributes_Args, attributes),
+            32
         );
         assert_eq!(size_of::<PJRT_Event_OnReady_Args>(), 40);
         assert_eq!(offset_of!(PJRT_Event_OnReady_Args, user_arg), 32);

@@ -24,7 +24,7 @@ pub use buffer::Buffer;
 pub use cache::{CacheOutcome, CompileCache};
 pub use client::{Client, ClientOptions, ClientSpec};
 pub use compile_options::{CompileOptions, OptionValue};
-pub use device::{Device, MemoryStats};
+pub use device::{AttributeValue, Device, MemoryStats};
 pub use element::{f8e4m3fn_to_f32, f8e5m2_to_f32, ElementType, NativeType};
 pub use error::{PjrtCode, Result, RuntimeError};
 pub use executable::{Arg, CompiledMemoryStats, LoadedExecutable};

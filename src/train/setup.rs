@@ -160,11 +160,61 @@ pub fn batch_geometry(cfg: &Config, plan: &ShardingPlan) -> BatchGeometry {
 }
 
 /// The sharding plan for `cfg` over `available` devices of `platform`; with
-/// `tpu.tpu_topology` the devices are ordered over the mesh by the topology.
+/// `tpu.tpu_topology` the devices are ordered over the mesh by the topology, taking device
+/// `i` to sit at index `i` of it (x fastest), as for devices that report no coordinates.
 pub fn sharding_plan(
     cfg: &Config,
     platform: &str,
     available: usize,
+) -> Result<ShardingPlan, TrainError> {
+    sharding_plan_on(cfg, platform, available, None)
+}
+
+/// Where the first `count` devices of `client` sit, read when `tpu.tpu_topology` is set:
+/// `Some` when they all report `coords` (TPUs), `None` when none does (the CPU plugin's
+/// virtual devices), an error when only some do.
+fn physical_devices(
+    cfg: &Config,
+    client: &crate::runtime::Client,
+    count: usize,
+) -> Result<Option<vishwam_mesh::PhysicalDevices>, TrainError> {
+    if cfg.tpu.tpu_topology.is_none() {
+        return Ok(None);
+    }
+    let devices = &client.devices()[..count];
+    let mut positions = Vec::with_capacity(count);
+    for device in devices {
+        positions.push(device.physical_position()?);
+    }
+    let reported = positions.iter().filter(|p| p.is_some()).count();
+    if reported == 0 {
+        return Ok(None);
+    }
+    if reported < count {
+        return Err(TrainError::Other(format!(
+            "tpu.tpu_topology: only {reported} of the {count} devices report their `coords`, \
+             so they cannot be placed on the topology; set tpu.tpu_topology to null"
+        )));
+    }
+    let positions = positions
+        .into_iter()
+        .flatten()
+        .map(|(coords, core_on_chip)| vishwam_mesh::DevicePosition {
+            coords,
+            core_on_chip,
+        })
+        .collect();
+    let kind = devices.first().map(|d| d.kind()).transpose()?.unwrap_or_default();
+    Ok(Some(vishwam_mesh::PhysicalDevices { kind, positions }))
+}
+
+/// [`sharding_plan`] over devices that report where they sit (`physical`): the topology is
+/// checked against their coordinates and orders them as JAX's `create_device_mesh` does.
+fn sharding_plan_on(
+    cfg: &Config,
+    platform: &str,
+    available: usize,
+    physical: Option<vishwam_mesh::PhysicalDevices>,
 ) -> Result<ShardingPlan, TrainError> {
     let mut settings = MeshSettings::new(
         strategy(cfg),
@@ -181,6 +231,7 @@ pub fn sharding_plan(
     }
     if let Some(topology) = &cfg.tpu.tpu_topology {
         settings.topology = Some(Topology::parse(topology)?);
+        settings.physical_devices = physical;
     }
     Ok(ShardingPlan::build(&settings, platform, available)?)
 }
@@ -231,7 +282,8 @@ pub fn open_engine(
     };
     let client = spec.open()?;
     let available = devices_to_use(cfg, platform, client.num_devices())?;
-    let plan = sharding_plan(cfg, platform.name(), available)?;
+    let physical = physical_devices(cfg, &client, available)?;
+    let plan = sharding_plan_on(cfg, platform.name(), available, physical)?;
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }

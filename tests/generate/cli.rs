@@ -1,6 +1,6 @@
 //! `vishwam train`, then `vishwam generate` and `vishwam eval` on its checkpoint.
 
-use crate::common::{succeeded, vishwam_cli};
+use crate::common::{assert_sample_is_nucleus_sampling, succeeded, vishwam_cli};
 use rand::{Rng, SeedableRng};
 
 #[test]
@@ -58,6 +58,8 @@ fn generate_and_eval_commands_run_on_a_trained_checkpoint() {
     assert_eq!(train(&r.join("run_again")), sample);
 
     let run_dir = p(&run);
+    // The sample is the run's weights sampled as the header says, not a greedy loop.
+    assert_sample_is_nucleus_sampling(&home, &run, &sample);
     let out = succeeded(vishwam_cli(
         &home,
         &[

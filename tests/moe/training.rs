@@ -40,8 +40,13 @@ fn assert_same(
 /// expert. The two runs are different programs (another mesh, micro-batches): their router
 /// scores agree to about 1e-6, and XLA rounds them per CPU, so a pair whose two best experts
 /// score that close may go either way on some machine. A routing bug moves many pairs.
+/// `cfg` is the config of a one-device run (one batch shard); both metrics are normalised
+/// over the whole optimizer step (`moe_state::metric_outputs`: utilisation over the counts of
+/// every micro-batch, dropped over `accum * pairs`), so a step holds `batch_size x
+/// grad_accum_steps` sequences of (token, choice) pairs.
 fn assert_same_routing(name: &str, cfg: &Config, got: &[MoeMetrics], want: &[MoeMetrics]) {
-    let pairs = (cfg.training.batch_size * cfg.seq_len() * cfg.model.experts_per_token) as f32;
+    let sequences = cfg.training.batch_size * cfg.training.grad_accum_steps;
+    let pairs = (sequences * cfg.seq_len() * cfg.model.experts_per_token) as f32;
     let one = 1.0 / pairs;
     for (step, (a, b)) in got.iter().zip(want).enumerate() {
         for (block, (ua, ub)) in a.utilisation.iter().zip(&b.utilisation).enumerate() {
