@@ -102,8 +102,13 @@ fn bf16_compute_with_a_dynamic_loss_scale_trains() {
     let losses: Vec<f32> = (0..15).map(|_| t.step(&b).unwrap().loss).collect();
     println!("bf16 + dynamic scale: {losses:?}");
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    // Measured (x86-64, 2 cores): 4.204 -> 1.618 in 14 steps, a ratio of 0.385 falling
+    // smoothly every step. The bound asks for a ratio below 0.6 (a drop of 1.68 from 4.20,
+    // 65% of the measured 2.59): a healthy run clears it by about 0.9, far past what another
+    // CPU's rounding of the same 14 steps moves (hundredths), while a run that does not learn
+    // (every update skipped, or a loss scale left in the update) stays near a ratio of 1.
     assert!(
-        losses[14] < 0.5 * losses[0],
+        losses[14] < 0.6 * losses[0],
         "bf16 training did not learn a fixed mapping: {losses:?}"
     );
     let scale = t.state_to_host().unwrap()["loss_scale"]

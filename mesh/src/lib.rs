@@ -11,6 +11,11 @@
 //! [`ShardingPlan::build`] joins the user's settings, the rules and the devices present.
 //! [`ShardLayout`] gives the geometry of the result (each device's slice) and moves bytes:
 //! scatter, gather and [`reshard`] between any two layouts.
+//!
+//! A physical [`Topology`] (`tpu.tpu_topology`) orders the devices over the mesh as JAX's
+//! `mesh_utils.create_device_mesh` does: by the coordinates the devices report
+//! ([`PhysicalDevices`], TPUs), or, for devices that report none (the CPU plugin's virtual
+//! devices), by their index in the device list, x fastest.
 
 mod error;
 mod layout;

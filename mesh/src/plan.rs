@@ -39,7 +39,8 @@ pub struct MeshSettings {
     /// Rule overrides, applied in order on top of the strategy's presets.
     pub rule_overrides: Vec<RuleOverride>,
     /// The physical topology of the devices (`tpu.tpu_topology`): when given, it must hold
-    /// exactly the mesh's devices, and it orders them ([`Topology::device_order`]).
+    /// exactly the mesh's devices, and it orders them ([`Topology::device_order`], or
+    /// [`PhysicalDevices::device_order`] when `physical_devices` is given).
     /// Excludes `device_order`.
     pub topology: Option<Topology>,
     /// Where the devices sit, when they report it (TPUs); with `topology`, the topology is

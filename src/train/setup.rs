@@ -181,7 +181,8 @@ fn physical_devices(
     if cfg.tpu.tpu_topology.is_none() {
         return Ok(None);
     }
-    let devices = &client.devices()[..count];
+    let all = client.devices();
+    let devices = &all[..count];
     let mut positions = Vec::with_capacity(count);
     for device in devices {
         positions.push(device.physical_position()?);
@@ -356,5 +357,30 @@ mod tests {
             err.to_string().contains("topology 2x2x2 holds 8 devices"),
             "{err}"
         );
+        // Devices that report where they sit are ordered by it: a v3-8 (2x2 chips, 2 cores
+        // each) listed chip (1,1) first reads in JAX's tray ring order by coordinates.
+        let mut positions = Vec::new();
+        for (x, y) in [(1, 1), (0, 1), (1, 0), (0, 0)] {
+            for core in 0..2 {
+                positions.push(vishwam_mesh::DevicePosition {
+                    coords: vec![x, y, 0],
+                    core_on_chip: core,
+                });
+            }
+        }
+        let v3 = vishwam_mesh::PhysicalDevices {
+            kind: "TPU v3".to_string(),
+            positions,
+        };
+        let plan = sharding_plan_on(&cfg, "tpu", 8, Some(v3.clone())).unwrap();
+        // Ring: chips (0,0), (1,0), (1,1), (0,1), both cores each; list positions 6 7 4 5 0 1 2 3.
+        assert_eq!(plan.mesh.device_ids(), [6, 7, 4, 5, 0, 1, 2, 3]);
+        let cfg = load(&[
+            "tpu.tpu_topology=\"4x2x1\"",
+            "tpu.mesh_shape={\"data\": 2, \"model\": 4}",
+            "tpu.device_strategy=\"hybrid\"",
+        ]);
+        let err = sharding_plan_on(&cfg, "tpu", 8, Some(v3)).unwrap_err();
+        assert!(err.to_string().contains("set tpu.tpu_topology to \"2x2x2\""), "{err}");
     }
 }
