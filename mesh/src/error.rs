@@ -49,9 +49,11 @@ pub enum MeshError {
         topology: String,
     },
     /// `tpu.tpu_topology` differs from the physical mesh the devices' coordinates form.
-    #[error("tpu.tpu_topology {topology} does not match the devices: {devices} {kind} devices \
+    #[error(
+        "tpu.tpu_topology {topology} does not match the devices: {devices} {kind} devices \
              report {reported}, a {shape} physical mesh; set tpu.tpu_topology to \"{shape}\" \
-             (or null)")]
+             (or null)"
+    )]
     TopologyMismatch {
         topology: String,
         kind: String,

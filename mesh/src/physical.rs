@@ -71,7 +71,9 @@ impl PhysicalDevices {
     fn coords(&self, i: usize) -> Result<[i64; 3], MeshError> {
         let c = &self.positions[i].coords;
         if c.is_empty() || c.len() > 3 {
-            return Err(self.bad(format!("device {i} reports coords {c:?}, not 1 to 3 values")));
+            return Err(self.bad(format!(
+                "device {i} reports coords {c:?}, not 1 to 3 values"
+            )));
         }
         let mut out = [0i64; 3];
         out[..c.len()].copy_from_slice(c);
@@ -85,8 +87,12 @@ impl PhysicalDevices {
             return Err(self.bad("no devices".to_string()));
         }
         let coords: Vec<[i64; 3]> = (0..n).map(|i| self.coords(i)).collect::<Result<_, _>>()?;
-        let low: Vec<i64> = (0..3).map(|a| coords.iter().map(|c| c[a]).min().unwrap_or(0)).collect();
-        let high: Vec<i64> = (0..3).map(|a| coords.iter().map(|c| c[a]).max().unwrap_or(0)).collect();
+        let low: Vec<i64> = (0..3)
+            .map(|a| coords.iter().map(|c| c[a]).min().unwrap_or(0))
+            .collect();
+        let high: Vec<i64> = (0..3)
+            .map(|a| coords.iter().map(|c| c[a]).max().unwrap_or(0))
+            .collect();
         let chips = [0, 1, 2].map(|a| (high[a] - low[a] + 1) as usize);
         let cores = self.positions.iter().map(|p| p.core_on_chip);
         let core_low = cores.clone().min().unwrap_or(0);
@@ -174,9 +180,15 @@ impl PhysicalDevices {
         if dims != grid.shape || total != n {
             let [x, y, z] = grid.shape;
             let what = if self.is_v2_or_v3() {
-                format!("{}x{} chips with {z} cores each", grid.chips[0], grid.chips[1])
+                format!(
+                    "{}x{} chips with {z} cores each",
+                    grid.chips[0], grid.chips[1]
+                )
             } else {
-                format!("{}x{}x{} chips", grid.chips[0], grid.chips[1], grid.chips[2])
+                format!(
+                    "{}x{}x{} chips",
+                    grid.chips[0], grid.chips[1], grid.chips[2]
+                )
             };
             return Err(MeshError::TopologyMismatch {
                 topology: topology.to_string(),

@@ -87,7 +87,10 @@ fn one_device_per_chip_follows_the_torus_assignment_at_the_real_coordinates() {
     let mesh = [("data", 2), ("model", 4)];
     let expected = [0, 2, 1, 3, 4, 6, 5, 7];
     assert_eq!(order(&v4, "2x2x2", &mesh), expected);
-    assert_eq!(order(&reversed(v4.clone()), "2x2x2", &mesh), flip(&expected));
+    assert_eq!(
+        order(&reversed(v4.clone()), "2x2x2", &mesh),
+        flip(&expected)
+    );
     // Coordinates need not start at 0 (a slice at x = 4..5): JAX subtracts the minimum.
     let mut shifted = v4;
     for p in &mut shifted.positions {
@@ -108,7 +111,10 @@ fn v5e_slices_use_their_ring_orders() {
     // JAX's `_vlc_create_device_mesh`: a 2x2 slice in order 0 1 3 2 for any mesh shape.
     let v5e = mock("TPU v5 lite", 2, 2, 1, 1);
     assert_eq!(order(&v5e, "2x2", &[("data", 4)]), [0, 1, 3, 2]);
-    assert_eq!(order(&v5e, "2x2", &[("data", 2), ("model", 2)]), [0, 1, 3, 2]);
+    assert_eq!(
+        order(&v5e, "2x2", &[("data", 2), ("model", 2)]),
+        [0, 1, 3, 2]
+    );
     // A 4x4 slice: the 16-chip ring only when one mesh axis holds all 16 devices; otherwise
     // the torus assignment: model=4 takes the first axis of size 4, x, and data=4 takes y;
     // physical.transpose(1, 0) reads y, x (x fastest): x + 4y is the list order.
@@ -131,7 +137,12 @@ fn a_topology_other_than_the_devices_is_an_error_naming_both() {
         .device_order(&Topology::parse("4x2").unwrap(), &[("data", 8)])
         .unwrap_err();
     let text = err.to_string();
-    for part in ["4x2", "8 TPU v3 devices", "2x2 chips with 2 cores each", "\"2x2x2\""] {
+    for part in [
+        "4x2",
+        "8 TPU v3 devices",
+        "2x2 chips with 2 cores each",
+        "\"2x2x2\"",
+    ] {
         assert!(text.contains(part), "{part}: {text}");
     }
     let v4 = mock("TPU v4", 2, 2, 2, 1);

@@ -20,8 +20,8 @@ use crate::error::DeviceNeed;
 use crate::rules::check_no_repeats;
 use crate::strategy::MODEL;
 use crate::{
-    DeviceStrategy, LogicalAxis, LogicalRules, Mesh, MeshError, Resolution, RuleOverride,
-    PhysicalDevices, RuleTarget, Topology,
+    DeviceStrategy, LogicalAxis, LogicalRules, Mesh, MeshError, PhysicalDevices, Resolution,
+    RuleOverride, RuleTarget, Topology,
 };
 
 /// The user's parallelism settings as plain values (`tpu.*`, `optimization.shard_weights`).

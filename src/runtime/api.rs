@@ -135,7 +135,8 @@ impl Api {
             return Ok(Vec::new());
         }
         // SAFETY: the plugin returned an array of `num_attributes` named values.
-        let values = unsafe { super::device::read_named_values(args.attributes, args.num_attributes) };
+        let values =
+            unsafe { super::device::read_named_values(args.attributes, args.num_attributes) };
         Ok(values
             .into_iter()
             .map(|(name, value)| (name, value.to_string()))

@@ -173,7 +173,12 @@ impl Device {
     /// type is an error naming it.
     pub fn physical_position(&self) -> Result<Option<(Vec<i64>, i64)>> {
         let attributes = self.attributes()?;
-        let find = |key: &str| attributes.iter().find(|(name, _)| name == key).map(|(_, v)| v);
+        let find = |key: &str| {
+            attributes
+                .iter()
+                .find(|(name, _)| name == key)
+                .map(|(_, v)| v)
+        };
         let bad = |key: &'static str, value: &AttributeValue| RuntimeError::BadDeviceAttribute {
             device: self.index,
             attribute: key,

@@ -99,8 +99,10 @@ pub enum RuntimeError {
     #[error("PJRT function {function} is not available in this plugin (its API table is too old)")]
     MissingFunction { function: &'static str },
     /// A device attribute vishwam reads has a type other than the one PJRT documents.
-    #[error("device {device} reports attribute `{attribute}` as {value}, not the documented type \
-             (`coords`: an int64 list, `core_on_chip`: an int64)")]
+    #[error(
+        "device {device} reports attribute `{attribute}` as {value}, not the documented type \
+             (`coords`: an int64 list, `core_on_chip`: an int64)"
+    )]
     BadDeviceAttribute {
         /// Position of the device in the client's list.
         device: usize,

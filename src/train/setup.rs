@@ -205,7 +205,11 @@ fn physical_devices(
             core_on_chip,
         })
         .collect();
-    let kind = devices.first().map(|d| d.kind()).transpose()?.unwrap_or_default();
+    let kind = devices
+        .first()
+        .map(|d| d.kind())
+        .transpose()?
+        .unwrap_or_default();
     Ok(Some(vishwam_mesh::PhysicalDevices { kind, positions }))
 }
 
@@ -381,6 +385,10 @@ mod tests {
             "tpu.device_strategy=\"hybrid\"",
         ]);
         let err = sharding_plan_on(&cfg, "tpu", 8, Some(v3)).unwrap_err();
-        assert!(err.to_string().contains("set tpu.tpu_topology to \"2x2x2\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("set tpu.tpu_topology to \"2x2x2\""),
+            "{err}"
+        );
     }
 }

@@ -37,5 +37,8 @@ pub fn assert_sample_is_nucleus_sampling(home: &Path, run: &Path, line: &str) {
     let nucleus = generate(&["--top_p", "0.9", "--temperature", "0.8", "--seed", seed]);
     assert_eq!(nucleus, format!("{prompt}{continuation}"), "{line}");
     let greedy = generate(&["--greedy"]);
-    assert_ne!(greedy, nucleus, "greedy decoding gives the sample too: {line}");
+    assert_ne!(
+        greedy, nucleus,
+        "greedy decoding gives the sample too: {line}"
+    );
 }
