@@ -10,7 +10,10 @@
 mod greedy;
 mod sample;
 
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
 pub use greedy::{assert_same_greedy, GREEDY_TIE};
+#[allow(unused_imports)]
 pub use sample::assert_sample_is_nucleus_sampling;
 
 use rand::{Rng, SeedableRng};
