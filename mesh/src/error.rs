@@ -50,14 +50,11 @@ pub enum MeshError {
     },
     /// `tpu.tpu_topology` differs from the physical mesh the devices' coordinates form.
     #[error(
-        "tpu.tpu_topology {topology} does not match the devices: {devices} {kind} devices \
-             report {reported}, a {shape} physical mesh; set tpu.tpu_topology to \"{shape}\" \
-             (or null)"
+        "tpu.tpu_topology {topology} does not match the devices: {reported}, a {shape} \
+         physical mesh; set tpu.tpu_topology to \"{shape}\" (or null)"
     )]
     TopologyMismatch {
         topology: String,
-        kind: String,
-        devices: usize,
         reported: String,
         shape: String,
     },

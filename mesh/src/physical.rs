@@ -192,9 +192,7 @@ impl PhysicalDevices {
             };
             return Err(MeshError::TopologyMismatch {
                 topology: topology.to_string(),
-                kind: self.kind.clone(),
-                devices: n,
-                reported: what,
+                reported: format!("{n} {} devices report {what}", self.kind),
                 shape: format!("{x}x{y}x{z}"),
             });
         }
