@@ -291,9 +291,7 @@ pub enum DataError {
     /// A prepared dataset and the configured tokenizer disagree.
     #[error(
         "the prepared dataset at {dir} was tokenized with {dataset_origin} (tokenizer hash \
-         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); set \
-         data.tokenizer to the tokenizer the dataset was prepared with, leave it null to use the \
-         dataset's own tokenizer.json, or prepare the dataset again with this tokenizer"
+         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); {hint}"
     )]
     DatasetTokenizerMismatch {
         /// The dataset directory.
@@ -306,6 +304,8 @@ pub enum DataError {
         tokenizer: String,
         /// Its hash.
         tokenizer_hash: String,
+        /// What to do, by case ([`super::prepare::TokenizerChoice`]).
+        hint: &'static str,
     },
     /// A prepared dataset ships no tokenizer and none was configured.
     #[error(

@@ -58,6 +58,16 @@ impl std::fmt::Debug for PreparedDataset {
     }
 }
 
+/// How the tokenizer a prepared dataset is checked against was chosen (it picks the advice
+/// of [`DataError::DatasetTokenizerMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerChoice {
+    /// Given by `data.tokenizer` / `--tokenizer`.
+    Configured,
+    /// Not configured: another input's tokenizer, or one trained on the text sources.
+    Inferred,
+}
+
 impl PreparedDataset {
     /// Opens the dataset in `dir` (manifest, headers and sizes are checked; checksums are not:
     /// see [`super::verify`]).
@@ -128,17 +138,35 @@ impl PreparedDataset {
     }
 
     /// Opens the dataset in `dir` for training with `tokenizer` (named `tokenizer_name` in the
-    /// error): its manifest's tokenizer hash must be the tokenizer's.
-    pub fn open_with(dir: &Path, tokenizer: &TextTokenizer, tokenizer_name: &str) -> Result<Self> {
+    /// error, chosen as `choice` says): its manifest's tokenizer hash must be the tokenizer's.
+    pub fn open_with(
+        dir: &Path,
+        tokenizer: &TextTokenizer,
+        tokenizer_name: &str,
+        choice: TokenizerChoice,
+    ) -> Result<Self> {
         let dataset = Self::open(dir)?;
         let manifest = &dataset.manifest;
         if manifest.tokenizer_hash != tokenizer.hash() {
+            let hint = match choice {
+                TokenizerChoice::Configured => {
+                    "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
+                     null to use the dataset's own tokenizer.json, or prepare the dataset again \
+                     with this tokenizer"
+                }
+                TokenizerChoice::Inferred => {
+                    "the inputs of one run must share a tokenizer: prepare them all with one \
+                     (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
+                     of the datasets) and set data.tokenizer to it"
+                }
+            };
             return Err(DataError::DatasetTokenizerMismatch {
                 dir: dir.to_path_buf(),
                 dataset_hash: manifest.tokenizer_hash.clone(),
                 dataset_origin: manifest.tokenizer_origin.clone(),
                 tokenizer: tokenizer_name.to_string(),
                 tokenizer_hash: tokenizer.hash().to_string(),
+                hint,
             });
         }
         Ok(dataset)

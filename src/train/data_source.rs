@@ -7,6 +7,7 @@ use crate::config::{
     MergeStrategy as CfgMerge,
 };
 use crate::data::manifest::is_prepared_dataset;
+use crate::data::prepare::TokenizerChoice;
 use crate::data::sources::{FileFormat, InvalidUtf8};
 use crate::data::{
     self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
@@ -45,6 +46,18 @@ fn hash_hex(parts: &[&str]) -> String {
         h.update([0]);
     }
     hex::encode(h.finalize())[..16].to_string()
+}
+
+/// `paths` with each existing path made canonical (`data/raw` and `./data/raw/` alike); globs
+/// and `brown` as they are.
+fn canonical_paths(paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| match std::fs::canonicalize(p) {
+            Ok(canonical) => canonical.to_string_lossy().into_owned(),
+            Err(_) => p.clone(),
+        })
+        .collect()
 }
 
 /// One input of a run's data: a prepared dataset, trained on as it is, or text to prepare.
@@ -106,7 +119,46 @@ fn data_inputs(cfg: &Config) -> Result<Vec<DataInput>, TrainError> {
         }
         inputs.push(DataInput::Text(spec));
     }
+    if inputs.iter().all(|i| matches!(i, DataInput::Prepared(_))) {
+        refuse_text_options(cfg)?;
+    }
     Ok(inputs)
+}
+
+/// With only prepared datasets as inputs, the keys that say how text is read have nothing to
+/// act on: a value other than the default is an error naming the key.
+fn refuse_text_options(cfg: &Config) -> Result<(), TrainError> {
+    let defaults = crate::config::DataConfig::default();
+    let set: Vec<String> = [
+        (
+            "data.format",
+            cfg.data.format != defaults.format,
+            cfg.data.format.to_string(),
+        ),
+        (
+            "data.text_field",
+            cfg.data.text_field != defaults.text_field,
+            cfg.data.text_field.clone(),
+        ),
+        (
+            "data.invalid_utf8",
+            cfg.data.invalid_utf8 != defaults.invalid_utf8,
+            cfg.data.invalid_utf8.to_string(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, differs, _)| *differs)
+    .map(|(key, _, value)| format!("{key} = \"{value}\""))
+    .collect();
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Other(format!(
+        "{} only apply to text sources, but every input of this run is a prepared dataset \
+         (its text was read when it was prepared); remove {}",
+        set.join(", "),
+        if set.len() == 1 { "it" } else { "them" }
+    )))
 }
 
 /// A tokenizer and a sentence saying which one it is and why.
@@ -123,8 +175,10 @@ pub struct ChosenTokenizer {
 /// 2. the `tokenizer.json` shipped by the first of the `prepared` datasets that ships one;
 /// 3. a byte-level BPE of `vocab_size` tokens trained on the `text` sources once and cached
 ///    under `$VISHWAM_HOME/tokenizers/` (the same sources, size and special ids reuse it),
-///    with `<pad>`, `<bos>` and `<eos>` at the ids of `specials`
-///    ([`SpecialTokenIds::placed`] from `sequence.*`).
+///    with `<pad>`, `<bos>` and `<eos>` at the ids [`SpecialTokenIds::placed`] gives for
+///    `asked` (the `sequence.pad_token_id` / `bos_token_id` / `eos_token_id` of the config),
+///    which must then lie in 0..=2. Rules 1 and 2 do not look at `asked`: the ids are
+///    checked against the chosen tokenizer afterwards.
 ///
 /// A prepared dataset that ships no tokenizer needs rule 1.
 pub fn choose_tokenizer(
@@ -132,7 +186,7 @@ pub fn choose_tokenizer(
     vocab_size: usize,
     prepared: &[PathBuf],
     text: &[SourceSpec],
-    specials: &SpecialTokenIds,
+    asked: AskedSpecialIds,
 ) -> Result<ChosenTokenizer, TrainError> {
     if let Some(name) = configured {
         return Ok(ChosenTokenizer {
@@ -161,6 +215,7 @@ pub fn choose_tokenizer(
         }
         .into());
     }
+    let specials = &SpecialTokenIds::placed(asked.pad, asked.bos, asked.eos)?;
     let fetcher = BrownFetcher::default();
     let mut fingerprints = Vec::new();
     let mut resolved = Vec::new();
@@ -220,6 +275,30 @@ pub fn choose_tokenizer(
     })
 }
 
+/// The special ids a config asks for (`sequence.pad_token_id`, `bos_token_id`,
+/// `eos_token_id`); `None` where it asks for none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AskedSpecialIds {
+    /// `sequence.pad_token_id`.
+    pub pad: Option<u32>,
+    /// `sequence.bos_token_id`.
+    pub bos: Option<u32>,
+    /// `sequence.eos_token_id`.
+    pub eos: Option<u32>,
+}
+
+impl AskedSpecialIds {
+    /// The ids `cfg.sequence` asks for.
+    pub fn of(cfg: &Config) -> AskedSpecialIds {
+        let s = &cfg.sequence;
+        AskedSpecialIds {
+            pad: s.pad_token_id,
+            bos: s.bos_token_id,
+            eos: s.eos_token_id,
+        }
+    }
+}
+
 /// The pad / bos / eos ids from `sequence.*` or the tokenizer's conventional names.
 fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainError> {
     let base = tok.conventional_special_ids().unwrap_or_default();
@@ -247,13 +326,12 @@ pub fn prepare_data(
             DataInput::Text(spec) => texts.push(spec.clone()),
         }
     }
-    let s = &cfg.sequence;
     let chosen = choose_tokenizer(
         cfg.data.tokenizer.as_deref(),
         cfg.model.vocab_size,
         &prepared_dirs,
         &texts,
-        &SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?,
+        AskedSpecialIds::of(cfg),
     )?;
     tracing::info!(
         "tokenizer: {} ({} tokens, hash {})",
@@ -277,11 +355,15 @@ pub fn prepare_data(
             DataInput::Prepared(dir) => {
                 tracing::info!("training on the prepared dataset {}", dir.display());
                 data::verify::check_checksums(dir)?;
-                PreparedDataset::open_with(dir, &tokenizer, &chosen.description)?
+                let choice = match cfg.data.tokenizer {
+                    Some(_) => TokenizerChoice::Configured,
+                    None => TokenizerChoice::Inferred,
+                };
+                PreparedDataset::open_with(dir, &tokenizer, &chosen.description, choice)?
             }
             DataInput::Text(spec) => {
                 let key = hash_hex(&[
-                    &spec.paths.join("\n"),
+                    &canonical_paths(&spec.paths).join("\n"),
                     &spec.text_field,
                     &tokenizer.hash()[..16],
                 ]);
