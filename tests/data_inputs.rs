@@ -244,13 +244,34 @@ fn prepare_trains_the_tokenizer_train_would_and_other_special_ids_work() {
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
 
-    // A tokenizer whose eos is `</s>` at id 384 (beyond a trained tokenizer's 0..2).
-    let mut json: serde_json::Value = serde_json::from_slice(&prepared_tokenizer).unwrap();
-    json["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
-        "id": 384, "content": "</s>", "single_word": false, "lstrip": false,
-        "rstrip": false, "normalized": false, "special": true}));
-    let custom = r.join("custom.json");
-    std::fs::write(&custom, json.to_string()).unwrap();
+    // A tokenizer whose eos is `</s>` at the id after the trained ones (beyond 0..2). (Edited
+    // as text: the `tokenizers` library reads the model's keys in its own order.)
+    let out = succeeded(vishwam_cli(
+        &home,
+        &["tokenizer", "inspect", &p(&r.join("dc/tokenizer.json"))],
+    ));
+    let eos: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tokens: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {out}"));
+    let json = String::from_utf8(prepared_tokenizer.clone()).unwrap();
+    let end_of_added = "\"special\": true\n    }\n  ],";
+    assert!(json.contains(end_of_added), "{json}");
+    let json = json.replacen(
+        end_of_added,
+        &format!(
+            "\"special\": true\n    }},\n    {{\"id\": {eos}, \"content\": \"</s>\", \
+             \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \
+             \"normalized\": false, \"special\": true}}\n  ],"
+        ),
+        1,
+    );
+    let custom = r.join("custom-tokenizer.json");
+    std::fs::write(&custom, json).unwrap();
+    let out = succeeded(vishwam_cli(&home, &["tokenizer", "inspect", &p(&custom)]));
+    assert!(out.contains(&format!("</s>={eos}")), "{out}");
     let config = tiny_config(
         r,
         "custom",
@@ -264,7 +285,7 @@ fn prepare_trains_the_tokenizer_train_would_and_other_special_ids_work() {
             "--config",
             &config,
             "--set",
-            "sequence.eos_token_id=384",
+            &format!("sequence.eos_token_id={eos}"),
             "--no-progress",
         ],
     ));

@@ -25,7 +25,12 @@ pub struct EvalArgs {
     data: Vec<String>,
     /// Bytes in --data that are not valid UTF-8: an error naming the file and offset, or
     /// replaced by U+FFFD (default: the run's data.invalid_utf8).
-    #[arg(long = "invalid-utf8", alias = "invalid_utf8", value_enum, requires = "data")]
+    #[arg(
+        long = "invalid-utf8",
+        alias = "invalid_utf8",
+        value_enum,
+        requires = "data"
+    )]
     invalid_utf8: Option<InvalidUtf8>,
     /// Print one JSON object instead of text.
     #[arg(long)]

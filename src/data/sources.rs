@@ -268,7 +268,6 @@ fn fingerprint(spec: &SourceSpec, files: &[SourceFile]) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,23 +90,44 @@ pub fn assert_prompt_is_corpus_text(out: &str) {
         !prompt.contains("VSH") && !prompt.contains('\u{FFFD}'),
         "shard bytes read as text: {prompt}"
     );
-    let known = |w: &str| WORDS.contains(&w) || w == CSV_WORD;
     let words: Vec<&str> = prompt
         .split(|c: char| !c.is_ascii_alphabetic())
         .filter(|w| !w.is_empty())
         .collect();
-    assert!(words.len() >= 3, "the prompt shows no corpus text: {prompt:?}");
-    // The window may start or end inside a word: the first word must end one, the last begin
-    // one; every other word is whole.
+    assert!(
+        words.len() >= 3,
+        "the prompt shows no corpus text: {prompt:?}"
+    );
+    // The window may start or end inside a word, and documents are joined without a space
+    // (their end-of-text token is not printed): each word is corpus words run together, the
+    // first possibly starting inside one, the last possibly ending inside one.
     let last = words.len() - 1;
     for (i, word) in words.iter().enumerate() {
-        let fits = match i {
-            0 => WORDS.iter().chain([&CSV_WORD]).any(|w| w.ends_with(word)),
-            i if i == last => WORDS.iter().chain([&CSV_WORD]).any(|w| w.starts_with(word)),
-            _ => known(word),
-        };
-        assert!(fits, "{word:?} is not corpus text in the prompt {prompt:?}");
+        assert!(
+            is_corpus_words(word, i == 0, i == last),
+            "{word:?} is not corpus text in the prompt {prompt:?}"
+        );
     }
+}
+
+/// Whether `text` is corpus words run together; with `cut_start` the first may be only the
+/// end of a word, with `cut_end` the last only its beginning.
+fn is_corpus_words(text: &str, cut_start: bool, cut_end: bool) -> bool {
+    if text.is_empty() {
+        return true;
+    }
+    WORDS.iter().chain([&CSV_WORD]).any(|w| {
+        let whole = text.strip_prefix(w);
+        let partial_end = cut_end && w.starts_with(text);
+        let partial_start = cut_start
+            && (1..w.len()).any(|k| {
+                text.strip_prefix(&w[k..])
+                    .is_some_and(|rest| is_corpus_words(rest, false, cut_end))
+            });
+        whole.is_some_and(|rest| is_corpus_words(rest, false, cut_end))
+            || partial_end
+            || partial_start
+    })
 }
 
 /// Adds a `datasets` section mixing `paths` equally to the config file at `config`.
