@@ -288,10 +288,11 @@ pub enum DataError {
         /// The parser's message, with the record and line.
         message: String,
     },
-    /// A prepared dataset and the configured tokenizer disagree.
+    /// A prepared dataset and the tokenizer in use (configured, or another input's)
+    /// disagree. (The two descriptions are boxed strings to keep [`DataError`] small.)
     #[error(
         "the prepared dataset at {dir} was tokenized with {dataset_origin} (tokenizer hash \
-         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); {hint}"
+         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); {}", .choice.mismatch_hint()
     )]
     DatasetTokenizerMismatch {
         /// The dataset directory.
@@ -299,13 +300,13 @@ pub enum DataError {
         /// The tokenizer hash in its manifest.
         dataset_hash: String,
         /// Where the dataset's tokenizer came from (manifest `tokenizer_origin`).
-        dataset_origin: String,
+        dataset_origin: Box<str>,
         /// The tokenizer in use (a path or a name).
-        tokenizer: String,
+        tokenizer: Box<str>,
         /// Its hash.
         tokenizer_hash: String,
-        /// What to do, by case ([`super::prepare::TokenizerChoice`]).
-        hint: &'static str,
+        /// How that tokenizer was chosen (it picks the advice).
+        choice: super::prepare::TokenizerChoice,
     },
     /// A prepared dataset ships no tokenizer and none was configured.
     #[error(

@@ -68,6 +68,24 @@ pub enum TokenizerChoice {
     Inferred,
 }
 
+impl TokenizerChoice {
+    /// What to do about a prepared dataset made with another tokenizer.
+    pub fn mismatch_hint(self) -> &'static str {
+        match self {
+            TokenizerChoice::Configured => {
+                "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
+                 null to use the dataset's own tokenizer.json, or prepare the dataset again \
+                 with this tokenizer"
+            }
+            TokenizerChoice::Inferred => {
+                "the inputs of one run must share a tokenizer: prepare them all with one \
+                 (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
+                 of the datasets) and set data.tokenizer to it"
+            }
+        }
+    }
+}
+
 impl PreparedDataset {
     /// Opens the dataset in `dir` (manifest, headers and sizes are checked; checksums are not:
     /// see [`super::verify`]).
@@ -148,25 +166,13 @@ impl PreparedDataset {
         let dataset = Self::open(dir)?;
         let manifest = &dataset.manifest;
         if manifest.tokenizer_hash != tokenizer.hash() {
-            let hint = match choice {
-                TokenizerChoice::Configured => {
-                    "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
-                     null to use the dataset's own tokenizer.json, or prepare the dataset again \
-                     with this tokenizer"
-                }
-                TokenizerChoice::Inferred => {
-                    "the inputs of one run must share a tokenizer: prepare them all with one \
-                     (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
-                     of the datasets) and set data.tokenizer to it"
-                }
-            };
             return Err(DataError::DatasetTokenizerMismatch {
                 dir: dir.to_path_buf(),
                 dataset_hash: manifest.tokenizer_hash.clone(),
-                dataset_origin: manifest.tokenizer_origin.clone(),
-                tokenizer: tokenizer_name.to_string(),
+                dataset_origin: manifest.tokenizer_origin.as_str().into(),
+                tokenizer: tokenizer_name.into(),
                 tokenizer_hash: tokenizer.hash().to_string(),
-                hint,
+                choice,
             });
         }
         Ok(dataset)
