@@ -306,7 +306,7 @@ pub enum DataError {
         /// Its hash.
         tokenizer_hash: String,
         /// How that tokenizer was chosen (it picks the advice).
-        choice: super::prepare::TokenizerChoice,
+        choice: TokenizerChoice,
     },
     /// A prepared dataset ships no tokenizer and none was configured.
     #[error(
@@ -350,3 +350,31 @@ impl DataError {
 
 /// Result with [`DataError`].
 pub type Result<T> = std::result::Result<T, DataError>;
+
+/// How the tokenizer a prepared dataset is checked against was chosen (it picks the advice
+/// of [`DataError::DatasetTokenizerMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerChoice {
+    /// Given by `data.tokenizer` / `--tokenizer`.
+    Configured,
+    /// Not configured: another input's tokenizer, or one trained on the text sources.
+    Inferred,
+}
+
+impl TokenizerChoice {
+    /// What to do about a prepared dataset made with another tokenizer.
+    pub fn mismatch_hint(self) -> &'static str {
+        match self {
+            TokenizerChoice::Configured => {
+                "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
+                 null to use the dataset's own tokenizer.json, or prepare the dataset again \
+                 with this tokenizer"
+            }
+            TokenizerChoice::Inferred => {
+                "the inputs of one run must share a tokenizer: prepare them all with one \
+                 (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
+                 of the datasets) and set data.tokenizer to it"
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::brown::BrownFetcher;
-use super::error::{DataError, Result};
+use super::error::{DataError, Result, TokenizerChoice};
 use super::manifest::{
     Manifest, SourceRecord, TokenDtype, FORMAT_VERSION, MANIFEST_FILE, TOKENIZER_FILE,
 };
@@ -55,34 +55,6 @@ impl std::fmt::Debug for PreparedDataset {
             .field("documents", &self.manifest.documents)
             .field("tokens", &self.manifest.tokens)
             .finish()
-    }
-}
-
-/// How the tokenizer a prepared dataset is checked against was chosen (it picks the advice
-/// of [`DataError::DatasetTokenizerMismatch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenizerChoice {
-    /// Given by `data.tokenizer` / `--tokenizer`.
-    Configured,
-    /// Not configured: another input's tokenizer, or one trained on the text sources.
-    Inferred,
-}
-
-impl TokenizerChoice {
-    /// What to do about a prepared dataset made with another tokenizer.
-    pub fn mismatch_hint(self) -> &'static str {
-        match self {
-            TokenizerChoice::Configured => {
-                "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
-                 null to use the dataset's own tokenizer.json, or prepare the dataset again \
-                 with this tokenizer"
-            }
-            TokenizerChoice::Inferred => {
-                "the inputs of one run must share a tokenizer: prepare them all with one \
-                 (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
-                 of the datasets) and set data.tokenizer to it"
-            }
-        }
     }
 }
 

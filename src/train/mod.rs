@@ -3,6 +3,7 @@
 
 mod attention_choice;
 pub mod checkpoint;
+mod data_inputs;
 mod data_source;
 pub mod distill;
 mod error;
