@@ -112,8 +112,17 @@ pub enum DataCommand {
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
     /// Prepare what this training config's `data` / `datasets` sections name (tokenizer,
-    /// sources, cache directory), exactly as `vishwam train` would.
-    #[arg(long, conflicts_with_all = ["input_dir", "cache_dir", "tokenizer", "vocab_size"])]
+    /// sources, cache directory, text options), with its model.vocab_size and sequence.*
+    /// special ids, exactly as `vishwam train` would. The flags that say the same things
+    /// (--input_dir, --cache_dir, --tokenizer, --vocab-size, --text-field, --text-documents,
+    /// --invalid-utf8, --shard-tokens, --force) cannot be given with it.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "input_dir", "cache_dir", "tokenizer", "vocab_size", "text_field",
+            "text_documents", "invalid_utf8", "shard_tokens", "force",
+        ]
+    )]
     pub config: Option<PathBuf>,
     /// Text files, directories, globs, JSONL or CSV files (*.jsonl, *.csv), or `brown`.
     #[arg(long = "input_dir", alias = "input-dir", alias = "dataset", num_args = 1.., required_unless_present = "config")]
@@ -128,9 +137,11 @@ pub struct PrepareArgs {
         required_unless_present = "config"
     )]
     pub cache_dir: Option<PathBuf>,
-    /// A tokenizer.json path or o200k_base. Without it, the tokenizer `vishwam train` would
-    /// train for these sources: a byte-level BPE of --vocab-size tokens, trained once and
-    /// cached in $VISHWAM_HOME/tokenizers (the output says which).
+    /// A tokenizer.json path or o200k_base. Without it, the tokenizer `vishwam train` trains
+    /// for these sources when its config sets no data.tokenizer and no sequence.*_token_id:
+    /// a byte-level BPE of --vocab-size tokens with <pad>=0 <bos>=1 <eos>=2, trained once and
+    /// cached in $VISHWAM_HOME/tokenizers (the output says which). For a config with other
+    /// special ids, use --config.
     #[arg(long)]
     pub tokenizer: Option<String>,
     /// The model's vocab_size: checked against the tokenizer (it may be larger, not smaller),
@@ -303,8 +314,8 @@ pub fn run_prepare(args: &PrepareArgs) -> anyhow::Result<()> {
         vocab_size,
         &[],
         std::slice::from_ref(&spec),
-        // The default config's sequence ids: pad 0, bos 1, eos 2.
-        &vishwam::data::SpecialTokenIds::default(),
+        // The default config asks for no ids: pad 0, bos 1, eos 2.
+        vishwam::train::AskedSpecialIds::default(),
     )?;
     println!(
         "tokenizer: {} ({} tokens, hash {})",

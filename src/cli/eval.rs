@@ -2,6 +2,8 @@
 
 use super::generate::ModelArgs;
 use std::process::ExitCode;
+use vishwam::config::InvalidUtf8Policy;
+use vishwam::data::sources::InvalidUtf8;
 use vishwam::generate;
 
 /// Arguments of `vishwam eval`.
@@ -17,10 +19,19 @@ pub struct EvalArgs {
         required_unless_present = "data"
     )]
     eval_text: Option<String>,
-    /// Files, directories or globs to evaluate (`.jsonl`: the config's data.text_field of
-    /// each record; other files: one document each).
+    /// Files, directories or globs to evaluate (`.jsonl`: the run's data.text_field of each
+    /// record; `.csv`: that column, one document per row; other files: one document each).
     #[arg(long, num_args = 1..)]
     data: Vec<String>,
+    /// Bytes in --data that are not valid UTF-8: an error naming the file and offset, or
+    /// replaced by U+FFFD (default: the run's data.invalid_utf8).
+    #[arg(
+        long = "invalid-utf8",
+        alias = "invalid_utf8",
+        value_enum,
+        requires = "data"
+    )]
+    invalid_utf8: Option<InvalidUtf8>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -33,7 +44,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let eos = generate::eos_id(&cfg, &tokenizer);
     let documents = match &args.eval_text {
         Some(text) => vec![text.clone()],
-        None => generate::read_documents(&args.data, &cfg.data.text_field)?,
+        None => {
+            let invalid_utf8 = args.invalid_utf8.unwrap_or(match cfg.data.invalid_utf8 {
+                InvalidUtf8Policy::Error => InvalidUtf8::Error,
+                InvalidUtf8Policy::Replace => InvalidUtf8::Replace,
+            });
+            generate::read_documents(&args.data, &cfg.data.text_field, invalid_utf8)?
+        }
     };
     let stream = generate::document_stream(&tokenizer, documents, eos)?;
     let result = model.evaluate(&stream)?;

@@ -16,9 +16,10 @@ pub struct ModelArgs {
     /// name for it.
     #[arg(long, visible_alias = "model")]
     pub checkpoint: PathBuf,
-    /// The tokenizer.json to use (default: the one `vishwam train` saved with the run).
+    /// The tokenizer to use: a tokenizer.json path or a name (o200k_base); default: the one
+    /// `vishwam train` saved with the run.
     #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
+    pub tokenizer: Option<String>,
     /// Platform (cpu, cuda, tpu); default: the run's runtime.platform.
     #[arg(long)]
     pub platform: Option<String>,
@@ -37,10 +38,10 @@ impl ModelArgs {
         let model = LoadedModel::open(&self.checkpoint, &runtime)?;
         let (dir, step) = model.checkpoint().context("the model has no checkpoint")?;
         let path = match &self.tokenizer {
-            Some(p) => p.clone(),
+            Some(p) => PathBuf::from(p),
             None => generate::find_tokenizer(dir, model.config())?,
         };
-        let tokenizer = TextTokenizer::from_file(&path)?;
+        let tokenizer = TextTokenizer::load(&path.to_string_lossy())?;
         tokenizer.check_model_vocab(model.config().model.vocab_size)?;
         let m = &model.config().model;
         tracing::info!(

@@ -149,7 +149,7 @@ impl DataConfig {
                 "\"brown\"",
                 "data.format",
                 format!("\"{}\"", self.format),
-                "the built-in Brown corpus is plain text; use format \"text\" or point source at JSONL files",
+                "the built-in Brown corpus is plain text; use format \"text\" or point source at JSONL or CSV files",
             );
         }
         c.non_empty("data.text_field", &self.text_field);

@@ -20,17 +20,17 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Holds an exclusive lock on `.<name>.lock` beside `target` until the returned file is
-/// dropped, so that one process at a time (and one thread: the lock is per open file) checks
-/// and builds `target`; the others wait and then find it ready.
+/// Holds an exclusive lock for `target` until the returned file is dropped, so that one
+/// process at a time (and one thread: the lock is per open file) checks and builds `target`;
+/// the others wait and then find it ready.
+///
+/// The lock file lies under `$VISHWAM_HOME/locks/`, named by a hash of `target`'s canonical
+/// path ([`lock_path`]), so nothing is left beside the user's directories and two spellings
+/// of one path (`data_cache`, `./data_cache/`) take the same lock.
 pub fn lock_beside(target: &Path) -> Result<std::fs::File> {
-    let parent = parent_dir(target);
-    std::fs::create_dir_all(&parent).map_err(|e| DataError::io("creating", &parent, e))?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    let path = parent.join(format!(".{name}.lock"));
+    let path = lock_path(target)?;
+    let dir = parent_dir(&path);
+    std::fs::create_dir_all(&dir).map_err(|e| DataError::io("creating", &dir, e))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -40,6 +40,25 @@ pub fn lock_beside(target: &Path) -> Result<std::fs::File> {
     file.lock()
         .map_err(|e| DataError::io("locking", &path, e))?;
     Ok(file)
+}
+
+/// The lock file of `target`: `$VISHWAM_HOME/locks/NAME-HASH.lock`, where HASH is a sha256 of
+/// the canonical path of `target` (its parent directory is created to canonicalise it).
+pub fn lock_path(target: &Path) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let parent = parent_dir(target);
+    std::fs::create_dir_all(&parent).map_err(|e| DataError::io("creating", &parent, e))?;
+    let parent = std::fs::canonicalize(&parent)
+        .map_err(|e| DataError::io("resolving the path of", &parent, e))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let canonical = parent.join(&name);
+    let hash = hex::encode(Sha256::digest(canonical.to_string_lossy().as_bytes()));
+    Ok(crate::paths::vishwam_home()
+        .join("locks")
+        .join(format!("{name}-{}.lock", &hash[..16])))
 }
 
 /// A fresh temporary directory next to `target`, to be moved there by [`replace_dir`].

@@ -288,12 +288,11 @@ pub enum DataError {
         /// The parser's message, with the record and line.
         message: String,
     },
-    /// A prepared dataset and the configured tokenizer disagree.
+    /// A prepared dataset and the tokenizer in use (configured, or another input's)
+    /// disagree. (The two descriptions are boxed strings to keep [`DataError`] small.)
     #[error(
         "the prepared dataset at {dir} was tokenized with {dataset_origin} (tokenizer hash \
-         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); set \
-         data.tokenizer to the tokenizer the dataset was prepared with, leave it null to use the \
-         dataset's own tokenizer.json, or prepare the dataset again with this tokenizer"
+         {dataset_hash}) but the tokenizer in use is {tokenizer} (hash {tokenizer_hash}); {}", .choice.mismatch_hint()
     )]
     DatasetTokenizerMismatch {
         /// The dataset directory.
@@ -301,11 +300,13 @@ pub enum DataError {
         /// The tokenizer hash in its manifest.
         dataset_hash: String,
         /// Where the dataset's tokenizer came from (manifest `tokenizer_origin`).
-        dataset_origin: String,
+        dataset_origin: Box<str>,
         /// The tokenizer in use (a path or a name).
-        tokenizer: String,
+        tokenizer: Box<str>,
         /// Its hash.
         tokenizer_hash: String,
+        /// How that tokenizer was chosen (it picks the advice).
+        choice: TokenizerChoice,
     },
     /// A prepared dataset ships no tokenizer and none was configured.
     #[error(
@@ -349,3 +350,31 @@ impl DataError {
 
 /// Result with [`DataError`].
 pub type Result<T> = std::result::Result<T, DataError>;
+
+/// How the tokenizer a prepared dataset is checked against was chosen (it picks the advice
+/// of [`DataError::DatasetTokenizerMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerChoice {
+    /// Given by `data.tokenizer` / `--tokenizer`.
+    Configured,
+    /// Not configured: another input's tokenizer, or one trained on the text sources.
+    Inferred,
+}
+
+impl TokenizerChoice {
+    /// What to do about a prepared dataset made with another tokenizer.
+    pub fn mismatch_hint(self) -> &'static str {
+        match self {
+            TokenizerChoice::Configured => {
+                "set data.tokenizer to the tokenizer the dataset was prepared with, leave it \
+                 null to use the dataset's own tokenizer.json, or prepare the dataset again \
+                 with this tokenizer"
+            }
+            TokenizerChoice::Inferred => {
+                "the inputs of one run must share a tokenizer: prepare them all with one \
+                 (`vishwam data prepare ... --tokenizer DIR/tokenizer.json`, DIR being one \
+                 of the datasets) and set data.tokenizer to it"
+            }
+        }
+    }
+}

@@ -142,13 +142,17 @@ pub fn merge(inputs: &[PathBuf], options: &MergeOptions, out: &Path) -> Result<P
             return Err(DataError::IncompatibleDatasets {
                 message: format!(
                     "{} was tokenized with tokenizer {} ({} tokens) but {} with {} ({} tokens); \
-                     prepare all inputs with the same tokenizer",
+                     prepare all inputs with the same tokenizer, e.g. {}'s own: \
+                     `vishwam data prepare --input_dir ... --cache_dir {} --tokenizer {}`",
                     path.display(),
                     &m.tokenizer_hash[..12.min(m.tokenizer_hash.len())],
                     m.vocab_size,
                     inputs[0].display(),
                     &first.tokenizer_hash[..12.min(first.tokenizer_hash.len())],
-                    first.vocab_size
+                    first.vocab_size,
+                    inputs[0].display(),
+                    path.display(),
+                    inputs[0].join(super::manifest::TOKENIZER_FILE).display()
                 ),
             });
         }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::brown::BrownFetcher;
-use super::error::{DataError, Result};
+use super::error::{DataError, Result, TokenizerChoice};
 use super::manifest::{
     Manifest, SourceRecord, TokenDtype, FORMAT_VERSION, MANIFEST_FILE, TOKENIZER_FILE,
 };
@@ -128,17 +128,23 @@ impl PreparedDataset {
     }
 
     /// Opens the dataset in `dir` for training with `tokenizer` (named `tokenizer_name` in the
-    /// error): its manifest's tokenizer hash must be the tokenizer's.
-    pub fn open_with(dir: &Path, tokenizer: &TextTokenizer, tokenizer_name: &str) -> Result<Self> {
+    /// error, chosen as `choice` says): its manifest's tokenizer hash must be the tokenizer's.
+    pub fn open_with(
+        dir: &Path,
+        tokenizer: &TextTokenizer,
+        tokenizer_name: &str,
+        choice: TokenizerChoice,
+    ) -> Result<Self> {
         let dataset = Self::open(dir)?;
         let manifest = &dataset.manifest;
         if manifest.tokenizer_hash != tokenizer.hash() {
             return Err(DataError::DatasetTokenizerMismatch {
                 dir: dir.to_path_buf(),
                 dataset_hash: manifest.tokenizer_hash.clone(),
-                dataset_origin: manifest.tokenizer_origin.clone(),
-                tokenizer: tokenizer_name.to_string(),
+                dataset_origin: manifest.tokenizer_origin.as_str().into(),
+                tokenizer: tokenizer_name.into(),
                 tokenizer_hash: tokenizer.hash().to_string(),
+                choice,
             });
         }
         Ok(dataset)

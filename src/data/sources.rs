@@ -100,7 +100,8 @@ pub struct ResolvedSources {
     pub files: Vec<SourceFile>,
     /// Human-readable description ("brown (500 files)", "3 paths (12 files)").
     pub description: String,
-    /// Hex sha256 over the spec and each file's path, size and modification time.
+    /// Hex sha256 over the spec's options and each file's canonical path, size and
+    /// modification time (not over the paths as spelled).
     pub fingerprint: String,
 }
 
@@ -225,17 +226,28 @@ fn walk_dir(dir: &Path, files: &mut Vec<SourceFile>, hidden: &mut u64) -> Result
     Ok(())
 }
 
+/// The format by extension, in any case (`x.csv`, `X.CSV`, `x.JSONL`).
 fn format_of(path: &Path) -> FileFormat {
-    match path.extension().and_then(|e| e.to_str()) {
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match extension.as_deref() {
         Some("jsonl") | Some("ndjson") => FileFormat::Jsonl,
         Some("csv") => FileFormat::Csv,
         _ => FileFormat::Text,
     }
 }
 
+/// The fingerprint hashes the options of `spec` and, for each file, its canonical path, size
+/// and modification time: the `paths` as spelled (`data/raw`, `./data/raw/`) are left out,
+/// since the files they resolve to say the same, so two spellings of one source share caches.
 fn fingerprint(spec: &SourceSpec, files: &[SourceFile]) -> Result<String> {
     let mut hasher = Sha256::new();
-    let spec_json = serde_json::to_string(spec).unwrap_or_default();
+    let options = SourceSpec {
+        paths: Vec::new(),
+        ..spec.clone()
+    };
+    let spec_json = serde_json::to_string(&options).unwrap_or_default();
     hasher.update(spec_json.as_bytes());
     for file in files {
         let meta =
@@ -246,7 +258,10 @@ fn fingerprint(spec: &SourceSpec, files: &[SourceFile]) -> Result<String> {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        hasher.update(file.path.to_string_lossy().as_bytes());
+        let canonical = std::fs::canonicalize(&file.path)
+            .map_err(|e| DataError::io("resolving the path of", &file.path, e))?;
+        hasher.update(canonical.to_string_lossy().as_bytes());
+        hasher.update([0]);
         hasher.update(meta.len().to_le_bytes());
         hasher.update(mtime.to_le_bytes());
     }
@@ -307,5 +322,30 @@ mod tests {
         assert_eq!(before, spec.resolve(&fetcher).unwrap().fingerprint);
         std::fs::write(&path, "one two").unwrap();
         assert_ne!(before, spec.resolve(&fetcher).unwrap().fingerprint);
+    }
+
+    #[test]
+    fn two_spellings_of_one_path_have_one_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("raw")).unwrap();
+        std::fs::write(dir.path().join("raw/a.txt"), "one two").unwrap();
+        let fetcher = BrownFetcher::unavailable_for_tests();
+        let plain = format!("{}/raw", dir.path().display());
+        let dotted = format!("{}/./raw/", dir.path().display());
+        let of = |p: &str| {
+            SourceSpec::from_paths([p])
+                .resolve(&fetcher)
+                .unwrap()
+                .fingerprint
+        };
+        assert_eq!(of(&plain), of(&dotted));
+    }
+
+    #[test]
+    fn extensions_are_matched_in_any_case() {
+        assert_eq!(format_of(Path::new("a/X.CSV")), FileFormat::Csv);
+        assert_eq!(format_of(Path::new("X.JsonL")), FileFormat::Jsonl);
+        assert_eq!(format_of(Path::new("X.NDJSON")), FileFormat::Jsonl);
+        assert_eq!(format_of(Path::new("X.Txt")), FileFormat::Text);
     }
 }

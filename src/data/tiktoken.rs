@@ -181,6 +181,21 @@ mod tests {
         assert!(ids.iter().all(|&id| id < 199_998), "{ids:?}");
     }
 
+    #[test]
+    fn endoftext_in_a_document_is_text_not_the_special_id() {
+        let tok = o200k_base().unwrap();
+        let text = "the end <|endoftext|> and <|endofprompt|> more";
+        let ids = tok.encode(text).unwrap();
+        assert!(
+            !ids.contains(&O200K_ENDOFTEXT) && !ids.contains(&O200K_ENDOFPROMPT),
+            "{ids:?}"
+        );
+        // The same ids as tiktoken's `encode_ordinary`, and the text comes back.
+        let reference = tiktoken_rs::o200k_base().unwrap();
+        assert_eq!(ids, reference.encode_ordinary(text));
+        assert_eq!(tok.decode(&ids, false).unwrap(), text);
+    }
+
     /// Standard base64 with padding, as the `.tiktoken` rank files write token bytes.
     fn base64(bytes: &[u8]) -> String {
         const ALPHABET: &[u8; 64] =

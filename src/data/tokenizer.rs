@@ -110,6 +110,10 @@ impl TextTokenizer {
             .with_truncation(None)
             .map_err(|e| DataError::tokenizer(context(), e))?;
         inner.with_padding(None);
+        // Text is text: a document holding `<|endoftext|>` or `<eos>` is encoded as those
+        // characters, never as the special token (tiktoken's `encode_ordinary`). The flag is
+        // not part of the saved JSON, so the hash is unchanged.
+        inner.set_encode_special_tokens(true);
         let canonical_source = inner
             .to_string(false)
             .map_err(|e| DataError::tokenizer(context(), e))?;
@@ -236,7 +240,8 @@ impl TextTokenizer {
         &self.inner
     }
 
-    /// Token ids of `text`, without any special token added.
+    /// Token ids of `text`, without any special token added, and with special tokens'
+    /// texts (`<eos>`, `<|endoftext|>`) in `text` encoded as ordinary text, never as their ids.
     ///
     /// Plain byte-level BPE tokenizers take a lean path with the same ids
     /// ([`super::fast_bpe`]); any other tokenizer goes through the `tokenizers` pipeline.
@@ -340,6 +345,27 @@ mod tests {
     use super::*;
     use crate::data::test_support::{random_text, trained};
     use rand::SeedableRng;
+
+    #[test]
+    fn special_token_texts_in_a_document_are_text() {
+        let tokenizer = trained(400);
+        let hash_before = tokenizer.hash().to_string();
+        let text = "one <eos> two <bos><pad> three";
+        for ids in [
+            tokenizer.encode(text).unwrap(),
+            tokenizer.encode_with_library(text).unwrap(),
+        ] {
+            assert!(ids.iter().all(|&id| id > 2), "{ids:?}");
+            assert_eq!(tokenizer.decode(&ids, false).unwrap(), text);
+        }
+        // Saved and loaded again: the same hash and the same behaviour.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        tokenizer.save(&path).unwrap();
+        let loaded = TextTokenizer::from_file(&path).unwrap();
+        assert_eq!(loaded.hash(), hash_before);
+        assert!(loaded.encode(text).unwrap().iter().all(|&id| id > 2));
+    }
 
     #[test]
     fn trained_tokenizer_has_fixed_special_ids_and_round_trips() {

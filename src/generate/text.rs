@@ -3,6 +3,7 @@
 
 use super::GenerateError;
 use crate::config::Config;
+use crate::data::sources::InvalidUtf8;
 use crate::data::{reader, BrownFetcher, SourceSpec, TextTokenizer};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// The tokenizer of the run that wrote `checkpoint_dir`: `tokenizer.json` in the checkpoint
 /// directory or above it (`<output_dir>/checkpoints/step_N` → `<output_dir>/tokenizer.json`),
-/// else the config's `data.tokenizer`.
+/// else the config's `data.tokenizer` (a path, or a name such as `o200k_base` that
+/// [`TextTokenizer::load`] takes).
 pub fn find_tokenizer(checkpoint_dir: &Path, config: &Config) -> Result<PathBuf, GenerateError> {
     let mut looked = Vec::new();
     for dir in checkpoint_dir.ancestors().take(3) {
@@ -22,7 +24,8 @@ pub fn find_tokenizer(checkpoint_dir: &Path, config: &Config) -> Result<PathBuf,
         looked.push(candidate.display().to_string());
     }
     if let Some(path) = &config.data.tokenizer {
-        if Path::new(path).is_file() {
+        let named = crate::data::tiktoken::NAMED_TOKENIZERS.contains(&path.as_str());
+        if named || Path::new(path).is_file() {
             return Ok(PathBuf::from(path));
         }
         looked.push(path.clone());
@@ -30,7 +33,7 @@ pub fn find_tokenizer(checkpoint_dir: &Path, config: &Config) -> Result<PathBuf,
     Err(GenerateError::CheckpointNotFound {
         path: checkpoint_dir.display().to_string(),
         detail: format!(
-            "no tokenizer found (looked for {}); pass --tokenizer PATH",
+            "no tokenizer found (looked for {}); pass --tokenizer PATH (or a name: o200k_base)",
             looked.join(", ")
         ),
     })
@@ -70,10 +73,16 @@ pub fn document_stream(
 }
 
 /// The documents of files, directories or globs (`.jsonl`/`.ndjson`: the `text_field` of
-/// each record; other files: one document each).
-pub fn read_documents(paths: &[String], text_field: &str) -> Result<Vec<String>, GenerateError> {
+/// each record; `.csv`: its `text_field` column, one document per row; other files: one
+/// document each), with bytes that are not UTF-8 handled as `invalid_utf8` says.
+pub fn read_documents(
+    paths: &[String],
+    text_field: &str,
+    invalid_utf8: InvalidUtf8,
+) -> Result<Vec<String>, GenerateError> {
     let spec = SourceSpec {
         text_field: text_field.to_string(),
+        invalid_utf8,
         ..SourceSpec::from_paths(paths.iter().cloned())
     };
     let resolved = spec.resolve(&BrownFetcher::default()).map_err(data_error)?;

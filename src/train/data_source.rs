@@ -1,20 +1,17 @@
 //! The training data of a config: tokenizer, prepared token shards, the background loader,
 //! and fixed validation batches, behind [`BatchSource`].
 
+use super::data_inputs::{canonical_paths, data_inputs, DataInput};
 use super::{BatchSource, HostBatch, TrainError};
-use crate::config::{
-    BatchGeometry, Config, DataFormat, DataSource, DatasetType, InvalidUtf8Policy,
-    MergeStrategy as CfgMerge,
-};
-use crate::data::manifest::is_prepared_dataset;
-use crate::data::sources::{FileFormat, InvalidUtf8};
+use crate::config::{BatchGeometry, Config, DatasetType, MergeStrategy as CfgMerge};
+use crate::data::error::TokenizerChoice;
 use crate::data::{
     self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
     MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
     Split, TextTokenizer, TokenDataset, TrainOptions, WindowOptions,
 };
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 impl From<data::DataError> for TrainError {
@@ -47,68 +44,6 @@ fn hash_hex(parts: &[&str]) -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-/// One input of a run's data: a prepared dataset, trained on as it is, or text to prepare.
-enum DataInput {
-    /// A directory made by `vishwam data prepare` or `merge` (recognised by its manifest).
-    Prepared(PathBuf),
-    /// Text sources, tokenized into the cache first.
-    Text(SourceSpec),
-}
-
-/// The inputs named by `data.source` (or each entry of `datasets.paths`).
-fn data_inputs(cfg: &Config) -> Result<Vec<DataInput>, TrainError> {
-    let groups: Vec<Vec<String>> = if cfg.uses_dataset_mixture() {
-        cfg.datasets.paths.iter().map(|p| vec![p.clone()]).collect()
-    } else {
-        match &cfg.data.source {
-            None | Some(DataSource::Brown) => vec![vec!["brown".to_string()]],
-            Some(DataSource::Paths(paths)) => vec![paths.clone()],
-        }
-    };
-    let wanted = match cfg.data.format {
-        DataFormat::Text => FileFormat::Text,
-        DataFormat::Jsonl => FileFormat::Jsonl,
-        DataFormat::Csv => FileFormat::Csv,
-    };
-    let mut inputs = Vec::new();
-    for paths in groups {
-        if let [path] = paths.as_slice() {
-            if is_prepared_dataset(Path::new(path)) {
-                inputs.push(DataInput::Prepared(PathBuf::from(path)));
-                continue;
-            }
-        }
-        let spec = SourceSpec {
-            paths,
-            text_field: cfg.data.text_field.clone(),
-            invalid_utf8: match cfg.data.invalid_utf8 {
-                InvalidUtf8Policy::Error => InvalidUtf8::Error,
-                InvalidUtf8Policy::Replace => InvalidUtf8::Replace,
-            },
-            ..SourceSpec::default()
-        };
-        // Resolving also refuses a prepared dataset listed among text sources.
-        let resolved = spec.resolve(&BrownFetcher::default())?;
-        for file in &resolved.files {
-            if file.format != wanted {
-                return Err(TrainError::Other(format!(
-                    "data.format is `{}` but {} is {}; name JSONL files *.jsonl / *.ndjson and \
-                     CSV files *.csv, and set data.format to match",
-                    cfg.data.format,
-                    file.path.display(),
-                    match file.format {
-                        FileFormat::Text => "plain text",
-                        FileFormat::Jsonl => "JSONL",
-                        FileFormat::Csv => "CSV",
-                    }
-                )));
-            }
-        }
-        inputs.push(DataInput::Text(spec));
-    }
-    Ok(inputs)
-}
-
 /// A tokenizer and a sentence saying which one it is and why.
 pub struct ChosenTokenizer {
     /// The tokenizer.
@@ -123,8 +58,10 @@ pub struct ChosenTokenizer {
 /// 2. the `tokenizer.json` shipped by the first of the `prepared` datasets that ships one;
 /// 3. a byte-level BPE of `vocab_size` tokens trained on the `text` sources once and cached
 ///    under `$VISHWAM_HOME/tokenizers/` (the same sources, size and special ids reuse it),
-///    with `<pad>`, `<bos>` and `<eos>` at the ids of `specials`
-///    ([`SpecialTokenIds::placed`] from `sequence.*`).
+///    with `<pad>`, `<bos>` and `<eos>` at the ids [`SpecialTokenIds::placed`] gives for
+///    `asked` (the `sequence.pad_token_id` / `bos_token_id` / `eos_token_id` of the config),
+///    which must then lie in 0..=2. Rules 1 and 2 do not look at `asked`: the ids are
+///    checked against the chosen tokenizer afterwards.
 ///
 /// A prepared dataset that ships no tokenizer needs rule 1.
 pub fn choose_tokenizer(
@@ -132,7 +69,7 @@ pub fn choose_tokenizer(
     vocab_size: usize,
     prepared: &[PathBuf],
     text: &[SourceSpec],
-    specials: &SpecialTokenIds,
+    asked: AskedSpecialIds,
 ) -> Result<ChosenTokenizer, TrainError> {
     if let Some(name) = configured {
         return Ok(ChosenTokenizer {
@@ -161,6 +98,7 @@ pub fn choose_tokenizer(
         }
         .into());
     }
+    let specials = &SpecialTokenIds::placed(asked.pad, asked.bos, asked.eos)?;
     let fetcher = BrownFetcher::default();
     let mut fingerprints = Vec::new();
     let mut resolved = Vec::new();
@@ -220,6 +158,30 @@ pub fn choose_tokenizer(
     })
 }
 
+/// The special ids a config asks for (`sequence.pad_token_id`, `bos_token_id`,
+/// `eos_token_id`); `None` where it asks for none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AskedSpecialIds {
+    /// `sequence.pad_token_id`.
+    pub pad: Option<u32>,
+    /// `sequence.bos_token_id`.
+    pub bos: Option<u32>,
+    /// `sequence.eos_token_id`.
+    pub eos: Option<u32>,
+}
+
+impl AskedSpecialIds {
+    /// The ids `cfg.sequence` asks for.
+    pub fn of(cfg: &Config) -> AskedSpecialIds {
+        let s = &cfg.sequence;
+        AskedSpecialIds {
+            pad: s.pad_token_id,
+            bos: s.bos_token_id,
+            eos: s.eos_token_id,
+        }
+    }
+}
+
 /// The pad / bos / eos ids from `sequence.*` or the tokenizer's conventional names.
 fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainError> {
     let base = tok.conventional_special_ids().unwrap_or_default();
@@ -247,13 +209,12 @@ pub fn prepare_data(
             DataInput::Text(spec) => texts.push(spec.clone()),
         }
     }
-    let s = &cfg.sequence;
     let chosen = choose_tokenizer(
         cfg.data.tokenizer.as_deref(),
         cfg.model.vocab_size,
         &prepared_dirs,
         &texts,
-        &SpecialTokenIds::placed(s.pad_token_id, s.bos_token_id, s.eos_token_id)?,
+        AskedSpecialIds::of(cfg),
     )?;
     tracing::info!(
         "tokenizer: {} ({} tokens, hash {})",
@@ -277,11 +238,15 @@ pub fn prepare_data(
             DataInput::Prepared(dir) => {
                 tracing::info!("training on the prepared dataset {}", dir.display());
                 data::verify::check_checksums(dir)?;
-                PreparedDataset::open_with(dir, &tokenizer, &chosen.description)?
+                let choice = match cfg.data.tokenizer {
+                    Some(_) => TokenizerChoice::Configured,
+                    None => TokenizerChoice::Inferred,
+                };
+                PreparedDataset::open_with(dir, &tokenizer, &chosen.description, choice)?
             }
             DataInput::Text(spec) => {
                 let key = hash_hex(&[
-                    &spec.paths.join("\n"),
+                    &canonical_paths(&spec.paths).join("\n"),
                     &spec.text_field,
                     &tokenizer.hash()[..16],
                 ]);

@@ -3,6 +3,7 @@
 
 mod attention_choice;
 pub mod checkpoint;
+mod data_inputs;
 mod data_source;
 pub mod distill;
 mod error;
@@ -19,7 +20,9 @@ mod step;
 mod trainer;
 
 pub use attention_choice::attention_kind;
-pub use data_source::{choose_tokenizer, prepare_data, ChosenTokenizer, TrainingData};
+pub use data_source::{
+    choose_tokenizer, prepare_data, AskedSpecialIds, ChosenTokenizer, TrainingData,
+};
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};

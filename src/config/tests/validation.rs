@@ -382,7 +382,7 @@ fn data_rules() {
             "`logging.eval_every` = 100 contradicts `data.val_fraction` = 0: evaluation needs held-out data; set \
              val_fraction above 0, or eval_every to 0"),
         (r#"{"data": {"source": "brown", "format": "jsonl"}}"#,
-            r#"`data.source` = "brown" contradicts `data.format` = "jsonl": the built-in Brown corpus is plain text; use format "text" or point source at JSONL files"#),
+            r#"`data.source` = "brown" contradicts `data.format` = "jsonl": the built-in Brown corpus is plain text; use format "text" or point source at JSONL or CSV files"#),
         (r#"{"data": {"source": "brown"}, "datasets": {"paths": ["a"]}}"#,
             r#"`data.source` = "brown" contradicts `datasets.paths` = ["a"]: both name the training data; set data.source to null to train on the mixture, or datasets.paths to []"#),
         (r#"{"data": {"queue_size": 0}}"#, "`data.queue_size` must be a positive integer, got 0"),
