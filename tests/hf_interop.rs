@@ -182,10 +182,11 @@ fn both_config_layouts_import_the_same_model_and_fine_tune_on_brown() {
         sets.extend(["training.max_steps=20", out.as_str(), source.as_str()]);
         train(&sets, &["--init-from", &p(&from)]);
         let tuned = eval_loss(&r.join(name), &files);
+        println!("{name}: held-out Brown loss {imported:.4} imported -> {tuned:.4} fine-tuned");
         // 20 AdamW steps at lr 3e-3 from a model that has seen 2 batches take a 2-layer model
         // from near-uniform (ln 512 = 6.24) to about 5.6 on the held-out files (the word
-        // statistics it learns are those of all of Brown); 0.3 nat less than the import is
-        // far outside what rounding moves (measured: see the commit adding this margin).
+        // statistics it learns are those of all of Brown; measured 6.225 -> 5.577 on an AMD
+        // EPYC); 0.3 nat less than the import is far outside what rounding moves.
         assert!(
             tuned < imported - 0.3,
             "{name}: fine-tuned loss {tuned} is not below the imported {imported}"

@@ -34,6 +34,8 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in <output_dir>/checkpoints (exactly: the
     /// optimiser state, step, random state and data position are restored). With
     /// --init-from: continue the fine-tuning run if it has a checkpoint, else start it.
+    /// A run that starts fresh (no --resume, or nothing to resume) first moves an earlier
+    /// run's checkpoints and metrics in the output directory to OUTPUT_DIR/earlier-<UTC time>/.
     #[arg(long, conflicts_with = "resume_from")]
     pub resume: bool,
     /// Continue exactly from this checkpoint directory (RUN/checkpoints/step_NNNNNNNN), not

@@ -27,7 +27,9 @@ pub trait BatchSource {
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one.
+    /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one. A
+    /// run that resumes nothing first moves an earlier run's checkpoints and metrics in the
+    /// output directory to `<output_dir>/earlier-<UTC time>/` (logged).
     pub resume: bool,
     /// Continue exactly from this checkpoint directory (`step_NNNNNNNN`), any step of any run
     /// with the same model, data and sequence sections; takes precedence over `resume`.
