@@ -114,6 +114,16 @@ pub(super) fn set_earlier_run_aside(
     std::fs::create_dir_all(&aside)
         .map_err(|e| TrainError::io(format!("creating {}", aside.display()), e))?;
     let mut moved = Vec::new();
+    let mut continue_with = "give each run its own logging.output_dir".to_string();
+    if let Some((newest, _)) = checkpoints.last() {
+        continue_with = format!(
+            "continue the earlier run with --resume-from {} and another logging.output_dir",
+            aside
+                .join("checkpoints")
+                .join(checkpoint::step_dir_name(*newest))
+                .display()
+        );
+    }
     if !checkpoints.is_empty() {
         let to = aside.join("checkpoints");
         std::fs::rename(root, &to).map_err(|e| {
@@ -134,13 +144,11 @@ pub(super) fn set_earlier_run_aside(
         moved.push(name.to_string_lossy().into_owned());
     }
     tracing::warn!(
-        "{} held an earlier run; this run starts fresh (no --resume), so its {} were moved to {}. \
-         Continue the earlier run with --resume-from {}/checkpoints/step_NNNNNNNN, or give each \
-         run its own logging.output_dir",
+        "{} held an earlier run; this run starts fresh (no --resume), so its {} were moved to {} \
+         (nothing is deleted); {continue_with}",
         out_dir.display(),
         moved.join(" and "),
         aside.display(),
-        aside.display()
     );
     Ok(Some(aside))
 }

@@ -253,9 +253,16 @@ pub fn open_engine(
     // Rules that depend on the platform ("cudnn" needs CUDA) are checked now that it is known.
     let mut resolved = cfg.clone();
     resolved.runtime.platform = config_platform(platform);
-    resolved
-        .validate()
-        .map_err(|e| TrainError::Other(e.to_string()))?;
+    resolved.validate().map_err(|e| {
+        let e = match e {
+            config::ConfigError::Invalid { issues, .. } => config::ConfigError::Invalid {
+                origin: format!("on the platform {}", platform.name()),
+                issues,
+            },
+            other => other,
+        };
+        TrainError::Other(e.to_string())
+    })?;
     let requested = cfg.requested_devices();
     let spec = ClientSpec {
         platform,
