@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use vishwam::train::checkpoint;
 
 /// A tiny model and run on the built-in Brown corpus (its 512-token tokenizer is trained once
-/// and cached in the vishwam home). Batches of 8 rows, a multiple of every mesh used here.
+/// and cached in the vishwam home). 8 rows per batch shard (training.batch_size is per shard),
+/// so the global batch is 8 x the batch shards of each run's mesh.
 const TINY: &[&str] = &[
     "model.vocab_size=512",
     "model.hidden_dim=32",
@@ -96,6 +97,18 @@ fn init_from_a_one_device_run_fine_tunes_on_two_fsdp_devices_with_fresh_optimise
         err.contains("model.hidden_dim = 64 in the config, 32 in the weights"),
         "{err}"
     );
+
+    // Fine-tuning into the base run's own directory would set the base run aside (or, before,
+    // prune it): refused, naming the key to change, with the base run untouched.
+    let err = failed(run(&train_args(
+        &[
+            "training.max_steps=1".into(),
+            format!("logging.output_dir={}", p(&base)),
+        ],
+        &["--init-from", &p(&base)],
+    )));
+    assert!(err.contains("--set logging.output_dir=NEW_DIR"), "{err}");
+    assert_eq!(newest(&base), base_ck.dir);
 
     // No model section in the config: it comes from the weights; 2 devices, FSDP.
     let tuned = root.path().join("tuned");
@@ -206,6 +219,50 @@ fn resume_from_an_older_checkpoint_reproduces_the_uninterrupted_run_exactly() {
     s.push("model.hidden_dim=64".into());
     let err = failed(run(&train_args(&s, &["--resume-from", &p(&step2)])));
     assert!(err.contains("different `model` section"), "{err}");
+}
+
+#[test]
+fn a_fresh_run_sets_an_earlier_one_aside_and_a_resume_on_another_mesh_names_the_batch_size() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let out = format!("logging.output_dir={}", p(&dir));
+    succeeded(run(&train_args(
+        &sets(&["training.max_steps=3".into(), out.clone()]),
+        &[],
+    )));
+    // Run again without --resume: the earlier run's checkpoint (step 3) would be kept and this
+    // run's step 1 pruned as older; instead the earlier run moves into earlier-<time>/.
+    succeeded(run(&train_args(
+        &sets(&["training.max_steps=1".into(), out.clone()]),
+        &[],
+    )));
+    let steps = |checkpoints: &Path| -> Vec<u64> {
+        checkpoint::list(checkpoints)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    assert_eq!(steps(&dir.join("checkpoints")), [1]);
+    assert_eq!(losses(&dir).len(), 1);
+    let earlier: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| p(d).contains("earlier-"))
+        .collect();
+    assert_eq!(earlier.len(), 1, "{earlier:?}");
+    assert_eq!(steps(&earlier[0].join("checkpoints")), [3]);
+    assert_eq!(losses(&earlier[0]).len(), 3);
+
+    // 8 per shard on 1 device wrote a global batch of 8; on 2 devices it would be 16.
+    let err = failed(run(&train_args(
+        &sets(&["training.max_steps=2".into(), out]),
+        &["--resume", "--devices", "2"],
+    )));
+    assert!(
+        err.contains("the mesh changed from 1 to 2 batch shards")
+            && err.contains("set training.batch_size=4"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
         args.mlp,
         args.top_k
     );
+    // Resolved once: "auto" probes the machine and logs its choice.
+    let platform = args.runtime.platform()?;
     let heads = (args.hidden / 64).max(1);
     let common = vec![
         format!("model.num_layers={}", args.layers),
@@ -74,7 +76,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
         format!("model.max_seq_len={}", args.seq),
         format!("training.batch_size={}", args.batch),
         format!("tpu.use_bfloat16={}", args.bf16),
-        format!("runtime.platform={}", args.runtime.platform()?.name()),
+        format!("runtime.platform={}", platform.name()),
     ];
     let dense = Config::load(None, &common)?;
     let mut moe_sets = common.clone();
@@ -86,7 +88,7 @@ pub fn run(args: &MoeBenchArgs) -> anyhow::Result<ExitCode> {
         format!("model.capacity_factor={}", args.capacity_factor),
     ]);
     let moe = Config::load(None, &moe_sets)?;
-    let client = args.runtime.open()?;
+    let client = args.runtime.open_on(platform)?;
     println!(
         "platform {} ({} devices); {} blocks x {} wide, seq {}, batch {} per device, vocab {}, {}",
         client.platform_name()?,

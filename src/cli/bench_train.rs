@@ -89,10 +89,14 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut xla_rate = None;
     let mut candle_rate = None;
+    // Sequences per step of the XLA run (the global batch over all batch shards), which the
+    // Candle run (one CPU) then also trains on, so that the tokens/s ratio compares like work.
+    let mut xla_rows = None;
     if args.engine != BenchEngine::Candle {
         let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
         let devices = plan.mesh.num_devices();
         let rows = vishwam::train::batch_geometry(&cfg, &plan).global_batch();
+        xla_rows = Some(rows);
         let tokens_per_step = (rows * cfg.seq_len()) as f64;
         let kind = engine
             .client
@@ -158,21 +162,17 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
             cfg.training.grad_accum_steps == 1,
             "the Candle engine runs without gradient accumulation: set training.grad_accum_steps=1"
         );
-        // One device: the batch is training.batch_size sequences.
-        let tokens_per_step = (cfg.training.batch_size * cfg.seq_len()) as f64;
+        // One device: training.batch_size sequences alone, or as many as the XLA run's global
+        // batch when it ran (its batch_size per shard x its batch shards).
+        let rows = xla_rows.unwrap_or(cfg.training.batch_size);
+        let tokens_per_step = (rows * cfg.seq_len()) as f64;
         let model =
             ReferenceModel::init_random(&cfg.model, cfg.training.seed, ReferenceDtype::F32)?;
         let mut opt = ReferenceAdamW::new(&model, &cfg.training)?;
         let batches: Vec<Batch> = (0..=args.steps as u64)
             .map(|i| {
-                let (t, y) = random_rows(&cfg, cfg.training.batch_size, i % 2);
-                Batch::new(
-                    t.clone(),
-                    y,
-                    vec![1.0; t.len()],
-                    cfg.training.batch_size,
-                    cfg.seq_len(),
-                )
+                let (t, y) = random_rows(&cfg, rows, i % 2);
+                Batch::new(t.clone(), y, vec![1.0; t.len()], rows, cfg.seq_len())
             })
             .collect::<Result<_, _>>()?;
         let stats = train_steps(&model, &mut opt, batches, args.steps + 1)?;
@@ -180,7 +180,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let seconds: f64 = measured.iter().map(|s| s.seconds).sum();
         let rate = tokens_per_step * measured.len() as f64 / seconds;
         println!(
-            "candle (cpu, f32): step {:.1} ms; {rate:.0} tokens/s",
+            "candle (cpu, f32, {rows} sequences per step): step {:.1} ms; {rate:.0} tokens/s",
             seconds / measured.len() as f64 * 1e3
         );
         candle_rate = Some(rate);

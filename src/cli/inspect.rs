@@ -188,7 +188,7 @@ fn token_file_batches(path: &PathBuf, size: usize, vocab: usize) -> anyhow::Resu
         .collect::<anyhow::Result<Vec<i32>>>()?;
     anyhow::ensure!(
         ids.len() >= size,
-        "{} holds {} token ids; one batch needs {size} (training.batch_size x the devices x the sequence length)",
+        "{} holds {} token ids; one batch needs {size} (training.batch_size x the batch shards x the sequence length)",
         path.display(),
         ids.len()
     );

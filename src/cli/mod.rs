@@ -68,7 +68,7 @@ pub struct ConfigArgs {
     /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Platform (cpu, cuda, tpu); overrides runtime.platform.
+    /// Platform (auto, cpu, cuda, tpu); overrides runtime.platform (default auto).
     #[arg(long)]
     pub platform: Option<String>,
     /// Devices; overrides runtime.devices (cpu: virtual devices).
@@ -124,8 +124,14 @@ impl RuntimeArgs {
 
     /// Opens a client as these arguments say.
     pub fn open(&self) -> anyhow::Result<Client> {
+        self.open_on(self.platform()?)
+    }
+
+    /// Opens a client on `platform` (what [`RuntimeArgs::platform`] resolved, so that "auto"
+    /// is resolved and logged once) with these arguments' devices and plugin.
+    pub fn open_on(&self, platform: Platform) -> anyhow::Result<Client> {
         let spec = ClientSpec {
-            platform: self.platform()?,
+            platform,
             devices: self.devices,
             plugin: self.plugin.clone(),
             config_plugin: None,

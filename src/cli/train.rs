@@ -34,6 +34,8 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in <output_dir>/checkpoints (exactly: the
     /// optimiser state, step, random state and data position are restored). With
     /// --init-from: continue the fine-tuning run if it has a checkpoint, else start it.
+    /// A run that starts fresh (no --resume, or nothing to resume) first moves an earlier
+    /// run's checkpoints and metrics in the output directory to OUTPUT_DIR/earlier-<UTC time>/.
     #[arg(long, conflicts_with = "resume_from")]
     pub resume: bool,
     /// Continue exactly from this checkpoint directory (RUN/checkpoints/step_NNNNNNNN), not
@@ -51,7 +53,11 @@ pub struct TrainArgs {
     /// named architecture key must match them; dropout, max_seq_len, rope_scaling and the MoE
     /// routing regularisers may differ); the tokenizer is theirs unless data.tokenizer is set;
     /// the weights are resharded onto this run's mesh; the optimiser state and the step
-    /// start fresh; the data and training sections are this config's.
+    /// start fresh; the data and training sections are this config's. The model's
+    /// max_seq_len also comes from the weights (from a Hugging Face directory:
+    /// max_position_embeddings, e.g. 131072), and sequence.max_length defaults to it, so the
+    /// training windows are the full context unless you set a shorter one with
+    /// `--set sequence.max_length=N`. PATH must lie outside this run's logging.output_dir.
     #[arg(
         long = "init-from",
         alias = "init_from",
@@ -91,6 +97,7 @@ impl TrainArgs {
         };
         let weights = InitWeights::load(path)?;
         let (mut cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        weights.check_outside(std::path::Path::new(&cfg.logging.output_dir))?;
         self.finish_config(&mut cfg)?;
         let m = &weights.model;
         tracing::info!(
@@ -155,6 +162,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
+        );
+    }
+    let distillation_keys = cfg.distillation.keys_set();
+    if !distillation_keys.is_empty() {
+        tracing::warn!(
+            "{} set without distillation.teacher_model: the distillation keys apply only to \
+             `vishwam distill` with a teacher; `vishwam train` trains on the labels alone",
+            distillation_keys.join(", ")
         );
     }
     if let Some(d) = &cfg.description {

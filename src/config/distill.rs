@@ -77,6 +77,22 @@ impl Default for DistillationConfig {
 }
 
 impl DistillationConfig {
+    /// The keys of this section (other than `teacher_model`) set to other values than their
+    /// defaults, as `distillation.KEY = VALUE`: settings that only `vishwam distill` (with a
+    /// teacher) uses, which `vishwam train` names in a warning.
+    pub fn keys_set(&self) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(this)), Ok(defaults)) = (
+            serde_json::to_value(self),
+            serde_json::to_value(DistillationConfig::default()),
+        ) else {
+            return Vec::new();
+        };
+        this.iter()
+            .filter(|(key, value)| *key != "teacher_model" && defaults.get(key) != Some(value))
+            .map(|(key, value)| format!("distillation.{key} = {value}"))
+            .collect()
+    }
+
     pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
         r.opt_text("teacher_model", &mut self.teacher_model);
         r.number("temperature", &mut self.temperature);

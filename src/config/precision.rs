@@ -354,12 +354,19 @@ pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAtten
     found
 }
 
-/// `memory.attention_backend` = "cudnn" must be able to run.
+/// `memory.attention_backend` = "cudnn" must be able to run. While `runtime.platform` is
+/// "auto" the platform is not known yet (auto may pick CUDA), so only the other rules are
+/// checked; once the platform is resolved (`train::open_engine`) the config is validated
+/// again with it.
 pub(crate) fn validate_attention_backend(config: &super::Config, c: &mut Checks) {
     if config.memory.attention_backend != AttentionBackend::Cudnn {
         return;
     }
+    let platform_unresolved = config.runtime.platform == super::Platform::Auto;
     for blocker in cudnn_attention_blockers(config) {
+        if platform_unresolved && blocker.key == "runtime.platform" {
+            continue;
+        }
         c.conflict(
             "memory.attention_backend",
             "\"cudnn\"",

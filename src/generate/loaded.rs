@@ -216,14 +216,17 @@ impl LoadedModel {
         } else {
             KvCacheFormat::Plain(compute)
         };
+        // The engine's platform, not the config's (which may say "auto" or another machine's).
+        let platform = crate::train::engine_platform(&engine)
+            .map_err(|e| GenerateError::Checkpoint(Box::new(e)))?;
         Ok(LoadedModel {
             engine,
             opts: ForwardOptions {
                 compute,
-                row_stats: crate::model::RowStats::for_platform(config.runtime.platform),
+                row_stats: crate::model::RowStats::for_platform(platform),
                 ..ForwardOptions::eval()
             },
-            bisection: Bisection::for_platform(config.runtime.platform),
+            bisection: Bisection::for_platform(platform),
             config,
             kv_cache,
             params: arrays,

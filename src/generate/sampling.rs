@@ -36,8 +36,10 @@ pub enum Bisection {
 }
 
 impl Bisection {
-    /// The faster choice on `platform` (`auto` before it is resolved: the choice that is
-    /// fast on the CPU and correct everywhere).
+    /// The faster choice on `platform`. The trainer and the generator pass the platform of
+    /// their engine's client (`train::pin_platform`, `train::engine_platform`), never "auto";
+    /// should "auto" arrive all the same, it gets the choice that is fast on the CPU and
+    /// correct everywhere.
     pub fn for_platform(platform: Platform) -> Bisection {
         match platform {
             Platform::Cpu | Platform::Auto => Bisection::Loop,

@@ -22,26 +22,40 @@ pub enum HfError {
     /// File I/O.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// The directory is not a usable Llama checkpoint.
     #[error("{path}: {detail}")]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        detail: String,
+    },
     /// A `config.json` key holds a value that changes the computation in a way vishwam does
     /// not implement.
     #[error("{path}: `{key}` = {value} is not supported: {why}")]
     Unsupported {
+        /// The `config.json` read.
         path: PathBuf,
+        /// The key, as written in `config.json` (`rope_scaling.rope_type`, ...).
         key: String,
+        /// Its value, as JSON text.
         value: String,
+        /// What vishwam implements instead and what to change.
         why: String,
     },
     /// A `config.json` key vishwam neither reads nor knows to be irrelevant.
     #[error("{path}: unknown key `{key}` = {value}: vishwam does not know whether it changes the computation; if it does not, remove it (keys read or checked: those of transformers' LlamaConfig; ignored: {ignored})", ignored = config::IGNORED.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "))]
     UnknownKey {
+        /// The `config.json` read.
         path: PathBuf,
+        /// The key, as written in `config.json`.
         key: String,
+        /// Its value, as JSON text.
         value: String,
     },
 }

@@ -227,14 +227,47 @@ fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Reads and validates a checkpoint directory.
+/// The block length every config written before `training.batch_size` became per shard
+/// stored as `optimization.block_size` (its default then, when it only sized the blocks of
+/// `memory.attention_memory_efficient` and did not switch blocked attention on).
+pub const OLDER_DEFAULT_BLOCK_SIZE: u64 = 128;
+
+/// Rewrites the config of a manifest written before the batch was recorded (no
+/// `global_batch` key: before `training.batch_size` became per shard) to mean today what it
+/// meant then: `optimization.block_size` = 128 with `memory.attention_memory_efficient` null
+/// was the default, not a request for blocked attention, so it becomes null. Everything else
+/// is kept; `training.batch_size` (the global batch then) is checked when resuming
+/// (`run::check_batch`).
+pub fn migrate_older_config(config: &mut serde_json::Value) {
+    let unset = |key: &str| {
+        config
+            .get("memory")
+            .and_then(|m| m.get(key))
+            .is_none_or(serde_json::Value::is_null)
+    };
+    let efficient_unset =
+        unset("attention_memory_efficient") && unset("use_memory_efficient_attention");
+    let block = config
+        .get("optimization")
+        .and_then(|o| o.get("block_size"))
+        .and_then(serde_json::Value::as_u64);
+    if efficient_unset && block == Some(OLDER_DEFAULT_BLOCK_SIZE) {
+        config["optimization"]["block_size"] = serde_json::Value::Null;
+    }
+}
+
+/// Reads and validates a checkpoint directory. A manifest written before the batch was
+/// recorded has its config brought up to date ([`migrate_older_config`]).
 pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
         err(dir, format!("cannot read {MANIFEST_FILE} ({e}); is this a vishwam checkpoint directory (step_NNNNNNNN)?"))
     })?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let mut manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| err(dir, format!("{MANIFEST_FILE} is not a valid manifest: {e}")))?;
+    if manifest.global_batch.is_none() {
+        migrate_older_config(&mut manifest.config);
+    }
     if manifest.format != FORMAT {
         return Err(err(
             dir,
@@ -412,5 +445,61 @@ mod tests {
         let ck = load(&dir).unwrap();
         assert_eq!((ck.manifest.global_batch, ck.manifest.batch), (None, None));
         assert_eq!(ck.state, state());
+    }
+
+    /// The config part of a manifest written before batch_size became per shard.
+    fn older_config(memory: serde_json::Value, block_size: serde_json::Value) -> serde_json::Value {
+        let mut config: serde_json::Value =
+            serde_json::from_str(&crate::config::Config::default().to_json_pretty()).unwrap();
+        config["training"]["batch_size"] = serde_json::json!(64);
+        config["optimization"]["block_size"] = block_size;
+        for (key, value) in memory.as_object().unwrap() {
+            config["memory"][key] = value.clone();
+        }
+        config
+    }
+
+    #[test]
+    fn an_older_manifests_default_block_size_does_not_switch_blocked_attention_on() {
+        use serde_json::json;
+        let root = tempfile::tempdir().unwrap();
+        // Written before the batch was recorded: block_size 128 was the default, and a cuDNN
+        // backend beside it was valid.
+        let mut config = older_config(
+            json!({"attention_memory_efficient": null, "use_memory_efficient_attention": null,
+                   "attention_backend": "cudnn"}),
+            json!(128),
+        );
+        config["optimization"]["mixed_precision"] = json!(true);
+        let dir = save(root.path(), 3, &state(), config, json!(null), 1).unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!(
+            ck.manifest.config["optimization"]["block_size"],
+            json!(null)
+        );
+        assert_eq!(ck.manifest.config["training"]["batch_size"], json!(64));
+        let loaded = crate::config::Config::from_json_str(&ck.manifest.config.to_string()).unwrap();
+        assert_eq!(loaded.attention_block(), None);
+        // An explicit switch kept its block length, and so does a manifest with the batch.
+        let on = older_config(json!({"attention_memory_efficient": true}), json!(128));
+        let mut migrated = on.clone();
+        migrate_older_config(&mut migrated);
+        assert_eq!(migrated, on);
+        let dir = save_with_batch(
+            root.path(),
+            4,
+            &state(),
+            older_config(json!({}), json!(128)),
+            json!(null),
+            Some(BatchGeometry {
+                per_shard: 64,
+                shards: 1,
+                grad_accum_steps: 1,
+            }),
+            1,
+        )
+        .unwrap();
+        let ck = load(&dir).unwrap();
+        assert_eq!(ck.manifest.config["optimization"]["block_size"], json!(128));
     }
 }

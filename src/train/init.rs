@@ -6,10 +6,12 @@
 //! The run's `model` section comes from the weights wherever the user's config names no model
 //! key; every architecture key the user does name must equal the weights' value. Keys that
 //! leave the trained function unchanged on the training windows may differ (see
-//! [`RUN_SETTINGS`]). The optimiser state, the step and the random state start fresh.
+//! [`RUN_SETTINGS`]). The optimiser state, the step and the random state start fresh, as
+//! [`initial_state`] (the state of a run started from a random initialisation) makes them.
 
 use super::checkpoint;
-use super::TrainError;
+use super::step::{StepLayout, INITIAL_LOSS_SCALE};
+use super::{TrainError, Trainer};
 use crate::config::{Config, ModelConfig, NamedKeys};
 use crate::data::TextTokenizer;
 use crate::engine::HostArray;
@@ -302,6 +304,116 @@ fn architecture(m: &ModelConfig) -> BTreeMap<String, Value> {
         }
     }
     keys
+}
+
+impl WeightsSource {
+    /// The directory the weights were read from.
+    pub fn dir(&self) -> &Path {
+        match self {
+            WeightsSource::Checkpoint { dir, .. } | WeightsSource::HuggingFace { dir } => dir,
+        }
+    }
+}
+
+impl InitWeights {
+    /// Fine-tuning into the directory the weights come from would mix the two runs'
+    /// checkpoints and metrics: an error naming `logging.output_dir` when the weights lie
+    /// inside `output_dir`. [`Trainer::init_from`] checks it too; a command calls it before
+    /// it writes anything into the output directory.
+    pub fn check_outside(&self, output_dir: &Path) -> Result<(), TrainError> {
+        refuse_source_in_output_dir(self, output_dir)
+    }
+}
+
+fn refuse_source_in_output_dir(weights: &InitWeights, output_dir: &Path) -> Result<(), TrainError> {
+    let (Ok(source), Ok(output)) = (
+        weights.source.dir().canonicalize(),
+        output_dir.canonicalize(),
+    ) else {
+        return Ok(()); // An output directory that does not exist yet holds nothing.
+    };
+    if !source.starts_with(&output) {
+        return Ok(());
+    }
+    Err(TrainError::InitFrom {
+        path: weights.source.dir().to_path_buf(),
+        detail: format!(
+            "lies inside this run's logging.output_dir {}, whose checkpoints and metrics a \
+             fresh run replaces; write the fine-tuned run elsewhere with --set \
+             logging.output_dir=NEW_DIR",
+            output_dir.display()
+        ),
+    })
+}
+
+impl Trainer {
+    /// Starts from `weights` instead of the initialisation: their parameters are placed by
+    /// the current mesh's shardings (whatever mesh or program wrote them); the optimiser
+    /// moments, the step, the random state and any loss-scale or FP8 state are those of step
+    /// 0. Parameters the run has beyond the weights' (distillation projections) keep their
+    /// initialisation.
+    ///
+    /// Weights read from inside the run's own `logging.output_dir` are refused: the fresh run
+    /// would set the run they came from aside (or, before, prune its checkpoints).
+    pub fn init_from(&mut self, weights: &InitWeights) -> Result<(), TrainError> {
+        refuse_source_in_output_dir(weights, Path::new(&self.config.logging.output_dir))?;
+        let mut state = initial_state(&self.config, &self.layout);
+        for (name, array) in &weights.params {
+            let key = format!("params.{name}");
+            let fits = state.get(&key).is_some_and(|init| {
+                init.shape == array.shape && init.element_type == array.element_type
+            });
+            if !fits {
+                return Err(TrainError::InitFrom {
+                    path: PathBuf::from(weights.source.to_string()),
+                    detail: format!(
+                        "`{name}` ({}{:?}) has no place of that shape in the run's model",
+                        array.element_type.mlir_name(),
+                        array.shape
+                    ),
+                });
+            }
+            state.insert(key, array.clone());
+        }
+        self.load_state(&state)
+    }
+}
+
+/// The state at step 0: initial parameters, zero moments, the seeded random state.
+pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, HostArray> {
+    let seed = cfg.training.seed;
+    let mut state = BTreeMap::new();
+    for spec in &layout.params {
+        let (name, array) = (&spec.name, crate::model::init_param(spec, seed));
+        if spec.trainable {
+            let zeros = HostArray {
+                data: vec![0; array.data.len()],
+                ..array.clone()
+            };
+            state.insert(format!("opt.m.{name}"), zeros.clone());
+            state.insert(format!("opt.v.{name}"), zeros);
+        }
+        state.insert(format!("params.{name}"), array);
+    }
+    state.insert("step".into(), HostArray::scalar(0i32));
+    let rng = HostArray::from_slice(
+        &[2],
+        &[
+            seed ^ 0x9e37_79b9_7f4a_7c15,
+            seed.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        ],
+    )
+    .expect("two values");
+    state.insert("rng".into(), rng);
+    if layout.dynamic_scale {
+        state.insert(
+            "loss_scale".into(),
+            HostArray::scalar(INITIAL_LOSS_SCALE as f32),
+        );
+        state.insert("good_steps".into(), HostArray::scalar(0i32));
+    }
+    state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
+    state
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod init;
 mod moe_inspect;
 pub mod moe_state;
 mod precision;
+mod resume;
 mod run;
 mod schedule;
 mod setup;
@@ -26,17 +27,17 @@ pub use data_source::{
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};
-pub use init::{InitWeights, WeightsSource};
+pub use init::{initial_state, InitWeights, WeightsSource};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
-pub use trainer::{initial_state, EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
+pub use trainer::{EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{
-    batch_geometry, choose_platform, open_engine, platform, resolve_platform, sharding_plan,
-    strategy, SetupError, SUPPORTED,
+    batch_geometry, choose_platform, engine_platform, open_engine, pin_platform, platform,
+    resolve_platform, sharding_plan, strategy, SetupError, SUPPORTED,
 };
 pub use step::{
     build_distill_step, build_train_step, train_forward_options, StateSlot, StepLayout,

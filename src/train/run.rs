@@ -1,10 +1,13 @@
 //! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
 
 use super::checkpoint;
+use super::resume::{
+    check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
+};
 use super::{EvalResult, HostBatch, StepMetrics, StepTimings, TrainError, Trainer};
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +27,9 @@ pub trait BatchSource {
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one.
+    /// Continue from the newest checkpoint in `<output_dir>/checkpoints` if there is one. A
+    /// run that resumes nothing first moves an earlier run's checkpoints and metrics in the
+    /// output directory to `<output_dir>/earlier-<UTC time>/` (logged).
     pub resume: bool,
     /// Continue exactly from this checkpoint directory (`step_NNNNNNNN`), any step of any run
     /// with the same model, data and sequence sections; takes precedence over `resume`.
@@ -89,6 +94,7 @@ pub fn run_training(
         None if opts.resume => checkpoint::latest(&root),
         None => None,
     };
+    let mut resumed = false;
     if opts.resume || opts.resume_from.is_some() {
         if let Some(dir) = chosen {
             let ck = checkpoint::load(&dir)?;
@@ -96,6 +102,9 @@ pub fn run_training(
                 refuse_newer_checkpoints(&root, ck.manifest.step)?;
             }
             check_compatible(&ck.manifest.config, &trainer.config.to_json_pretty(), &dir)?;
+            let current = super::batch_geometry(&trainer.config, &trainer.plan);
+            check_batch(&ck.manifest, current, &dir)?;
+            resumed = true;
             trainer.load_state(&ck.state)?;
             data.restore(&ck.manifest.data_position)?;
             summary.start_step = ck.manifest.step;
@@ -108,6 +117,9 @@ pub fn run_training(
         }
     }
     let metrics_path = out_dir.join(&log.metrics_file);
+    if !resumed {
+        set_earlier_run_aside(&out_dir, &root, &metrics_path)?;
+    }
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(summary.start_step > 0)
@@ -235,47 +247,6 @@ pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<Path
     )?;
     tracing::info!("saved checkpoint {}", dir.display());
     Ok(dir)
-}
-
-/// Resuming from a chosen step into a directory that holds later checkpoints would overwrite
-/// them one by one, and `--resume` would meanwhile take the newest of them for this run's.
-fn refuse_newer_checkpoints(root: &Path, step: u64) -> Result<(), TrainError> {
-    let later: Vec<String> = checkpoint::list(root)
-        .into_iter()
-        .filter(|(s, _)| *s > step)
-        .map(|(s, _)| s.to_string())
-        .collect();
-    if later.is_empty() {
-        return Ok(());
-    }
-    Err(TrainError::Checkpoint {
-        path: root.display().to_string(),
-        detail: format!(
-            "already holds checkpoints after step {step} (steps {}), which continuing from step {step} would overwrite one by one; resume into another directory (--set logging.output_dir=NEW_DIR) or remove them",
-            later.join(", ")
-        ),
-    })
-}
-
-/// A resumed run must train the same model the same way; logging and runtime may change.
-fn check_compatible(
-    saved: &serde_json::Value,
-    current: &str,
-    dir: &Path,
-) -> Result<(), TrainError> {
-    let current: serde_json::Value =
-        serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
-    for section in ["model", "data", "sequence", "distillation"] {
-        if saved.get(section) != current.get(section) {
-            return Err(TrainError::Checkpoint {
-                path: dir.display().to_string(),
-                detail: format!(
-                    "was written with a different `{section}` section; resume with the same config (and the same --init-from, which supplies the model section and the tokenizer of a fine-tuning run), or start a fresh run in another logging.output_dir"
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 fn write_json(file: &mut std::fs::File, value: serde_json::Value) -> Result<(), TrainError> {

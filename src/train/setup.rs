@@ -134,13 +134,40 @@ pub fn resolve_platform(
 ) -> Result<(), SetupError> {
     if cfg.runtime.platform == config::Platform::Auto {
         let chosen = log_choice(choose_platform(cfg, explicit_plugin)?);
-        cfg.runtime.platform = match chosen {
-            Platform::Cpu => config::Platform::Cpu,
-            Platform::Cuda => config::Platform::Cuda,
-            Platform::Tpu => config::Platform::Tpu,
-        };
+        cfg.runtime.platform = config_platform(chosen);
     }
     Ok(())
+}
+
+/// The config's spelling of a resolved platform.
+fn config_platform(platform: Platform) -> config::Platform {
+    match platform {
+        Platform::Cpu => config::Platform::Cpu,
+        Platform::Cuda => config::Platform::Cuda,
+        Platform::Tpu => config::Platform::Tpu,
+    }
+}
+
+/// The platform `engine`'s client runs on, as the config spells it (never "auto").
+pub fn engine_platform(engine: &Engine) -> Result<config::Platform, TrainError> {
+    let name = engine.client.platform_name()?;
+    let platform = Platform::parse(&name).map_err(|_| {
+        TrainError::Other(format!(
+            "the PJRT client reports the platform `{name}`, which is none of cpu, cuda, tpu"
+        ))
+    })?;
+    Ok(config_platform(platform))
+}
+
+/// `cfg` with `runtime.platform` "auto" replaced by the platform `engine` runs on, so that
+/// every choice made from the config (attention kind, loss row statistics, sampling) is the
+/// one for the devices in use; an explicit platform is kept.
+pub fn pin_platform(cfg: &Config, engine: &Engine) -> Result<Config, TrainError> {
+    let mut pinned = cfg.clone();
+    if pinned.runtime.platform == config::Platform::Auto {
+        pinned.runtime.platform = engine_platform(engine)?;
+    }
+    Ok(pinned)
 }
 
 /// The mesh strategy named by the config.
@@ -266,8 +293,9 @@ fn devices_to_use(cfg: &Config, platform: Platform, present: usize) -> Result<us
 }
 
 /// Opens the platform's client (CPU: as many virtual devices as the config asks for), builds
-/// the sharding plan over the devices and returns the engine. Asking for more devices than
-/// the platform shows is an error.
+/// the sharding plan over the devices and returns the engine. "auto" is resolved here (and
+/// the config validated again with the platform it picks); [`crate::train::Trainer`] takes
+/// the platform from the engine. Asking for more devices than the platform shows is an error.
 pub fn open_engine(
     cfg: &Config,
     plugin: Option<PathBuf>,
@@ -278,6 +306,19 @@ pub fn open_engine(
         config::Platform::Auto => log_choice(choose_platform(cfg, plugin.as_deref())?),
         _ => self::platform(cfg)?,
     };
+    // Rules that depend on the platform ("cudnn" needs CUDA) are checked now that it is known.
+    let mut resolved = cfg.clone();
+    resolved.runtime.platform = config_platform(platform);
+    resolved.validate().map_err(|e| {
+        let e = match e {
+            config::ConfigError::Invalid { issues, .. } => config::ConfigError::Invalid {
+                origin: format!("on the platform {}", platform.name()),
+                issues,
+            },
+            other => other,
+        };
+        TrainError::Other(e.to_string())
+    })?;
     let requested = cfg.requested_devices();
     let spec = ClientSpec {
         platform,

@@ -3,12 +3,11 @@
 use super::distill::{DistillContext, DistillMetrics, Teacher, DISTILL_METRICS};
 use super::eval::{build_eval_step, build_next_token};
 use super::fp8::build_fp8_bootstrap_step;
-use super::init::InitWeights;
+use super::init::initial_state;
 use super::moe_state::MoeMetrics;
 use super::precision::PrecisionPolicy;
 use super::step::{
-    build_distill_step, build_train_step, train_forward_options, StepLayout, INITIAL_LOSS_SCALE,
-    METRICS,
+    build_distill_step, build_train_step, train_forward_options, StepLayout, METRICS,
 };
 use super::TrainError;
 use crate::config::Config;
@@ -165,6 +164,8 @@ impl Trainer {
         plan: ShardingPlan,
         teacher: Option<&Teacher>,
     ) -> Result<Trainer, TrainError> {
+        // Every platform-dependent choice below is made for the devices the engine drives.
+        let cfg = &super::setup::pin_platform(cfg, &engine)?;
         tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
         let distill = teacher
             .map(|t| DistillContext::new(cfg, &plan, &t.model))
@@ -240,33 +241,6 @@ impl Trainer {
             .as_ref()
             .is_some_and(|f| f.needs_bootstrap(host));
         Ok(())
-    }
-
-    /// Starts from `weights` instead of the initialisation: their parameters are placed by
-    /// the current mesh's shardings (whatever mesh or program wrote them); the optimiser
-    /// moments, the step, the random state and any loss-scale or FP8 state are those of step
-    /// 0. Parameters the run has beyond the weights' (distillation projections) keep their
-    /// initialisation.
-    pub fn init_from(&mut self, weights: &InitWeights) -> Result<(), TrainError> {
-        let mut state = initial_state(&self.config, &self.layout);
-        for (name, array) in &weights.params {
-            let key = format!("params.{name}");
-            let fits = state.get(&key).is_some_and(|init| {
-                init.shape == array.shape && init.element_type == array.element_type
-            });
-            if !fits {
-                return Err(TrainError::InitFrom {
-                    path: std::path::PathBuf::from(weights.source.to_string()),
-                    detail: format!(
-                        "`{name}` ({}{:?}) has no place of that shape in the run's model",
-                        array.element_type.mlir_name(),
-                        array.shape
-                    ),
-                });
-            }
-            state.insert(key, array.clone());
-        }
-        self.load_state(&state)
     }
 
     /// The whole state gathered to the host, by slot name.
@@ -516,43 +490,6 @@ impl Trainer {
         }
         Ok(seq[prompt.len()..].to_vec())
     }
-}
-
-/// The state at step 0: initial parameters, zero moments, the seeded random state.
-pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, HostArray> {
-    let seed = cfg.training.seed;
-    let mut state = BTreeMap::new();
-    for spec in &layout.params {
-        let (name, array) = (&spec.name, crate::model::init_param(spec, seed));
-        if spec.trainable {
-            let zeros = HostArray {
-                data: vec![0; array.data.len()],
-                ..array.clone()
-            };
-            state.insert(format!("opt.m.{name}"), zeros.clone());
-            state.insert(format!("opt.v.{name}"), zeros);
-        }
-        state.insert(format!("params.{name}"), array);
-    }
-    state.insert("step".into(), HostArray::scalar(0i32));
-    let rng = HostArray::from_slice(
-        &[2],
-        &[
-            seed ^ 0x9e37_79b9_7f4a_7c15,
-            seed.wrapping_mul(0xbf58_476d_1ce4_e5b9),
-        ],
-    )
-    .expect("two values");
-    state.insert("rng".into(), rng);
-    if layout.dynamic_scale {
-        state.insert(
-            "loss_scale".into(),
-            HostArray::scalar(INITIAL_LOSS_SCALE as f32),
-        );
-        state.insert("good_steps".into(), HostArray::scalar(0i32));
-    }
-    state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
-    state
 }
 
 /// How to compile `cfg`'s programs (FP8 matmuls or not).

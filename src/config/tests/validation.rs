@@ -300,9 +300,19 @@ fn attention_backend_rules() {
     let f16 = r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cuda"},
                   "optimization": {"mixed_precision": true, "use_dynamic_scale": true}}"#;
     assert!(load(f16).cudnn_attention_blockers().is_empty());
+    // "auto" may pick CUDA: the platform is checked once it is resolved (open_engine).
+    let auto = load(
+        r#"{"memory": {"attention_backend": "cudnn"}, "optimization": {"mixed_precision": true}}"#,
+    );
+    let blockers = auto.cudnn_attention_blockers();
+    assert_eq!(blockers.len(), 1, "{blockers:?}");
+    assert_eq!(blockers[0].key, "runtime.platform");
     assert_eq!(
-        problem(r#"{"memory": {"attention_backend": "cudnn"}, "optimization": {"mixed_precision": true}}"#),
-        "`memory.attention_backend` = \"cudnn\" contradicts `runtime.platform` = \"auto\": cuDNN flash \
+        problem(
+            r#"{"memory": {"attention_backend": "cudnn"}, "runtime": {"platform": "cpu"},
+                "optimization": {"mixed_precision": true}}"#
+        ),
+        "`memory.attention_backend` = \"cudnn\" contradicts `runtime.platform` = \"cpu\": cuDNN flash \
          attention needs the XLA CUDA plugin; set runtime.platform to \"cuda\", or \
          memory.attention_backend to \"auto\" or \"xla\""
     );
@@ -476,5 +486,21 @@ fn derived_values() {
     assert_eq!(
         load(r#"{"tpu": {"mesh_shape": {"data": 2, "model": 2}}}"#).requested_devices(),
         Some(4)
+    );
+}
+
+#[test]
+fn distillation_keys_set_lists_the_non_default_ones() {
+    assert!(Config::default().distillation.keys_set().is_empty());
+    let config = load(
+        r#"{"distillation": {"temperature": 2.0, "alpha": 0.7,
+            "use_intermediate_distillation": true, "teacher_model": null}}"#,
+    );
+    assert_eq!(
+        config.distillation.keys_set(),
+        [
+            "distillation.alpha = 0.7",
+            "distillation.use_intermediate_distillation = true"
+        ]
     );
 }
