@@ -9,14 +9,12 @@
 //! [`RUN_SETTINGS`]). The optimiser state, the step and the random state start fresh, as
 //! [`initial_state`] (the state of a run started from a random initialisation) makes them.
 
-use super::checkpoint;
 use super::step::{StepLayout, INITIAL_LOSS_SCALE};
+use super::weights::{self, WeightsError, WeightsSource};
 use super::{TrainError, Trainer};
 use crate::config::{Config, ModelConfig, NamedKeys};
 use crate::data::TextTokenizer;
 use crate::engine::HostArray;
-use crate::model::{hf, param_specs};
-use crate::runtime::ElementType;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,36 +35,6 @@ pub const RUN_SETTINGS: &[&str] = &[
     "expert_capacity",
     "capacity_factor",
 ];
-
-/// Where initial weights came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WeightsSource {
-    /// A vishwam checkpoint directory, written at this step.
-    Checkpoint {
-        /// The `step_NNNNNNNN` directory.
-        dir: PathBuf,
-        /// Its optimizer step.
-        step: u64,
-    },
-    /// A Hugging Face Llama directory.
-    HuggingFace {
-        /// The directory.
-        dir: PathBuf,
-    },
-}
-
-impl std::fmt::Display for WeightsSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WeightsSource::Checkpoint { dir, step } => {
-                write!(f, "vishwam checkpoint {} (step {step})", dir.display())
-            }
-            WeightsSource::HuggingFace { dir } => {
-                write!(f, "Hugging Face directory {}", dir.display())
-            }
-        }
-    }
-}
 
 /// Weights to start a run from, with the architecture and tokenizer they came with.
 #[derive(Debug, Clone)]
@@ -90,101 +58,26 @@ fn init_error(path: &Path, detail: impl Into<String>) -> TrainError {
     }
 }
 
-/// The checkpoint `path` names: itself, or the newest under `path/checkpoints`.
-fn find_checkpoint(path: &Path) -> Option<PathBuf> {
-    if path.join("manifest.json").is_file() {
-        return Some(path.to_path_buf());
-    }
-    checkpoint::latest(&path.join("checkpoints"))
-}
-
-fn is_hf_directory(dir: &Path) -> bool {
-    let has_weights = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
-    has_weights && dir.join("config.json").is_file()
-}
-
 impl InitWeights {
-    /// Reads the weights at `path`: a checkpoint directory (`.../checkpoints/step_N`), a run
-    /// directory (its newest checkpoint), or an HF Llama directory (config.json +
-    /// *.safetensors).
+    /// Reads the weights at `path` ([`weights::read`]): a checkpoint directory
+    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), or an HF Llama
+    /// directory (config.json + *.safetensors).
     pub fn load(path: &Path) -> Result<InitWeights, TrainError> {
-        if !path.is_dir() {
-            return Err(init_error(path, "no such directory; name a vishwam run directory, a checkpoint directory (step_NNNNNNNN) or a Hugging Face Llama directory"));
-        }
-        if let Some(dir) = find_checkpoint(path) {
-            let ck = checkpoint::load(&dir)?;
-            let model = model_of_manifest(&ck.manifest.config, &dir)?;
-            let params = ck
-                .state
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("params.")?.to_string(), v)))
-                .collect();
-            // `<run>/checkpoints/step_N` -> `<run>/tokenizer.json`, as `vishwam train` writes it.
-            let tokenizer = dir
-                .parent()
-                .and_then(Path::parent)
-                .map(|run| run.join("tokenizer.json"))
-                .filter(|p| p.is_file());
-            let source = WeightsSource::Checkpoint {
-                dir,
-                step: ck.manifest.step,
-            };
-            return InitWeights::new(source, model, params, tokenizer);
-        }
-        if is_hf_directory(path) {
-            let (model, params) = hf::import(path)?;
-            let tokenizer = Some(path.join("tokenizer.json")).filter(|p| p.is_file());
-            let source = WeightsSource::HuggingFace {
-                dir: path.to_path_buf(),
-            };
-            return InitWeights::new(source, model, params, tokenizer);
-        }
-        Err(init_error(path, "holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories under checkpoints/) nor a Hugging Face Llama model (config.json and *.safetensors)"))
-    }
-
-    fn new(
-        source: WeightsSource,
-        model: ModelConfig,
-        mut params: BTreeMap<String, HostArray>,
-        tokenizer: Option<PathBuf>,
-    ) -> Result<InitWeights, TrainError> {
-        let path = match &source {
-            WeightsSource::Checkpoint { dir, .. } | WeightsSource::HuggingFace { dir } => {
-                dir.clone()
-            }
-        };
-        let mut kept = BTreeMap::new();
-        for spec in param_specs(&model) {
-            let array = params.remove(&spec.name).ok_or_else(|| {
-                init_error(
-                    &path,
-                    format!("lacks `{}`, a parameter of its own model", spec.name),
-                )
-            })?;
-            if array.element_type != ElementType::F32 || array.shape != spec.shape {
-                return Err(init_error(
-                    &path,
-                    format!(
-                        "`{}` is {}{:?}; its model config needs f32{:?}",
-                        spec.name,
-                        array.element_type.mlir_name(),
-                        array.shape,
-                        spec.shape
-                    ),
-                ));
-            }
-            kept.insert(spec.name, array);
-        }
+        let stored = weights::read(path).map_err(|e| match e {
+            WeightsError::Missing | WeightsError::NotADirectory => init_error(path, "no such directory; name a vishwam run directory, a checkpoint directory (step_NNNNNNNN) or a Hugging Face Llama directory"),
+            WeightsError::NoWeights => init_error(path, "holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories directly or under checkpoints/) nor a Hugging Face Llama model (config.json and *.safetensors)"),
+            WeightsError::Checkpoint(e) => *e,
+            WeightsError::Hf(e) => TrainError::Hf(*e),
+            WeightsError::Config { dir, detail } => init_error(&dir, detail),
+        })?;
+        let (params, extra) = weights::model_params(&stored.model, stored.params)
+            .map_err(|detail| init_error(stored.source.dir(), detail))?;
         Ok(InitWeights {
-            source,
-            model,
-            params: kept,
-            extra: params.into_keys().collect(),
-            tokenizer,
+            source: stored.source,
+            model: stored.model,
+            params,
+            extra,
+            tokenizer: stored.tokenizer,
         })
     }
 
@@ -269,16 +162,6 @@ impl InitWeights {
 }
 
 /// The model section a checkpoint's manifest records.
-fn model_of_manifest(config: &Value, dir: &Path) -> Result<ModelConfig, TrainError> {
-    let cfg = Config::from_json_str(&config.to_string()).map_err(|e| {
-        init_error(
-            dir,
-            format!("the config in its manifest does not load: {e}"),
-        )
-    })?;
-    Ok(cfg.model)
-}
-
 /// The architecture keys of a model (every model key outside [`RUN_SETTINGS`]) with their
 /// resolved values (`num_kv_heads`, `head_dim`, `mlp_dim` and `expert_dim` as computed).
 fn architecture(m: &ModelConfig) -> BTreeMap<String, Value> {
@@ -304,15 +187,6 @@ fn architecture(m: &ModelConfig) -> BTreeMap<String, Value> {
         }
     }
     keys
-}
-
-impl WeightsSource {
-    /// The directory the weights were read from.
-    pub fn dir(&self) -> &Path {
-        match self {
-            WeightsSource::Checkpoint { dir, .. } | WeightsSource::HuggingFace { dir } => dir,
-        }
-    }
 }
 
 impl InitWeights {

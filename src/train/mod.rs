@@ -19,6 +19,7 @@ mod schedule;
 mod setup;
 mod step;
 mod trainer;
+pub mod weights;
 
 pub use attention_choice::attention_kind;
 pub use data_source::{
@@ -27,11 +28,12 @@ pub use data_source::{
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};
-pub use init::{initial_state, InitWeights, WeightsSource};
+pub use init::{initial_state, InitWeights};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
+pub use weights::WeightsSource;
 
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};

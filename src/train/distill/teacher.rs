@@ -6,9 +6,7 @@ use super::DistillError;
 use crate::config::{Config, ModelConfig};
 use crate::data::TextTokenizer;
 use crate::engine::HostArray;
-use crate::model::{hf, param_specs};
-use crate::runtime::ElementType;
-use crate::train::checkpoint;
+use crate::train::weights::{self, WeightsError, WeightsSource};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +43,15 @@ impl std::fmt::Display for TeacherSource {
     }
 }
 
+impl From<WeightsSource> for TeacherSource {
+    fn from(source: WeightsSource) -> Self {
+        match source {
+            WeightsSource::Checkpoint { dir, step } => TeacherSource::Checkpoint { dir, step },
+            WeightsSource::HuggingFace { dir } => TeacherSource::HuggingFace { dir },
+        }
+    }
+}
+
 /// A teacher model: its architecture and its f32 parameters, by the names of docs/model.md.
 #[derive(Debug, Clone)]
 pub struct Teacher {
@@ -65,80 +72,28 @@ fn invalid(path: &Path, detail: impl Into<String>) -> DistillError {
     }
 }
 
-/// The checkpoint directory `dir` names: itself, or the newest checkpoint under
-/// `dir/checkpoints` or `dir`.
-fn find_checkpoint(dir: &Path) -> Option<PathBuf> {
-    if dir.join("manifest.json").is_file() {
-        return Some(dir.to_path_buf());
-    }
-    checkpoint::latest(&dir.join("checkpoints")).or_else(|| checkpoint::latest(dir))
-}
-
-fn is_hf_directory(dir: &Path) -> bool {
-    let has_weights = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .any(|e| e.path().extension().is_some_and(|x| x == "safetensors"));
-    has_weights && dir.join("config.json").is_file()
-}
-
 impl Teacher {
-    /// Reads the teacher at `path`: a checkpoint directory (`.../checkpoints/step_N`), a run
-    /// directory (its newest checkpoint), or an HF Llama directory (config.json +
-    /// *.safetensors).
+    /// Reads the teacher at `path` ([`weights::read`]): a checkpoint directory
+    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), or an HF Llama
+    /// directory (config.json + *.safetensors).
     pub fn load(path: &Path) -> Result<Teacher, DistillError> {
         let not_found = |detail: &str| DistillError::TeacherNotFound {
             path: path.to_path_buf(),
             detail: detail.to_string(),
         };
-        if !path.exists() {
-            return Err(not_found("no such directory; train a teacher with `vishwam train` and name its logging.output_dir, or name a Hugging Face Llama directory"));
-        }
-        if !path.is_dir() {
-            return Err(not_found("not a directory"));
-        }
-        if let Some(dir) = find_checkpoint(path) {
-            return Teacher::from_checkpoint(&dir);
-        }
-        if is_hf_directory(path) {
-            let (model, params) = hf::import(path).map_err(|e| invalid(path, e.to_string()))?;
-            let tokenizer = Some(path.join("tokenizer.json")).filter(|p| p.is_file());
-            return Teacher::new(
-                TeacherSource::HuggingFace {
-                    dir: path.to_path_buf(),
-                },
-                model,
-                params,
-                tokenizer,
-            );
-        }
-        Err(not_found("holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories directly or under checkpoints/) nor a Hugging Face model (config.json and *.safetensors)"))
-    }
-
-    fn from_checkpoint(dir: &Path) -> Result<Teacher, DistillError> {
-        let ck = checkpoint::load(dir).map_err(|e| invalid(dir, e.to_string()))?;
-        let config = Config::from_json_str(&ck.manifest.config.to_string())
-            .map_err(|e| invalid(dir, format!("the checkpoint's config: {e}")))?;
-        let params = ck
-            .state
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("params.")?.to_string(), v)))
-            .collect();
-        // `<run>/checkpoints/step_N` -> `<run>/tokenizer.json`, as `vishwam train` writes it.
-        let tokenizer = dir
-            .parent()
-            .and_then(Path::parent)
-            .map(|run| run.join("tokenizer.json"))
-            .filter(|p| p.is_file());
+        let stored = weights::read(path).map_err(|e| match e {
+            WeightsError::Missing => not_found("no such directory; train a teacher with `vishwam train` and name its logging.output_dir, or name a Hugging Face Llama directory"),
+            WeightsError::NotADirectory => not_found("not a directory"),
+            WeightsError::NoWeights => not_found("holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories directly or under checkpoints/) nor a Hugging Face model (config.json and *.safetensors)"),
+            WeightsError::Checkpoint(e) => invalid(path, e.to_string()),
+            WeightsError::Hf(e) => invalid(path, e.to_string()),
+            WeightsError::Config { dir, detail } => invalid(&dir, detail),
+        })?;
         Teacher::new(
-            TeacherSource::Checkpoint {
-                dir: dir.to_path_buf(),
-                step: ck.manifest.step,
-            },
-            config.model,
-            params,
-            tokenizer,
+            stored.source.into(),
+            stored.model,
+            stored.params,
+            stored.tokenizer,
         )
     }
 
@@ -147,7 +102,7 @@ impl Teacher {
     pub fn new(
         source: TeacherSource,
         model: ModelConfig,
-        mut params: BTreeMap<String, HostArray>,
+        params: BTreeMap<String, HostArray>,
         tokenizer: Option<PathBuf>,
     ) -> Result<Teacher, DistillError> {
         let path = match &source {
@@ -156,35 +111,12 @@ impl Teacher {
             }
             TeacherSource::Memory => PathBuf::from("(memory)"),
         };
-        let mut kept = BTreeMap::new();
-        for spec in param_specs(&model) {
-            let array = params.remove(&spec.name).ok_or_else(|| {
-                invalid(
-                    &path,
-                    format!(
-                        "lacks the parameter `{}` of its own model config",
-                        spec.name
-                    ),
-                )
-            })?;
-            if array.element_type != ElementType::F32 || array.shape != spec.shape {
-                return Err(invalid(
-                    &path,
-                    format!(
-                        "`{}` is {}{:?}, its model config needs f32{:?}",
-                        spec.name,
-                        array.element_type.mlir_name(),
-                        array.shape,
-                        spec.shape
-                    ),
-                ));
-            }
-            kept.insert(spec.name, array);
-        }
+        let (params, _others) =
+            weights::model_params(&model, params).map_err(|detail| invalid(&path, detail))?;
         Ok(Teacher {
             source,
             model,
-            params: kept,
+            params,
             tokenizer,
         })
     }
