@@ -88,23 +88,7 @@ impl Config {
     /// Loads `path` (or only the defaults when `None`), applies `--set` overrides in order, and
     /// validates. Errors name the file, the key path, the value and the rule.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
-        let (origin, file) = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                let origin = path.display().to_string();
-                let value = parse_document(&text, &origin)?;
-                (origin, Some(value))
-            }
-            None => ("defaults".to_string(), None),
-        };
-        let origin = match overrides.len() {
-            0 => origin,
-            1 => format!("{origin} with 1 --set override"),
-            n => format!("{origin} with {n} --set overrides"),
-        };
+        let (origin, file) = read_config_file(path, overrides)?;
         Config::resolve(None, file, overrides, &origin)
     }
 
@@ -343,4 +327,30 @@ pub(crate) fn schema_keys() -> &'static [String] {
         }
         keys
     })
+}
+
+/// The JSON document at `path` (None: only the defaults), parsed, with the origin that
+/// errors name: the file, and how many `--set` overrides apply on top of it.
+pub(crate) fn read_config_file(
+    path: Option<&Path>,
+    overrides: &[String],
+) -> Result<(String, Option<serde_json::Value>), ConfigError> {
+    let (origin, file) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            let value = parse_document(&text, &origin)?;
+            (origin, Some(value))
+        }
+        None => ("defaults".to_string(), None),
+    };
+    let origin = match overrides.len() {
+        0 => origin,
+        1 => format!("{origin} with 1 --set override"),
+        n => format!("{origin} with {n} --set overrides"),
+    };
+    Ok((origin, file))
 }

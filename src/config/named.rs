@@ -8,8 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::document::parse_document;
-use super::{Config, ConfigError};
+use super::{read_config_file, Config, ConfigError};
 
 /// The `section.key` paths (or bare `section` / top-level key names, when a whole section is
 /// given as a non-object) that a config file and its `--set` overrides name.
@@ -83,23 +82,8 @@ impl Config {
         path: Option<&Path>,
         overrides: &[String],
     ) -> Result<(Config, NamedKeys), ConfigError> {
-        let (origin, file) = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                let origin = path.display().to_string();
-                let value = parse_document(&text, &origin)?;
-                (origin, Some(value))
-            }
-            None => ("defaults".to_string(), None),
-        };
+        let (origin, file) = read_config_file(path, overrides)?;
         let named = NamedKeys::collect(file.as_ref(), overrides);
-        let origin = match overrides.len() {
-            0 => origin,
-            n => format!("{origin} with {n} --set override(s)"),
-        };
         let config = Config::resolve(Some(base.to_value()), file, overrides, &origin)?;
         Ok((config, named))
     }
