@@ -29,7 +29,7 @@ pub use element::{f8e4m3fn_to_f32, f8e5m2_to_f32, ElementType, NativeType};
 pub use error::{PjrtCode, Result, RuntimeError};
 pub use executable::{Arg, CompiledMemoryStats, LoadedExecutable};
 pub use plugin::{
-    cpu_plugin_path, install_cpu_plugin, platform_of_plugin, resolve_plugin, vishwam_home,
-    Accelerators, Platform, PlatformChoice, CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION,
+    cpu_plugin_path, install_cpu_plugin, named_plugin, platform_of_plugin, resolve_plugin,
+    vishwam_home, Accelerators, Platform, PlatformChoice, CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION,
 };
 pub use staging::{StagingStats, MAX_FREE_BLOCKS, MAX_FREE_BYTES, STAGING_ALIGN};

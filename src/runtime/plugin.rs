@@ -71,31 +71,39 @@ pub fn cpu_plugin_path() -> PathBuf {
         .join("pjrt_c_api_cpu_plugin.so")
 }
 
+/// The plugin the user named, first of `--plugin` (`explicit`), `VISHWAM_PJRT_PLUGIN` and
+/// `runtime.plugin` (`from_config`), with where it was named; None when none names one.
+pub fn named_plugin(
+    explicit: Option<&Path>,
+    from_config: Option<&Path>,
+) -> Option<(PathBuf, &'static str)> {
+    let env = std::env::var_os("VISHWAM_PJRT_PLUGIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    [
+        (explicit.map(Path::to_path_buf), "--plugin"),
+        (env, "VISHWAM_PJRT_PLUGIN"),
+        (from_config.map(Path::to_path_buf), "runtime.plugin"),
+    ]
+    .into_iter()
+    .find_map(|(path, origin)| Some((path?, origin)))
+}
+
 /// Resolves the plugin path in the documented order, installing the CPU plugin if needed.
 pub fn resolve_plugin(
     platform: Platform,
     explicit: Option<&Path>,
     from_config: Option<&Path>,
 ) -> Result<PathBuf> {
-    let env = std::env::var_os("VISHWAM_PJRT_PLUGIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let chosen = [
-        (explicit.map(Path::to_path_buf), "--plugin"),
-        (env, "VISHWAM_PJRT_PLUGIN"),
-        (from_config.map(Path::to_path_buf), "runtime.plugin"),
-    ];
-    for (path, origin) in chosen {
-        if let Some(path) = path {
-            return if path.is_file() {
-                Ok(path)
-            } else {
-                Err(RuntimeError::PluginNotFound {
-                    platform: platform.name().into(),
-                    detail: format!("{origin} names {}, which is not a file", path.display()),
-                })
-            };
-        }
+    if let Some((path, origin)) = named_plugin(explicit, from_config) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(RuntimeError::PluginNotFound {
+                platform: platform.name().into(),
+                detail: format!("{origin} names {}, which is not a file", path.display()),
+            })
+        };
     }
     match platform {
         Platform::Cpu => {

@@ -6,7 +6,8 @@ use super::TrainError;
 use crate::config::{self, BatchGeometry, Config, Feature, Features};
 use crate::engine::Engine;
 use crate::runtime::{
-    platform_of_plugin, Accelerators, ClientSpec, CompileCache, Platform, PlatformChoice,
+    named_plugin, platform_of_plugin, Accelerators, ClientSpec, CompileCache, Platform,
+    PlatformChoice,
 };
 use vishwam_mesh::{DeviceStrategy, MeshSettings, RuleOverride, ShardingPlan, Topology};
 
@@ -90,18 +91,8 @@ pub fn choose_platform(
     cfg: &Config,
     explicit_plugin: Option<&Path>,
 ) -> Result<PlatformChoice, SetupError> {
-    let env = std::env::var_os("VISHWAM_PJRT_PLUGIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let named = [
-        (explicit_plugin.map(Path::to_path_buf), "--plugin"),
-        (env, "VISHWAM_PJRT_PLUGIN"),
-        (
-            cfg.runtime.plugin.as_ref().map(PathBuf::from),
-            "runtime.plugin",
-        ),
-    ];
-    if let Some((Some(plugin), origin)) = named.into_iter().find(|(p, _)| p.is_some()) {
+    let from_config = cfg.runtime.plugin.as_ref().map(PathBuf::from);
+    if let Some((plugin, origin)) = named_plugin(explicit_plugin, from_config.as_deref()) {
         return match platform_of_plugin(&plugin) {
             Some(platform) => Ok(PlatformChoice {
                 platform,
