@@ -254,6 +254,17 @@ pub fn build_mesh(
         } => Some((mesh.clone(), DeviceNeed::MultipleOf(*multiple_of))),
         _ => None,
     };
+    // A mesh larger than the platform's devices: say how many the platform has and what to do.
+    let too_few_devices = |e: MeshError| match need(&e) {
+        Some((mesh, needed)) => MeshError::PlatformDeviceCount {
+            hint: device_hint(platform, needed, available_devices),
+            mesh,
+            needed,
+            platform: platform.to_string(),
+            available: available_devices,
+        },
+        None => e,
+    };
     if let Some(topology) = &settings.topology {
         if settings.device_order.is_some() {
             return Err(MeshError::TopologyWithDeviceOrder);
@@ -265,16 +276,7 @@ pub fn build_mesh(
                 devices: available_devices,
             });
         }
-        let unordered = Mesh::new(&axes, available_devices).map_err(|e| match need(&e) {
-            Some((mesh, needed)) => MeshError::PlatformDeviceCount {
-                hint: device_hint(platform, needed, available_devices),
-                mesh,
-                needed,
-                platform: platform.to_string(),
-                available: available_devices,
-            },
-            None => e,
-        })?;
+        let unordered = Mesh::new(&axes, available_devices).map_err(too_few_devices)?;
         let sizes: Vec<(&str, usize)> = unordered
             .axes()
             .iter()
@@ -305,16 +307,7 @@ pub fn build_mesh(
                 None => e,
             })
         }
-        None => Mesh::new(&axes, available_devices).map_err(|e| match need(&e) {
-            Some((mesh, needed)) => MeshError::PlatformDeviceCount {
-                hint: device_hint(platform, needed, available_devices),
-                mesh,
-                needed,
-                platform: platform.to_string(),
-                available: available_devices,
-            },
-            None => e,
-        }),
+        None => Mesh::new(&axes, available_devices).map_err(too_few_devices),
     }
 }
 
