@@ -31,7 +31,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         teacher.source
     );
     teacher.check_student(&cfg)?;
-    let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
+    let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     let mut data = open_data(&cfg, &plan)?;
     match &teacher.tokenizer {
         Some(_) => teacher.check_tokenizer(&data.tokenizer)?,

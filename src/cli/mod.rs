@@ -83,6 +83,13 @@ impl ConfigArgs {
     /// The config with the command-line overrides applied (`--platform` and `--devices` after
     /// every `--set`, as `vishwam train` applies them), its platform "auto" resolved (logged).
     pub fn load_config(&self) -> anyhow::Result<vishwam::config::Config> {
+        let mut cfg = vishwam::config::Config::load(self.config.as_deref(), &self.all_sets())?;
+        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
+        Ok(cfg)
+    }
+
+    /// The `--set` overrides, then `--platform` and `--devices` as overrides of their keys.
+    pub fn all_sets(&self) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(p) = &self.platform {
             sets.push(format!("runtime.platform={p}"));
@@ -90,9 +97,7 @@ impl ConfigArgs {
         if let Some(d) = self.devices {
             sets.push(format!("runtime.devices={d}"));
         }
-        let mut cfg = vishwam::config::Config::load(self.config.as_deref(), &sets)?;
-        vishwam::train::resolve_platform(&mut cfg, self.plugin.as_deref())?;
-        Ok(cfg)
+        sets
     }
 }
 

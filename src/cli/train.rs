@@ -13,24 +13,14 @@ use vishwam::train::{
 };
 use vishwam_mesh::{Mesh, ShardingPlan};
 
+use super::ConfigArgs;
+
 /// Arguments of `vishwam train`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// JSON config, merged over the defaults (configs/default.json lists every key).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override a key: `--set training.learning_rate=3e-4` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Platform (auto, cpu, cuda, tpu); overrides runtime.platform (default auto).
-    #[arg(long)]
-    pub platform: Option<String>,
-    /// Devices; overrides runtime.devices (cpu: virtual devices).
-    #[arg(long)]
-    pub devices: Option<usize>,
-    /// PJRT plugin path, overriding discovery.
-    #[arg(long)]
-    pub plugin: Option<PathBuf>,
+    /// The config, its overrides and the runtime (shared with `verify` and the benchmarks).
+    #[command(flatten)]
+    pub run: ConfigArgs,
     /// Continue from the newest checkpoint in <output_dir>/checkpoints (exactly: the
     /// optimiser state, step, random state and data position are restored). With
     /// --init-from: continue the fine-tuning run if it has a checkpoint, else start it.
@@ -79,7 +69,7 @@ impl TrainArgs {
     /// Finishes a loaded config: `runtime.platform` "auto" becomes the platform it picks
     /// (logged), and `--data_cache_dir`'s prepared dataset replaces the training data.
     fn finish_config(&self, cfg: &mut Config) -> anyhow::Result<()> {
-        vishwam::train::resolve_platform(cfg, self.plugin.as_deref())?;
+        vishwam::train::resolve_platform(cfg, self.run.plugin.as_deref())?;
         match &self.data_cache_dir {
             Some(dir) => train_on_prepared_dataset(cfg, dir),
             None => Ok(()),
@@ -90,13 +80,14 @@ impl TrainArgs {
     /// model section and the tokenizer come from them where the config names none).
     pub fn load_run(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
         let Some(path) = &self.init_from else {
-            let sets = self.all_sets();
-            let mut cfg = Config::load(self.config.as_deref(), &sets)?;
+            let sets = self.run.all_sets();
+            let mut cfg = Config::load(self.run.config.as_deref(), &sets)?;
             self.finish_config(&mut cfg)?;
             return Ok((cfg, None));
         };
         let weights = InitWeights::load(path)?;
-        let (mut cfg, named) = weights.resolve_config(self.config.as_deref(), &self.all_sets())?;
+        let (mut cfg, named) =
+            weights.resolve_config(self.run.config.as_deref(), &self.run.all_sets())?;
         weights.check_outside(std::path::Path::new(&cfg.logging.output_dir))?;
         self.finish_config(&mut cfg)?;
         let m = &weights.model;
@@ -118,17 +109,6 @@ impl TrainArgs {
             );
         }
         Ok((cfg, Some(weights)))
-    }
-
-    fn all_sets(&self) -> Vec<String> {
-        let mut sets = self.sets.clone();
-        if let Some(p) = &self.platform {
-            sets.push(format!("runtime.platform={p}"));
-        }
-        if let Some(d) = self.devices {
-            sets.push(format!("runtime.devices={d}"));
-        }
-        sets
     }
 }
 
@@ -175,7 +155,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = &cfg.description {
         tracing::info!("{d}");
     }
-    let (engine, plan) = open_engine(&cfg, args.plugin.clone())?;
+    let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     let mut data = open_data(&cfg, &plan)?;
     log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;
