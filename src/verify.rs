@@ -11,7 +11,7 @@ use crate::reference::{
 use crate::train::{initial_state, train_forward_options, StepLayout, TrainError, Trainer};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
-use vishwam_hlo::{DType, Graph, TensorMap, TensorType};
+use vishwam_hlo::{DType, Graph, TensorType};
 use vishwam_mesh::ShardingPlan;
 
 /// Tolerances by what is compared, for the compute dtype of the config.
@@ -174,13 +174,7 @@ pub fn verify(
     let layout = StepLayout::new(cfg, &plan)?;
     let opts = train_forward_options(cfg, &plan);
     let g = Graph::named("verify");
-    let mut p = TensorMap::new();
-    for (spec, slot) in layout.params.iter().zip(&layout.state) {
-        p.insert(
-            spec.name.clone(),
-            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
-        );
-    }
+    let p = layout.param_inputs(&g);
     let (b, t) = (batch.batch_size as i64, batch.seq_len as i64);
     let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
     let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
@@ -227,18 +221,12 @@ pub fn verify(
     let refs: Vec<(&str, &vishwam_hlo::Tensor)> =
         outs.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut func = g.finish(&refs)?;
-    for (spec, slot) in layout.params.iter().zip(&layout.state) {
-        func.set_output_sharding(&format!("grad.{}", spec.name), slot.spec.clone())?;
+    for (name, slot) in layout.param_slots() {
+        func.set_output_sharding(&format!("grad.{name}"), slot.spec.clone())?;
     }
     let hints = crate::train::PrecisionPolicy::from_config(cfg).compile_hints();
     let program = engine.compile_with(&func, hints)?;
-    let mut arrays = Vec::new();
-    for (spec, slot) in layout.params.iter().zip(&layout.state) {
-        let host = params
-            .get(&spec.name)
-            .ok_or_else(|| TrainError::Other(format!("weights lack `{}`", spec.name)))?;
-        arrays.push(engine.put(host, &slot.spec)?);
-    }
+    let arrays = layout.place_params(&engine, params)?;
     let replicated = vishwam_mesh::PartitionSpec::default();
     let host = |v: &[i32]| HostArray::from_slice(&[b, t], v).map_err(TrainError::Other);
     let tok = engine.put(&host(&batch.tokens)?, &replicated)?;

@@ -86,13 +86,8 @@ impl TeacherForward {
         let layout = StepLayout::new(cfg, plan)?;
         let func = build_eval_step(cfg, &layout, &train_forward_options(cfg, plan))?;
         let program = engine.compile(&func)?;
-        let params = layout
-            .params
-            .iter()
-            .zip(&layout.state)
-            .map(|(p, slot)| Ok(engine.put(&teacher.params[&p.name], &slot.spec)?))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let batch_spec = program.params[layout.params.len()].spec.clone();
+        let params = layout.place_params(&engine, &teacher.params)?;
+        let batch_spec = program.params[layout.param_count()].spec.clone();
         Ok(TeacherForward {
             engine,
             program,

@@ -1,19 +1,12 @@
 //! Programs over the parameters alone: evaluation loss and greedy next-token prediction.
 
-use super::step::StepLayout;
+use super::layout::StepLayout;
 use crate::config::Config;
 use crate::model::{self, ForwardOptions};
 use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
 
 fn param_inputs(g: &Graph, layout: &StepLayout) -> TensorMap {
-    let mut params = TensorMap::new();
-    for (p, slot) in layout.params.iter().zip(&layout.state) {
-        params.insert(
-            p.name.clone(),
-            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
-        );
-    }
-    params
+    layout.param_inputs(g)
 }
 
 fn eval_options(train: &ForwardOptions) -> ForwardOptions {

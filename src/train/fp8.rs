@@ -18,8 +18,10 @@
 //! layer an `f32[R, 2]` of `[amax, saturated count]` per row.
 
 use super::distill::DistillContext;
+use super::layout::StepLayout;
 use super::precision::{Fp8Policy, Fp8Scaling};
-use super::step::{trace_train_step, StateSlot, StepLayout};
+use super::state::{amax_history_name, SlotInit, StateSlot};
+use super::step::trace_train_step;
 use crate::config::Config;
 use crate::engine::HostArray;
 use crate::model::{
@@ -58,11 +60,6 @@ pub struct Fp8Step {
     pub layers: usize,
 }
 
-/// The state slot name of layer `layer`'s amax history.
-pub fn amax_history_name(layer: usize) -> String {
-    format!("fp8.layers.{layer}.amax_history")
-}
-
 impl Fp8Step {
     /// The steps of history kept, or `None` with current scaling.
     pub fn history_len(&self) -> Option<usize> {
@@ -76,29 +73,17 @@ impl Fp8Step {
         TensorType::new(DType::F32, &[FP8_ROW_COUNT as i64, len as i64])
     }
 
-    /// The state slots (delayed scaling: one amax history per layer; current: none).
-    pub fn state_slots(&self) -> Vec<StateSlot> {
+    /// The state's amax histories (delayed scaling: one per layer, all zero at step 0;
+    /// current scaling: none).
+    pub fn history_slots(&self) -> Vec<StateSlot> {
         let Some(len) = self.history_len() else {
             return Vec::new();
         };
         (0..self.layers)
-            .map(|i| StateSlot {
-                name: amax_history_name(i),
+            .map(|_| StateSlot {
                 ty: self.history_type(len),
                 spec: PartitionSpec::default(),
-            })
-            .collect()
-    }
-
-    /// The slots at step 0: empty (all-zero) histories.
-    pub fn initial_state(&self) -> Vec<(String, HostArray)> {
-        self.state_slots()
-            .into_iter()
-            .map(|slot| {
-                let n = slot.ty.shape.iter().product::<i64>() as usize;
-                let zeros = HostArray::from_slice(&slot.ty.shape, &vec![0f32; n])
-                    .expect("the shape matches the element count");
-                (slot.name, zeros)
+                init: SlotInit::Zeros,
             })
             .collect()
     }
@@ -114,17 +99,14 @@ impl Fp8Step {
             })
     }
 
-    /// The model's scaling inputs from the state: per layer the largest amax of each row's
-    /// history (`fp8.layers.{i}.amax`); none with current scaling.
-    pub fn scaling_inputs(&self, state: &TensorMap) -> Result<TensorMap> {
-        let mut out = TensorMap::new();
-        if self.history_len().is_some() {
-            for i in 0..self.layers {
-                let history = state.get(&amax_history_name(i))?;
-                out.insert(fp8_amax_name(i), history.max(&[1], false));
-            }
-        }
-        Ok(out)
+    /// The model's scaling inputs from the amax `histories` of the state: per layer the
+    /// largest amax of each row's history (`fp8.layers.{i}.amax`); none with current scaling.
+    pub fn scaling_inputs(&self, histories: &[Tensor]) -> TensorMap {
+        histories
+            .iter()
+            .enumerate()
+            .map(|(i, history)| (fp8_amax_name(i), history.max(&[1], false)))
+            .collect()
     }
 
     /// Zero statistics probes for one micro-batch in layer order, with the names the model
@@ -142,32 +124,32 @@ impl Fp8Step {
             .collect()
     }
 
-    /// The new state slots after the step: each history with this step's amax in front and
-    /// the oldest dropped; unchanged where `applied` (an `i1` scalar) is false.
-    pub fn next_state(
+    /// The amax histories after the step: each with this step's amax in front and the oldest
+    /// dropped; unchanged where `applied` (an `i1` scalar) is false.
+    pub fn next_histories(
         &self,
-        state: &TensorMap,
+        histories: &[Tensor],
         stats: &[Tensor],
         applied: &Tensor,
-    ) -> Result<Vec<(String, Tensor)>> {
+    ) -> Vec<Tensor> {
         let Some(len) = self.history_len() else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
-        let mut out = Vec::with_capacity(self.layers);
-        for (i, layer_stats) in stats.iter().enumerate() {
-            let name = amax_history_name(i);
-            let history = state.get(&name)?;
-            let amax = layer_stats.slice_axis(1, 0, 1);
-            // A non-finite amax (an overflowing step) must not poison later scales.
-            let amax = amax.lt(f64::INFINITY).select(&amax, 0.0);
-            let rolled = if len == 1 {
-                amax
-            } else {
-                amax.concat(&[history.slice_axis(1, 0, len as i64 - 1)], 1)
-            };
-            out.push((name, applied.select(&rolled, history)));
-        }
-        Ok(out)
+        histories
+            .iter()
+            .zip(stats)
+            .map(|(history, layer_stats)| {
+                let amax = layer_stats.slice_axis(1, 0, 1);
+                // A non-finite amax (an overflowing step) must not poison later scales.
+                let amax = amax.lt(f64::INFINITY).select(&amax, 0.0);
+                let rolled = if len == 1 {
+                    amax
+                } else {
+                    amax.concat(&[history.slice_axis(1, 0, len as i64 - 1)], 1)
+                };
+                applied.select(&rolled, history)
+            })
+            .collect()
     }
 
     /// Elements clipped to the FP8 range in the step, summed over layers: (forward operands,

@@ -9,7 +9,7 @@
 //! [`RUN_SETTINGS`]). The optimiser state, the step and the random state start fresh, as
 //! [`initial_state`] (the state of a run started from a random initialisation) makes them.
 
-use super::step::{StepLayout, INITIAL_LOSS_SCALE};
+use super::layout::StepLayout;
 use super::weights::{self, WeightsError, WeightsSource};
 use super::{TrainError, Trainer};
 use crate::config::{Config, ModelConfig, NamedKeys};
@@ -253,41 +253,10 @@ impl Trainer {
     }
 }
 
-/// The state at step 0: initial parameters, zero moments, the seeded random state.
+/// The state at step 0 of `layout` (initial parameters, zero optimiser state, the seeded
+/// random state, ...), by name.
 pub fn initial_state(cfg: &Config, layout: &StepLayout) -> BTreeMap<String, HostArray> {
-    let seed = cfg.training.seed;
-    let mut state = BTreeMap::new();
-    for spec in &layout.params {
-        let (name, array) = (&spec.name, crate::model::init_param(spec, seed));
-        if spec.trainable {
-            let zeros = HostArray {
-                data: vec![0; array.data.len()],
-                ..array.clone()
-            };
-            state.insert(format!("opt.m.{name}"), zeros.clone());
-            state.insert(format!("opt.v.{name}"), zeros);
-        }
-        state.insert(format!("params.{name}"), array);
-    }
-    state.insert("step".into(), HostArray::scalar(0i32));
-    let rng = HostArray::from_slice(
-        &[2],
-        &[
-            seed ^ 0x9e37_79b9_7f4a_7c15,
-            seed.wrapping_mul(0xbf58_476d_1ce4_e5b9),
-        ],
-    )
-    .expect("two values");
-    state.insert("rng".into(), rng);
-    if layout.dynamic_scale {
-        state.insert(
-            "loss_scale".into(),
-            HostArray::scalar(INITIAL_LOSS_SCALE as f32),
-        );
-        state.insert("good_steps".into(), HostArray::scalar(0i32));
-    }
-    state.extend(layout.fp8.iter().flat_map(|f| f.initial_state()));
-    state
+    layout.state.initial_values(cfg.training.seed)
 }
 
 #[cfg(test)]

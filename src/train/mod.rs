@@ -1,6 +1,7 @@
 //! Training: the step program, the precision policy and FP8 state, the schedule, the loop,
 //! metrics and checkpoints; `distill` makes the step learn from a teacher.
 
+mod accumulate;
 mod attention_choice;
 pub mod checkpoint;
 mod data_inputs;
@@ -10,13 +11,16 @@ mod error;
 mod eval;
 mod fp8;
 pub mod init;
+mod layout;
 mod moe_inspect;
 pub mod moe_state;
+pub mod optim;
 mod precision;
 mod resume;
 mod run;
 mod schedule;
 mod setup;
+pub mod state;
 mod step;
 mod trainer;
 pub mod weights;
@@ -27,7 +31,7 @@ pub use data_source::{
 };
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
-pub use fp8::{amax_history_name, build_fp8_bootstrap_step, combine_stats, Fp8Step};
+pub use fp8::{build_fp8_bootstrap_step, combine_stats, Fp8Step};
 pub use init::{initial_state, InitWeights};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
@@ -35,13 +39,12 @@ pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, Project
 pub use trainer::{EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
 pub use weights::WeightsSource;
 
+pub use layout::{train_forward_options, StepLayout};
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{
     batch_geometry, choose_platform, engine_platform, open_engine, pin_platform, platform,
     resolve_platform, sharding_plan, strategy, SetupError, SUPPORTED,
 };
-pub use step::{
-    build_distill_step, build_train_step, train_forward_options, StateSlot, StepLayout,
-    INITIAL_LOSS_SCALE, METRICS,
-};
+pub use state::{amax_history_name, SlotInit, StateSlot, TrainState, INITIAL_LOSS_SCALE};
+pub use step::{build_distill_step, build_train_step};

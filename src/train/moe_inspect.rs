@@ -2,14 +2,14 @@
 //! --experts`): the forward pass without dropout or router noise, with the routing
 //! statistics of every MoE block as the program's outputs.
 
+use super::layout::{train_forward_options, StepLayout};
 use super::moe_state::{moe_layers, MoeMetrics, MoeStepStats};
-use super::step::{train_forward_options, StepLayout};
 use super::TrainError;
 use crate::config::Config;
 use crate::engine::{Engine, HostArray, Input};
 use crate::model::{self, ForwardOptions};
 use std::collections::BTreeMap;
-use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, TensorMap, TensorType};
+use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, TensorType};
 use vishwam_mesh::ShardingPlan;
 
 /// Routing statistics `[counts [L, E], dropped [L], aux [L]]` of one `[micro_batch, seq_len]`
@@ -20,13 +20,7 @@ pub fn build_expert_stats(
     train: &ForwardOptions,
 ) -> Result<Func> {
     let g = Graph::named("expert_stats");
-    let mut params = TensorMap::new();
-    for (p, slot) in layout.params.iter().zip(&layout.state) {
-        params.insert(
-            p.name.clone(),
-            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
-        );
-    }
+    let params = layout.param_inputs(&g);
     let spec = PartitionSpec {
         dims: layout.batch_spec.dims.iter().skip(1).cloned().collect(),
     };
@@ -64,16 +58,7 @@ pub fn expert_utilisation(
     let layout = StepLayout::new(cfg, plan)?;
     let func = build_expert_stats(cfg, &layout, &train_forward_options(cfg, plan))?;
     let program = engine.compile(&func)?;
-    let mut arrays = Vec::with_capacity(layout.params.len());
-    for (p, slot) in layout.params.iter().zip(&layout.state) {
-        let host = params.get(&p.name).ok_or_else(|| {
-            TrainError::Other(format!(
-                "the parameters lack `{}`; were they written for this configuration?",
-                p.name
-            ))
-        })?;
-        arrays.push(engine.put(host, &slot.spec)?);
-    }
+    let arrays = layout.place_params(engine, params)?;
     let token_spec = &program.params[layout.params.len()].spec;
     let shape = [layout.micro_batch as i64, layout.seq_len as i64];
     let (layers, e) = (moe_layers(&cfg.model).len(), cfg.model.num_experts);

@@ -7,7 +7,7 @@ use crate::config::ModelConfig;
 use crate::engine::HostArray;
 use crate::model::MoeStats;
 use serde::Serialize;
-use vishwam_hlo::{DType, Graph, HloError, Tensor, TensorType};
+use vishwam_hlo::{tree_struct, DType, Graph, HloError, Tensor, TensorType};
 
 /// Indices of the MoE blocks, in order; row `r` of every per-block statistic is block
 /// `moe_layers(cfg)[r]`.
@@ -27,11 +27,13 @@ pub struct MoeStepStats {
     /// Aux loss of each block, `[L]` (summed over micro-batches).
     pub aux: Tensor,
 }
+tree_struct!(MoeStepStats {
+    counts,
+    dropped,
+    aux
+});
 
 impl MoeStepStats {
-    /// Tensors in a loop carry.
-    pub const LEN: usize = 3;
-
     /// The statistics of the MoE blocks of one forward pass; `None` without MoE blocks.
     pub fn stack(layers: &[MoeStats]) -> Option<MoeStepStats> {
         let cat = |parts: Vec<Tensor>| match parts.split_first() {
@@ -66,20 +68,6 @@ impl MoeStepStats {
             counts: &self.counts + &other.counts,
             dropped: &self.dropped + &other.dropped,
             aux: &self.aux + &other.aux,
-        }
-    }
-
-    /// As `[counts, dropped, aux]`.
-    pub fn to_vec(&self) -> Vec<Tensor> {
-        vec![self.counts.clone(), self.dropped.clone(), self.aux.clone()]
-    }
-
-    /// From `[counts, dropped, aux]`.
-    pub fn from_slice(xs: &[Tensor]) -> MoeStepStats {
-        MoeStepStats {
-            counts: xs[0].clone(),
-            dropped: xs[1].clone(),
-            aux: xs[2].clone(),
         }
     }
 }

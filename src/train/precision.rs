@@ -23,7 +23,7 @@
 //! The embedding lookup is a gather, not a matmul, so it has no FP8 form; with tied embeddings
 //! the head's matmuls read the embedding table, quantised like any head weight.
 
-use super::step::INITIAL_LOSS_SCALE;
+use super::state::INITIAL_LOSS_SCALE;
 use crate::config::{ComputeDtype, Config, Fp8Format, Fp8Recipe};
 use crate::model::Fp8Formats;
 use std::fmt;

@@ -1,220 +1,66 @@
-//! The train step as one traced function: forward, chunked loss, backward, gradient
-//! accumulation, global-norm clipping, the LR schedule and AdamW, with every piece of state
-//! donated so the update happens in place on the devices.
+//! The train step as one traced function: the objective's gradients summed over the
+//! micro-batches ([`super::accumulate`]), unscaled and measured, the optimiser's update
+//! ([`super::optim`]), and the step's metrics. Every array of the [`TrainState`] is donated,
+//! so the update happens in place on the devices.
 
+use super::accumulate::{accumulate, Accumulated, TeacherInputs};
 use super::distill::{DistillContext, MicroBatch, StudentPass, DISTILL_METRICS};
-use super::fp8::{combine_stats, Fp8Step};
+use super::fp8::Fp8Step;
+use super::layout::{train_forward_options, StepLayout};
 use super::moe_state::{self, MoeStepStats};
-use super::precision::{LossScaling, PrecisionPolicy};
+use super::optim::{self, apply_updates, GradientTransformation, UpdateContext};
 use super::schedule::lr_traced;
+use super::state::{LossScaleState, TrainState};
 use crate::config::Config;
-use crate::model::{self, ForwardOptions, ParamSpec, RngStream};
-use std::sync::Arc;
-use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
-use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
+use crate::model::{self, ForwardOptions, RngStream};
+use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap, TensorType};
+use vishwam_mesh::ShardingPlan;
 
-/// Initial dynamic loss scale for f16 compute, and the number of good steps before it doubles.
-pub const INITIAL_LOSS_SCALE: f64 = 65536.0;
+/// Good steps before the f16 dynamic loss scale doubles.
 const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
 
-/// One piece of the train state: its name, type and sharding.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateSlot {
-    /// Name (`params.<p>`, `opt.m.<p>`, `opt.v.<p>`, `step`, `rng`, `loss_scale`, `good_steps`,
-    /// `fp8.layers.<i>.amax_history`); buffers such as the MoE router bias have a `params.`
-    /// slot but no optimizer state.
-    pub name: String,
-    /// Type.
-    pub ty: TensorType,
-    /// Sharding over the mesh.
-    pub spec: PartitionSpec,
+/// The step's metrics: f32 scalars, each a result of the program named as its field.
+struct Metrics {
+    /// Mean objective per real token.
+    loss: Tensor,
+    /// Global norm of the gradients before clipping.
+    grad_norm: Tensor,
+    /// The learning rate of the step (AdamW's; Muon's follows the same schedule).
+    lr: Tensor,
+    /// Tokens that counted.
+    tokens: Tensor,
+    /// 1 when the update was skipped (a non-finite loss or gradient).
+    skipped: Tensor,
+    /// Elements clipped to the FP8 range in the forward pass (0 without FP8).
+    fp8_saturated_forward: Tensor,
+    /// Gradient elements clipped to the FP8 range (0 without FP8).
+    fp8_saturated_backward: Tensor,
 }
+tree_struct!(Metrics {
+    loss,
+    grad_norm,
+    lr,
+    tokens,
+    skipped,
+    fp8_saturated_forward,
+    fp8_saturated_backward,
+});
 
-/// The shape of one training step: what the state holds and how a batch is laid out.
-#[derive(Debug, Clone)]
-pub struct StepLayout {
-    /// The trained parameters: the model's, and any the objective adds (`distill.proj.*`).
-    pub params: Vec<ParamSpec>,
-    /// The train state, in argument order (a prefix of the function's arguments).
-    pub state: Vec<StateSlot>,
-    /// Micro-batches per step.
-    pub accum: usize,
-    /// Sequences per micro-batch.
-    pub micro_batch: usize,
-    /// Tokens per sequence.
-    pub seq_len: usize,
-    /// Sharding of a batch array `[accum, micro_batch, seq_len]`.
-    pub batch_spec: PartitionSpec,
-    /// Whether the f16 dynamic loss scale is part of the state.
-    pub dynamic_scale: bool,
-    /// FP8 projections, if on (with delayed scaling, their histories end the state).
-    pub fp8: Option<Fp8Step>,
+/// Everything the step returns: the next state (named like the inputs it replaces), the
+/// metrics, and the distillation ([`DISTILL_METRICS`]) and MoE
+/// ([`moe_state::MOE_METRICS`]) outputs when there are any.
+struct StepOutputs {
+    state: TrainState<Tensor>,
+    metrics: Metrics,
+    distill: TensorMap,
+    moe: TensorMap,
 }
-
-/// Names of the metrics the step returns after the state, in order; a distillation step adds
-/// [`DISTILL_METRICS`] after them, then MoE models add [`moe_state::MOE_METRICS`]. The FP8 counts are the elements clipped to the FP8
-/// range in the step (0 without FP8).
-pub const METRICS: [&str; 7] = [
-    "loss",
-    "grad_norm",
-    "lr",
-    "tokens",
-    "skipped",
-    "fp8_saturated_forward",
-    "fp8_saturated_backward",
-];
-
-/// The forward options the config asks for in training.
-pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOptions {
-    let policy = PrecisionPolicy::from_config(cfg);
-    let (b, t, h) = (
-        super::batch_geometry(cfg, plan).micro_batch() as i64,
-        cfg.seq_len() as i64,
-        cfg.model.hidden_dim as i64,
-    );
-    let residual = plan
-        .activation_spec(&[L::Batch, L::Length, L::Embed], &[b, t, h])
-        .ok()
-        .map(|r| r.spec);
-    ForwardOptions {
-        compute: policy.compute,
-        remat: cfg.memory.gradient_checkpointing,
-        attention: super::attention_choice::attention_kind(cfg, plan),
-        dropout: cfg.model.dropout_rate,
-        residual_spec: residual.filter(|s| !s.is_replicated()),
-        moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
-        fp8: policy.fp8().map(|p| p.formats),
-        head_fp8: policy.lm_head_fp8,
-        merge_fp8_projections: projection_outputs_unsplit(cfg, plan),
-        row_stats: model::RowStats::for_platform(cfg.runtime.platform),
-    }
-}
-
-/// Whether the plan leaves the output dimension of the projections that share an input
-/// (`wq`/`wk`/`wv`, `w_gate`/`w_up`) whole, so that they can run as one FP8 GEMM on their
-/// concatenated weights. Tensor parallelism splits it, and a concatenation across its shards
-/// would cost the partitioner a reshuffle of the weights and the output in every step.
-fn projection_outputs_unsplit(cfg: &Config, plan: &ShardingPlan) -> bool {
-    use model::Projection;
-    let shares_input = |p: &Projection| {
-        Projection::ALL
-            .iter()
-            .any(|q| q != p && q.input() == p.input())
-    };
-    let grouped: Vec<String> = Projection::ALL
-        .iter()
-        .filter(|p| shares_input(p))
-        .map(|p| format!("layers.0.{}", p.param()))
-        .collect();
-    model::param_specs(&cfg.model)
-        .iter()
-        .filter(|p| grouped.contains(&p.name))
-        .all(|p| match plan.parameter_spec(&p.logical, &p.shape) {
-            Ok(r) => r.spec.dims.get(1).is_none_or(|d| {
-                d.axes
-                    .iter()
-                    .all(|a| plan.mesh.axis_size(a).unwrap_or(1) == 1)
-            }),
-            Err(_) => false,
-        })
-}
-
-impl StepLayout {
-    /// The layout for `cfg` on `plan`'s mesh.
-    pub fn new(cfg: &Config, plan: &ShardingPlan) -> Result<StepLayout> {
-        StepLayout::with_params(cfg, plan, model::param_specs(&cfg.model))
-    }
-
-    /// The layout of a step that trains `params`: the model's, and any the objective adds
-    /// (distillation projections).
-    pub fn with_params(
-        cfg: &Config,
-        plan: &ShardingPlan,
-        params: Vec<ParamSpec>,
-    ) -> Result<StepLayout> {
-        let mut state = Vec::new();
-        let spec_of = |p: &ParamSpec| -> Result<PartitionSpec> {
-            let r = plan.parameter_spec(&p.logical, &p.shape).map_err(|e| {
-                vishwam_hlo::HloError::Shape {
-                    op: format!("sharding of {}", p.name),
-                    detail: e.to_string(),
-                }
-            })?;
-            for note in &r.notes {
-                tracing::debug!("{}: {note}", p.name);
-            }
-            Ok(r.spec)
-        };
-        for prefix in ["params.", "opt.m.", "opt.v."] {
-            for p in params.iter().filter(|p| prefix == "params." || p.trainable) {
-                state.push(StateSlot {
-                    name: format!("{prefix}{}", p.name),
-                    ty: TensorType::new(DType::F32, &p.shape),
-                    spec: spec_of(p)?,
-                });
-            }
-        }
-        let scalar = |name: &str, dtype| StateSlot {
-            name: name.into(),
-            ty: TensorType::new(dtype, &[]),
-            spec: PartitionSpec::default(),
-        };
-        state.push(scalar("step", DType::I32));
-        state.push(StateSlot {
-            name: "rng".into(),
-            ty: TensorType::new(DType::U64, &[2]),
-            spec: PartitionSpec::default(),
-        });
-        let policy = PrecisionPolicy::from_config(cfg);
-        let dynamic_scale = matches!(policy.loss_scaling, LossScaling::Dynamic { .. });
-        if dynamic_scale {
-            state.push(scalar("loss_scale", DType::F32));
-            state.push(scalar("good_steps", DType::I32));
-        }
-        let fp8 = policy.fp8().map(|policy| Fp8Step {
-            policy,
-            layers: cfg.model.num_layers,
-        });
-        state.extend(fp8.iter().flat_map(Fp8Step::state_slots));
-        let batch = super::batch_geometry(cfg, plan);
-        let (accum, micro_batch, seq_len) =
-            (batch.grad_accum_steps, batch.micro_batch(), cfg.seq_len());
-        let micro = plan
-            .activation_spec(
-                &[L::Batch, L::Length],
-                &[micro_batch as i64, seq_len as i64],
-            )
-            .map_err(|e| vishwam_hlo::HloError::Shape {
-                op: "batch sharding".into(),
-                detail: e.to_string(),
-            })?
-            .spec;
-        let mut dims = vec![Default::default()];
-        dims.extend(micro.dims.iter().cloned());
-        Ok(StepLayout {
-            params,
-            state,
-            accum,
-            micro_batch,
-            seq_len,
-            batch_spec: PartitionSpec { dims },
-            dynamic_scale,
-            fp8,
-        })
-    }
-
-    /// Type of a batch array.
-    pub fn batch_type(&self, dtype: DType) -> TensorType {
-        TensorType::new(
-            dtype,
-            &[
-                self.accum as i64,
-                self.micro_batch as i64,
-                self.seq_len as i64,
-            ],
-        )
-    }
-}
+tree_struct!(StepOutputs {
+    state => "",
+    metrics => "",
+    distill => "",
+    moe => "",
+});
 
 /// Traces the whole train step for `cfg`.
 pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) -> Result<Func> {
@@ -223,7 +69,7 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
 
 /// Traces the train step of a student distilled from the teacher `distill` describes: the
 /// teacher's parameters follow the batch as inputs `teacher.<name>` (not donated), and
-/// [`DISTILL_METRICS`] follow [`METRICS`] among the outputs.
+/// [`DISTILL_METRICS`] are among the outputs.
 pub fn build_distill_step(
     cfg: &Config,
     plan: &ShardingPlan,
@@ -231,6 +77,32 @@ pub fn build_distill_step(
     distill: &DistillContext,
 ) -> Result<Func> {
     trace_train_step(cfg, plan, layout, "train_step", true, Some(distill))
+}
+
+/// `new` where `ok` (an `i1` scalar) holds, else `old`, leaf by leaf.
+fn keep_unless_skipped(ok: &Tensor, new: TensorMap, old: &TensorMap) -> Result<TensorMap> {
+    new.into_iter()
+        .map(|(name, t)| Ok((name.clone(), ok.select(&t, old.get(&name)?))))
+        .collect()
+}
+
+fn as_map(m: &std::collections::BTreeMap<String, Tensor>) -> TensorMap {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The dynamic loss scale after a step: doubled after [`SCALE_GROWTH_INTERVAL`] good steps,
+/// halved (down to 1) after a non-finite one.
+fn next_loss_scale(s: &LossScaleState<Tensor>, ok: &Tensor) -> LossScaleState<Tensor> {
+    let (scale, good) = (&s.scale, &s.good_steps);
+    let good1 = good + 1i64;
+    let grow = good1.cast(DType::F32).ge(SCALE_GROWTH_INTERVAL);
+    LossScaleState {
+        scale: ok.select(
+            grow.select(&(scale * 2.0), scale),
+            (scale * 0.5).maximum(1.0),
+        ),
+        good_steps: ok.select(grow.select(good1.zeros_like(), &good1), good.zeros_like()),
+    }
 }
 
 /// The train step named `name`; with `fp8_history` false, delayed-scaling FP8 tensors are
@@ -246,13 +118,10 @@ pub(super) fn trace_train_step(
 ) -> Result<Func> {
     let g = Graph::named(name);
     let opts = train_forward_options(cfg, plan);
-    let mut state = TensorMap::new();
-    for slot in &layout.state {
-        state.insert(
-            slot.name.clone(),
-            g.param_sharded(&slot.name, slot.ty.clone(), slot.spec.clone()),
-        );
-    }
+    let state: TrainState<Tensor> = layout
+        .state
+        .as_ref()
+        .map(|name, slot| g.param_sharded(name, slot.ty.clone(), slot.spec.clone()));
     let batch = |name: &str, dtype| {
         g.param_sharded(name, layout.batch_type(dtype), layout.batch_spec.clone())
     };
@@ -266,35 +135,20 @@ pub(super) fn trace_train_step(
         params: d.teacher_inputs(&g),
     });
 
-    let params: TensorMap = layout
-        .params
-        .iter()
-        .map(|p| {
-            Ok((
-                p.name.clone(),
-                state.get(&format!("params.{}", p.name))?.clone(),
-            ))
-        })
-        .collect::<Result<_>>()?;
+    // The objective's weights: the CE (or distillation objective) per real token, times the
+    // loss scale with f16; the MoE auxiliary term per micro-batch.
     let total_tokens = mask.sum_all();
     let denom = total_tokens.maximum(1.0);
-    let loss_scale = if layout.dynamic_scale {
-        Some(state.get("loss_scale")?.clone())
-    } else {
-        None
-    };
-    let grad_weight = match &loss_scale {
-        Some(s) => s / &denom,
-        None => denom.ones_like() / &denom,
-    };
+    let loss_scale = state.loss_scale.as_ref().map(|s| s.scale.clone());
+    let unit = denom.ones_like();
+    let scale = loss_scale.as_ref().unwrap_or(&unit);
+    let weights = [scale / &denom, scale / layout.accum as f64];
 
-    let aux_weight = match &loss_scale {
-        Some(s) => s / layout.accum as f64,
-        None => denom.ones_like() / layout.accum as f64,
-    };
-    let rng = state.get("rng")?.clone();
+    // Gradients of the objective, summed over the micro-batches.
+    let mut model_params = as_map(&state.params);
+    model_params.extend(as_map(&state.router_bias));
     let fp8_scaling = match &layout.fp8 {
-        Some(f) if fp8_history => f.scaling_inputs(&state)?,
+        Some(f) if fp8_history => f.scaling_inputs(&state.fp8_history),
         _ => TensorMap::new(),
     };
     let Accumulated {
@@ -308,325 +162,111 @@ pub(super) fn trace_train_step(
         cfg,
         &opts,
         layout,
-        &params,
+        &model_params,
         &fp8_scaling,
         [&tokens, &targets, &mask],
-        &[grad_weight, aux_weight],
-        rng,
+        &weights,
+        state.rng.clone(),
         teacher.as_ref(),
     )?;
-    let mut grads = grads;
-    if let Some(scale) = &loss_scale {
-        grads = grads
-            .iter()
-            .map(|(n, g)| (n.to_string(), g / scale))
-            .collect();
-    }
+    let grads: TensorMap = match &loss_scale {
+        Some(s) => grads.into_iter().map(|(n, g)| (n, g / s)).collect(),
+        None => grads,
+    };
     let loss = &loss_sum / &denom;
-
-    let norm_sq = grads
+    let grad_norm = grads
         .values()
         .map(|g| g.square().sum_all())
         .reduce(|a, b| a + b)
-        .expect("at least one parameter");
-    let grad_norm = norm_sq.sqrt();
+        .expect("at least one parameter")
+        .sqrt();
     let finite = |x: &Tensor| x.abs().lt(f64::INFINITY);
     let ok = finite(&grad_norm).and(finite(&loss));
 
-    let tc = &cfg.training;
-    let step = state.get("step")?;
-    let next_step = step + 1i64;
+    // The optimiser's update, applied only when the loss and the gradients are finite.
+    let next_step = &state.step + 1i64;
     let t = next_step.cast(DType::F32);
-    let lr = lr_traced(tc, &t);
-    let clip = if tc.max_grad_norm > 0.0 {
-        Some((tc.max_grad_norm / (&grad_norm + 1e-6)).minimum(1.0))
-    } else {
-        None
+    let params = as_map(&state.params);
+    let optimizer = optim::from_config(&cfg.training, &layout.trained_params());
+    let ctx = UpdateContext {
+        t: t.clone(),
+        grad_norm: grad_norm.clone(),
     };
-    let (b1, b2) = (tc.adam_beta1, tc.adam_beta2);
-    let bc1 = t.graph().full(b1, t.ty()).pow(&t) * -1.0 + 1.0;
-    let bc2 = t.graph().full(b2, t.ty()).pow(&t) * -1.0 + 1.0;
+    let (updates, opt) = optimizer.update(grads, &state.opt, &params, &ctx)?;
+    let new_params = keep_unless_skipped(&ok, apply_updates(&params, &updates)?, &params)?;
+    let mut new_opt = opt;
+    for (kind, arrays) in new_opt.kinds.iter_mut() {
+        for (param, t) in arrays.iter_mut() {
+            *t = ok.select(&*t, state.opt.get(kind, param)?);
+        }
+    }
+    let mut router_bias = std::collections::BTreeMap::new();
+    for (name, bias) in &state.router_bias {
+        let updated = moe_state::buffer_update(&cfg.model, name, bias, moe_stats.as_ref())?;
+        router_bias.insert(name.clone(), updated);
+    }
+    let next = TrainState {
+        params: new_params.into_iter().collect(),
+        router_bias: router_bias
+            .iter()
+            .map(|(n, b)| (n.clone(), ok.select(b, &state.router_bias[n])))
+            .collect(),
+        opt: new_opt,
+        step: ok.select(&next_step, &state.step),
+        rng,
+        loss_scale: state.loss_scale.as_ref().map(|s| next_loss_scale(s, &ok)),
+        fp8_history: match &layout.fp8 {
+            Some(f) => f.next_histories(&state.fp8_history, &fp8_stats, &ok),
+            None => Vec::new(),
+        },
+    };
 
-    let mut outputs: Vec<(String, Tensor)> = Vec::new();
-    let mut new_m = Vec::new();
-    let mut new_v = Vec::new();
-    let mut new_biases = Vec::new();
-    for p in &layout.params {
-        let theta = params.get(&p.name)?;
-        if !p.trainable {
-            let updated = moe_state::buffer_update(&cfg.model, &p.name, theta, moe_stats.as_ref())?;
-            new_biases.push(updated.clone());
-            outputs.push((format!("params.{}", p.name), ok.select(&updated, theta)));
-            continue;
-        }
-        let mut gr = grads.get(&p.name)?.clone();
-        if let Some(c) = &clip {
-            gr = gr * c;
-        }
-        let m = state.get(&format!("opt.m.{}", p.name))?;
-        let v = state.get(&format!("opt.v.{}", p.name))?;
-        let m1 = m * b1 + &gr * (1.0 - b1);
-        let v1 = v * b2 + gr.square() * (1.0 - b2);
-        let update = (&m1 / &bc1) / ((&v1 / &bc2).sqrt() + tc.adam_eps);
-        let update = if p.decay && tc.weight_decay > 0.0 {
-            update + theta * tc.weight_decay
-        } else {
-            update
-        };
-        let theta1 = theta - update * &lr;
-        outputs.push((format!("params.{}", p.name), ok.select(&theta1, theta)));
-        new_m.push((format!("opt.m.{}", p.name), ok.select(&m1, m)));
-        new_v.push((format!("opt.v.{}", p.name), ok.select(&v1, v)));
-    }
-    outputs.extend(new_m);
-    outputs.extend(new_v);
-    outputs.push(("step".into(), ok.select(&next_step, step)));
-    outputs.push(("rng".into(), rng));
-    if let Some(scale) = &loss_scale {
-        let good = state.get("good_steps")?;
-        let good1 = good + 1i64;
-        let grow = good1.cast(DType::F32).ge(SCALE_GROWTH_INTERVAL);
-        let new_scale = ok.select(
-            grow.select(&(scale * 2.0), scale),
-            (scale * 0.5).maximum(1.0),
-        );
-        let new_good = ok.select(grow.select(good1.zeros_like(), &good1), good.zeros_like());
-        outputs.push(("loss_scale".into(), new_scale));
-        outputs.push(("good_steps".into(), new_good));
-    }
-    if let Some(f) = &layout.fp8 {
-        outputs.extend(f.next_state(&state, &fp8_stats, &ok)?);
-    }
-    let skipped = ok.not().cast(DType::F32);
-    let (saturated_forward, saturated_backward) = Fp8Step::saturation(&g, &fp8_stats);
-    let metrics = [
+    // Metrics.
+    let (fp8_saturated_forward, fp8_saturated_backward) = Fp8Step::saturation(&g, &fp8_stats);
+    let metrics = Metrics {
         loss,
         grad_norm,
-        lr,
-        total_tokens,
-        skipped,
-        saturated_forward,
-        saturated_backward,
-    ];
-    for (name, value) in METRICS.iter().zip(metrics) {
-        outputs.push((name.to_string(), value));
-    }
-    for (name, sum) in DISTILL_METRICS.iter().zip(distill_sums.iter().flatten()) {
-        outputs.push((name.to_string(), sum / &denom));
-    }
-    if let Some(stats) = &moe_stats {
-        let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
-        outputs.extend(moe_state::metric_outputs(
-            stats,
-            layout.accum,
-            pairs,
-            &new_biases,
-        ));
-    }
-    let refs: Vec<(&str, &Tensor)> = outputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut func = g.finish(&refs)?;
-    for slot in &layout.state {
-        func.set_output_sharding(&slot.name, slot.spec.clone())?;
-        func.donate(&slot.name, &slot.name)?;
+        lr: lr_traced(&cfg.training, &t),
+        tokens: total_tokens,
+        skipped: ok.not().cast(DType::F32),
+        fp8_saturated_forward,
+        fp8_saturated_backward,
+    };
+    let distill_outputs = DISTILL_METRICS
+        .iter()
+        .zip(distill_sums.iter().flatten())
+        .map(|(name, sum)| (name.to_string(), sum / &denom))
+        .collect();
+    let moe_outputs = match &moe_stats {
+        Some(stats) => {
+            let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
+            let mut biases: Vec<(Option<usize>, Tensor)> = router_bias
+                .iter()
+                .map(|(n, b)| (moe_state::bias_row(&cfg.model, n), b.clone()))
+                .collect();
+            biases.sort_by_key(|(row, _)| *row);
+            let biases: Vec<Tensor> = biases.into_iter().map(|(_, b)| b).collect();
+            moe_state::metric_outputs(stats, layout.accum, pairs, &biases)
+                .into_iter()
+                .collect()
+        }
+        None => TensorMap::new(),
+    };
+    let mut func = g.finish_tree(&StepOutputs {
+        state: next,
+        metrics,
+        distill: distill_outputs,
+        moe: moe_outputs,
+    })?;
+    let mut slots = Vec::new();
+    layout
+        .state
+        .visit(|name, slot| slots.push((name, slot.spec.clone())));
+    for (name, spec) in slots {
+        func.set_output_sharding(&name, spec)?;
+        func.donate(&name, &name)?;
     }
     Ok(func)
-}
-
-/// What a step's micro-batches add up to.
-struct Accumulated {
-    /// The summed objective over real tokens: the CE, or the distillation objective.
-    loss: Tensor,
-    /// The weighted gradients of the trainable parameters.
-    grads: TensorMap,
-    /// The advanced random state.
-    rng: Tensor,
-    /// For MoE models, the routing statistics.
-    moe: Option<MoeStepStats>,
-    /// The FP8 statistics per layer (none without FP8).
-    fp8: Vec<Tensor>,
-    /// When distilling, the sums of [`DISTILL_METRICS`].
-    distill: Option<[Tensor; 3]>,
-}
-
-/// The teacher's side of a distillation step: its context and its parameter inputs.
-struct TeacherInputs<'a> {
-    context: &'a DistillContext,
-    params: TensorMap,
-}
-
-/// Loss sum and weighted gradients over the micro-batches (a `while` loop when there are
-/// several), the advanced random state, the routing and the FP8 statistics, and with a
-/// `teacher` the distillation sums. `batch` is tokens, targets and mask; `weights` are the
-/// CE (or distillation objective) and aux-loss weights.
-#[allow(clippy::too_many_arguments)]
-fn accumulate(
-    cfg: &Config,
-    opts: &ForwardOptions,
-    layout: &StepLayout,
-    params: &TensorMap,
-    fp8_scaling: &TensorMap,
-    batch: [&Tensor; 3],
-    weights: &[Tensor; 2],
-    rng: Tensor,
-    teacher: Option<&TeacherInputs<'_>>,
-) -> Result<Accumulated> {
-    let [tokens, targets, mask] = batch;
-    let names: Vec<String> = layout
-        .params
-        .iter()
-        .filter(|p| p.trainable)
-        .map(|p| p.name.clone())
-        .collect();
-    let all_names: Vec<String> = layout.params.iter().map(|p| p.name.clone()).collect();
-    let micro = |i: &Tensor, x: &Tensor| -> Tensor {
-        let zero = i.zeros_like();
-        x.dynamic_slice(
-            &[i.clone(), zero.clone(), zero],
-            &[1, layout.micro_batch as i64, layout.seq_len as i64],
-        )
-        .reshape(&[layout.micro_batch as i64, layout.seq_len as i64])
-    };
-    if layout.accum == 1 {
-        let i = tokens.graph().scalar_i64(0, DType::I32);
-        return micro_step(
-            cfg,
-            opts,
-            layout,
-            &names,
-            params,
-            fp8_scaling,
-            [&micro(&i, tokens), &micro(&i, targets), &micro(&i, mask)],
-            weights,
-            rng,
-            teacher.map(|t| (t.context, &t.params)),
-        );
-    }
-    // Carry: [i, loss, grads..., params (all)..., rng, tokens, targets, mask, grad_weight,
-    // aux_weight, FP8 scaling inputs..., teacher params..., distillation sums (3)...,
-    // MoE statistics..., FP8 statistics...].
-    let g = tokens.graph().clone();
-    let (n, n_all) = (names.len(), all_names.len());
-    let teacher_names: Vec<String> = teacher
-        .map(|t| t.context.slots.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default();
-    let mut init = vec![g.scalar_i64(0, DType::I32), g.scalar(0.0, DType::F32)];
-    for name in &names {
-        init.push(params.get(name)?.zeros_like());
-    }
-    for name in &all_names {
-        init.push(params.get(name)?.clone());
-    }
-    init.extend([
-        rng,
-        tokens.clone(),
-        targets.clone(),
-        mask.clone(),
-        weights[0].clone(),
-        weights[1].clone(),
-    ]);
-    let scaling_names: Vec<String> = fp8_scaling.keys().map(str::to_string).collect();
-    init.extend(fp8_scaling.values().cloned());
-    if let Some(t) = teacher {
-        for name in &teacher_names {
-            init.push(t.params.get(name)?.clone());
-        }
-        init.extend((0..DISTILL_METRICS.len()).map(|_| g.scalar(0.0, DType::F32)));
-    }
-    let moe_zeros = MoeStepStats::zeros(&g, &cfg.model);
-    let moe_init: Vec<Tensor> = moe_zeros.iter().flat_map(MoeStepStats::to_vec).collect();
-    let base = 2 + n + n_all;
-    let scaling_base = base + 6;
-    let teacher_base = scaling_base + scaling_names.len();
-    let sums_base = teacher_base + teacher_names.len();
-    let moe_base = sums_base + teacher.map_or(0, |_| DISTILL_METRICS.len());
-    let fp8_base = moe_base + moe_init.len();
-    init.extend(moe_init);
-    init.extend(layout.fp8.iter().flat_map(|f| f.zero_stats(&g)));
-    let accum = layout.accum as i64;
-    let error = std::cell::RefCell::new(None);
-    let out = g.while_loop(
-        &init,
-        |_g, xs| xs[0].lt(accum),
-        |_g, xs| {
-            let i = &xs[0];
-            let p: TensorMap = all_names
-                .iter()
-                .cloned()
-                .zip(xs[2 + n..2 + n + n_all].iter().cloned())
-                .collect();
-            let (rng, tok, tgt, msk) = (&xs[base], &xs[base + 1], &xs[base + 2], &xs[base + 3]);
-            let w = [xs[base + 4].clone(), xs[base + 5].clone()];
-            let scaling: TensorMap = scaling_names
-                .iter()
-                .cloned()
-                .zip(xs[scaling_base..teacher_base].iter().cloned())
-                .collect();
-            let teacher_params: TensorMap = teacher_names
-                .iter()
-                .cloned()
-                .zip(xs[teacher_base..sums_base].iter().cloned())
-                .collect();
-            let result = micro_step(
-                cfg,
-                opts,
-                layout,
-                &names,
-                &p,
-                &scaling,
-                [&micro(i, tok), &micro(i, tgt), &micro(i, msk)],
-                &w,
-                rng.clone(),
-                teacher.map(|t| (t.context, &teacher_params)),
-            );
-            match result {
-                Ok(step) => {
-                    let mut next = vec![i + 1i64, &xs[1] + step.loss];
-                    for (k, name) in names.iter().enumerate() {
-                        let g = step.grads.get(name).expect("a gradient per parameter");
-                        next.push(&xs[2 + k] + g);
-                    }
-                    next.extend(xs[2 + n..base].iter().cloned());
-                    next.push(step.rng);
-                    next.extend(xs[base + 1..sums_base].iter().cloned());
-                    if let Some(sums) = step.distill {
-                        for (k, sum) in sums.iter().enumerate() {
-                            next.push(&xs[sums_base + k] + sum);
-                        }
-                    }
-                    if let Some(moe) = step.moe {
-                        let sum = MoeStepStats::from_slice(&xs[moe_base..fp8_base]).add(&moe);
-                        next.extend(sum.to_vec());
-                    }
-                    for (k, s) in step.fp8.iter().enumerate() {
-                        next.push(combine_stats(&xs[fp8_base + k], s));
-                    }
-                    next
-                }
-                Err(e) => {
-                    *error.borrow_mut() = Some(e);
-                    xs.to_vec()
-                }
-            }
-        },
-    );
-    if let Some(e) = error.into_inner() {
-        return Err(e);
-    }
-    let grads: TensorMap = names
-        .iter()
-        .cloned()
-        .zip(out[2..2 + n].iter().cloned())
-        .collect();
-    let moe = moe_zeros.map(|_| MoeStepStats::from_slice(&out[moe_base..fp8_base]));
-    let distill = teacher.map(|_| std::array::from_fn(|k| out[sums_base + k].clone()));
-    Ok(Accumulated {
-        loss: out[1].clone(),
-        grads,
-        rng: out[base].clone(),
-        moe,
-        fp8: out[fp8_base..].to_vec(),
-        distill,
-    })
 }
 
 /// One micro-batch: the masked CE sum (or, with a teacher, the distillation objective's sum)
@@ -634,7 +274,7 @@ fn accumulate(
 /// `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8 statistics
 /// per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
-fn micro_step(
+pub(super) fn micro_step(
     cfg: &Config,
     opts: &ForwardOptions,
     layout: &StepLayout,
@@ -729,50 +369,4 @@ fn micro_step(
         fp8,
         distill,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn merged(sets: &[&str], devices: usize) -> bool {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let cfg = Config::load(None, &sets).unwrap();
-        let plan = super::super::sharding_plan(&cfg, "cpu", devices).unwrap();
-        projection_outputs_unsplit(&cfg, &plan)
-    }
-
-    #[test]
-    fn projections_merge_unless_tensor_parallelism_splits_their_outputs() {
-        assert!(merged(&[], 1));
-        let fsdp = [
-            "tpu.device_strategy=\"fsdp\"",
-            "tpu.mesh_shape={\"fsdp\": 4}",
-            "optimization.shard_weights=true",
-        ];
-        assert!(merged(&fsdp, 4));
-        let hybrid = [
-            "tpu.device_strategy=\"hybrid\"",
-            "tpu.mesh_shape={\"data\": 2, \"model\": 2}",
-        ];
-        assert!(!merged(&hybrid, 4));
-        let one_wide_model = [
-            "tpu.device_strategy=\"hybrid\"",
-            "tpu.mesh_shape={\"data\": 4, \"model\": 1}",
-        ];
-        assert!(merged(&one_wide_model, 4));
-    }
-
-    #[test]
-    fn the_loss_takes_one_pass_for_its_row_statistics_on_gpus_and_tpus_and_two_on_cpus() {
-        let stats = |platform: &str| {
-            let sets = vec![format!("runtime.platform=\"{platform}\"")];
-            let cfg = Config::load(None, &sets).unwrap();
-            let plan = super::super::sharding_plan(&cfg, platform, 1).unwrap();
-            train_forward_options(&cfg, &plan).row_stats
-        };
-        assert_eq!(stats("cpu"), model::RowStats::TwoPass);
-        assert_eq!(stats("cuda"), model::RowStats::Online);
-        assert_eq!(stats("tpu"), model::RowStats::Online);
-    }
 }

@@ -4,11 +4,10 @@ use super::distill::{DistillContext, DistillMetrics, Teacher, DISTILL_METRICS};
 use super::eval::{build_eval_step, build_next_token};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
-use super::moe_state::MoeMetrics;
+use super::layout::{train_forward_options, StepLayout};
+use super::moe_state::{MoeMetrics, MOE_METRICS};
 use super::precision::PrecisionPolicy;
-use super::step::{
-    build_distill_step, build_train_step, train_forward_options, StepLayout, METRICS,
-};
+use super::step::{build_distill_step, build_train_step};
 use super::TrainError;
 use crate::config::Config;
 use crate::engine::{CompileHints, Engine, HostArray, Input, Program, ShardedArray};
@@ -76,6 +75,34 @@ pub struct StepMetrics {
     pub fp8_saturated_forward: f32,
     /// Gradient elements clipped to the FP8 range (0 without FP8).
     pub fp8_saturated_backward: f32,
+}
+
+impl StepMetrics {
+    /// The program's metric outputs, named as in the traced step (`super::step`).
+    pub const NAMES: [&'static str; 7] = [
+        "loss",
+        "grad_norm",
+        "lr",
+        "tokens",
+        "skipped",
+        "fp8_saturated_forward",
+        "fp8_saturated_backward",
+    ];
+
+    /// From the values of the outputs named [`StepMetrics::NAMES`], in that order.
+    fn from_values(v: &[f32; 7]) -> StepMetrics {
+        let [loss, grad_norm, lr, tokens, skipped, fp8_saturated_forward, fp8_saturated_backward] =
+            *v;
+        StepMetrics {
+            loss,
+            grad_norm,
+            lr,
+            tokens,
+            skipped: skipped != 0.0,
+            fp8_saturated_forward,
+            fp8_saturated_backward,
+        }
+    }
 }
 
 /// Seconds spent in each phase of one step.
@@ -216,23 +243,31 @@ impl Trainer {
 
     /// Replaces the state with host arrays (by slot name), placed by the layout's shardings.
     pub fn load_state(&mut self, host: &BTreeMap<String, HostArray>) -> Result<(), TrainError> {
+        let arrays = self
+            .layout
+            .state
+            .from_named(host)
+            .map_err(|name| TrainError::Other(format!("the train state lacks `{name}`")))?;
         let mut state = Vec::with_capacity(self.layout.state.len());
-        for slot in &self.layout.state {
-            let array = host.get(&slot.name).ok_or_else(|| {
-                TrainError::Other(format!("the train state lacks `{}`", slot.name))
-            })?;
+        for ((name, slot), array) in self
+            .layout
+            .state
+            .as_ref()
+            .into_named()
+            .into_iter()
+            .zip(arrays.into_named())
+        {
             let want = crate::engine::element_type(slot.ty.dtype);
-            if array.element_type != want || array.shape != slot.ty.shape {
+            if array.1.element_type != want || array.1.shape != slot.ty.shape {
                 return Err(TrainError::Other(format!(
-                    "state `{}` must be {}{:?}, got {}{:?}",
-                    slot.name,
+                    "state `{name}` must be {}{:?}, got {}{:?}",
                     want.mlir_name(),
                     slot.ty.shape,
-                    array.element_type.mlir_name(),
-                    array.shape
+                    array.1.element_type.mlir_name(),
+                    array.1.shape
                 )));
             }
-            state.push(self.engine.put(array, &slot.spec)?);
+            state.push(self.engine.put(&array.1, &slot.spec)?);
         }
         self.state = state;
         self.fp8_bootstrap_pending = self
@@ -246,26 +281,24 @@ impl Trainer {
     /// The whole state gathered to the host, by slot name.
     pub fn state_to_host(&self) -> Result<BTreeMap<String, HostArray>, TrainError> {
         let mut out = BTreeMap::new();
-        for (slot, array) in self.layout.state.iter().zip(&self.state) {
-            out.insert(slot.name.clone(), self.engine.get(array)?);
+        for (name, array) in self.layout.state.names().into_iter().zip(&self.state) {
+            out.insert(name, self.engine.get(array)?);
         }
         Ok(out)
     }
 
-    /// The parameters only (names without the `params.` prefix).
+    /// The model's parameters only (trained ones and routing biases), by parameter name.
     pub fn params_to_host(&self) -> Result<BTreeMap<String, HostArray>, TrainError> {
         let mut out = BTreeMap::new();
-        for (slot, array) in self.layout.state.iter().zip(&self.state) {
-            if let Some(name) = slot.name.strip_prefix("params.") {
-                out.insert(name.to_string(), self.engine.get(array)?);
-            }
+        for ((name, _), array) in self.layout.param_slots().zip(self.param_arrays()) {
+            out.insert(name.clone(), self.engine.get(array)?);
         }
         Ok(out)
     }
 
-    /// Device arrays of the parameters, in [`StepLayout::params`] order.
+    /// Device arrays of the model's parameters, in [`StepLayout::param_slots`] order.
     pub fn param_arrays(&self) -> &[ShardedArray] {
-        &self.state[..self.layout.params.len()]
+        &self.state[..self.layout.param_count()]
     }
 
     /// Optimizer steps applied so far.
@@ -273,9 +306,10 @@ impl Trainer {
         let i = self
             .layout
             .state
+            .names()
             .iter()
-            .position(|s| s.name == "step")
-            .unwrap_or(0);
+            .position(|n| n == "step")
+            .ok_or_else(|| TrainError::Other("the train state has no `step`".into()))?;
         Ok(self
             .engine
             .get(&self.state[i])?
@@ -334,29 +368,37 @@ impl Trainer {
         inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
         let launched = Instant::now();
-        let mut metrics = outputs.split_off(self.layout.state.len());
-        self.moe_outputs = metrics.split_off(METRICS.len().min(metrics.len()));
-        if self.distill.is_some() {
-            let rest = self.moe_outputs.split_off(DISTILL_METRICS.len());
-            self.distill_outputs = std::mem::replace(&mut self.moe_outputs, rest);
-        }
+        let extra = outputs.split_off(self.layout.state.len());
         self.state = outputs;
-        metrics[0].shards[0].block_until_ready()?;
+        let mut named: BTreeMap<&str, ShardedArray> = program.outputs[self.layout.state.len()..]
+            .iter()
+            .map(|slot| slot.name.as_str())
+            .zip(extra)
+            .collect();
+        let mut take = |name: &str| {
+            named
+                .remove(name)
+                .ok_or_else(|| TrainError::Other(format!("the step returned no `{name}`")))
+        };
+        let metric_arrays = StepMetrics::NAMES
+            .iter()
+            .map(|n| take(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.distill.is_some() {
+            self.distill_outputs = DISTILL_METRICS
+                .iter()
+                .filter_map(|n| take(n).ok())
+                .collect();
+        }
+        self.moe_outputs = MOE_METRICS.iter().filter_map(|n| take(n).ok()).collect();
+        metric_arrays[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
-        let mut values = [0f32; METRICS.len()];
-        for (v, m) in values.iter_mut().zip(self.engine.get_all(&metrics)?) {
+        let mut values = [0f32; StepMetrics::NAMES.len()];
+        for (v, m) in values.iter_mut().zip(self.engine.get_all(&metric_arrays)?) {
             *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
         }
         let t3 = Instant::now();
-        let m = StepMetrics {
-            loss: values[0],
-            grad_norm: values[1],
-            lr: values[2],
-            tokens: values[3],
-            skipped: values[4] != 0.0,
-            fp8_saturated_forward: values[5],
-            fp8_saturated_backward: values[6],
-        };
+        let m = StepMetrics::from_values(&values);
         // A skipped step leaves the histories empty: bootstrap again.
         self.fp8_bootstrap_pending &= m.skipped;
         let timings = StepTimings {
@@ -408,7 +450,7 @@ impl Trainer {
             );
         }
         let program = self.eval_program.as_ref().expect("compiled above");
-        let spec = &program.params[self.layout.params.len()].spec;
+        let spec = &program.params[self.layout.param_count()].spec;
         let (mut loss_sum, mut tokens) = (0f64, 0f64);
         for batch in batches {
             let reshape = |a: &HostArray| HostArray {
@@ -422,10 +464,7 @@ impl Trainer {
             }
             let put = |a: &HostArray| self.engine.put(&reshape(a), spec);
             let (t, y, m) = (put(&batch.tokens)?, put(&batch.targets)?, put(&batch.mask)?);
-            let mut inputs: Vec<Input<'_>> = self.state[..self.layout.params.len()]
-                .iter()
-                .map(Input::Keep)
-                .collect();
+            let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
             inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
             let out = program.run(inputs)?;
             let sums = self.engine.get_all(&out[..2])?;
@@ -475,10 +514,7 @@ impl Trainer {
             let length = self
                 .engine
                 .put(&HostArray::scalar(ctx.len() as i32), &replicated)?;
-            let mut inputs: Vec<Input<'_>> = self.state[..self.layout.params.len()]
-                .iter()
-                .map(Input::Keep)
-                .collect();
+            let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
             inputs.extend([Input::Keep(&tokens), Input::Keep(&length)]);
             let out = program.run(inputs)?;
             seq.push(

@@ -229,10 +229,8 @@ fn a_bf16_run_holds_the_teachers_matrices_and_runs_the_teacher_in_bf16() {
     assert!(teacher_inputs.iter().any(|s| s.ty.dtype == DType::BF16));
     let state_is_f32 = bf16_run
         .layout
-        .state
-        .iter()
-        .filter(|s| s.name.starts_with("params."))
-        .all(|s| s.ty.dtype == DType::F32);
+        .param_slots()
+        .all(|(_, s)| s.ty.dtype == DType::F32);
     assert!(state_is_f32, "the student keeps f32 master weights");
     let batch = random_batch(&f32_cfg, 0);
     f32_run.step(&batch).unwrap();

@@ -1,0 +1,282 @@
+//! The train state: every array the step carries from one step to the next, as one type.
+//!
+//! [`TrainState`] is generic over its leaves. The same structure is the layout of the step
+//! (`TrainState<StateSlot>`: each array's type, sharding and initial value), the traced state
+//! inside the step (`TrainState<Tensor>`, a [`Tree`]), the arrays on the devices and the host
+//! arrays of a checkpoint. Leaf names are the checkpoint's tensor names (`params.<p>`,
+//! `opt.<kind>.<p>`, `step`, `rng`, `loss_scale`, `good_steps`,
+//! `fp8.layers.<i>.amax_history`), the program's argument and result names, and the order of
+//! [`TrainState::visit`] is the program's argument order. Adding a piece of state is a field
+//! here (with its line in `visit` and `try_map`), where the layout gives its slot, and the
+//! code that uses it.
+
+use super::optim::OptState;
+use crate::engine::HostArray;
+use crate::model::ParamSpec;
+use std::collections::BTreeMap;
+use vishwam_hlo::{DType, PartitionSpec, Tensor, TensorType, Tree};
+
+/// Initial dynamic loss scale for f16 compute.
+pub const INITIAL_LOSS_SCALE: f64 = 65536.0;
+
+/// One array of the state in the step's layout: its type, its sharding and how a fresh run
+/// initialises it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSlot {
+    /// Type.
+    pub ty: TensorType,
+    /// Sharding over the mesh.
+    pub spec: PartitionSpec,
+    /// Value at step 0.
+    pub init: SlotInit,
+}
+
+/// How a slot starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotInit {
+    /// The parameter's own initialisation, seeded by the run's seed and its name.
+    Param(ParamSpec),
+    /// All zeros.
+    Zeros,
+    /// This value.
+    Value(HostArray),
+}
+
+impl StateSlot {
+    /// A replicated scalar of `dtype` starting at `init`.
+    pub fn scalar(dtype: DType, init: HostArray) -> StateSlot {
+        StateSlot {
+            ty: TensorType::new(dtype, &[]),
+            spec: PartitionSpec::default(),
+            init: SlotInit::Value(init),
+        }
+    }
+
+    /// A zero-initialised slot of this one's type and sharding (an optimiser moment of a
+    /// parameter).
+    pub fn zeros_like(&self) -> StateSlot {
+        StateSlot {
+            ty: self.ty.clone(),
+            spec: self.spec.clone(),
+            init: SlotInit::Zeros,
+        }
+    }
+
+    /// The value at step 0 for a run seeded with `seed`.
+    pub fn initial_value(&self, seed: u64) -> HostArray {
+        match &self.init {
+            SlotInit::Param(spec) => crate::model::init_param(spec, seed),
+            SlotInit::Value(v) => v.clone(),
+            SlotInit::Zeros => {
+                let bytes = self.ty.size_bytes();
+                HostArray {
+                    element_type: crate::engine::element_type(self.ty.dtype),
+                    shape: self.ty.shape.clone(),
+                    data: vec![0; bytes],
+                }
+            }
+        }
+    }
+}
+
+/// The f16 dynamic loss scale: the scale and the count of good steps since it last changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossScaleState<L> {
+    /// The current scale (`loss_scale`).
+    pub scale: L,
+    /// Finite steps since the last change (`good_steps`).
+    pub good_steps: L,
+}
+
+/// Every array of the train state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState<L> {
+    /// The trained parameters, by name (`params.<name>`): the model's and any the objective
+    /// adds (distillation projections).
+    pub params: BTreeMap<String, L>,
+    /// The MoE routing state: the loss-free balancing biases, updated by their own rule once
+    /// per step, with no gradient or optimiser state (`params.<name>`, beside the weights they
+    /// shift, so that exports and the model read them as parameters).
+    pub router_bias: BTreeMap<String, L>,
+    /// The optimiser's state (`opt.<kind>.<param>`).
+    pub opt: OptState<L>,
+    /// Optimiser steps applied (`step`, i32).
+    pub step: L,
+    /// The random state of dropout and router noise (`rng`, u64[2]).
+    pub rng: L,
+    /// The dynamic loss scale, with f16 compute.
+    pub loss_scale: Option<LossScaleState<L>>,
+    /// Per layer, the amax history of delayed-scaling FP8 (`fp8.layers.<i>.amax_history`).
+    pub fp8_history: Vec<L>,
+}
+
+/// The checkpoint name of layer `layer`'s FP8 amax history.
+pub fn amax_history_name(layer: usize) -> String {
+    format!("fp8.layers.{layer}.amax_history")
+}
+
+fn map_named<L, M, E>(
+    prefix: &str,
+    map: BTreeMap<String, L>,
+    f: &mut impl FnMut(&str, L) -> Result<M, E>,
+) -> Result<BTreeMap<String, M>, E> {
+    map.into_iter()
+        .map(|(k, v)| Ok((k.clone(), f(&format!("{prefix}{k}"), v)?)))
+        .collect()
+}
+
+impl<L> TrainState<L> {
+    /// Calls `f` on every leaf with its name, in the state's order (the step's argument
+    /// order).
+    pub fn visit<'a>(&'a self, mut f: impl FnMut(String, &'a L)) {
+        for (k, v) in &self.params {
+            f(format!("params.{k}"), v);
+        }
+        for (k, v) in &self.router_bias {
+            f(format!("params.{k}"), v);
+        }
+        self.opt.visit(&mut f);
+        f("step".into(), &self.step);
+        f("rng".into(), &self.rng);
+        if let Some(s) = &self.loss_scale {
+            f("loss_scale".into(), &s.scale);
+            f("good_steps".into(), &s.good_steps);
+        }
+        for (i, h) in self.fp8_history.iter().enumerate() {
+            f(amax_history_name(i), h);
+        }
+    }
+
+    /// The same structure with every leaf mapped by `f(name, leaf)`, visiting in
+    /// [`TrainState::visit`] order; the first error stops it.
+    pub fn try_map<M, E>(
+        self,
+        mut f: impl FnMut(&str, L) -> Result<M, E>,
+    ) -> Result<TrainState<M>, E> {
+        Ok(TrainState {
+            params: map_named("params.", self.params, &mut f)?,
+            router_bias: map_named("params.", self.router_bias, &mut f)?,
+            opt: self.opt.try_map(&mut f)?,
+            step: f("step", self.step)?,
+            rng: f("rng", self.rng)?,
+            loss_scale: match self.loss_scale {
+                Some(s) => Some(LossScaleState {
+                    scale: f("loss_scale", s.scale)?,
+                    good_steps: f("good_steps", s.good_steps)?,
+                }),
+                None => None,
+            },
+            fp8_history: self
+                .fp8_history
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| f(&amax_history_name(i), h))
+                .collect::<Result<_, E>>()?,
+        })
+    }
+
+    /// [`TrainState::try_map`] with a function that cannot fail.
+    pub fn map<M>(self, mut f: impl FnMut(&str, L) -> M) -> TrainState<M> {
+        let never: Result<_, std::convert::Infallible> = self.try_map(|n, l| Ok(f(n, l)));
+        match never {
+            Ok(s) => s,
+            Err(e) => match e {},
+        }
+    }
+
+    /// The leaves by reference, in the same structure.
+    pub fn as_ref(&self) -> TrainState<&L> {
+        fn refs<L>(m: &BTreeMap<String, L>) -> BTreeMap<String, &L> {
+            m.iter().map(|(k, v)| (k.clone(), v)).collect()
+        }
+        TrainState {
+            params: refs(&self.params),
+            router_bias: refs(&self.router_bias),
+            opt: self.opt.as_ref(),
+            step: &self.step,
+            rng: &self.rng,
+            loss_scale: self.loss_scale.as_ref().map(|s| LossScaleState {
+                scale: &s.scale,
+                good_steps: &s.good_steps,
+            }),
+            fp8_history: self.fp8_history.iter().collect(),
+        }
+    }
+
+    /// The leaf names, in order.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit(|n, _| names.push(n));
+        names
+    }
+
+    /// The number of leaves.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        self.visit(|_, _| n += 1);
+        n
+    }
+
+    /// True when the state has no leaves (never, for a real step).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The leaves with their names, in order.
+    pub fn into_named(self) -> Vec<(String, L)> {
+        let mut out = Vec::new();
+        self.map(|n, l| out.push((n.to_string(), l)));
+        out
+    }
+
+    /// A state of `self`'s structure whose leaves are taken, in order, from `leaves`.
+    pub fn with_leaves<M>(&self, leaves: impl IntoIterator<Item = M>) -> Option<TrainState<M>> {
+        let mut it = leaves.into_iter();
+        let rebuilt = self.as_ref().try_map(|_, _| it.next().ok_or(()));
+        rebuilt.ok().filter(|_| it.next().is_none())
+    }
+}
+
+impl TrainState<StateSlot> {
+    /// The state at step 0 of a run seeded with `seed`, by name.
+    pub fn initial_values(&self, seed: u64) -> BTreeMap<String, HostArray> {
+        let mut out = BTreeMap::new();
+        self.visit(|name, slot| {
+            out.insert(name, slot.initial_value(seed));
+        });
+        out
+    }
+
+    /// The slot named `name`.
+    pub fn slot(&self, name: &str) -> Option<&StateSlot> {
+        let mut found = None;
+        self.visit(|n, s| {
+            if n == name {
+                found = Some(s);
+            }
+        });
+        found
+    }
+}
+
+impl<L> TrainState<L> {
+    /// The state whose leaves are the named entries of `arrays`; `None` names the first slot
+    /// `arrays` lacks.
+    pub fn from_named<T: Clone>(
+        &self,
+        arrays: &BTreeMap<String, T>,
+    ) -> Result<TrainState<T>, String> {
+        self.as_ref()
+            .try_map(|name, _| arrays.get(name).cloned().ok_or_else(|| name.to_string()))
+    }
+}
+
+impl Tree for TrainState<Tensor> {
+    fn flatten_into(&self, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+        self.visit(|name, t| out.push((vishwam_hlo::join_name(prefix, &name), t.clone())));
+    }
+
+    fn rebuild_from(&self, leaves: &mut dyn Iterator<Item = Tensor>) -> Option<Self> {
+        self.as_ref().try_map(|_, _| leaves.next().ok_or(())).ok()
+    }
+}
