@@ -8,6 +8,7 @@ mod common;
 
 use common::{failed, succeeded, vishwam_cli};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use vishwam::engine::HostArray;
 use vishwam::train::checkpoint::{self, Checkpoint};
 
@@ -64,8 +65,27 @@ fn fixture(case: &str) -> PathBuf {
         .join(checkpoint::step_dir_name(FIXTURE_STEP))
 }
 
-/// A copy of the fixture `case` under `dir` (the run never writes into it, but a test must not
-/// be able to change a committed file).
+/// The data loader's fingerprint of the tiny runs' data on this machine, as a fresh one-step
+/// run records it in its checkpoint (once per test binary).
+fn current_data_fingerprint() -> &'static str {
+    static FINGERPRINT: OnceLock<String> = OnceLock::new();
+    FINGERPRINT.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("fresh");
+        succeeded(train(&out, &["training.max_steps=1"], None));
+        let ck = checkpoint::load(&checkpoint::latest(&out.join("checkpoints")).unwrap()).unwrap();
+        ck.manifest.data_position["data_fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    })
+}
+
+/// A copy of the fixture `case` under `dir` (a test must not be able to change a committed
+/// file), its data position taking this machine's fingerprint of the same data. The
+/// fingerprint is `tokenizer:source:documents:tokens:val_fraction:add_bos`, and its `source`
+/// part hashes the corpus files' paths and modification times, which differ on every machine
+/// and in every vishwam home; every other part must be the fixture's.
 fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
     let from = fixture(case);
     let to = dir.join(case).join(from.file_name().unwrap());
@@ -74,12 +94,32 @@ fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
+    let path = to.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let position = &mut manifest["data_position"]["data_fingerprint"];
+    let (saved, current) = (position.as_str().unwrap(), current_data_fingerprint());
+    let parts = |f: &str| -> Vec<String> {
+        let mut parts: Vec<String> = f.split(':').map(str::to_string).collect();
+        assert_eq!(parts.len(), 6, "data fingerprint {f}");
+        parts[1].clear();
+        parts
+    };
+    assert_eq!(parts(saved), parts(current), "{case}: the same data");
+    *position = current.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
     to
 }
 
 /// Runs `vishwam train --resume-from step_dir` with the tiny settings and `extra`, writing
 /// into `out`.
 fn resume(step_dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    train(out, extra, Some(step_dir))
+}
+
+/// Runs `vishwam train` with the tiny settings and `extra` (the later `--set` wins), writing
+/// into `out`, resuming from `step_dir` when given.
+fn train(out: &Path, extra: &[&str], step_dir: Option<&Path>) -> std::process::Output {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
     let output_dir = format!("logging.output_dir={:?}", out.to_string_lossy());
     for set in TINY
@@ -90,10 +130,12 @@ fn resume(step_dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     {
         args.extend(["--set".to_string(), set]);
     }
-    args.extend([
-        "--resume-from".to_string(),
-        step_dir.to_string_lossy().into_owned(),
-    ]);
+    if let Some(step_dir) = step_dir {
+        args.extend([
+            "--resume-from".to_string(),
+            step_dir.to_string_lossy().into_owned(),
+        ]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     vishwam_cli(&vishwam::paths::vishwam_home(), &args)
 }
