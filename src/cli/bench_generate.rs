@@ -90,10 +90,7 @@ pub fn run(args: &GenerateBenchArgs) -> anyhow::Result<ExitCode> {
             {
                 let ck =
                     vishwam::train::checkpoint::load(&vishwam::generate::find_checkpoint(dir)?)?;
-                ck.state
-                    .into_iter()
-                    .filter_map(|(k, v)| k.strip_prefix("params.").map(|n| (n.to_string(), v)))
-                    .collect()
+                vishwam::train::state::params_of(&ck.state)
             } else {
                 Default::default()
             };

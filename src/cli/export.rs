@@ -75,11 +75,7 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     let ck = checkpoint::load(&dir)?;
     let cfg = Config::from_json_str(&ck.manifest.config.to_string())
         .context("the checkpoint's config")?;
-    let params: BTreeMap<String, HostArray> = ck
-        .state
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix("params.").map(|n| (n.to_string(), v)))
-        .collect();
+    let params: BTreeMap<String, HostArray> = vishwam::train::state::params_of(&ck.state);
     let tokenizer = run_dir_of(&dir)
         .map(|r| r.join("tokenizer.json"))
         .filter(|p| p.is_file());
@@ -123,7 +119,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let layout = vishwam::train::StepLayout::new(&cfg, &plan)?;
     let mut state = vishwam::train::initial_state(&cfg, &layout);
     for (name, array) in params {
-        state.insert(format!("params.{name}"), array);
+        state.insert(vishwam::train::state::param_leaf(&name), array);
     }
     let tok = args.hf.join("tokenizer.json");
     if tok.is_file() {

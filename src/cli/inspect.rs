@@ -43,11 +43,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let ck = checkpoint::load(&args.checkpoint)?;
     let cfg = Config::from_json_str(&ck.manifest.config.to_string())
         .context("the checkpoint's manifest holds no valid configuration")?;
-    let params: BTreeMap<String, HostArray> = ck
-        .state
-        .iter()
-        .filter_map(|(n, a)| Some((n.strip_prefix("params.")?.to_string(), a.clone())))
-        .collect();
+    let params: BTreeMap<String, HostArray> = vishwam::train::state::params_of(&ck.state);
     let m = &cfg.model;
     let count: usize = params
         .iter()

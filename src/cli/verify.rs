@@ -36,10 +36,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let params = match &args.checkpoint {
         Some(dir) => {
             let ck = checkpoint::load(dir)?;
-            ck.state
-                .into_iter()
-                .filter_map(|(k, v)| k.strip_prefix("params.").map(|n| (n.to_string(), v)))
-                .collect()
+            vishwam::train::state::params_of(&ck.state)
         }
         None => vishwam::model::init_params(&cfg.model, cfg.training.seed),
     };

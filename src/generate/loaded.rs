@@ -176,11 +176,7 @@ impl LoadedModel {
         config: Config,
         engine: Engine,
     ) -> Result<LoadedModel, GenerateError> {
-        let params: BTreeMap<String, HostArray> = checkpoint
-            .state
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("params.")?.to_string(), v.clone())))
-            .collect();
+        let params: BTreeMap<String, HostArray> = crate::train::state::params_of(&checkpoint.state);
         LoadedModel::new(config, &params, engine)
     }
 

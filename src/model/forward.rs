@@ -10,7 +10,8 @@ use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
 use crate::config::{ModelConfig, RopeScalingType};
 use std::sync::Arc;
 use vishwam_hlo::{
-    nn, DType, Graph, PartitionSpec, Result, RngAlgorithm, Tensor, TensorMap, TensorType,
+    nn, tree_struct, DType, Graph, PartitionSpec, Result, RngAlgorithm, Tensor, TensorMap,
+    TensorType,
 };
 use vishwam_mesh::ShardingPlan;
 
@@ -157,6 +158,30 @@ pub struct ForwardOutputs {
     pub moe: Vec<MoeStats>,
 }
 
+/// What a block reads: the residual stream, the positions, its parameters (then its FP8
+/// inputs) and, when it draws random numbers, the random state.
+struct BlockInputs {
+    h: Tensor,
+    positions: Tensor,
+    params: Vec<Tensor>,
+    rng: Option<Tensor>,
+}
+tree_struct!(BlockInputs {
+    h,
+    positions,
+    params,
+    rng
+});
+
+/// What a block returns: the residual stream, the advanced random state and, for MoE blocks,
+/// the routing statistics.
+struct BlockOutputs {
+    h: Tensor,
+    rng: Option<Tensor>,
+    moe: Option<MoeStats>,
+}
+tree_struct!(BlockOutputs { h, rng, moe });
+
 /// [`hidden_states_with_moe`] plus the residual stream after every block (for
 /// intermediate-layer distillation).
 pub fn hidden_states_with_layers(
@@ -175,52 +200,48 @@ pub fn hidden_states_with_layers(
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let is_moe = cfg.is_moe_layer(i);
-        let mut inputs: Vec<Tensor> = vec![h.clone(), positions.clone()];
+        let mut block_params = Vec::new();
         for n in block_param_names(cfg, i) {
-            inputs.push(params.get(&format!("layers.{i}.{n}"))?.clone());
+            block_params.push(params.get(&format!("layers.{i}.{n}"))?.clone());
         }
         if opts.fp8.is_some() {
-            inputs.extend(fp8_layer_inputs(&g, params, i));
+            block_params.extend(fp8_layer_inputs(&g, params, i));
         }
-        let num_params = inputs.len() - 2;
         let uses_rng = opts.dropout > 0.0 || (is_moe && cfg.router_noise > 0.0);
-        let rng_in = rng.as_deref().filter(|_| uses_rng).map(|r| r.state.clone());
-        let has_rng = rng_in.is_some();
-        inputs.extend(rng_in);
-        let block = |g: &Graph, xs: &[Tensor]| -> Vec<Tensor> {
-            let p = &xs[2..2 + num_params];
-            let mut stream = has_rng.then(|| RngStream {
-                state: xs[2 + num_params].clone(),
-            });
-            let (out, moe_stats) =
-                block_forward(cfg, opts, g, &xs[0], &xs[1], p, is_moe, stream.as_mut());
-            let mut outs = vec![out];
-            outs.extend(stream.map(|s| s.state));
-            if let Some(s) = moe_stats {
-                outs.extend([s.aux_loss, s.counts, s.dropped]);
-            }
-            outs
+        let inputs = BlockInputs {
+            h: h.clone(),
+            positions: positions.clone(),
+            params: block_params,
+            rng: rng.as_deref().filter(|_| uses_rng).map(|r| r.state.clone()),
         };
-        let outs = if opts.remat {
-            g.remat(&format!("layers.{i}"), &inputs, block)
+        let block = |g: &Graph, x: &BlockInputs| -> Result<BlockOutputs> {
+            let mut stream = x.rng.clone().map(|state| RngStream { state });
+            let (out, moe) = block_forward(
+                cfg,
+                opts,
+                g,
+                &x.h,
+                &x.positions,
+                &x.params,
+                is_moe,
+                stream.as_mut(),
+            );
+            Ok(BlockOutputs {
+                h: out,
+                rng: stream.map(|s| s.state),
+                moe,
+            })
+        };
+        let out = if opts.remat {
+            g.remat_tree(&format!("layers.{i}"), &inputs, block)?
         } else {
-            block(&g, &inputs)
+            block(&g, &inputs)?
         };
-        let mut outs = outs.into_iter();
-        h = outs.next().expect("the block's output");
-        if has_rng {
-            if let (Some(r), Some(state)) = (rng.as_deref_mut(), outs.next()) {
-                r.state = state;
-            }
+        h = out.h;
+        if let (Some(r), Some(state)) = (rng.as_deref_mut(), out.rng) {
+            r.state = state;
         }
-        if is_moe {
-            let mut next = || outs.next().expect("three MoE statistics");
-            stats.push(MoeStats {
-                aux_loss: next(),
-                counts: next(),
-                dropped: next(),
-            });
-        }
+        stats.extend(out.moe);
         if let Some(spec) = &opts.residual_spec {
             h = h.sharding_constraint(spec.clone());
         }

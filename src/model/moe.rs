@@ -130,6 +130,11 @@ pub struct MoeStats {
     /// Pairs dropped because the expert's queue was full: `[]`.
     pub dropped: Tensor,
 }
+vishwam_hlo::tree_struct!(MoeStats {
+    aux_loss,
+    counts,
+    dropped
+});
 
 /// Slots per expert per routing group of `tokens` tokens: the configured capacity, at most
 /// `tokens` (no expert can receive more pairs than there are tokens).

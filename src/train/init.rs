@@ -233,7 +233,7 @@ impl Trainer {
         refuse_source_in_output_dir(weights, Path::new(&self.config.logging.output_dir))?;
         let mut state = initial_state(&self.config, &self.layout);
         for (name, array) in &weights.params {
-            let key = format!("params.{name}");
+            let key = super::state::param_leaf(name);
             let fits = state.get(&key).is_some_and(|init| {
                 init.shape == array.shape && init.element_type == array.element_type
             });

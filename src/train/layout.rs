@@ -4,7 +4,9 @@
 use super::fp8::Fp8Step;
 use super::optim::{self, GradientTransformation};
 use super::precision::{LossScaling, PrecisionPolicy};
-use super::state::{LossScaleState, StateSlot, TrainState, INITIAL_LOSS_SCALE};
+use super::state::{
+    param_leaf, LossScaleState, SlotInit, StateSlot, TrainState, INITIAL_LOSS_SCALE,
+};
 use super::TrainError;
 use crate::config::Config;
 use crate::engine::{Engine, HostArray, ShardedArray};
@@ -120,7 +122,7 @@ impl StepLayout {
             Ok(StateSlot {
                 ty: TensorType::new(DType::F32, &p.shape),
                 spec: r.spec,
-                init: crate::train::state::SlotInit::Param(p.clone()),
+                init: SlotInit::Param(p.clone()),
             })
         };
         let (mut trained, mut router_bias) = (BTreeMap::new(), BTreeMap::new());
@@ -157,7 +159,7 @@ impl StepLayout {
             rng: StateSlot {
                 ty: TensorType::new(DType::U64, &[2]),
                 spec: PartitionSpec::default(),
-                init: crate::train::state::SlotInit::Value(rng),
+                init: SlotInit::Value(rng),
             },
             loss_scale: dynamic_scale.then(|| LossScaleState {
                 scale: StateSlot::scalar(DType::F32, HostArray::scalar(INITIAL_LOSS_SCALE as f32)),
@@ -226,11 +228,7 @@ impl StepLayout {
     pub fn param_inputs(&self, g: &Graph) -> TensorMap {
         self.param_slots()
             .map(|(name, slot)| {
-                let input = g.param_sharded(
-                    &format!("params.{name}"),
-                    slot.ty.clone(),
-                    slot.spec.clone(),
-                );
+                let input = g.param_sharded(&param_leaf(name), slot.ty.clone(), slot.spec.clone());
                 (name.clone(), input)
             })
             .collect()

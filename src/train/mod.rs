@@ -23,6 +23,7 @@ mod setup;
 pub mod state;
 mod step;
 mod trainer;
+mod trainer_programs;
 pub mod weights;
 
 pub use attention_choice::attention_kind;
@@ -36,7 +37,8 @@ pub use init::{initial_state, InitWeights};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
-pub use trainer::{EvalResult, HostBatch, StepMetrics, StepTimings, Trainer};
+pub use trainer::{HostBatch, StepMetrics, StepTimings, Trainer};
+pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;
 
 pub use layout::{train_forward_options, StepLayout};

@@ -110,6 +110,23 @@ pub struct TrainState<L> {
     pub fp8_history: Vec<L>,
 }
 
+/// The prefix of the model parameters' names in the state (`params.<name>`).
+const PARAMS_PREFIX: &str = "params.";
+
+/// The state (and checkpoint) name of model parameter `name`.
+pub fn param_leaf(name: &str) -> String {
+    format!("{PARAMS_PREFIX}{name}")
+}
+
+/// The model parameters among `state`'s arrays (keyed by state name), keyed by parameter
+/// name.
+pub fn params_of<T: Clone>(state: &BTreeMap<String, T>) -> BTreeMap<String, T> {
+    state
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(PARAMS_PREFIX)?.to_string(), v.clone())))
+        .collect()
+}
+
 /// The checkpoint name of layer `layer`'s FP8 amax history.
 pub fn amax_history_name(layer: usize) -> String {
     format!("fp8.layers.{layer}.amax_history")
@@ -129,11 +146,8 @@ impl<L> TrainState<L> {
     /// Calls `f` on every leaf with its name, in the state's order (the step's argument
     /// order).
     pub fn visit<'a>(&'a self, mut f: impl FnMut(String, &'a L)) {
-        for (k, v) in &self.params {
-            f(format!("params.{k}"), v);
-        }
-        for (k, v) in &self.router_bias {
-            f(format!("params.{k}"), v);
+        for (k, v) in self.params.iter().chain(&self.router_bias) {
+            f(param_leaf(k), v);
         }
         self.opt.visit(&mut f);
         f("step".into(), &self.step);
@@ -154,8 +168,8 @@ impl<L> TrainState<L> {
         mut f: impl FnMut(&str, L) -> Result<M, E>,
     ) -> Result<TrainState<M>, E> {
         Ok(TrainState {
-            params: map_named("params.", self.params, &mut f)?,
-            router_bias: map_named("params.", self.router_bias, &mut f)?,
+            params: map_named(PARAMS_PREFIX, self.params, &mut f)?,
+            router_bias: map_named(PARAMS_PREFIX, self.router_bias, &mut f)?,
             opt: self.opt.try_map(&mut f)?,
             step: f("step", self.step)?,
             rng: f("rng", self.rng)?,

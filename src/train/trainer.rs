@@ -1,11 +1,10 @@
 //! The train state on the devices and the compiled step that updates it.
 
-use super::distill::{DistillContext, DistillMetrics, Teacher, DISTILL_METRICS};
-use super::eval::{build_eval_step, build_next_token};
+use super::distill::{DistillContext, Teacher, DISTILL_METRICS};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
-use super::layout::{train_forward_options, StepLayout};
-use super::moe_state::{MoeMetrics, MOE_METRICS};
+use super::layout::StepLayout;
+use super::moe_state::MOE_METRICS;
 use super::precision::PrecisionPolicy;
 use super::step::{build_distill_step, build_train_step};
 use super::TrainError;
@@ -131,31 +130,20 @@ pub struct Trainer {
     pub program: Program,
     /// The resolved configuration.
     pub config: Config,
-    state: Vec<ShardedArray>,
+    pub(super) state: Vec<ShardedArray>,
     /// The MoE metrics of the last step (freed at the top of the next).
-    moe_outputs: Vec<ShardedArray>,
+    pub(super) moe_outputs: Vec<ShardedArray>,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
     /// The teacher's side of a distillation step, when distilling.
-    distill: Option<DistillContext>,
+    pub(super) distill: Option<DistillContext>,
     /// The teacher's parameters on the devices (inputs of every step, never donated).
     teacher: Vec<ShardedArray>,
     /// The distillation metrics of the last step (freed at the top of the next).
-    distill_outputs: Vec<ShardedArray>,
-    eval_program: Option<Program>,
-    next_token_program: Option<Program>,
-}
-
-/// Mean loss and perplexity over some tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EvalResult {
-    /// Mean masked cross-entropy (nats per token).
-    pub loss: f64,
-    /// `exp(loss)`.
-    pub perplexity: f64,
-    /// Tokens evaluated.
-    pub tokens: f64,
+    pub(super) distill_outputs: Vec<ShardedArray>,
+    pub(super) eval_program: Option<Program>,
+    pub(super) next_token_program: Option<Program>,
 }
 
 impl Trainer {
@@ -243,11 +231,12 @@ impl Trainer {
 
     /// Replaces the state with host arrays (by slot name), placed by the layout's shardings.
     pub fn load_state(&mut self, host: &BTreeMap<String, HostArray>) -> Result<(), TrainError> {
-        let arrays = self
-            .layout
-            .state
-            .from_named(host)
-            .map_err(|name| TrainError::Other(format!("the train state lacks `{name}`")))?;
+        let arrays = self.layout.state.from_named(host).map_err(|name| {
+            TrainError::Other(format!(
+                "the state to load lacks `{name}`, one of the {} arrays of this run's train state",
+                self.layout.state.len()
+            ))
+        })?;
         let mut state = Vec::with_capacity(self.layout.state.len());
         for ((name, slot), array) in self
             .layout
@@ -411,124 +400,7 @@ impl Trainer {
     }
 }
 
-impl Trainer {
-    /// The MoE metrics of the last step (utilisation, dropped fraction, aux loss, bias norm),
-    /// downloaded on request; `None` for a dense model, before the first step, or after a step
-    /// that failed.
-    pub fn moe_metrics(&self) -> Result<Option<MoeMetrics>, TrainError> {
-        if self.moe_outputs.is_empty() {
-            return Ok(None);
-        }
-        let host = self.engine.get_all(&self.moe_outputs)?;
-        Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
-    }
-
-    /// The distillation metrics of the last step (label CE, KL, intermediate distance),
-    /// downloaded on request; `None` without a teacher, before the first step, or after a step
-    /// that failed.
-    pub fn distill_metrics(&self) -> Result<Option<DistillMetrics>, TrainError> {
-        let Some(context) = &self.distill else {
-            return Ok(None);
-        };
-        if self.distill_outputs.is_empty() {
-            return Ok(None);
-        }
-        let host = self.engine.get_all(&self.distill_outputs)?;
-        let metrics = DistillMetrics::from_host(&host, context.intermediate.is_some())?;
-        Ok(Some(metrics))
-    }
-
-    /// Mean loss and perplexity over micro-batches of `[micro_batch, seq_len]` (each a
-    /// [`HostBatch`] with `accum == 1`), with dropout off.
-    pub fn evaluate(&mut self, batches: &[HostBatch]) -> Result<EvalResult, TrainError> {
-        if self.eval_program.is_none() {
-            let opts = train_forward_options(&self.config, &self.plan);
-            let func = build_eval_step(&self.config, &self.layout, &opts)?;
-            self.eval_program = Some(
-                self.engine
-                    .compile_with(&func, compile_hints(&self.config))?,
-            );
-        }
-        let program = self.eval_program.as_ref().expect("compiled above");
-        let spec = &program.params[self.layout.param_count()].spec;
-        let (mut loss_sum, mut tokens) = (0f64, 0f64);
-        for batch in batches {
-            let reshape = |a: &HostArray| HostArray {
-                shape: a.shape[1..].to_vec(),
-                ..a.clone()
-            };
-            if batch.tokens.shape.first() != Some(&1) {
-                return Err(TrainError::Other(
-                    "evaluation batches must hold one micro-batch".into(),
-                ));
-            }
-            let put = |a: &HostArray| self.engine.put(&reshape(a), spec);
-            let (t, y, m) = (put(&batch.tokens)?, put(&batch.targets)?, put(&batch.mask)?);
-            let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
-            inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
-            let out = program.run(inputs)?;
-            let sums = self.engine.get_all(&out[..2])?;
-            let scalar = |a: &HostArray| -> Result<f64, TrainError> {
-                Ok(a.to_vec::<f32>().map_err(TrainError::Other)?[0] as f64)
-            };
-            loss_sum += scalar(&sums[0])?;
-            tokens += scalar(&sums[1])?;
-        }
-        let loss = loss_sum / tokens.max(1.0);
-        Ok(EvalResult {
-            loss,
-            perplexity: loss.exp(),
-            tokens,
-        })
-    }
-
-    /// Greedy continuation of `prompt` by `count` tokens, recomputing the window each step
-    /// (the KV-cache generator lives in `generate`).
-    pub fn greedy(&mut self, prompt: &[i32], count: usize) -> Result<Vec<i32>, TrainError> {
-        if self.next_token_program.is_none() {
-            let opts = train_forward_options(&self.config, &self.plan);
-            let func = build_next_token(&self.config, &self.layout, &opts)?;
-            self.next_token_program = Some(
-                self.engine
-                    .compile_with(&func, compile_hints(&self.config))?,
-            );
-        }
-        let program = self.next_token_program.as_ref().expect("compiled above");
-        let window = self.layout.seq_len;
-        let mut seq: Vec<i32> = prompt.to_vec();
-        if seq.is_empty() {
-            return Err(TrainError::Other(
-                "greedy decoding needs a prompt of at least one token".into(),
-            ));
-        }
-        let replicated = vishwam_mesh::PartitionSpec::default();
-        for _ in 0..count {
-            let start = seq.len().saturating_sub(window);
-            let ctx = &seq[start..];
-            let mut padded = ctx.to_vec();
-            padded.resize(window, 0);
-            let tokens = self.engine.put(
-                &HostArray::from_slice(&[1, window as i64], &padded).map_err(TrainError::Other)?,
-                &replicated,
-            )?;
-            let length = self
-                .engine
-                .put(&HostArray::scalar(ctx.len() as i32), &replicated)?;
-            let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
-            inputs.extend([Input::Keep(&tokens), Input::Keep(&length)]);
-            let out = program.run(inputs)?;
-            seq.push(
-                self.engine
-                    .get(&out[0])?
-                    .to_vec::<i32>()
-                    .map_err(TrainError::Other)?[0],
-            );
-        }
-        Ok(seq[prompt.len()..].to_vec())
-    }
-}
-
 /// How to compile `cfg`'s programs (FP8 matmuls or not).
-fn compile_hints(cfg: &Config) -> CompileHints {
+pub(super) fn compile_hints(cfg: &Config) -> CompileHints {
     PrecisionPolicy::from_config(cfg).compile_hints()
 }

@@ -121,11 +121,7 @@ pub fn read(path: &Path) -> Result<StoredWeights, WeightsError> {
                 detail: format!("the config in its manifest does not load: {e}"),
             })?
             .model;
-        let params = ck
-            .state
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("params.")?.to_string(), v)))
-            .collect();
+        let params = super::state::params_of(&ck.state);
         // `<run>/checkpoints/step_N` -> `<run>/tokenizer.json`, as `vishwam train` writes it.
         let tokenizer = dir
             .parent()
