@@ -12,6 +12,7 @@ mod fp8;
 pub mod init;
 mod moe_inspect;
 pub mod moe_state;
+pub mod optim;
 mod precision;
 mod resume;
 mod run;
