@@ -1,0 +1,414 @@
+//! Muon's pieces: the traced Newton-Schulz against the Candle reference and against the
+//! quintic's action on known singular values, its bf16/f16 paths, the per-matrix update,
+//! the reference's Muon + AdamW step, and the CLI's refusal until the train step runs Muon.
+
+mod common;
+
+use candle_core::{Device, Tensor as CTensor};
+use common::{client, failed, rng, vishwam_cli, Lit, Program};
+use rand::Rng;
+use vishwam::config::{ModelConfig, Optimizer, TrainingConfig};
+use vishwam::model::param_specs;
+use vishwam::reference::{
+    self, is_muon_parameter, train_steps, Batch, OptimizerStep, ReferenceAdamW, ReferenceDtype,
+    ReferenceModel, ReferenceMuon, ReferenceOptimizer,
+};
+use vishwam::train::optim::muon::{
+    muon_update, newton_schulz, shape_scale, uses_muon, MuonSettings, NS_COEFFICIENTS,
+};
+use vishwam_hlo::{DType, Graph, TensorType};
+
+/// Traces `newton_schulz` for `shape` in `dtype`, compiles it and runs it on `data` (f32).
+fn traced_ns(shape: &[i64], data: &[f32], steps: usize, dtype: DType) -> Vec<f64> {
+    let _ = client();
+    let g = Graph::named("newton_schulz");
+    let x = g.param("g", TensorType::new(DType::F32, shape));
+    let out = newton_schulz(&x, steps, dtype);
+    assert_eq!(out.dtype(), DType::F32);
+    assert_eq!(out.shape(), shape);
+    let program = Program::new(g.finish(&[("o", &out)]).expect("traces"));
+    program.run(&[Lit::f32(shape, data)])[0].values()
+}
+
+fn candle(shape: &[i64], data: &[f32]) -> CTensor {
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    CTensor::from_vec(data.to_vec(), dims, &Device::Cpu).unwrap()
+}
+
+fn flat(t: &CTensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn uniform(n: usize, r: &mut impl Rng) -> Vec<f32> {
+    (0..n).map(|_| r.gen_range(-1.0f32..1.0)).collect()
+}
+
+/// Largest elementwise difference over the largest magnitude of `want`.
+fn relative_error(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()));
+    diff / scale
+}
+
+/// f32 NS on XLA and in Candle compute the same maths with different summation orders; five
+/// iterations amplify a rounding difference by at most |p'(s)| <= 3.45 per iteration on the
+/// smallest singular values (3.45^5 ~ 490 x f32's 6e-8 ~ 3e-5), so 1e-4 of the largest entry
+/// bounds it with margin on any machine.
+#[test]
+fn traced_newton_schulz_matches_the_candle_reference_in_f32() {
+    let mut r = rng(19);
+    for shape in [
+        vec![48i64, 20],
+        vec![20, 48],
+        vec![32, 32],
+        vec![3, 24, 40],
+        vec![2, 40, 24],
+    ] {
+        let n = shape.iter().product::<i64>() as usize;
+        let data = uniform(n, &mut r);
+        let got = traced_ns(&shape, &data, 5, DType::F32);
+        let want = flat(&reference::newton_schulz(&candle(&shape, &data), 5).unwrap());
+        let err = relative_error(&got, &want);
+        assert!(err < 1e-4, "{shape:?}: relative error {err}");
+    }
+}
+
+/// Orthonormal columns `[n, k]` (row-major) by Gram-Schmidt on Gaussian-ish draws, in f64.
+fn orthonormal(n: usize, k: usize, r: &mut impl Rng) -> Vec<f64> {
+    let mut cols: Vec<Vec<f64>> = Vec::new();
+    while cols.len() < k {
+        let mut v: Vec<f64> = (0..n).map(|_| r.gen_range(-1.0..1.0)).collect();
+        for c in &cols {
+            let dot: f64 = v.iter().zip(c).map(|(a, b)| a * b).sum();
+            v.iter_mut().zip(c).for_each(|(a, b)| *a -= dot * b);
+        }
+        let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        if norm > 1e-3 {
+            cols.push(v.iter().map(|a| a / norm).collect());
+        }
+    }
+    (0..n * k).map(|i| cols[i % k][i / k]).collect()
+}
+
+/// The quintic applied `steps` times to one singular value.
+fn quintic(mut s: f64, steps: usize) -> f64 {
+    let [a, b, c] = NS_COEFFICIENTS;
+    for _ in 0..steps {
+        s = a * s + b * s.powi(3) + c * s.powi(5);
+    }
+    s
+}
+
+/// NS keeps the singular vectors and maps each singular value s / ||G||_F by the quintic:
+/// G = U diag(s) Vᵀ with s spread over [0.05, 1] must give U diag(p⁵(s / ||s||)) Vᵀ, and
+/// those values lie in the band the coefficients give for inputs >= 0.01 of the norm:
+/// [0.68, 1.135] (worked out on the host: p⁵ over [0.01, 1] spans 0.6818..1.1344).
+#[test]
+fn newton_schulz_maps_singular_values_by_the_quintic_into_its_band() {
+    let mut r = rng(7);
+    for (rows, cols) in [(40usize, 16usize), (16, 40), (24, 24)] {
+        let k = rows.min(cols);
+        let u = orthonormal(rows, k, &mut r);
+        let v = orthonormal(cols, k, &mut r);
+        let s: Vec<f64> = (0..k)
+            .map(|i| 0.05 + 0.95 * i as f64 / (k - 1) as f64)
+            .collect();
+        let norm = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let compose = |sv: &[f64]| -> Vec<f64> {
+            let mut out = vec![0.0; rows * cols];
+            for i in 0..rows {
+                for j in 0..cols {
+                    out[i * cols + j] = (0..k).map(|c| u[i * k + c] * sv[c] * v[j * k + c]).sum();
+                }
+            }
+            out
+        };
+        let g: Vec<f32> = compose(&s).iter().map(|&x| x as f32).collect();
+        let mapped: Vec<f64> = s.iter().map(|x| quintic(x / norm, 5)).collect();
+        for &m in &mapped {
+            assert!((0.68..=1.135).contains(&m), "{m}");
+        }
+        let got = traced_ns(&[rows as i64, cols as i64], &g, 5, DType::F32);
+        let err = relative_error(&got, &compose(&mapped));
+        assert!(err < 1e-4, "{rows}x{cols}: relative error {err}");
+        // Uᵀ O V holds the output's singular values on its diagonal: all inside the band.
+        for c in 0..k {
+            let sv: f64 = (0..rows)
+                .flat_map(|i| (0..cols).map(move |j| (i, j)))
+                .map(|(i, j)| u[i * k + c] * got[i * cols + j] * v[j * k + c])
+                .sum();
+            assert!(
+                (0.679..=1.136).contains(&sv),
+                "{rows}x{cols} singular value {sv}"
+            );
+        }
+    }
+}
+
+/// bf16 and f16 iterations round each product to 8 and 11 significant bits; the result
+/// stays within 5% (bf16) and 1% (f16) of the f32 one, measured as the Frobenius norm of the
+/// difference over the f32 result's norm (about sqrt(k) ~ 4.5 here).
+#[test]
+fn half_precision_newton_schulz_stays_near_f32() {
+    let mut r = rng(11);
+    let shape = [24i64, 64];
+    let data = uniform(24 * 64, &mut r);
+    let full = traced_ns(&shape, &data, 5, DType::F32);
+    let norm = full.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for (dtype, bound) in [(DType::BF16, 0.05), (DType::F16, 0.01)] {
+        let half = traced_ns(&shape, &data, 5, dtype);
+        let diff = half
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f64>()
+            .sqrt();
+        assert!(diff / norm < bound, "{dtype:?}: {}", diff / norm);
+    }
+}
+
+/// `muon_update` against the formula on the host with the reference's NS: momentum and
+/// Nesterov lerps at the warmed-up momentum of step 3, the shape factor 2 of a [16, 64]
+/// matrix, and the rate.
+#[test]
+fn the_per_matrix_update_follows_the_documented_formula() {
+    let mut r = rng(3);
+    let shape = [16i64, 64];
+    let n = 16 * 64;
+    let (grad, buffer) = (uniform(n, &mut r), uniform(n, &mut r));
+    let training = TrainingConfig {
+        muon_momentum: 0.95,
+        momentum_warmup_steps: 4,
+        ns_steps: 5,
+        ..Default::default()
+    };
+    let settings = MuonSettings::new(&training, vishwam::config::ComputeDtype::F32);
+    let (lr, t) = (0.02f32, 3.0f32);
+    let g = Graph::named("muon_update");
+    let scalar = TensorType::new(DType::F32, &[]);
+    let mat = TensorType::new(DType::F32, &shape);
+    let (gp, bp) = (g.param("grad", mat.clone()), g.param("buffer", mat));
+    let (lp, tp) = (g.param("lr", scalar.clone()), g.param("t", scalar));
+    let step = muon_update(&gp, &bp, &lp, &tp, &settings);
+    let program = Program::new(
+        g.finish(&[("update", &step.update), ("momentum", &step.momentum)])
+            .unwrap(),
+    );
+    let out = program.run(&[
+        Lit::f32(&shape, &grad),
+        Lit::f32(&shape, &buffer),
+        Lit::f32(&[], &[lr]),
+        Lit::f32(&[], &[t]),
+    ]);
+    // Step 3 of a 4-step warmup: 0.85 + 0.1 * 2 / 4.
+    let mu = 0.9;
+    assert!((settings.momentum_at_step(3) - mu).abs() < 1e-12);
+    let momentum: Vec<f32> = buffer
+        .iter()
+        .zip(&grad)
+        .map(|(b, g)| mu as f32 * b + (1.0 - mu as f32) * g)
+        .collect();
+    let nesterov: Vec<f32> = grad
+        .iter()
+        .zip(&momentum)
+        .map(|(g, m)| (1.0 - mu as f32) * g + mu as f32 * m)
+        .collect();
+    let orth = flat(&reference::newton_schulz(&candle(&shape, &nesterov), 5).unwrap());
+    assert_eq!(shape_scale(&shape), 2.0);
+    let want: Vec<f64> = orth.iter().map(|o| o * lr as f64 * 2.0).collect();
+    let m64: Vec<f64> = momentum.iter().map(|&m| m as f64).collect();
+    assert!(relative_error(&out[1].values(), &m64) < 1e-6);
+    let err = relative_error(&out[0].values(), &want);
+    assert!(err < 1e-4, "update: relative error {err}");
+}
+
+fn tiny_model_config(use_moe: bool, tie_embeddings: bool) -> ModelConfig {
+    ModelConfig {
+        vocab_size: 64,
+        hidden_dim: 32,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: Some(2),
+        mlp_dim: Some(48),
+        max_seq_len: 8,
+        tie_embeddings,
+        use_moe,
+        num_experts: 4,
+        experts_per_token: 2,
+        moe_layer_frequency: 2,
+        num_shared_experts: usize::from(use_moe),
+        ..ModelConfig::default()
+    }
+}
+
+/// The XLA path classifies by logical axes, the reference by docs/model.md's names: the same
+/// parameters on dense, MoE, tied and untied models.
+#[test]
+fn the_reference_and_the_step_give_muon_the_same_parameters() {
+    for (moe, tied) in [(false, true), (false, false), (true, true), (true, false)] {
+        let cfg = tiny_model_config(moe, tied);
+        let ours: Vec<String> = param_specs(&cfg)
+            .into_iter()
+            .filter(uses_muon)
+            .map(|s| s.name)
+            .collect();
+        let mut theirs: Vec<String> = reference::parameter_specs(&cfg)
+            .into_iter()
+            .filter(is_muon_parameter)
+            .map(|s| s.name)
+            .collect();
+        theirs.sort();
+        assert_eq!(ours, theirs, "moe {moe}, tied {tied}");
+        assert!(!ours.is_empty());
+    }
+}
+
+fn random_batch(cfg: &ModelConfig, seed: u64) -> Batch {
+    let mut r = rng(seed);
+    let (b, t) = (2, cfg.max_seq_len);
+    let ids = |r: &mut rand_chacha::ChaCha8Rng| -> Vec<i32> {
+        (0..b * t)
+            .map(|_| r.gen_range(0..cfg.vocab_size as i32))
+            .collect()
+    };
+    let tokens = ids(&mut r);
+    let targets = ids(&mut r);
+    Batch::new(tokens, targets, vec![1.0; b * t], b, t).unwrap()
+}
+
+fn muon_training() -> TrainingConfig {
+    TrainingConfig {
+        optimizer: Optimizer::Muon,
+        learning_rate: 1e-2,
+        muon_lr: 0.05,
+        warmup_steps: 2,
+        max_steps: 10,
+        momentum_warmup_steps: 3,
+        max_grad_norm: 0.5,
+        ..TrainingConfig::default()
+    }
+}
+
+/// One reference Muon step: AdamW parameters move exactly as under ReferenceAdamW (same
+/// clip over all gradients, same schedule), Muon matrices by lr_muon x scale x NS of the
+/// Nesterov momentum, and their buffers hold (1 - mu) g at step 1.
+#[test]
+fn the_reference_muon_step_splits_the_parameters_between_muon_and_adamw() {
+    let cfg = tiny_model_config(true, false);
+    let training = muon_training();
+    let muon_model = ReferenceModel::init_random(&cfg, 5, ReferenceDtype::F32).unwrap();
+    let adam_model = ReferenceModel::init_random(&cfg, 5, ReferenceDtype::F32).unwrap();
+    let before = muon_model.parameters_to_host().unwrap();
+    let batch = random_batch(&cfg, 1);
+    let (_, grads) = muon_model.loss_and_grads(&batch).unwrap();
+    let mut muon = ReferenceMuon::new(&muon_model, &training).unwrap();
+    let mut adam = ReferenceAdamW::new(&adam_model, &training).unwrap();
+    let update = muon.step(&muon_model, &grads, 1).unwrap();
+    let adam_update = adam.step(&adam_model, &grads, 1).unwrap();
+    assert_eq!(update.clip_scale, adam_update.clip_scale);
+    assert!(update.clip_scale < 1.0, "the test exercises clipping");
+    let muon_lr = update.muon_lr.expect("a Muon step reports its rate");
+    assert!(
+        (muon_lr / update.lr - 5.0).abs() < 1e-12,
+        "one schedule, two peaks"
+    );
+    let mu = 0.85;
+    for spec in muon_model.specs() {
+        let name = &spec.name;
+        let after = muon_model.get_f32(name);
+        if !is_muon_parameter(spec) {
+            assert_eq!(after, adam_model.get_f32(name), "{name}");
+            assert!(muon.momentum_buffer(name).is_none());
+            continue;
+        }
+        let g = grads
+            .get(name)
+            .unwrap()
+            .affine(update.clip_scale, 0.0)
+            .unwrap();
+        let buffer = g.affine(1.0 - mu, 0.0).unwrap();
+        let stored = flat(muon.momentum_buffer(name).unwrap());
+        assert!(relative_error(&stored, &flat(&buffer)) < 1e-6, "{name}");
+        let nesterov =
+            (g.affine(1.0 - mu, 0.0).unwrap() + buffer.affine(mu, 0.0).unwrap()).unwrap();
+        let orth = flat(&reference::newton_schulz(&nesterov, 5).unwrap());
+        let scale = shape_scale(&spec.shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
+        let start = before[name].to_vec::<f32>().unwrap();
+        let moved: Vec<f64> = start
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (b - a) as f64)
+            .collect();
+        let want: Vec<f64> = orth.iter().map(|o| o * muon_lr * scale).collect();
+        assert!(relative_error(&moved, &want) < 1e-4, "{name}");
+    }
+}
+
+trait HostValues {
+    fn get_f32(&self, name: &str) -> Vec<f32>;
+}
+
+impl HostValues for ReferenceModel {
+    fn get_f32(&self, name: &str) -> Vec<f32> {
+        self.parameters()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    }
+}
+
+/// The optimiser a config names trains the reference: Muon lowers the loss on a repeated
+/// batch through `train_steps`, and `steps_done` continues.
+#[test]
+fn the_configured_reference_optimizer_trains_with_muon() {
+    let cfg = tiny_model_config(false, true);
+    let model = ReferenceModel::init_random(&cfg, 9, ReferenceDtype::F32).unwrap();
+    let mut optimizer = ReferenceOptimizer::new(&model, &muon_training()).unwrap();
+    assert!(matches!(optimizer, ReferenceOptimizer::Muon(_)));
+    let batch = random_batch(&cfg, 2);
+    let stats = train_steps(&model, &mut optimizer, std::iter::repeat(batch), 8).unwrap();
+    assert_eq!(optimizer.steps_done(), 8);
+    let (first, last) = (stats[0].loss, stats[7].loss);
+    assert!(last < first - 0.5, "loss {first} -> {last}");
+    let adamw = TrainingConfig {
+        optimizer: Optimizer::AdamW,
+        ..TrainingConfig::default()
+    };
+    let other = ReferenceOptimizer::new(&model, &adamw).unwrap();
+    assert!(matches!(other, ReferenceOptimizer::AdamW(_)));
+}
+
+/// Until the train step runs Muon, a Muon run stops at setup naming the key, and a Muon key
+/// under AdamW is a configuration error naming both keys.
+#[test]
+fn the_cli_refuses_muon_until_the_step_runs_it() {
+    let home = tempfile::tempdir().unwrap();
+    let err = failed(vishwam_cli(
+        home.path(),
+        &["train", "--set", "training.optimizer=muon", "--no-progress"],
+    ));
+    assert!(
+        err.contains("`training.optimizer` = \"muon\" needs the Muon optimiser in the train step (not yet wired)"),
+        "{err}"
+    );
+    let err = failed(vishwam_cli(
+        home.path(),
+        &["train", "--set", "training.muon_lr=0.05", "--no-progress"],
+    ));
+    assert!(
+        err.contains("`training.muon_lr` = 0.05 contradicts `training.optimizer` = \"adamw\""),
+        "{err}"
+    );
+}
