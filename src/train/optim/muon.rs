@@ -25,11 +25,11 @@
 //! Orthogonalisation does not care about the layout (NS of Gᵀ is NS(G)ᵀ).
 //!
 //! **Sharding.** NS multiplies whole matrices (X Xᵀ contracts a full row), so under fsdp,
-//! ZeRO-3 or tensor parallelism the Nesterov momentum N must be gathered before it: the step
-//! should put `N.sharding_constraint(PartitionSpec::replicated())` (every mesh axis unsplit)
-//! before [`newton_schulz`], and constrain the result back to the parameter's own spec (the
-//! one its logical axes map to) before subtracting it, so the parameter, its momentum buffer
-//! and the update stay sharded like the parameter. Cost per matrix per step: one all-gather of
+//! ZeRO-3 or tensor parallelism the Nesterov momentum N is gathered before it:
+//! [`newton_schulz_sharded`] (called by [`muon_update`] with the parameter's own spec, the
+//! one its logical axes map to) puts `sharding_constraint(PartitionSpec::replicated())` on N
+//! before [`newton_schulz`] and constrains the result back to the parameter's spec, so the
+//! parameter, its momentum buffer and the update stay sharded like the parameter. Cost per matrix per step: one all-gather of
 //! N (the matrix's f32 bytes, less the device's own shard, received by every device; under
 //! plain data parallelism nothing, as the matrix is already whole), then the NS flops
 //! ([`newton_schulz_flops`]) repeated on every device; the slice back is free (each device
@@ -45,7 +45,7 @@
 use crate::config::{ComputeDtype, TrainingConfig};
 use crate::model::ParamSpec;
 use crate::train::lr_traced;
-use vishwam_hlo::{DType, Tensor};
+use vishwam_hlo::{DType, PartitionSpec, Tensor};
 use vishwam_mesh::LogicalAxis as L;
 
 /// The quintic Newton-Schulz coefficients (a, b, c) of Keller Jordan's Muon: each iteration
@@ -166,6 +166,22 @@ pub fn newton_schulz(g: &Tensor, steps: usize, dtype: DType) -> Tensor {
     x.cast(DType::F32)
 }
 
+/// [`newton_schulz`] of a value sharded as `spec` (the parameter's sharding): gathered whole
+/// (replicated) first, orthogonalised on every device, and constrained back to `spec`. With
+/// a replicated `spec` (plain data parallelism) it is [`newton_schulz`] itself.
+pub fn newton_schulz_sharded(
+    g: &Tensor,
+    steps: usize,
+    dtype: DType,
+    spec: &PartitionSpec,
+) -> Tensor {
+    if spec.is_replicated() {
+        return newton_schulz(g, steps, dtype);
+    }
+    let whole = g.sharding_constraint(PartitionSpec::replicated());
+    newton_schulz(&whole, steps, dtype).sharding_constraint(spec.clone())
+}
+
 /// Muon's momentum at step `step` (an f32 scalar, the new step t from 1): linear from
 /// [`INITIAL_MOMENTUM`] at t = 1 to `momentum` at t = `momentum_warmup_steps + 1`, constant
 /// after (constant from the start without warmup). An f32 scalar.
@@ -205,8 +221,9 @@ pub struct MuonUpdate {
 }
 
 /// One Muon step for one matrix (or expert stack): `grad` (already clipped), the momentum
-/// `buffer` (zeros at the start), Muon's rate `lr` (an f32 scalar, e.g. [`muon_lr_traced`])
-/// and `step` (the new step t, an f32 scalar from 1). The update includes the rate and
+/// `buffer` (zeros at the start), Muon's rate `lr` (an f32 scalar, e.g. [`muon_lr_traced`]),
+/// `step` (the new step t, an f32 scalar from 1) and the parameter's sharding `spec`
+/// (replicated when it is whole on every device). The update includes the rate and
 /// [`shape_scale`]; the caller subtracts it (no weight decay).
 pub fn muon_update(
     grad: &Tensor,
@@ -214,12 +231,13 @@ pub fn muon_update(
     lr: &Tensor,
     step: &Tensor,
     settings: &MuonSettings,
+    spec: &PartitionSpec,
 ) -> MuonUpdate {
     let mu = momentum_at(step, settings);
     let keep = 1.0 - &mu;
     let momentum = buffer * &mu + grad * &keep;
     let nesterov = grad * &keep + &momentum * &mu;
-    let orthogonal = newton_schulz(&nesterov, settings.ns_steps, settings.ns_dtype);
+    let orthogonal = newton_schulz_sharded(&nesterov, settings.ns_steps, settings.ns_dtype, spec);
     let update = orthogonal * (lr * shape_scale(grad.shape()));
     MuonUpdate { update, momentum }
 }
