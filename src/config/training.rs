@@ -53,7 +53,8 @@ pub struct TrainingConfig {
     pub warmup_steps: usize,
     /// Optimizer steps to train. Default 300 (a few minutes on a CPU).
     pub max_steps: usize,
-    /// AdamW decoupled weight decay, >= 0; norms and embeddings are not decayed. Default 0.1.
+    /// AdamW decoupled weight decay, >= 0; norms and embeddings are not decayed, nor are the
+    /// matrices Muon trains under `optimizer` = "muon". Default 0.1.
     pub weight_decay: f64,
     /// Adam beta1, in [0, 1). Default 0.9.
     pub adam_beta1: f64,
