@@ -29,11 +29,12 @@
 //! [`newton_schulz_sharded`] (called by [`muon_update`] with the parameter's own spec, the
 //! one its logical axes map to) puts `sharding_constraint(PartitionSpec::replicated())` on N
 //! before [`newton_schulz`] and constrains the result back to the parameter's spec, so the
-//! parameter, its momentum buffer and the update stay sharded like the parameter. Cost per matrix per step: one all-gather of
-//! N (the matrix's f32 bytes, less the device's own shard, received by every device; under
-//! plain data parallelism nothing, as the matrix is already whole), then the NS flops
-//! ([`newton_schulz_flops`]) repeated on every device; the slice back is free (each device
-//! keeps its own part). A cheaper scheme (each device orthogonalises a different subset of
+//! parameter, its momentum buffer and the update stay sharded like the parameter (tests/muon
+//! checks fsdp, tensor parallelism and both against one device). Cost per matrix per step:
+//! one all-gather of N (the matrix's f32 bytes, less the device's own shard, received by
+//! every device; under plain data parallelism nothing, as the matrix is already whole), then
+//! the NS flops ([`newton_schulz_flops`]) repeated on every device; the slice back is free
+//! (each device keeps its own part). A cheaper scheme (each device orthogonalises a different subset of
 //! matrices, then all-gathers the results, as Keller Jordan's distributed `Muon` does) needs
 //! per-matrix device assignment that SPMD partitioning does not express; it is not done here.
 //!
