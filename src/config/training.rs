@@ -253,7 +253,8 @@ impl TrainingConfig {
                     value,
                     "training.optimizer",
                     format!("\"{}\"", self.optimizer),
-                    "this key only applies to the Muon optimiser; set training.optimizer to \"muon\", or leave the key at its default",
+                    "this key only applies to the Muon optimiser; set training.optimizer to \
+                     \"muon\", or leave the key at its default",
                 );
             }
         }

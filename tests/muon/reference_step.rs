@@ -171,7 +171,10 @@ fn the_cli_refuses_muon_until_the_step_runs_it() {
         &["train", "--set", "training.optimizer=muon", "--no-progress"],
     ));
     assert!(
-        err.contains("`training.optimizer` = \"muon\" needs the Muon optimiser in the train step (not yet wired)"),
+        err.contains(
+            "`training.optimizer` = \"muon\" needs the Muon optimiser in the train step \
+             (not yet wired)"
+        ),
         "{err}"
     );
     let err = failed(vishwam_cli(

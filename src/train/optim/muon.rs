@@ -34,9 +34,10 @@
 //! one all-gather of N (the matrix's f32 bytes, less the device's own shard, received by
 //! every device; under plain data parallelism nothing, as the matrix is already whole), then
 //! the NS flops ([`newton_schulz_flops`]) repeated on every device; the slice back is free
-//! (each device keeps its own part). A cheaper scheme (each device orthogonalises a different subset of
-//! matrices, then all-gathers the results, as Keller Jordan's distributed `Muon` does) needs
-//! per-matrix device assignment that SPMD partitioning does not express; it is not done here.
+//! (each device keeps its own part). A cheaper scheme (each device orthogonalises a
+//! different subset of matrices, then all-gathers the results, as Keller Jordan's distributed
+//! `Muon` does) needs per-matrix device assignment that SPMD partitioning does not express;
+//! it is not done here.
 //!
 //! For the 124M model of `configs/gpu_h100.json` (768 wide, 12 layers, 4 KV heads, SwiGLU
 //! 2048; 16 x 1024 tokens per step) five NS iterations cost 1.387e12 flops per step, 14.1% of

@@ -167,7 +167,8 @@ fn newton_schulz_costs_about_a_seventh_of_the_124m_step() {
         .filter(|s| uses_muon(s))
         .map(|s| newton_schulz_flops(&s.shape, cfg.training.ns_steps))
         .sum();
-    // Per layer: wq, wo [768, 768]; wk, wv [768, 256]; w_gate, w_up [768, 2048], w_down [2048, 768].
+    // Per layer: wq, wo [768, 768]; wk, wv [768, 256]; w_gate, w_up [768, 2048];
+    // w_down [2048, 768].
     let per = |m: f64, n: f64| 5.0 * (4.0 * m * m * n + 2.0 * m * m * m);
     let hand =
         12.0 * (2.0 * per(768.0, 768.0) + 2.0 * per(256.0, 768.0) + 3.0 * per(768.0, 2048.0));
