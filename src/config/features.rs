@@ -8,6 +8,7 @@
 use super::data::{DataFormat, DataSource, DatasetType};
 use super::precision::ComputeDtype;
 use super::tpu::DeviceStrategy;
+use super::training::Optimizer;
 use super::Config;
 
 /// One optional capability of the trainer, switched on by one or more config keys.
@@ -66,6 +67,8 @@ pub enum Feature {
     Profiling,
     /// The on-disk compile cache (`runtime.compile_cache`).
     CompileCache,
+    /// The Muon optimiser (`training.optimizer` = "muon").
+    Muon,
 }
 
 impl Feature {
@@ -97,6 +100,7 @@ impl Feature {
         Feature::DocumentDataset,
         Feature::Profiling,
         Feature::CompileCache,
+        Feature::Muon,
     ];
 
     /// What the feature is, for messages ("Mixture-of-Experts layers").
@@ -128,6 +132,7 @@ impl Feature {
             Feature::DocumentDataset => "document-aware windows",
             Feature::Profiling => "profiling",
             Feature::CompileCache => "the compile cache",
+            Feature::Muon => "the Muon optimiser",
         }
     }
 
@@ -328,6 +333,12 @@ impl Feature {
                 "runtime.compile_cache",
                 "true".into(),
                 "set it to false",
+            ),
+            Feature::Muon => when(
+                config.training.optimizer == Optimizer::Muon,
+                "training.optimizer",
+                quoted("muon"),
+                "use \"adamw\"",
             ),
         }
         found

@@ -18,10 +18,23 @@ config_enum! {
     }
 }
 
-/// Section `training`: AdamW, the schedule, the batch and the step budget.
+config_enum! {
+    /// Which optimiser trains the parameters.
+    pub enum Optimizer {
+        /// AdamW for every parameter.
+        #[default]
+        AdamW => "adamw",
+        /// Muon (Newton-Schulz orthogonalised Nesterov momentum) for the 2-D weight matrices
+        /// of the blocks, AdamW for embeddings, the head, norms, routers and the rest.
+        Muon => "muon",
+    }
+}
+
+/// Section `training`: the optimiser, the schedule, the batch and the step budget.
 ///
 /// The schedule rises linearly from 0 to `learning_rate` over `warmup_steps`, then follows
-/// `lr_schedule` down to `min_lr_ratio x learning_rate` at `max_steps`.
+/// `lr_schedule` down to `min_lr_ratio x learning_rate` at `max_steps`. Under Muon the
+/// matrices' rate follows the same shape with `muon_lr` as its peak.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainingConfig {
     /// Sequences per data-parallel shard in each micro-batch (the VishwamAI guide's
@@ -40,7 +53,8 @@ pub struct TrainingConfig {
     pub warmup_steps: usize,
     /// Optimizer steps to train. Default 300 (a few minutes on a CPU).
     pub max_steps: usize,
-    /// AdamW decoupled weight decay, >= 0; norms and embeddings are not decayed. Default 0.1.
+    /// AdamW decoupled weight decay, >= 0; norms and embeddings are not decayed, nor are the
+    /// matrices Muon trains under `optimizer` = "muon". Default 0.1.
     pub weight_decay: f64,
     /// Adam beta1, in [0, 1). Default 0.9.
     pub adam_beta1: f64,
@@ -54,6 +68,20 @@ pub struct TrainingConfig {
     pub seed: u64,
     /// Validation batches per evaluation. Default 10.
     pub eval_steps: usize,
+    /// "adamw" or "muon". Default "adamw".
+    pub optimizer: Optimizer,
+    /// Muon's peak learning rate for the block matrices, > 0 (the AdamW parameters of a Muon
+    /// run keep `learning_rate`); it follows the same warmup and decay. Default 0.02
+    /// (Keller Jordan's and Blueberry's default).
+    pub muon_lr: f64,
+    /// Muon's Nesterov momentum after its warmup, in [0, 1). Default 0.95.
+    pub muon_momentum: f64,
+    /// Steps over which Muon's momentum rises linearly from 0.85 to `muon_momentum`; 0 = no
+    /// warmup. Default 100: a third of the default 300-step run (Blueberry uses
+    /// max(300, max_steps / 10) for its runs of thousands of steps).
+    pub momentum_warmup_steps: usize,
+    /// Newton-Schulz iterations of Muon's orthogonalisation, >= 1. Default 5.
+    pub ns_steps: usize,
 }
 
 impl Default for TrainingConfig {
@@ -73,6 +101,11 @@ impl Default for TrainingConfig {
             max_grad_norm: 1.0,
             seed: 42,
             eval_steps: 10,
+            optimizer: Optimizer::AdamW,
+            muon_lr: 0.02,
+            muon_momentum: 0.95,
+            momentum_warmup_steps: 100,
+            ns_steps: 5,
         }
     }
 }
@@ -150,6 +183,15 @@ impl TrainingConfig {
         r.number("max_grad_norm", &mut self.max_grad_norm);
         r.integer("seed", &mut self.seed, "a non-negative integer");
         r.integer("eval_steps", &mut self.eval_steps, POSITIVE);
+        r.choice("optimizer", &mut self.optimizer);
+        r.number("muon_lr", &mut self.muon_lr);
+        r.number("muon_momentum", &mut self.muon_momentum);
+        r.integer(
+            "momentum_warmup_steps",
+            &mut self.momentum_warmup_steps,
+            "a non-negative integer",
+        );
+        r.integer("ns_steps", &mut self.ns_steps, POSITIVE);
     }
 
     pub(crate) fn validate(&self, c: &mut Checks) {
@@ -170,6 +212,52 @@ impl TrainingConfig {
         c.positive_number("training.adam_eps", self.adam_eps);
         c.non_negative_number("training.max_grad_norm", self.max_grad_norm);
         c.positive("training.eval_steps", self.eval_steps);
+        c.positive_number("training.muon_lr", self.muon_lr);
+        c.in_half_open("training.muon_momentum", self.muon_momentum, 0.0, 1.0);
+        c.positive("training.ns_steps", self.ns_steps);
+        if self.optimizer != Optimizer::Muon {
+            self.refuse_muon_keys(c);
+        }
+    }
+
+    /// Under AdamW a Muon key set away from its default would change nothing: each one is an
+    /// error naming the key and `training.optimizer`.
+    fn refuse_muon_keys(&self, c: &mut Checks) {
+        let d = TrainingConfig::default();
+        let set = [
+            (
+                "training.muon_lr",
+                self.muon_lr != d.muon_lr,
+                self.muon_lr.to_string(),
+            ),
+            (
+                "training.muon_momentum",
+                self.muon_momentum != d.muon_momentum,
+                self.muon_momentum.to_string(),
+            ),
+            (
+                "training.momentum_warmup_steps",
+                self.momentum_warmup_steps != d.momentum_warmup_steps,
+                self.momentum_warmup_steps.to_string(),
+            ),
+            (
+                "training.ns_steps",
+                self.ns_steps != d.ns_steps,
+                self.ns_steps.to_string(),
+            ),
+        ];
+        for (key, changed, value) in set {
+            if changed {
+                c.conflict(
+                    key,
+                    value,
+                    "training.optimizer",
+                    format!("\"{}\"", self.optimizer),
+                    "this key only applies to the Muon optimiser; set training.optimizer to \
+                     \"muon\", or leave the key at its default",
+                );
+            }
+        }
     }
 }
 

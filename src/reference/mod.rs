@@ -1,7 +1,7 @@
 //! An independent Candle (CPU) implementation of the model in docs/model.md (dense and MoE
 //! blocks): forward, loss,
 //! gradients by Candle's backprop, the distillation objective (KL to a teacher, hidden-state
-//! distances), AdamW with the LR schedule and global-norm clipping, a
+//! distances), AdamW or Muon + AdamW with the LR schedule and global-norm clipping, a
 //! training driver for benchmarks, and the comparison rows `vishwam verify` prints.
 //!
 //! It shares nothing with `src/model` or the hlo crate but the configuration types, so the
@@ -14,6 +14,7 @@ mod error;
 mod kernels;
 mod model;
 mod moe;
+mod muon;
 mod optimizer;
 mod params;
 mod rope;
@@ -29,6 +30,10 @@ pub use distill::{distillation_loss_and_grads, DistillLosses, ReferenceDistillat
 pub use error::{ReferenceError, Result};
 pub use kernels::{causal_softmax, softmax_cross_entropy};
 pub use model::{Gradients, ReferenceModel};
+pub use muon::{
+    is_muon_parameter, muon_momentum_at, newton_schulz, OptimizerStep, ReferenceMuon,
+    ReferenceOptimizer,
+};
 pub use optimizer::{ReferenceAdamW, StepUpdate};
 pub use params::{parameter_specs, random_parameters, Init, ParameterSpec};
 pub use rope::{scaled_theta_and_position_divisor, RopeTables};

@@ -1,4 +1,5 @@
-//! AdamW of docs/model.md: global-norm clipping, bias-corrected moments, decoupled decay.
+//! AdamW of docs/model.md: global-norm clipping, bias-corrected moments, decoupled decay;
+//! its per-parameter step is shared with [`super::ReferenceMuon`]'s AdamW parameters.
 
 use std::collections::BTreeMap;
 
@@ -6,6 +7,7 @@ use candle_core::Tensor;
 
 use super::error::{ReferenceError, Result};
 use super::model::{Gradients, ReferenceModel};
+use super::params::ParameterSpec;
 use super::schedule::lr_at;
 use crate::config::TrainingConfig;
 
@@ -29,6 +31,8 @@ pub struct StepUpdate {
     pub grad_norm: f64,
     /// Factor the gradients were multiplied by (1 when not clipped).
     pub clip_scale: f64,
+    /// Muon's rate at `t` under `training.optimizer = "muon"` (`lr` is then AdamW's).
+    pub muon_lr: Option<f64>,
 }
 
 impl ReferenceAdamW {
@@ -75,43 +79,17 @@ impl ReferenceAdamW {
             return Err(ReferenceError::InvalidStep { t });
         }
         let c = &self.training;
-        let (b1, b2) = (c.adam_beta1, c.adam_beta2);
         let lr = lr_at(t, c);
         let grad_norm = grads.global_norm()?;
-        let clip_scale = if c.max_grad_norm > 0.0 {
-            (c.max_grad_norm / (grad_norm + 1e-6)).min(1.0)
-        } else {
-            1.0
-        };
-        let bias1 = 1.0 - b1.powi(t as i32);
-        let bias2 = 1.0 - b2.powi(t as i32);
+        let clip_scale = clip_scale(grad_norm, c);
         for spec in model.specs() {
             let name = &spec.name;
-            let missing = || ReferenceError::MissingGradient { name: name.clone() };
-            let grad = grads.get(name).ok_or_else(missing)?;
+            let grad = checked_gradient(grads, spec)?;
             let (m, v) = match (self.first_moments.get(name), self.second_moments.get(name)) {
                 (Some(m), Some(v)) => (m, v),
-                _ => return Err(missing()),
+                _ => return Err(ReferenceError::MissingGradient { name: name.clone() }),
             };
-            if grad.dims() != spec.shape.as_slice() {
-                return Err(ReferenceError::ShapeMismatch {
-                    name: format!("gradient of {name}"),
-                    expected: spec.shape.clone(),
-                    got: grad.dims().to_vec(),
-                });
-            }
-            let theta = model.parameters()[name].as_tensor();
-            let g = grad.affine(clip_scale, 0.0)?;
-            let m = (m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
-            let v = (v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
-            let m_hat = (&m / bias1)?;
-            let v_hat = (&v / bias2)?;
-            let mut update = m_hat.div(&(v_hat.sqrt()? + c.adam_eps)?)?;
-            if spec.decay {
-                update = (update + theta.affine(c.weight_decay, 0.0)?)?;
-            }
-            let new_theta = (theta - update.affine(lr, 0.0)?)?;
-            model.parameters()[name].set(&new_theta)?;
+            let (m, v) = adamw_parameter(model, spec, grad, (m, v), clip_scale, lr, t, c)?;
             self.first_moments.insert(name.clone(), m);
             self.second_moments.insert(name.clone(), v);
         }
@@ -121,6 +99,67 @@ impl ReferenceAdamW {
             lr,
             grad_norm,
             clip_scale,
+            muon_lr: None,
         })
     }
+}
+
+/// The factor of docs/model.md's global-norm clipping: `min(1, max_grad_norm / (norm +
+/// 1e-6))`, or 1 when `max_grad_norm` is 0.
+pub(crate) fn clip_scale(grad_norm: f64, c: &TrainingConfig) -> f64 {
+    if c.max_grad_norm > 0.0 {
+        (c.max_grad_norm / (grad_norm + 1e-6)).min(1.0)
+    } else {
+        1.0
+    }
+}
+
+/// The gradient of `spec`'s parameter, which must exist and have its shape.
+pub(crate) fn checked_gradient<'a>(
+    grads: &'a Gradients,
+    spec: &ParameterSpec,
+) -> Result<&'a Tensor> {
+    let name = &spec.name;
+    let grad = grads
+        .get(name)
+        .ok_or_else(|| ReferenceError::MissingGradient { name: name.clone() })?;
+    if grad.dims() != spec.shape.as_slice() {
+        return Err(ReferenceError::ShapeMismatch {
+            name: format!("gradient of {name}"),
+            expected: spec.shape.clone(),
+            got: grad.dims().to_vec(),
+        });
+    }
+    Ok(grad)
+}
+
+/// docs/model.md's AdamW step `t` for one parameter of `model`, with its (unclipped)
+/// gradient and moments `(m, v)`: sets the parameter and returns the new moments.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adamw_parameter(
+    model: &ReferenceModel,
+    spec: &ParameterSpec,
+    grad: &Tensor,
+    (m, v): (&Tensor, &Tensor),
+    clip_scale: f64,
+    lr: f64,
+    t: usize,
+    c: &TrainingConfig,
+) -> Result<(Tensor, Tensor)> {
+    let (b1, b2) = (c.adam_beta1, c.adam_beta2);
+    let bias1 = 1.0 - b1.powi(t as i32);
+    let bias2 = 1.0 - b2.powi(t as i32);
+    let theta = model.parameters()[&spec.name].as_tensor();
+    let g = grad.affine(clip_scale, 0.0)?;
+    let m = (m.affine(b1, 0.0)? + g.affine(1.0 - b1, 0.0)?)?;
+    let v = (v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+    let m_hat = (&m / bias1)?;
+    let v_hat = (&v / bias2)?;
+    let mut update = m_hat.div(&(v_hat.sqrt()? + c.adam_eps)?)?;
+    if spec.decay {
+        update = (update + theta.affine(c.weight_decay, 0.0)?)?;
+    }
+    let new_theta = (theta - update.affine(lr, 0.0)?)?;
+    model.parameters()[&spec.name].set(&new_theta)?;
+    Ok((m, v))
 }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::error::Result;
 use super::model::ReferenceModel;
-use super::optimizer::ReferenceAdamW;
+use super::muon::OptimizerStep;
 use super::Batch;
 
 /// Timing and numbers of one training step.
@@ -32,10 +32,11 @@ impl StepStats {
 }
 
 /// Runs up to `steps` optimizer steps (fewer if `batches` ends), continuing from the
-/// optimizer's last step.
+/// optimizer's last step; `optimizer` is AdamW, Muon or the [`super::ReferenceOptimizer`]
+/// a config names.
 pub fn train_steps(
     model: &ReferenceModel,
-    optimizer: &mut ReferenceAdamW,
+    optimizer: &mut impl OptimizerStep,
     batches: impl IntoIterator<Item = Batch>,
     steps: usize,
 ) -> Result<Vec<StepStats>> {

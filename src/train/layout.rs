@@ -135,7 +135,7 @@ impl StepLayout {
             target.insert(p.name.clone(), slot(p)?);
         }
         let trainable: Vec<ParamSpec> = params.iter().filter(|p| p.trainable).cloned().collect();
-        let opt = optim::from_config(&cfg.training, &trainable).init(&trained);
+        let opt = optim::from_config(cfg, &trainable, &trained).init(&trained);
         let policy = PrecisionPolicy::from_config(cfg);
         let dynamic_scale = matches!(policy.loss_scaling, LossScaling::Dynamic { .. });
         let fp8 = policy.fp8().map(|policy| Fp8Step {

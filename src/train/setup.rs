@@ -22,6 +22,7 @@ pub const SUPPORTED: Features = Features::NONE
     .with(Feature::Bf16Compute)
     .with(Feature::F16DynamicScale)
     .with(Feature::Fp8)
+    .with(Feature::Muon)
     .with(Feature::GradientAccumulation)
     .with(Feature::Fsdp)
     .with(Feature::TensorParallel)

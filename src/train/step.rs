@@ -187,7 +187,7 @@ pub(super) fn trace_train_step(
     let next_step = &state.step + 1i64;
     let t = next_step.cast(DType::F32);
     let params = as_map(&state.params);
-    let optimizer = optim::from_config(&cfg.training, &layout.trained_params());
+    let optimizer = optim::from_config(cfg, &layout.trained_params(), &layout.state.params);
     let ctx = UpdateContext {
         t: t.clone(),
         grad_norm: grad_norm.clone(),

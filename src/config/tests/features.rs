@@ -62,7 +62,7 @@ fn flipping_a_feature_on_removes_exactly_its_settings() {
 fn every_feature_is_reachable_from_some_setting() {
     let everything = load(
         r#"{"model": {"use_moe": true, "dropout_rate": 0.1, "rope_scaling": {"type": "ntk", "factor": 2}},
-            "training": {"grad_accum_steps": 2},
+            "training": {"grad_accum_steps": 2, "optimizer": "muon"},
             "tpu": {"tpu_topology": "2x2", "use_bfloat16": true, "logical_axis_rules": []},
             "memory": {"gradient_checkpointing": true, "attention_memory_efficient": true, "kv_cache_fp8": true},
             "optimization": {"use_fp8": true, "shard_weights": true},

@@ -2,6 +2,7 @@
 
 mod features;
 mod loading;
+mod optimizer;
 mod overrides;
 mod presets;
 mod validation;

@@ -9,14 +9,17 @@
 
 mod adamw;
 mod chain;
+pub mod muon;
+mod muon_transform;
 mod state;
 
 pub use adamw::{AddDecayedWeights, ClipByGlobalNorm, ScaleByAdam, ScaleBySchedule};
 pub use chain::{Chain, Partition};
+pub use muon_transform::ScaleByMuon;
 pub use state::OptState;
 
 use super::state::StateSlot;
-use crate::config::TrainingConfig;
+use crate::config::{Config, Optimizer};
 use crate::model::ParamSpec;
 use std::collections::BTreeMap;
 use vishwam_hlo::{Result, Tensor, TensorMap};
@@ -53,25 +56,33 @@ pub fn apply_updates(params: &TensorMap, updates: &TensorMap) -> Result<TensorMa
         .collect()
 }
 
-/// The optimiser `training` asks for, over the trained parameters `params`.
-pub fn from_config(training: &TrainingConfig, params: &[ParamSpec]) -> Chain {
-    let adamw = |names: Vec<String>| -> Vec<Box<dyn GradientTransformation>> {
+/// The optimiser `cfg.training` asks for, over the trained parameters `params` whose state
+/// slots (types and shardings) are `slots`.
+pub fn from_config(
+    cfg: &Config,
+    params: &[ParamSpec],
+    slots: &BTreeMap<String, StateSlot>,
+) -> Chain {
+    let training = &cfg.training;
+    let adamw = |names: &[String]| -> Chain {
         let decayed = params
             .iter()
             .filter(|p| p.decay && names.contains(&p.name))
             .map(|p| p.name.clone())
             .collect();
-        vec![
-            Box::new(ScaleByAdam::from_config(training)),
-            Box::new(AddDecayedWeights {
-                rate: training.weight_decay,
-                params: decayed,
-            }),
-            Box::new(ScaleBySchedule {
-                training: training.clone(),
-                peak: training.learning_rate,
-            }),
-        ]
+        Chain {
+            stages: vec![
+                Box::new(ScaleByAdam::from_config(training)),
+                Box::new(AddDecayedWeights {
+                    rate: training.weight_decay,
+                    params: decayed,
+                }),
+                Box::new(ScaleBySchedule {
+                    training: training.clone(),
+                    peak: training.learning_rate,
+                }),
+            ],
+        }
     };
     let mut stages: Vec<Box<dyn GradientTransformation>> = Vec::new();
     if training.max_grad_norm > 0.0 {
@@ -79,7 +90,35 @@ pub fn from_config(training: &TrainingConfig, params: &[ParamSpec]) -> Chain {
             max_norm: training.max_grad_norm,
         }));
     }
-    let all: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
-    stages.extend(adamw(all));
+    match training.optimizer {
+        Optimizer::AdamW => {
+            let all: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
+            stages.extend(adamw(&all).stages);
+        }
+        Optimizer::Muon => {
+            let (matrices, rest): (Vec<&ParamSpec>, Vec<&ParamSpec>) =
+                params.iter().partition(|p| muon::uses_muon(p));
+            let names = |ps: &[&ParamSpec]| -> Vec<String> {
+                ps.iter().map(|p| p.name.clone()).collect()
+            };
+            let (matrices, rest) = (names(&matrices), names(&rest));
+            let specs = matrices
+                .iter()
+                .filter_map(|n| Some((n.clone(), slots.get(n)?.spec.clone())))
+                .collect();
+            let muon = ScaleByMuon::new(training, cfg.compute_dtype(), specs);
+            stages.push(Box::new(Partition {
+                groups: vec![
+                    (
+                        matrices,
+                        Chain {
+                            stages: vec![Box::new(muon)],
+                        },
+                    ),
+                    (rest.clone(), adamw(&rest)),
+                ],
+            }));
+        }
+    }
     Chain { stages }
 }
