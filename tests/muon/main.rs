@@ -1,12 +1,13 @@
 //! Muon's pieces: the traced Newton-Schulz against the Candle reference and against the
 //! quintic's action on known singular values, its bf16/f16 paths, the per-matrix update,
-//! the reference's Muon + AdamW step, and the CLI's refusal until the train step runs Muon.
+//! the reference's Muon + AdamW step, and Muon runs through the binary (state, resume).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod newton_schulz;
 mod reference_step;
+mod train;
 mod update;
 
 use candle_core::{Device, Tensor as CTensor};

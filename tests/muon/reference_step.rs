@@ -161,22 +161,10 @@ fn the_configured_reference_optimizer_trains_with_muon() {
     assert!(matches!(other, ReferenceOptimizer::AdamW(_)));
 }
 
-/// Until the train step runs Muon, a Muon run stops at setup naming the key, and a Muon key
-/// under AdamW is a configuration error naming both keys.
+/// A Muon key under AdamW is a configuration error naming both keys.
 #[test]
-fn the_cli_refuses_muon_until_the_step_runs_it() {
+fn the_cli_refuses_a_muon_key_under_adamw() {
     let home = tempfile::tempdir().unwrap();
-    let err = failed(vishwam_cli(
-        home.path(),
-        &["train", "--set", "training.optimizer=muon", "--no-progress"],
-    ));
-    assert!(
-        err.contains(
-            "`training.optimizer` = \"muon\" needs the Muon optimiser in the train step \
-             (not yet wired)"
-        ),
-        "{err}"
-    );
     let err = failed(vishwam_cli(
         home.path(),
         &["train", "--set", "training.muon_lr=0.05", "--no-progress"],
