@@ -65,13 +65,32 @@ fn a_muon_run_keeps_momentum_for_block_matrices_and_resumes_exactly() {
     let last = checkpoint::load(&checkpoint::latest(&full.join("checkpoints")).unwrap()).unwrap();
     let names: Vec<&String> = last.state.keys().collect();
     for muon in ["layers.0.attn.wq", "layers.1.mlp.w_down"] {
-        assert!(last.state.contains_key(&format!("opt.momentum.{muon}")), "{names:?}");
-        assert!(!last.state.contains_key(&format!("opt.m.{muon}")), "{names:?}");
+        assert!(
+            last.state.contains_key(&format!("opt.momentum.{muon}")),
+            "{names:?}"
+        );
+        assert!(
+            !last.state.contains_key(&format!("opt.m.{muon}")),
+            "{names:?}"
+        );
     }
-    for adamw in ["embed.tokens", "final_norm.scale", "layers.0.attn_norm.scale"] {
-        assert!(last.state.contains_key(&format!("opt.m.{adamw}")), "{names:?}");
-        assert!(last.state.contains_key(&format!("opt.v.{adamw}")), "{names:?}");
-        assert!(!last.state.contains_key(&format!("opt.momentum.{adamw}")), "{names:?}");
+    for adamw in [
+        "embed.tokens",
+        "final_norm.scale",
+        "layers.0.attn_norm.scale",
+    ] {
+        assert!(
+            last.state.contains_key(&format!("opt.m.{adamw}")),
+            "{names:?}"
+        );
+        assert!(
+            last.state.contains_key(&format!("opt.v.{adamw}")),
+            "{names:?}"
+        );
+        assert!(
+            !last.state.contains_key(&format!("opt.momentum.{adamw}")),
+            "{names:?}"
+        );
     }
 
     let step2 = full.join("checkpoints").join(checkpoint::step_dir_name(2));

@@ -192,3 +192,89 @@ fn traced_momentum_and_rate_follow_their_host_twins() {
         );
     }
 }
+
+/// The Muon transformation, which orthogonalises same-shaped matrices stacked together,
+/// gives each matrix `muon_update`'s update and momentum.
+#[test]
+fn stacking_same_shaped_matrices_gives_the_per_matrix_updates() {
+    use std::collections::BTreeMap;
+    use vishwam::train::optim::{GradientTransformation, OptState, ScaleByMuon, UpdateContext};
+    let mut r = rng(11);
+    let shapes: [(&str, [i64; 2]); 3] = [("a", [16, 48]), ("b", [16, 48]), ("c", [48, 16])];
+    let training = TrainingConfig {
+        momentum_warmup_steps: 4,
+        muon_lr: 0.02,
+        warmup_steps: 0,
+        ..Default::default()
+    };
+    let muon = ScaleByMuon::new(
+        &training,
+        vishwam::config::ComputeDtype::F32,
+        BTreeMap::new(),
+    );
+    let g = Graph::named("muon_stacked");
+    let scalar = TensorType::new(DType::F32, &[]);
+    let t = g.param("t", scalar.clone());
+    let (mut grads, mut buffers, mut inputs) = (Vec::new(), BTreeMap::new(), Vec::new());
+    for (name, shape) in &shapes {
+        let ty = TensorType::new(DType::F32, shape);
+        let (gp, bp) = (
+            g.param(&format!("g.{name}"), ty.clone()),
+            g.param(&format!("b.{name}"), ty),
+        );
+        grads.push((name.to_string(), gp));
+        buffers.insert(name.to_string(), bp);
+        let n = (shape[0] * shape[1]) as usize;
+        inputs.push(Lit::f32(shape, &uniform(n, &mut r)));
+        inputs.push(Lit::f32(shape, &uniform(n, &mut r)));
+    }
+    inputs.insert(0, Lit::f32(&[], &[3.0]));
+    let ctx = UpdateContext {
+        t: t.clone(),
+        grad_norm: g.scalar(1.0, DType::F32),
+    };
+    let state = OptState::of_kind("momentum", buffers.clone());
+    let (updates, next) = muon
+        .update(
+            grads.iter().cloned().collect(),
+            &state,
+            &Default::default(),
+            &ctx,
+        )
+        .unwrap();
+    let lr = muon_lr_traced(&training, &t);
+    let mut outs = Vec::new();
+    for (name, gp) in &grads {
+        let one = muon_update(
+            gp,
+            &buffers[name],
+            &lr,
+            &t,
+            &muon.settings,
+            &PartitionSpec::replicated(),
+        );
+        outs.push((
+            format!("stacked.{name}"),
+            updates.get(name).unwrap().clone(),
+        ));
+        outs.push((format!("single.{name}"), one.update));
+        outs.push((
+            format!("momentum.{name}"),
+            next.get("momentum", name).unwrap().clone(),
+        ));
+        outs.push((format!("single_momentum.{name}"), one.momentum));
+    }
+    let refs: Vec<(&str, &vishwam_hlo::Tensor)> =
+        outs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let out = Program::new(g.finish(&refs).unwrap()).run(&inputs);
+    for k in 0..shapes.len() {
+        let (stacked, single) = (out[4 * k].values(), out[4 * k + 1].values());
+        let err = relative_error(&stacked, &single);
+        assert!(
+            err < 1e-5,
+            "{}: stacked vs single relative error {err}",
+            shapes[k].0
+        );
+        assert_eq!(out[4 * k + 2].values(), out[4 * k + 3].values());
+    }
+}

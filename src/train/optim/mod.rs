@@ -98,9 +98,8 @@ pub fn from_config(
         Optimizer::Muon => {
             let (matrices, rest): (Vec<&ParamSpec>, Vec<&ParamSpec>) =
                 params.iter().partition(|p| muon::uses_muon(p));
-            let names = |ps: &[&ParamSpec]| -> Vec<String> {
-                ps.iter().map(|p| p.name.clone()).collect()
-            };
+            let names =
+                |ps: &[&ParamSpec]| -> Vec<String> { ps.iter().map(|p| p.name.clone()).collect() };
             let (matrices, rest) = (names(&matrices), names(&rest));
             let specs = matrices
                 .iter()
