@@ -629,10 +629,10 @@ fn accumulate(
     })
 }
 
-/// One micro-batch: the masked CE sum (or, with a teacher, the distillation objective's sum)
-/// and the gradients of `weights[0]` times it (plus, for MoE models,
-/// `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8 statistics
-/// per layer (the gradients of zero probes).
+/// One micro-batch of the model's objective ([`model::lm_pass`]): the masked CE sum (or, with
+/// a teacher, the distillation objective's sum) and the gradients of `weights[0]` times it
+/// (plus, for MoE models, `weights[1]` times [`model::moe_aux_term`]) with respect to
+/// `names`, and the FP8 statistics per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
 fn micro_step(
     cfg: &Config,
@@ -648,8 +648,6 @@ fn micro_step(
 ) -> Result<Accumulated> {
     let [tokens, targets, mask] = batch;
     let g = tokens.graph().clone();
-    let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
-    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let mut stream = RngStream { state: rng };
     let probes = match &layout.fp8 {
         Some(f) => f.probes(&g),
@@ -660,43 +658,21 @@ fn micro_step(
     for (name, probe) in &probes {
         model_inputs.insert(name.clone(), probe.clone());
     }
-    let out = model::hidden_states_with_layers(
-        &cfg.model,
-        opts,
-        &model_inputs,
-        tokens,
-        &positions,
-        Some(&mut stream),
-    )?;
-    let w = model::head_weight(&cfg.model, params)?.cast(opts.compute);
-    let n = b * t;
-    let h = out.hidden.reshape(&[n, cfg.model.hidden_dim as i64]);
+    let pass = model::lm_pass(&cfg.model, opts, &model_inputs, tokens, Some(&mut stream))?;
     let (loss, distill) = match teacher {
-        None => {
-            let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-            let ce = model::masked_ce_sum(
-                &h,
-                &w,
-                &targets.reshape(&[n]),
-                &mask.reshape(&[n]),
-                chunk,
-                opts.head_fp8,
-                opts.row_stats,
-            );
-            (ce, None)
-        }
+        None => (pass.ce_sum(targets, mask, None), None),
         Some((context, teacher_params)) => {
             let student = StudentPass {
-                hidden: &h,
-                head: &w,
-                layers: &out.layers,
+                hidden: &pass.hidden,
+                head: &pass.head,
+                layers: &pass.layers,
                 params,
             };
             let batch = MicroBatch {
                 tokens,
                 targets,
                 mask,
-                positions: &positions,
+                positions: &pass.positions,
             };
             let terms = context.terms(&student, teacher_params, &batch)?;
             (
@@ -710,13 +686,10 @@ fn micro_step(
         .map(|n| params.get(n).cloned())
         .collect::<Result<_>>()?;
     wrt.extend(probes.into_iter().map(|(_, probe)| probe));
-    let moe = MoeStepStats::stack(&out.moe);
+    let moe = MoeStepStats::stack(&pass.moe);
     let mut objective = &loss * &weights[0];
-    if let Some(aux) = moe
-        .as_ref()
-        .and_then(|m| moe_state::aux_objective(&cfg.model, m, &weights[1]))
-    {
-        objective = objective + aux;
+    if let Some(aux) = pass.aux_term(&cfg.model) {
+        objective = objective + aux * &weights[1];
     }
     let mut grads = g.grad(&objective, &wrt)?;
     let fp8 = grads.split_off(names.len());
