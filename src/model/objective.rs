@@ -8,7 +8,8 @@
 //! through the chunked head ([`super::masked_ce_sum`]), and [`moe_aux_term`] the MoE
 //! load-balancing term `aux_loss_coef * mean over MoE blocks of aux`. The train step's
 //! objective is `ce_sum * w_ce + moe_aux_term * w_aux` (weights from the loss normalisation,
-//! the loss scale and the accumulation); verify differentiates `ce_sum / tokens +
+//! the loss scale and the accumulation; a distillation step puts its objective, fed from the
+//! same pass, in place of `ce_sum`); verify differentiates `ce_sum / tokens +
 //! moe_aux_term`, the same objective at one micro-batch; evaluation and scoring report the
 //! cross-entropy alone, as training logs it.
 
@@ -95,8 +96,9 @@ impl LmPass {
 
 /// The MoE auxiliary term of the objective, `aux_loss_coef * mean over the MoE blocks of
 /// each block's aux loss` (f32 scalar); `None` when the coefficient is 0 or there are no MoE
-/// blocks. Every objective adds it through this function, with the weight its normalisation
-/// gives the cross-entropy's mean (1 for one micro-batch, `1 / accum` per micro-batch).
+/// blocks. Every objective adds it through this function: `verify` as it is, the train step
+/// weighted by `1 / accum` per micro-batch (times the f16 loss scale), so that accumulation
+/// averages it over the micro-batches.
 pub fn moe_aux_term(cfg: &ModelConfig, moe: &[MoeStats]) -> Option<Tensor> {
     (cfg.aux_loss_coef > 0.0).then_some(())?;
     let (first, rest) = moe.split_first()?;
