@@ -179,31 +179,15 @@ pub fn verify(
     let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
     let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
     let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
-    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
-    let (h, moe) = model::hidden_states_with_moe(&cfg.model, &opts, &p, &tokens, &positions, None)?;
-    let w = model::head_weight(&cfg.model, &p)?.cast(opts.compute);
-    let logits = h.matmul(&w).cast(DType::F32);
-    let n = b * t;
-    let chunk = options
-        .loss_chunk
-        .unwrap_or_else(|| model::default_chunk(n as usize, cfg.model.vocab_size));
-    let hidden = h.reshape(&[n, cfg.model.hidden_dim as i64]);
-    let ce = model::masked_ce_sum(
-        &hidden,
-        &w,
-        &targets.reshape(&[n]),
-        &mask.reshape(&[n]),
-        chunk,
-        opts.head_fp8,
-        opts.row_stats,
-    );
+    // The objective of the train step at one micro-batch (model::lm_pass): the mean masked
+    // cross-entropy plus, for MoE models, model::moe_aux_term.
+    let pass = model::lm_pass(&cfg.model, &opts, &p, &tokens, None)?;
+    let logits = pass.logits().reshape(&[b, t, cfg.model.vocab_size as i64]);
+    let ce = pass.ce_sum(&targets, &mask, options.loss_chunk);
     let loss = &ce / mask.sum_all().maximum(1.0);
-    // MoE: the objective adds aux_loss_coef x the mean aux loss (docs/model.md).
-    let objective = match moe.iter().map(|s| s.aux_loss.clone()).reduce(|a, b| a + b) {
-        Some(aux) if cfg.model.aux_loss_coef > 0.0 => {
-            &loss + aux * (cfg.model.aux_loss_coef / moe.len() as f64)
-        }
-        _ => loss.clone(),
+    let objective = match pass.aux_term(&cfg.model) {
+        Some(aux) => &loss + aux,
+        None => loss.clone(),
     };
     let names: Vec<String> = layout.params.iter().map(|s| s.name.clone()).collect();
     let wrt: Vec<_> = names
@@ -282,7 +266,7 @@ pub fn verify(
         let mut trainer = Trainer::new(cfg, engine, plan)?;
         let mut state = initial_state(cfg, &trainer.layout);
         for (name, array) in params {
-            state.insert(format!("params.{name}"), array.clone());
+            state.insert(crate::train::state::param_leaf(name), array.clone());
         }
         trainer.load_state(&state)?;
         let hb = crate::train::HostBatch::from_rows(

@@ -31,7 +31,7 @@ fn param_inputs(g: &Graph, cfg: &ModelConfig, dtype: DType) -> TensorMap {
     let mut params = TensorMap::new();
     for spec in model::param_specs(cfg) {
         let t = g.param(
-            &format!("params.{}", spec.name),
+            &crate::train::state::param_leaf(&spec.name),
             TensorType::new(dtype, &spec.shape),
         );
         params.insert(spec.name, t);
@@ -195,7 +195,9 @@ pub fn build_decode(
 }
 
 /// Sum of the masked cross-entropy and the count of target tokens over one batch
-/// `tokens`, `targets: i32 [B, T]`, `mask: f32 [B, T]` (as the training eval computes it).
+/// `tokens`, `targets: i32 [B, T]`, `mask: f32 [B, T]`: the model's objective
+/// ([`model::lm_pass`]) without dropout, its cross-entropy alone, as the training evaluation
+/// computes it.
 pub fn build_eval(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -208,18 +210,7 @@ pub fn build_eval(
     let tokens = g.param("tokens", TensorType::new(DType::I32, &shape));
     let targets = g.param("targets", TensorType::new(DType::I32, &shape));
     let mask = g.param("mask", TensorType::new(DType::F32, &shape));
-    let positions = g.iota(&TensorType::new(DType::I32, &[shape[1]]), 0);
-    let hidden = model::hidden_states(cfg, opts, &params, &tokens, &positions, None)?;
-    let w = model::head_weight(cfg, &params)?.cast(opts.compute);
-    let n = shape[0] * shape[1];
-    let loss_sum = model::masked_ce_sum(
-        &hidden.reshape(&[n, cfg.hidden_dim as i64]),
-        &w,
-        &targets.reshape(&[n]),
-        &mask.reshape(&[n]),
-        model::default_chunk(n as usize, cfg.vocab_size),
-        opts.head_fp8,
-        opts.row_stats,
-    );
+    let pass = model::lm_pass(cfg, opts, &params, &tokens, None)?;
+    let loss_sum = pass.ce_sum(&targets, &mask, None);
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }

@@ -4,7 +4,9 @@
 //! the blocks; `attention` and `blocked` are the two composed attention forms and
 //! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
 //! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy and `distill_loss`
-//! the chunked teacher-student KL with hidden-state distances; `projection` routes the block
+//! the chunked teacher-student KL with hidden-state distances; `objective` assembles the
+//! training objective (forward pass, head, masked cross-entropy, MoE aux term) once, for
+//! training, evaluation, generation's scoring and `verify`; `projection` routes the block
 //! matmuls through plain or FP8 (`fp8`) matmuls; `decode` is the forward pass over a KV cache
 //! for generation. The model never touches the runtime.
 
@@ -19,6 +21,7 @@ pub mod hf;
 mod loss;
 mod moe;
 mod moe_routing;
+mod objective;
 mod params;
 mod projection;
 
@@ -40,6 +43,7 @@ pub use moe::{
     capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
 };
 pub use moe_routing::{combine, dispatch, exclusive_cumsum, gather_rows, route, Routing};
+pub use objective::{lm_pass, moe_aux_term, LmPass};
 pub use params::{init_param, init_params, param_counts, param_specs, Init, ParamSpec};
 pub use projection::{
     fp8_amax_name, fp8_probe_name, fp8_stats_type, Projection, ProjectionInput, FP8_FORWARD_ROWS,

@@ -5,8 +5,8 @@
 use super::distill::DistillContext;
 use super::fp8::combine_stats;
 use super::layout::StepLayout;
+use super::micro_step::micro_step;
 use super::moe_state::MoeStepStats;
-use super::step::micro_step;
 use crate::config::Config;
 use crate::model::ForwardOptions;
 use vishwam_hlo::{tree_struct, DType, Result, Tensor, TensorMap};

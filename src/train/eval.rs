@@ -1,9 +1,10 @@
-//! Programs over the parameters alone: evaluation loss and greedy next-token prediction.
+//! Programs over the parameters alone: evaluation loss and greedy next-token prediction, both
+//! on the model's objective pass ([`crate::model::lm_pass`]).
 
 use super::layout::StepLayout;
 use crate::config::Config;
 use crate::model::{self, ForwardOptions};
-use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, Tensor, TensorMap, TensorType};
+use vishwam_hlo::{DType, Func, Graph, PartitionSpec, Result, TensorMap, TensorType};
 
 fn param_inputs(g: &Graph, layout: &StepLayout) -> TensorMap {
     layout.param_inputs(g)
@@ -17,7 +18,9 @@ fn eval_options(train: &ForwardOptions) -> ForwardOptions {
     }
 }
 
-/// Sum of masked cross-entropy and the token count over one `[micro_batch, seq_len]` batch.
+/// Sum of masked cross-entropy and the token count over one `[micro_batch, seq_len]` batch:
+/// the model's objective ([`model::lm_pass`]) with dropout off, its cross-entropy alone as the
+/// train step reports it.
 pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions) -> Result<Func> {
     let g = Graph::named("eval_step");
     let params = param_inputs(&g, layout);
@@ -29,25 +32,14 @@ pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions
     let targets = g.param_sharded("targets", TensorType::new(DType::I32, &shape), spec.clone());
     let mask = g.param_sharded("mask", TensorType::new(DType::F32, &shape), spec);
     let opts = eval_options(train);
-    let positions = g.iota(&TensorType::new(DType::I32, &[shape[1]]), 0);
-    let h = model::hidden_states(&cfg.model, &opts, &params, &tokens, &positions, None)?;
-    let w = model::head_weight(&cfg.model, &params)?.cast(opts.compute);
-    let n = shape[0] * shape[1];
-    let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-    let loss_sum = model::masked_ce_sum(
-        &h.reshape(&[n, cfg.model.hidden_dim as i64]),
-        &w,
-        &targets.reshape(&[n]),
-        &mask.reshape(&[n]),
-        chunk,
-        opts.head_fp8,
-        opts.row_stats,
-    );
+    let pass = model::lm_pass(&cfg.model, &opts, &params, &tokens, None)?;
+    let loss_sum = pass.ce_sum(&targets, &mask, None);
     g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
 }
 
 /// The greedy next token after `tokens[0, ..length]` for a `[1, seq_len]` window
-/// (positions past `length` are ignored by causality).
+/// (positions past `length` are ignored by causality): the head of [`model::lm_pass`] at
+/// position `length - 1`.
 pub fn build_next_token(cfg: &Config, layout: &StepLayout, train: &ForwardOptions) -> Result<Func> {
     let g = Graph::named("next_token");
     let params = param_inputs(&g, layout);
@@ -58,19 +50,13 @@ pub fn build_next_token(cfg: &Config, layout: &StepLayout, train: &ForwardOption
         residual_spec: None,
         ..eval_options(train)
     };
-    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
-    let h = model::hidden_states(&cfg.model, &opts, &params, &tokens, &positions, None)?;
-    let last: Tensor = {
-        let zero = length.zeros_like();
-        h.dynamic_slice(
-            &[zero.clone(), &length - 1i64, zero],
-            &[1, 1, cfg.model.hidden_dim as i64],
-        )
-        .reshape(&[1, cfg.model.hidden_dim as i64])
-    };
-    let w = model::head_weight(&cfg.model, &params)?.cast(opts.compute);
+    let pass = model::lm_pass(&cfg.model, &opts, &params, &tokens, None)?;
+    let zero = length.zeros_like();
+    let last = pass
+        .hidden
+        .dynamic_slice(&[&length - 1i64, zero], &[1, cfg.model.hidden_dim as i64]);
     let next = last
-        .matmul(&w)
+        .matmul(&pass.head)
         .cast(DType::F32)
         .argmax(-1, DType::I32)
         .reshape(&[]);

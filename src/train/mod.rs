@@ -12,6 +12,7 @@ mod eval;
 mod fp8;
 pub mod init;
 mod layout;
+mod micro_step;
 mod moe_inspect;
 pub mod moe_state;
 pub mod optim;

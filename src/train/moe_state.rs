@@ -1,6 +1,7 @@
 //! The Mixture-of-Experts parts of the train step: routing statistics summed over the
-//! micro-batches, the aux-loss term of the objective, the loss-free balancing bias update
-//! (outside the gradient, once per step) and the MoE metrics.
+//! micro-batches, the loss-free balancing bias update (outside the gradient, once per step)
+//! and the MoE metrics. The aux-loss term of the objective is the model's
+//! ([`crate::model::moe_aux_term`]).
 
 use super::TrainError;
 use crate::config::ModelConfig;
@@ -70,12 +71,6 @@ impl MoeStepStats {
             aux: &self.aux + &other.aux,
         }
     }
-}
-
-/// The aux-loss term of a micro-batch objective, `weight * aux_loss_coef * mean_l aux_l`;
-/// `None` when the coefficient is 0.
-pub fn aux_objective(cfg: &ModelConfig, stats: &MoeStepStats, weight: &Tensor) -> Option<Tensor> {
-    (cfg.aux_loss_coef > 0.0).then(|| stats.aux.mean_all() * cfg.aux_loss_coef * weight)
 }
 
 /// The row (index into [`moe_layers`]) of a loss-free bias buffer `layers.{i}.moe.router_bias`.

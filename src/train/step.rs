@@ -4,16 +4,15 @@
 //! so the update happens in place on the devices.
 
 use super::accumulate::{accumulate, Accumulated, TeacherInputs};
-use super::distill::{DistillContext, MicroBatch, StudentPass, DISTILL_METRICS};
+use super::distill::{DistillContext, DISTILL_METRICS};
 use super::fp8::Fp8Step;
 use super::layout::{train_forward_options, StepLayout};
-use super::moe_state::{self, MoeStepStats};
+use super::moe_state;
 use super::optim::{self, apply_updates, GradientTransformation, UpdateContext};
 use super::schedule::lr_traced;
 use super::state::{LossScaleState, TrainState};
 use crate::config::Config;
-use crate::model::{self, ForwardOptions, RngStream};
-use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap, TensorType};
+use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap};
 use vishwam_mesh::ShardingPlan;
 
 /// Good steps before the f16 dynamic loss scale doubles.
@@ -267,106 +266,4 @@ pub(super) fn trace_train_step(
         func.donate(&name, &name)?;
     }
     Ok(func)
-}
-
-/// One micro-batch: the masked CE sum (or, with a teacher, the distillation objective's sum)
-/// and the gradients of `weights[0]` times it (plus, for MoE models,
-/// `weights[1] * aux_loss_coef * aux_loss`) with respect to `names`, and the FP8 statistics
-/// per layer (the gradients of zero probes).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn micro_step(
-    cfg: &Config,
-    opts: &ForwardOptions,
-    layout: &StepLayout,
-    names: &[String],
-    params: &TensorMap,
-    fp8_scaling: &TensorMap,
-    batch: [&Tensor; 3],
-    weights: &[Tensor; 2],
-    rng: Tensor,
-    teacher: Option<(&DistillContext, &TensorMap)>,
-) -> Result<Accumulated> {
-    let [tokens, targets, mask] = batch;
-    let g = tokens.graph().clone();
-    let (b, t) = (tokens.shape()[0], tokens.shape()[1]);
-    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
-    let mut stream = RngStream { state: rng };
-    let probes = match &layout.fp8 {
-        Some(f) => f.probes(&g),
-        None => Vec::new(),
-    };
-    let mut model_inputs = params.clone();
-    model_inputs.extend(fp8_scaling.clone());
-    for (name, probe) in &probes {
-        model_inputs.insert(name.clone(), probe.clone());
-    }
-    let out = model::hidden_states_with_layers(
-        &cfg.model,
-        opts,
-        &model_inputs,
-        tokens,
-        &positions,
-        Some(&mut stream),
-    )?;
-    let w = model::head_weight(&cfg.model, params)?.cast(opts.compute);
-    let n = b * t;
-    let h = out.hidden.reshape(&[n, cfg.model.hidden_dim as i64]);
-    let (loss, distill) = match teacher {
-        None => {
-            let chunk = model::default_chunk(n as usize, cfg.model.vocab_size);
-            let ce = model::masked_ce_sum(
-                &h,
-                &w,
-                &targets.reshape(&[n]),
-                &mask.reshape(&[n]),
-                chunk,
-                opts.head_fp8,
-                opts.row_stats,
-            );
-            (ce, None)
-        }
-        Some((context, teacher_params)) => {
-            let student = StudentPass {
-                hidden: &h,
-                head: &w,
-                layers: &out.layers,
-                params,
-            };
-            let batch = MicroBatch {
-                tokens,
-                targets,
-                mask,
-                positions: &positions,
-            };
-            let terms = context.terms(&student, teacher_params, &batch)?;
-            (
-                terms.objective,
-                Some([terms.ce, terms.kl, terms.intermediate]),
-            )
-        }
-    };
-    let mut wrt: Vec<Tensor> = names
-        .iter()
-        .map(|n| params.get(n).cloned())
-        .collect::<Result<_>>()?;
-    wrt.extend(probes.into_iter().map(|(_, probe)| probe));
-    let moe = MoeStepStats::stack(&out.moe);
-    let mut objective = &loss * &weights[0];
-    if let Some(aux) = moe
-        .as_ref()
-        .and_then(|m| moe_state::aux_objective(&cfg.model, m, &weights[1]))
-    {
-        objective = objective + aux;
-    }
-    let mut grads = g.grad(&objective, &wrt)?;
-    let fp8 = grads.split_off(names.len());
-    let grads = names.iter().cloned().zip(grads).collect();
-    Ok(Accumulated {
-        loss,
-        grads,
-        rng: stream.state,
-        moe,
-        fp8,
-        distill,
-    })
 }

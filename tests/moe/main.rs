@@ -5,6 +5,7 @@
 mod common;
 
 mod generate;
+mod objective;
 mod reference;
 mod routing;
 mod run;

@@ -30,7 +30,8 @@ fn random_params(cfg: &Config, seed: u64) -> BTreeMap<String, HostArray> {
         .collect()
 }
 
-/// The XLA side: masked mean CE, and the gradients of CE + coef * mean aux, per parameter.
+/// The XLA side through the model's objective (`model::lm_pass`): masked mean CE, and the
+/// gradients of CE + `model::moe_aux_term` (coef * mean aux), per parameter.
 fn xla_loss_and_grads(
     cfg: &Config,
     params: &BTreeMap<String, HostArray>,
@@ -51,28 +52,22 @@ fn xla_loss_and_grads(
     let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
     let targets = g.param("targets", TensorType::new(DType::I32, &[b * t]));
     let mask = g.param("mask", TensorType::new(DType::F32, &[b * t]));
-    let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let opts = ForwardOptions::eval();
-    let (h, stats) =
-        model::hidden_states_with_moe(&cfg.model, &opts, &p, &tokens, &positions, None).unwrap();
-    let w = model::head_weight(&cfg.model, &p).unwrap();
-    let h2 = h.reshape(&[b * t, cfg.model.hidden_dim as i64]);
-    let ce = model::masked_ce_sum(&h2, &w, &targets, &mask, 8, None, model::RowStats::TwoPass);
+    let pass = model::lm_pass(&cfg.model, &opts, &p, &tokens, None).unwrap();
+    let ce = pass.ce_sum(&targets, &mask, Some(8));
     let loss = ce / mask.sum_all().maximum(1.0);
-    let aux = stats
-        .iter()
-        .map(|s| s.aux_loss.clone())
-        .reduce(|a, b| a + b)
-        .unwrap()
-        / stats.len() as f64;
-    let objective = &loss + aux * cfg.model.aux_loss_coef;
+    let aux = pass
+        .aux_term(&cfg.model)
+        .expect("MoE blocks and a positive aux_loss_coef");
+    let objective = &loss + aux;
     let trainable: Vec<&model::ParamSpec> = specs.iter().filter(|s| s.trainable).collect();
     let wrt: Vec<Tensor> = trainable
         .iter()
         .map(|s| p.get(&s.name).unwrap().clone())
         .collect();
     let grads = g.grad(&objective, &wrt).unwrap();
-    let dropped = stats
+    let dropped = pass
+        .moe
         .iter()
         .map(|s| s.dropped.clone())
         .reduce(|a, b| a + b)
