@@ -6,7 +6,8 @@ use crate::config::{ComputeDtype, Config};
 use crate::engine::{Engine, HostArray, Input};
 use crate::model::{self, param_specs};
 use crate::reference::{
-    self, compare, ComparisonRow, ReferenceAdamW, ReferenceDtype, ReferenceModel,
+    self, compare, ComparisonRow, OptimizerStep, ReferenceDtype, ReferenceModel,
+    ReferenceOptimizer,
 };
 use crate::train::{initial_state, train_forward_options, StepLayout, TrainError, Trainer};
 use rand::{Rng, SeedableRng};
@@ -279,23 +280,22 @@ pub fn verify(
         for _ in 0..steps {
             trainer.step(&hb)?;
         }
-        let mut adam = ReferenceAdamW::new(&candle, &cfg.training).map_err(reference_err)?;
+        let mut optimizer =
+            ReferenceOptimizer::new(&candle, &cfg.training).map_err(reference_err)?;
         for t in 1..=steps {
             let loads = candle
                 .router_loads(&batch.tokens, batch.batch_size, batch.seq_len)
                 .map_err(reference_err)?;
             let (_, grads) = candle.loss_and_grads(batch).map_err(reference_err)?;
-            adam.step(&candle, &grads, t).map_err(reference_err)?;
+            optimizer.step(&candle, &grads, t).map_err(reference_err)?;
             candle
                 .apply_lossfree_update(&loads)
                 .map_err(reference_err)?;
         }
         let got = trainer.params_to_host()?;
         let want = candle.parameters_to_host().map_err(reference_err)?;
-        let lr_sum: f64 = (1..=steps)
-            .map(|t| crate::train::lr_at(&cfg.training, t))
-            .sum();
         for spec in param_specs(&cfg.model) {
+            let lr_sum = largest_update_sum(cfg, &spec, steps);
             let (g, w) = (&got[&spec.name], &want[&spec.name]);
             rows.push(compare_after_steps(
                 &spec.name,
@@ -309,6 +309,25 @@ pub fn verify(
         }
     }
     Ok(VerifyReport { rows })
+}
+
+/// The most `steps` updates can move one element of `spec`: AdamW moves it by at most about
+/// the learning rate per step; Muon by its rate times the shape factor (the orthogonalised
+/// matrix has no element above 1).
+fn largest_update_sum(cfg: &Config, spec: &crate::model::ParamSpec, steps: usize) -> f64 {
+    use crate::train::optim::muon;
+    let muon_matrix =
+        cfg.training.optimizer == crate::config::Optimizer::Muon && muon::uses_muon(spec);
+    (1..=steps)
+        .map(|t| {
+            if muon_matrix {
+                crate::train::lr_at(&muon::muon_schedule(&cfg.training), t)
+                    * muon::shape_scale(&spec.shape)
+            } else {
+                crate::train::lr_at(&cfg.training, t)
+            }
+        })
+        .sum()
 }
 
 /// A parameter after `steps` updates: within `tol.params` of the reference (relative to its

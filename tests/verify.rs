@@ -135,3 +135,27 @@ fn sharded_program_on_4_devices_matches_candle() {
         opts,
     );
 }
+
+/// One and two Muon steps of the compiled train step (Newton-Schulz in f32) against the
+/// Candle reference's Muon, on one device and sharded over 4 (fsdp gathers each matrix for
+/// its orthogonalisation).
+#[test]
+fn muon_steps_match_the_reference_muon() {
+    let opts = VerifyOptions {
+        steps: 2,
+        loss_chunk: None,
+    };
+    let muon = [
+        "training.optimizer=\"muon\"",
+        "training.muon_lr=0.02",
+        "training.momentum_warmup_steps=1",
+    ];
+    check("muon", &muon, 1, opts);
+    let mut fsdp = muon.to_vec();
+    fsdp.extend([
+        "tpu.device_strategy=\"fsdp\"",
+        "tpu.mesh_shape={\"fsdp\": 4}",
+        "optimization.shard_weights=true",
+    ]);
+    check("muon fsdp x4", &fsdp, 4, opts);
+}
