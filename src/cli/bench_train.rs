@@ -6,7 +6,9 @@ use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::config::{ComputeDtype, Config};
-use vishwam::reference::{train_steps, Batch, ReferenceAdamW, ReferenceDtype, ReferenceModel};
+use vishwam::reference::{
+    train_steps, Batch, ReferenceDtype, ReferenceModel, ReferenceOptimizer,
+};
 use vishwam::train::{open_engine, HostBatch, Trainer};
 
 /// Which implementation trains.
@@ -168,7 +170,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let tokens_per_step = (rows * cfg.seq_len()) as f64;
         let model =
             ReferenceModel::init_random(&cfg.model, cfg.training.seed, ReferenceDtype::F32)?;
-        let mut opt = ReferenceAdamW::new(&model, &cfg.training)?;
+        let mut opt = ReferenceOptimizer::new(&model, &cfg.training)?;
         let batches: Vec<Batch> = (0..=args.steps as u64)
             .map(|i| {
                 let (t, y) = random_rows(&cfg, rows, i % 2);
