@@ -6,8 +6,7 @@ use crate::config::{ComputeDtype, Config};
 use crate::engine::{Engine, HostArray, Input};
 use crate::model::{self, param_specs};
 use crate::reference::{
-    self, compare, ComparisonRow, OptimizerStep, ReferenceDtype, ReferenceModel,
-    ReferenceOptimizer,
+    self, compare, ComparisonRow, OptimizerStep, ReferenceDtype, ReferenceModel, ReferenceOptimizer,
 };
 use crate::train::{initial_state, train_forward_options, StepLayout, TrainError, Trainer};
 use rand::{Rng, SeedableRng};

@@ -6,9 +6,7 @@ use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::config::{ComputeDtype, Config};
-use vishwam::reference::{
-    train_steps, Batch, ReferenceDtype, ReferenceModel, ReferenceOptimizer,
-};
+use vishwam::reference::{train_steps, Batch, ReferenceDtype, ReferenceModel, ReferenceOptimizer};
 use vishwam::train::{open_engine, HostBatch, Trainer};
 
 /// Which implementation trains.

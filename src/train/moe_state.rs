@@ -8,7 +8,8 @@ use crate::config::ModelConfig;
 use crate::engine::HostArray;
 use crate::model::MoeStats;
 use serde::Serialize;
-use vishwam_hlo::{tree_struct, DType, Graph, HloError, Tensor, TensorType};
+use std::collections::BTreeMap;
+use vishwam_hlo::{tree_struct, DType, Graph, HloError, Tensor, TensorMap, TensorType};
 
 /// Indices of the MoE blocks, in order; row `r` of every per-block statistic is block
 /// `moe_layers(cfg)[r]`.
@@ -124,33 +125,52 @@ pub const MOE_METRICS: [&str; 4] = [
     "moe.bias_norm",
 ];
 
-/// The MoE metric outputs of a step: utilisation `[L, E]`, dropped fraction `[L]`, aux loss
-/// `[L]` (mean over micro-batches) and, with loss-free balancing, the L2 norm of each block's
-/// updated bias `[L]`. `pairs` is the number of (token, choice) pairs of one micro-batch.
+/// The routing biases after a step with routing statistics `moe` (the loss-free balancing
+/// update of each, by parameter name).
+pub fn updated_router_biases(
+    cfg: &ModelConfig,
+    biases: &BTreeMap<String, Tensor>,
+    moe: Option<&MoeStepStats>,
+) -> Result<BTreeMap<String, Tensor>, HloError> {
+    biases
+        .iter()
+        .map(|(name, bias)| Ok((name.clone(), buffer_update(cfg, name, bias, moe)?)))
+        .collect()
+}
+
+/// The MoE metric outputs of a step, by name: utilisation `[L, E]`, dropped fraction `[L]`,
+/// aux loss `[L]` (mean over micro-batches) and, with loss-free balancing, the L2 norm of each
+/// block's updated bias `[L]` (`new_biases`, by parameter name). `pairs` is the number of
+/// (token, choice) pairs of one micro-batch.
 pub fn metric_outputs(
+    cfg: &ModelConfig,
     stats: &MoeStepStats,
     accum: usize,
     pairs: usize,
-    new_biases: &[Tensor],
-) -> Vec<(String, Tensor)> {
+    new_biases: &BTreeMap<String, Tensor>,
+) -> TensorMap {
     let utilisation = &stats.counts / stats.counts.sum(&[-1], true).maximum(1.0);
-    let mut out = vec![
-        (MOE_METRICS[0].to_string(), utilisation),
-        (
-            MOE_METRICS[1].to_string(),
-            &stats.dropped / (accum * pairs) as f64,
-        ),
-        (MOE_METRICS[2].to_string(), &stats.aux / accum as f64),
-    ];
-    if let Some((first, rest)) = new_biases.split_first() {
-        let norm = |b: &Tensor| b.square().sum_all().sqrt().reshape(&[1]);
-        let rest: Vec<Tensor> = rest.iter().map(norm).collect();
+    let mut out = TensorMap::new();
+    out.insert(MOE_METRICS[0], utilisation);
+    out.insert(MOE_METRICS[1], &stats.dropped / (accum * pairs) as f64);
+    out.insert(MOE_METRICS[2], &stats.aux / accum as f64);
+    // One norm per MoE block, in block order (names sort `layers.10` before `layers.2`).
+    let mut biases: Vec<(Option<usize>, &Tensor)> = new_biases
+        .iter()
+        .map(|(n, b)| (bias_row(cfg, n), b))
+        .collect();
+    biases.sort_by_key(|(row, _)| *row);
+    let norms: Vec<Tensor> = biases
+        .iter()
+        .map(|(_, b)| b.square().sum_all().sqrt().reshape(&[1]))
+        .collect();
+    if let Some((first, rest)) = norms.split_first() {
         let norms = if rest.is_empty() {
-            norm(first)
+            first.clone()
         } else {
-            norm(first).concat(&rest, 0)
+            first.concat(rest, 0)
         };
-        out.push((MOE_METRICS[3].to_string(), norms));
+        out.insert(MOE_METRICS[3], norms);
     }
     out
 }

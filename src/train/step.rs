@@ -89,6 +89,16 @@ fn as_map(m: &std::collections::BTreeMap<String, Tensor>) -> TensorMap {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The global L2 norm of `grads` (summed in name order).
+fn global_norm(grads: &TensorMap) -> Tensor {
+    grads
+        .values()
+        .map(|g| g.square().sum_all())
+        .reduce(|a, b| a + b)
+        .expect("at least one parameter")
+        .sqrt()
+}
+
 /// The dynamic loss scale after a step: doubled after [`SCALE_GROWTH_INTERVAL`] good steps,
 /// halved (down to 1) after a non-finite one.
 fn next_loss_scale(s: &LossScaleState<Tensor>, ok: &Tensor) -> LossScaleState<Tensor> {
@@ -173,12 +183,7 @@ pub(super) fn trace_train_step(
         None => grads,
     };
     let loss = &loss_sum / &denom;
-    let grad_norm = grads
-        .values()
-        .map(|g| g.square().sum_all())
-        .reduce(|a, b| a + b)
-        .expect("at least one parameter")
-        .sqrt();
+    let grad_norm = global_norm(&grads);
     let finite = |x: &Tensor| x.abs().lt(f64::INFINITY);
     let ok = finite(&grad_norm).and(finite(&loss));
 
@@ -193,24 +198,14 @@ pub(super) fn trace_train_step(
     };
     let (updates, opt) = optimizer.update(grads, &state.opt, &params, &ctx)?;
     let new_params = keep_unless_skipped(&ok, apply_updates(&params, &updates)?, &params)?;
-    let mut new_opt = opt;
-    for (kind, arrays) in new_opt.kinds.iter_mut() {
-        for (param, t) in arrays.iter_mut() {
-            *t = ok.select(&*t, state.opt.get(kind, param)?);
-        }
-    }
-    let mut router_bias = std::collections::BTreeMap::new();
-    for (name, bias) in &state.router_bias {
-        let updated = moe_state::buffer_update(&cfg.model, name, bias, moe_stats.as_ref())?;
-        router_bias.insert(name.clone(), updated);
-    }
+    let router_bias =
+        moe_state::updated_router_biases(&cfg.model, &state.router_bias, moe_stats.as_ref())?;
     let next = TrainState {
         params: new_params.into_iter().collect(),
-        router_bias: router_bias
-            .iter()
-            .map(|(n, b)| (n.clone(), ok.select(b, &state.router_bias[n])))
+        router_bias: keep_unless_skipped(&ok, as_map(&router_bias), &as_map(&state.router_bias))?
+            .into_iter()
             .collect(),
-        opt: new_opt,
+        opt: opt.where_or(&ok, &state.opt)?,
         step: ok.select(&next_step, &state.step),
         rng,
         loss_scale: state.loss_scale.as_ref().map(|s| next_loss_scale(s, &ok)),
@@ -239,15 +234,7 @@ pub(super) fn trace_train_step(
     let moe_outputs = match &moe_stats {
         Some(stats) => {
             let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
-            let mut biases: Vec<(Option<usize>, Tensor)> = router_bias
-                .iter()
-                .map(|(n, b)| (moe_state::bias_row(&cfg.model, n), b.clone()))
-                .collect();
-            biases.sort_by_key(|(row, _)| *row);
-            let biases: Vec<Tensor> = biases.into_iter().map(|(_, b)| b).collect();
-            moe_state::metric_outputs(stats, layout.accum, pairs, &biases)
-                .into_iter()
-                .collect()
+            moe_state::metric_outputs(&cfg.model, stats, layout.accum, pairs, &router_bias)
         }
         None => TensorMap::new(),
     };

@@ -76,6 +76,19 @@ impl<L> OptState<L> {
 }
 
 impl OptState<Tensor> {
+    /// Each array of `self` where `ok` (an `i1` scalar) holds, else the same array of `old`.
+    pub fn where_or(&self, ok: &Tensor, old: &OptState<Tensor>) -> Result<OptState<Tensor>> {
+        let mut out = OptState::default();
+        for (kind, arrays) in &self.kinds {
+            let kept = arrays
+                .iter()
+                .map(|(param, t)| Ok((param.clone(), ok.select(t, old.get(kind, param)?))))
+                .collect::<Result<_>>()?;
+            out.kinds.insert(kind.clone(), kept);
+        }
+        Ok(out)
+    }
+
     /// The `kind` statistic of parameter `param`.
     pub fn get(&self, kind: &str, param: &str) -> Result<&Tensor> {
         self.kinds
