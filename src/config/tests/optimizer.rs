@@ -72,15 +72,16 @@ fn muon_keys_away_from_their_defaults_are_errors_under_adamw() {
 }
 
 #[test]
-fn muon_runs_are_refused_until_the_train_step_runs_muon() {
+fn a_muon_run_needs_the_muon_feature() {
     let muon = load(r#"{"training": {"optimizer": "muon"}}"#);
     let settings = muon.unsupported(Features::all().without(Feature::Muon));
     assert_eq!(settings.len(), 1);
     assert_eq!(
         settings[0].to_string(),
-        "`training.optimizer` = \"muon\" needs the Muon optimiser in the train step (not yet \
-         wired), which this build of vishwam does not implement yet; use \"adamw\""
+        "`training.optimizer` = \"muon\" needs the Muon optimiser, which this build of vishwam \
+         does not implement yet; use \"adamw\""
     );
+    assert!(muon.unsupported(Features::all()).is_empty());
     assert!(Config::default()
         .unsupported(Features::NONE.with(Feature::CompileCache))
         .is_empty());
