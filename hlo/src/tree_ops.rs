@@ -2,6 +2,10 @@
 //! flat-list forms ([`Graph::while_loop`], [`Graph::remat`], [`Graph::custom_vjp`],
 //! [`Graph::param_sharded`], [`Graph::finish`]) with the flattening and rebuilding done here,
 //! so callers read and write their state by field.
+//!
+//! As with the flat forms, an error found while tracing a region (a shape error inside it) is
+//! recorded in the graph and returned by [`Graph::finish`], and the results are poisoned
+//! values of the right types; an error the caller's closure returns is returned here.
 
 use crate::error::{HloError, Result};
 use crate::graph::Graph;
@@ -66,7 +70,6 @@ impl Graph {
         if let Some(e) = error.into_inner() {
             return Err(e);
         }
-        self.check_error()?;
         same_structure(init, &out)
     }
 
@@ -91,7 +94,6 @@ impl Graph {
                 format!("`{name}` was not traced"),
             ))
         })?;
-        self.check_error()?;
         same_structure(&template, &outs)
     }
 
@@ -145,7 +147,6 @@ impl Graph {
         if let Some(e) = error.into_inner() {
             return Err(e);
         }
-        self.check_error()?;
         let template = template.into_inner().ok_or_else(|| {
             structure_error("custom_vjp_tree", format!("`{name}` was not traced"))
         })?;

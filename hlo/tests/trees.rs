@@ -210,3 +210,16 @@ fn a_function_takes_its_inputs_as_a_tree() {
     assert_eq!(names[..3], ["params.a", "params.b", "opt.m.a"]);
     assert!(f.params[0].sharding.is_some() && f.params[2].sharding.is_none());
 }
+
+#[test]
+fn a_shape_error_inside_a_region_surfaces_when_the_function_is_finished() {
+    let g = Graph::new();
+    let a = g.param("a", t(&[2, 3]));
+    let b = g.param("b", t(&[4, 5]));
+    // The closure itself succeeds; the matmul inside it records a shape error.
+    let out = g
+        .remat_tree("bad_matmul", &(a, b), |_, (a, b)| Ok(a.matmul(b)))
+        .unwrap();
+    let err = g.finish_tree(&out).err().unwrap().to_string();
+    assert!(err.contains("bad_matmul"), "{err}");
+}

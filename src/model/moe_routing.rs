@@ -10,7 +10,7 @@
 //! exactly one slot, the transpose of each gather is another gather, and the custom VJPs here
 //! use that instead of scatter-adds (slow on TPUs, atomics on GPUs).
 
-use vishwam_hlo::{nn, DType, GatherDims, Graph, ScatterDims, Tensor, TensorType};
+use vishwam_hlo::{nn, tree_struct, DType, GatherDims, Graph, ScatterDims, Tensor, TensorType};
 
 /// Where every (token, choice) pair of a batch goes.
 pub struct Routing {
@@ -149,33 +149,62 @@ fn token_of_slot(pair_of_slot: &Tensor, k: i64, t: i64) -> Tensor {
     pair_of_slot.ge(0i64).select(pair_of_slot / k, t)
 }
 
+/// What dispatch reads: the token rows and the routing's two index maps.
+struct DispatchInputs {
+    x: Tensor,
+    pair_of_slot: Tensor,
+    slot_of_pair: Tensor,
+}
+tree_struct!(DispatchInputs {
+    x,
+    pair_of_slot,
+    slot_of_pair
+});
+
 /// Token rows into expert slots: `x: [B, T, H]` -> `[B, E*C, H]`, zero in empty slots.
 pub fn dispatch(x: &Tensor, routing: &Routing, k: usize) -> Tensor {
     let (t, k) = (x.shape()[1], k as i64);
     let g = x.graph().clone();
-    let inputs = [
-        x.clone(),
-        routing.pair_of_slot.clone(),
-        routing.slot_of_pair.clone(),
-    ];
-    let out = g.custom_vjp(
+    let inputs = DispatchInputs {
+        x: x.clone(),
+        pair_of_slot: routing.pair_of_slot.clone(),
+        slot_of_pair: routing.slot_of_pair.clone(),
+    };
+    let out = g.custom_vjp_tree(
         "moe_dispatch",
         &inputs,
-        |_g: &Graph, xs: &[Tensor]| {
-            vec![gather_rows(
-                &with_zero_row(&xs[0]),
-                &token_of_slot(&xs[1], k, t),
-            )]
+        |_g: &Graph, i: &DispatchInputs| {
+            Ok(gather_rows(
+                &with_zero_row(&i.x),
+                &token_of_slot(&i.pair_of_slot, k, t),
+            ))
         },
-        |_g: &Graph, xs: &[Tensor], _outs: &[Tensor], cts: &[Tensor]| {
-            let (b, h) = (xs[0].shape()[0], xs[0].shape()[2]);
-            let rows = gather_rows(&with_zero_row(&cts[0]), &xs[2]); // [B, T*k, H]
-            let dx = rows.reshape(&[b, t, k, h]).sum(&[2], false);
-            vec![dx, xs[1].clone(), xs[2].clone()]
+        |_g: &Graph, i: &DispatchInputs, _out: &Tensor, ct: &Tensor| {
+            let (b, h) = (i.x.shape()[0], i.x.shape()[2]);
+            let rows = gather_rows(&with_zero_row(ct), &i.slot_of_pair); // [B, T*k, H]
+            Ok(DispatchInputs {
+                x: rows.reshape(&[b, t, k, h]).sum(&[2], false),
+                pair_of_slot: i.pair_of_slot.clone(),
+                slot_of_pair: i.slot_of_pair.clone(),
+            })
         },
     );
-    out[0].clone()
+    out.expect("the dispatch rules return no errors (tracing errors are recorded in the graph)")
 }
+
+/// What combine reads: the expert outputs, the routing weights and the two index maps.
+struct CombineInputs {
+    out: Tensor,
+    weights: Tensor,
+    slot_of_pair: Tensor,
+    pair_of_slot: Tensor,
+}
+tree_struct!(CombineInputs {
+    out,
+    weights,
+    slot_of_pair,
+    pair_of_slot
+});
 
 /// Expert outputs back to tokens: `out: [B, E*C, H]` -> `[B, T, H]`, each token the
 /// weighted sum of its kept choices (dropped choices contribute nothing).
@@ -187,36 +216,39 @@ pub fn combine(out: &Tensor, routing: &Routing, k: usize) -> Tensor {
     );
     let h = out.shape()[2];
     let g = out.graph().clone();
-    let inputs = [
-        out.clone(),
-        routing.weights.clone(),
-        routing.slot_of_pair.clone(),
-        routing.pair_of_slot.clone(),
-    ];
+    let inputs = CombineInputs {
+        out: out.clone(),
+        weights: routing.weights.clone(),
+        slot_of_pair: routing.slot_of_pair.clone(),
+        pair_of_slot: routing.pair_of_slot.clone(),
+    };
     let picked = move |out: &Tensor, slot_of_pair: &Tensor| {
         gather_rows(&with_zero_row(out), slot_of_pair).reshape(&[b, t, k, h])
     };
-    let result = g.custom_vjp(
+    let result = g.custom_vjp_tree(
         "moe_combine",
         &inputs,
-        |_g: &Graph, xs: &[Tensor]| {
-            let rows = picked(&xs[0], &xs[2]);
-            let w = xs[1].cast(xs[0].dtype()).expand_dims(-1);
-            vec![(rows * w).sum(&[2], false)]
+        |_g: &Graph, i: &CombineInputs| {
+            let rows = picked(&i.out, &i.slot_of_pair);
+            let w = i.weights.cast(i.out.dtype()).expand_dims(-1);
+            Ok((rows * w).sum(&[2], false))
         },
-        |_g: &Graph, xs: &[Tensor], _outs: &[Tensor], cts: &[Tensor]| {
-            let (out, weights, slot_of_pair, pair_of_slot) = (&xs[0], &xs[1], &xs[2], &xs[3]);
-            let dy = &cts[0]; // [B, T, H]
-                              // d out[b, s] = w[pair] * dy[b, token(pair)] for the pair in slot s.
-            let dy_rows = gather_rows(&with_zero_row(dy), &token_of_slot(pair_of_slot, k, t));
-            let pair = pair_of_slot.ge(0i64).select(pair_of_slot, t * k);
-            let w_slot = gather_rows(&with_zero_row(&weights.reshape(&[b, t * k])), &pair);
-            let d_out = dy_rows * w_slot.cast(out.dtype()).expand_dims(-1);
+        |_g: &Graph, i: &CombineInputs, _y: &Tensor, dy: &Tensor| {
+            // d out[b, s] = w[pair] * dy[b, token(pair)] for the pair in slot s.
+            let dy_rows = gather_rows(&with_zero_row(dy), &token_of_slot(&i.pair_of_slot, k, t));
+            let pair = i.pair_of_slot.ge(0i64).select(&i.pair_of_slot, t * k);
+            let w_slot = gather_rows(&with_zero_row(&i.weights.reshape(&[b, t * k])), &pair);
+            let d_out = dy_rows * w_slot.cast(i.out.dtype()).expand_dims(-1);
             // d w[b, t, c] = <dy[b, t], out[b, slot(t, c)]>.
-            let rows = picked(out, slot_of_pair).cast(DType::F32);
+            let rows = picked(&i.out, &i.slot_of_pair).cast(DType::F32);
             let d_w = (rows * dy.cast(DType::F32).expand_dims(2)).sum(&[-1], false);
-            vec![d_out, d_w, slot_of_pair.clone(), pair_of_slot.clone()]
+            Ok(CombineInputs {
+                out: d_out,
+                weights: d_w,
+                slot_of_pair: i.slot_of_pair.clone(),
+                pair_of_slot: i.pair_of_slot.clone(),
+            })
         },
     );
-    result[0].clone()
+    result.expect("the combine rules return no errors (tracing errors are recorded in the graph)")
 }
