@@ -242,13 +242,6 @@ impl<L> TrainState<L> {
         self.map(|n, l| out.push((n.to_string(), l)));
         out
     }
-
-    /// A state of `self`'s structure whose leaves are taken, in order, from `leaves`.
-    pub fn with_leaves<M>(&self, leaves: impl IntoIterator<Item = M>) -> Option<TrainState<M>> {
-        let mut it = leaves.into_iter();
-        let rebuilt = self.as_ref().try_map(|_, _| it.next().ok_or(()));
-        rebuilt.ok().filter(|_| it.next().is_none())
-    }
 }
 
 impl TrainState<StateSlot> {
@@ -260,22 +253,11 @@ impl TrainState<StateSlot> {
         });
         out
     }
-
-    /// The slot named `name`.
-    pub fn slot(&self, name: &str) -> Option<&StateSlot> {
-        let mut found = None;
-        self.visit(|n, s| {
-            if n == name {
-                found = Some(s);
-            }
-        });
-        found
-    }
 }
 
 impl<L> TrainState<L> {
-    /// The state whose leaves are the named entries of `arrays`; `None` names the first slot
-    /// `arrays` lacks.
+    /// The state whose leaves are the named entries of `arrays`; the error is the name of the
+    /// first slot `arrays` lacks.
     pub fn from_named<T: Clone>(
         &self,
         arrays: &BTreeMap<String, T>,
@@ -292,5 +274,77 @@ impl Tree for TrainState<Tensor> {
 
     fn rebuild_from(&self, leaves: &mut dyn Iterator<Item = Tensor>) -> Option<Self> {
         self.as_ref().try_map(|_, _| leaves.next().ok_or(())).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::train::{sharding_plan, StepLayout};
+    use vishwam_hlo::{Graph, Tensor, Tree};
+
+    fn layout(sets: &[&str]) -> StepLayout {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::load(None, &sets).unwrap();
+        let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+        StepLayout::new(&cfg, &plan).unwrap()
+    }
+
+    #[test]
+    fn one_type_gives_the_names_the_initial_values_and_the_traced_tree() {
+        let l = layout(&[
+            "model.num_layers=2",
+            "model.use_moe=true",
+            "model.use_lossfreebalance=true",
+            "optimization.use_dynamic_scale=true",
+            "optimization.use_fp8=true",
+            "training.optimizer=\"muon\"",
+        ]);
+        let names = l.state.names();
+        let position = |n: &str| {
+            names
+                .iter()
+                .position(|x| x == n)
+                .unwrap_or_else(|| panic!("{n}: {names:?}"))
+        };
+        // Parameters first (model inputs read them as a prefix), then routing biases, the
+        // optimiser, and the scalars and histories.
+        assert!(position("params.embed.tokens") < position("params.layers.0.moe.router_bias"));
+        assert!(position("params.layers.1.moe.router_bias") < position("opt.m.embed.tokens"));
+        assert!(names.contains(&"opt.momentum.layers.0.attn.wq".to_string()));
+        assert!(!names.contains(&"opt.m.layers.0.attn.wq".to_string()));
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("opt.") && n.ends_with("router_bias")));
+        let tail: Vec<&str> = names[names.len() - 6..]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "step",
+                "rng",
+                "loss_scale",
+                "good_steps",
+                "fp8.layers.0.amax_history",
+                "fp8.layers.1.amax_history"
+            ]
+        );
+        let init = l.state.initial_values(7);
+        assert_eq!(init.keys().collect::<Vec<_>>().len(), names.len());
+        assert_eq!(init["loss_scale"].to_vec::<f32>().unwrap(), [65536.0]);
+        assert!(init["opt.momentum.layers.0.attn.wq"]
+            .data
+            .iter()
+            .all(|&b| b == 0));
+        // The traced state flattens to the same names, and rebuilds from its leaves.
+        let g = Graph::new();
+        let traced = l.state.as_ref().map(|n, s| g.param(n, s.ty.clone()));
+        let flat: Vec<String> = traced.flatten().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(flat, names);
+        let doubled: Vec<Tensor> = traced.leaves().iter().map(|t| t + t).collect();
+        let rebuilt = traced.rebuild(doubled.clone()).unwrap();
+        assert_eq!(rebuilt.step.id(), doubled[position("step")].id());
     }
 }
