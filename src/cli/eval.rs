@@ -1,4 +1,4 @@
-//! `vishwam eval`: mean loss and perplexity of a checkpoint on some text.
+//! `vishwam eval`: mean loss, perplexity and token accuracy of a checkpoint on some text.
 
 use super::generate::ModelArgs;
 use std::process::ExitCode;
@@ -66,15 +66,19 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                 "step": step,
                 "loss": result.loss,
                 "perplexity": result.perplexity,
+                "accuracy": result.accuracy,
                 "tokens": result.tokens,
+                "correct": result.correct,
                 "window": cfg.seq_len(),
             })
         );
     } else {
         println!(
-            "{dir} (step {step}): loss {:.4}, perplexity {:.3} over {} tokens (windows of {})",
+            "{dir} (step {step}): loss {:.4}, perplexity {:.3}, token accuracy {:.4} ({} of {} tokens; windows of {})",
             result.loss,
             result.perplexity,
+            result.accuracy,
+            result.correct,
             result.tokens,
             cfg.seq_len()
         );

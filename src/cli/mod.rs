@@ -36,7 +36,7 @@ enum Command {
     Distill(train::TrainArgs),
     /// Continue prompts with a checkpoint, printing tokens as they are produced.
     Generate(generate::GenerateArgs),
-    /// Mean loss and perplexity of a checkpoint on some text.
+    /// Mean loss, perplexity and token accuracy of a checkpoint on some text.
     Eval(eval::EvalArgs),
     /// Compare the XLA program with the Candle reference on one batch.
     Verify(verify::VerifyArgs),

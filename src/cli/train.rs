@@ -245,8 +245,8 @@ pub fn run_loop(
     );
     if let Some(v) = summary.validation {
         println!(
-            "validation: loss {:.4}, perplexity {:.2} ({} tokens)",
-            v.loss, v.perplexity, v.tokens
+            "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4} ({} tokens)",
+            v.loss, v.perplexity, v.accuracy, v.tokens
         );
     }
     if let Some(dir) = &summary.checkpoint {

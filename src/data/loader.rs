@@ -7,7 +7,7 @@
 //! own bounded channel and the consumer takes them round-robin, so the order never depends on
 //! thread timing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -88,6 +88,9 @@ pub struct DataLoader {
     receivers: Vec<Receiver<Batch>>,
     workers: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Batches sent by the workers and not yet taken (the workers count up after a send, the
+    /// consumer down after a receive, so it can read -1 for a moment).
+    ready: Arc<AtomicIsize>,
     wait_total: Duration,
     wait_since_take: Duration,
     fingerprint: String,
@@ -203,12 +206,14 @@ impl DataLoader {
         let workers_count = options.num_workers;
         let per_worker = options.queue_size.div_ceil(workers_count).max(1);
         let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicIsize::new(0));
         let mut receivers = Vec::with_capacity(workers_count);
         let mut workers = Vec::with_capacity(workers_count);
         for w in 0..workers_count as u64 {
             let (sender, receiver) = sync_channel::<Batch>(per_worker);
             let dataset = Arc::clone(&dataset);
             let stop = Arc::clone(&stop);
+            let ready = Arc::clone(&ready);
             let batch_size = options.batch_size;
             let n = workers_count as u64;
             // First batch index >= next_batch that belongs to worker w.
@@ -222,6 +227,7 @@ impl DataLoader {
                         if sender.send(batch).is_err() {
                             break;
                         }
+                        ready.fetch_add(1, Ordering::Relaxed);
                         index += n;
                     }
                 })
@@ -238,6 +244,7 @@ impl DataLoader {
             receivers,
             workers,
             stop,
+            ready,
             wait_total: Duration::ZERO,
             wait_since_take: Duration::ZERO,
             fingerprint,
@@ -253,6 +260,7 @@ impl DataLoader {
             .map_err(|_| DataError::LoaderStopped {
                 message: format!("worker {worker} exited (it panicked; see the message above)"),
             })?;
+        self.ready.fetch_sub(1, Ordering::Relaxed);
         let waited = started.elapsed();
         self.wait_total += waited;
         self.wait_since_take += waited;
@@ -273,6 +281,12 @@ impl DataLoader {
             split: self.dataset.split(),
             data_fingerprint: self.fingerprint.clone(),
         }
+    }
+
+    /// Batches built and waiting in the prefetch queue now (at most about
+    /// `data.queue_size`): 0 means the consumer is waiting for the workers.
+    pub fn queue_depth(&self) -> usize {
+        self.ready.load(Ordering::Relaxed).max(0) as usize
     }
 
     /// Total time `next_batch` spent waiting for a batch.
@@ -436,6 +450,38 @@ mod tests {
             val.next_batch().unwrap().inputs
         );
         assert!(train.wait_time() >= train.take_wait_time());
+    }
+
+    /// The queue fills to its capacity (3 batches over 2 workers: 2 each) while nobody takes,
+    /// and a take leaves one slot that the worker fills again.
+    #[test]
+    fn queue_depth_counts_ready_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = trained(300);
+        let prepared = Arc::new(prepared_corpus(dir.path(), "q", 10, 3, &tokenizer));
+        let options = loader_options(2, DatasetKind::Packed);
+        let mut loader = DataLoader::start(
+            prepared,
+            Split::Train,
+            &options,
+            SpecialTokenIds::default(),
+            None,
+        )
+        .unwrap();
+        let full = 4;
+        let wait_for = |loader: &DataLoader, depth: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while loader.queue_depth() != depth && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(loader.queue_depth(), depth);
+        };
+        wait_for(&loader, full);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(loader.queue_depth(), full, "never more than the queue holds");
+        loader.next_batch().unwrap();
+        assert!(loader.queue_depth() >= full - 1);
+        wait_for(&loader, full);
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Mean loss and perplexity of a loaded model over a token stream.
+//! Mean loss, perplexity and token accuracy of a loaded model over a token stream.
 //!
 //! The stream is cut into non-overlapping windows of `seq_len + 1` tokens that share their
 //! edge token: window `i` feeds `tokens[i·T .. i·T + T]` and predicts
 //! `tokens[i·T + 1 .. i·T + T + 1]`, so every token after the first is predicted exactly once,
 //! with the context of its own window only (as the training eval sees its batches). The last
 //! window is padded and its padding masked out. The loss is the training eval's: the mean
-//! cross-entropy (nats) over predicted tokens; perplexity is its exponential.
+//! cross-entropy (nats) over predicted tokens; perplexity is its exponential; accuracy is the
+//! fraction of predicted tokens whose most likely token (argmax of the logits) is the target.
 
 use super::loaded::{LoadedModel, ProgramKey};
 use super::GenerateError;
@@ -55,14 +56,14 @@ impl EvalWindows {
 }
 
 impl LoadedModel {
-    /// Mean loss and perplexity of `stream` in windows of the config's sequence length
+    /// Mean loss, perplexity and token accuracy of `stream` in windows of the config's sequence length
     /// (`sequence.max_length`, else `model.max_seq_len`).
     pub fn evaluate(&mut self, stream: &[i32]) -> Result<EvalResult, GenerateError> {
         let seq_len = self.config().seq_len();
         self.evaluate_windows(&EvalWindows::new(stream, seq_len))
     }
 
-    /// Mean loss and perplexity over `windows`, [`EVAL_BATCH`] rows per call.
+    /// Mean loss, perplexity and token accuracy over `windows`, [`EVAL_BATCH`] rows per call.
     pub fn evaluate_windows(&mut self, windows: &EvalWindows) -> Result<EvalResult, GenerateError> {
         let model = &self.config().model;
         let (vocab, context) = (model.vocab_size, model.max_seq_len);
@@ -92,7 +93,7 @@ impl LoadedModel {
         let batch = rows.min(EVAL_BATCH);
         let key = ProgramKey::Eval(batch, t);
         self.ensure_program(key)?;
-        let (mut loss_sum, mut tokens) = (0f64, 0f64);
+        let (mut loss_sum, mut tokens, mut correct) = (0f64, 0f64, 0f64);
         for first in (0..rows).step_by(batch) {
             let (lo, hi) = (first * t, ((first + batch).min(rows)) * t);
             let padded = |v: &[i32]| {
@@ -115,20 +116,16 @@ impl LoadedModel {
             let mut inputs = self.param_inputs();
             inputs.extend(device.iter().map(Input::Keep));
             let out = self.program(&key).run(inputs)?;
-            let sums = self.engine().get_all(&out[..2])?;
+            let sums = self.engine().get_all(&out[..3])?;
             let scalar = |i: usize| -> Result<f64, GenerateError> {
                 let v = sums[i].to_vec::<f32>();
                 Ok(v.map_err(GenerateError::HostArray)?[0] as f64)
             };
             loss_sum += scalar(0)?;
             tokens += scalar(1)?;
+            correct += scalar(2)?;
         }
-        let loss = loss_sum / tokens.max(1.0);
-        Ok(EvalResult {
-            loss,
-            perplexity: loss.exp(),
-            tokens,
-        })
+        Ok(EvalResult::from_sums(loss_sum, tokens, correct))
     }
 }
 

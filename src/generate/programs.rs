@@ -1,5 +1,6 @@
 //! The traced programs of generation and evaluation: cache initialisation, one prefill chunk,
-//! one decode step (forward plus on-device token selection), and the evaluation loss.
+//! one decode step (forward plus on-device token selection), and the evaluation loss and
+//! accuracy.
 //!
 //! Arguments come in a fixed order: the parameters (`params.<name>` in
 //! [`crate::model::param_specs`] order, in the compute dtype), then the cache arrays
@@ -194,10 +195,11 @@ pub fn build_decode(
     finish(&g, &outputs, &donated)
 }
 
-/// Sum of the masked cross-entropy and the count of target tokens over one batch
-/// `tokens`, `targets: i32 [B, T]`, `mask: f32 [B, T]`: the model's objective
-/// ([`model::lm_pass`]) without dropout, its cross-entropy alone, as the training evaluation
-/// computes it.
+/// Sum of the masked cross-entropy, the count of target tokens and the count of correctly
+/// predicted ones (argmax == target, [`model::LmPass::correct_sum`]) over one batch `tokens`,
+/// `targets: i32 [B, T]`, `mask: f32 [B, T]`: the model's objective ([`model::lm_pass`])
+/// without dropout, its cross-entropy alone, as the training evaluation computes it. Outputs
+/// `loss_sum`, `tokens`, `correct`.
 pub fn build_eval(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -212,5 +214,10 @@ pub fn build_eval(
     let mask = g.param("mask", TensorType::new(DType::F32, &shape));
     let pass = model::lm_pass(cfg, opts, &params, &tokens, None)?;
     let loss_sum = pass.ce_sum(&targets, &mask, None);
-    g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
+    let correct = pass.correct_sum(&targets, &mask, None);
+    g.finish(&[
+        ("loss_sum", &loss_sum),
+        ("tokens", &mask.sum_all()),
+        ("correct", &correct),
+    ])
 }

@@ -15,7 +15,7 @@
 
 use super::forward::{head_weight, hidden_states_with_layers, ForwardOptions, RngStream};
 use super::fp8::Fp8Formats;
-use super::loss::{default_chunk, masked_ce_sum, RowStats};
+use super::loss::{default_chunk, dividing_chunk, masked_ce_sum, matmul_f32, RowStats};
 use super::moe::MoeStats;
 use crate::config::ModelConfig;
 use vishwam_hlo::{DType, Result, Tensor, TensorMap, TensorType};
@@ -81,6 +81,30 @@ impl LmPass {
             self.head_fp8,
             self.row_stats,
         )
+    }
+
+    /// Sum over the real tokens of `mask` where the head's most likely token (argmax of the
+    /// logits, f32 accumulation) equals the target: the numerator of token accuracy, for
+    /// `targets: i32` and `mask: f32` of `[B, T]` or `[B·T]`. The head runs `chunk` tokens at
+    /// a time ([`default_chunk`] when `None`), as [`LmPass::ce_sum`] does, so no more than one
+    /// chunk of logits is live. Evaluation only: it has no gradient.
+    pub fn correct_sum(&self, targets: &Tensor, mask: &Tensor, chunk: Option<usize>) -> Tensor {
+        let (n, vocab) = (self.hidden.shape()[0], self.head.shape()[1]);
+        let chunk = chunk.unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
+        let c = dividing_chunk(n, chunk);
+        let (targets, mask) = (targets.reshape(&[n]), mask.reshape(&[n]));
+        let mut total: Option<Tensor> = None;
+        for i in 0..n / c {
+            let rows = |t: &Tensor| t.slice_axis(0, i * c, (i + 1) * c);
+            let predicted = matmul_f32(&rows(&self.hidden), &self.head).argmax(-1, DType::I32);
+            let hits = predicted.eq(rows(&targets)).select(rows(&mask), 0.0);
+            let sum = hits.sum_all();
+            total = Some(match total {
+                Some(t) => t + sum,
+                None => sum,
+            });
+        }
+        total.expect("at least one chunk")
     }
 
     /// The logits `[B·T, V]` in f32, materialised (for comparisons on small batches).

@@ -208,6 +208,16 @@ impl Device {
         }
     }
 
+    /// The device's hardware id on its host (`PJRT_Device_LocalHardwareId`): the CUDA ordinal
+    /// on the CUDA plugin; `None` where the plugin reports -1 (no such id).
+    pub fn local_hardware_id(&self) -> Result<Option<i32>> {
+        let mut args = ffi::PJRT_Device_LocalHardwareId_Args::new();
+        args.device = self.raw();
+        // SAFETY: valid device.
+        unsafe { crate::pjrt_call!(*self.client.api, PJRT_Device_LocalHardwareId, &mut args)? };
+        Ok((args.local_hardware_id >= 0).then_some(args.local_hardware_id))
+    }
+
     /// Allocator statistics; fails with `Unimplemented` where the plugin does not report them.
     pub fn memory_stats(&self) -> Result<MemoryStats> {
         let mut a = ffi::PJRT_Device_MemoryStats_Args::new();

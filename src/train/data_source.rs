@@ -418,4 +418,8 @@ impl BatchSource for TrainingData {
         )?;
         Ok(())
     }
+
+    fn queue_depth(&self) -> Option<usize> {
+        Some(self.loader.queue_depth())
+    }
 }

@@ -1,4 +1,5 @@
-//! Programs over the parameters alone: evaluation loss and greedy next-token prediction, both
+//! Programs over the parameters alone: evaluation loss and token accuracy, and greedy
+//! next-token prediction, both
 //! on the model's objective pass ([`crate::model::lm_pass`]).
 
 use super::layout::StepLayout;
@@ -18,9 +19,11 @@ fn eval_options(train: &ForwardOptions) -> ForwardOptions {
     }
 }
 
-/// Sum of masked cross-entropy and the token count over one `[micro_batch, seq_len]` batch:
-/// the model's objective ([`model::lm_pass`]) with dropout off, its cross-entropy alone as the
-/// train step reports it.
+/// Sum of masked cross-entropy, the token count and the count of correctly predicted tokens
+/// (argmax of the logits equal to the target, [`model::LmPass::correct_sum`]) over one
+/// `[micro_batch, seq_len]` batch: the model's objective ([`model::lm_pass`]) with dropout
+/// off, its cross-entropy alone as the train step reports it. Outputs `loss_sum`, `tokens`,
+/// `correct` (f32 scalars).
 pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions) -> Result<Func> {
     let g = Graph::named("eval_step");
     let params = param_inputs(&g, layout);
@@ -34,7 +37,12 @@ pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions
     let opts = eval_options(train);
     let pass = model::lm_pass(&cfg.model, &opts, &params, &tokens, None)?;
     let loss_sum = pass.ce_sum(&targets, &mask, None);
-    g.finish(&[("loss_sum", &loss_sum), ("tokens", &mask.sum_all())])
+    let correct = pass.correct_sum(&targets, &mask, None);
+    g.finish(&[
+        ("loss_sum", &loss_sum),
+        ("tokens", &mask.sum_all()),
+        ("correct", &correct),
+    ])
 }
 
 /// The greedy next token after `tokens[0, ..length]` for a `[1, seq_len]` window

@@ -1,6 +1,7 @@
 //! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
 
 use super::checkpoint;
+use super::monitor::{ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
 };
@@ -22,6 +23,11 @@ pub trait BatchSource {
     fn position(&self) -> serde_json::Value;
     /// Continues from a saved position.
     fn restore(&mut self, position: &serde_json::Value) -> Result<(), TrainError>;
+    /// Ready batches waiting in a background loader's queue now; `None` for a source that
+    /// builds batches on demand (recorded as `data_queue_depth: null`).
+    fn queue_depth(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Options of one run.
@@ -135,6 +141,8 @@ pub fn run_training(
     let mut step = summary.start_step;
     let (mut timed_tokens, mut timed_seconds) = (0f64, 0f64);
     let mut profile = Profile::default();
+    let mut monitor = ResourceMonitor::new(&trainer.engine.client);
+    let mut resources = String::new();
     while step < max_steps {
         if opts.stop.load(Ordering::SeqCst) {
             summary.interrupted = true;
@@ -165,13 +173,26 @@ pub fn run_training(
         profile.add(data_wait, &timings);
         let tokens_per_second = tokens_per_step / (seconds + data_wait).max(1e-9);
         bar.set_position(step);
+        let logged = step % log.log_every as u64 == 0 || step == max_steps;
+        let snapshot = logged.then(|| monitor.sample(data.queue_depth()));
+        if let Some(s) = &snapshot {
+            resources = s.summary();
+        }
         bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            "loss {:.4} lr {:.2e} {:.0} tok/s {resources}",
             m.loss, m.lr, tokens_per_second
         ));
 
-        if step % log.log_every as u64 == 0 || step == max_steps {
-            write_metrics(&mut metrics, step, &m, tokens_per_second, seconds, trainer)?;
+        if let Some(snapshot) = &snapshot {
+            write_metrics(
+                &mut metrics,
+                step,
+                &m,
+                tokens_per_second,
+                seconds,
+                trainer,
+                snapshot,
+            )?;
             tracing::info!(
                 "step {step}/{max_steps} loss {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
                 m.loss,
@@ -182,13 +203,10 @@ pub fn run_training(
         }
         if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
             let eval = evaluate(trainer, data)?;
-            write_json(
-                &mut metrics,
-                json!({"step": step, "val_loss": eval.loss, "val_perplexity": eval.perplexity}),
-            )?;
+            write_json(&mut metrics, validation_record(step, &eval))?;
             bar.println(format!(
-                "step {step}: validation loss {:.4}, perplexity {:.2}",
-                eval.loss, eval.perplexity
+                "step {step}: validation loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
+                eval.loss, eval.perplexity, eval.accuracy
             ));
             summary.validation = Some(eval);
         }
@@ -217,13 +235,18 @@ pub fn run_training(
     }
     if !summary.interrupted && cfg.data.val_fraction > 0.0 {
         let eval = evaluate(trainer, data)?;
-        write_json(
-            &mut metrics,
-            json!({"step": step, "val_loss": eval.loss, "val_perplexity": eval.perplexity}),
-        )?;
+        write_json(&mut metrics, validation_record(step, &eval))?;
         summary.validation = Some(eval);
     }
     Ok(summary)
+}
+
+/// The metrics record of a validation pass.
+fn validation_record(step: u64, eval: &EvalResult) -> serde_json::Value {
+    json!({
+        "step": step, "val_loss": eval.loss, "val_perplexity": eval.perplexity,
+        "val_accuracy": eval.accuracy,
+    })
 }
 
 fn evaluate(trainer: &mut Trainer, data: &mut dyn BatchSource) -> Result<EvalResult, TrainError> {
@@ -260,6 +283,7 @@ fn write_metrics(
     tokens_per_second: f64,
     seconds: f64,
     trainer: &Trainer,
+    resources: &ResourceSnapshot,
 ) -> Result<(), TrainError> {
     let memory = device_memory(trainer);
     let mut line = json!({
@@ -267,6 +291,7 @@ fn write_metrics(
         "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
         "device_memory_bytes": memory,
     });
+    resources.record(&mut line);
     if let Some(d) = trainer.distill_metrics()? {
         line["ce"] = json!(d.ce);
         line["kl"] = json!(d.kl);

@@ -1,4 +1,5 @@
-//! The programs a trainer runs beside its step: evaluation loss, greedy continuation, and the
+//! The programs a trainer runs beside its step: evaluation loss and accuracy, greedy
+//! continuation, and the
 //! MoE and distillation metrics of the last step, downloaded on request.
 
 use super::distill::DistillMetrics;
@@ -9,15 +10,34 @@ use super::trainer::{compile_hints, HostBatch, Trainer};
 use super::TrainError;
 use crate::engine::{HostArray, Input};
 
-/// Mean loss and perplexity over some tokens.
+/// Mean loss, perplexity and token accuracy over some tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EvalResult {
     /// Mean masked cross-entropy (nats per token).
     pub loss: f64,
     /// `exp(loss)`.
     pub perplexity: f64,
-    /// Tokens evaluated.
+    /// Fraction of the tokens whose most likely next token (argmax of the logits) is the
+    /// target: `correct / tokens`.
+    pub accuracy: f64,
+    /// Tokens evaluated (the sum of the loss mask).
     pub tokens: f64,
+    /// Tokens predicted correctly (the mask summed over the positions where argmax == target).
+    pub correct: f64,
+}
+
+impl EvalResult {
+    /// The result of summed cross-entropy, token count and correct count over some batches.
+    pub fn from_sums(loss_sum: f64, tokens: f64, correct: f64) -> EvalResult {
+        let loss = loss_sum / tokens.max(1.0);
+        EvalResult {
+            loss,
+            perplexity: loss.exp(),
+            accuracy: correct / tokens.max(1.0),
+            tokens,
+            correct,
+        }
+    }
 }
 
 impl Trainer {
@@ -47,8 +67,8 @@ impl Trainer {
         Ok(Some(metrics))
     }
 
-    /// Mean loss and perplexity over micro-batches of `[micro_batch, seq_len]` (each a
-    /// [`HostBatch`] with `accum == 1`), with dropout off.
+    /// Mean loss, perplexity and token accuracy over micro-batches of `[micro_batch, seq_len]`
+    /// (each a [`HostBatch`] with `accum == 1`), with dropout off.
     pub fn evaluate(&mut self, batches: &[HostBatch]) -> Result<EvalResult, TrainError> {
         if self.eval_program.is_none() {
             let opts = train_forward_options(&self.config, &self.plan);
@@ -60,7 +80,7 @@ impl Trainer {
         }
         let program = self.eval_program.as_ref().expect("compiled above");
         let spec = &program.params[self.layout.param_count()].spec;
-        let (mut loss_sum, mut tokens) = (0f64, 0f64);
+        let (mut loss_sum, mut tokens, mut correct) = (0f64, 0f64, 0f64);
         for batch in batches {
             let reshape = |a: &HostArray| HostArray {
                 shape: a.shape[1..].to_vec(),
@@ -76,19 +96,15 @@ impl Trainer {
             let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
             inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
             let out = program.run(inputs)?;
-            let sums = self.engine.get_all(&out[..2])?;
+            let sums = self.engine.get_all(&out[..3])?;
             let scalar = |a: &HostArray| -> Result<f64, TrainError> {
                 Ok(a.to_vec::<f32>().map_err(TrainError::Other)?[0] as f64)
             };
             loss_sum += scalar(&sums[0])?;
             tokens += scalar(&sums[1])?;
+            correct += scalar(&sums[2])?;
         }
-        let loss = loss_sum / tokens.max(1.0);
-        Ok(EvalResult {
-            loss,
-            perplexity: loss.exp(),
-            tokens,
-        })
+        Ok(EvalResult::from_sums(loss_sum, tokens, correct))
     }
 
     /// Greedy continuation of `prompt` by `count` tokens, recomputing the window each step
