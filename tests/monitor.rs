@@ -87,12 +87,13 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
         // data.queue_size 8 over 2 workers: at most 8 ready batches.
         assert!(r["data_queue_depth"].as_u64().unwrap() <= 8, "{r}");
     }
-    let validation: Vec<&serde_json::Value> = all
-        .iter()
-        .filter(|r| r.get("val_loss").is_some())
-        .collect();
+    let validation: Vec<&serde_json::Value> =
+        all.iter().filter(|r| r.get("val_loss").is_some()).collect();
     assert_eq!(
-        validation.iter().map(|r| r["step"].as_u64().unwrap()).collect::<Vec<_>>(),
+        validation
+            .iter()
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
         [2, 4],
         "eval_every=2 and the final evaluation"
     );
@@ -117,7 +118,10 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
         v["correct"].as_f64().unwrap(),
         v["tokens"].as_f64().unwrap(),
     );
-    assert!(tokens >= 1.0 && correct <= tokens && correct.fract() == 0.0, "{v}");
+    assert!(
+        tokens >= 1.0 && correct <= tokens && correct.fract() == 0.0,
+        "{v}"
+    );
     assert_eq!(accuracy, correct / tokens, "{v}");
     let text = eval(false);
     assert!(text.contains("token accuracy"), "{text}");
@@ -205,7 +209,10 @@ fn accuracy_counts_match_an_argmax_over_the_reference_logits() {
     }
     let tokens_counted: f64 = mask.iter().map(|&m| m as f64).sum();
     println!("{want} of {tokens_counted} masked positions predicted; {undecided} undecided");
-    assert!(want >= 10.0 && want < tokens_counted, "a count worth testing");
+    assert!(
+        want >= 10.0 && want < tokens_counted,
+        "a count worth testing"
+    );
 
     // The training evaluation, on a trainer holding `params`.
     let mut settings = MeshSettings::new(DeviceStrategy::DataParallel, false);

@@ -478,7 +478,11 @@ mod tests {
         };
         wait_for(&loader, full);
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(loader.queue_depth(), full, "never more than the queue holds");
+        assert_eq!(
+            loader.queue_depth(),
+            full,
+            "never more than the queue holds"
+        );
         loader.next_batch().unwrap();
         assert!(loader.queue_depth() >= full - 1);
         wait_for(&loader, full);

@@ -196,10 +196,7 @@ impl GpuTelemetry {
                     ),
                     power_watts: keep("power_usage", device.power_usage())
                         .map(|mw| mw as f64 / 1000.0),
-                    temperature_c: keep(
-                        "temperature",
-                        device.temperature(TemperatureSensor::Gpu),
-                    ),
+                    temperature_c: keep("temperature", device.temperature(TemperatureSensor::Gpu)),
                 }
             })
             .collect();
@@ -214,7 +211,10 @@ mod tests {
     #[test]
     fn visible_devices_map_ordinals_to_nvml_devices() {
         assert_eq!(nvml_device_of(2, None).unwrap(), NvmlDeviceRef::Index(2));
-        assert_eq!(nvml_device_of(1, Some("")).unwrap(), NvmlDeviceRef::Index(1));
+        assert_eq!(
+            nvml_device_of(1, Some("")).unwrap(),
+            NvmlDeviceRef::Index(1)
+        );
         assert_eq!(
             nvml_device_of(1, Some("6, 3")).unwrap(),
             NvmlDeviceRef::Index(3)
@@ -242,7 +242,10 @@ mod tests {
     /// says once that GPU telemetry is unavailable and carries on).
     #[test]
     fn a_missing_library_is_reported_with_each_name_tried() {
-        let missing = ["/nonexistent/libnvidia-ml.so.1", "/nonexistent/libnvidia-ml.so"];
+        let missing = [
+            "/nonexistent/libnvidia-ml.so.1",
+            "/nonexistent/libnvidia-ml.so",
+        ];
         let err = match GpuTelemetry::open(&missing, &[]) {
             Ok(_) => panic!("NVML opened from a path that does not exist"),
             Err(e) => e,

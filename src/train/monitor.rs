@@ -6,7 +6,7 @@
 //! recorded as `null` (never as 0) and said once in the log, not at every step.
 
 use super::gpu_telemetry::{GpuReading, GpuTelemetry, GpuTelemetryError, NVML_LIBRARIES};
-use crate::runtime::{Client, Device, MemoryStats, Platform};
+use crate::runtime::{Client, Device, MemoryStats, PjrtCode, Platform, RuntimeError};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 
@@ -40,10 +40,7 @@ pub fn parse_vm_rss(status: &str) -> Result<u64, HostRssError> {
         line: line.to_string(),
     };
     let mut fields = line["VmRSS:".len()..].split_whitespace();
-    let kib: u64 = fields
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(bad)?;
+    let kib: u64 = fields.next().and_then(|v| v.parse().ok()).ok_or_else(bad)?;
     match (fields.next(), fields.next()) {
         (Some("kB"), None) => Ok(kib * 1024),
         _ => Err(bad()),
@@ -202,6 +199,8 @@ impl ResourceSnapshot {
 /// Reads the resources of a run's devices and host, saying once what is not available.
 pub struct ResourceMonitor {
     devices: Vec<Device>,
+    /// False for a device whose plugin answered `Unimplemented`: it is not asked again.
+    memory_implemented: Vec<bool>,
     platform: String,
     gpu: Option<Result<GpuTelemetry, ()>>,
     said: HashSet<String>,
@@ -230,6 +229,7 @@ impl ResourceMonitor {
             );
         }
         ResourceMonitor {
+            memory_implemented: vec![true; devices.len()],
             devices,
             platform,
             gpu,
@@ -248,9 +248,20 @@ impl ResourceMonitor {
     pub fn sample(&mut self, data_queue_depth: Option<usize>) -> ResourceSnapshot {
         let mut memory = Vec::with_capacity(self.devices.len());
         for i in 0..self.devices.len() {
+            if !self.memory_implemented[i] {
+                memory.push(None);
+                continue;
+            }
             match self.devices[i].memory_stats() {
                 Ok(stats) => memory.push(Some(DeviceMemory::from(stats))),
                 Err(e) => {
+                    if let RuntimeError::Pjrt {
+                        code: PjrtCode::Unimplemented,
+                        ..
+                    } = e
+                    {
+                        self.memory_implemented[i] = false;
+                    }
                     let platform = self.platform.clone();
                     self.once(format!("memory {i}"), || {
                         format!(
@@ -296,7 +307,9 @@ impl ResourceMonitor {
                         GpuTelemetryError::Nvml { call, device, .. } => format!("{call} {device}"),
                         other => other.to_string(),
                     };
-                    self.once(key, || format!("GPU telemetry: {e} (left out of the metrics)"));
+                    self.once(key, || {
+                        format!("GPU telemetry: {e} (left out of the metrics)")
+                    });
                 }
                 Some(GpuSnapshot::Read(readings))
             }
@@ -323,7 +336,12 @@ mod tests {
             parse_vm_rss("Name: x\n"),
             Err(HostRssError::Missing)
         ));
-        for line in ["VmRSS: 12 MB", "VmRSS: twelve kB", "VmRSS: 12", "VmRSS: 12 kB x"] {
+        for line in [
+            "VmRSS: 12 MB",
+            "VmRSS: twelve kB",
+            "VmRSS: 12",
+            "VmRSS: 12 kB x",
+        ] {
             let err = parse_vm_rss(line).unwrap_err();
             assert!(
                 matches!(err, HostRssError::Format { .. }) && err.to_string().contains(line),
@@ -331,7 +349,10 @@ mod tests {
             );
         }
         if cfg!(target_os = "linux") {
-            assert!(host_rss_bytes().unwrap() > 1 << 20, "this process uses over 1 MiB");
+            assert!(
+                host_rss_bytes().unwrap() > 1 << 20,
+                "this process uses over 1 MiB"
+            );
         }
     }
 
