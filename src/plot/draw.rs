@@ -202,8 +202,13 @@ impl Panel {
             .light_line_style(RGBColor(243, 243, 243))
             .draw()
             .map_err(|e| e.to_string())?;
-        for curve in &self.curves {
-            draw_curve(&mut chart, curve)?;
+        // Validation curves go over every run's (noisier) train curve, which is faded beside
+        // them.
+        let validated = self.curves.iter().any(|c| c.kind == Kind::Validation);
+        for kind in [Kind::Train, Kind::Validation] {
+            for curve in self.curves.iter().filter(|c| c.kind == kind) {
+                draw_curve(&mut chart, curve, validated)?;
+            }
         }
         chart
             .configure_series_labels()
@@ -222,8 +227,13 @@ type Chart<'a, 'b> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
-/// Draws one curve (split where a value is not finite) and gives it its legend entry.
-fn draw_curve<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, curve: &Curve) -> Result<(), String> {
+/// Draws one curve (split where a value is not finite; a train curve `faded` to 60%) and
+/// gives it its legend entry.
+fn draw_curve<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    curve: &Curve,
+    faded: bool,
+) -> Result<(), String> {
     let failed = |e: DrawingAreaErrorKind<_>| e.to_string();
     let colour = curve.colour;
     let line = colour.stroke_width(2);
@@ -234,6 +244,10 @@ fn draw_curve<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, curve: &Curve) -> Result<()
         .filter(|s| !s.is_empty());
     match curve.kind {
         Kind::Train => {
+            let line = match faded {
+                true => colour.mix(0.6).stroke_width(2),
+                false => line,
+            };
             for segment in segments {
                 chart
                     .draw_series(LineSeries::new(segment.iter().copied(), line))

@@ -109,12 +109,12 @@ impl RunMetrics {
                     tokens_per_second: number(&record, "tokens_per_second", &at, false)?,
                     tokens: number(&record, "tokens", &at, false)?,
                 };
-                run.train.retain(|p| p.step < step);
-                run.eval.retain(|p| p.step < step);
+                drop_from(&mut run.train, step, |p| p.step);
+                drop_from(&mut run.eval, step, |p| p.step);
                 run.train.push(point);
             } else if record.contains_key("val_loss") {
                 let val_loss = number(&record, "val_loss", &at, true)?;
-                run.eval.retain(|p| p.step < step);
+                drop_from(&mut run.eval, step, |p| p.step);
                 run.eval.push(EvalPoint {
                     step,
                     tokens_seen: 0.0,
@@ -127,13 +127,10 @@ impl RunMetrics {
                 path: path.to_path_buf(),
             });
         }
-        let seen: Vec<f64> = run
-            .train
-            .iter()
-            .map(|p| run.tokens_seen_at(p.step))
-            .collect();
-        for (p, seen) in run.train.iter_mut().zip(seen) {
-            p.tokens_seen = seen;
+        let (mut seen, mut previous) = (0.0, 0);
+        for p in &mut run.train {
+            seen += p.tokens * (p.step - previous) as f64;
+            (p.tokens_seen, previous) = (seen, p.step);
         }
         let seen: Vec<f64> = run
             .eval
@@ -146,23 +143,32 @@ impl RunMetrics {
         Ok(run)
     }
 
-    /// Tokens that counted towards the loss in steps `1..=step`. Train records are written
+    /// Tokens that counted towards the loss in steps `1..=step` (the train records'
+    /// `tokens_seen`, filled in by [`RunMetrics::parse`], in between). Train records are written
     /// every `logging.log_every` steps, so each record's `tokens` stands for every step since
     /// the record before it (exact when every step counts the same tokens, as with packed
     /// windows; an estimate where padding or masks vary from step to step). Steps past the
     /// last record count that record's tokens.
     pub fn tokens_seen_at(&self, step: u64) -> f64 {
-        let mut seen = 0.0;
-        let mut previous = 0;
-        for p in &self.train {
-            if p.step >= step {
-                return seen + p.tokens * (step - previous) as f64;
-            }
-            seen += p.tokens * (p.step - previous) as f64;
-            previous = p.step;
-        }
-        let last = self.train.last().map_or(0.0, |p| p.tokens);
-        seen + last * step.saturating_sub(previous) as f64
+        let next = self.train.partition_point(|p| p.step < step);
+        let (seen, previous) = match next.checked_sub(1).map(|i| &self.train[i]) {
+            Some(p) => (p.tokens_seen, p.step),
+            None => (0.0, 0),
+        };
+        let tokens = self
+            .train
+            .get(next)
+            .or(self.train.last())
+            .map_or(0.0, |p| p.tokens);
+        seen + tokens * step.saturating_sub(previous) as f64
+    }
+}
+
+/// Drops the records of `step` and later: a resumed run's records replace them. Checks the
+/// last record first, so that reading a file in step order stays linear.
+fn drop_from<T>(records: &mut Vec<T>, step: u64, step_of: fn(&T) -> u64) {
+    if records.last().is_some_and(|r| step_of(r) >= step) {
+        records.retain(|r| step_of(r) < step);
     }
 }
 
