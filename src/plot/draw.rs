@@ -264,7 +264,7 @@ fn draw_curve<'a, 'b: 'a>(
         }
         Kind::Validation => {
             for segment in segments {
-                let dashes = DashedLineSeries::new(segment.iter().copied(), 8, 5, line.into());
+                let dashes = DashedLineSeries::new(segment.iter().copied(), 8, 5, line);
                 chart.draw_series(dashes).map_err(failed)?;
             }
             let marks = curve.points.iter().filter(finite);
