@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod generate;
 mod inspect;
+mod plot;
 mod train;
 mod verify;
 
@@ -55,6 +56,8 @@ enum Command {
     Tokenizer(data::TokenizerArgs),
     /// Prepare, merge and verify token datasets.
     Data(data::DataArgs),
+    /// Training curves of runs as a PNG: `vishwam plot RUN1 RUN2 --out compare.png`.
+    Plot(plot::PlotArgs),
 }
 
 /// The config and the runtime of a command that builds a model from a config but runs no
@@ -165,6 +168,7 @@ pub fn main() -> std::process::ExitCode {
             data::run_tokenizer(&args).map(|()| std::process::ExitCode::SUCCESS)
         }
         Command::Data(args) => data::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Plot(args) => plot::run(&args),
     };
     match result {
         Ok(code) => code,

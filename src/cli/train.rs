@@ -237,6 +237,9 @@ pub fn run_loop(
         stop,
     };
     let summary = run_training(&mut trainer, data, &opts)?;
+    // Drawn after the checkpoint is saved: a failure loses nothing, is printed with the
+    // summary and makes the exit status 1 (130 after a Ctrl-C).
+    let plot = super::plot::write_loss_plot(&trainer.config);
     let first = summary.losses.first().copied().unwrap_or(f32::NAN);
     let last = summary.losses.last().copied().unwrap_or(f32::NAN);
     println!(
@@ -252,12 +255,22 @@ pub fn run_loop(
     if let Some(dir) = &summary.checkpoint {
         println!("checkpoint: {}", dir.display());
     }
+    match &plot {
+        Ok(png) => println!("loss plot: {}", png.display()),
+        Err(e) => eprintln!(
+            "error: drawing the loss plot: {e:#}; the run is saved (draw it again with `vishwam plot {}`)",
+            trainer.config.logging.output_dir
+        ),
+    }
     if summary.interrupted {
         println!("stopped by Ctrl-C; continue with --resume");
         return Ok(ExitCode::from(130));
     }
     print_sample(trainer, data)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match plot {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
 }
 
 /// Nucleus sampling for the sample printed after a run: the smallest set of tokens holding
