@@ -22,6 +22,7 @@ mod run;
 mod schedule;
 mod setup;
 pub mod state;
+pub mod tensorboard;
 mod step;
 mod trainer;
 mod trainer_programs;
