@@ -92,10 +92,17 @@ fn records(run: &Path) -> Vec<Value> {
 
 fn train(run: &Path, extra: &[String], flags: &[&str]) {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
-    for s in TINY.iter().map(|s| s.to_string()).chain(extra.iter().cloned()) {
+    for s in TINY
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+    {
         args.extend(["--set".to_string(), s]);
     }
-    args.extend(["--set".into(), format!("logging.output_dir={}", run.display())]);
+    args.extend([
+        "--set".into(),
+        format!("logging.output_dir={}", run.display()),
+    ]);
     args.extend(flags.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     succeeded(vishwam_cli(&vishwam::paths::vishwam_home(), &args));
@@ -189,7 +196,12 @@ fn event_files_match_the_metrics_across_resumes_and_fresh_runs() {
     let aside: Vec<PathBuf> = std::fs::read_dir(&run)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("earlier-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("earlier-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(event_files(&aside[0].join("tensorboard")).len(), 3);

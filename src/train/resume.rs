@@ -148,7 +148,10 @@ pub(super) fn set_earlier_run_aside(
     if has_events {
         let to = aside.join(super::tensorboard::TENSORBOARD_DIR);
         std::fs::rename(&events, &to).map_err(|e| {
-            TrainError::io(format!("moving {} to {}", events.display(), to.display()), e)
+            TrainError::io(
+                format!("moving {} to {}", events.display(), to.display()),
+                e,
+            )
         })?;
         moved.push("TensorBoard events".to_string());
     }

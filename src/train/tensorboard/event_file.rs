@@ -136,7 +136,11 @@ impl EventWriter {
         let pid = std::process::id();
         let mut n = 0;
         let (path, file) = loop {
-            let suffix = if n == 0 { String::new() } else { format!(".{n}") };
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!(".{n}")
+            };
             let path = dir.join(format!("events.out.tfevents.{now}.{host}.{pid}{suffix}"));
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -266,9 +270,6 @@ mod tests {
         assert_eq!(bytes.len(), 16 + length);
         let data = &bytes[12..12 + length];
         assert!(data.ends_with(FILE_VERSION.as_bytes()));
-        assert_eq!(
-            &bytes[12 + length..],
-            &masked_crc32c(data).to_le_bytes()
-        );
+        assert_eq!(&bytes[12 + length..], &masked_crc32c(data).to_le_bytes());
     }
 }

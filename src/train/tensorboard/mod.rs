@@ -67,7 +67,9 @@ pub fn record_scalars(record: &Value) -> Option<(u64, Vec<(String, f32)>)> {
             Value::Object(_) | Value::Array(_) => {
                 let group = match key.as_str() {
                     "intermediate" => "distill/intermediate".to_string(),
-                    k => k.strip_prefix("val_").map_or(k.to_string(), |n| format!("val/{n}")),
+                    k => k
+                        .strip_prefix("val_")
+                        .map_or(k.to_string(), |n| format!("val/{n}")),
                 };
                 flatten(&group, value, &mut scalars);
             }
