@@ -2,7 +2,7 @@
 //! package: every number of every `metrics.jsonl` record is a scalar at the record's step
 //! under the documented tag, a resumed run (also one resumed from an older checkpoint, after
 //! the run had logged past it) shows no step twice, a fresh run sets the earlier events
-//! aside, and `logging.tensorboard=false` writes none.
+//! aside, a two-device run writes one file, and `logging.tensorboard=false` writes none.
 //!
 //! The Python interpreter is `$VISHWAM_TEST_PYTHON` (`.ci/run` installs `tensorboard` into a
 //! virtual environment and sets it), else `python3`; without `tensorboard` importable the
@@ -183,7 +183,16 @@ fn event_files_match_the_metrics_across_resumes_and_fresh_runs() {
     let board = assert_matches_metrics(&python, &run);
     assert_eq!(steps(&board, "train/loss"), [1, 2, 3, 4, 5, 6]);
 
-    // A fresh run with TensorBoard off moves the earlier events aside and writes none.
+    // A fresh run on two devices moves the earlier events aside and writes one file.
+    train(&run, &["training.max_steps=2".into()], &["--devices", "2"]);
+    assert_eq!(event_files(&run.join("tensorboard")).len(), 1);
+    let board = assert_matches_metrics(&python, &run);
+    assert_eq!(steps(&board, "train/loss"), [1, 2]);
+    let aside = earlier_runs(&run);
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(event_files(&aside[0].join("tensorboard")).len(), 3);
+
+    // With TensorBoard off, a fresh run writes no events (and sets the last ones aside).
     train(
         &run,
         &[
@@ -193,7 +202,12 @@ fn event_files_match_the_metrics_across_resumes_and_fresh_runs() {
         &[],
     );
     assert!(!run.join("tensorboard").exists());
-    let aside: Vec<PathBuf> = std::fs::read_dir(&run)
+    assert_eq!(earlier_runs(&run).len(), 2);
+}
+
+/// The `earlier-*` directories a fresh run set an earlier run aside in.
+fn earlier_runs(run: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(run)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -202,7 +216,5 @@ fn event_files_match_the_metrics_across_resumes_and_fresh_runs() {
                 .to_string_lossy()
                 .starts_with("earlier-")
         })
-        .collect();
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(event_files(&aside[0].join("tensorboard")).len(), 3);
+        .collect()
 }
