@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use vishwam::train::checkpoint;
 use vishwam::train::tensorboard::record_scalars;
 
-/// A tiny model on the built-in Brown corpus, as in tests/finetune.rs, logging every step.
+/// A tiny model on the built-in Brown corpus, as in tests/finetune.rs, logging every step
+/// (the compile cache on: the runs after the first reuse its executables).
 const TINY: &[&str] = &[
     "model.vocab_size=512",
     "model.hidden_dim=32",
@@ -34,7 +35,6 @@ const TINY: &[&str] = &[
     "logging.eval_every=2",
     "logging.save_every=2",
     "logging.keep_checkpoints=5",
-    "runtime.compile_cache=false",
 ];
 
 const READ_EVENTS: &str = r#"

@@ -147,7 +147,11 @@ impl MetricsLog {
 
     /// Appends `record` as a JSON line and, if enabled, its numbers as scalars at its step.
     pub fn record(&mut self, record: &Value) -> Result<(), TrainError> {
-        writeln!(self.file, "{record}")
+        // One write per line (the JSON's own Display would write it in many small pieces).
+        let mut line = record.to_string();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
             .map_err(|e| TrainError::io(format!("writing {}", self.path.display()), e))?;
         if let Some(events) = &mut self.events {
             if let Some((step, scalars)) = record_scalars(record) {
