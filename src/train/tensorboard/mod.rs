@@ -17,7 +17,8 @@
 //! | any other object or array `<key>` | `<key>/<field>/<index>/...` (`moe/...`, `profile/...`) |
 //!
 //! Objects nest with `/` and array elements by their index; strings, booleans and nulls
-//! are not scalars and are skipped. A resumed run writes a `SessionLog START` event at its
+//! are not scalars and are skipped. Values are stored as TensorBoard's 32-bit `simple_value`
+//! (counts above 2^24, such as bytes, are rounded to 24 significant bits). A resumed run writes a `SessionLog START` event at its
 //! first step, so TensorBoard drops whatever an interrupted earlier process had written at
 //! that step and later (its metrics past the checkpoint), and no step is shown twice.
 
