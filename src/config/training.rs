@@ -278,6 +278,9 @@ pub struct LoggingConfig {
     pub metrics_file: String,
     /// Most recent checkpoints kept on disk, >= 1. Default 3.
     pub keep_checkpoints: usize,
+    /// Write every metrics record also as TensorBoard scalars into `<output_dir>/tensorboard/`.
+    /// Default true.
+    pub tensorboard: bool,
 }
 
 impl Default for LoggingConfig {
@@ -290,6 +293,7 @@ impl Default for LoggingConfig {
             output_dir: "runs/default".to_string(),
             metrics_file: "metrics.jsonl".to_string(),
             keep_checkpoints: 3,
+            tensorboard: true,
         }
     }
 }
@@ -304,6 +308,7 @@ impl LoggingConfig {
         r.text("output_dir", &mut self.output_dir);
         r.text("metrics_file", &mut self.metrics_file);
         r.integer("keep_checkpoints", &mut self.keep_checkpoints, POSITIVE);
+        r.flag("tensorboard", &mut self.tensorboard);
     }
 
     pub(crate) fn validate(&self, c: &mut Checks) {

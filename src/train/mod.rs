@@ -25,6 +25,7 @@ mod schedule;
 mod setup;
 pub mod state;
 mod step;
+pub mod tensorboard;
 mod trainer;
 mod trainer_programs;
 pub mod weights;

@@ -101,7 +101,9 @@ pub(super) fn set_earlier_run_aside(
 ) -> Result<Option<PathBuf>, TrainError> {
     let checkpoints = checkpoint::list(root);
     let metrics = std::fs::metadata(metrics_path).is_ok_and(|m| m.len() > 0);
-    if checkpoints.is_empty() && !metrics {
+    let events = out_dir.join(super::tensorboard::TENSORBOARD_DIR);
+    let has_events = std::fs::read_dir(&events).is_ok_and(|mut d| d.next().is_some());
+    if checkpoints.is_empty() && !metrics && !has_events {
         return Ok(None);
     }
     let stamp = utc_stamp(std::time::SystemTime::now());
@@ -142,6 +144,16 @@ pub(super) fn set_earlier_run_aside(
             )
         })?;
         moved.push(name.to_string_lossy().into_owned());
+    }
+    if has_events {
+        let to = aside.join(super::tensorboard::TENSORBOARD_DIR);
+        std::fs::rename(&events, &to).map_err(|e| {
+            TrainError::io(
+                format!("moving {} to {}", events.display(), to.display()),
+                e,
+            )
+        })?;
+        moved.push("TensorBoard events".to_string());
     }
     tracing::warn!(
         "{} held an earlier run; this run starts fresh (no --resume), so its {} were moved to {} \

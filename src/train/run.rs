@@ -5,9 +5,9 @@ use super::monitor::{ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
 };
+use super::tensorboard::MetricsLog;
 use super::{EvalResult, HostBatch, StepMetrics, StepTimings, TrainError, Trainer};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -126,13 +126,8 @@ pub fn run_training(
     if !resumed {
         set_earlier_run_aside(&out_dir, &root, &metrics_path)?;
     }
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(summary.start_step > 0)
-        .write(true)
-        .truncate(summary.start_step == 0)
-        .open(&metrics_path)
-        .map_err(|e| TrainError::io(format!("opening {}", metrics_path.display()), e))?;
+    let mut metrics =
+        MetricsLog::open(&metrics_path, &out_dir, summary.start_step, log.tensorboard)?;
 
     let max_steps = cfg.training.max_steps as u64;
     let bar = progress_bar(opts.progress, summary.start_step, max_steps);
@@ -272,12 +267,13 @@ pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<Path
     Ok(dir)
 }
 
-fn write_json(file: &mut std::fs::File, value: serde_json::Value) -> Result<(), TrainError> {
-    writeln!(file, "{value}").map_err(|e| TrainError::io("writing metrics", e))
+/// Every record goes through here: the JSONL file and, with `logging.tensorboard`, TensorBoard.
+fn write_json(log: &mut MetricsLog, value: serde_json::Value) -> Result<(), TrainError> {
+    log.record(&value)
 }
 
 fn write_metrics(
-    file: &mut std::fs::File,
+    file: &mut MetricsLog,
     step: u64,
     m: &StepMetrics,
     tokens_per_second: f64,

@@ -98,6 +98,7 @@ fn wrong_types_name_the_key_the_rule_and_the_value() {
         (r#"{"memory": {"gradient_checkpointing": "yes"}}"#, r#"`memory.gradient_checkpointing` must be true or false, got "yes""#),
         (r#"{"memory": {"attention_memory_efficient": 1}}"#, "`memory.attention_memory_efficient` must be true, false or null, got 1"),
         (r#"{"logging": {"output_dir": 5}}"#, "`logging.output_dir` must be a string, got 5"),
+        (r#"{"logging": {"tensorboard": "no"}}"#, r#"`logging.tensorboard` must be true or false, got "no""#),
         (r#"{"data": {"tokenizer": false}}"#, "`data.tokenizer` must be a string or null, got false"),
         (r#"{"model": 3}"#, "`model` must be an object of section keys, got 3"),
         (r#"{"description": ["a"]}"#, r#"`description` must be a string or null, got ["a"]"#),
