@@ -86,6 +86,22 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
         }
         // data.queue_size 8 over 2 workers: at most 8 ready batches.
         assert!(r["data_queue_depth"].as_u64().unwrap() <= 8, "{r}");
+        // The step's time broken down; it adds up to at most the step time plus the wait.
+        let parts = &r["step_seconds"];
+        let sum: f64 = ["host_to_device", "compute", "device_to_host"]
+            .iter()
+            .map(|p| parts[p].as_f64().unwrap())
+            .sum();
+        assert!(parts["data_wait"].as_f64().unwrap() >= 0.0, "{r}");
+        assert!(
+            sum > 0.0 && sum <= r["step_time"].as_f64().unwrap() * 1.001,
+            "{r}"
+        );
+        // No known peak for a CPU, so no MFU; f32 compute, so no loss scale.
+        assert!(
+            r.get("mfu").is_none() && r.get("loss_scale").is_none(),
+            "{r}"
+        );
     }
     let validation: Vec<&serde_json::Value> =
         all.iter().filter(|r| r.get("val_loss").is_some()).collect();

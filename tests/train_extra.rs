@@ -86,6 +86,8 @@ fn f16_compute_with_a_dynamic_loss_scale_trains() {
     let state = t.state_to_host().unwrap();
     let scale = state["loss_scale"].to_vec::<f32>().unwrap()[0];
     assert!(scale.is_finite() && scale >= 1.0, "loss scale {scale}");
+    // What the metrics record: the same scale.
+    assert_eq!(t.loss_scale().unwrap(), Some(scale));
 }
 
 #[test]

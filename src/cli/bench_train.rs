@@ -5,7 +5,7 @@ use super::ConfigArgs;
 use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
 use std::time::Instant;
-use vishwam::config::{ComputeDtype, Config};
+use vishwam::config::Config;
 use vishwam::reference::{train_steps, Batch, ReferenceDtype, ReferenceModel, ReferenceOptimizer};
 use vishwam::train::{open_engine, HostBatch, Trainer};
 
@@ -34,28 +34,6 @@ pub struct TrainBenchArgs {
     /// Peak TFLOP/s of one device for MFU (default: from a table of known devices).
     #[arg(long)]
     peak_tflops: Option<f64>,
-}
-
-/// Training FLOPs per token: 6 x non-embedding parameters + 12 x layers x hidden x seq.
-pub fn flops_per_token(cfg: &Config) -> f64 {
-    let (_, non_embedding) = vishwam::model::param_counts(&cfg.model);
-    6.0 * non_embedding as f64
-        + 12.0 * (cfg.model.num_layers * cfg.model.hidden_dim * cfg.seq_len()) as f64
-}
-
-/// Dense peak TFLOP/s of known devices for the compute dtype.
-fn known_peak(kind: &str, compute: ComputeDtype) -> Option<f64> {
-    let k = kind.to_ascii_lowercase();
-    let half = compute != ComputeDtype::F32;
-    if k.contains("h100") || k.contains("h200") {
-        Some(if half { 989.0 } else { 494.0 })
-    } else if k.contains("a100") {
-        Some(if half { 312.0 } else { 156.0 })
-    } else if k.contains("v3") && k.contains("tpu") {
-        Some(123.0)
-    } else {
-        None
-    }
 }
 
 /// Seeded random token and target rows filling one step's batch of `rows` sequences.
@@ -133,10 +111,10 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         }
         let per_step = t1.elapsed().as_secs_f64() / args.steps as f64;
         let rate = tokens_per_step / per_step;
-        let achieved = rate * flops_per_token(&cfg) / devices as f64 / 1e12;
+        let achieved = rate * vishwam::train::flops::flops_per_token(&cfg) / devices as f64 / 1e12;
         let mfu = match args
             .peak_tflops
-            .or_else(|| known_peak(&kind, cfg.compute_dtype()))
+            .or_else(|| vishwam::train::flops::known_peak_tflops(&kind, cfg.compute_dtype()))
         {
             Some(peak) => format!("{:.1}% of {peak} TFLOP/s", 100.0 * achieved / peak),
             None => "n/a (pass --peak-tflops)".to_string(),

@@ -9,6 +9,7 @@ mod data_source;
 pub mod distill;
 mod error;
 mod eval;
+pub mod flops;
 mod fp8;
 pub mod gpu_telemetry;
 pub mod init;

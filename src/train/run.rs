@@ -179,15 +179,14 @@ pub fn run_training(
         ));
 
         if let Some(snapshot) = &snapshot {
-            write_metrics(
-                &mut metrics,
-                step,
-                &m,
+            let report = StepReport {
+                metrics: &m,
                 tokens_per_second,
                 seconds,
-                trainer,
-                snapshot,
-            )?;
+                data_wait,
+                timings: &timings,
+            };
+            write_metrics(&mut metrics, step, &report, trainer, snapshot)?;
             tracing::info!(
                 "step {step}/{max_steps} loss {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
                 m.loss,
@@ -272,21 +271,39 @@ fn write_json(log: &mut MetricsLog, value: serde_json::Value) -> Result<(), Trai
     log.record(&value)
 }
 
+/// What the loop measured of one step.
+struct StepReport<'a> {
+    metrics: &'a StepMetrics,
+    tokens_per_second: f64,
+    seconds: f64,
+    data_wait: f64,
+    timings: &'a StepTimings,
+}
+
 fn write_metrics(
     file: &mut MetricsLog,
     step: u64,
-    m: &StepMetrics,
-    tokens_per_second: f64,
-    seconds: f64,
+    report: &StepReport<'_>,
     trainer: &Trainer,
     resources: &ResourceSnapshot,
 ) -> Result<(), TrainError> {
+    let (m, t) = (report.metrics, report.timings);
     let memory = device_memory(trainer);
     let mut line = json!({
         "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
-        "tokens_per_second": tokens_per_second, "step_time": seconds, "tokens": m.tokens,
-        "device_memory_bytes": memory,
+        "tokens_per_second": report.tokens_per_second, "step_time": report.seconds,
+        "tokens": m.tokens, "device_memory_bytes": memory,
+        "step_seconds": {
+            "data_wait": report.data_wait, "host_to_device": t.host_to_device,
+            "compute": t.compute, "device_to_host": t.device_to_host,
+        },
     });
+    if let Some(mfu) = model_flops_utilisation(trainer, report.tokens_per_second) {
+        line["mfu"] = json!(mfu);
+    }
+    if let Some(scale) = trainer.loss_scale()? {
+        line["loss_scale"] = json!(scale);
+    }
     resources.record(&mut line);
     if let Some(d) = trainer.distill_metrics()? {
         line["ce"] = json!(d.ce);
@@ -303,6 +320,15 @@ fn write_metrics(
         line["fp8_saturated_backward"] = json!(m.fp8_saturated_backward);
     }
     write_json(file, line)
+}
+
+/// The step's model FLOPs utilisation, where the devices' peak is known.
+fn model_flops_utilisation(trainer: &Trainer, tokens_per_second: f64) -> Option<f64> {
+    let kind = trainer.engine.client.devices().first()?.kind().ok()?;
+    let cfg = &trainer.config;
+    let peak = super::flops::known_peak_tflops(&kind, cfg.compute_dtype())?;
+    let devices = trainer.engine.mesh.num_devices();
+    Some(super::flops::mfu(cfg, tokens_per_second, devices, peak))
 }
 
 /// Bytes in use on device 0 where the plugin reports it, else XLA's compiled estimate.

@@ -306,6 +306,20 @@ impl Trainer {
             .map_err(TrainError::Other)?[0] as i64)
     }
 
+    /// The f16 dynamic loss scale now (downloaded), or `None` when the run has none.
+    pub fn loss_scale(&self) -> Result<Option<f32>, TrainError> {
+        if self.layout.state.loss_scale.is_none() {
+            return Ok(None);
+        }
+        let names = self.layout.state.names();
+        let i = names
+            .iter()
+            .position(|n| n == "loss_scale")
+            .ok_or_else(|| TrainError::Other("the train state has no `loss_scale`".into()))?;
+        let value = self.engine.get(&self.state[i])?.to_vec::<f32>();
+        Ok(Some(value.map_err(TrainError::Other)?[0]))
+    }
+
     /// Uploads a batch, runs one step in place, and returns its metrics.
     pub fn step(&mut self, batch: &HostBatch) -> Result<StepMetrics, TrainError> {
         Ok(self.timed_step(batch)?.0)

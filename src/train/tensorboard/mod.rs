@@ -8,7 +8,8 @@
 //! | record key | tag |
 //! |---|---|
 //! | `loss`, `lr`, `grad_norm`, `tokens` | `train/loss`, `train/lr`, `train/grad_norm`, `train/tokens` |
-//! | `tokens_per_second`, `step_time`, `data_queue_depth` | `perf/<key>` |
+//! | `tokens_per_second`, `step_time`, `data_queue_depth`, `mfu` | `perf/<key>` |
+//! | `step_seconds` (data wait, host to device, compute, device to host) | `perf/step_seconds/<part>` |
 //! | `device_memory_bytes`, `host_rss_bytes` | `memory/<key>` |
 //! | `ce`, `kl`, `intermediate` (distillation) | `distill/ce`, `distill/kl`, `distill/intermediate` |
 //! | `fp8_saturated_forward`, `fp8_saturated_backward` | `fp8/saturated_forward`, `fp8/saturated_backward` |
@@ -38,7 +39,7 @@ pub const TENSORBOARD_DIR: &str = "tensorboard";
 fn scalar_tag(key: &str) -> String {
     match key {
         "loss" | "lr" | "grad_norm" | "tokens" => format!("train/{key}"),
-        "tokens_per_second" | "step_time" | "data_queue_depth" => format!("perf/{key}"),
+        "tokens_per_second" | "step_time" | "data_queue_depth" | "mfu" => format!("perf/{key}"),
         "device_memory_bytes" | "host_rss_bytes" => format!("memory/{key}"),
         "ce" | "kl" | "intermediate" => format!("distill/{key}"),
         "fp8_saturated_forward" | "fp8_saturated_backward" => {
@@ -68,6 +69,7 @@ pub fn record_scalars(record: &Value) -> Option<(u64, Vec<(String, f32)>)> {
             Value::Object(_) | Value::Array(_) => {
                 let group = match key.as_str() {
                     "intermediate" => "distill/intermediate".to_string(),
+                    "step_seconds" => "perf/step_seconds".to_string(),
                     k => k
                         .strip_prefix("val_")
                         .map_or(k.to_string(), |n| format!("val/{n}")),
@@ -178,7 +180,8 @@ mod tests {
             "ce": 3.0, "kl": 0.5, "intermediate": [0.1, 0.2],
             "fp8_saturated_forward": 1, "fp8_saturated_backward": 2,
             "moe": {"dropped_fraction": 0.1, "utilisation": [[0.5, 0.5]]},
-            "host_rss_bytes": 77, "note": "text", "flag": true, "missing": null,
+            "host_rss_bytes": 77, "mfu": 0.3, "step_seconds": {"compute": 0.2},
+            "custom": 5, "note": "text", "flag": true, "missing": null,
         });
         let (step, scalars) = record_scalars(&record).unwrap();
         assert_eq!(step, 20);
@@ -202,7 +205,10 @@ mod tests {
                 "moe/dropped_fraction",
                 "moe/utilisation/0/0",
                 "moe/utilisation/0/1",
-                "train/host_rss_bytes",
+                "memory/host_rss_bytes",
+                "perf/mfu",
+                "perf/step_seconds/compute",
+                "train/custom",
             ]
         );
         assert_eq!(scalars[0].1, 2.5);
