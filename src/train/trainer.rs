@@ -292,16 +292,8 @@ impl Trainer {
 
     /// Optimizer steps applied so far.
     pub fn step_count(&self) -> Result<i64, TrainError> {
-        let i = self
-            .layout
-            .state
-            .names()
-            .iter()
-            .position(|n| n == "step")
-            .ok_or_else(|| TrainError::Other("the train state has no `step`".into()))?;
         Ok(self
-            .engine
-            .get(&self.state[i])?
+            .download_state("step")?
             .to_vec::<i32>()
             .map_err(TrainError::Other)?[0] as i64)
     }
@@ -311,13 +303,18 @@ impl Trainer {
         if self.layout.state.loss_scale.is_none() {
             return Ok(None);
         }
+        let value = self.download_state("loss_scale")?.to_vec::<f32>();
+        Ok(Some(value.map_err(TrainError::Other)?[0]))
+    }
+
+    /// The state array named `name`, downloaded.
+    fn download_state(&self, name: &str) -> Result<HostArray, TrainError> {
         let names = self.layout.state.names();
         let i = names
             .iter()
-            .position(|n| n == "loss_scale")
-            .ok_or_else(|| TrainError::Other("the train state has no `loss_scale`".into()))?;
-        let value = self.engine.get(&self.state[i])?.to_vec::<f32>();
-        Ok(Some(value.map_err(TrainError::Other)?[0]))
+            .position(|n| n == name)
+            .ok_or_else(|| TrainError::Other(format!("the train state has no `{name}`")))?;
+        Ok(self.engine.get(&self.state[i])?)
     }
 
     /// Uploads a batch, runs one step in place, and returns its metrics.

@@ -1,7 +1,7 @@
 //! The stages of AdamW (docs/model.md): global-norm clipping, Adam's bias-corrected moments,
 //! decoupled weight decay and the learning-rate schedule.
 
-use super::{GradientTransformation, OptState, UpdateContext};
+use super::{zeros_of_kind, GradientTransformation, OptState, UpdateContext};
 use crate::config::TrainingConfig;
 use crate::train::schedule::lr_traced;
 use crate::train::state::StateSlot;
@@ -15,10 +15,6 @@ pub struct ClipByGlobalNorm {
 }
 
 impl GradientTransformation for ClipByGlobalNorm {
-    fn init(&self, _params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
-        OptState::default()
-    }
-
     fn update(
         &self,
         updates: TensorMap,
@@ -61,12 +57,8 @@ fn bias_correction(beta: f64, t: &Tensor) -> Tensor {
 
 impl GradientTransformation for ScaleByAdam {
     fn init(&self, params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
-        let zeros: BTreeMap<String, StateSlot> = params
-            .iter()
-            .map(|(n, s)| (n.clone(), s.zeros_like()))
-            .collect();
-        let mut state = OptState::of_kind("m", zeros.clone());
-        state.merge(OptState::of_kind("v", zeros));
+        let mut state = zeros_of_kind("m", params);
+        state.merge(zeros_of_kind("v", params));
         state
     }
 
@@ -105,10 +97,6 @@ pub struct AddDecayedWeights {
 }
 
 impl GradientTransformation for AddDecayedWeights {
-    fn init(&self, _params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
-        OptState::default()
-    }
-
     fn update(
         &self,
         updates: TensorMap,
@@ -151,10 +139,6 @@ impl ScaleBySchedule {
 }
 
 impl GradientTransformation for ScaleBySchedule {
-    fn init(&self, _params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
-        OptState::default()
-    }
-
     fn update(
         &self,
         updates: TensorMap,

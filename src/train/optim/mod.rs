@@ -34,8 +34,11 @@ pub struct UpdateContext {
 
 /// One stage of an optimiser.
 pub trait GradientTransformation {
-    /// The state this stage keeps for `params` (each parameter's slot: type and sharding).
-    fn init(&self, params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot>;
+    /// The state this stage keeps for `params` (each parameter's slot: type and sharding);
+    /// none unless the stage says otherwise.
+    fn init(&self, _params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
+        OptState::default()
+    }
 
     /// The transformed `updates` (one per parameter of `params`) and this stage's new state
     /// (only its own kinds of `state`).
@@ -46,6 +49,16 @@ pub trait GradientTransformation {
         params: &TensorMap,
         ctx: &UpdateContext,
     ) -> Result<(TensorMap, OptState<Tensor>)>;
+}
+
+/// A zero-initialised array of `kind` for each of `params`, typed and sharded like it (a
+/// moment or momentum buffer).
+pub fn zeros_of_kind(kind: &str, params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
+    let zeros = params
+        .iter()
+        .map(|(n, s)| (n.clone(), s.zeros_like()))
+        .collect();
+    OptState::of_kind(kind, zeros)
 }
 
 /// `params - updates`, parameter by parameter.

@@ -6,7 +6,7 @@
 //! 32.2 ms for AdamW).
 
 use super::muon::{momentum_at, muon_lr_traced, newton_schulz, shape_scale, MuonSettings};
-use super::{GradientTransformation, OptState, UpdateContext};
+use super::{zeros_of_kind, GradientTransformation, OptState, UpdateContext};
 use crate::config::{ComputeDtype, TrainingConfig};
 use crate::train::state::StateSlot;
 use std::collections::BTreeMap;
@@ -64,11 +64,7 @@ const MOMENTUM: &str = "momentum";
 
 impl GradientTransformation for ScaleByMuon {
     fn init(&self, params: &BTreeMap<String, StateSlot>) -> OptState<StateSlot> {
-        let buffers = params
-            .iter()
-            .map(|(n, s)| (n.clone(), s.zeros_like()))
-            .collect();
-        OptState::of_kind(MOMENTUM, buffers)
+        zeros_of_kind(MOMENTUM, params)
     }
 
     fn update(
