@@ -97,6 +97,9 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
             sum > 0.0 && sum <= r["step_time"].as_f64().unwrap() * 1.001,
             "{r}"
         );
+        // The batch's token accuracy, a fraction of its tokens.
+        let accuracy = r["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy), "{r}");
         // No known peak for a CPU, so no MFU; f32 compute, so no loss scale.
         assert!(
             r.get("mfu").is_none() && r.get("loss_scale").is_none(),
@@ -179,8 +182,9 @@ fn random_params(cfg: &Config, seed: u64) -> BTreeMap<String, HostArray> {
         .collect()
 }
 
-/// The accuracy count of the training evaluation (`Trainer::evaluate`) and of generation's
-/// evaluation program (`generate::build_eval`, used by `vishwam eval`) equals the count of
+/// The accuracy count of the training evaluation (`Trainer::evaluate`), of the train step's
+/// `accuracy` metric (measured before its update) and of generation's evaluation program
+/// (`generate::build_eval`, used by `vishwam eval`) equals the count of
 /// masked positions whose host argmax over the Candle reference's logits is the target. About
 /// half the targets are set to that argmax, the rest drawn at random; a fifth of the positions
 /// are masked out. Positions whose two largest reference logits lie within 1e-4 of each other
@@ -249,6 +253,16 @@ fn accuracy_counts_match_an_argmax_over_the_reference_logits() {
         (trained.correct - want).abs() <= undecided,
         "training evaluation: {} correct, host argmax {want}",
         trained.correct
+    );
+
+    // The train step's own accuracy on the same batch (no dropout: the same forward pass).
+    let step = trainer.step(&batch).unwrap();
+    assert_eq!(step.tokens as f64, tokens_counted);
+    let step_correct = (step.accuracy as f64 * tokens_counted).round();
+    assert!(
+        (step_correct - want).abs() <= undecided,
+        "train step: accuracy {} ({step_correct} correct), host argmax {want}",
+        step.accuracy
     );
 
     // Generation's evaluation program on the same parameters and batch.

@@ -196,7 +196,7 @@ pub fn build_decode(
 }
 
 /// Sum of the masked cross-entropy, the count of target tokens and the count of correctly
-/// predicted ones (argmax == target, [`model::LmPass::correct_sum`]) over one batch `tokens`,
+/// predicted ones (the target's logit the largest, [`model::LmPass::ce_and_correct_sums`]) over one batch `tokens`,
 /// `targets: i32 [B, T]`, `mask: f32 [B, T]`: the model's objective ([`model::lm_pass`])
 /// without dropout, its cross-entropy alone, as the training evaluation computes it. Outputs
 /// `loss_sum`, `tokens`, `correct`.
@@ -213,8 +213,7 @@ pub fn build_eval(
     let targets = g.param("targets", TensorType::new(DType::I32, &shape));
     let mask = g.param("mask", TensorType::new(DType::F32, &shape));
     let pass = model::lm_pass(cfg, opts, &params, &tokens, None)?;
-    let loss_sum = pass.ce_sum(&targets, &mask, None);
-    let correct = pass.correct_sum(&targets, &mask, None);
+    let (loss_sum, correct) = pass.ce_and_correct_sums(&targets, &mask, None);
     g.finish(&[
         ("loss_sum", &loss_sum),
         ("tokens", &mask.sum_all()),

@@ -11,8 +11,8 @@
 //! get zeros, which nothing reads.
 
 use super::loss::{
-    accumulate, concat_rows, dividing_chunk, lowest_f32, matmul_f32, online_add, online_max,
-    target_logits, RowStats,
+    accumulate, concat_rows, correct_rows, dividing_chunk, lowest_f32, matmul_f32, online_add,
+    online_max, target_logits, RowStats,
 };
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{DType, Graph, Tensor};
@@ -29,14 +29,16 @@ pub struct DistillHeads<'a> {
     pub teacher_head: &'a Tensor,
 }
 
-/// `(objective, ce_sum, kl_sum)` in f32: `ce_sum` and `kl_sum` are the sums over tokens of
-/// `mask * (logsumexp(zs) - zs[target])` and of
+/// `[objective, ce_sum, kl_sum, correct]` in f32: `ce_sum` and `kl_sum` are the sums over
+/// tokens of `mask * (logsumexp(zs) - zs[target])` and of
 /// `mask * KL(softmax(zt / T) || softmax(zs / T))`, where `zs` and `zt` are the student's and
-/// the teacher's logits, and `objective = weights[0] * ce_sum + weights[1] * kl_sum`.
+/// the teacher's logits, `objective = weights[0] * ce_sum + weights[1] * kl_sum`, and
+/// `correct` the sum of `mask` over the tokens whose target is the student's most likely
+/// token (as [`super::LmPass::ce_and_correct_sums`] counts them).
 /// `targets: i32 [N]` (rows with targets outside `[0, V)` must be masked out), `mask: f32
 /// [N]`; `stats` picks one or two passes for each row's softmax statistics.
 ///
-/// Gradients flow through `objective` only (`ce_sum` and `kl_sum` are for reporting), and to
+/// Gradients flow through `objective` only (the other sums are for reporting), and to
 /// the student only. Because the weights are known when tracing, the forward pass computes
 /// the objective's gradient with respect to each chunk's student logits while those logits
 /// are at hand, and takes it through the head right away (as fused linear cross-entropy
@@ -50,7 +52,7 @@ pub fn masked_ce_kl_sums(
     weights: [f64; 2],
     chunk: usize,
     stats: RowStats,
-) -> (Tensor, Tensor, Tensor) {
+) -> [Tensor; 4] {
     let n = heads.student_hidden.shape()[0];
     let c = dividing_chunk(n, chunk);
     let g = heads.student_hidden.graph().clone();
@@ -68,7 +70,12 @@ pub fn masked_ce_kl_sums(
         |_g, xs| forward(xs, temperature, weights, c, stats),
         |g, xs, outs, cts| backward(g, xs, outs, &cts[0]),
     );
-    (out[0].clone(), out[1].clone(), out[2].clone())
+    [
+        out[0].clone(),
+        out[1].clone(),
+        out[2].clone(),
+        out[5].clone(),
+    ]
 }
 
 /// One chunk's student and teacher logits, `[c, V]` each, as f32. The student's leave the
@@ -229,7 +236,7 @@ fn forward(
     let (hs, ws, targets, mask) = (&xs[0], &xs[1], &xs[4], &xs[5]);
     let v = ws.shape()[1];
     let inv_t = 1.0 / temperature;
-    let (mut ce_sum, mut kl_sum, mut dw) = (None, None, None);
+    let (mut ce_sum, mut kl_sum, mut correct, mut dw) = (None, None, None, None);
     let mut dh = Vec::new();
     for i in 0..hs.shape()[0] / c {
         let (zs, zt) = chunk_logits(xs, i, c);
@@ -257,6 +264,7 @@ fn forward(
             RowStats::TwoPass => (&zs * &onehot).sum(&[-1], true),
             RowStats::Online => target_logits(&zs, &chunk_targets),
         };
+        accumulate(&mut correct, correct_rows(&picked, &st.max_s, &m));
         let ce = &lse - picked;
         accumulate(&mut ce_sum, (ce * &m).sum_all());
         accumulate(&mut kl_sum, (kl * &m).sum_all());
@@ -286,6 +294,7 @@ fn forward(
         kl_sum,
         concat_rows(&dh),
         dw.expect("at least one chunk"),
+        correct.expect("at least one chunk"),
     ]
 }
 

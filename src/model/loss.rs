@@ -136,6 +136,23 @@ pub fn masked_ce_sum(
     fp8: Option<Fp8Formats>,
     stats: RowStats,
 ) -> Tensor {
+    masked_ce_and_correct_sums(h, w, targets, mask, chunk, fp8, stats).0
+}
+
+/// [`masked_ce_sum`] and, from the same pass over the logits, the count of correctly
+/// predicted tokens: the sum of `mask` over the rows whose target logit is the row's maximum
+/// (exactly equal, so a tie with another token counts as correct). Both f32 scalars; the
+/// count has no gradient. It reads the maximum and the target logit that the cross-entropy
+/// computes anyway, so it costs one comparison per row.
+pub fn masked_ce_and_correct_sums(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    chunk: usize,
+    fp8: Option<Fp8Formats>,
+    stats: RowStats,
+) -> (Tensor, Tensor) {
     let chunk = dividing_chunk(h.shape()[0], chunk);
     let g = h.graph().clone();
     let out = g.custom_vjp(
@@ -153,7 +170,7 @@ pub fn masked_ce_sum(
             ]
         },
     );
-    out[0].clone()
+    (out[0].clone(), out[3].clone())
 }
 
 /// A chunk size that keeps one chunk's f32 logits under about 256 MiB.
@@ -177,8 +194,9 @@ fn fp8_unit_gradient(g: &Graph, d: &Tensor, to: DType) -> Tensor {
     dequantise(&quantise(d, &scale, ty).0, &scale, to)
 }
 
-/// `[ce_sum, d h, d w]` for `xs = [h, w, targets, mask]`: the masked CE sum and its
-/// gradients with respect to `h` (`[N, H]`, `h`'s dtype) and `w` (`[H, V]`, f32).
+/// `[ce_sum, d h, d w, correct]` for `xs = [h, w, targets, mask]`: the masked CE sum, its
+/// gradients with respect to `h` (`[N, H]`, `h`'s dtype) and `w` (`[H, V]`, f32), and the
+/// masked count of rows whose target logit is the maximum.
 fn forward(
     g: &Graph,
     xs: &[Tensor],
@@ -192,7 +210,7 @@ fn forward(
         None => (h.clone(), w.clone()),
     };
     let v = w.shape()[1];
-    let mut total: Option<Tensor> = None;
+    let (mut total, mut correct): (Option<Tensor>, Option<Tensor>) = (None, None);
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
     for i in 0..h.shape()[0] / c {
@@ -202,6 +220,7 @@ fn forward(
         let onehot = chunk_targets.one_hot(v, DType::F32);
         let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
         let [max, sum, picked] = ce_row_stats(&logits, &onehot, &chunk_targets, stats);
+        accumulate(&mut correct, correct_rows(&picked, &max, &m));
         let lse = sum.log() + max;
         let ce = &lse - picked;
         accumulate(&mut total, (ce * &m).sum_all());
@@ -218,7 +237,14 @@ fn forward(
         total.expect("at least one chunk"),
         concat_rows(&dh),
         dw.expect("at least one chunk"),
+        correct.expect("at least one chunk"),
     ]
+}
+
+/// `sum(mask)` over the rows whose target logit `picked` equals the row maximum `max` (both
+/// `[c, 1]` f32, the maximum taken over the same logits): the correct predictions of a chunk.
+pub(super) fn correct_rows(picked: &Tensor, max: &Tensor, mask: &Tensor) -> Tensor {
+    picked.ge(max).select(mask, 0.0).sum_all()
 }
 
 /// The largest chunk size `<= chunk` that divides `n` (at least 1).

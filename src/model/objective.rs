@@ -5,7 +5,8 @@
 //! terms read: the final hidden states flattened to `[B·T, H]`, the LM head in the compute
 //! dtype, the residual stream after each block (intermediate-layer distillation) and the
 //! routing statistics of the MoE blocks. [`LmPass::ce_sum`] is the masked cross-entropy sum
-//! through the chunked head ([`super::masked_ce_sum`]), and [`moe_aux_term`] the MoE
+//! through the chunked head ([`super::masked_ce_sum`]; [`LmPass::ce_and_correct_sums`] adds
+//! the count of correct predictions from the same pass), and [`moe_aux_term`] the MoE
 //! load-balancing term `aux_loss_coef * mean over MoE blocks of aux`. The train step's
 //! objective is `ce_sum * w_ce + moe_aux_term * w_aux` (weights from the loss normalisation,
 //! the loss scale and the accumulation; a distillation step puts its objective, fed from the
@@ -15,7 +16,7 @@
 
 use super::forward::{head_weight, hidden_states_with_layers, ForwardOptions, RngStream};
 use super::fp8::Fp8Formats;
-use super::loss::{default_chunk, dividing_chunk, masked_ce_sum, matmul_f32, RowStats};
+use super::loss::{default_chunk, masked_ce_and_correct_sums, RowStats};
 use super::moe::MoeStats;
 use crate::config::ModelConfig;
 use vishwam_hlo::{DType, Result, Tensor, TensorMap, TensorType};
@@ -70,9 +71,22 @@ impl LmPass {
     /// for `targets: i32` and `mask: f32` (1 for real targets, 0 for padding) of `[B, T]` or
     /// `[B·T]`, the head applied `chunk` tokens at a time ([`default_chunk`] when `None`).
     pub fn ce_sum(&self, targets: &Tensor, mask: &Tensor, chunk: Option<usize>) -> Tensor {
+        self.ce_and_correct_sums(targets, mask, chunk).0
+    }
+
+    /// [`LmPass::ce_sum`] and, from the same pass over the logits, the numerator of token
+    /// accuracy: the sum of `mask` over the tokens whose target is the head's most likely
+    /// token (its logit equal to the row's maximum; exact ties count as correct). The count
+    /// has no gradient.
+    pub fn ce_and_correct_sums(
+        &self,
+        targets: &Tensor,
+        mask: &Tensor,
+        chunk: Option<usize>,
+    ) -> (Tensor, Tensor) {
         let (n, vocab) = (self.hidden.shape()[0], self.head.shape()[1]);
         let chunk = chunk.unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
-        masked_ce_sum(
+        masked_ce_and_correct_sums(
             &self.hidden,
             &self.head,
             &targets.reshape(&[n]),
@@ -81,30 +95,6 @@ impl LmPass {
             self.head_fp8,
             self.row_stats,
         )
-    }
-
-    /// Sum over the real tokens of `mask` where the head's most likely token (argmax of the
-    /// logits, f32 accumulation) equals the target: the numerator of token accuracy, for
-    /// `targets: i32` and `mask: f32` of `[B, T]` or `[B·T]`. The head runs `chunk` tokens at
-    /// a time ([`default_chunk`] when `None`), as [`LmPass::ce_sum`] does, so no more than one
-    /// chunk of logits is live. Evaluation only: it has no gradient.
-    pub fn correct_sum(&self, targets: &Tensor, mask: &Tensor, chunk: Option<usize>) -> Tensor {
-        let (n, vocab) = (self.hidden.shape()[0], self.head.shape()[1]);
-        let chunk = chunk.unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
-        let c = dividing_chunk(n, chunk);
-        let (targets, mask) = (targets.reshape(&[n]), mask.reshape(&[n]));
-        let mut total: Option<Tensor> = None;
-        for i in 0..n / c {
-            let rows = |t: &Tensor| t.slice_axis(0, i * c, (i + 1) * c);
-            let predicted = matmul_f32(&rows(&self.hidden), &self.head).argmax(-1, DType::I32);
-            let hits = predicted.eq(rows(&targets)).select(rows(&mask), 0.0);
-            let sum = hits.sum_all();
-            total = Some(match total {
-                Some(t) => t + sum,
-                None => sum,
-            });
-        }
-        total.expect("at least one chunk")
     }
 
     /// The logits `[B·T, V]` in f32, materialised (for comparisons on small batches).

@@ -15,6 +15,8 @@ use vishwam_hlo::{tree_struct, DType, Result, Tensor, TensorMap};
 pub(super) struct Accumulated {
     /// The summed objective over real tokens: the CE, or the distillation objective.
     pub loss: Tensor,
+    /// The real tokens whose target is the model's most likely token.
+    pub correct: Tensor,
     /// The weighted gradients of the trainable parameters.
     pub grads: TensorMap,
     /// The advanced random state.
@@ -28,6 +30,7 @@ pub(super) struct Accumulated {
 }
 tree_struct!(Accumulated {
     loss,
+    correct,
     grads,
     rng,
     moe,
@@ -54,6 +57,7 @@ impl Accumulated {
         };
         Ok(Accumulated {
             loss: &self.loss + step.loss,
+            correct: &self.correct + step.correct,
             grads,
             rng: step.rng,
             moe,
@@ -164,6 +168,7 @@ pub(super) fn accumulate(
     }
     let zeros = Accumulated {
         loss: g.scalar(0.0, DType::F32),
+        correct: g.scalar(0.0, DType::F32),
         grads: names
             .iter()
             .map(|n| Ok((n.clone(), params.get(n)?.zeros_like())))

@@ -20,7 +20,7 @@ fn eval_options(train: &ForwardOptions) -> ForwardOptions {
 }
 
 /// Sum of masked cross-entropy, the token count and the count of correctly predicted tokens
-/// (argmax of the logits equal to the target, [`model::LmPass::correct_sum`]) over one
+/// (the target's logit the largest, [`model::LmPass::ce_and_correct_sums`]) over one
 /// `[micro_batch, seq_len]` batch: the model's objective ([`model::lm_pass`]) with dropout
 /// off, its cross-entropy alone as the train step reports it. Outputs `loss_sum`, `tokens`,
 /// `correct` (f32 scalars).
@@ -36,8 +36,7 @@ pub fn build_eval_step(cfg: &Config, layout: &StepLayout, train: &ForwardOptions
     let mask = g.param_sharded("mask", TensorType::new(DType::F32, &shape), spec);
     let opts = eval_options(train);
     let pass = model::lm_pass(&cfg.model, &opts, &params, &tokens, None)?;
-    let loss_sum = pass.ce_sum(&targets, &mask, None);
-    let correct = pass.correct_sum(&targets, &mask, None);
+    let (loss_sum, correct) = pass.ce_and_correct_sums(&targets, &mask, None);
     g.finish(&[
         ("loss_sum", &loss_sum),
         ("tokens", &mask.sum_all()),

@@ -11,7 +11,8 @@ use crate::model::{self, ForwardOptions, RngStream};
 use vishwam_hlo::{Result, Tensor, TensorMap};
 
 /// One micro-batch of the model's objective ([`model::lm_pass`]): the masked CE sum (or, with
-/// a teacher, the distillation objective's sum) and the gradients of `weights[0]` times it
+/// a teacher, the distillation objective's sum), the count of correctly predicted tokens, and
+/// the gradients of `weights[0]` times it
 /// (plus, for MoE models, `weights[1]` times [`model::moe_aux_term`]) with respect to
 /// `names`, and the FP8 statistics per layer (the gradients of zero probes).
 #[allow(clippy::too_many_arguments)]
@@ -40,8 +41,11 @@ pub(super) fn micro_step(
         model_inputs.insert(name.clone(), probe.clone());
     }
     let pass = model::lm_pass(&cfg.model, opts, &model_inputs, tokens, Some(&mut stream))?;
-    let (loss, distill) = match teacher {
-        None => (pass.ce_sum(targets, mask, None), None),
+    let (loss, correct, distill) = match teacher {
+        None => {
+            let (ce, correct) = pass.ce_and_correct_sums(targets, mask, None);
+            (ce, correct, None)
+        }
         Some((context, teacher_params)) => {
             let student = StudentPass {
                 hidden: &pass.hidden,
@@ -58,6 +62,7 @@ pub(super) fn micro_step(
             let terms = context.terms(&student, teacher_params, &batch)?;
             (
                 terms.objective,
+                terms.correct,
                 Some([terms.ce, terms.kl, terms.intermediate]),
             )
         }
@@ -77,6 +82,7 @@ pub(super) fn micro_step(
     let grads = names.iter().cloned().zip(grads).collect();
     Ok(Accumulated {
         loss,
+        correct,
         grads,
         rng: stream.state,
         moe,

@@ -188,8 +188,9 @@ pub fn run_training(
             };
             write_metrics(&mut metrics, step, &report, trainer, snapshot)?;
             tracing::info!(
-                "step {step}/{max_steps} loss {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
+                "step {step}/{max_steps} loss {:.4} acc {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
                 m.loss,
+                m.accuracy,
                 m.grad_norm,
                 m.lr,
                 tokens_per_second
@@ -290,7 +291,7 @@ fn write_metrics(
     let (m, t) = (report.metrics, report.timings);
     let memory = device_memory(trainer);
     let mut line = json!({
-        "step": step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
+        "step": step, "loss": m.loss, "accuracy": m.accuracy, "lr": m.lr, "grad_norm": m.grad_norm,
         "tokens_per_second": report.tokens_per_second, "step_time": report.seconds,
         "tokens": m.tokens, "device_memory_bytes": memory,
         "step_seconds": {

@@ -28,6 +28,8 @@ struct Metrics {
     lr: Tensor,
     /// Tokens that counted.
     tokens: Tensor,
+    /// Fraction of those tokens whose target is the model's most likely token.
+    accuracy: Tensor,
     /// 1 when the update was skipped (a non-finite loss or gradient).
     skipped: Tensor,
     /// Elements clipped to the FP8 range in the forward pass (0 without FP8).
@@ -40,6 +42,7 @@ tree_struct!(Metrics {
     grad_norm,
     lr,
     tokens,
+    accuracy,
     skipped,
     fp8_saturated_forward,
     fp8_saturated_backward,
@@ -162,6 +165,7 @@ pub(super) fn trace_train_step(
     };
     let Accumulated {
         loss: loss_sum,
+        correct,
         grads,
         rng,
         moe: moe_stats,
@@ -221,6 +225,7 @@ pub(super) fn trace_train_step(
         loss,
         grad_norm,
         lr: lr_traced(&cfg.training, &t),
+        accuracy: correct / &denom,
         tokens: total_tokens,
         skipped: ok.not().cast(DType::F32),
         fp8_saturated_forward,

@@ -68,6 +68,9 @@ pub struct StepMetrics {
     pub lr: f32,
     /// Tokens that counted towards the loss.
     pub tokens: f32,
+    /// Fraction of those tokens whose target was the model's most likely token (exact ties
+    /// with another token count as correct), before the update.
+    pub accuracy: f32,
     /// True when the update was skipped (non-finite loss or gradient).
     pub skipped: bool,
     /// Activation and weight elements clipped to the FP8 range (0 without FP8).
@@ -78,25 +81,27 @@ pub struct StepMetrics {
 
 impl StepMetrics {
     /// The program's metric outputs, named as in the traced step (`super::step`).
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "loss",
         "grad_norm",
         "lr",
         "tokens",
+        "accuracy",
         "skipped",
         "fp8_saturated_forward",
         "fp8_saturated_backward",
     ];
 
     /// From the values of the outputs named [`StepMetrics::NAMES`], in that order.
-    fn from_values(v: &[f32; 7]) -> StepMetrics {
-        let [loss, grad_norm, lr, tokens, skipped, fp8_saturated_forward, fp8_saturated_backward] =
+    fn from_values(v: &[f32; 8]) -> StepMetrics {
+        let [loss, grad_norm, lr, tokens, accuracy, skipped, fp8_saturated_forward, fp8_saturated_backward] =
             *v;
         StepMetrics {
             loss,
             grad_norm,
             lr,
             tokens,
+            accuracy,
             skipped: skipped != 0.0,
             fp8_saturated_forward,
             fp8_saturated_backward,

@@ -82,6 +82,9 @@ fn distill_command_trains_a_student_from_a_trained_teacher() {
     for key in ["loss", "ce", "kl", "intermediate"] {
         assert!(first[key].is_number(), "{key} missing: {first}");
     }
+    // The student's token accuracy on its batch, from the distillation loss's own pass.
+    let accuracy = first["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy), "{first}");
     let ck = student_run.join("checkpoints").join("step_00000002");
     assert!(ck.join("manifest.json").is_file());
 

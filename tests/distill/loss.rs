@@ -323,9 +323,10 @@ fn kl_alone_matches_the_candle_reference() {
 }
 
 /// `(ce, kl)` of `masked_ce_kl_sums` at temperature `t` over fixed random heads (entries
-/// uniform in `[-spread, spread]`) with `chunk` tokens per chunk, and the gradients of
-/// `0.3 ce + 0.7 kl` for the student's hidden states and head. Masked rows have targets
-/// outside the vocabulary.
+/// uniform in `[-spread, spread]`) with `chunk` tokens per chunk, the gradients of
+/// `0.3 ce + 0.7 kl` for the student's hidden states and head, its correct count, and the
+/// correct count of a host argmax over the student's logits (f64). Masked rows have targets
+/// outside the vocabulary; every third row's target is the host argmax.
 fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f32>> {
     use rand::{Rng, SeedableRng};
     let (n, hs, ht, v) = (12i64, 8i64, 6i64, 40i64);
@@ -341,14 +342,29 @@ fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f
         random(&[n, ht]),
         random(&[ht, v]),
     ];
+    let (h, w) = (inputs[0].to_f32(), inputs[1].to_f32());
+    let host_argmax = |i: usize| {
+        let logit = |j: usize| -> f64 {
+            (0..hs as usize)
+                .map(|k| h[i * hs as usize + k] as f64 * w[k * v as usize + j] as f64)
+                .sum()
+        };
+        (0..v as usize)
+            .max_by(|&a, &b| logit(a).total_cmp(&logit(b)))
+            .unwrap() as i32
+    };
     let targets: Vec<i32> = (0..n as i32)
         .map(|i| match i {
             4 => -1,
             9 => v as i32 + 3,
+            _ if i % 3 == 0 => host_argmax(i as usize),
             _ => (i * 7) % v as i32,
         })
         .collect();
     let mask: Vec<f32> = (0..n).map(|i| if i % 5 == 4 { 0.0 } else { 1.0 }).collect();
+    let host_correct = (0..n as usize)
+        .filter(|&i| mask[i] > 0.0 && targets[i] == host_argmax(i))
+        .count() as f32;
     let g = Graph::named("chunked_distillation");
     let xs: Vec<Tensor> = ["hs", "ws", "ht", "wt"]
         .iter()
@@ -363,7 +379,7 @@ fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f
         teacher_hidden: &xs[2],
         teacher_head: &xs[3],
     };
-    let (objective, ce, kl) =
+    let [objective, ce, kl, correct] =
         model::masked_ce_kl_sums(&heads, &tgt, &msk, t, [0.3, 0.7], chunk, stats);
     let grads = g.grad(&objective, &xs[..2]).unwrap();
     let func = g
@@ -372,6 +388,7 @@ fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f
             ("kl", &kl),
             ("dh", &grads[0]),
             ("dw", &grads[1]),
+            ("correct", &correct),
         ])
         .unwrap();
     let mesh = vishwam_mesh::Mesh::new(&[("data", 1)], 1).unwrap();
@@ -395,9 +412,12 @@ fn chunked_sums(chunk: usize, t: f64, spread: f32, stats: RowStats) -> Vec<Vec<f
     let out = program
         .run(arrays.iter().map(Input::Keep).collect())
         .unwrap();
-    out.iter()
+    let mut sums: Vec<Vec<f32>> = out
+        .iter()
         .map(|a| engine.get(a).unwrap().to_vec::<f32>().unwrap())
-        .collect()
+        .collect();
+    sums.push(vec![host_correct]);
+    sums
 }
 
 #[test]
@@ -413,6 +433,9 @@ fn neither_chunking_nor_online_statistics_change_the_sums_or_the_gradients() {
     for (t, spread) in cases {
         let whole = chunked_sums(12, t, spread, RowStats::TwoPass);
         assert!(whole[0][0] > 1.0 && whole[1][0] > 0.01, "{:?}", &whole[..2]);
+        // The student's correct count is the host argmax's: 3 of the 10 real rows are set to
+        // it (rows 0, 3 and 6; row 9 is masked), others may hit by chance.
+        assert!(whole[5][0] >= 3.0, "{:?}", &whole[4..]);
         let cases = [
             (1, RowStats::TwoPass),
             (4, RowStats::TwoPass),
@@ -422,6 +445,10 @@ fn neither_chunking_nor_online_statistics_change_the_sums_or_the_gradients() {
         .chain([12, 4, 1].map(|c| (c, RowStats::Online)));
         for (chunk, stats) in cases {
             let parts = chunked_sums(chunk, t, spread, stats);
+            assert_eq!(
+                parts[4], parts[5],
+                "T {t} spread {spread} {stats:?} chunk {chunk}: correct count against the host argmax"
+            );
             for (what, (a, b)) in ["ce", "kl", "d hidden", "d head"]
                 .iter()
                 .zip(parts.iter().zip(&whole))

@@ -119,6 +119,8 @@ pub struct DistillTerms {
     pub kl: Tensor,
     /// Mean over matched layers of the hidden-state distance (0 when off).
     pub intermediate: Tensor,
+    /// Tokens whose target is the student's most likely token (token accuracy's numerator).
+    pub correct: Tensor,
 }
 
 fn dtype_of(c: ComputeDtype) -> DType {
@@ -303,7 +305,7 @@ impl DistillContext {
             teacher_head: &teacher_head,
         };
         let t2 = self.temperature * self.temperature;
-        let (mut objective, ce, kl) = model::masked_ce_kl_sums(
+        let [mut objective, ce, kl, correct] = model::masked_ce_kl_sums(
             &heads,
             &batch.targets.reshape(&[n]),
             &mask,
@@ -341,6 +343,7 @@ impl DistillContext {
             ce,
             kl,
             intermediate,
+            correct,
         })
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | record key | tag |
 //! |---|---|
-//! | `loss`, `lr`, `grad_norm`, `tokens` | `train/loss`, `train/lr`, `train/grad_norm`, `train/tokens` |
+//! | `loss`, `accuracy`, `lr`, `grad_norm`, `tokens` | `train/loss`, `train/accuracy`, `train/lr`, `train/grad_norm`, `train/tokens` |
 //! | `tokens_per_second`, `step_time`, `data_queue_depth`, `mfu` | `perf/<key>` |
 //! | `step_seconds` (data wait, host to device, compute, device to host) | `perf/step_seconds/<part>` |
 //! | `device_memory_bytes`, `host_rss_bytes` | `memory/<key>` |
@@ -38,7 +38,7 @@ pub const TENSORBOARD_DIR: &str = "tensorboard";
 /// The TensorBoard tag of a top-level record key that holds a number.
 fn scalar_tag(key: &str) -> String {
     match key {
-        "loss" | "lr" | "grad_norm" | "tokens" => format!("train/{key}"),
+        "loss" | "accuracy" | "lr" | "grad_norm" | "tokens" => format!("train/{key}"),
         "tokens_per_second" | "step_time" | "data_queue_depth" | "mfu" => format!("perf/{key}"),
         "device_memory_bytes" | "host_rss_bytes" => format!("memory/{key}"),
         "ce" | "kl" | "intermediate" => format!("distill/{key}"),
