@@ -8,7 +8,6 @@ mod common;
 
 use common::{failed, succeeded, vishwam_cli};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use vishwam::engine::HostArray;
 use vishwam::train::checkpoint::{self, Checkpoint};
 
@@ -65,27 +64,11 @@ fn fixture(case: &str) -> PathBuf {
         .join(checkpoint::step_dir_name(FIXTURE_STEP))
 }
 
-/// The data loader's fingerprint of the tiny runs' data on this machine, as a fresh one-step
-/// run records it in its checkpoint (once per test binary).
-fn current_data_fingerprint() -> &'static str {
-    static FINGERPRINT: OnceLock<String> = OnceLock::new();
-    FINGERPRINT.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("fresh");
-        succeeded(train(&out, &["training.max_steps=1"], None));
-        let ck = checkpoint::load(&checkpoint::latest(&out.join("checkpoints")).unwrap()).unwrap();
-        ck.manifest.data_position["data_fingerprint"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    })
-}
-
 /// A copy of the fixture `case` under `dir` (a test must not be able to change a committed
-/// file), its data position taking this machine's fingerprint of the same data. The
-/// fingerprint is `tokenizer:source:documents:tokens:val_fraction:add_bos`, and its `source`
-/// part hashes the corpus files' paths and modification times, which differ on every machine
-/// and in every vishwam home; every other part must be the fixture's.
+/// file). Its data position carries the fingerprint of checkpoints before content
+/// fingerprints, `tokenizer:source:documents:tokens:val_fraction:add_bos` with a `source`
+/// part that hashed the corpus files' paths and modification times (different on every
+/// machine): resuming it checks that such checkpoints still resume, on the other parts.
 fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
     let from = fixture(case);
     let to = dir.join(case).join(from.file_name().unwrap());
@@ -94,20 +77,16 @@ fn copy_fixture(case: &str, dir: &Path) -> PathBuf {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
-    let path = to.join("manifest.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let position = &mut manifest["data_position"]["data_fingerprint"];
-    let (saved, current) = (position.as_str().unwrap(), current_data_fingerprint());
-    let parts = |f: &str| -> Vec<String> {
-        let mut parts: Vec<String> = f.split(':').map(str::to_string).collect();
-        assert_eq!(parts.len(), 6, "data fingerprint {f}");
-        parts[1].clear();
-        parts
-    };
-    assert_eq!(parts(saved), parts(current), "{case}: the same data");
-    *position = current.into();
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(to.join("manifest.json")).unwrap()).unwrap();
+    let saved = manifest["data_position"]["data_fingerprint"]
+        .as_str()
+        .unwrap();
+    let parts: Vec<&str> = saved.split(':').collect();
+    assert!(
+        parts.len() == 6 && !parts[1].starts_with("sha256-"),
+        "{case}: a path-and-time fingerprint {saved}"
+    );
     to
 }
 
@@ -312,4 +291,71 @@ fn a_format_1_checkpoint_missing_a_tensor_is_refused_by_name() {
     let err = failed(resume(&broken, &out, DENSE_FP8));
     assert!(err.contains(&format!("`{missing}`")), "{err}");
     assert!(checkpoint::list(&out.join("checkpoints")).is_empty());
+}
+
+/// `count` Brown files (installed on first use), copied into `dir`.
+fn brown_copy(dir: &Path, count: usize) {
+    let brown = vishwam::data::BrownFetcher::new(vishwam::paths::datasets_dir())
+        .ensure_text()
+        .unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&brown)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    std::fs::create_dir_all(dir).unwrap();
+    for file in files.iter().take(count) {
+        std::fs::copy(file, dir.join(file.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A checkpoint names its data by content: a run resumes on its corpus copied to another
+/// directory (other paths, other modification times, as on another machine or after the
+/// corpus was downloaded again) and the original deleted, and refuses the copy once one
+/// file's text has changed.
+#[test]
+fn a_run_resumes_on_its_corpus_moved_elsewhere_and_refuses_changed_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (first, moved, changed) = (
+        tmp.path().join("corpus"),
+        tmp.path().join("moved/corpus"),
+        tmp.path().join("changed"),
+    );
+    brown_copy(&first, 40);
+    let source = |dir: &Path| format!("data.source={:?}", dir.to_string_lossy());
+    let out = tmp.path().join("run");
+    succeeded(train(
+        &out,
+        &[&source(&first), "training.max_steps=2"],
+        None,
+    ));
+    let step_dir = checkpoint::latest(&out.join("checkpoints")).unwrap();
+
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&first, &changed).unwrap();
+    brown_copy(&moved, 40);
+    let resumed = tmp.path().join("resumed");
+    succeeded(resume(
+        &step_dir,
+        &resumed,
+        &[&source(&moved), "training.max_steps=4"],
+    ));
+    let steps: Vec<u64> = losses(&resumed).iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, [3, 4], "the resumed run's steps");
+
+    // The same files with a few words more in one of them: other data.
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&changed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut text = std::fs::read_to_string(&names[7]).unwrap();
+    text.push_str("\nThe committee said the report was late .\n");
+    std::fs::write(&names[7], text).unwrap();
+    let stderr = failed(resume(
+        &step_dir,
+        &tmp.path().join("refused"),
+        &[&source(&changed), "training.max_steps=4"],
+    ));
+    assert!(stderr.contains("data fingerprint"), "{stderr}");
 }

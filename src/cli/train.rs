@@ -246,6 +246,12 @@ pub fn run_loop(
         "trained steps {}..{}: loss {first:.4} -> {last:.4}, {:.0} tokens/s",
         summary.start_step, summary.steps, summary.tokens_per_second
     );
+    println!(
+        "logging and monitoring: {:.3}% of the step loop ({:.1} ms in {:.1} s after the first step)",
+        100.0 * summary.logging_fraction(),
+        1e3 * summary.logging_seconds,
+        summary.loop_seconds
+    );
     if let Some(v) = summary.validation {
         println!(
             "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4} ({} tokens)",

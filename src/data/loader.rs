@@ -96,18 +96,58 @@ pub struct DataLoader {
     fingerprint: String,
 }
 
+/// The identity of the data a loader reads, saved with its position:
+/// `tokenizer:content:documents:tokens:val_fraction:add_bos`, where `content` is `sha256-`
+/// and 16 hex digits of a hash over the shards' recorded sha256 sums. It depends on the
+/// prepared tokens only, so the same data has the same fingerprint wherever it lives: on
+/// another machine, in another vishwam home, after the corpus was moved or downloaded again.
 fn data_fingerprint(dataset: &TokenDataset) -> String {
+    use sha2::{Digest, Sha256};
     let manifest = dataset.prepared().manifest();
     let options = dataset.options();
+    let mut content = Sha256::new();
+    for shard in &manifest.shards {
+        content.update(shard.tokens_sha256.as_bytes());
+        content.update(shard.index_sha256.as_bytes());
+        content.update(shard.origin_sha256.as_deref().unwrap_or("-").as_bytes());
+    }
+    let content = hex::encode(content.finalize());
     format!(
-        "{}:{}:{}:{}:{}:{}",
+        "{}:{CONTENT_PREFIX}{}:{}:{}:{}:{}",
         &manifest.tokenizer_hash[..16.min(manifest.tokenizer_hash.len())],
-        &manifest.source.fingerprint[..16.min(manifest.source.fingerprint.len())],
+        &content[..16],
         manifest.documents,
         manifest.tokens,
         options.val_fraction,
         options.add_bos
     )
+}
+
+/// How the content part of a [`data_fingerprint`] starts.
+const CONTENT_PREFIX: &str = "sha256-";
+
+/// True when the `saved` fingerprint names the same data as `current`: equal, or saved by a
+/// vishwam before content fingerprints (whose second part hashed the corpus files' paths and
+/// modification times, so it differs between machines for the same data) with every other
+/// part (tokenizer, document and token counts, validation fraction, BOS) equal.
+fn same_data(saved: &str, current: &str) -> bool {
+    if saved == current {
+        return true;
+    }
+    let (saved, current): (Vec<&str>, Vec<&str>) =
+        (saved.split(':').collect(), current.split(':').collect());
+    let legacy = saved.len() == 6 && !saved[1].starts_with(CONTENT_PREFIX);
+    if !legacy || current.len() != 6 {
+        return false;
+    }
+    let same = (0..6).all(|i| i == 1 || saved[i] == current[i]);
+    if same {
+        tracing::warn!(
+            "the checkpoint's data position predates content fingerprints: resuming on data with \
+             the same tokenizer, document count and token count"
+        );
+    }
+    same
 }
 
 /// Builds batch `index` of `batch_size` rows.
@@ -195,11 +235,13 @@ impl DataLoader {
                     format!("{:?}", options.kind),
                 )?;
                 check("split", state.split.name().into(), split.name().into())?;
-                check(
-                    "data fingerprint",
-                    state.data_fingerprint.clone(),
-                    fingerprint.clone(),
-                )?;
+                if !same_data(&state.data_fingerprint, &fingerprint) {
+                    check(
+                        "data fingerprint",
+                        state.data_fingerprint.clone(),
+                        fingerprint.clone(),
+                    )?;
+                }
                 state.next_batch
             }
         };
@@ -530,5 +572,27 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn fingerprints_name_the_content_and_accept_legacy_path_fingerprints() {
+        let current = "0123456789abcdef:sha256-00112233aabbccdd:57:1000:0.05:true";
+        assert!(super::same_data(current, current));
+        // Another content hash: other data, whatever else agrees.
+        let other = "0123456789abcdef:sha256-ffffffffaabbccdd:57:1000:0.05:true";
+        assert!(!super::same_data(other, current));
+        // A fingerprint from before content hashes (paths and times): the other parts decide.
+        let legacy = "0123456789abcdef:fedcba9876543210:57:1000:0.05:true";
+        assert!(super::same_data(legacy, current));
+        for changed in [
+            "ffffffffffffffff:fedcba9876543210:57:1000:0.05:true",
+            "0123456789abcdef:fedcba9876543210:58:1000:0.05:true",
+            "0123456789abcdef:fedcba9876543210:57:1001:0.05:true",
+            "0123456789abcdef:fedcba9876543210:57:1000:0.1:true",
+            "0123456789abcdef:fedcba9876543210:57:1000:0.05:false",
+            "other",
+        ] {
+            assert!(!super::same_data(changed, current), "{changed}");
+        }
     }
 }

@@ -190,7 +190,32 @@ fn utc_stamp(time: std::time::SystemTime) -> String {
     )
 }
 
-/// A resumed run must train the same model the same way; logging and runtime may change.
+/// Keys of the `data` section that say where the data lives or how fast it is read, not what
+/// it is: a resume may change them (a corpus moved, another cache directory, more loader
+/// threads), because the data loader's position checks the data itself by its content
+/// fingerprint and its batch order does not depend on the threads.
+const DATA_LOCATION_KEYS: [&str; 5] = [
+    "source",
+    "tokenizer",
+    "cache_dir",
+    "queue_size",
+    "num_workers",
+];
+
+/// `section` of a saved or current config as a resume compares it: the `data` section
+/// without [`DATA_LOCATION_KEYS`].
+fn compared_section(config: &serde_json::Value, section: &str) -> Option<serde_json::Value> {
+    let mut value = config.get(section)?.clone();
+    if let (true, Some(object)) = (section == "data", value.as_object_mut()) {
+        for key in DATA_LOCATION_KEYS {
+            object.remove(key);
+        }
+    }
+    Some(value)
+}
+
+/// A resumed run must train the same model the same way; logging and runtime may change, and
+/// so may where the data lives (see [`DATA_LOCATION_KEYS`]).
 pub(super) fn check_compatible(
     saved: &serde_json::Value,
     current: &str,
@@ -199,7 +224,7 @@ pub(super) fn check_compatible(
     let current: serde_json::Value =
         serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
     for section in ["model", "data", "sequence", "distillation"] {
-        if saved.get(section) != current.get(section) {
+        if compared_section(saved, section) != compared_section(&current, section) {
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
                 detail: format!(
@@ -340,5 +365,25 @@ mod tests {
         assert_eq!(at(0), "19700101T000000Z");
         assert_eq!(at(951_782_400), "20000229T000000Z");
         assert_eq!(at(1_796_536_245), "20261206T055045Z");
+    }
+
+    #[test]
+    fn a_resume_may_move_the_data_but_not_change_it() {
+        let saved = json!({
+            "model": {"hidden_dim": 32},
+            "data": {"source": "/old/corpus", "val_fraction": 0.05, "num_workers": 2},
+        });
+        let dir = Path::new("ck");
+        let moved = json!({
+            "model": {"hidden_dim": 32},
+            "data": {"source": "/new/corpus", "val_fraction": 0.05, "num_workers": 4},
+        });
+        check_compatible(&saved, &moved.to_string(), dir).unwrap();
+        let changed = json!({
+            "model": {"hidden_dim": 32},
+            "data": {"source": "/old/corpus", "val_fraction": 0.1, "num_workers": 2},
+        });
+        let err = check_compatible(&saved, &changed.to_string(), dir).unwrap_err();
+        assert!(err.to_string().contains("`data` section"), "{err}");
     }
 }

@@ -74,6 +74,19 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     /// True when stopped early by the stop flag.
     pub interrupted: bool,
+    /// Seconds the loop spent on logged steps' bookkeeping after the first step: sampling the
+    /// resources and writing the records (metrics file, TensorBoard, log line).
+    pub logging_seconds: f64,
+    /// Seconds of the loop after the first step: the steps, their data waits and the logging.
+    pub loop_seconds: f64,
+}
+
+impl RunSummary {
+    /// The share of the loop's time (after the first step) spent on logging: the overhead of
+    /// watching the run.
+    pub fn logging_fraction(&self) -> f64 {
+        self.logging_seconds / self.loop_seconds.max(1e-9)
+    }
 }
 
 /// The checkpoint directory of a run.
@@ -169,6 +182,7 @@ pub fn run_training(
         let tokens_per_second = tokens_per_step / (seconds + data_wait).max(1e-9);
         bar.set_position(step);
         let logged = step % log.log_every as u64 == 0 || step == max_steps;
+        let bookkeeping = Instant::now();
         let snapshot = logged.then(|| monitor.sample(data.queue_depth()));
         if let Some(s) = &snapshot {
             resources = s.summary();
@@ -195,6 +209,10 @@ pub fn run_training(
                 m.lr,
                 tokens_per_second
             );
+        }
+        if step > summary.start_step + 1 {
+            summary.logging_seconds += bookkeeping.elapsed().as_secs_f64();
+            summary.loop_seconds = timed_seconds + summary.logging_seconds;
         }
         if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
             let eval = evaluate(trainer, data)?;
