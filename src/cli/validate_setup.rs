@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
-use vishwam::runtime::{Client, ClientSpec, CompiledMemoryStats, Device};
+use vishwam::runtime::{CacheOutcome, Client, ClientSpec, CompiledMemoryStats, Device};
 use vishwam::train::{
     batch_geometry, describe_data_inputs, engine_on, prepare_data, run_tokenizer, BatchSource,
     CompiledStep, InitWeights, PrecisionPolicy, Trainer, TrainingData, SUPPORTED,
@@ -167,13 +167,16 @@ fn open_plugin(args: &TrainArgs, cfg: &mut Config) -> anyhow::Result<(String, Cl
     };
     let client = spec.open()?;
     let api = client.api();
+    let (name, version) = (client.platform_name()?, client.platform_version()?);
     let summary = format!(
-        "{} (PJRT C API {}.{}, platform {} {})",
+        "{} (PJRT C API {}.{}, platform {name}{})",
         api.path().display(),
         api.version().0,
         api.version().1,
-        client.platform_name()?,
-        client.platform_version()?
+        match version == name {
+            true => String::new(),
+            false => format!(" {version}"),
+        }
     );
     Ok((summary, client))
 }
@@ -213,7 +216,10 @@ fn check_precision(
 ) -> anyhow::Result<(String, ())> {
     let line = args.apply_precision(cfg, client)?;
     let policy = PrecisionPolicy::from_config(cfg);
-    let source = line.unwrap_or_else(|| "as the config's precision keys say".to_string());
+    let source = match line {
+        Some(line) => line.trim_start_matches("precision ").to_string(),
+        None => "as the config's precision keys say".to_string(),
+    };
     Ok((format!("{source}; compute {}", policy.compute), ()))
 }
 
@@ -252,10 +258,13 @@ fn compile(
     plan: &ShardingPlan,
 ) -> anyhow::Result<(String, CompiledStep)> {
     let step = CompiledStep::compile(cfg, engine, plan)?;
-    let summary = format!(
-        "{:.1} s ({:?})",
-        step.program.compile_seconds, step.program.cache_outcome
-    );
+    let cache = match step.program.cache_outcome {
+        CacheOutcome::Hit => "loaded from the compile cache",
+        CacheOutcome::Miss => "compiled and stored in the compile cache",
+        CacheOutcome::Replaced => "compiled; a broken compile-cache entry replaced",
+        CacheOutcome::Disabled => "compiled; compile cache off",
+    };
+    let summary = format!("{:.1} s ({cache})", step.program.compile_seconds);
     Ok((summary, step))
 }
 

@@ -301,11 +301,7 @@ pub fn resolve_precision(
     let line = match request {
         Some(PrecisionRequest::Fixed(choice)) => {
             choice.apply(cfg);
-            format!(
-                "precision {}: {} (--precision){overridden}",
-                choice,
-                choice.describe()
-            )
+            format!("precision {} (--precision){overridden}", choice.describe())
         }
         Some(PrecisionRequest::Auto) => {
             let auto = auto_precision(&DeviceClass::of(client)?);
