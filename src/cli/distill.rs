@@ -12,7 +12,14 @@ use vishwam::train::{open_engine, Trainer};
 /// `--init-from` the student starts from those weights (its model section from theirs);
 /// learned projections between student and teacher widths start from their initialisation.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let (cfg, init) = args.load_run()?;
+    if args.validate_setup {
+        anyhow::bail!(
+            "--validate-setup checks a `vishwam train` setup and has no distillation form yet; \
+             run `vishwam train --validate-setup` with the student's config (teacher_model set \
+             to null) to check the plugin, devices, data and the student's step"
+        );
+    }
+    let (mut cfg, init) = args.load_run()?;
     let path = cfg
         .distillation
         .teacher_model
@@ -32,6 +39,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     );
     teacher.check_student(&cfg)?;
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+    args.apply_precision(&mut cfg, &engine.client)?;
     let mut data = open_data(&cfg, &plan)?;
     match &teacher.tokenizer {
         Some(_) => teacher.check_tokenizer(&data.tokenizer)?,

@@ -15,6 +15,7 @@ mod generate;
 mod inspect;
 mod plot;
 mod train;
+mod validate_setup;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::generate::{eos_id, LoadedModel, SamplingOptions};
+use vishwam::runtime::Client;
+use vishwam::train::auto_precision::{resolve_precision, PrecisionRequest};
 use vishwam::train::{
     batch_geometry, open_engine, run_training, InitWeights, RunOptions, Trainer, TrainingData,
 };
@@ -63,13 +65,49 @@ pub struct TrainArgs {
     /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
     #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
     pub data_cache_dir: Option<PathBuf>,
+    /// The precision, overriding the config's precision keys: auto (by the device: bf16 +
+    /// FP8 matmuls on NVIDIA compute capability 9.0 and newer, bf16 on 8.x and on TPUs, f16
+    /// with a dynamic loss scale on older GPUs, f32 on the CPU), f32, bf16, f16 (dynamic loss
+    /// scale) or fp8 (bf16 + FP8 matmuls). Without it, a config that names none of the
+    /// precision keys (tpu.use_bfloat16, optimization.mixed_precision, use_dynamic_scale,
+    /// use_fp8 and the fp8_* keys) gets auto; one that names any runs as written.
+    #[arg(long, value_name = "auto|f32|bf16|f16|fp8", value_parser = PrecisionRequest::parse)]
+    pub precision: Option<PrecisionRequest>,
+    /// Check the setup and exit without training: the config, the plugin, the devices, the
+    /// precision, the data and the tokenizer; then compile the step, compare its compiled
+    /// memory with the device's, and run one optimiser step on a real batch. One line per
+    /// check, then `setup valid` (exit 0) or `setup invalid: ...` (exit 1). Writes nothing
+    /// into logging.output_dir (no checkpoint, metrics or tokenizer); the compile cache and
+    /// the tokenized-data cache under $VISHWAM_HOME fill as for any run.
+    #[arg(
+        long = "validate-setup",
+        alias = "validate_setup",
+        conflicts_with_all = ["resume", "resume_from"]
+    )]
+    pub validate_setup: bool,
+    /// With --validate-setup: the memory per device, in GiB, that the compiled step must fit
+    /// in, in place of the limit the device reports (the CPU plugin reports none).
+    #[arg(
+        long = "memory-gib",
+        value_name = "GIB",
+        requires = "validate_setup",
+        value_parser = parse_gib
+    )]
+    pub memory_gib: Option<f64>,
+}
+
+/// A positive number of GiB.
+fn parse_gib(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("`{text}` is not a positive number of GiB")),
+    }
 }
 
 impl TrainArgs {
-    /// Finishes a loaded config: `runtime.platform` "auto" becomes the platform it picks
-    /// (logged), and `--data_cache_dir`'s prepared dataset replaces the training data.
+    /// Finishes a loaded config: `--data_cache_dir`'s prepared dataset replaces the training
+    /// data.
     fn finish_config(&self, cfg: &mut Config) -> anyhow::Result<()> {
-        vishwam::train::resolve_platform(cfg, self.run.plugin.as_deref())?;
         match &self.data_cache_dir {
             Some(dir) => train_on_prepared_dataset(cfg, dir),
             None => Ok(()),
@@ -77,8 +115,16 @@ impl TrainArgs {
     }
 
     /// The config of a training run and, with --init-from, the weights it starts from (the
-    /// model section and the tokenizer come from them where the config names none).
+    /// model section and the tokenizer come from them where the config names none);
+    /// `runtime.platform` "auto" becomes the platform it picks (logged).
     pub fn load_run(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
+        let (mut cfg, init) = self.load_run_as_written()?;
+        vishwam::train::resolve_platform(&mut cfg, self.run.plugin.as_deref())?;
+        Ok((cfg, init))
+    }
+
+    /// [`TrainArgs::load_run`] with `runtime.platform` as written ("auto" stays).
+    pub fn load_run_as_written(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
         let Some(path) = &self.init_from else {
             let sets = self.run.all_sets();
             let mut cfg = Config::load(self.run.config.as_deref(), &sets)?;
@@ -110,6 +156,23 @@ impl TrainArgs {
         }
         Ok((cfg, Some(weights)))
     }
+
+    /// Applies `--precision`, or the hardware-aware choice where the config file and `--set`
+    /// name no precision key, for the devices of `client`, and logs what was chosen and why;
+    /// returns that line (`None`: the config's precision keys stand).
+    pub fn apply_precision(
+        &self,
+        cfg: &mut Config,
+        client: &Client,
+    ) -> anyhow::Result<Option<String>> {
+        let named =
+            vishwam::config::NamedKeys::of(self.run.config.as_deref(), &self.run.all_sets())?;
+        let line = resolve_precision(cfg, self.precision, &named, client)?;
+        if let Some(line) = &line {
+            tracing::info!("{line}");
+        }
+        Ok(line)
+    }
 }
 
 /// Makes the prepared dataset `dir` the training data of `cfg` (`--data_cache_dir`).
@@ -138,7 +201,10 @@ fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow:
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
-    let (cfg, init) = args.load_run()?;
+    if args.validate_setup {
+        return super::validate_setup::run(args);
+    }
+    let (mut cfg, init) = args.load_run()?;
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
@@ -156,6 +222,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+    args.apply_precision(&mut cfg, &engine.client)?;
     let mut data = open_data(&cfg, &plan)?;
     log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;

@@ -44,6 +44,13 @@ impl NamedKeys {
         NamedKeys(keys)
     }
 
+    /// The keys that the config file at `path` (none: only the defaults) and `overrides`
+    /// (`key=value`) name.
+    pub fn of(path: Option<&Path>, overrides: &[String]) -> Result<NamedKeys, ConfigError> {
+        let (_, file) = read_config_file(path, overrides)?;
+        Ok(NamedKeys::collect(file.as_ref(), overrides))
+    }
+
     /// Whether `key` (`section.key`) was named, itself or as part of a whole section.
     pub fn contains(&self, key: &str) -> bool {
         let section = key.split('.').next().unwrap_or(key);

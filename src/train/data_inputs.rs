@@ -86,6 +86,20 @@ pub(super) fn data_inputs(cfg: &Config) -> Result<Vec<DataInput>, TrainError> {
     Ok(inputs)
 }
 
+/// What the data of `cfg` (`data.source`, or each entry of `datasets.paths`) resolves to, one
+/// line per input: "prepared dataset DIR" or the text sources and their file count. A path
+/// that does not exist, or a file of another format than `data.format`, is an error naming it.
+pub fn describe_data_inputs(cfg: &Config) -> Result<Vec<String>, TrainError> {
+    let mut lines = Vec::new();
+    for input in data_inputs(cfg)? {
+        lines.push(match input {
+            DataInput::Prepared(dir) => format!("prepared dataset {}", dir.display()),
+            DataInput::Text(spec) => spec.resolve(&BrownFetcher::default())?.description,
+        });
+    }
+    Ok(lines)
+}
+
 /// With only prepared datasets as inputs, the keys that say how text is read have nothing to
 /// act on: a value other than the default is an error naming the key.
 fn refuse_text_options(cfg: &Config) -> Result<(), TrainError> {

@@ -195,15 +195,18 @@ fn specials(cfg: &Config, tok: &TextTokenizer) -> Result<SpecialTokenIds, TrainE
     Ok(ids)
 }
 
-/// The tokenizer, special ids and prepared token shards of a config's data: the tokenizer
-/// is chosen ([`choose_tokenizer`]), each prepared dataset is checked against it, each text
-/// source is prepared (or its fresh cache reused), and a `datasets` mixture is merged.
-pub fn prepare_data(
-    cfg: &Config,
-) -> Result<(TextTokenizer, SpecialTokenIds, PreparedDataset), TrainError> {
-    let inputs = data_inputs(cfg)?;
+/// The tokenizer of a run of `cfg` ([`choose_tokenizer`] over its data inputs), checked
+/// against `model.vocab_size` and the special ids the config asks for.
+pub fn run_tokenizer(cfg: &Config) -> Result<ChosenTokenizer, TrainError> {
+    let chosen = tokenizer_of_inputs(cfg, &data_inputs(cfg)?)?;
+    specials(cfg, &chosen.tokenizer)?;
+    Ok(chosen)
+}
+
+/// [`choose_tokenizer`] for `inputs`, checked against `model.vocab_size`.
+fn tokenizer_of_inputs(cfg: &Config, inputs: &[DataInput]) -> Result<ChosenTokenizer, TrainError> {
     let (mut prepared_dirs, mut texts) = (Vec::new(), Vec::new());
-    for input in &inputs {
+    for input in inputs {
         match input {
             DataInput::Prepared(dir) => prepared_dirs.push(dir.clone()),
             DataInput::Text(spec) => texts.push(spec.clone()),
@@ -216,6 +219,18 @@ pub fn prepare_data(
         &texts,
         AskedSpecialIds::of(cfg),
     )?;
+    chosen.tokenizer.check_model_vocab(cfg.model.vocab_size)?;
+    Ok(chosen)
+}
+
+/// The tokenizer, special ids and prepared token shards of a config's data: the tokenizer
+/// is chosen ([`choose_tokenizer`]), each prepared dataset is checked against it, each text
+/// source is prepared (or its fresh cache reused), and a `datasets` mixture is merged.
+pub fn prepare_data(
+    cfg: &Config,
+) -> Result<(TextTokenizer, SpecialTokenIds, PreparedDataset), TrainError> {
+    let inputs = data_inputs(cfg)?;
+    let chosen = tokenizer_of_inputs(cfg, &inputs)?;
     tracing::info!(
         "tokenizer: {} ({} tokens, hash {})",
         chosen.description,
@@ -223,7 +238,6 @@ pub fn prepare_data(
         &chosen.tokenizer.hash()[..12]
     );
     let tokenizer = chosen.tokenizer;
-    tokenizer.check_model_vocab(cfg.model.vocab_size)?;
     let specials = specials(cfg, &tokenizer)?;
     let cache_root = cfg
         .data

@@ -3,6 +3,7 @@
 
 mod accumulate;
 mod attention_choice;
+pub mod auto_precision;
 pub mod checkpoint;
 mod data_inputs;
 mod data_source;
@@ -32,8 +33,9 @@ mod trainer_programs;
 pub mod weights;
 
 pub use attention_choice::attention_kind;
+pub use data_inputs::describe_data_inputs;
 pub use data_source::{
-    choose_tokenizer, prepare_data, AskedSpecialIds, ChosenTokenizer, TrainingData,
+    choose_tokenizer, prepare_data, run_tokenizer, AskedSpecialIds, ChosenTokenizer, TrainingData,
 };
 pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
@@ -42,7 +44,7 @@ pub use init::{initial_state, InitWeights};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
-pub use trainer::{HostBatch, StepMetrics, StepTimings, Trainer};
+pub use trainer::{CompiledStep, HostBatch, StepMetrics, StepTimings, Trainer};
 pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;
 
@@ -50,8 +52,8 @@ pub use layout::{train_forward_options, StepLayout};
 pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{
-    batch_geometry, choose_platform, engine_platform, open_engine, pin_platform, platform,
-    resolve_platform, sharding_plan, strategy, SetupError, SUPPORTED,
+    batch_geometry, choose_platform, engine_on, engine_platform, open_engine, pin_platform,
+    platform, resolve_platform, sharding_plan, strategy, SetupError, SUPPORTED,
 };
 pub use state::{amax_history_name, SlotInit, StateSlot, TrainState, INITIAL_LOSS_SCALE};
 pub use step::{build_distill_step, build_train_step};

@@ -318,7 +318,17 @@ pub fn open_engine(
         plugin,
         config_plugin: cfg.runtime.plugin.as_ref().map(PathBuf::from),
     };
-    let client = spec.open()?;
+    engine_on(cfg, spec.open()?, platform)
+}
+
+/// The engine and sharding plan of `cfg` on an open `client` of `platform`: the devices the
+/// config asks for (more than are present is an error naming the key) laid out on its mesh.
+/// [`open_engine`] opens the client and checks the config first.
+pub fn engine_on(
+    cfg: &Config,
+    client: crate::runtime::Client,
+    platform: Platform,
+) -> Result<(Engine, ShardingPlan), TrainError> {
     let available = devices_to_use(cfg, platform, client.num_devices())?;
     let physical = physical_devices(cfg, &client, available)?;
     let plan = sharding_plan_on(cfg, platform.name(), available, physical)?;

@@ -123,6 +123,38 @@ pub struct StepTimings {
     pub device_to_host: f64,
 }
 
+/// The train step of a config, traced and compiled for a mesh, before any state is on the
+/// devices: its compiled memory can be read before anything is uploaded.
+pub struct CompiledStep {
+    /// The configuration, its platform pinned to the engine's.
+    pub config: Config,
+    /// Shapes of state and batch.
+    pub layout: StepLayout,
+    /// The compiled step.
+    pub program: Program,
+}
+
+impl CompiledStep {
+    /// Traces and compiles the train step of `cfg` (no teacher) on `engine`'s mesh.
+    pub fn compile(
+        cfg: &Config,
+        engine: &Engine,
+        plan: &ShardingPlan,
+    ) -> Result<CompiledStep, TrainError> {
+        // Every platform-dependent choice below is made for the devices the engine drives.
+        let cfg = super::setup::pin_platform(cfg, engine)?;
+        tracing::info!("precision: {}", PrecisionPolicy::from_config(&cfg));
+        let layout = StepLayout::new(&cfg, plan)?;
+        let func = build_train_step(&cfg, plan, &layout)?;
+        let program = engine.compile_with(&func, compile_hints(&cfg))?;
+        Ok(CompiledStep {
+            config: cfg,
+            layout,
+            program,
+        })
+    }
+}
+
 /// The compiled step and the state it updates.
 pub struct Trainer {
     /// Engine (client, mesh, cache).
@@ -184,37 +216,56 @@ impl Trainer {
         plan: ShardingPlan,
         teacher: Option<&Teacher>,
     ) -> Result<Trainer, TrainError> {
+        let Some(teacher) = teacher else {
+            let step = CompiledStep::compile(cfg, &engine, &plan)?;
+            return Trainer::from_compiled(step, engine, plan);
+        };
         // Every platform-dependent choice below is made for the devices the engine drives.
         let cfg = &super::setup::pin_platform(cfg, &engine)?;
         tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
-        let distill = teacher
-            .map(|t| DistillContext::new(cfg, &plan, &t.model))
-            .transpose()?;
-        let (layout, func) = match &distill {
-            None => {
-                let layout = StepLayout::new(cfg, &plan)?;
-                let func = build_train_step(cfg, &plan, &layout)?;
-                (layout, func)
-            }
-            Some(context) => {
-                let mut params = crate::model::param_specs(&cfg.model);
-                params.extend(context.projection_specs());
-                let layout = StepLayout::with_params(cfg, &plan, params)?;
-                let func = build_distill_step(cfg, &plan, &layout, context)?;
-                (layout, func)
-            }
-        };
+        let context = DistillContext::new(cfg, &plan, &teacher.model)?;
+        let mut params = crate::model::param_specs(&cfg.model);
+        params.extend(context.projection_specs());
+        let layout = StepLayout::with_params(cfg, &plan, params)?;
+        let func = build_distill_step(cfg, &plan, &layout, &context)?;
         let program = engine.compile_with(&func, compile_hints(cfg))?;
-        let teacher_arrays = match (&distill, teacher) {
-            (Some(context), Some(t)) => context.upload(&engine, t)?,
-            _ => Vec::new(),
+        let step = CompiledStep {
+            config: cfg.clone(),
+            layout,
+            program,
+        };
+        Trainer::assemble(step, engine, plan, Some((context, teacher)))
+    }
+
+    /// A trainer whose step is `step` (compiled for `engine` and `plan`), its state
+    /// initialised from the config's seed and uploaded.
+    pub fn from_compiled(
+        step: CompiledStep,
+        engine: Engine,
+        plan: ShardingPlan,
+    ) -> Result<Trainer, TrainError> {
+        Trainer::assemble(step, engine, plan, None)
+    }
+
+    fn assemble(
+        step: CompiledStep,
+        engine: Engine,
+        plan: ShardingPlan,
+        distill: Option<(DistillContext, &Teacher)>,
+    ) -> Result<Trainer, TrainError> {
+        let (distill, teacher_arrays) = match distill {
+            Some((context, t)) => {
+                let arrays = context.upload(&engine, t)?;
+                (Some(context), arrays)
+            }
+            None => (None, Vec::new()),
         };
         let mut trainer = Trainer {
             engine,
             plan,
-            layout,
-            program,
-            config: cfg.clone(),
+            layout: step.layout,
+            program: step.program,
+            config: step.config,
             state: Vec::new(),
             moe_outputs: Vec::new(),
             fp8_bootstrap: None,
@@ -225,7 +276,8 @@ impl Trainer {
             eval_program: None,
             next_token_program: None,
         };
-        trainer.load_state(&initial_state(cfg, &trainer.layout))?;
+        let initial = initial_state(&trainer.config, &trainer.layout);
+        trainer.load_state(&initial)?;
         Ok(trainer)
     }
 
