@@ -76,6 +76,9 @@ pub struct Program {
     /// Whether the compile cache was hit.
     pub cache_outcome: CacheOutcome,
     executable: LoadedExecutable,
+    /// [`Program::memory_stats`], asked of the plugin once: the answer never changes, and
+    /// the CPU plugin analyses the whole executable to give it (milliseconds a call).
+    memory_stats: std::sync::OnceLock<CompiledMemoryStats>,
 }
 
 impl Engine {
@@ -176,6 +179,7 @@ impl Engine {
             compile_seconds,
             cache_outcome,
             executable,
+            memory_stats: std::sync::OnceLock::new(),
         })
     }
 }
@@ -188,7 +192,11 @@ impl Program {
 
     /// XLA's memory accounting per device.
     pub fn memory_stats(&self) -> Result<CompiledMemoryStats, EngineError> {
-        Ok(self.executable.compiled_memory_stats()?)
+        if let Some(stats) = self.memory_stats.get() {
+            return Ok(*stats);
+        }
+        let stats = self.executable.compiled_memory_stats()?;
+        Ok(*self.memory_stats.get_or_init(|| stats))
     }
 
     /// Runs the program on sharded arguments (in parameter order) and returns the outputs.
