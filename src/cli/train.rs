@@ -63,6 +63,13 @@ pub struct TrainArgs {
     /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
     #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
     pub data_cache_dir: Option<PathBuf>,
+    /// Trace optimizer steps N to M (1-based, inclusive) once, besides logging.profile_every's
+    /// windows: the plugin's device and host activity (PJRT profiler extension, where the
+    /// plugin has one) and vishwam's host spans, written to
+    /// OUTPUT_DIR/plugins/profile/<time>/<host>.xplane.pb (tensorboard --logdir OUTPUT_DIR,
+    /// Profile tab) and OUTPUT_DIR/profile/steps_N-M.trace.json.gz (Perfetto).
+    #[arg(long = "profile-steps", alias = "profile_steps", value_name = "N:M")]
+    pub profile_steps: Option<vishwam::train::trace::StepRange>,
 }
 
 impl TrainArgs {
@@ -235,6 +242,7 @@ pub fn run_loop(
         resume_from: args.resume_from.clone(),
         progress: !args.no_progress,
         stop,
+        profile_steps: args.profile_steps,
     };
     let summary = run_training(&mut trainer, data, &opts)?;
     // Drawn after the checkpoint is saved: a failure loses nothing, is printed with the

@@ -167,6 +167,12 @@ pub(super) fn set_earlier_run_aside(
 
 /// `YYYYMMDDTHHMMSSZ` of `time` in UTC.
 fn utc_stamp(time: std::time::SystemTime) -> String {
+    let [year, month, day, hour, minute, second] = utc_fields(time);
+    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z")
+}
+
+/// Year, month, day, hour, minute and second of `time` in UTC.
+pub(super) fn utc_fields(time: std::time::SystemTime) -> [i64; 6] {
     let secs = time
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -182,12 +188,8 @@ fn utc_stamp(time: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let rest = rest as i64;
+    [year, month, day, rest / 3600, rest % 3600 / 60, rest % 60]
 }
 
 /// A resumed run must train the same model the same way; logging and runtime may change.

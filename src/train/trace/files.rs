@@ -1,0 +1,191 @@
+//! Writing one captured window: the `XSpace` for TensorBoard's profile plugin and its Chrome
+//! trace for Perfetto.
+
+use super::chrome::chrome_trace;
+use super::xspace::{append_plane, encode_plane, Span, XSpace};
+use super::StepRange;
+use crate::train::TrainError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of vishwam's host plane where the plugin's trace has no `/host:CPU` plane (the name
+/// TensorBoard's trace viewer shows host threads under).
+pub const HOST_PLANE: &str = "/host:CPU";
+/// Name of vishwam's host plane beside a plugin's own `/host:CPU` plane.
+pub const VISHWAM_PLANE: &str = "/host:vishwam";
+
+/// What [`write_trace`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceFiles {
+    /// `RUN/plugins/profile/<stamp>/<host>.xplane.pb`.
+    pub xplane: PathBuf,
+    /// `RUN/profile/steps_N-M.trace.json.gz`.
+    pub chrome: PathBuf,
+    /// Planes in the trace (the plugin's and vishwam's).
+    pub planes: usize,
+    /// Timed events in the trace.
+    pub events: usize,
+    /// Timed events in the plugin's planes alone.
+    pub plugin_events: usize,
+    /// Why the plugin's bytes could not be read, if they could not (they are written as
+    /// collected, and the Chrome trace holds vishwam's spans only).
+    pub undecodable: Option<String>,
+}
+
+/// Decodes what a plugin collected. XLA's plugin tracer of some versions reports one byte more
+/// than the serialized `XSpace` (a zero past its end); where the bytes do not decode and end
+/// in a zero, they are decoded without it.
+fn decode_collected(bytes: &[u8]) -> Result<(XSpace, usize), String> {
+    match XSpace::decode(bytes) {
+        Ok(space) => Ok((space, bytes.len())),
+        Err(e) => match bytes.split_last() {
+            Some((0, rest)) => XSpace::decode(rest)
+                .map(|space| (space, rest.len()))
+                .map_err(|_| e.to_string()),
+            _ => Err(e.to_string()),
+        },
+    }
+}
+
+/// `YYYY_MM_DD_HH_MM_SS` (UTC) of `time`: the session names TensorBoard's profile plugin
+/// lists.
+pub fn session_stamp(time: std::time::SystemTime) -> String {
+    let [y, mo, d, h, mi, s] = crate::train::resume::utc_fields(time);
+    format!("{y:04}_{mo:02}_{d:02}_{h:02}_{mi:02}_{s:02}")
+}
+
+/// Writes the trace of `steps`: the plugin's collected `XSpace` bytes (empty without a
+/// profiler) with a plane of vishwam's `host_spans` appended, under `run_dir`.
+pub fn write_trace(
+    run_dir: &Path,
+    steps: StepRange,
+    collected: &[u8],
+    host_spans: &[Span],
+) -> Result<TraceFiles, TrainError> {
+    let host = crate::train::tensorboard::host_name();
+    let (plugin_space, mut bytes, undecodable) = match decode_collected(collected) {
+        Ok((space, len)) => (space, collected[..len].to_vec(), None),
+        Err(e) => (XSpace::default(), Vec::new(), Some(e)),
+    };
+    let plane_name = if plugin_space.planes.iter().any(|p| p.name == HOST_PLANE) {
+        VISHWAM_PLANE
+    } else {
+        HOST_PLANE
+    };
+    let plane_id = plugin_space.planes.iter().map(|p| p.id).max().unwrap_or(0) + 1;
+    let plane = encode_plane(plane_id, plane_name, "vishwam train loop", host_spans);
+    append_plane(&mut bytes, &plane, &host);
+    let space = XSpace::decode(&bytes).map_err(|e| {
+        TrainError::Other(format!(
+            "the trace of steps {steps} does not decode after adding vishwam's plane: {e}"
+        ))
+    })?;
+
+    let sessions = run_dir.join("plugins").join("profile");
+    let stamp = session_stamp(std::time::SystemTime::now());
+    let mut session = sessions.join(&stamp);
+    let mut n = 1;
+    while session.exists() {
+        n += 1;
+        session = sessions.join(format!("{stamp}_{n}"));
+    }
+    create_dir(&session)?;
+    let xplane = session.join(format!("{host}.xplane.pb"));
+    // Undecodable plugin bytes are kept as collected, for other tools to read; vishwam's
+    // plane then goes only into the Chrome trace.
+    let xplane_bytes = if undecodable.is_some() {
+        collected
+    } else {
+        &bytes
+    };
+    std::fs::write(&xplane, xplane_bytes)
+        .map_err(|e| TrainError::io(format!("writing {}", xplane.display()), e))?;
+
+    let chrome_dir = run_dir.join("profile");
+    create_dir(&chrome_dir)?;
+    let chrome = chrome_dir.join(format!("steps_{}-{}.trace.json.gz", steps.first, steps.last));
+    let json = serde_json::to_vec(&chrome_trace(&space))
+        .map_err(|e| TrainError::Other(format!("serializing the Chrome trace: {e}")))?;
+    let write_gz = || -> std::io::Result<()> {
+        let file = std::fs::File::create(&chrome)?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        gz.write_all(&json)?;
+        gz.finish()?.sync_all()
+    };
+    write_gz().map_err(|e| TrainError::io(format!("writing {}", chrome.display()), e))?;
+    Ok(TraceFiles {
+        xplane,
+        chrome,
+        planes: space.planes.len(),
+        events: space.timed_event_count(),
+        plugin_events: plugin_space.timed_event_count(),
+        undecodable,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans() -> Vec<Span> {
+        vec![Span {
+            name: "step 2".into(),
+            start_ns: 1_000,
+            duration_ns: 50,
+        }]
+    }
+
+    #[test]
+    fn a_window_without_a_profiler_writes_the_host_plane_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let steps = StepRange { first: 2, last: 3 };
+        let files = write_trace(dir.path(), steps, &[], &spans()).unwrap();
+        assert!(files.chrome.ends_with("profile/steps_2-3.trace.json.gz"));
+        let session = files.xplane.parent().unwrap();
+        assert_eq!(session.parent().unwrap(), dir.path().join("plugins/profile"));
+        let stamp = session.file_name().unwrap().to_str().unwrap();
+        assert_eq!(stamp.len(), 19, "{stamp}");
+        assert!(files.xplane.to_str().unwrap().ends_with(".xplane.pb"));
+        let space = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
+        assert_eq!(space.planes[0].name, HOST_PLANE);
+        assert_eq!((files.planes, files.events, files.plugin_events), (1, 1, 0));
+        // A second window in the same second gets its own session directory.
+        let again = write_trace(dir.path(), steps, &[], &spans()).unwrap();
+        assert_ne!(again.xplane.parent(), files.xplane.parent());
+    }
+
+    #[test]
+    fn a_plugin_host_plane_keeps_its_name_and_a_trailing_zero_is_tolerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut collected = Vec::new();
+        append_plane(&mut collected, &encode_plane(4, HOST_PLANE, "t", &spans()), "h");
+        collected.push(0);
+        let steps = StepRange { first: 1, last: 1 };
+        let files = write_trace(dir.path(), steps, &collected, &spans()).unwrap();
+        assert_eq!(files.undecodable, None);
+        let space = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
+        let names: Vec<(&str, i64)> = space.planes.iter().map(|p| (p.name.as_str(), p.id)).collect();
+        assert_eq!(names, [(HOST_PLANE, 4), (VISHWAM_PLANE, 5)]);
+        assert_eq!(files.plugin_events, 1);
+    }
+
+    #[test]
+    fn undecodable_plugin_bytes_are_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let steps = StepRange { first: 1, last: 2 };
+        let files = write_trace(dir.path(), steps, &[0x0a, 0x09], &spans()).unwrap();
+        assert!(files.undecodable.as_deref().unwrap().contains("runs past the end"));
+        assert_eq!(std::fs::read(&files.xplane).unwrap(), [0x0a, 0x09]);
+        assert_eq!(files.events, 1, "the Chrome trace still has vishwam's spans");
+    }
+
+    #[test]
+    fn session_stamps_are_tensorboards_format() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_553_000);
+        assert_eq!(session_stamp(t), "2026_12_06_10_30_00");
+    }
+}
