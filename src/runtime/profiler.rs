@@ -181,7 +181,14 @@ impl Profiler {
         };
         // SAFETY: the table was checked to reach collect_data; the args are valid and
         // `options` outlives the call.
-        unsafe { call(table, "PLUGIN_Profiler_Create", (*table).create, &mut create)? };
+        unsafe {
+            call(
+                table,
+                "PLUGIN_Profiler_Create",
+                (*table).create,
+                &mut create,
+            )?
+        };
         let profiler = Profiler {
             api: api.clone(),
             table,
@@ -218,13 +225,27 @@ impl Profiler {
         // SAFETY: as above. XLA's plugin tracer answers a null buffer with its own buffer
         // (valid until destroy) and its size; the C API also allows answering with the size
         // only and filling a caller's buffer of that size on a second call.
-        unsafe { call(table, "PLUGIN_Profiler_CollectData", collect_fn, &mut collect)? };
+        unsafe {
+            call(
+                table,
+                "PLUGIN_Profiler_CollectData",
+                collect_fn,
+                &mut collect,
+            )?
+        };
         let size = collect.buffer_size_in_bytes;
         if collect.buffer.is_null() && size > 0 {
             let mut owned = vec![0u8; size];
             collect.buffer = owned.as_mut_ptr();
             // SAFETY: the buffer has the size the plugin asked for.
-            unsafe { call(table, "PLUGIN_Profiler_CollectData", collect_fn, &mut collect)? };
+            unsafe {
+                call(
+                    table,
+                    "PLUGIN_Profiler_CollectData",
+                    collect_fn,
+                    &mut collect,
+                )?
+            };
             return Ok(owned);
         }
         if size == 0 {
@@ -241,8 +262,7 @@ impl Drop for Profiler {
         let mut args = self.handle_args();
         // SAFETY: destroys the handle create made, once; the table outlives the process.
         let destroy = unsafe { (*self.table).destroy };
-        if let Err(e) = unsafe { call(self.table, "PLUGIN_Profiler_Destroy", destroy, &mut args) }
-        {
+        if let Err(e) = unsafe { call(self.table, "PLUGIN_Profiler_Destroy", destroy, &mut args) } {
             tracing::warn!("destroying the plugin's profiler: {e}");
         }
     }

@@ -33,8 +33,10 @@ pub fn chrome_trace(space: &XSpace) -> Value {
             } else {
                 &line.display_name
             };
-            events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
-                "args": {"name": name}}));
+            events.push(
+                json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                "args": {"name": name}}),
+            );
             for event in &line.events {
                 let Some(offset_ps) = event.offset_ps else {
                     continue;
@@ -164,16 +166,27 @@ mod tests {
         // The host event starts first (1000 ns): it is the origin.
         let kernel = complete[0];
         assert_eq!(kernel["name"], "fusion.3");
-        assert_eq!((kernel["pid"].as_u64(), kernel["tid"].as_u64()), (Some(1), Some(1)));
+        assert_eq!(
+            (kernel["pid"].as_u64(), kernel["tid"].as_u64()),
+            (Some(1), Some(1))
+        );
         assert_eq!(kernel["ts"].as_f64(), Some(2.5)); // 2000 ns + 1.5 us - 1000 ns
         assert_eq!(kernel["dur"].as_f64(), Some(2.5));
         assert_eq!(kernel["args"]["hlo_module"], "jit_step");
         let step = complete[1];
-        assert_eq!((step["name"].as_str(), step["ts"].as_f64()), (Some("#1"), Some(0.0)));
+        assert_eq!(
+            (step["name"].as_str(), step["ts"].as_f64()),
+            (Some("#1"), Some(0.0))
+        );
         let names: Vec<(&str, &str)> = events
             .iter()
             .filter(|e| e["ph"] == "M" && e["name"] != "process_sort_index")
-            .map(|e| (e["name"].as_str().unwrap(), e["args"]["name"].as_str().unwrap()))
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap(),
+                    e["args"]["name"].as_str().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             names,

@@ -103,7 +103,10 @@ pub fn write_trace(
 
     let chrome_dir = run_dir.join("profile");
     create_dir(&chrome_dir)?;
-    let chrome = chrome_dir.join(format!("steps_{}-{}.trace.json.gz", steps.first, steps.last));
+    let chrome = chrome_dir.join(format!(
+        "steps_{}-{}.trace.json.gz",
+        steps.first, steps.last
+    ));
     let json = serde_json::to_vec(&chrome_trace(&space))
         .map_err(|e| TrainError::Other(format!("serializing the Chrome trace: {e}")))?;
     let write_gz = || -> std::io::Result<()> {
@@ -124,7 +127,8 @@ pub fn write_trace(
 }
 
 fn create_dir(dir: &Path) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))
+    std::fs::create_dir_all(dir)
+        .map_err(|e| TrainError::io(format!("creating {}", dir.display()), e))
 }
 
 #[cfg(test)]
@@ -146,7 +150,10 @@ mod tests {
         let files = write_trace(dir.path(), steps, &[], &spans()).unwrap();
         assert!(files.chrome.ends_with("profile/steps_2-3.trace.json.gz"));
         let session = files.xplane.parent().unwrap();
-        assert_eq!(session.parent().unwrap(), dir.path().join("plugins/profile"));
+        assert_eq!(
+            session.parent().unwrap(),
+            dir.path().join("plugins/profile")
+        );
         let stamp = session.file_name().unwrap().to_str().unwrap();
         assert_eq!(stamp.len(), 19, "{stamp}");
         assert!(files.xplane.to_str().unwrap().ends_with(".xplane.pb"));
@@ -162,13 +169,21 @@ mod tests {
     fn a_plugin_host_plane_keeps_its_name_and_a_trailing_zero_is_tolerated() {
         let dir = tempfile::tempdir().unwrap();
         let mut collected = Vec::new();
-        append_plane(&mut collected, &encode_plane(4, HOST_PLANE, "t", &spans()), "h");
+        append_plane(
+            &mut collected,
+            &encode_plane(4, HOST_PLANE, "t", &spans()),
+            "h",
+        );
         collected.push(0);
         let steps = StepRange { first: 1, last: 1 };
         let files = write_trace(dir.path(), steps, &collected, &spans()).unwrap();
         assert_eq!(files.undecodable, None);
         let space = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
-        let names: Vec<(&str, i64)> = space.planes.iter().map(|p| (p.name.as_str(), p.id)).collect();
+        let names: Vec<(&str, i64)> = space
+            .planes
+            .iter()
+            .map(|p| (p.name.as_str(), p.id))
+            .collect();
         assert_eq!(names, [(HOST_PLANE, 4), (VISHWAM_PLANE, 5)]);
         assert_eq!(files.plugin_events, 1);
     }
@@ -178,9 +193,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let steps = StepRange { first: 1, last: 2 };
         let files = write_trace(dir.path(), steps, &[0x0a, 0x09], &spans()).unwrap();
-        assert!(files.undecodable.as_deref().unwrap().contains("runs past the end"));
+        assert!(files
+            .undecodable
+            .as_deref()
+            .unwrap()
+            .contains("runs past the end"));
         assert_eq!(std::fs::read(&files.xplane).unwrap(), [0x0a, 0x09]);
-        assert_eq!(files.events, 1, "the Chrome trace still has vishwam's spans");
+        assert_eq!(
+            files.events, 1,
+            "the Chrome trace still has vishwam's spans"
+        );
+    }
+
+    #[test]
+    fn a_real_cuda_plugin_trace_decodes_and_gets_vishwams_plane_beside_its_host_plane() {
+        // tests/fixtures/README.md says how it was captured.
+        let collected = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/xspace/h100_cuda_plugin_0.11.2.xspace.pb"
+        ));
+        assert!(XSpace::decode(collected).is_err(), "the trailing zero byte");
+        let (space, len) = decode_collected(collected).unwrap();
+        assert_eq!(len, collected.len() - 1);
+        let gpu = space
+            .planes
+            .iter()
+            .find(|p| p.name == "/device:GPU:0")
+            .unwrap();
+        let names: Vec<&str> = gpu.lines.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["Stream #14(Compute)", "Stream #15(MemcpyH2D)"]);
+        assert!(gpu.lines[0]
+            .events
+            .iter()
+            .all(|e| e.offset_ps.is_some() && e.duration_ps > 0));
+
+        let dir = tempfile::tempdir().unwrap();
+        let steps = StepRange { first: 1, last: 1 };
+        let files = write_trace(dir.path(), steps, collected, &spans()).unwrap();
+        assert_eq!(files.plugin_events, space.timed_event_count());
+        assert_eq!(files.events, files.plugin_events + 1);
+        let written = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
+        let last = written.planes.last().unwrap();
+        assert_eq!(last.name, VISHWAM_PLANE);
+        assert_eq!(written.planes.len(), space.planes.len() + 1);
     }
 
     #[test]

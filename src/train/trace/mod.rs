@@ -105,7 +105,9 @@ impl TraceSchedule {
     /// True when 1-based `step` lies in a window.
     pub fn traces(&self, step: u64) -> bool {
         let periodic = self.every > 0 && step >= self.every && step % self.every < self.length;
-        let once = self.once.is_some_and(|r| (r.first..=r.last).contains(&step));
+        let once = self
+            .once
+            .is_some_and(|r| (r.first..=r.last).contains(&step));
         periodic || once
     }
 }
@@ -136,7 +138,10 @@ mod tests {
         ] {
             let err = value.parse::<StepRange>().unwrap_err().to_string();
             assert!(err.contains(problem), "{value}: {err}");
-            assert!(err.contains(&format!("{value:?}")) && err.contains("M >= N >= 1"), "{err}");
+            assert!(
+                err.contains(&format!("{value:?}")) && err.contains("M >= N >= 1"),
+                "{err}"
+            );
         }
     }
 

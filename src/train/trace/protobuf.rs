@@ -101,14 +101,18 @@ impl<'a> FieldReader<'a> {
         }
         let value = match key & 7 {
             0 => WireValue::Varint(self.varint()?),
-            1 => WireValue::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().unwrap_or([0; 8]))),
+            1 => WireValue::Fixed64(u64::from_le_bytes(
+                self.take(8)?.try_into().unwrap_or([0; 8]),
+            )),
             2 => {
                 let len = self.varint()?;
                 let len = usize::try_from(len)
                     .map_err(|_| self.error(format!("length {len} does not fit in memory")))?;
                 WireValue::Bytes(self.take(len)?)
             }
-            5 => WireValue::Fixed32(u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4]))),
+            5 => WireValue::Fixed32(u32::from_le_bytes(
+                self.take(4)?.try_into().unwrap_or([0; 4]),
+            )),
             other => {
                 self.at = start;
                 return Err(self.error(format!(
@@ -138,9 +142,9 @@ impl<'a> WireValue<'a> {
     pub fn bytes(self, reader: &FieldReader<'_>, field: &str) -> Result<&'a [u8], DecodeError> {
         match self {
             WireValue::Bytes(b) => Ok(b),
-            other => Err(reader.error(format!(
-                "`{field}` must be length-delimited, got {other:?}"
-            ))),
+            other => {
+                Err(reader.error(format!("`{field}` must be length-delimited, got {other:?}")))
+            }
         }
     }
 
@@ -207,7 +211,9 @@ mod tests {
         bytes.extend_from_slice(&1u64.to_le_bytes());
         bytes.push(0x25);
         bytes.extend_from_slice(&2u32.to_le_bytes());
-        bytes.extend_from_slice(&[0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        bytes.extend_from_slice(&[
+            0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ]);
         let mut r = FieldReader::new(&bytes, "Test");
         assert_eq!(r.next_field().unwrap(), Some((1, WireValue::Varint(150))));
         let (f, v) = r.next_field().unwrap().unwrap();
@@ -226,7 +232,12 @@ mod tests {
             (&[0x12, 0x05, b'a'], "runs past the end"),
             (&[0x00], "field number 0"),
             (&[0x0b], "wire type 3"),
-            (&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], "64 bits"),
+            (
+                &[
+                    0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+                ],
+                "64 bits",
+            ),
         ];
         for (bytes, expected) in cases {
             let err = FieldReader::new(bytes, "Test").next_field().unwrap_err();
@@ -235,7 +246,10 @@ mod tests {
         }
         let r = FieldReader::new(&[], "Test");
         let err = WireValue::Varint(1).string(&r, "name").unwrap_err();
-        assert!(err.to_string().contains("`name` must be length-delimited"), "{err}");
+        assert!(
+            err.to_string().contains("`name` must be length-delimited"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -248,7 +262,10 @@ mod tests {
         let mut r = FieldReader::new(&w.bytes, "Test");
         let (f, v) = r.next_field().unwrap().unwrap();
         assert_eq!((f, v.int64(&r, "a").unwrap()), (1, -5));
-        assert_eq!(r.next_field().unwrap(), Some((3, WireValue::Bytes(b"plane"))));
+        assert_eq!(
+            r.next_field().unwrap(),
+            Some((3, WireValue::Bytes(b"plane")))
+        );
         assert_eq!(
             r.next_field().unwrap(),
             Some((4, WireValue::Fixed64(1.5f64.to_bits())))

@@ -1,9 +1,16 @@
 use super::*;
 
-/// A length-delimited field: key byte (field << 3 | 2, field < 16), one-byte length, bytes.
+/// A length-delimited field: key byte (field << 3 | 2, field < 16), the length as a varint of
+/// one or two bytes, the bytes.
 fn ld(field: u8, bytes: &[u8]) -> Vec<u8> {
-    assert!(bytes.len() < 128 && field < 16);
-    let mut out = vec![(field << 3) | 2, bytes.len() as u8];
+    assert!(bytes.len() < 1 << 14 && field < 16);
+    let mut out = vec![(field << 3) | 2];
+    let n = bytes.len();
+    if n < 128 {
+        out.push(n as u8);
+    } else {
+        out.extend([(n & 0x7f) as u8 | 0x80, (n >> 7) as u8]);
+    }
     out.extend_from_slice(bytes);
     out
 }
@@ -67,11 +74,19 @@ fn decodes_a_hand_built_space() {
     assert_eq!(plane.stat_metadata[&7], "hlo_op");
     let line = &plane.lines[0];
     assert_eq!(
-        (line.id, line.name.as_str(), line.display_name.as_str(), line.timestamp_ns),
+        (
+            line.id,
+            line.name.as_str(),
+            line.display_name.as_str(),
+            line.timestamp_ns
+        ),
         (4, "Stream #4", "stream 4", 1000)
     );
     let e = &line.events;
-    assert_eq!((e[0].metadata_id, e[0].offset_ps, e[0].duration_ps), (1, Some(100), 42));
+    assert_eq!(
+        (e[0].metadata_id, e[0].offset_ps, e[0].duration_ps),
+        (1, Some(100), 42)
+    );
     assert_eq!(
         e[0].stats,
         [XStat {
@@ -91,7 +106,11 @@ fn truncated_or_mistyped_bytes_are_errors() {
     assert!(err.to_string().contains("runs past the end"), "{err}");
     // planes (field 1) as a varint instead of a message.
     let err = XSpace::decode(&[0x08, 0x01]).unwrap_err();
-    assert!(err.to_string().contains("`planes` must be length-delimited"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`planes` must be length-delimited"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -109,7 +128,11 @@ fn an_encoded_plane_decodes_to_its_spans_and_merges_into_a_space() {
         },
     ];
     let mut bytes = hand_built_space();
-    append_plane(&mut bytes, &encode_plane(9, "/host:CPU", "steps", &spans), "host-b");
+    append_plane(
+        &mut bytes,
+        &encode_plane(9, "/host:CPU", "steps", &spans),
+        "host-b",
+    );
     let space = XSpace::decode(&bytes).unwrap();
     assert_eq!(space.hostnames, ["host-a", "host-b"]);
     assert_eq!(space.planes.len(), 2);
@@ -120,7 +143,13 @@ fn an_encoded_plane_decodes_to_its_spans_and_merges_into_a_space() {
     let decoded: Vec<(String, i64, i64)> = line
         .events
         .iter()
-        .map(|e| (plane.event_name(e.metadata_id), e.offset_ps.unwrap(), e.duration_ps))
+        .map(|e| {
+            (
+                plane.event_name(e.metadata_id),
+                e.offset_ps.unwrap(),
+                e.duration_ps,
+            )
+        })
         .collect();
     assert_eq!(
         decoded,
