@@ -146,6 +146,9 @@ fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow:
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let (cfg, init) = args.load_run()?;
+    if let Some(range) = args.profile_steps {
+        range.check_within(0, cfg.training.max_steps as u64)?;
+    }
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"

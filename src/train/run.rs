@@ -135,7 +135,7 @@ pub fn run_training(
 
     let max_steps = cfg.training.max_steps as u64;
     if let Some(range) = opts.profile_steps {
-        check_profile_steps(range, summary.start_step, max_steps)?;
+        range.check_within(summary.start_step, max_steps)?;
     }
     let schedule = TraceSchedule::new(log, opts.profile_steps);
     let mut tracer = StepTracer::new(schedule, trainer.engine.client.api(), out_dir.clone());
@@ -250,23 +250,6 @@ pub fn run_training(
         summary.validation = Some(eval);
     }
     Ok(summary)
-}
-
-/// `--profile-steps` must name steps this run takes.
-fn check_profile_steps(range: StepRange, start: u64, max_steps: u64) -> Result<(), TrainError> {
-    if range.first > max_steps || range.last <= start {
-        return Err(TrainError::Other(format!(
-            "--profile-steps {range}: this run takes steps {}..={max_steps} (training.max_steps \
-             = {max_steps}{}); choose steps within them",
-            start + 1,
-            if start > 0 {
-                format!(", resumed at step {start}")
-            } else {
-                String::new()
-            },
-        )));
-    }
-    Ok(())
 }
 
 /// The metrics record of a validation pass.

@@ -70,6 +70,26 @@ impl std::str::FromStr for StepRange {
     }
 }
 
+impl StepRange {
+    /// Fails unless the range overlaps the steps a run from step `start` (0, or the step it
+    /// resumes at) to `max_steps` takes.
+    pub fn check_within(&self, start: u64, max_steps: u64) -> Result<(), crate::train::TrainError> {
+        if self.first <= max_steps && self.last > start {
+            return Ok(());
+        }
+        let resumed = if start > 0 {
+            format!(", resumed at step {start}")
+        } else {
+            String::new()
+        };
+        Err(crate::train::TrainError::Other(format!(
+            "--profile-steps {self}: this run takes steps {}..={max_steps} (training.max_steps \
+             = {max_steps}{resumed}); choose steps within them",
+            start + 1,
+        )))
+    }
+}
+
 impl std::fmt::Display for StepRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.first, self.last)
@@ -143,6 +163,23 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_range_must_overlap_the_steps_the_run_takes() {
+        let range = StepRange { first: 5, last: 6 };
+        assert!(range.check_within(0, 5).is_ok());
+        assert!(range.check_within(5, 10).is_ok());
+        let err = range.check_within(0, 4).unwrap_err().to_string();
+        assert!(
+            err.contains("takes steps 1..=4 (training.max_steps = 4)"),
+            "{err}"
+        );
+        let err = range.check_within(6, 10).unwrap_err().to_string();
+        assert!(
+            err.contains("steps 7..=10") && err.contains("resumed at step 6"),
+            "{err}"
+        );
     }
 
     #[test]
