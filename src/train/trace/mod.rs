@@ -21,6 +21,10 @@ mod tracer;
 pub mod xspace;
 
 pub use files::{write_trace, TraceFiles};
+
+/// Directories of a run that hold its traces (a fresh run moves an earlier run's aside with
+/// its checkpoints and metrics).
+pub const TRACE_DIRS: [&str; 2] = ["plugins/profile", "profile"];
 pub use tracer::{HostStep, StepTracer};
 
 /// Inclusive range of 1-based optimizer steps, written `N:M` (`--profile-steps 2:3`).
