@@ -2,17 +2,12 @@
 //! trace for Perfetto.
 
 use super::chrome::chrome_trace;
-use super::xspace::{append_plane, encode_plane, Span, XSpace};
+use super::host_plane::{add_to_plane, append_host_plane, Span, HOST_PLANE};
+use super::xspace::XSpace;
 use super::StepRange;
 use crate::train::TrainError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Name of vishwam's host plane where the plugin's trace has no `/host:CPU` plane (the name
-/// TensorBoard's trace viewer shows host threads under).
-pub const HOST_PLANE: &str = "/host:CPU";
-/// Name of vishwam's host plane beside a plugin's own `/host:CPU` plane.
-pub const VISHWAM_PLANE: &str = "/host:vishwam";
 
 /// What [`write_trace`] wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +16,7 @@ pub struct TraceFiles {
     pub xplane: PathBuf,
     /// `RUN/profile/steps_N-M.trace.json.gz`.
     pub chrome: PathBuf,
-    /// Planes in the trace (the plugin's and vishwam's).
+    /// Planes in the trace.
     pub planes: usize,
     /// Timed events in the trace.
     pub events: usize,
@@ -54,8 +49,8 @@ pub fn session_stamp(time: std::time::SystemTime) -> String {
     format!("{y:04}_{mo:02}_{d:02}_{h:02}_{mi:02}_{s:02}")
 }
 
-/// Writes the trace of `steps`: the plugin's collected `XSpace` bytes (empty without a
-/// profiler) with a plane of vishwam's `host_spans` appended, under `run_dir`.
+/// Writes the trace of `steps` under `run_dir`: the plugin's collected `XSpace` bytes (empty
+/// without a profiler) with vishwam's `host_spans` added ([`super::host_plane`]).
 pub fn write_trace(
     run_dir: &Path,
     steps: StepRange,
@@ -67,17 +62,24 @@ pub fn write_trace(
         Ok((space, len)) => (space, collected[..len].to_vec(), None),
         Err(e) => (XSpace::default(), Vec::new(), Some(e)),
     };
-    let plane_name = if plugin_space.planes.iter().any(|p| p.name == HOST_PLANE) {
-        VISHWAM_PLANE
-    } else {
-        HOST_PLANE
-    };
-    let plane_id = plugin_space.planes.iter().map(|p| p.id).max().unwrap_or(0) + 1;
-    let plane = encode_plane(plane_id, plane_name, "vishwam train loop", host_spans);
-    append_plane(&mut bytes, &plane, &host);
+    let hostname = (!plugin_space.hostnames.contains(&host)).then_some(host.as_str());
+    match plugin_space
+        .planes
+        .iter()
+        .position(|p| p.name == HOST_PLANE)
+    {
+        Some(i) => {
+            bytes = add_to_plane(&bytes, i, &plugin_space.planes[i], host_spans, hostname)
+                .map_err(|e| TrainError::Other(format!("adding vishwam's spans: {e}")))?;
+        }
+        None => {
+            let plane_id = plugin_space.planes.iter().map(|p| p.id).max().unwrap_or(0) + 1;
+            append_host_plane(&mut bytes, plane_id, host_spans, hostname);
+        }
+    }
     let space = XSpace::decode(&bytes).map_err(|e| {
         TrainError::Other(format!(
-            "the trace of steps {steps} does not decode after adding vishwam's plane: {e}"
+            "the trace of steps {steps} does not decode after adding vishwam's spans: {e}"
         ))
     })?;
 
@@ -92,7 +94,7 @@ pub fn write_trace(
     create_dir(&session)?;
     let xplane = session.join(format!("{host}.xplane.pb"));
     // Undecodable plugin bytes are kept as collected, for other tools to read; vishwam's
-    // plane then goes only into the Chrome trace.
+    // spans then go only into the Chrome trace.
     let xplane_bytes = if undecodable.is_some() {
         collected
     } else {
@@ -166,26 +168,18 @@ mod tests {
     }
 
     #[test]
-    fn a_plugin_host_plane_keeps_its_name_and_a_trailing_zero_is_tolerated() {
+    fn spans_join_a_plugin_host_plane_and_a_trailing_zero_is_tolerated() {
         let dir = tempfile::tempdir().unwrap();
         let mut collected = Vec::new();
-        append_plane(
-            &mut collected,
-            &encode_plane(4, HOST_PLANE, "t", &spans()),
-            "h",
-        );
+        append_host_plane(&mut collected, 4, &spans(), Some("h"));
         collected.push(0);
         let steps = StepRange { first: 1, last: 1 };
         let files = write_trace(dir.path(), steps, &collected, &spans()).unwrap();
         assert_eq!(files.undecodable, None);
         let space = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
-        let names: Vec<(&str, i64)> = space
-            .planes
-            .iter()
-            .map(|p| (p.name.as_str(), p.id))
-            .collect();
-        assert_eq!(names, [(HOST_PLANE, 4), (VISHWAM_PLANE, 5)]);
-        assert_eq!(files.plugin_events, 1);
+        assert_eq!(space.planes.len(), 1);
+        assert_eq!((space.planes[0].id, space.planes[0].lines.len()), (4, 2));
+        assert_eq!((files.plugin_events, files.events), (1, 2));
     }
 
     #[test]
@@ -206,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn a_real_cuda_plugin_trace_decodes_and_gets_vishwams_plane_beside_its_host_plane() {
+    fn a_real_cuda_plugin_trace_decodes_and_vishwams_spans_join_its_host_plane() {
         // tests/fixtures/README.md says how it was captured.
         let collected = include_bytes!(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -233,9 +227,18 @@ mod tests {
         assert_eq!(files.plugin_events, space.timed_event_count());
         assert_eq!(files.events, files.plugin_events + 1);
         let written = XSpace::decode(&std::fs::read(&files.xplane).unwrap()).unwrap();
-        let last = written.planes.last().unwrap();
-        assert_eq!(last.name, VISHWAM_PLANE);
-        assert_eq!(written.planes.len(), space.planes.len() + 1);
+        assert_eq!(written.planes.len(), space.planes.len());
+        let host = written
+            .planes
+            .iter()
+            .find(|p| p.name == HOST_PLANE)
+            .unwrap();
+        let before = space.planes.iter().find(|p| p.name == HOST_PLANE).unwrap();
+        assert_eq!(host.lines.len(), before.lines.len() + 1);
+        assert_eq!(
+            host.lines.last().unwrap().name,
+            super::super::host_plane::LINE_NAME
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! starting at that multiple, and `vishwam train --profile-steps N:M` once. Each window
 //! writes, in the run directory,
 //! - `plugins/profile/<YYYY_MM_DD_HH_MM_SS>/<host>.xplane.pb`: the `XSpace` as TensorBoard's
-//!   profile plugin opens it (`tensorboard --logdir RUN`, Profile tab), the plugin's planes
-//!   with vishwam's host plane appended;
+//!   profile plugin opens it (`tensorboard --logdir RUN`, Profile tab): the plugin's planes,
+//!   with vishwam's spans as a line `vishwam train loop` of the `/host:CPU` plane;
 //! - `profile/steps_N-M.trace.json.gz`: the same as a Chrome trace for ui.perfetto.dev or
 //!   `chrome://tracing`.
 //!
@@ -16,6 +16,7 @@
 
 pub mod chrome;
 mod files;
+pub mod host_plane;
 pub mod protobuf;
 mod tracer;
 pub mod xspace;

@@ -192,6 +192,25 @@ impl FieldWriter {
         self.bytes.extend_from_slice(value);
     }
 
+    /// A field as read by [`FieldReader`], re-encoded as it was (a zero varint included).
+    pub fn value(&mut self, field: u32, value: WireValue<'_>) {
+        match value {
+            WireValue::Varint(v) => {
+                self.raw_varint(u64::from(field) << 3);
+                self.raw_varint(v);
+            }
+            WireValue::Fixed64(v) => {
+                self.raw_varint((u64::from(field) << 3) | 1);
+                self.bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            WireValue::Bytes(b) => self.bytes(field, b),
+            WireValue::Fixed32(v) => {
+                self.raw_varint((u64::from(field) << 3) | 5);
+                self.bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
     /// A `double` field (wire type 1).
     pub fn double(&mut self, field: u32, value: f64) {
         self.raw_varint((u64::from(field) << 3) | 1);
@@ -259,6 +278,8 @@ mod tests {
         w.varint(2, 0); // left out
         w.bytes(3, b"plane");
         w.double(4, 1.5);
+        w.value(5, WireValue::Varint(0));
+        w.value(6, WireValue::Fixed32(7));
         let mut r = FieldReader::new(&w.bytes, "Test");
         let (f, v) = r.next_field().unwrap().unwrap();
         assert_eq!((f, v.int64(&r, "a").unwrap()), (1, -5));
@@ -270,6 +291,8 @@ mod tests {
             r.next_field().unwrap(),
             Some((4, WireValue::Fixed64(1.5f64.to_bits())))
         );
+        assert_eq!(r.next_field().unwrap(), Some((5, WireValue::Varint(0))));
+        assert_eq!(r.next_field().unwrap(), Some((6, WireValue::Fixed32(7))));
         assert_eq!(r.next_field().unwrap(), None);
     }
 }

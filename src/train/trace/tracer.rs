@@ -3,7 +3,7 @@
 //! last step is done.
 
 use super::files::{write_trace, TraceFiles};
-use super::xspace::Span;
+use super::host_plane::Span;
 use super::{StepRange, TraceSchedule};
 use crate::runtime::{Api, Profiler, PROFILE_OPTIONS};
 use crate::train::{StepTimings, TrainError};

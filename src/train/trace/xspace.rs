@@ -22,7 +22,7 @@
 //! reader does not know, so that a newer profiler's traces still open; malformed bytes and a
 //! known field of the wrong wire type are errors.
 
-use super::protobuf::{DecodeError, FieldReader, FieldWriter, WireValue};
+use super::protobuf::{DecodeError, FieldReader, WireValue};
 use std::collections::BTreeMap;
 
 /// A whole trace: one plane per traced device or host thread group.
@@ -294,63 +294,6 @@ impl XStat {
         }
         Ok(stat)
     }
-}
-
-/// A span to encode into a plane of its own: a name, a start and a length.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Span {
-    /// Event name.
-    pub name: String,
-    /// Start, nanoseconds since the Unix epoch (the profiler's clock).
-    pub start_ns: i64,
-    /// Length in nanoseconds.
-    pub duration_ns: i64,
-}
-
-/// Encodes a plane named `plane_name` whose line `line_name` holds `spans` as serialized
-/// `XPlane` bytes; one event metadata entry per distinct span name.
-pub fn encode_plane(plane_id: i64, plane_name: &str, line_name: &str, spans: &[Span]) -> Vec<u8> {
-    let mut names: BTreeMap<&str, i64> = BTreeMap::new();
-    for span in spans {
-        let next = names.len() as i64 + 1;
-        names.entry(span.name.as_str()).or_insert(next);
-    }
-    let line_start = spans.iter().map(|s| s.start_ns).min().unwrap_or(0);
-    let mut line = FieldWriter::default();
-    line.int64(1, 1);
-    line.bytes(2, line_name.as_bytes());
-    line.int64(3, line_start);
-    for span in spans {
-        let mut event = FieldWriter::default();
-        event.int64(1, names[span.name.as_str()]);
-        event.int64(2, (span.start_ns - line_start) * 1000);
-        event.int64(3, span.duration_ns * 1000);
-        line.bytes(4, &event.bytes);
-    }
-    line.bytes(11, line_name.as_bytes());
-    let mut plane = FieldWriter::default();
-    plane.int64(1, plane_id);
-    plane.bytes(2, plane_name.as_bytes());
-    plane.bytes(3, &line.bytes);
-    for (name, id) in &names {
-        let mut meta = FieldWriter::default();
-        meta.int64(1, *id);
-        meta.bytes(2, name.as_bytes());
-        let mut entry = FieldWriter::default();
-        entry.int64(1, *id);
-        entry.bytes(2, &meta.bytes);
-        plane.bytes(4, &entry.bytes);
-    }
-    plane.bytes
-}
-
-/// Appends a plane (serialized `XPlane` bytes) and a host name to serialized `XSpace` bytes:
-/// protobuf appends repeated fields of concatenated messages, so this is their merge.
-pub fn append_plane(space: &mut Vec<u8>, plane: &[u8], hostname: &str) {
-    let mut w = FieldWriter::default();
-    w.bytes(1, plane);
-    w.bytes(4, hostname.as_bytes());
-    space.extend_from_slice(&w.bytes);
 }
 
 #[cfg(test)]
