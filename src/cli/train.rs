@@ -58,11 +58,6 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
-    /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
-    /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
-    #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
-    pub data_cache_dir: Option<PathBuf>,
     /// Trace optimizer steps N to M (1-based, inclusive) once, besides logging.profile_every's
     /// windows: the plugin's device and host activity (PJRT profiler extension, where the
     /// plugin has one) and vishwam's host spans, written to
@@ -70,6 +65,11 @@ pub struct TrainArgs {
     /// Profile tab) and OUTPUT_DIR/profile/steps_N-M.trace.json.gz (Perfetto).
     #[arg(long = "profile-steps", alias = "profile_steps", value_name = "N:M")]
     pub profile_steps: Option<vishwam::train::trace::StepRange>,
+    /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
+    /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
+    /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
+    #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
+    pub data_cache_dir: Option<PathBuf>,
 }
 
 impl TrainArgs {
