@@ -60,6 +60,13 @@ pub struct TrainArgs {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Trace optimizer steps N to M (1-based, inclusive) once, besides logging.profile_every's
+    /// windows: the plugin's device and host activity (PJRT profiler extension, where the
+    /// plugin has one) and vishwam's host spans, written to
+    /// OUTPUT_DIR/plugins/profile/<time>/<host>.xplane.pb (tensorboard --logdir OUTPUT_DIR,
+    /// Profile tab) and OUTPUT_DIR/profile/steps_N-M.trace.json.gz (Perfetto).
+    #[arg(long = "profile-steps", alias = "profile_steps", value_name = "N:M")]
+    pub profile_steps: Option<vishwam::train::trace::StepRange>,
     /// Train on this prepared dataset (made by `vishwam data prepare` or `vishwam data merge`,
     /// recognised by its manifest.json) instead of data.source / datasets.paths; its own
     /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
@@ -205,6 +212,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         return super::validate_setup::run(args);
     }
     let (mut cfg, init) = args.load_run()?;
+    if let Some(range) = args.profile_steps {
+        range.check_within(0, cfg.training.max_steps as u64)?;
+    }
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
@@ -302,6 +312,7 @@ pub fn run_loop(
         resume_from: args.resume_from.clone(),
         progress: !args.no_progress,
         stop,
+        profile_steps: args.profile_steps,
     };
     let summary = run_training(&mut trainer, data, &opts)?;
     // Drawn after the checkpoint is saved: a failure loses nothing, is printed with the

@@ -63,7 +63,7 @@ pub enum Feature {
     RandomChunkDataset,
     /// Document-aware windows (`data.dataset_type` = "document").
     DocumentDataset,
-    /// Timing and memory profiles (`logging.profile_every` > 0).
+    /// Timing and memory profiles and step traces (`logging.profile_every` > 0).
     Profiling,
     /// The on-disk compile cache (`runtime.compile_cache`).
     CompileCache,

@@ -270,8 +270,13 @@ pub struct LoggingConfig {
     pub eval_every: usize,
     /// Steps between checkpoints; 0 = no periodic checkpoints. Default 100.
     pub save_every: usize,
-    /// Steps between timing/memory profiles; 0 = never. Default 0.
+    /// Steps between profiles; 0 = never. Default 0. Every multiple of it logs the timing and
+    /// memory breakdown since the last profile and starts a device and host trace of
+    /// `profile_steps` steps (`train::trace`).
     pub profile_every: usize,
+    /// Steps each periodic trace covers (from a multiple of `profile_every` on), >= 1 and
+    /// at most `profile_every`. Default 3.
+    pub profile_steps: usize,
     /// Directory for checkpoints and metrics. Default "runs/default".
     pub output_dir: String,
     /// JSONL metrics file; a relative path is inside `output_dir`. Default "metrics.jsonl".
@@ -290,6 +295,7 @@ impl Default for LoggingConfig {
             eval_every: 100,
             save_every: 100,
             profile_every: 0,
+            profile_steps: 3,
             output_dir: "runs/default".to_string(),
             metrics_file: "metrics.jsonl".to_string(),
             keep_checkpoints: 3,
@@ -305,6 +311,7 @@ impl LoggingConfig {
         r.integer("eval_every", &mut self.eval_every, EVERY);
         r.integer("save_every", &mut self.save_every, EVERY);
         r.integer("profile_every", &mut self.profile_every, EVERY);
+        r.integer("profile_steps", &mut self.profile_steps, POSITIVE);
         r.text("output_dir", &mut self.output_dir);
         r.text("metrics_file", &mut self.metrics_file);
         r.integer("keep_checkpoints", &mut self.keep_checkpoints, POSITIVE);
@@ -313,6 +320,19 @@ impl LoggingConfig {
 
     pub(crate) fn validate(&self, c: &mut Checks) {
         c.positive("logging.log_every", self.log_every);
+        c.positive("logging.profile_steps", self.profile_steps);
+        if self.profile_every > 0 {
+            c.ensure(
+                self.profile_steps <= self.profile_every,
+                "logging.profile_steps",
+                format!(
+                    "at most logging.profile_every = {} (each trace covers profile_steps steps \
+                     from a multiple of profile_every; more would trace every step)",
+                    self.profile_every
+                ),
+                self.profile_steps,
+            );
+        }
         c.non_empty("logging.output_dir", &self.output_dir);
         c.non_empty("logging.metrics_file", &self.metrics_file);
         c.positive("logging.keep_checkpoints", self.keep_checkpoints);

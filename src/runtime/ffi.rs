@@ -34,7 +34,8 @@ opaque!(
     PJRT_ExecuteContext,
 );
 
-/// Head of an extension chain (unused by vishwam; always null).
+/// Head of an extension chain entry. vishwam passes none (null in every args struct) and
+/// reads the plugin's chain only for the profiler extension (`runtime::profiler`).
 #[repr(C)]
 pub struct PJRT_Extension_Base {
     pub struct_size: usize,

@@ -17,6 +17,7 @@ mod event;
 mod executable;
 pub mod ffi;
 mod plugin;
+mod profiler;
 mod staging;
 
 pub use api::{Api, API_MAJOR, MIN_API_MINOR};
@@ -32,4 +33,5 @@ pub use plugin::{
     cpu_plugin_path, install_cpu_plugin, named_plugin, platform_of_plugin, resolve_plugin,
     vishwam_home, Accelerators, Platform, PlatformChoice, CPU_PLUGIN_PACKAGE, CPU_PLUGIN_VERSION,
 };
+pub use profiler::{Profiler, EXTENSION_TYPE_PROFILER, PROFILE_OPTIONS};
 pub use staging::{StagingStats, MAX_FREE_BLOCKS, MAX_FREE_BYTES, STAGING_ALIGN};

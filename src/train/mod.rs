@@ -28,6 +28,7 @@ mod setup;
 pub mod state;
 mod step;
 pub mod tensorboard;
+pub mod trace;
 mod trainer;
 mod trainer_programs;
 pub mod weights;

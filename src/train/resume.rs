@@ -90,8 +90,8 @@ pub(super) fn check_batch(
     })
 }
 
-/// A fresh run (not resumed) into a directory that holds an earlier run's checkpoints or
-/// metrics moves them into a sibling `earlier-<UTC time>` directory first (logged), so that
+/// A fresh run (not resumed) into a directory that holds an earlier run's checkpoints,
+/// metrics, TensorBoard events or step traces moves them into a sibling `earlier-<UTC time>` directory first (logged), so that
 /// they are neither pruned in favour of this run's nor taken by a later `--resume`, and
 /// nothing is lost.
 pub(super) fn set_earlier_run_aside(
@@ -103,7 +103,11 @@ pub(super) fn set_earlier_run_aside(
     let metrics = std::fs::metadata(metrics_path).is_ok_and(|m| m.len() > 0);
     let events = out_dir.join(super::tensorboard::TENSORBOARD_DIR);
     let has_events = std::fs::read_dir(&events).is_ok_and(|mut d| d.next().is_some());
-    if checkpoints.is_empty() && !metrics && !has_events {
+    let traces: Vec<&str> = super::trace::TRACE_DIRS
+        .into_iter()
+        .filter(|d| out_dir.join(d).exists())
+        .collect();
+    if checkpoints.is_empty() && !metrics && !has_events && traces.is_empty() {
         return Ok(None);
     }
     let stamp = utc_stamp(std::time::SystemTime::now());
@@ -155,6 +159,19 @@ pub(super) fn set_earlier_run_aside(
         })?;
         moved.push("TensorBoard events".to_string());
     }
+    for dir in &traces {
+        let (from, to) = (out_dir.join(dir), aside.join(dir));
+        let moving = || {
+            std::fs::create_dir_all(to.parent().unwrap_or(&aside))?;
+            std::fs::rename(&from, &to)
+        };
+        moving().map_err(|e| {
+            TrainError::io(format!("moving {} to {}", from.display(), to.display()), e)
+        })?;
+    }
+    if !traces.is_empty() {
+        moved.push("step traces".to_string());
+    }
     tracing::warn!(
         "{} held an earlier run; this run starts fresh (no --resume), so its {} were moved to {} \
          (nothing is deleted); {continue_with}",
@@ -167,6 +184,12 @@ pub(super) fn set_earlier_run_aside(
 
 /// `YYYYMMDDTHHMMSSZ` of `time` in UTC.
 fn utc_stamp(time: std::time::SystemTime) -> String {
+    let [year, month, day, hour, minute, second] = utc_fields(time);
+    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z")
+}
+
+/// Year, month, day, hour, minute and second of `time` in UTC.
+pub(super) fn utc_fields(time: std::time::SystemTime) -> [i64; 6] {
     let secs = time
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -182,12 +205,8 @@ fn utc_stamp(time: std::time::SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let rest = rest as i64;
+    [year, month, day, rest / 3600, rest % 3600 / 60, rest % 60]
 }
 
 /// Keys of the `data` section that say where the data lives or how fast it is read, not what
@@ -351,6 +370,14 @@ mod tests {
             std::fs::read_to_string(aside.join("metrics.jsonl")).unwrap(),
             "{\"step\": 40}\n"
         );
+        // Step traces go aside too.
+        let session = out.path().join("plugins/profile/2026_12_06_10_30_00");
+        std::fs::create_dir_all(&session).unwrap();
+        let aside = set_earlier_run_aside(out.path(), &root, &metrics)
+            .unwrap()
+            .unwrap();
+        assert!(aside.join("plugins/profile/2026_12_06_10_30_00").is_dir());
+        assert!(!out.path().join("plugins/profile").exists());
         // A second earlier run in the same second gets its own directory.
         checkpoint::save(&root, 5, &state, json!({}), json!(null), 2).unwrap();
         let second = set_earlier_run_aside(out.path(), &root, &metrics)

@@ -6,6 +6,7 @@ use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
 };
 use super::tensorboard::MetricsLog;
+use super::trace::{HostStep, StepRange, StepTracer, TraceSchedule};
 use super::{EvalResult, HostBatch, StepMetrics, StepTimings, TrainError, Trainer};
 use serde_json::json;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set (e.g. by Ctrl-C) to stop after the current step, saving a checkpoint.
     pub stop: Arc<AtomicBool>,
+    /// Trace these steps once (`--profile-steps N:M`), besides `logging.profile_every`'s.
+    pub profile_steps: Option<StepRange>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +56,7 @@ impl Default for RunOptions {
             resume_from: None,
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
+            profile_steps: None,
         }
     }
 }
@@ -143,6 +147,11 @@ pub fn run_training(
         MetricsLog::open(&metrics_path, &out_dir, summary.start_step, log.tensorboard)?;
 
     let max_steps = cfg.training.max_steps as u64;
+    if let Some(range) = opts.profile_steps {
+        range.check_within(summary.start_step, max_steps)?;
+    }
+    let schedule = TraceSchedule::new(log, opts.profile_steps);
+    let mut tracer = StepTracer::new(schedule, trainer.engine.client.api(), out_dir.clone());
     let bar = progress_bar(opts.progress, summary.start_step, max_steps);
     let tokens_per_step =
         (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
@@ -156,6 +165,7 @@ pub fn run_training(
             summary.interrupted = true;
             break;
         }
+        tracer.before_step(step + 1);
         let wait = Instant::now();
         let batch = data.next_train()?;
         let data_wait = wait.elapsed().as_secs_f64();
@@ -173,6 +183,12 @@ pub fn run_training(
             )));
         }
         step += 1;
+        let host = HostStep {
+            started: wait,
+            data_wait,
+            timings,
+        };
+        tracer.after_step(step, &host)?;
         summary.losses.push(m.loss);
         if step > summary.start_step + 1 {
             timed_tokens += tokens_per_step;
@@ -237,6 +253,7 @@ pub fn run_training(
         }
     }
     bar.finish_and_clear();
+    tracer.finish()?;
     summary.steps = step;
     summary.tokens_per_second = if timed_seconds > 0.0 {
         timed_tokens / timed_seconds

@@ -101,6 +101,16 @@ fn training_rules() {
             r#"{"logging": {"output_dir": " "}}"#,
             r#"`logging.output_dir` must be a non-empty string, got " ""#,
         ),
+        (
+            r#"{"logging": {"profile_steps": 0}}"#,
+            "`logging.profile_steps` must be a positive integer, got 0",
+        ),
+        (
+            r#"{"logging": {"profile_every": 2, "profile_steps": 3}}"#,
+            "`logging.profile_steps` must be at most logging.profile_every = 2 (each trace covers \
+             profile_steps steps from a multiple of profile_every; more would trace every step), \
+             got 3",
+        ),
     ];
     for (json, message) in cases {
         assert_eq!(problem(json), message, "for {json}");

@@ -181,7 +181,7 @@ impl EventWriter {
 
 /// This machine's host name (characters other than ASCII letters, digits, `-` and `_`
 /// become `_`), or `localhost` where it cannot be read.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

@@ -25,6 +25,7 @@
 
 mod event_file;
 
+pub(crate) use event_file::host_name;
 pub use event_file::{crc32c, encode_event, masked_crc32c, tfrecord, EventBody, EventWriter};
 
 use crate::train::TrainError;
