@@ -11,8 +11,8 @@
 //! get zeros, which nothing reads.
 
 use super::loss::{
-    accumulate, concat_rows, correct_rows, dividing_chunk, lowest_f32, matmul_f32, online_add,
-    online_max, target_logits, RowStats,
+    accumulate, after_previous_chunk, concat_rows, correct_rows, dividing_chunk, lowest_f32,
+    matmul_f32, online_add, online_max, target_logits, RowStats,
 };
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{DType, Graph, Tensor};
@@ -82,8 +82,10 @@ pub fn masked_ce_kl_sums(
 /// matmul in f32 (they are differentiated); the teacher's in the teacher's compute dtype
 /// like the rest of its forward pass (bf16 under mixed precision), which halves the bytes
 /// that the loss's passes read for them.
-fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
-    let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
+/// Chunk `i` runs after the previous chunk's student gradient `previous`
+/// ([`super::loss::after_previous_chunk`]), so one chunk's logits are live at a time.
+fn chunk_logits(xs: &[Tensor], i: i64, c: i64, previous: Option<&Tensor>) -> (Tensor, Tensor) {
+    let rows = |x: &Tensor| after_previous_chunk(&x.slice_axis(0, i * c, (i + 1) * c), previous);
     (
         matmul_f32(&rows(&xs[0]), &xs[1]),
         rows(&xs[2]).matmul(&xs[3]).cast(DType::F32),
@@ -239,7 +241,7 @@ fn forward(
     let (mut ce_sum, mut kl_sum, mut correct, mut dw) = (None, None, None, None);
     let mut dh = Vec::new();
     for i in 0..hs.shape()[0] / c {
-        let (zs, zt) = chunk_logits(xs, i, c);
+        let (zs, zt) = chunk_logits(xs, i, c, dh.last());
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
         let chunk_targets = rows(targets);
