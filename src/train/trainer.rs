@@ -185,21 +185,22 @@ impl Trainer {
         let distill = teacher
             .map(|t| DistillContext::new(cfg, &plan, &t.model))
             .transpose()?;
-        let (layout, func) = match &distill {
-            None => {
-                let layout = StepLayout::new(cfg, &plan)?;
-                let func = build_train_step(cfg, &plan, &layout)?;
-                (layout, func)
-            }
-            Some(context) => {
-                let mut params = crate::model::param_specs(&cfg.model);
-                params.extend(context.projection_specs());
-                let layout = StepLayout::with_params(cfg, &plan, params)?;
-                let func = build_distill_step(cfg, &plan, &layout, context)?;
-                (layout, func)
-            }
-        };
-        let program = engine.compile_with(&func, compile_hints(cfg))?;
+        let step = compile_step(cfg, &engine, &plan, distill.as_ref())?;
+        Trainer::from_compiled(cfg, engine, plan, step, distill, teacher)
+    }
+
+    /// A trainer around a step already compiled by [`compile_step`] for `cfg` (its platform
+    /// pinned) on `engine`: the state is initialised from `training.seed` and placed on the
+    /// devices, and the teacher's parameters uploaded when distilling.
+    pub fn from_compiled(
+        cfg: &Config,
+        engine: Engine,
+        plan: ShardingPlan,
+        step: CompiledStep,
+        distill: Option<DistillContext>,
+        teacher: Option<&Teacher>,
+    ) -> Result<Trainer, TrainError> {
+        let CompiledStep { layout, program } = step;
         let teacher_arrays = match (&distill, teacher) {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
@@ -409,6 +410,51 @@ impl Trainer {
         };
         Ok((m, timings))
     }
+}
+
+/// The train step of a config traced and compiled on an engine's mesh, with the layout of
+/// its state and batch; nothing is allocated on the devices.
+pub struct CompiledStep {
+    /// Shapes of state and batch.
+    pub layout: StepLayout,
+    /// The compiled step (its [`Program::memory_stats`] are the step's device memory).
+    pub program: Program,
+}
+
+/// Traces and compiles the train step of `cfg` (its platform pinned to `engine`'s, see
+/// [`super::setup::pin_platform`]) on `plan`'s mesh, distilling `distill`'s teacher when
+/// given. [`Trainer`] runs it; the memory planner (`crate::plan`) reads its compiled memory
+/// without allocating anything.
+pub fn compile_step(
+    cfg: &Config,
+    engine: &Engine,
+    plan: &ShardingPlan,
+    distill: Option<&DistillContext>,
+) -> Result<CompiledStep, TrainError> {
+    if cfg.training.batch_size_is_auto() {
+        return Err(TrainError::Other(
+            "training.batch_size is \"auto\", which `vishwam train` resolves from the device \
+             memory before it builds the step; this command needs a number: set \
+             training.batch_size to a positive integer"
+                .into(),
+        ));
+    }
+    let (layout, func) = match distill {
+        None => {
+            let layout = StepLayout::new(cfg, plan)?;
+            let func = build_train_step(cfg, plan, &layout)?;
+            (layout, func)
+        }
+        Some(context) => {
+            let mut params = crate::model::param_specs(&cfg.model);
+            params.extend(context.projection_specs());
+            let layout = StepLayout::with_params(cfg, plan, params)?;
+            let func = build_distill_step(cfg, plan, &layout, context)?;
+            (layout, func)
+        }
+    };
+    let program = engine.compile_with(&func, compile_hints(cfg))?;
+    Ok(CompiledStep { layout, program })
 }
 
 /// How to compile `cfg`'s programs (FP8 matmuls or not).

@@ -1,0 +1,75 @@
+//! Planning a run from the devices' memory and a time budget, by the compiled memory of the
+//! real train step (XLA reports a program's arguments, outputs and temporaries before it
+//! runs): the memory probe ([`probe`]), the automatic micro-batch (`training.batch_size`
+//! "auto", [`auto_batch`]), the precision the device supports ([`precision`]), the whole
+//! plan of `vishwam plan` and `vishwam train --target-hours` ([`planner`]) and the memory
+//! table of `vishwam bench memory` ([`techniques`]).
+
+pub mod auto_batch;
+pub mod budget;
+pub mod planner;
+pub mod precision;
+pub mod probe;
+pub mod speed;
+pub mod techniques;
+
+pub use auto_batch::{resolve_auto_batch, AutoBatch};
+pub use budget::MemoryBudget;
+pub use planner::{plan_run, Plan, PlanRequest, PlanRow};
+pub use precision::{device_precision, PrecisionChoice};
+pub use probe::MemoryProbe;
+pub use speed::StepTimeModel;
+
+use crate::train::TrainError;
+
+/// Bytes in a GiB.
+pub const GIB: f64 = (1u64 << 30) as f64;
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// From tracing, compiling or running the step.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// From the engine.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// From the runtime.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// The device memory cannot be known.
+    #[error("the device memory is unknown: {reason}; give it with {remedy}")]
+    UnknownMemory {
+        /// Why it is unknown.
+        reason: String,
+        /// The flag or key that gives it.
+        remedy: String,
+    },
+    /// Not even the smallest candidate fits the memory left after the reserve.
+    #[error(
+        "{what} needs {needed_gib:.3} GiB per device by its compiled step, more than the \
+         {usable_gib:.3} GiB usable ({budget}, less the {reserve_pct:.0}% reserve); {remedy}"
+    )]
+    DoesNotFit {
+        /// What was tried.
+        what: String,
+        /// Compiled need per device.
+        needed_gib: f64,
+        /// Budget after the reserve.
+        usable_gib: f64,
+        /// Where the budget came from.
+        budget: String,
+        /// The reserve in percent.
+        reserve_pct: f64,
+        /// What to do.
+        remedy: String,
+    },
+    /// A request that cannot be planned (bad numbers, conflicting keys).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `bytes` in GiB.
+pub fn gib(bytes: i64) -> f64 {
+    bytes as f64 / GIB
+}
