@@ -12,6 +12,10 @@ use vishwam::train::{open_engine, Trainer};
 /// `--init-from` the student starts from those weights (its model section from theirs);
 /// learned projections between student and teacher widths start from their initialisation.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    if args.plan.target_hours.is_some() {
+        anyhow::bail!("--target-hours plans `vishwam train` runs; `vishwam distill` takes a config");
+    }
+    args.plan.refuse_without_target("vishwam distill")?;
     let (cfg, init) = args.load_run()?;
     let path = cfg
         .distillation

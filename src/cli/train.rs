@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// tokenizer.json is the run's tokenizer unless data.tokenizer names one with the same hash.
     #[arg(long = "data_cache_dir", alias = "data-cache-dir", value_name = "DIR")]
     pub data_cache_dir: Option<PathBuf>,
+    /// `--target-hours H`: plan the run (as `vishwam plan`) and train the plan.
+    #[command(flatten)]
+    pub plan: super::plan::PlanFlags,
 }
 
 impl TrainArgs {
@@ -138,7 +141,9 @@ fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow:
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let (cfg, init) = args.load_run()?;
+    let cfg = planned(args, cfg, init.is_some(), started)?;
     if let Some(teacher) = &cfg.distillation.teacher_model {
         anyhow::bail!(
             "distillation.teacher_model is set ({teacher}): run `vishwam distill` with the same arguments to distil it into this model, or set it to null to train without a teacher"
@@ -156,11 +161,53 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
+    let cfg = resolve_batch_size(cfg, &engine, &plan)?;
     let mut data = open_data(&cfg, &plan)?;
     log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;
     init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
+}
+
+/// With `--target-hours`, the planned config in place of `cfg` (the plan's table logged);
+/// without it, `cfg` (a planning flag alone is an error).
+fn planned(
+    args: &TrainArgs,
+    cfg: Config,
+    init_from: bool,
+    started: std::time::Instant,
+) -> anyhow::Result<Config> {
+    args.plan.refuse_without_target("vishwam train")?;
+    if args.plan.target_hours.is_none() {
+        return Ok(cfg);
+    }
+    if init_from || args.resume || args.resume_from.is_some() {
+        anyhow::bail!(
+            "--target-hours plans a new model from scratch; it cannot be combined with \
+             --init-from, --resume or --resume-from (plan once with `vishwam plan --out \
+             plan.json`, then resume with `vishwam train --config plan.json --resume`)"
+        );
+    }
+    let plan = super::plan::plan_config(&cfg, &args.plan, args.run.plugin.clone(), Some(started))?;
+    for line in plan.table().lines() {
+        tracing::info!("plan: {line}");
+    }
+    Ok(plan.config)
+}
+
+/// `cfg` with `training.batch_size` "auto" resolved on the engine's devices (logged), or
+/// `cfg` as it is.
+pub fn resolve_batch_size(
+    cfg: Config,
+    engine: &Engine,
+    plan: &ShardingPlan,
+) -> anyhow::Result<Config> {
+    if !cfg.training.batch_size_is_auto() {
+        return Ok(cfg);
+    }
+    let (resolved, _) = vishwam::plan::resolve_auto_batch(&cfg, engine, plan)?;
+    tracing::info!("global batch: {}", batch_geometry(&resolved, plan));
+    Ok(resolved)
 }
 
 /// With --init-from, checks the tokenizer and puts the weights in place of the

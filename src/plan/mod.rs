@@ -73,3 +73,11 @@ pub enum PlanError {
 pub fn gib(bytes: i64) -> f64 {
     bytes as f64 / GIB
 }
+
+/// `bytes` as GiB with two decimals, or MiB below 1 GiB.
+pub fn show_bytes(bytes: i64) -> String {
+    match bytes as f64 {
+        b if b >= GIB => format!("{:.2} GiB", b / GIB),
+        b => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+    }
+}

@@ -19,6 +19,10 @@ pub const TOKENS_PER_PARAM: f64 = 20.0;
 pub const OVERHEAD_FRACTION: f64 = 0.15;
 /// Optimizer steps the global batch leaves at least (within its 8..256 sequence bounds).
 const MIN_STEPS: f64 = 300.0;
+/// The shape the measured step time is first calibrated on (4 x 256, the default CPU model).
+const CALIBRATION_SHAPE: usize = 2;
+/// Tokens per device in the calibration's micro-batch.
+const CALIBRATION_TOKENS: usize = 4096;
 /// Real measurements per plan, the calibration on the smallest shape included (each
 /// compiles a step and runs a few).
 const MAX_MEASURED: usize = 4;
@@ -103,8 +107,9 @@ pub struct PlanRequest {
     pub time_model: StepTimeModel,
     /// Tokens of the training data, when known.
     pub dataset_tokens: Option<u64>,
-    /// Seconds of the budget already spent (planning inside `vishwam train --target-hours`).
-    pub spent_seconds: f64,
+    /// When the budget started, if before planning (`vishwam train --target-hours`: the
+    /// command's start): the time spent until the plan is made is taken off the training.
+    pub started: Option<std::time::Instant>,
 }
 
 /// One line of the plan's table.
@@ -296,12 +301,14 @@ pub fn plan_run(
     apply_precision(&mut base, &precision);
     base.memory.attention_backend = crate::config::AttentionBackend::Auto;
     let usable = request.budget.usable(request.memory_reserve);
-    let train_seconds = hours * 3600.0 * (1.0 - OVERHEAD_FRACTION) - request.spent_seconds;
+    let spent = || request.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let budget_seconds = hours * 3600.0 * (1.0 - OVERHEAD_FRACTION);
+    let train_seconds = budget_seconds - spent();
     if train_seconds <= 0.0 {
         return Err(PlanError::Invalid(format!(
             "--target-hours {hours}: nothing is left for training after {:.0} s of planning and \
              the {:.0}% start-up allowance",
-            request.spent_seconds,
+            spent(),
             OVERHEAD_FRACTION * 100.0
         )));
     }
@@ -335,16 +342,26 @@ pub fn plan_run(
     let mut throughput = match request.time_model {
         StepTimeModel::Roofline { peak_tflops, mfu } => speed::roofline(peak_tflops, mfu, devices),
         StepTimeModel::Measure => {
-            // Calibrate on the smallest shape (overhead-bound, so a conservative rate).
-            let c = candidate(0);
-            let Some(setup) = search.fit(0, &c, 8)? else {
+            // Calibrate on a small shape with a micro-batch of about CALIBRATION_TOKENS, then
+            // measure each candidate the search settles on.
+            let i = CALIBRATION_SHAPE.min(LADDER.len() - 1);
+            let c = candidate(i);
+            let cap = (CALIBRATION_TOKENS / LADDER[i].context).max(1);
+            let fitted = match search.fit(i, &c, cap)? {
+                Some(setup) => Some((i, c, setup)),
+                None => {
+                    let c = candidate(0);
+                    search.fit(0, &c, cap)?.map(|setup| (0, c, setup))
+                }
+            };
+            let Some((i, c, setup)) = fitted else {
                 return Err(too_small(&search, request));
             };
             let mut m = c.clone();
             setup.apply(&mut m);
             m.training.batch_size = setup.micro;
             let (thr, seconds) = speed::measure(search.probe, &m)?;
-            measured.insert(0, (thr.clone(), seconds));
+            measured.insert(i, (thr.clone(), seconds));
             thr
         }
     };
@@ -389,7 +406,16 @@ pub fn plan_run(
         }
         break (i, setup, global_batch(i, &throughput));
     };
-    finish(&mut search, request, &base, &precision, index, setup, global, &throughput, train_seconds)
+    let spent_seconds = spent();
+    let train_seconds = budget_seconds - spent_seconds;
+    if train_seconds <= 0.0 {
+        return Err(PlanError::Invalid(format!(
+            "--target-hours {hours}: planning took {spent_seconds:.0} s, and nothing is left for \
+             training; give a larger budget"
+        )));
+    }
+    let times = (train_seconds, spent_seconds);
+    finish(&mut search, request, &base, &precision, index, setup, global, &throughput, times)
 }
 
 /// [`PlanError::DoesNotFit`] for the smallest shape.
@@ -422,7 +448,7 @@ fn finish(
     setup: MemorySetup,
     global: usize,
     throughput: &Throughput,
-    train_seconds: f64,
+    (train_seconds, spent_seconds): (f64, f64),
 ) -> Result<Plan, PlanError> {
     let devices = search.probe.devices();
     let shape = LADDER[index];
@@ -504,7 +530,7 @@ fn finish(
         "{} h budget; {:.0}% kept for start-up, evaluation and the checkpoint{}",
         request.target_hours,
         OVERHEAD_FRACTION * 100.0,
-        match request.spent_seconds {
+        match spent_seconds {
             s if s > 0.0 => format!(", {s:.0} s spent planning"),
             _ => String::new(),
         }
@@ -520,18 +546,18 @@ fn finish(
         shape.layers,
         shape.width,
         n / 1e6
-    ), match index + 1 < LADDER.len() {
-        true => format!(
-            "largest shape of the ladder whose {TOKENS_PER_PARAM:.0} tokens/param ({:.1}M tokens) \
-             fit the time{}",
-            chinchilla / 1e6,
-            if train_tokens < chinchilla {
-                " (or the smallest: it gets fewer tokens than that)"
-            } else {
-                ""
-            }
+    ), match (index, train_tokens < chinchilla) {
+        (0, true) => format!(
+            "the smallest shape of the ladder: even it gets fewer than {TOKENS_PER_PARAM:.0} \
+             tokens/param ({:.1}M tokens) in the time",
+            chinchilla / 1e6
         ),
-        false => "the largest shape of the ladder".into(),
+        (i, _) if i + 1 == LADDER.len() => "the largest shape of the ladder".into(),
+        _ => format!(
+            "the largest shape of the ladder that fits the memory and whose \
+             {TOKENS_PER_PARAM:.0} tokens/param ({:.1}M tokens, Chinchilla) fit the time",
+            chinchilla / 1e6
+        ),
     });
     row("heads", format!(
         "{} query, {} kv, head dim {}, mlp {}",
@@ -554,7 +580,7 @@ fn finish(
         true => "the full T x T scores do not fit; blocked attention keeps them to a block".into(),
         false => "memory.attention_backend \"auto\": cuDNN flash on one CUDA device, else XLA".into(),
     });
-    row("mesh", format!("{:?} over {devices} device(s)", cfg.tpu.device_strategy), match setup.strategy {
+    row("mesh", format!("{} over {devices} device(s)", cfg.tpu.device_strategy), match setup.strategy {
         DeviceStrategy::Fsdp => "the replicated weights and optimizer state do not fit; sharded".into(),
         _ => "data parallel: the whole model fits on each device".into(),
     });

@@ -18,6 +18,9 @@ pub struct MemoryProbe {
     devices: usize,
     cache: CompileCache,
     known: HashMap<String, CompiledMemoryStats>,
+    /// Steps compiled by [`MemoryProbe::measure`], kept for [`MemoryProbe::compile`] to hand
+    /// out (running a probed candidate needs no second compile).
+    compiled: HashMap<String, (Engine, ShardingPlan, CompiledStep)>,
     /// Programs compiled so far (cache hits of the probe not counted).
     pub compiles: usize,
     /// Seconds spent tracing and compiling.
@@ -52,6 +55,7 @@ impl MemoryProbe {
             devices,
             cache,
             known: HashMap::new(),
+            compiled: HashMap::new(),
             compiles: 0,
             compile_seconds: 0.0,
         })
@@ -87,9 +91,13 @@ impl MemoryProbe {
         Ok((engine, plan))
     }
 
-    /// Traces and compiles `cfg`'s train step (nothing is allocated on the devices).
+    /// Traces and compiles `cfg`'s train step (nothing is allocated on the devices), or hands
+    /// out the one [`MemoryProbe::measure`] compiled for it.
     pub fn compile(&mut self, cfg: &Config) -> Result<(Engine, ShardingPlan, CompiledStep), PlanError> {
         let cfg = self.pinned(cfg);
+        if let Some(done) = self.compiled.remove(&shape_key(&cfg)) {
+            return Ok(done);
+        }
         let (engine, plan) = self.engine_for(&cfg)?;
         let t = Instant::now();
         let step = compile_step(&cfg, &engine, &plan, None)?;
@@ -117,9 +125,10 @@ impl MemoryProbe {
         if let Some(stats) = self.known.get(&key) {
             return Ok(*stats);
         }
-        let (_, _, step) = self.compile(cfg)?;
-        let stats = step.program.memory_stats()?;
-        self.known.insert(key, stats);
+        let compiled = self.compile(cfg)?;
+        let stats = compiled.2.program.memory_stats()?;
+        self.known.insert(key.clone(), stats);
+        self.compiled.insert(key, compiled);
         Ok(stats)
     }
 

@@ -5,7 +5,7 @@
 use super::probe::MemoryProbe;
 use super::PlanError;
 use crate::config::Config;
-use crate::train::flops::flops_per_token;
+use crate::train::flops;
 use crate::train::{HostBatch, Trainer};
 use std::time::Instant;
 
@@ -44,13 +44,20 @@ impl Throughput {
     }
 }
 
+/// Training FLOPs per token for time estimates: [`flops::flops_per_token`] (6 x non-embedding
+/// parameters + attention) plus the LM head's matmul, 6 x vocabulary x width, which MFU
+/// leaves out but which dominates the step of a small model with a large vocabulary.
+pub fn flops_per_token(cfg: &Config) -> f64 {
+    flops::flops_per_token(cfg) + 6.0 * (cfg.model.vocab_size * cfg.model.hidden_dim) as f64
+}
+
 /// The roofline throughput of `devices` devices.
 pub fn roofline(peak_tflops: f64, mfu: f64, devices: usize) -> Throughput {
     Throughput {
         flops_per_second: peak_tflops * 1e12 * mfu * devices as f64,
         source: format!(
-            "roofline: {peak_tflops} TFLOP/s peak x {:.0}% MFU x {devices} device(s), FLOPs per token \
-             6 x params + 12 x layers x width x context",
+            "roofline: {peak_tflops} TFLOP/s peak x {:.0}% MFU x {devices} device(s); FLOPs per \
+             token 6 x params (LM head included) + 12 x layers x width x context",
             mfu * 100.0
         ),
     }
@@ -63,7 +70,7 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
     let (engine, plan, step) = probe.compile(&cfg)?;
     let cfg = crate::train::pin_platform(&cfg, &engine)?;
     let mut trainer = Trainer::from_compiled(&cfg, engine, plan, step, None, None)?;
-    let layout = &trainer.layout;
+    let layout = trainer.layout.clone();
     let (accum, seq) = (layout.accum, layout.seq_len);
     let rows = accum * layout.micro_batch;
     let n = rows * seq;
@@ -90,8 +97,11 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
         Throughput {
             flops_per_second: flops,
             source: format!(
-                "measured: {TIMED_STEPS} steps of the {} layers x {} wide step, {:.3} s each \
-                 ({:.2} GFLOP/s of model FLOPs)",
+                "measured: {TIMED_STEPS} steps of {} x {} sequences of the {} layers x {} wide \
+                 model, {:.3} s each ({:.2} GFLOP/s, LM head included; other shapes scaled by \
+                 FLOPs per token)",
+                layout.micro_batch,
+                layout.accum,
                 cfg.model.num_layers,
                 cfg.model.hidden_dim,
                 seconds,

@@ -76,8 +76,8 @@ pub fn format_table(rows: &[MemoryRow]) -> String {
         out.push_str(&format!("{:<8}", r.layers));
         for i in 0..TECHNIQUES.len() {
             let cell = match i {
-                0 => format!("{:.3} GiB", super::gib(r.bytes[0])),
-                _ => format!("{:.3} GiB (-{:.0}%)", super::gib(r.bytes[i]), r.reduction_pct(i)),
+                0 => super::show_bytes(r.bytes[0]),
+                _ => format!("{} (-{:.0}%)", super::show_bytes(r.bytes[i]), r.reduction_pct(i)),
             };
             out.push_str(&format!("  {cell:>28}"));
         }
