@@ -77,7 +77,10 @@ pub fn format_table(rows: &[MemoryRow]) -> String {
         for i in 0..TECHNIQUES.len() {
             let cell = match i {
                 0 => super::show_bytes(r.bytes[0]),
-                _ => format!("{} (-{:.0}%)", super::show_bytes(r.bytes[i]), r.reduction_pct(i)),
+                _ => match r.reduction_pct(i) {
+                    p if p >= 0.0 => format!("{} (-{p:.0}%)", super::show_bytes(r.bytes[i])),
+                    p => format!("{} (+{:.0}%)", super::show_bytes(r.bytes[i]), -p),
+                },
             };
             out.push_str(&format!("  {cell:>28}"));
         }

@@ -5,6 +5,7 @@ mod loading;
 mod optimizer;
 mod overrides;
 mod presets;
+mod auto_batch;
 mod validation;
 
 use super::*;
