@@ -48,7 +48,15 @@ fn losses(stdout: &str) -> (f32, f32) {
     let rest = &line[line.find("loss ").expect("loss") + 5..];
     let mut parts = rest.split(" -> ");
     let first = parts.next().unwrap().trim().parse().unwrap();
-    let last = parts.next().unwrap().split(',').next().unwrap().trim().parse().unwrap();
+    let last = parts
+        .next()
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (first, last)
 }
 
@@ -60,14 +68,33 @@ fn a_plan_for_2_gib_fits_it_less_the_reserve_and_its_config_trains() {
     let run_dir = dir.path().join("run");
     let out_flag = ["--out", out_s];
     let plan_args = args(&[
-        &["plan", "--platform", "cpu", "--memory-gib", "2", "--target-hours", "0.003"],
+        &[
+            "plan",
+            "--platform",
+            "cpu",
+            "--memory-gib",
+            "2",
+            "--target-hours",
+            "0.003",
+        ],
         ROOFLINE,
         BASE,
         &out_flag,
     ]);
     let table = succeeded(run(&plan_args));
-    for item in ["model", "precision", "remat", "batch", "step time", "steps", "memory"] {
-        assert!(table.lines().any(|l| l.starts_with(item)), "{item} in {table}");
+    for item in [
+        "model",
+        "precision",
+        "remat",
+        "batch",
+        "step time",
+        "steps",
+        "memory",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(item)),
+            "{item} in {table}"
+        );
     }
     assert!(table.contains("roofline"), "{table}");
 
@@ -142,7 +169,15 @@ fn the_planned_figure_is_the_compiled_memory_of_the_step_the_trainer_runs() {
 #[test]
 fn a_budget_too_small_for_the_smallest_model_is_a_clear_error() {
     let plan_args = args(&[
-        &["plan", "--platform", "cpu", "--memory-gib", "0.001", "--target-hours", "0.003"],
+        &[
+            "plan",
+            "--platform",
+            "cpu",
+            "--memory-gib",
+            "0.001",
+            "--target-hours",
+            "0.003",
+        ],
         ROOFLINE,
         BASE,
     ]);
@@ -213,7 +248,14 @@ fn train_target_hours_plans_then_trains() {
     let output_dir = format!("logging.output_dir={}", run_dir.display());
     let output_flag = ["--set", output_dir.as_str()];
     let train_args = args(&[
-        &["train", "--no-progress", "--platform", "cpu", "--memory-gib", "1"],
+        &[
+            "train",
+            "--no-progress",
+            "--platform",
+            "cpu",
+            "--memory-gib",
+            "1",
+        ],
         &["--target-hours", "0.002"],
         ROOFLINE,
         BASE,
@@ -226,14 +268,31 @@ fn train_target_hours_plans_then_trains() {
     assert!(run_dir.join("metrics.jsonl").exists());
     // A planning flag without a budget would change nothing: refused.
     let stderr = failed(run(&["train", "--platform", "cpu", "--memory-gib", "1"]));
-    assert!(stderr.contains("--memory-gib") && stderr.contains("--target-hours"), "{stderr}");
+    assert!(
+        stderr.contains("--memory-gib") && stderr.contains("--target-hours"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn bench_memory_prints_each_technique_and_its_reduction() {
     let stdout = succeeded(run(&[
-        "bench", "memory", "--platform", "cpu", "--layers", "1", "--hidden", "32", "--heads",
-        "4", "--vocab", "128", "--seq-len", "16", "--batch-size", "2",
+        "bench",
+        "memory",
+        "--platform",
+        "cpu",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--heads",
+        "4",
+        "--vocab",
+        "128",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
     ]));
     for technique in vishwam::plan::techniques::TECHNIQUES {
         assert!(stdout.contains(technique), "{technique} in {stdout}");

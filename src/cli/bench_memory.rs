@@ -53,7 +53,12 @@ pub fn run(args: &MemoryBenchArgs) -> anyhow::Result<ExitCode> {
         "compiled train-step memory per device on {} ({}): {} wide, {} heads, mlp {}, vocab {}, \
          {} sequences of {} tokens, AdamW",
         platform.name(),
-        client.devices().first().map(|d| d.kind()).transpose()?.unwrap_or_default(),
+        client
+            .devices()
+            .first()
+            .map(|d| d.kind())
+            .transpose()?
+            .unwrap_or_default(),
         args.hidden,
         args.heads,
         cfg.model.mlp_dim(),

@@ -13,7 +13,9 @@ use vishwam::train::{open_engine, Trainer};
 /// learned projections between student and teacher widths start from their initialisation.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if args.plan.target_hours.is_some() {
-        anyhow::bail!("--target-hours plans `vishwam train` runs; `vishwam distill` takes a config");
+        anyhow::bail!(
+            "--target-hours plans `vishwam train` runs; `vishwam distill` takes a config"
+        );
     }
     args.plan.refuse_without_target("vishwam distill")?;
     let (cfg, init) = args.load_run()?;

@@ -148,7 +148,11 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.out {
         std::fs::write(out, plan.config.to_json_pretty() + "\n")
             .with_context(|| format!("writing {}", out.display()))?;
-        println!("plan written to {}; run it with `vishwam train --config {}`", out.display(), out.display());
+        println!(
+            "plan written to {}; run it with `vishwam train --config {}`",
+            out.display(),
+            out.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

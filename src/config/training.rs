@@ -302,7 +302,10 @@ impl TrainingConfig {
                 (self.memory_reserve != DEFAULT_MEMORY_RESERVE)
                     .then(|| self.memory_reserve.to_string()),
             ),
-            ("training.memory_gib", self.memory_gib.map(|g| g.to_string())),
+            (
+                "training.memory_gib",
+                self.memory_gib.map(|g| g.to_string()),
+            ),
         ];
         if !self.batch_size_is_auto() {
             for (key, value) in auto_only {

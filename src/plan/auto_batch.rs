@@ -126,7 +126,7 @@ pub fn resolve_auto_batch(
     let budget = MemoryBudget::of(&engine.client, devices, t.memory_gib, "training.memory_gib")?;
     let usable = budget.usable(t.memory_reserve);
     let cap = match t.global_batch_size {
-        Some(g) if g % shards != 0 => {
+        Some(g) if !g.is_multiple_of(shards) => {
             return Err(PlanError::Invalid(format!(
                 "training.global_batch_size = {g} does not split over the {shards} batch shards \
                  of the mesh; make it a multiple of {shards}"
@@ -165,7 +165,7 @@ pub fn resolve_auto_batch(
             let per_shard_total = g / shards;
             (1..=largest)
                 .rev()
-                .filter(|b| per_shard_total % b == 0)
+                .filter(|b| per_shard_total.is_multiple_of(*b))
                 .map(|b| (b, per_shard_total / b))
                 .collect()
         }

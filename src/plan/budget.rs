@@ -43,7 +43,10 @@ impl MemoryBudget {
                 let kind = first.and_then(|d| d.kind().ok()).unwrap_or_default();
                 return Ok(MemoryBudget {
                     bytes: limit,
-                    source: format!("{:.1} GiB reported by the {kind} device", limit as f64 / GIB),
+                    source: format!(
+                        "{:.1} GiB reported by the {kind} device",
+                        limit as f64 / GIB
+                    ),
                 });
             }
         }

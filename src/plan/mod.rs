@@ -1,23 +1,27 @@
 //! Planning a run from the devices' memory and a time budget, by the compiled memory of the
 //! real train step (XLA reports a program's arguments, outputs and temporaries before it
 //! runs): the memory probe ([`probe`]), the automatic micro-batch (`training.batch_size`
-//! "auto", [`auto_batch`]), the precision the device supports ([`precision`]), the whole
-//! plan of `vishwam plan` and `vishwam train --target-hours` ([`planner`]) and the memory
-//! table of `vishwam bench memory` ([`techniques`]).
+//! "auto", [`auto_batch`]), the device budget ([`budget`]), the precision the device
+//! supports ([`precision`]), the plan of `vishwam plan` and `vishwam train --target-hours`
+//! ([`planner`] over the shapes of [`ladder`], step time from [`speed`], the result in
+//! [`report`]) and the memory table of `vishwam bench memory` ([`techniques`]).
 
 pub mod auto_batch;
 pub mod budget;
+pub mod ladder;
 pub mod planner;
 pub mod precision;
 pub mod probe;
+pub mod report;
 pub mod speed;
 pub mod techniques;
 
 pub use auto_batch::{resolve_auto_batch, AutoBatch};
 pub use budget::MemoryBudget;
-pub use planner::{plan_run, Plan, PlanRequest, PlanRow};
+pub use planner::{plan_run, PlanRequest};
 pub use precision::{device_precision, PrecisionChoice};
 pub use probe::MemoryProbe;
+pub use report::{Plan, PlanRow};
 pub use speed::StepTimeModel;
 
 use crate::train::TrainError;
@@ -28,15 +32,15 @@ pub const GIB: f64 = (1u64 << 30) as f64;
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// From tracing, compiling or running the step.
+    /// From tracing, compiling or running the step (boxed: the error is large).
     #[error(transparent)]
-    Train(#[from] TrainError),
+    Train(Box<TrainError>),
     /// From the engine.
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(Box<crate::engine::EngineError>),
     /// From the runtime.
     #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
+    Runtime(Box<crate::runtime::RuntimeError>),
     /// The device memory cannot be known.
     #[error("the device memory is unknown: {reason}; give it with {remedy}")]
     UnknownMemory {
@@ -67,6 +71,24 @@ pub enum PlanError {
     /// A request that cannot be planned (bad numbers, conflicting keys).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<TrainError> for PlanError {
+    fn from(e: TrainError) -> Self {
+        PlanError::Train(Box::new(e))
+    }
+}
+
+impl From<crate::engine::EngineError> for PlanError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        PlanError::Engine(Box::new(e))
+    }
+}
+
+impl From<crate::runtime::RuntimeError> for PlanError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        PlanError::Runtime(Box::new(e))
+    }
 }
 
 /// `bytes` in GiB.

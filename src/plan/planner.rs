@@ -11,6 +11,9 @@ use super::{gib, PlanError};
 use crate::config::{Config, DeviceStrategy, Platform};
 use std::collections::HashMap;
 
+use super::ladder::{learning_rate, tier, LADDER};
+use super::report::{Plan, PlanRow};
+
 /// Training tokens per parameter the plan aims for (Chinchilla: about 20 tokens per
 /// parameter is compute-optimal, Hoffmann et al. 2022).
 pub const TOKENS_PER_PARAM: f64 = 20.0;
@@ -26,71 +29,6 @@ const CALIBRATION_TOKENS: usize = 4096;
 /// Real measurements per plan, the calibration on the smallest shape included (each
 /// compiles a step and runs a few).
 const MAX_MEASURED: usize = 4;
-
-/// One shape of the model ladder: the Pufferfish tiers (1 x 64 up to 30 x 768) and larger
-/// shapes for big devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ModelShape {
-    /// Blocks.
-    pub layers: usize,
-    /// Hidden width.
-    pub width: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Training context in tokens.
-    pub context: usize,
-}
-
-const fn shape(layers: usize, width: usize, heads: usize, context: usize) -> ModelShape {
-    ModelShape {
-        layers,
-        width,
-        heads,
-        context,
-    }
-}
-
-/// The candidate shapes, smallest first.
-pub const LADDER: &[ModelShape] = &[
-    shape(1, 64, 4, 64),
-    shape(2, 128, 4, 128),
-    shape(4, 256, 8, 128),
-    shape(6, 384, 6, 256),
-    shape(8, 512, 8, 256),
-    shape(12, 512, 8, 512),
-    shape(12, 768, 12, 512),
-    shape(24, 768, 12, 1024),
-    shape(30, 768, 16, 1024),
-    shape(24, 1024, 16, 1024),
-    shape(24, 1536, 16, 2048),
-    shape(24, 2048, 16, 2048),
-];
-
-impl ModelShape {
-    /// KV heads: a quarter of the query heads where they divide (grouped-query attention,
-    /// as Pufferfish), else a third or a half.
-    pub fn kv_heads(&self) -> usize {
-        [4, 3, 2]
-            .iter()
-            .find(|g| self.heads.is_multiple_of(**g) && self.heads / **g >= 1)
-            .map_or(self.heads, |g| self.heads / g)
-    }
-
-    /// `base` with this shape (vocabulary, data and the rest kept).
-    pub fn apply(&self, base: &Config) -> Config {
-        let mut cfg = base.clone();
-        let m = &mut cfg.model;
-        m.num_layers = self.layers;
-        m.hidden_dim = self.width;
-        m.num_heads = self.heads;
-        m.num_kv_heads = Some(self.kv_heads());
-        m.head_dim = None;
-        m.mlp_dim = None;
-        m.max_seq_len = self.context;
-        cfg.sequence.max_length = None;
-        cfg
-    }
-}
 
 /// What to plan for.
 #[derive(Debug, Clone)]
@@ -110,50 +48,6 @@ pub struct PlanRequest {
     /// When the budget started, if before planning (`vishwam train --target-hours`: the
     /// command's start): the time spent until the plan is made is taken off the training.
     pub started: Option<std::time::Instant>,
-}
-
-/// One line of the plan's table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanRow {
-    /// What was chosen.
-    pub item: String,
-    /// The choice.
-    pub value: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// A planned run.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The config to train with (`vishwam train --config plan.json` runs it unchanged).
-    pub config: Config,
-    /// The choices and their reasons.
-    pub rows: Vec<PlanRow>,
-    /// Compiled bytes per device of the planned step.
-    pub step_bytes: i64,
-    /// Bytes usable per device after the reserve.
-    pub usable_bytes: i64,
-    /// Estimated seconds per optimizer step.
-    pub step_seconds: f64,
-    /// Estimated seconds of the training steps.
-    pub train_seconds: f64,
-    /// Steps compiled while planning.
-    pub compiles: usize,
-}
-
-impl Plan {
-    /// The table: one row per choice with its reason.
-    pub fn table(&self) -> String {
-        let w0 = self.rows.iter().map(|r| r.item.len()).max().unwrap_or(4).max(4);
-        let w1 = self.rows.iter().map(|r| r.value.len()).max().unwrap_or(6).max(6);
-        let mut out = format!("{:<w0$}  {:<w1$}  reason\n", "item", "choice");
-        out.push_str(&format!("{}  {}  {}\n", "-".repeat(w0), "-".repeat(w1), "-".repeat(6)));
-        for r in &self.rows {
-            out.push_str(&format!("{:<w0$}  {:<w1$}  {}\n", r.item, r.value, r.reason));
-        }
-        out
-    }
 }
 
 /// How a candidate's step fits in memory.
@@ -209,7 +103,12 @@ struct Search<'p> {
 impl Search<'_> {
     /// The first setup in which one sequence per shard of `cfg` fits, with the largest
     /// micro-batch up to `cap` in it.
-    fn fit(&mut self, index: usize, cfg: &Config, cap: usize) -> Result<Option<MemorySetup>, PlanError> {
+    fn fit(
+        &mut self,
+        index: usize,
+        cfg: &Config,
+        cap: usize,
+    ) -> Result<Option<MemorySetup>, PlanError> {
         if let Some(known) = self.fits.get(&(index, cap)) {
             return Ok(known.clone());
         }
@@ -253,26 +152,6 @@ fn pow2_floor(x: f64) -> usize {
         1
     } else {
         1usize << (x.log2().floor() as u32)
-    }
-}
-
-/// The Pufferfish tier of a time budget.
-fn tier(hours: f64) -> &'static str {
-    match hours {
-        h if h < 0.01 => "ultra-fast (< 0.01 h)",
-        h if h < 0.5 => "quick dev (0.01-0.5 h)",
-        h if h < 3.0 => "standard (0.5-3 h)",
-        _ => "extended (3 h+)",
-    }
-}
-
-/// Peak learning rate by width (smaller models take larger steps; 6e-4 at 768 as GPT-2 small).
-fn learning_rate(width: usize) -> f64 {
-    match width {
-        w if w <= 256 => 1e-3,
-        w if w <= 512 => 8e-4,
-        w if w <= 768 => 6e-4,
-        _ => 3e-4,
     }
 }
 
@@ -388,7 +267,8 @@ pub fn plan_run(
                 None if measured.len() < MAX_MEASURED => {
                     let mut m = c.clone();
                     setup.apply(&mut m);
-                    m.training.batch_size = setup.micro;
+                    m.training.batch_size =
+                        measured_micro(platform, setup.micro, LADDER[i].context);
                     let (thr, seconds) = speed::measure(search.probe, &m)?;
                     measured.insert(i, (thr.clone(), seconds));
                     throughput = thr;
@@ -415,7 +295,27 @@ pub fn plan_run(
         )));
     }
     let times = (train_seconds, spent_seconds);
-    finish(&mut search, request, &base, &precision, index, setup, global, &throughput, times)
+    finish(
+        &mut search,
+        request,
+        &base,
+        &precision,
+        index,
+        setup,
+        global,
+        &throughput,
+        times,
+    )
+}
+
+/// The micro-batch a candidate's speed is measured at: the planned one, except on the CPU,
+/// whose time per token no longer improves past a few thousand tokens per step, where it is
+/// capped at [`CALIBRATION_TOKENS`] (the measurement then takes seconds, not minutes).
+fn measured_micro(platform: Platform, planned: usize, context: usize) -> usize {
+    match platform {
+        Platform::Cpu => planned.min((CALIBRATION_TOKENS / context).max(1)),
+        _ => planned,
+    }
 }
 
 /// [`PlanError::DoesNotFit`] for the smallest shape.
@@ -471,11 +371,17 @@ fn finish(
         if bytes <= search.usable || micro == 1 {
             break bytes;
         }
-        micro = (1..micro).rev().find(|b| per_shard_total.is_multiple_of(*b)).unwrap_or(1);
+        micro = (1..micro)
+            .rev()
+            .find(|b| per_shard_total.is_multiple_of(*b))
+            .unwrap_or(1);
     };
     if bytes > search.usable {
         return Err(PlanError::DoesNotFit {
-            what: format!("the planned step ({} layers x {} wide)", shape.layers, shape.width),
+            what: format!(
+                "the planned step ({} layers x {} wide)",
+                shape.layers, shape.width
+            ),
             needed_gib: gib(bytes),
             usable_gib: gib(search.usable),
             budget: request.budget.source.clone(),
@@ -514,7 +420,8 @@ fn finish(
         params(&cfg) / 1e6,
         train_tokens / 1e6
     ));
-    cfg.validate().map_err(|e| PlanError::Invalid(format!("the planned config: {e}")))?;
+    cfg.validate()
+        .map_err(|e| PlanError::Invalid(format!("the planned config: {e}")))?;
 
     let n = params(&cfg);
     let chinchilla = TOKENS_PER_PARAM * n;
@@ -526,88 +433,146 @@ fn finish(
             reason,
         })
     };
-    row("tier", tier(request.target_hours).into(), format!(
-        "{} h budget; {:.0}% kept for start-up, evaluation and the checkpoint{}",
-        request.target_hours,
-        OVERHEAD_FRACTION * 100.0,
-        match spent_seconds {
-            s if s > 0.0 => format!(", {s:.0} s spent planning"),
-            _ => String::new(),
-        }
-    ));
-    row("memory", format!("{:.3} of {:.3} GiB", gib(bytes), gib(search.usable)), format!(
+    row(
+        "tier",
+        tier(request.target_hours).into(),
+        format!(
+            "{} h budget; {:.0}% kept for start-up, evaluation and the checkpoint{}",
+            request.target_hours,
+            OVERHEAD_FRACTION * 100.0,
+            match spent_seconds {
+                s if s > 0.0 => format!(", {s:.0} s spent planning"),
+                _ => String::new(),
+            }
+        ),
+    );
+    row(
+        "memory",
+        format!("{:.3} of {:.3} GiB", gib(bytes), gib(search.usable)),
+        format!(
         "compiled step per device (arguments + outputs - donated + temporaries) within {} less \
          the {:.0}% reserve",
         request.budget.source,
         request.memory_reserve * 100.0
-    ));
-    row("model", format!(
-        "{} layers x {} wide, {:.2}M params",
-        shape.layers,
-        shape.width,
-        n / 1e6
-    ), match (index, train_tokens < chinchilla) {
-        (0, true) => format!(
-            "the smallest shape of the ladder: even it gets fewer than {TOKENS_PER_PARAM:.0} \
+    ),
+    );
+    row(
+        "model",
+        format!(
+            "{} layers x {} wide, {:.2}M params",
+            shape.layers,
+            shape.width,
+            n / 1e6
+        ),
+        match (index, train_tokens < chinchilla) {
+            (0, true) => format!(
+                "the smallest shape of the ladder: even it gets fewer than {TOKENS_PER_PARAM:.0} \
              tokens/param ({:.1}M tokens) in the time",
-            chinchilla / 1e6
-        ),
-        (i, _) if i + 1 == LADDER.len() => "the largest shape of the ladder".into(),
-        _ => format!(
-            "the largest shape of the ladder that fits the memory and whose \
+                chinchilla / 1e6
+            ),
+            (i, _) if i + 1 == LADDER.len() => "the largest shape of the ladder".into(),
+            _ => format!(
+                "the largest shape of the ladder that fits the memory and whose \
              {TOKENS_PER_PARAM:.0} tokens/param ({:.1}M tokens, Chinchilla) fit the time",
-            chinchilla / 1e6
+                chinchilla / 1e6
+            ),
+        },
+    );
+    row(
+        "heads",
+        format!(
+            "{} query, {} kv, head dim {}, mlp {}",
+            shape.heads,
+            shape.kv_heads(),
+            cfg.model.head_dim(),
+            cfg.model.mlp_dim()
         ),
-    });
-    row("heads", format!(
-        "{} query, {} kv, head dim {}, mlp {}",
-        shape.heads,
-        shape.kv_heads(),
-        cfg.model.head_dim(),
-        cfg.model.mlp_dim()
-    ), "grouped-query attention, 4 (or 3, 2) query heads per KV head: a smaller KV projection".into());
-    row("context", format!("{} tokens", shape.context), "the shape's context in the ladder".into());
+        "grouped-query attention, 4 (or 3, 2) query heads per KV head: a smaller KV projection"
+            .into(),
+    );
+    row(
+        "context",
+        format!("{} tokens", shape.context),
+        "the shape's context in the ladder".into(),
+    );
     row("precision", precision.name.into(), precision.reason.clone());
-    row("remat", cfg.memory.gradient_checkpointing.to_string(), match setup.remat {
-        true => "one sequence per device does not fit without recomputing activations".into(),
-        false => "not needed: the step fits without it (remat costs an extra forward)".into(),
-    });
-    row("attention", match (setup.blocked_attention, cfg.runtime.platform) {
-        (true, _) => "xla, blocked".into(),
-        (false, Platform::Cuda) if devices == 1 => "cudnn flash (auto)".into(),
-        _ => "xla (auto)".into(),
-    }, match setup.blocked_attention {
-        true => "the full T x T scores do not fit; blocked attention keeps them to a block".into(),
-        false => "memory.attention_backend \"auto\": cuDNN flash on one CUDA device, else XLA".into(),
-    });
-    row("mesh", format!("{} over {devices} device(s)", cfg.tpu.device_strategy), match setup.strategy {
-        DeviceStrategy::Fsdp => "the replicated weights and optimizer state do not fit; sharded".into(),
-        _ => "data parallel: the whole model fits on each device".into(),
-    });
-    row("batch", format!(
-        "{micro} per shard x {shards} shard(s) x {accum} accum = {} seqs",
-        micro * shards * accum
-    ), format!(
-        "{} sequences per step (>= {MIN_STEPS:.0} steps, 8..256 sequences); the largest \
+    row(
+        "remat",
+        cfg.memory.gradient_checkpointing.to_string(),
+        match setup.remat {
+            true => "one sequence per device does not fit without recomputing activations".into(),
+            false => "not needed: the step fits without it (remat costs an extra forward)".into(),
+        },
+    );
+    row(
+        "attention",
+        match (setup.blocked_attention, cfg.runtime.platform) {
+            (true, _) => "xla, blocked".into(),
+            (false, Platform::Cuda) if devices == 1 => "cudnn flash (auto)".into(),
+            _ => "xla (auto)".into(),
+        },
+        match setup.blocked_attention {
+            true => {
+                "the full T x T scores do not fit; blocked attention keeps them to a block".into()
+            }
+            false => {
+                "memory.attention_backend \"auto\": cuDNN flash on one CUDA device, else XLA".into()
+            }
+        },
+    );
+    row(
+        "mesh",
+        format!("{} over {devices} device(s)", cfg.tpu.device_strategy),
+        match setup.strategy {
+            DeviceStrategy::Fsdp => {
+                "the replicated weights and optimizer state do not fit; sharded".into()
+            }
+            _ => "data parallel: the whole model fits on each device".into(),
+        },
+    );
+    row(
+        "batch",
+        format!(
+            "{micro} per shard x {shards} shard(s) x {accum} accum = {} seqs",
+            micro * shards * accum
+        ),
+        format!(
+            "{} sequences per step (>= {MIN_STEPS:.0} steps, 8..256 sequences); the largest \
          micro-batch that fits and divides it is {micro} (up to {} fit)",
-        micro * shards * accum,
-        setup.micro
-    ));
-    row("step time", format!("{step_seconds:.3} s"), throughput.source.clone());
-    row("steps", max_steps.to_string(), format!(
-        "{:.0} s of training / {step_seconds:.3} s per step",
-        train_seconds
-    ));
-    row("tokens", format!("{:.2}M", train_tokens / 1e6), format!(
-        "{:.1} tokens per parameter (compute-optimal: {TOKENS_PER_PARAM:.0})",
-        train_tokens / n
-    ));
+            micro * shards * accum,
+            setup.micro
+        ),
+    );
+    row(
+        "step time",
+        format!("{step_seconds:.3} s"),
+        throughput.source.clone(),
+    );
+    row(
+        "steps",
+        max_steps.to_string(),
+        format!(
+            "{:.0} s of training / {step_seconds:.3} s per step",
+            train_seconds
+        ),
+    );
+    row(
+        "tokens",
+        format!("{:.2}M", train_tokens / 1e6),
+        format!(
+            "{:.1} tokens per parameter (compute-optimal: {TOKENS_PER_PARAM:.0})",
+            train_tokens / n
+        ),
+    );
     if let Some(d) = request.dataset_tokens.filter(|d| *d > 0) {
         let epochs = train_tokens / d as f64;
         let (value, reason) = match epochs {
             e if e > 1.0 => (
                 format!("{e:.2} epochs"),
-                format!("the data ({:.2}M training tokens) is smaller than the token budget", d as f64 / 1e6),
+                format!(
+                    "the data ({:.2}M training tokens) is smaller than the token budget",
+                    d as f64 / 1e6
+                ),
             ),
             e => (
                 format!("{:.1}% subset", e * 100.0),
@@ -620,10 +585,14 @@ fn finish(
         };
         row("data", value, reason);
     }
-    row("learning rate", format!("{}", cfg.training.learning_rate), format!(
-        "by width ({} wide); warmup {} steps (5%)",
-        shape.width, cfg.training.warmup_steps
-    ));
+    row(
+        "learning rate",
+        format!("{}", cfg.training.learning_rate),
+        format!(
+            "by width ({} wide); warmup {} steps (5%)",
+            shape.width, cfg.training.warmup_steps
+        ),
+    );
     Ok(Plan {
         config: cfg,
         rows,

@@ -18,14 +18,23 @@ pub struct PrecisionChoice {
 fn compute_capability_major(kind: &str) -> Option<u32> {
     let k = kind.to_ascii_lowercase();
     let has = |names: &[&str]| names.iter().any(|n| k.contains(n));
-    if has(&["b100", "b200", "gb200", "b300", "rtx 50", "rtx pro 6000 blackwell"]) {
+    if has(&[
+        "b100",
+        "b200",
+        "gb200",
+        "b300",
+        "rtx 50",
+        "rtx pro 6000 blackwell",
+    ]) {
         Some(10)
     } else if has(&["h100", "h200", "h800", "gh200"]) {
         Some(9)
     } else if has(&["l4", "l40", "rtx 40", "rtx 6000 ada"]) {
         // Ada is 8.9: the rule gives FP8 to Hopper and newer only.
         Some(8)
-    } else if has(&["a100", "a800", "a10", "a30", "a40", "a16", "rtx 30", "rtx a"]) {
+    } else if has(&[
+        "a100", "a800", "a10", "a30", "a40", "a16", "rtx 30", "rtx a",
+    ]) {
         Some(8)
     } else if has(&["v100", "t4", "titan v", "rtx 20", "quadro rtx"]) {
         Some(7)

@@ -93,7 +93,10 @@ impl MemoryProbe {
 
     /// Traces and compiles `cfg`'s train step (nothing is allocated on the devices), or hands
     /// out the one [`MemoryProbe::measure`] compiled for it.
-    pub fn compile(&mut self, cfg: &Config) -> Result<(Engine, ShardingPlan, CompiledStep), PlanError> {
+    pub fn compile(
+        &mut self,
+        cfg: &Config,
+    ) -> Result<(Engine, ShardingPlan, CompiledStep), PlanError> {
         let cfg = self.pinned(cfg);
         if let Some(done) = self.compiled.remove(&shape_key(&cfg)) {
             return Ok(done);

@@ -12,7 +12,7 @@ use std::time::Instant;
 /// Steps run before timing (the first runs pay for allocation and warm-up).
 const WARMUP_STEPS: usize = 1;
 /// Steps timed.
-const TIMED_STEPS: usize = 3;
+const TIMED_STEPS: usize = 2;
 
 /// How the planner estimates step time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,11 +75,17 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
     let rows = accum * layout.micro_batch;
     let n = rows * seq;
     // Random tokens (a small LCG: the step's cost does not depend on the values).
-    let mut state = cfg.training.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut state = cfg
+        .training
+        .seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1);
     let vocab = cfg.model.vocab_size as u64;
     let tokens: Vec<i32> = (0..n + 1)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % vocab) as i32
         })
         .collect();

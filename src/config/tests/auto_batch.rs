@@ -11,7 +11,9 @@ fn batch_size_is_a_number_or_auto() {
     let text = auto.to_json_pretty();
     assert!(text.contains(r#""batch_size": "auto""#), "{text}");
     assert_eq!(Config::from_json_str(&text).unwrap(), auto);
-    assert!(!load(r#"{"training": {"batch_size": 4}}"#).training.batch_size_is_auto());
+    assert!(!load(r#"{"training": {"batch_size": 4}}"#)
+        .training
+        .batch_size_is_auto());
     for (value, got) in [("\"max\"", "\"max\""), ("0", "0"), ("2.5", "2.5")] {
         assert_eq!(
             problem(&format!(r#"{{"training": {{"batch_size": {value}}}}}"#)),

@@ -1,11 +1,11 @@
 //! Tests of loading, merging, overrides, validation, presets and feature gating.
 
+mod auto_batch;
 mod features;
 mod loading;
 mod optimizer;
 mod overrides;
 mod presets;
-mod auto_batch;
 mod validation;
 
 use super::*;
