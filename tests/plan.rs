@@ -233,7 +233,7 @@ fn batch_size_auto_takes_a_larger_micro_batch_from_a_larger_budget() {
     let (one, two) = (at(1), at(2));
     let per_sequence = (two - one).max(1);
     let small = (two + per_sequence / 2) as f64 / 0.9 / GIB;
-    let large = (two + 12 * per_sequence) as f64 / 0.9 / GIB;
+    let large = (two + 4 * per_sequence) as f64 / 0.9 / GIB;
     let (b_small, bytes_small, usable_small) = auto_batch(&cfg, small);
     let (b_large, bytes_large, usable_large) = auto_batch(&cfg, large);
     assert!(bytes_small <= usable_small && bytes_large <= usable_large);

@@ -70,9 +70,10 @@ fn with_batch(cfg: &Config, batch: usize, accum: usize) -> Config {
 
 /// The largest micro-batch per shard in `1..=cap` whose step (with one micro-batch per
 /// step) fits in `usable` bytes, with its bytes; `None` when not even 1 fits (its bytes in
-/// the error branch of the caller). Compiles about log2(answer) + 2 steps: sizes 1 and 2
-/// give a linear model of memory in the batch, whose prediction is checked and bracketed
-/// by bisection (buffer assignment is not exactly linear).
+/// the error branch of the caller). Sizes 1 and 2 give a line of memory against the batch;
+/// its prediction is compiled, then the search gallops away from it until the answer is
+/// bracketed and bisects the bracket (buffer assignment is not exactly linear): 4 compiles
+/// when memory is linear in the batch, about 2 log2(error of the prediction) more when not.
 pub fn largest_micro_batch(
     probe: &mut MemoryProbe,
     cfg: &Config,
@@ -91,20 +92,45 @@ pub fn largest_micro_batch(
     if two > usable {
         return Ok(Ok((1, one)));
     }
-    // lo fits, hi does not (or is past the cap).
+    // lo fits, hi does not (or is past the cap). First the line through sizes 1 and 2...
     let (mut lo, mut lo_bytes, mut hi) = (2usize, two, cap + 1);
-    let per_sequence = (two - one).max(1);
-    let predicted = 2 + ((usable - two) / per_sequence).max(0) as usize;
-    let mut next = predicted.clamp(lo + 1, hi - 1);
-    while hi - lo > 1 {
-        let b = next.clamp(lo + 1, hi - 1);
+    if hi - lo > 1 {
+        let per_sequence = (two - one).max(1);
+        let predicted = 2 + ((usable - two) / per_sequence).max(0) as usize;
+        let b = predicted.clamp(lo + 1, hi - 1);
         let bytes = bytes_of(b)?;
-        if bytes <= usable {
-            (lo, lo_bytes) = (b, bytes);
-        } else {
-            hi = b;
+        let fitted = bytes <= usable;
+        match fitted {
+            true => (lo, lo_bytes) = (b, bytes),
+            false => hi = b,
         }
-        next = lo + (hi - lo) / 2;
+        // ... then galloping away from it (one more compile when memory is linear in the
+        // batch: the prediction fits and one more sequence does not) ...
+        let mut step = 1;
+        while hi - lo > 1 {
+            let b = match fitted {
+                true => (lo + step).min(hi - 1),
+                false => hi.saturating_sub(step).max(lo + 1),
+            };
+            let bytes = bytes_of(b)?;
+            step *= 2;
+            match bytes <= usable {
+                true => (lo, lo_bytes) = (b, bytes),
+                false => hi = b,
+            }
+            if (bytes <= usable) != fitted {
+                break;
+            }
+        }
+    }
+    // ... and bisection inside the bracket.
+    while hi - lo > 1 {
+        let b = lo + (hi - lo) / 2;
+        let bytes = bytes_of(b)?;
+        match bytes <= usable {
+            true => (lo, lo_bytes) = (b, bytes),
+            false => hi = b,
+        }
     }
     Ok(Ok((lo, lo_bytes)))
 }

@@ -71,8 +71,9 @@ impl MemorySetup {
 }
 
 /// The memory setups tried in order, cheapest in compute first: remat costs a forward pass,
-/// sharding the weights costs communication, blocked attention costs speed.
-fn setups(devices: usize, platform: Platform) -> Vec<(bool, DeviceStrategy, bool)> {
+/// sharding the weights costs communication, blocked attention costs speed (and saves
+/// nothing unless the context is longer than its block).
+fn setups(devices: usize, platform: Platform, context: usize) -> Vec<(bool, DeviceStrategy, bool)> {
     let mut out = vec![
         (false, DeviceStrategy::DataParallel, false),
         (true, DeviceStrategy::DataParallel, false),
@@ -81,7 +82,7 @@ fn setups(devices: usize, platform: Platform) -> Vec<(bool, DeviceStrategy, bool
         out.push((false, DeviceStrategy::Fsdp, false));
         out.push((true, DeviceStrategy::Fsdp, false));
     }
-    if platform != Platform::Cuda {
+    if platform != Platform::Cuda && context > crate::config::DEFAULT_ATTENTION_BLOCK {
         let strategy = match devices {
             1 => DeviceStrategy::DataParallel,
             _ => DeviceStrategy::Fsdp,
@@ -114,7 +115,7 @@ impl Search<'_> {
         }
         let devices = self.probe.devices();
         let mut found = None;
-        for (remat, strategy, blocked) in setups(devices, self.probe.platform()) {
+        for (remat, strategy, blocked) in setups(devices, self.probe.platform(), cfg.seq_len()) {
             let mut c = cfg.clone();
             let mut setup = MemorySetup {
                 remat,
