@@ -6,6 +6,7 @@ pub mod engine;
 pub mod generate;
 pub mod model;
 pub mod paths;
+pub mod plan;
 pub mod plot;
 pub mod reference;
 pub mod runtime;

@@ -22,6 +22,9 @@ pub enum BenchCommand {
     Distill(super::bench_distill::DistillBenchArgs),
     /// cuDNN flash attention vs. composed XLA attention on CUDA: correctness, then speed.
     Attention(super::bench_attention::AttentionBenchArgs),
+    /// Compiled peak memory of the train step: f32 baseline, gradient checkpointing, mixed
+    /// precision, GQA and all together (the Pufferfish table), at 12, 24 and 30 layers.
+    Memory(super::bench_memory::MemoryBenchArgs),
     /// Tokenisation MB/s on the Brown corpus (vs. Python `tokenizers` when installed) and
     /// loader batches/s.
     Data(DataBenchArgs),
@@ -82,6 +85,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Moe(args) => super::bench_moe::run(&args),
         BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
+        BenchCommand::Memory(args) => super::bench_memory::run(&args),
         BenchCommand::Distill(args) => super::bench_distill::run(&args),
         BenchCommand::Data(args) => {
             let defaults = vishwam::data::bench::DataBenchOptions::default();

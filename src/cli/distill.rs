@@ -19,6 +19,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
              to null) to check the plugin, devices, data and the student's step"
         );
     }
+    if args.plan.target_hours.is_some() {
+        anyhow::bail!(
+            "--target-hours plans `vishwam train` runs; `vishwam distill` takes a config"
+        );
+    }
+    args.plan.refuse_without_target("vishwam distill")?;
     let (mut cfg, init) = args.load_run()?;
     let path = cfg
         .distillation

@@ -4,6 +4,7 @@ mod bench;
 mod bench_attention;
 mod bench_distill;
 mod bench_generate;
+mod bench_memory;
 mod bench_moe;
 mod bench_train;
 mod data;
@@ -13,6 +14,7 @@ mod eval;
 mod export;
 mod generate;
 mod inspect;
+mod plan;
 mod plot;
 mod train;
 mod validate_setup;
@@ -59,6 +61,9 @@ enum Command {
     Data(data::DataArgs),
     /// Training curves of runs as a PNG: `vishwam plot RUN1 RUN2 --out compare.png`.
     Plot(plot::PlotArgs),
+    /// Plan a run for the devices' memory and a time budget (model, batch, precision, remat,
+    /// mesh, steps) by the compiled step: `vishwam plan --target-hours 1 --out plan.json`.
+    Plan(plan::PlanArgs),
 }
 
 /// The config and the runtime of a command that builds a model from a config but runs no
@@ -170,6 +175,7 @@ pub fn main() -> std::process::ExitCode {
         }
         Command::Data(args) => data::run_data(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Plot(args) => plot::run(&args),
+        Command::Plan(args) => plan::run(&args),
     };
     match result {
         Ok(code) => code,

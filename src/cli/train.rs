@@ -92,23 +92,10 @@ pub struct TrainArgs {
         conflicts_with_all = ["resume", "resume_from"]
     )]
     pub validate_setup: bool,
-    /// With --validate-setup: the memory per device, in GiB, that the compiled step must fit
-    /// in, in place of the limit the device reports (the CPU plugin reports none).
-    #[arg(
-        long = "memory-gib",
-        value_name = "GIB",
-        requires = "validate_setup",
-        value_parser = parse_gib
-    )]
-    pub memory_gib: Option<f64>,
-}
-
-/// A positive number of GiB.
-fn parse_gib(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{text}` is not a positive number of GiB")),
-    }
+    /// `--target-hours H`: plan the run (as `vishwam plan`) and train the plan. Its
+    /// `--memory-gib N` also sets the budget that `--validate-setup` checks the step against.
+    #[command(flatten)]
+    pub plan: super::plan::PlanFlags,
 }
 
 impl TrainArgs {
@@ -211,7 +198,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     if args.validate_setup {
         return super::validate_setup::run(args);
     }
-    let (mut cfg, init) = args.load_run()?;
+    let started = std::time::Instant::now();
+    let (cfg, init) = args.load_run()?;
+    let mut cfg = planned(args, cfg, init.is_some(), started)?;
     if let Some(range) = args.profile_steps {
         range.check_within(0, cfg.training.max_steps as u64)?;
     }
@@ -233,11 +222,53 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     args.apply_precision(&mut cfg, &engine.client)?;
+    let cfg = resolve_batch_size(cfg, &engine, &plan)?;
     let mut data = open_data(&cfg, &plan)?;
     log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;
     init_from(&mut trainer, init.as_ref(), &data)?;
     run_loop(args, trainer, &mut data)
+}
+
+/// With `--target-hours`, the planned config in place of `cfg` (the plan's table logged);
+/// without it, `cfg` (a planning flag alone is an error).
+fn planned(
+    args: &TrainArgs,
+    cfg: Config,
+    init_from: bool,
+    started: std::time::Instant,
+) -> anyhow::Result<Config> {
+    args.plan.refuse_without_target("vishwam train")?;
+    if args.plan.target_hours.is_none() {
+        return Ok(cfg);
+    }
+    if init_from || args.resume || args.resume_from.is_some() {
+        anyhow::bail!(
+            "--target-hours plans a new model from scratch; it cannot be combined with \
+             --init-from, --resume or --resume-from (plan once with `vishwam plan --out \
+             plan.json`, then resume with `vishwam train --config plan.json --resume`)"
+        );
+    }
+    let plan = super::plan::plan_config(&cfg, &args.plan, args.run.plugin.clone(), Some(started))?;
+    for line in plan.table().lines() {
+        tracing::info!("plan: {line}");
+    }
+    Ok(plan.config)
+}
+
+/// `cfg` with `training.batch_size` "auto" resolved on the engine's devices (logged), or
+/// `cfg` as it is.
+pub fn resolve_batch_size(
+    cfg: Config,
+    engine: &Engine,
+    plan: &ShardingPlan,
+) -> anyhow::Result<Config> {
+    if !cfg.training.batch_size_is_auto() {
+        return Ok(cfg);
+    }
+    let (resolved, _) = vishwam::plan::resolve_auto_batch(&cfg, engine, plan)?;
+    tracing::info!("global batch: {}", batch_geometry(&resolved, plan));
+    Ok(resolved)
 }
 
 /// With --init-from, checks the tokenizer and puts the weights in place of the

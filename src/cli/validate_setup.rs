@@ -15,8 +15,9 @@ use vishwam::config::Config;
 use vishwam::engine::Engine;
 use vishwam::runtime::{CacheOutcome, Client, ClientSpec, CompiledMemoryStats, Device};
 use vishwam::train::{
-    batch_geometry, describe_data_inputs, engine_on, prepare_data, run_tokenizer, BatchSource,
-    CompiledStep, InitWeights, PrecisionPolicy, Trainer, TrainingData, SUPPORTED,
+    batch_geometry, compile_step, describe_data_inputs, engine_on, pin_platform, prepare_data,
+    run_tokenizer, BatchSource, CompiledStep, InitWeights, PrecisionPolicy, Trainer, TrainingData,
+    SUPPORTED,
 };
 use vishwam_mesh::ShardingPlan;
 
@@ -69,6 +70,15 @@ impl Checks {
 
 /// Runs every check of `vishwam train --validate-setup` and prints the verdict.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.plan;
+    if flags.target_hours.is_some() || flags.memory_reserve.is_some() || flags.peak_tflops.is_some()
+    {
+        anyhow::bail!(
+            "--validate-setup checks the run a config describes, and takes --memory-gib alone of \
+             the planning flags; plan first (`vishwam plan --target-hours H --out plan.json`), \
+             then `vishwam train --config plan.json --validate-setup`"
+        );
+    }
     let mut checks = Checks::default();
     let Some((mut cfg, init)) = checks.run("config", check_config(args)) else {
         return Ok(checks.verdict());
@@ -114,7 +124,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         checks.skip("step", "no compiled step");
         return Ok(checks.verdict());
     };
-    let budget = memory_budget(args.memory_gib, &engine.client.devices()[0]);
+    let budget = memory_budget(args.plan.memory_gib, &engine.client.devices()[0]);
     let fits = checks.run("memory", check_memory(&step, &budget));
     match (fits, data) {
         (Some(()), Some(())) => {
@@ -257,7 +267,7 @@ fn compile(
     engine: &Engine,
     plan: &ShardingPlan,
 ) -> anyhow::Result<(String, CompiledStep)> {
-    let step = CompiledStep::compile(cfg, engine, plan)?;
+    let step = compile_step(&pin_platform(cfg, engine)?, engine, plan, None)?;
     let cache = match step.program.cache_outcome {
         CacheOutcome::Hit => "loaded from the compile cache",
         CacheOutcome::Miss => "compiled and stored in the compile cache",
@@ -358,8 +368,9 @@ fn one_step(
     init: Option<&InitWeights>,
     cfg: Config,
 ) -> anyhow::Result<(String, ())> {
+    let cfg = pin_platform(&cfg, &engine)?;
     let mut data = TrainingData::open(&cfg, batch_geometry(&cfg, &plan))?;
-    let mut trainer = Trainer::from_compiled(step, engine, plan)?;
+    let mut trainer = Trainer::from_compiled(&cfg, engine, plan, step, None, None)?;
     init_from(&mut trainer, init, &data)?;
     let batch = data.next_train()?;
     let started = Instant::now();

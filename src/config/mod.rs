@@ -48,7 +48,10 @@ pub use runtime::{Platform, RuntimeConfig};
 pub use tpu::{
     DeviceStrategy, LogicalAxisRule, MeshShape, TpuConfig, DEFAULT_BATCH_AXES, LOGICAL_AXES,
 };
-pub use training::{BatchGeometry, LoggingConfig, LrSchedule, Optimizer, TrainingConfig};
+pub use training::{
+    BatchGeometry, LoggingConfig, LrSchedule, Optimizer, TrainingConfig, BATCH_SIZE_AUTO,
+    DEFAULT_MEMORY_RESERVE,
+};
 
 use checks::Checks;
 use document::{apply_override, merge, parse_document};

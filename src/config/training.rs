@@ -40,9 +40,24 @@ pub struct TrainingConfig {
     /// Sequences per data-parallel shard in each micro-batch (the VishwamAI guide's
     /// "per-device batch size"). The global batch per optimizer step is `batch_size` x the
     /// batch-sharding mesh size x `grad_accum_steps` ([`BatchGeometry`]). Default 8.
+    /// [`BATCH_SIZE_AUTO`] (0, written "auto") until `vishwam train` resolves it to the
+    /// largest micro-batch that fits the device memory (`crate::plan::resolve_auto_batch`).
+    #[serde(serialize_with = "batch_size_json")]
     pub batch_size: usize,
     /// Micro-batches accumulated per optimizer step. Default 1.
     pub grad_accum_steps: usize,
+    /// With `batch_size` "auto": sequences per optimizer step over all shards, reached by
+    /// accumulating micro-batches of the size that fits. Null: one micro-batch per step
+    /// (`grad_accum_steps`). Default null.
+    pub global_batch_size: Option<usize>,
+    /// With `batch_size` "auto": the fraction of device memory kept free, in [0, 1).
+    /// Default 0.1.
+    pub memory_reserve: f64,
+    /// With `batch_size` "auto": device memory per device in GiB, for devices that do not
+    /// report theirs (the CPU plugin) or to plan for less than they have. Null: what the
+    /// device reports (`bytes_limit`), or on the CPU the host's available memory shared by
+    /// the virtual devices. Default null.
+    pub memory_gib: Option<f64>,
     /// Peak learning rate, > 0. Default 1e-3 (small model).
     pub learning_rate: f64,
     /// Floor of the decay as a fraction of `learning_rate`, in [0, 1]. Default 0.1.
@@ -89,6 +104,9 @@ impl Default for TrainingConfig {
         TrainingConfig {
             batch_size: 8,
             grad_accum_steps: 1,
+            global_batch_size: None,
+            memory_reserve: DEFAULT_MEMORY_RESERVE,
+            memory_gib: None,
             learning_rate: 1e-3,
             min_lr_ratio: 0.1,
             lr_schedule: LrSchedule::Cosine,
@@ -111,6 +129,42 @@ impl Default for TrainingConfig {
 }
 
 const POSITIVE: &str = "a positive integer";
+
+/// `training.batch_size` = "auto": resolved to a number before a step is built.
+pub const BATCH_SIZE_AUTO: usize = 0;
+
+/// Default `training.memory_reserve`: a tenth of device memory stays free.
+pub const DEFAULT_MEMORY_RESERVE: f64 = 0.1;
+
+/// `batch_size` as the config spells it: a number, or "auto" ([`BATCH_SIZE_AUTO`]).
+fn batch_size_json<S: serde::Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+    match *n {
+        BATCH_SIZE_AUTO => s.serialize_str("auto"),
+        n => s.serialize_u64(n as u64),
+    }
+}
+
+/// Reads `batch_size`: a positive integer or the string "auto".
+fn read_batch_size(
+    value: &serde_json::Value,
+    path: &str,
+    issues: &mut Vec<super::error::ConfigIssue>,
+) -> Option<usize> {
+    match value {
+        serde_json::Value::String(s) if s == "auto" => Some(BATCH_SIZE_AUTO),
+        v => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n >= 1 => Some(n),
+            _ => {
+                issues.push(super::error::ConfigIssue::Invalid {
+                    key: path.to_string(),
+                    expected: "a positive integer or \"auto\"".into(),
+                    got: super::error::show(v),
+                });
+                None
+            }
+        },
+    }
+}
 
 /// The batch of one optimizer step once the mesh is known: `per_shard` sequences on each of
 /// `shards` batch shards (the product of the mesh axes that split the batch), accumulated
@@ -165,8 +219,11 @@ impl std::fmt::Display for BatchGeometry {
 
 impl TrainingConfig {
     pub(crate) fn read(&mut self, r: &mut ObjectReader<'_>) {
-        r.integer("batch_size", &mut self.batch_size, POSITIVE);
+        r.custom("batch_size", &mut self.batch_size, read_batch_size);
         r.integer("grad_accum_steps", &mut self.grad_accum_steps, POSITIVE);
+        r.opt_integer("global_batch_size", &mut self.global_batch_size, POSITIVE);
+        r.number("memory_reserve", &mut self.memory_reserve);
+        r.opt_number("memory_gib", &mut self.memory_gib);
         r.number("learning_rate", &mut self.learning_rate);
         r.number("min_lr_ratio", &mut self.min_lr_ratio);
         r.choice("lr_schedule", &mut self.lr_schedule);
@@ -195,8 +252,8 @@ impl TrainingConfig {
     }
 
     pub(crate) fn validate(&self, c: &mut Checks) {
-        c.positive("training.batch_size", self.batch_size);
         c.positive("training.grad_accum_steps", self.grad_accum_steps);
+        self.validate_auto_batch(c);
         c.positive_number("training.learning_rate", self.learning_rate);
         c.in_closed("training.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0);
         c.positive("training.max_steps", self.max_steps);
@@ -217,6 +274,61 @@ impl TrainingConfig {
         c.positive("training.ns_steps", self.ns_steps);
         if self.optimizer != Optimizer::Muon {
             self.refuse_muon_keys(c);
+        }
+    }
+
+    /// Whether `batch_size` is "auto" (not resolved yet).
+    pub fn batch_size_is_auto(&self) -> bool {
+        self.batch_size == BATCH_SIZE_AUTO
+    }
+
+    /// The keys of the automatic batch size: in range, and set only with `batch_size`
+    /// "auto" (they would change nothing otherwise).
+    fn validate_auto_batch(&self, c: &mut Checks) {
+        c.in_half_open("training.memory_reserve", self.memory_reserve, 0.0, 1.0);
+        if let Some(g) = self.global_batch_size {
+            c.positive("training.global_batch_size", g);
+        }
+        if let Some(gib) = self.memory_gib {
+            c.positive_number("training.memory_gib", gib);
+        }
+        let auto_only = [
+            (
+                "training.global_batch_size",
+                self.global_batch_size.map(|g| g.to_string()),
+            ),
+            (
+                "training.memory_reserve",
+                (self.memory_reserve != DEFAULT_MEMORY_RESERVE)
+                    .then(|| self.memory_reserve.to_string()),
+            ),
+            (
+                "training.memory_gib",
+                self.memory_gib.map(|g| g.to_string()),
+            ),
+        ];
+        if !self.batch_size_is_auto() {
+            for (key, value) in auto_only {
+                if let Some(value) = value {
+                    c.conflict(
+                        key,
+                        value,
+                        "training.batch_size",
+                        self.batch_size.to_string(),
+                        "this key only applies to the automatic batch size; set \
+                         training.batch_size to \"auto\", or leave the key at its default",
+                    );
+                }
+            }
+        } else if let (Some(g), true) = (self.global_batch_size, self.grad_accum_steps != 1) {
+            c.conflict(
+                "training.grad_accum_steps",
+                self.grad_accum_steps.to_string(),
+                "training.global_batch_size",
+                g.to_string(),
+                "with batch_size \"auto\" the accumulation follows from global_batch_size; \
+                 leave grad_accum_steps at 1",
+            );
         }
     }
 

@@ -336,7 +336,10 @@ pub fn engine_on(
         tracing::warn!("{warning}");
     }
     tracing::info!("{plan}");
-    tracing::info!("global batch: {}", batch_geometry(cfg, &plan));
+    match cfg.training.batch_size_is_auto() {
+        true => tracing::info!("global batch: training.batch_size \"auto\", resolved below"),
+        false => tracing::info!("global batch: {}", batch_geometry(cfg, &plan)),
+    }
     let cache = if cfg.runtime.compile_cache {
         CompileCache::default_dir()
     } else {

@@ -123,38 +123,6 @@ pub struct StepTimings {
     pub device_to_host: f64,
 }
 
-/// The train step of a config, traced and compiled for a mesh, before any state is on the
-/// devices: its compiled memory can be read before anything is uploaded.
-pub struct CompiledStep {
-    /// The configuration, its platform pinned to the engine's.
-    pub config: Config,
-    /// Shapes of state and batch.
-    pub layout: StepLayout,
-    /// The compiled step.
-    pub program: Program,
-}
-
-impl CompiledStep {
-    /// Traces and compiles the train step of `cfg` (no teacher) on `engine`'s mesh.
-    pub fn compile(
-        cfg: &Config,
-        engine: &Engine,
-        plan: &ShardingPlan,
-    ) -> Result<CompiledStep, TrainError> {
-        // Every platform-dependent choice below is made for the devices the engine drives.
-        let cfg = super::setup::pin_platform(cfg, engine)?;
-        tracing::info!("precision: {}", PrecisionPolicy::from_config(&cfg));
-        let layout = StepLayout::new(&cfg, plan)?;
-        let func = build_train_step(&cfg, plan, &layout)?;
-        let program = engine.compile_with(&func, compile_hints(&cfg))?;
-        Ok(CompiledStep {
-            config: cfg,
-            layout,
-            program,
-        })
-    }
-}
-
 /// The compiled step and the state it updates.
 pub struct Trainer {
     /// Engine (client, mesh, cache).
@@ -216,56 +184,38 @@ impl Trainer {
         plan: ShardingPlan,
         teacher: Option<&Teacher>,
     ) -> Result<Trainer, TrainError> {
-        let Some(teacher) = teacher else {
-            let step = CompiledStep::compile(cfg, &engine, &plan)?;
-            return Trainer::from_compiled(step, engine, plan);
-        };
         // Every platform-dependent choice below is made for the devices the engine drives.
         let cfg = &super::setup::pin_platform(cfg, &engine)?;
         tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
-        let context = DistillContext::new(cfg, &plan, &teacher.model)?;
-        let mut params = crate::model::param_specs(&cfg.model);
-        params.extend(context.projection_specs());
-        let layout = StepLayout::with_params(cfg, &plan, params)?;
-        let func = build_distill_step(cfg, &plan, &layout, &context)?;
-        let program = engine.compile_with(&func, compile_hints(cfg))?;
-        let step = CompiledStep {
-            config: cfg.clone(),
-            layout,
-            program,
-        };
-        Trainer::assemble(step, engine, plan, Some((context, teacher)))
+        let distill = teacher
+            .map(|t| DistillContext::new(cfg, &plan, &t.model))
+            .transpose()?;
+        let step = compile_step(cfg, &engine, &plan, distill.as_ref())?;
+        Trainer::from_compiled(cfg, engine, plan, step, distill, teacher)
     }
 
-    /// A trainer whose step is `step` (compiled for `engine` and `plan`), its state
-    /// initialised from the config's seed and uploaded.
+    /// A trainer around a step already compiled by [`compile_step`] for `cfg` (its platform
+    /// pinned) on `engine`: the state is initialised from `training.seed` and placed on the
+    /// devices, and the teacher's parameters uploaded when distilling.
     pub fn from_compiled(
-        step: CompiledStep,
+        cfg: &Config,
         engine: Engine,
         plan: ShardingPlan,
-    ) -> Result<Trainer, TrainError> {
-        Trainer::assemble(step, engine, plan, None)
-    }
-
-    fn assemble(
         step: CompiledStep,
-        engine: Engine,
-        plan: ShardingPlan,
-        distill: Option<(DistillContext, &Teacher)>,
+        distill: Option<DistillContext>,
+        teacher: Option<&Teacher>,
     ) -> Result<Trainer, TrainError> {
-        let (distill, teacher_arrays) = match distill {
-            Some((context, t)) => {
-                let arrays = context.upload(&engine, t)?;
-                (Some(context), arrays)
-            }
-            None => (None, Vec::new()),
+        let CompiledStep { layout, program } = step;
+        let teacher_arrays = match (&distill, teacher) {
+            (Some(context), Some(t)) => context.upload(&engine, t)?,
+            _ => Vec::new(),
         };
         let mut trainer = Trainer {
             engine,
             plan,
-            layout: step.layout,
-            program: step.program,
-            config: step.config,
+            layout,
+            program,
+            config: cfg.clone(),
             state: Vec::new(),
             moe_outputs: Vec::new(),
             fp8_bootstrap: None,
@@ -466,6 +416,51 @@ impl Trainer {
         };
         Ok((m, timings))
     }
+}
+
+/// The train step of a config traced and compiled on an engine's mesh, with the layout of
+/// its state and batch; nothing is allocated on the devices.
+pub struct CompiledStep {
+    /// Shapes of state and batch.
+    pub layout: StepLayout,
+    /// The compiled step (its [`Program::memory_stats`] are the step's device memory).
+    pub program: Program,
+}
+
+/// Traces and compiles the train step of `cfg` (its platform pinned to `engine`'s, see
+/// [`super::setup::pin_platform`]) on `plan`'s mesh, distilling `distill`'s teacher when
+/// given. [`Trainer`] runs it; the memory planner (`crate::plan`) reads its compiled memory
+/// without allocating anything.
+pub fn compile_step(
+    cfg: &Config,
+    engine: &Engine,
+    plan: &ShardingPlan,
+    distill: Option<&DistillContext>,
+) -> Result<CompiledStep, TrainError> {
+    if cfg.training.batch_size_is_auto() {
+        return Err(TrainError::Other(
+            "training.batch_size is \"auto\", which `vishwam train` resolves from the device \
+             memory before it builds the step; this command needs a number: set \
+             training.batch_size to a positive integer"
+                .into(),
+        ));
+    }
+    let (layout, func) = match distill {
+        None => {
+            let layout = StepLayout::new(cfg, plan)?;
+            let func = build_train_step(cfg, plan, &layout)?;
+            (layout, func)
+        }
+        Some(context) => {
+            let mut params = crate::model::param_specs(&cfg.model);
+            params.extend(context.projection_specs());
+            let layout = StepLayout::with_params(cfg, plan, params)?;
+            let func = build_distill_step(cfg, plan, &layout, context)?;
+            (layout, func)
+        }
+    };
+    let program = engine.compile_with(&func, compile_hints(cfg))?;
+    Ok(CompiledStep { layout, program })
 }
 
 /// How to compile `cfg`'s programs (FP8 matmuls or not).

@@ -1,5 +1,6 @@
 //! Tests of loading, merging, overrides, validation, presets and feature gating.
 
+mod auto_batch;
 mod features;
 mod loading;
 mod optimizer;
