@@ -24,7 +24,7 @@ pub const OVERHEAD_FRACTION: f64 = 0.15;
 const MIN_STEPS: f64 = 300.0;
 /// The shape the measured step time is first calibrated on (4 x 256, the default CPU model).
 const CALIBRATION_SHAPE: usize = 2;
-/// Tokens per device in the calibration's micro-batch.
+/// Tokens per device in the calibration's micro-batch on the CPU.
 const CALIBRATION_TOKENS: usize = 4096;
 /// Real measurements per plan, the calibration on the smallest shape included (each
 /// compiles a step and runs a few).
@@ -223,7 +223,7 @@ pub fn plan_run(probe: &mut MemoryProbe, request: &PlanRequest) -> Result<Plan, 
             // measure each candidate the search settles on.
             let i = CALIBRATION_SHAPE.min(LADDER.len() - 1);
             let c = candidate(i);
-            let cap = (CALIBRATION_TOKENS / LADDER[i].context).max(1);
+            let cap = calibration_micro(platform, LADDER[i].context);
             let fitted = match search.fit(i, &c, cap)? {
                 Some(setup) => Some((i, c, setup)),
                 None => {
@@ -304,6 +304,18 @@ pub fn plan_run(probe: &mut MemoryProbe, request: &PlanRequest) -> Result<Plan, 
         &throughput,
         times,
     )
+}
+
+/// The largest micro-batch the calibration is measured at: about [`CALIBRATION_TOKENS`] on the
+/// CPU (seconds, not minutes, per step); elsewhere the largest global batch a plan takes
+/// (256 sequences), because an accelerator at a few thousand tokens per step runs far below
+/// its rate at the batches it will train with (the kernels are too small to fill it), and a
+/// rate measured there would rule out every larger model.
+fn calibration_micro(platform: Platform, context: usize) -> usize {
+    match platform {
+        Platform::Cpu | Platform::Auto => (CALIBRATION_TOKENS / context).max(1),
+        Platform::Cuda | Platform::Tpu => 256,
+    }
 }
 
 /// The micro-batch a candidate's speed is measured at: the planned one, except on the CPU,
