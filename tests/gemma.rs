@@ -1,0 +1,240 @@
+//! Gemma's architecture switches (`model.activation = "gelu_tanh"`, `model.norm_offset = 1`,
+//! `model.scale_embeddings`, with MQA and a head_dim independent of hidden/heads) against the
+//! Candle reference, and a Gemma-layout Hugging Face directory (written here with random bf16
+//! weights under transformers' names) imported, verified and exported again through the binary.
+
+mod common;
+
+use common::{succeeded, vishwam_cli};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use vishwam::config::Config;
+use vishwam::engine::Engine;
+use vishwam::model::init_params;
+use vishwam::reference::format_table;
+use vishwam::train::sharding_plan;
+use vishwam::verify::{random_batch, verify, VerifyOptions};
+
+/// The Gemma switches on a tiny model: MQA, head_dim 16 with hidden 32 and 4 heads.
+const GEMMA: &[&str] = &[
+    "model.vocab_size=96",
+    "model.hidden_dim=32",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=1",
+    "model.head_dim=16",
+    "model.mlp_dim=48",
+    "model.max_seq_len=16",
+    "model.activation=gelu_tanh",
+    "model.norm_offset=1",
+    "model.scale_embeddings=true",
+    "training.batch_size=4",
+    "training.warmup_steps=1",
+    "training.max_steps=10",
+    "training.learning_rate=0.01",
+];
+
+/// XLA against Candle with the norm gains drawn at random (at their initial 0 the offset
+/// would be tested only through the gradients).
+fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
+    let all: Vec<String> = GEMMA.iter().chain(sets).map(|s| s.to_string()).collect();
+    let cfg = Config::load(None, &all).unwrap();
+    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+    let engine = Engine::new(
+        common::cpu_client(1).clone(),
+        plan.mesh.clone(),
+        common::private_cache(),
+    )
+    .unwrap();
+    let mut params = init_params(&cfg.model, 3);
+    let mut rng = common::rng(11);
+    for (name, array) in params.iter_mut() {
+        if name.ends_with(".scale") {
+            let gains: Vec<f32> = (0..array.shape[0])
+                .map(|_| rng.gen_range(-0.5..0.5))
+                .collect();
+            *array = vishwam::engine::HostArray::from_slice(&array.shape, &gains).unwrap();
+        }
+    }
+    let batch = random_batch(&cfg, &plan, 5);
+    let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
+    assert!(report.passed(), "{name}:\n{}", format_table(&report.rows));
+}
+
+#[test]
+fn gemma_switches_match_candle() {
+    let steps = VerifyOptions {
+        steps: 2,
+        loss_chunk: None,
+    };
+    check("gemma", &[], steps);
+    check(
+        "gemma, blocked attention and chunked loss",
+        &[
+            "memory.attention_memory_efficient=true",
+            "optimization.block_size=4",
+        ],
+        VerifyOptions {
+            steps: 1,
+            loss_chunk: Some(16),
+        },
+    );
+    // The embedding factor rounded to bf16 (sqrt(32) = 5.657 -> 5.65625), as Gemma does.
+    check(
+        "gemma bf16",
+        &["tpu.use_bfloat16=true"],
+        VerifyOptions {
+            steps: 0,
+            loss_chunk: None,
+        },
+    );
+}
+
+/// transformers' names and `[out, in]` shapes of a tiny Gemma (hidden 32, 4 heads of 16, one
+/// key/value head, MLP 48, vocabulary 96, 2 layers; the head tied to the embedding).
+fn gemma_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), vec![96, 32]),
+        ("model.norm.weight".to_string(), vec![32]),
+    ];
+    for i in 0..2 {
+        let l = |s: &str| format!("model.layers.{i}.{s}");
+        t.extend([
+            (l("input_layernorm.weight"), vec![32]),
+            (l("self_attn.q_proj.weight"), vec![64, 32]),
+            (l("self_attn.k_proj.weight"), vec![16, 32]),
+            (l("self_attn.v_proj.weight"), vec![16, 32]),
+            (l("self_attn.o_proj.weight"), vec![32, 64]),
+            (l("post_attention_layernorm.weight"), vec![32]),
+            (l("mlp.gate_proj.weight"), vec![48, 32]),
+            (l("mlp.up_proj.weight"), vec![48, 32]),
+            (l("mlp.down_proj.weight"), vec![32, 48]),
+        ]);
+    }
+    t
+}
+
+/// Writes the Gemma directory: config.json as transformers writes a Gemma 2B (`hidden_act`
+/// "gelu", which GemmaMLP ignores for the tanh GELU; no `tie_word_embeddings`, which
+/// GemmaConfig defaults to true) and bf16 weights. Returns the weights as f32.
+fn write_gemma(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["GemmaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+        "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0, "head_dim": 16,
+        "hidden_act": "gelu", "hidden_activation": null, "hidden_size": 32,
+        "initializer_range": 0.02, "intermediate_size": 48, "max_position_embeddings": 32,
+        "model_type": "gemma", "num_attention_heads": 4, "num_hidden_layers": 2,
+        "num_key_value_heads": 1, "rms_norm_eps": 1e-6, "rope_scaling": null,
+        "rope_theta": 10000.0, "torch_dtype": "bfloat16", "transformers_version": "4.38.0",
+        "use_cache": true, "vocab_size": 96
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let tensors: Vec<(String, Vec<usize>, Vec<half::bf16>)> = gemma_tensors()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product();
+            let spread = if shape.len() == 1 { 0.5 } else { 0.2 };
+            let values = (0..n)
+                .map(|_| half::bf16::from_f32(rng.gen_range(-spread..spread)))
+                .collect();
+            (name, shape, values)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let bytes: &[u8] = bytemuck::cast_slice(values);
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::BF16,
+                shape.clone(),
+                bytes,
+            )
+            .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+    tensors
+        .into_iter()
+        .map(|(name, _, v)| (name, v.iter().map(|x| x.to_f32()).collect()))
+        .collect()
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_gemma_directory_imports_verifies_and_exports_unchanged() {
+    let root = tempfile::tempdir().unwrap();
+    let home: PathBuf = vishwam::paths::vishwam_home();
+    let (hf, run, back) = (
+        root.path().join("gemma"),
+        root.path().join("run"),
+        root.path().join("back"),
+    );
+    let weights = write_gemma(&hf);
+    succeeded(vishwam_cli(
+        &home,
+        &["import", "--hf", &p(&hf), "--out", &p(&run)],
+    ));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let m = &config["model"];
+    assert_eq!(m["activation"], "gelu_tanh");
+    assert_eq!(m["norm_offset"], 1.0);
+    assert_eq!(m["scale_embeddings"], true);
+    assert_eq!(m["tie_embeddings"], true);
+    assert_eq!(
+        (m["head_dim"].as_u64(), m["num_kv_heads"].as_u64()),
+        (Some(16), Some(1))
+    );
+
+    // The imported weights through XLA and through Candle: logits, loss, gradients, a step.
+    let table = succeeded(vishwam_cli(
+        &home,
+        &[
+            "verify",
+            "--config",
+            &p(&run.join("config.json")),
+            "--checkpoint",
+            &p(&run.join("checkpoints/step_00000000")),
+            "--steps",
+            "1",
+            "--set",
+            "training.batch_size=2",
+            "--set",
+            "sequence.max_length=16",
+            "--set",
+            "model.max_seq_len=32",
+        ],
+    ));
+    assert!(table.contains("logits"), "{table}");
+
+    succeeded(vishwam_cli(
+        &home,
+        &["export", "--checkpoint", &p(&run), "--out", &p(&back)],
+    ));
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
+    assert_eq!(exported["model_type"], "gemma");
+    assert_eq!(exported["architectures"][0], "GemmaForCausalLM");
+    assert_eq!(exported["hidden_activation"], "gelu_pytorch_tanh");
+    assert_eq!(exported["head_dim"], 16);
+    // The norm weights are stored as Gemma stores them (scale = 1 + weight): unchanged.
+    let bytes = std::fs::read(back.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.names().len(), weights.len());
+    for (name, want) in &weights {
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+        let got: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(&got, want, "{name}");
+    }
+}
