@@ -7,9 +7,10 @@ mod common;
 
 use common::{succeeded, vishwam_cli};
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vishwam::config::Config;
-use vishwam::engine::Engine;
+use vishwam::engine::{Engine, HostArray};
 use vishwam::model::init_params;
 use vishwam::reference::format_table;
 use vishwam::train::sharding_plan;
@@ -34,18 +35,9 @@ const GEMMA: &[&str] = &[
     "training.learning_rate=0.01",
 ];
 
-/// XLA against Candle with the norm gains drawn at random (at their initial 0 the offset
-/// would be tested only through the gradients).
-fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
-    let all: Vec<String> = GEMMA.iter().chain(sets).map(|s| s.to_string()).collect();
-    let cfg = Config::load(None, &all).unwrap();
-    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
-    let engine = Engine::new(
-        common::cpu_client(1).clone(),
-        plan.mesh.clone(),
-        common::private_cache(),
-    )
-    .unwrap();
+/// Initial parameters of `cfg` with the norm gains drawn at random (at their initial 0 the
+/// offset would be tested only through the gradients).
+fn gemma_params(cfg: &Config) -> BTreeMap<String, HostArray> {
     let mut params = init_params(&cfg.model, 3);
     let mut rng = common::rng(11);
     for (name, array) in params.iter_mut() {
@@ -53,9 +45,28 @@ fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
             let gains: Vec<f32> = (0..array.shape[0])
                 .map(|_| rng.gen_range(-0.5..0.5))
                 .collect();
-            *array = vishwam::engine::HostArray::from_slice(&array.shape, &gains).unwrap();
+            *array = HostArray::from_slice(&array.shape, &gains).unwrap();
         }
     }
+    params
+}
+
+fn engine(plan: &vishwam_mesh::ShardingPlan) -> Engine {
+    Engine::new(
+        common::cpu_client(1).clone(),
+        plan.mesh.clone(),
+        common::private_cache(),
+    )
+    .unwrap()
+}
+
+/// XLA against Candle: logits, loss, gradients and `opts.steps` optimizer steps.
+fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
+    let all: Vec<String> = GEMMA.iter().chain(sets).map(|s| s.to_string()).collect();
+    let cfg = Config::load(None, &all).unwrap();
+    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+    let engine = engine(&plan);
+    let params = gemma_params(&cfg);
     let batch = random_batch(&cfg, &plan, 5);
     let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
     assert!(report.passed(), "{name}:\n{}", format_table(&report.rows));
@@ -88,6 +99,55 @@ fn gemma_switches_match_candle() {
             loss_chunk: None,
         },
     );
+}
+
+#[test]
+fn the_kv_cache_decode_computes_gemma_as_candle_does() {
+    // Prompts of 9 and 5 tokens: two prefill chunks of 6, and left padding.
+    let sets: Vec<String> = GEMMA
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["sequence.chunk_size=6".to_string()])
+        .collect();
+    let cfg = Config::load(None, &sets).unwrap();
+    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+    let params = gemma_params(&cfg);
+    let mut model =
+        vishwam::generate::LoadedModel::new(cfg.clone(), &params, engine(&plan)).unwrap();
+    let mut rng = common::rng(5);
+    let prompts: Vec<Vec<i32>> = [9, 5]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.gen_range(0..96)).collect())
+        .collect();
+    let got = model.next_token_logits(&prompts).unwrap();
+    let reference = vishwam::reference::ReferenceModel::from_host_arrays(
+        &cfg.model,
+        &params,
+        vishwam::reference::ReferenceDtype::F32,
+    )
+    .unwrap();
+    for (prompt, got) in prompts.iter().zip(&got) {
+        let all: Vec<f32> = reference
+            .logits(prompt, 1, prompt.len())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = &all[all.len() - 96..];
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // f32 in both engines: 10x verify's logits tolerance (1e-5 of the largest), as the
+        // cached attention sums over padded cache slots in another order.
+        assert!(
+            err <= 1e-4 * scale.max(1.0),
+            "prompt of {}: max error {err}, scale {scale}",
+            prompt.len()
+        );
+    }
 }
 
 /// transformers' names and `[out, in]` shapes of a tiny Gemma (hidden 32, 4 heads of 16, one

@@ -176,9 +176,16 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     )?;
     let gemma = model_type.as_str() == Some("gemma");
     if gemma {
-        // transformers' GemmaMLP applies `hidden_activation` and, when that is null, the tanh
-        // GELU whatever `hidden_act` says (early Gemma configs wrote "gelu" there).
-        keys.get("hidden_act");
+        // Gemma is trained with the tanh GELU. The Gemma 1.0 repositories' config.json says
+        // `hidden_act: "gelu"` and no `hidden_activation`; transformers 4.39 to 4.47 applied
+        // the tanh GELU for them anyway (GemmaMLP: "`config.hidden_act` is ignored"), later
+        // releases read `hidden_act` and apply the exact GELU. vishwam computes the model as
+        // trained: the tanh GELU, and it writes both keys as `gelu_pytorch_tanh`.
+        keys.only(
+            "hidden_act",
+            |v| matches!(v.as_str(), Some("gelu" | "gelu_pytorch_tanh")),
+            "a Gemma's hidden_act is \"gelu\" (the 1.0 configs) or \"gelu_pytorch_tanh\"",
+        )?;
         keys.only(
             "hidden_activation",
             |v| v.as_str() == Some("gelu_pytorch_tanh"),
