@@ -1,5 +1,7 @@
-//! Hugging Face Llama-architecture directories: `config.json` + `model.safetensors` with HF
-//! tensor names, read and written. [`config`] reads `config.json` in the layouts of
+//! Hugging Face Llama-architecture directories (Llama, Mistral, Qwen2 layouts, and Gemma:
+//! the same tensor names, its norm weights kept as stored under `model.norm_offset` 1):
+//! `config.json` + `model.safetensors` (or shards named by `model.safetensors.index.json`)
+//! with HF tensor names, read and written. [`cache`] finds a model id in the local hub cache. [`config`] reads `config.json` in the layouts of
 //! transformers 4 and 5 (refusing, by name, every key that would make the import compute
 //! something else) and writes both layouts at once.
 //!
