@@ -199,6 +199,9 @@ pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
     config::parse(&c, &path)
 }
 
+/// Tensor name -> shard file, as `model.safetensors.index.json` maps them.
+type ShardIndex = BTreeMap<String, String>;
+
 /// The index of a sharded checkpoint: tensor name -> shard file.
 pub const INDEX: &str = "model.safetensors.index.json";
 
@@ -206,7 +209,7 @@ pub const INDEX: &str = "model.safetensors.index.json";
 /// sharded: with `model.safetensors.index.json`, exactly the shards it names (each must be
 /// there; other `*.safetensors`, such as a repository's `consolidated.safetensors` in another
 /// naming, are not read); without it, every `*.safetensors` in `dir`.
-fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<BTreeMap<String, String>>), HfError> {
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>), HfError> {
     let index_path = dir.join(INDEX);
     if index_path.is_file() {
         let text = std::fs::read_to_string(&index_path).map_err(|source| HfError::Io {

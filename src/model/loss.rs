@@ -213,7 +213,9 @@ fn forward(
     let (mut total, mut correct): (Option<Tensor>, Option<Tensor>) = (None, None);
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
+    let (mut h, mut targets, mut mask) = (h, targets.clone(), mask.clone());
     for i in 0..h.shape()[0] / c {
+        sequence_chunks(g, &mut [&mut h, &mut targets, &mut mask], &mut dw);
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
         let logits = matmul_f32(&hc, &w);
         let chunk_targets = targets.slice_axis(0, i * c, (i + 1) * c);
@@ -275,6 +277,27 @@ pub(super) fn concat_rows(parts: &[Tensor]) -> Tensor {
         Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
         Some((first, _)) => first.clone(),
         None => unreachable!("at least one chunk"),
+    }
+}
+
+/// Makes the next chunk wait for the previous one: `inputs` (the rows the chunks slice: hidden
+/// states, targets, mask) pass through an optimization barrier together with the running head
+/// gradient `dw`, so no chunk's `[c, V]` logits or one-hot targets can be computed before the
+/// previous chunk's gradient is. Without it XLA's
+/// CPU scheduler started every chunk's head matmul at once and kept all their logits alive:
+/// at a 256K vocabulary the compiled temporaries of the train step grew by 2 GiB per 1024
+/// tokens (the distillation step's by 4 GiB), the memory of unchunked logits. An identity:
+/// the values are unchanged.
+pub(super) fn sequence_chunks(g: &Graph, inputs: &mut [&mut Tensor], dw: &mut Option<Tensor>) {
+    let Some(acc) = dw.as_ref() else {
+        return;
+    };
+    let mut values: Vec<Tensor> = inputs.iter().map(|t| (**t).clone()).collect();
+    values.push(acc.clone());
+    let mut out = g.optimization_barrier(&values);
+    *dw = out.pop();
+    for (slot, value) in inputs.iter_mut().zip(out) {
+        **slot = value;
     }
 }
 

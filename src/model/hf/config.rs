@@ -367,8 +367,8 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
 fn architecture_of(cfg: &ModelConfig) -> Result<(&'static str, &'static str), String> {
     let switches = (cfg.activation, cfg.norm_offset, cfg.scale_embeddings);
     match switches {
-        (MlpActivation::Silu, o, false) if o == 0.0 => Ok(("llama", "LlamaForCausalLM")),
-        (MlpActivation::GeluTanh, o, true) if o == 1.0 => Ok(("gemma", "GemmaForCausalLM")),
+        (MlpActivation::Silu, 0.0, false) => Ok(("llama", "LlamaForCausalLM")),
+        (MlpActivation::GeluTanh, 1.0, true) => Ok(("gemma", "GemmaForCausalLM")),
         _ => Err(format!(
             "model.activation = {}, model.norm_offset = {}, model.scale_embeddings = {} match no transformers architecture: Llama is silu, 0, false and Gemma gelu_tanh, 1, true",
             cfg.activation, cfg.norm_offset, cfg.scale_embeddings
