@@ -235,7 +235,7 @@ pub(super) fn check_compatible(
         serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
     let (saved, current) = (&as_loaded(saved), &as_loaded(&current));
     for section in ["model", "data", "sequence", "distillation"] {
-        if compared_section(saved, section) != compared_section(&current, section) {
+        if compared_section(saved, section) != compared_section(current, section) {
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
                 detail: format!(
