@@ -90,6 +90,20 @@ fn gemma_switches_match_candle() {
             loss_chunk: Some(16),
         },
     );
+    // MoE experts (routed and shared) take the tanh GELU gate too.
+    check(
+        "gemma MoE",
+        &[
+            "model.use_moe=true",
+            "model.num_experts=4",
+            "model.num_shared_experts=1",
+            "model.expert_dim=24",
+        ],
+        VerifyOptions {
+            steps: 1,
+            loss_chunk: None,
+        },
+    );
     // The embedding factor rounded to bf16 (sqrt(32) = 5.657 -> 5.65625), as Gemma does.
     check(
         "gemma bf16",
