@@ -14,9 +14,10 @@ use vishwam::train::checkpoint;
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     /// A Llama-architecture HF directory (Gemma, `model_type: "gemma"`, for a model with
-    /// `activation` gelu_tanh, `norm_offset` 1 and `scale_embeddings`): config.json (read by transformers 4 and 5: it
-    /// holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and `rope_parameters` and
-    /// `dtype` for 5, with equal values), model.safetensors (f32), tokenizer.json.
+    /// `activation` gelu_tanh, `norm_offset` 1 and `scale_embeddings`): config.json (read by
+    /// transformers 4 and 5: it holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and
+    /// `rope_parameters` and `dtype` for 5, with equal values), model.safetensors (f32),
+    /// tokenizer.json.
     Hf,
 }
 
@@ -39,8 +40,7 @@ pub struct ExportArgs {
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// An HF Llama-architecture directory (model_type llama, mistral or gemma; config.json +
-    /// *.safetensors [+ tokenizer.json]),
-    /// in the config.json layout of transformers 4 or 5; a key that changes the computation in
+    /// *.safetensors [+ tokenizer.json]), in the config.json layout of transformers 4 or 5; a key that changes the computation in
     /// a way vishwam does not implement is an error naming it. Sharded checkpoints
     /// (model.safetensors.index.json) load. A model id (`google/gemma-7b`) or a short name
     /// (`gemma-7b`, when one cached model has it) that is not a directory is looked up in the

@@ -1,9 +1,10 @@
 //! Hugging Face Llama-architecture directories (Llama, Mistral, Qwen2 layouts, and Gemma:
 //! the same tensor names, its norm weights kept as stored under `model.norm_offset` 1):
 //! `config.json` + `model.safetensors` (or shards named by `model.safetensors.index.json`)
-//! with HF tensor names, read and written. [`cache`] finds a model id in the local hub cache. [`config`] reads `config.json` in the layouts of
-//! transformers 4 and 5 (refusing, by name, every key that would make the import compute
-//! something else) and writes both layouts at once.
+//! with HF tensor names, read and written. [`cache`] finds a model id in the local hub cache.
+//! [`config`] reads `config.json` in the layouts of transformers 4 and 5 (refusing, by name,
+//! every key that would make the import compute something else) and writes both layouts at
+//! once.
 //!
 //! vishwam stores matrices `[in, out]` (y = x W); HF `nn.Linear` weights are `[out, in]`, so
 //! every projection is transposed on the way. Both use the rotate-half RoPE convention on
@@ -267,7 +268,8 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>), HfErro
 }
 
 /// Reads the parameters of an HF Llama directory (the shards its
-/// `model.safetensors.index.json` names, else every `*.safetensors` in it; f32, bf16 or f16) into vishwam names and layouts, as f32.
+/// `model.safetensors.index.json` names, else every `*.safetensors` in it; f32, bf16 or f16)
+/// into vishwam names and layouts, as f32.
 pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), HfError> {
     let cfg = model_config(dir)?;
     let (files, index) = weight_files(dir)?;
