@@ -13,9 +13,11 @@ use vishwam::train::checkpoint;
 /// Output formats of `vishwam export`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// A Llama-architecture HF directory: config.json (read by transformers 4 and 5: it
-    /// holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and `rope_parameters` and
-    /// `dtype` for 5, with equal values), model.safetensors (f32), tokenizer.json.
+    /// A Llama-architecture HF directory (Gemma, `model_type: "gemma"`, for a model with
+    /// `activation` gelu_tanh, `norm_offset` 1 and `scale_embeddings`): config.json (read by
+    /// transformers 4 and 5: it holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and
+    /// `rope_parameters` and `dtype` for 5, with equal values), model.safetensors (f32),
+    /// tokenizer.json.
     Hf,
 }
 
@@ -37,9 +39,13 @@ pub struct ExportArgs {
 /// Arguments of `vishwam import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// An HF Llama-architecture directory (config.json + *.safetensors [+ tokenizer.json]),
-    /// in the config.json layout of transformers 4 or 5; a key that changes the computation in
-    /// a way vishwam does not implement is an error naming it.
+    /// An HF Llama-architecture directory (model_type llama, mistral or gemma; config.json +
+    /// *.safetensors [+ tokenizer.json]), in the config.json layout of transformers 4 or 5; a key that changes the computation in
+    /// a way vishwam does not implement is an error naming it. Sharded checkpoints
+    /// (model.safetensors.index.json) load. A model id (`google/gemma-7b`) or a short name
+    /// (`gemma-7b`, when one cached model has it) that is not a directory is looked up in the
+    /// local Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub); nothing is downloaded.
     #[arg(long)]
     hf: PathBuf,
     /// A run directory to create: the weights become its step-0 checkpoint, with config.json
@@ -108,7 +114,8 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// Creates a run directory whose step-0 checkpoint holds the HF weights.
 pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let (model, params) = hf::import(&args.hf)?;
+    let hf_dir = hf::cache::local_dir(&args.hf)?;
+    let (model, params) = hf::import(&hf_dir)?;
     let mut cfg = Config {
         model,
         ..Config::default()
@@ -121,7 +128,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     for (name, array) in params {
         state.insert(vishwam::train::state::param_leaf(&name), array);
     }
-    let tok = args.hf.join("tokenizer.json");
+    let tok = hf_dir.join("tokenizer.json");
     if tok.is_file() {
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
@@ -130,7 +137,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     } else {
         tracing::warn!(
             "{} has no tokenizer.json; fine-tuning needs data.tokenizer set to the one the weights were trained with",
-            args.hf.display()
+            hf_dir.display()
         );
     }
     let config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
@@ -145,7 +152,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(args.out.join("config.json"), cfg.to_json_pretty())?;
     println!(
         "imported {} into {} (config at {}); fine-tune with `vishwam train --init-from {} [--config FILE]`",
-        args.hf.display(),
+        hf_dir.display(),
         dir.display(),
         args.out.join("config.json").display(),
         args.out.display()

@@ -40,8 +40,10 @@ pub struct TrainArgs {
     )]
     pub resume_from: Option<PathBuf>,
     /// Start from these weights instead of a random initialisation: a vishwam run directory
-    /// (its newest checkpoint), a checkpoint directory, or a Hugging Face Llama directory.
-    /// The model section comes from the weights where the config names no model key (a
+    /// (its newest checkpoint), a checkpoint directory, a Hugging Face Llama directory, or a
+    /// model id (`google/gemma-7b`, or `gemma-7b` when one cached model has that name) looked
+    /// up offline in the local Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub). The model section comes from the weights where the config names no model key (a
     /// named architecture key must match them; dropout, max_seq_len, rope_scaling and the MoE
     /// routing regularisers may differ); the tokenizer is theirs unless data.tokenizer is set;
     /// the weights are resharded onto this run's mesh; the optimiser state and the step

@@ -38,7 +38,9 @@ pub use data::{
 pub use distill::{DistillationConfig, IntermediateLoss, LayerMapping};
 pub use error::{ConfigError, ConfigIssue};
 pub use features::{Feature, Features, UnsupportedSetting};
-pub use model::{ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR};
+pub use model::{
+    MlpActivation, ModelConfig, RopeScaling, RopeScalingType, DEFAULT_CAPACITY_FACTOR,
+};
 pub use named::NamedKeys;
 pub use precision::{
     AttentionBackend, ComputeDtype, CudnnAttentionBlocker, Fp8Format, Fp8Recipe, MemoryConfig,

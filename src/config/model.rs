@@ -18,6 +18,17 @@ config_enum! {
     }
 }
 
+config_enum! {
+    /// The activation of the MLP's gate branch (the gated product is `act(x W_gate) * x W_up`).
+    pub enum MlpActivation {
+        /// SiLU: SwiGLU, as Llama, Mistral and Qwen2.
+        #[default]
+        Silu => "silu",
+        /// GELU with the tanh approximation: GeGLU, as Gemma (`gelu_pytorch_tanh`).
+        GeluTanh => "gelu_tanh",
+    }
+}
+
 /// `model.rope_scaling`: `{"type": "linear" | "ntk", "factor": f}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RopeScaling {
@@ -28,7 +39,8 @@ pub struct RopeScaling {
     pub factor: f64,
 }
 
-/// Section `model`: a Llama-style decoder (RMSNorm, RoPE attention with GQA, SwiGLU MLP).
+/// Section `model`: a Llama-style decoder (RMSNorm, RoPE attention with GQA, SwiGLU MLP), with
+/// Gemma's switches (`activation`, `norm_offset`, `scale_embeddings`).
 ///
 /// Initialisation (`init_std`): every weight matrix (embedding, q/k/v, MLP gate and up, untied
 /// LM head) is drawn from N(0, init_std^2); the two residual output projections of each block
@@ -61,6 +73,15 @@ pub struct ModelConfig {
     pub rope_scaling: Option<RopeScaling>,
     /// Share the token embedding with the LM head. Default true.
     pub tie_embeddings: bool,
+    /// The MLP's gate activation (MoE experts included): `silu` (SwiGLU, Llama) or
+    /// `gelu_tanh` (GeGLU, Gemma). Default `silu`.
+    pub activation: MlpActivation,
+    /// RMSNorm multiplies the normalised input by `norm_offset + gain`: 0 (Llama: the gain)
+    /// or 1 (Gemma: `1 + gain`, gains starting at 0). Default 0.
+    pub norm_offset: f64,
+    /// Multiply the token embeddings by sqrt(hidden_dim), rounded to the compute dtype, before
+    /// the first block (Gemma; the LM head is not scaled). Default false.
+    pub scale_embeddings: bool,
     /// RMSNorm epsilon, > 0. Default 1e-5.
     pub norm_eps: f64,
     /// Standard deviation of the weight initialisation (see the type's docs), > 0. Default 0.02.
@@ -111,6 +132,9 @@ impl Default for ModelConfig {
             rope_theta: 10000.0,
             rope_scaling: None,
             tie_embeddings: true,
+            activation: MlpActivation::Silu,
+            norm_offset: 0.0,
+            scale_embeddings: false,
             norm_eps: 1e-5,
             init_std: 0.02,
             use_moe: false,
@@ -152,6 +176,13 @@ impl ModelConfig {
             .unwrap_or_else(|| (8 * self.hidden_dim).div_ceil(3).div_ceil(256) * 256)
     }
 
+    /// sqrt(hidden_dim), the factor the token embeddings are multiplied by (before rounding
+    /// to the compute dtype), when `scale_embeddings`.
+    pub fn embedding_scale(&self) -> Option<f64> {
+        self.scale_embeddings
+            .then(|| (self.hidden_dim as f64).sqrt())
+    }
+
     /// Expert SwiGLU width: `expert_dim`, or [`Self::mlp_dim`].
     pub fn expert_dim(&self) -> usize {
         self.expert_dim.unwrap_or_else(|| self.mlp_dim())
@@ -188,6 +219,9 @@ impl ModelConfig {
         r.number("rope_theta", &mut self.rope_theta);
         r.custom("rope_scaling", &mut self.rope_scaling, read_rope_scaling);
         r.flag("tie_embeddings", &mut self.tie_embeddings);
+        r.choice("activation", &mut self.activation);
+        r.number("norm_offset", &mut self.norm_offset);
+        r.flag("scale_embeddings", &mut self.scale_embeddings);
         r.number("norm_eps", &mut self.norm_eps);
         r.number("init_std", &mut self.init_std);
         r.flag("use_moe", &mut self.use_moe);
@@ -277,6 +311,12 @@ impl ModelConfig {
             );
         }
         c.positive_number("model.norm_eps", self.norm_eps);
+        c.ensure(
+            self.norm_offset == 0.0 || self.norm_offset == 1.0,
+            "model.norm_offset",
+            "0 (RMSNorm scales by its gain, Llama) or 1 (by 1 + gain, Gemma)",
+            self.norm_offset,
+        );
         c.positive_number("model.init_std", self.init_std);
         self.validate_moe(c);
     }

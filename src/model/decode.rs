@@ -291,10 +291,7 @@ pub fn hidden_states_cached(
         capacity_factor: None,
         ..cfg.clone()
     };
-    let mut h = params
-        .get("embed.tokens")?
-        .cast(opts.compute)
-        .take(tokens, 0);
+    let mut h = super::forward::embed(cfg, opts.compute, params.get("embed.tokens")?, tokens);
     for (i, cache) in caches.iter_mut().enumerate() {
         let p = block_param_names(cfg, i)
             .into_iter()
@@ -319,9 +316,9 @@ pub fn hidden_states_cached(
             *cache = c;
         }
     }
-    Ok(nn::rms_norm(
+    Ok(super::forward::rms_norm(
+        cfg,
         &h,
         params.get("final_norm.scale")?,
-        cfg.norm_eps,
     ))
 }

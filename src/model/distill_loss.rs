@@ -11,8 +11,8 @@
 //! get zeros, which nothing reads.
 
 use super::loss::{
-    accumulate, after_previous_chunk, concat_rows, correct_rows, dividing_chunk, lowest_f32,
-    matmul_f32, online_add, online_max, target_logits, RowStats,
+    accumulate, concat_rows, correct_rows, dividing_chunk, lowest_f32, matmul_f32, online_add,
+    online_max, sequence_chunks, target_logits, RowStats,
 };
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{DType, Graph, Tensor};
@@ -82,10 +82,8 @@ pub fn masked_ce_kl_sums(
 /// matmul in f32 (they are differentiated); the teacher's in the teacher's compute dtype
 /// like the rest of its forward pass (bf16 under mixed precision), which halves the bytes
 /// that the loss's passes read for them.
-/// Chunk `i` runs after the previous chunk's student gradient `previous`
-/// ([`super::loss::after_previous_chunk`]), so one chunk's logits are live at a time.
-fn chunk_logits(xs: &[Tensor], i: i64, c: i64, previous: Option<&Tensor>) -> (Tensor, Tensor) {
-    let rows = |x: &Tensor| after_previous_chunk(&x.slice_axis(0, i * c, (i + 1) * c), previous);
+fn chunk_logits(xs: &[Tensor], i: i64, c: i64) -> (Tensor, Tensor) {
+    let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
     (
         matmul_f32(&rows(&xs[0]), &xs[1]),
         rows(&xs[2]).matmul(&xs[3]).cast(DType::F32),
@@ -235,13 +233,26 @@ fn forward(
     c: i64,
     stats: RowStats,
 ) -> Vec<Tensor> {
-    let (hs, ws, targets, mask) = (&xs[0], &xs[1], &xs[4], &xs[5]);
+    let (hs, ws) = (&xs[0], &xs[1]);
     let v = ws.shape()[1];
     let inv_t = 1.0 / temperature;
     let (mut ce_sum, mut kl_sum, mut correct, mut dw) = (None, None, None, None);
     let mut dh = Vec::new();
+    // Chunk i + 1 reads its rows (hidden states, targets, mask) through a barrier with chunk
+    // i's head gradient.
+    let mut xs = xs.to_vec();
+    let g = hs.graph().clone();
     for i in 0..hs.shape()[0] / c {
-        let (zs, zt) = chunk_logits(xs, i, c, dh.last());
+        let [mut h_student, mut h_teacher, mut targets, mut mask] =
+            [0, 2, 4, 5].map(|k| xs[k].clone());
+        sequence_chunks(
+            &g,
+            &mut [&mut h_student, &mut h_teacher, &mut targets, &mut mask],
+            &mut dw,
+        );
+        (xs[0], xs[2], xs[4], xs[5]) = (h_student, h_teacher, targets, mask);
+        let (hs, targets, mask) = (&xs[0], &xs[4], &xs[5]);
+        let (zs, zt) = chunk_logits(&xs, i, c);
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
         let chunk_targets = rows(targets);

@@ -7,7 +7,7 @@ use super::fp8::Fp8Formats;
 use super::loss::RowStats;
 use super::moe::{self, MoeParams, MoeStats};
 use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
-use crate::config::{ModelConfig, RopeScalingType};
+use crate::config::{MlpActivation, ModelConfig, RopeScalingType};
 use std::sync::Arc;
 use vishwam_hlo::{
     nn, tree_struct, DType, Graph, PartitionSpec, Result, RngAlgorithm, Tensor, TensorMap,
@@ -193,8 +193,7 @@ pub fn hidden_states_with_layers(
     rng: Option<&mut RngStream>,
 ) -> Result<ForwardOutputs> {
     let g = tokens.graph().clone();
-    let embed = params.get("embed.tokens")?;
-    let mut h = embed.cast(opts.compute).take(tokens, 0);
+    let mut h = embed(cfg, opts.compute, params.get("embed.tokens")?, tokens);
     let mut rng = rng;
     let mut stats = Vec::new();
     let mut layers = Vec::with_capacity(cfg.num_layers);
@@ -247,7 +246,7 @@ pub fn hidden_states_with_layers(
         }
         layers.push(h.clone());
     }
-    let hidden = nn::rms_norm(&h, params.get("final_norm.scale")?, cfg.norm_eps);
+    let hidden = rms_norm(cfg, &h, params.get("final_norm.scale")?);
     Ok(ForwardOutputs {
         hidden,
         layers,
@@ -277,7 +276,7 @@ pub fn logits(
     Ok(h.matmul(&w).cast(DType::F32))
 }
 
-/// One block: attention then the FFN (dense SwiGLU or MoE), each pre-normed and residual.
+/// One block: attention then the FFN (dense gated MLP or MoE), each pre-normed and residual.
 #[allow(clippy::too_many_arguments)]
 fn block_forward(
     cfg: &ModelConfig,
@@ -332,7 +331,7 @@ pub(crate) fn block_with_attention(
         opts.merge_fp8_projections,
     );
 
-    let x = nn::rms_norm(h, &p[0], cfg.norm_eps);
+    let x = rms_norm(cfg, h, &p[0]);
     let qkv = [
         (Projection::Query, &p[1]),
         (Projection::Key, &p[2]),
@@ -348,20 +347,47 @@ pub(crate) fn block_with_attention(
     let attn_out = proj.apply(&heads, &[(Projection::Output, &p[4])]).remove(0);
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 
-    let x = nn::rms_norm(&h, &p[5], cfg.norm_eps);
+    let x = rms_norm(cfg, &h, &p[5]);
     let (ffn_out, stats) = if is_moe {
         let params = MoeParams::from_slice(cfg, &p[6..named]);
         let (y, stats) = moe::moe_ffn(cfg, opts, &x, &params, rng.as_deref_mut());
         (y, Some(stats))
     } else {
         let gate_up = proj.apply(&x, &[(Projection::Gate, &p[6]), (Projection::Up, &p[7])]);
-        let gated = nn::silu(&gate_up[0]) * &gate_up[1];
+        let gated = gate_activation(cfg, &gate_up[0]) * &gate_up[1];
         (
             proj.apply(&gated, &[(Projection::Down, &p[8])]).remove(0),
             None,
         )
     };
     (&h + &dropout(&ffn_out, opts.dropout, rng), stats)
+}
+
+/// The rows of the embedding `table` for `tokens`, in `compute`, times sqrt(hidden_dim) with
+/// `scale_embeddings` (the factor a constant of `compute`: rounded to it, as Gemma does).
+pub(crate) fn embed(cfg: &ModelConfig, compute: DType, table: &Tensor, tokens: &Tensor) -> Tensor {
+    let rows = table.cast(compute).take(tokens, 0);
+    match cfg.embedding_scale() {
+        Some(scale) => rows * scale,
+        None => rows,
+    }
+}
+
+/// RMSNorm scaling by `norm_offset + gain` (the offset added to the f32 gain).
+pub(crate) fn rms_norm(cfg: &ModelConfig, x: &Tensor, gain: &Tensor) -> Tensor {
+    if cfg.norm_offset == 0.0 {
+        nn::rms_norm(x, gain, cfg.norm_eps)
+    } else {
+        nn::rms_norm(x, &(gain + cfg.norm_offset), cfg.norm_eps)
+    }
+}
+
+/// The MLP gate's activation (`model.activation`).
+pub(crate) fn gate_activation(cfg: &ModelConfig, x: &Tensor) -> Tensor {
+    match cfg.activation {
+        MlpActivation::Silu => nn::silu(x),
+        MlpActivation::GeluTanh => nn::gelu(x, true),
+    }
 }
 
 fn dropout(x: &Tensor, rate: f64, rng: Option<&mut RngStream>) -> Tensor {

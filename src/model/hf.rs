@@ -1,12 +1,16 @@
-//! Hugging Face Llama-architecture directories: `config.json` + `model.safetensors` with HF
-//! tensor names, read and written. [`config`] reads `config.json` in the layouts of
-//! transformers 4 and 5 (refusing, by name, every key that would make the import compute
-//! something else) and writes both layouts at once.
+//! Hugging Face Llama-architecture directories (Llama, Mistral, Qwen2 layouts, and Gemma:
+//! the same tensor names, its norm weights kept as stored under `model.norm_offset` 1):
+//! `config.json` + `model.safetensors` (or shards named by `model.safetensors.index.json`)
+//! with HF tensor names, read and written. [`cache`] finds a model id in the local hub cache.
+//! [`config`] reads `config.json` in the layouts of transformers 4 and 5 (refusing, by name,
+//! every key that would make the import compute something else) and writes both layouts at
+//! once.
 //!
 //! vishwam stores matrices `[in, out]` (y = x W); HF `nn.Linear` weights are `[out, in]`, so
 //! every projection is transposed on the way. Both use the rotate-half RoPE convention on
 //! contiguous halves of the head dimension, so q/k need no permutation.
 
+pub mod cache;
 pub mod config;
 
 use crate::config::ModelConfig;
@@ -196,10 +200,55 @@ pub fn model_config(dir: &Path) -> Result<ModelConfig, HfError> {
     config::parse(&c, &path)
 }
 
-/// Reads the parameters of an HF Llama directory (every `*.safetensors` in it; f32, bf16 or
-/// f16) into vishwam names and layouts, as f32.
-pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), HfError> {
-    let cfg = model_config(dir)?;
+/// Tensor name -> shard file, as `model.safetensors.index.json` maps them.
+type ShardIndex = BTreeMap<String, String>;
+
+/// The index of a sharded checkpoint: tensor name -> shard file.
+pub const INDEX: &str = "model.safetensors.index.json";
+
+/// The safetensors files of `dir`, and the index's tensor -> file map when the checkpoint is
+/// sharded: with `model.safetensors.index.json`, exactly the shards it names (each must be
+/// there; other `*.safetensors`, such as a repository's `consolidated.safetensors` in another
+/// naming, are not read); without it, every `*.safetensors` in `dir`.
+fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<ShardIndex>), HfError> {
+    let index_path = dir.join(INDEX);
+    if index_path.is_file() {
+        let text = std::fs::read_to_string(&index_path).map_err(|source| HfError::Io {
+            path: index_path.clone(),
+            source,
+        })?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| invalid(&index_path, format!("not JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid(&index_path, "no `weight_map` object"))?;
+        let mut index = BTreeMap::new();
+        for (tensor, file) in map {
+            let file = file
+                .as_str()
+                .filter(|f| !f.contains('/') && f.ends_with(".safetensors"));
+            let file = file.ok_or_else(|| {
+                invalid(
+                    &index_path,
+                    format!(
+                        "`weight_map.{tensor}` is not the name of a .safetensors file beside it"
+                    ),
+                )
+            })?;
+            index.insert(tensor.clone(), file.to_string());
+        }
+        let mut files: Vec<PathBuf> = index.values().map(|f| dir.join(f)).collect();
+        files.sort();
+        files.dedup();
+        if let Some(gone) = files.iter().find(|f| !f.is_file()) {
+            return Err(invalid(
+                gone,
+                format!("{INDEX} names this shard, but it is missing (an interrupted download?)"),
+            ));
+        }
+        return Ok((files, Some(index)));
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| HfError::Io {
             path: dir.to_path_buf(),
@@ -210,8 +259,20 @@ pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), 
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(invalid(dir, "no *.safetensors files"));
+        return Err(invalid(
+            dir,
+            "no *.safetensors files (vishwam reads safetensors weights only, not pytorch_model.bin or GGUF)",
+        ));
     }
+    Ok((files, None))
+}
+
+/// Reads the parameters of an HF Llama directory (the shards its
+/// `model.safetensors.index.json` names, else every `*.safetensors` in it; f32, bf16 or f16)
+/// into vishwam names and layouts, as f32.
+pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), HfError> {
+    let cfg = model_config(dir)?;
+    let (files, index) = weight_files(dir)?;
     let mut theirs: BTreeMap<String, HostArray> = BTreeMap::new();
     for file in &files {
         let bytes = std::fs::read(file).map_err(|source| HfError::Io {
@@ -238,10 +299,26 @@ pub fn import(dir: &Path) -> Result<(ModelConfig, BTreeMap<String, HostArray>), 
                 shape: shape.clone(),
                 data: view.data().to_vec(),
             };
+            if let Some(index) = &index {
+                if index.get(&name).map(|f| dir.join(f)).as_ref() != Some(file) {
+                    return Err(invalid(
+                        file,
+                        format!("holds `{name}`, which {INDEX} places elsewhere"),
+                    ));
+                }
+            }
             theirs.insert(
                 name,
                 HostArray::from_slice(&shape, &a.to_f32()).expect("same count"),
             );
+        }
+    }
+    if let Some(index) = &index {
+        if let Some(lost) = index.keys().find(|name| !theirs.contains_key(*name)) {
+            return Err(invalid(
+                dir,
+                format!("{INDEX} places `{lost}` in {}, which lacks it", index[lost]),
+            ));
         }
     }
     let mut params = BTreeMap::new();

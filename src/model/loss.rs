@@ -213,8 +213,10 @@ fn forward(
     let (mut total, mut correct): (Option<Tensor>, Option<Tensor>) = (None, None);
     let mut dh = Vec::new();
     let mut dw: Option<Tensor> = None;
+    let (mut h, mut targets, mut mask) = (h, targets.clone(), mask.clone());
     for i in 0..h.shape()[0] / c {
-        let hc = after_previous_chunk(&h.slice_axis(0, i * c, (i + 1) * c), dh.last());
+        sequence_chunks(g, &mut [&mut h, &mut targets, &mut mask], &mut dw);
+        let hc = h.slice_axis(0, i * c, (i + 1) * c);
         let logits = matmul_f32(&hc, &w);
         let chunk_targets = targets.slice_axis(0, i * c, (i + 1) * c);
         let onehot = chunk_targets.one_hot(v, DType::F32);
@@ -239,22 +241,6 @@ fn forward(
         dw.expect("at least one chunk"),
         correct.expect("at least one chunk"),
     ]
-}
-
-/// `chunk` (a slice of the head's input), made to wait for `previous` (the previous chunk's
-/// gradient) through an optimization barrier: the chunks of a chunked head then run one after
-/// another, so that one chunk's f32 logits are dead before the next chunk's are made, whatever
-/// order XLA's scheduler would pick. Without it the scheduler may compute every chunk's logits
-/// first (measured on an H100 at 124M: 1 GiB more peak memory once the step also counted
-/// correct tokens).
-pub(super) fn after_previous_chunk(chunk: &Tensor, previous: Option<&Tensor>) -> Tensor {
-    match previous {
-        Some(p) => chunk
-            .graph()
-            .optimization_barrier(&[chunk.clone(), p.clone()])[0]
-            .clone(),
-        None => chunk.clone(),
-    }
 }
 
 /// `sum(mask)` over the rows whose target logit `picked` equals the row maximum `max` (both
@@ -291,6 +277,27 @@ pub(super) fn concat_rows(parts: &[Tensor]) -> Tensor {
         Some((first, rest)) if !rest.is_empty() => first.concat(rest, 0),
         Some((first, _)) => first.clone(),
         None => unreachable!("at least one chunk"),
+    }
+}
+
+/// Makes the next chunk wait for the previous one: `inputs` (the rows the chunks slice: hidden
+/// states, targets, mask) pass through an optimization barrier together with the running head
+/// gradient `dw`, so no chunk's `[c, V]` logits or one-hot targets can be computed before the
+/// previous chunk's gradient is. Without it XLA's
+/// CPU scheduler started every chunk's head matmul at once and kept all their logits alive:
+/// at a 256K vocabulary the compiled temporaries of the train step grew by 2 GiB per 1024
+/// tokens (the distillation step's by 4 GiB), the memory of unchunked logits. An identity:
+/// the values are unchanged.
+pub(super) fn sequence_chunks(g: &Graph, inputs: &mut [&mut Tensor], dw: &mut Option<Tensor>) {
+    let Some(acc) = dw.as_ref() else {
+        return;
+    };
+    let mut values: Vec<Tensor> = inputs.iter().map(|t| (**t).clone()).collect();
+    values.push(acc.clone());
+    let mut out = g.optimization_barrier(&values);
+    *dw = out.pop();
+    for (slot, value) in inputs.iter_mut().zip(out) {
+        **slot = value;
     }
 }
 

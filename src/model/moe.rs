@@ -192,12 +192,15 @@ pub fn moe_ffn(
         buf.dot_general(&p.w_up.cast(c), per_expert.clone()),
         &hidden_axes,
     );
-    let out = (nn::silu(&gate) * up).dot_general(&p.w_down.cast(c), per_expert); // [E,B,C,H]
+    let out = (super::forward::gate_activation(cfg, &gate) * up)
+        .dot_general(&p.w_down.cast(c), per_expert); // [E,B,C,H]
     let out = constrain(out, &[L::Expert, L::Batch, L::Length, L::Embed]).transpose(&[1, 0, 2, 3]);
     let out = constrain(out, &[L::Batch, L::Expert, L::Length, L::Embed]).reshape(&[b, e * cap, h]);
     let mut y = combine(&out, &routing, k);
     if let Some([wg, wu, wd]) = &p.shared {
-        let shared = (nn::silu(&x.matmul(&wg.cast(c))) * x.matmul(&wu.cast(c))).matmul(&wd.cast(c));
+        let shared = (super::forward::gate_activation(cfg, &x.matmul(&wg.cast(c)))
+            * x.matmul(&wu.cast(c)))
+        .matmul(&wd.cast(c));
         y = y + shared;
     }
     let pairs = (b * t * k as i64) as f64;

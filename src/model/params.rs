@@ -76,6 +76,12 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     );
     let std = cfg.init_std;
     let out_std = std / (2.0 * cfg.num_layers as f64).sqrt();
+    // Gains start so that each norm starts as a plain normalisation: 1, or 0 under `1 + gain`.
+    let norm = if cfg.norm_offset == 0.0 {
+        Init::Ones
+    } else {
+        Init::Zeros
+    };
     let mut specs = vec![
         ParamSpec::new(
             "embed.tokens".into(),
@@ -83,7 +89,7 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
             &[L::Vocab, L::Embed],
             Init::Normal(std),
         ),
-        ParamSpec::new("final_norm.scale".into(), &[h], &[L::Embed], Init::Ones),
+        ParamSpec::new("final_norm.scale".into(), &[h], &[L::Embed], norm),
     ];
     if !cfg.tie_embeddings {
         specs.push(ParamSpec::new(
@@ -96,7 +102,7 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     for i in 0..cfg.num_layers {
         let p = |s: &str| format!("layers.{i}.{s}");
         specs.extend([
-            ParamSpec::new(p("attn_norm.scale"), &[h], &[L::Embed], Init::Ones),
+            ParamSpec::new(p("attn_norm.scale"), &[h], &[L::Embed], norm),
             ParamSpec::new(
                 p("attn.wq"),
                 &[h, nh * d],
@@ -121,7 +127,7 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
                 &[L::Heads, L::Embed],
                 Init::Normal(out_std),
             ),
-            ParamSpec::new(p("mlp_norm.scale"), &[h], &[L::Embed], Init::Ones),
+            ParamSpec::new(p("mlp_norm.scale"), &[h], &[L::Embed], norm),
         ]);
         if cfg.is_moe_layer(i) {
             specs.extend(super::moe::param_specs(cfg, i));

@@ -12,6 +12,7 @@ mod compare;
 mod distill;
 mod error;
 mod kernels;
+mod layers;
 mod model;
 mod moe;
 mod muon;

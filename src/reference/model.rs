@@ -3,11 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::attention::causal_attention;
 use super::error::{ReferenceError, Result};
 use super::kernels::softmax_cross_entropy;
+use super::layers::{gated_mlp, rms_norm, scale_embeddings};
 use super::moe::moe_ffn;
 use super::params::{
     check_names, host_to_tensor, parameter_specs, random_parameters, tensor_to_host, ParameterSpec,
@@ -124,12 +125,6 @@ fn check_config(config: &ModelConfig) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// `x * rsqrt(mean(x², last axis) + eps) * scale`.
-fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    let inv_rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(scale)?)
 }
 
 impl ReferenceModel {
@@ -317,17 +312,18 @@ impl ReferenceModel {
         let (nh, kv, d) = (c.num_heads, c.kv_heads(), c.head_dim());
         let dtype = self.dtype.candle();
         let rope = RopeTables::new(c, t, dtype)?;
-        let mut h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
+        let h = self.param("embed.tokens").index_select(ids, 0)?; // [N, H]
+        let mut h = scale_embeddings(c, h)?;
         let (mut aux, mut loads, mut layers) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..c.num_layers {
             let p = |s: &str| self.param(&format!("layers.{i}.{s}"));
-            let x = rms_norm(&h, p("attn_norm.scale"), c.norm_eps)?;
+            let x = rms_norm(c, &h, p("attn_norm.scale"))?;
             let q = rope.apply(&x.matmul(p("attn.wq"))?.reshape((b, t, nh, d))?)?;
             let k = rope.apply(&x.matmul(p("attn.wk"))?.reshape((b, t, kv, d))?)?;
             let v = x.matmul(p("attn.wv"))?.reshape((b, t, kv, d))?;
             let o = causal_attention(&q, &k, &v)?; // [N, NH*D]
             h = (h + o.matmul(p("attn.wo"))?)?;
-            let x = rms_norm(&h, p("mlp_norm.scale"), c.norm_eps)?;
+            let x = rms_norm(c, &h, p("mlp_norm.scale"))?;
             if c.is_moe_layer(i) {
                 let out = moe_ffn(c, &x, t, p)?;
                 h = (h + out.y)?;
@@ -336,12 +332,11 @@ impl ReferenceModel {
                 layers.push(h.clone());
                 continue;
             }
-            let gate = x.matmul(p("mlp.w_gate"))?.silu()?;
-            let up = x.matmul(p("mlp.w_up"))?;
-            h = (h + (gate * up)?.matmul(p("mlp.w_down"))?)?;
+            let y = gated_mlp(c, &x, p("mlp.w_gate"), p("mlp.w_up"), p("mlp.w_down"))?;
+            h = (h + y)?;
             layers.push(h.clone());
         }
-        let h = rms_norm(&h, self.param("final_norm.scale"), c.norm_eps)?;
+        let h = rms_norm(c, &h, self.param("final_norm.scale"))?;
         let logits = if c.tie_embeddings {
             h.matmul(&self.param("embed.tokens").t()?)?
         } else {

@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::error::Result;
+use super::layers::gated_mlp;
 use crate::config::ModelConfig;
 
 /// One MoE block's output `[N, H]`, its load-balancing loss (a scalar tensor) and the
@@ -67,12 +68,6 @@ fn host_routing(
     r
 }
 
-/// `x @ w_gate` -> silu -> `* (x @ w_up)` -> `@ w_down`.
-fn swiglu(x: &Tensor, w_gate: &Tensor, w_up: &Tensor, w_down: &Tensor) -> Result<Tensor> {
-    let gated = (x.matmul(w_gate)?.silu()? * x.matmul(w_up)?)?;
-    Ok(gated.matmul(w_down)?)
-}
-
 /// The MoE FFN of `x: [N, H]` (`N = B * seq_len`, sequences contiguous). `p` returns the
 /// block's tensors by their name after `layers.{i}.`.
 pub(crate) fn moe_ffn<'a>(
@@ -111,7 +106,8 @@ pub(crate) fn moe_ffn<'a>(
         let rows: Vec<u32> = pairs.iter().map(|&j| j / k as u32).collect();
         let rows = Tensor::from_vec(rows, pairs.len(), &Device::Cpu)?;
         let pair_ids = Tensor::from_vec(pairs.clone(), pairs.len(), &Device::Cpu)?;
-        let out = swiglu(
+        let out = gated_mlp(
+            config,
             &x.index_select(&rows, 0)?,
             &w_gate.get(expert)?,
             &w_up.get(expert)?,
@@ -121,7 +117,8 @@ pub(crate) fn moe_ffn<'a>(
         y = y.index_add(&rows, &out.broadcast_mul(&w)?, 0)?;
     }
     if config.num_shared_experts > 0 {
-        let shared = swiglu(
+        let shared = gated_mlp(
+            config,
             x,
             p("moe.shared.w_gate"),
             p("moe.shared.w_up"),

@@ -47,6 +47,12 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<ParameterSpec> {
     );
     let std = config.init_std;
     let residual_std = std / (2.0 * config.num_layers as f64).sqrt();
+    // Norm gains start as a plain normalisation: 1, or 0 under `1 + gain` (norm_offset 1).
+    let norm = if config.norm_offset == 0.0 {
+        Init::Ones
+    } else {
+        Init::Zeros
+    };
     let mut specs = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init| {
         let decay = shape.len() >= 2 && name != "embed.tokens";
@@ -60,13 +66,13 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<ParameterSpec> {
     push("embed.tokens".into(), vec![v, h], Init::Normal { std });
     for i in 0..config.num_layers {
         let p = |s: &str| format!("layers.{i}.{s}");
-        push(p("attn_norm.scale"), vec![h], Init::Ones);
+        push(p("attn_norm.scale"), vec![h], norm);
         push(p("attn.wq"), vec![h, q_width], Init::Normal { std });
         push(p("attn.wk"), vec![h, kv_width], Init::Normal { std });
         push(p("attn.wv"), vec![h, kv_width], Init::Normal { std });
         let residual = Init::Normal { std: residual_std };
         push(p("attn.wo"), vec![q_width, h], residual);
-        push(p("mlp_norm.scale"), vec![h], Init::Ones);
+        push(p("mlp_norm.scale"), vec![h], norm);
         if config.is_moe_layer(i) {
             let (e, fe, s) = (
                 config.num_experts,
@@ -95,7 +101,7 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<ParameterSpec> {
         push(p("mlp.w_up"), vec![h, f], Init::Normal { std });
         push(p("mlp.w_down"), vec![f, h], residual);
     }
-    push("final_norm.scale".into(), vec![h], Init::Ones);
+    push("final_norm.scale".into(), vec![h], norm);
     if !config.tie_embeddings {
         push("lm_head".into(), vec![h, v], Init::Normal { std });
     }

@@ -60,14 +60,16 @@ fn init_error(path: &Path, detail: impl Into<String>) -> TrainError {
 
 impl InitWeights {
     /// Reads the weights at `path` ([`weights::read`]): a checkpoint directory
-    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), or an HF Llama
-    /// directory (config.json + *.safetensors).
+    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), an HF Llama
+    /// directory (config.json + *.safetensors), or a model id or short name in the local
+    /// Hugging Face cache.
     pub fn load(path: &Path) -> Result<InitWeights, TrainError> {
         let stored = weights::read(path).map_err(|e| match e {
-            WeightsError::Missing | WeightsError::NotADirectory => init_error(path, "no such directory; name a vishwam run directory, a checkpoint directory (step_NNNNNNNN) or a Hugging Face Llama directory"),
+            WeightsError::Missing | WeightsError::NotADirectory => init_error(path, "no such directory; name a vishwam run directory, a checkpoint directory (step_NNNNNNNN), a Hugging Face Llama directory or a model id in the local Hugging Face cache (google/gemma-7b)"),
             WeightsError::NoWeights => init_error(path, "holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories directly or under checkpoints/) nor a Hugging Face Llama model (config.json and *.safetensors)"),
             WeightsError::Checkpoint(e) => *e,
             WeightsError::Hf(e) => TrainError::Hf(*e),
+            WeightsError::Cache(e) => init_error(path, e.to_string()),
             WeightsError::Config { dir, detail } => init_error(&dir, detail),
         })?;
         let (params, extra) = weights::model_params(&stored.model, stored.params)

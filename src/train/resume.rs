@@ -233,6 +233,16 @@ fn compared_section(config: &serde_json::Value, section: &str) -> Option<serde_j
     Some(value)
 }
 
+/// `config` as this version reads it, merged over the defaults: keys added since a checkpoint
+/// was written (such as model.activation) take their defaults, which is what its run computed.
+/// A config that no longer loads is compared as written.
+fn as_loaded(config: &serde_json::Value) -> serde_json::Value {
+    crate::config::Config::from_json_str(&config.to_string())
+        .ok()
+        .and_then(|c| serde_json::from_str(&c.to_json_pretty()).ok())
+        .unwrap_or_else(|| config.clone())
+}
+
 /// A resumed run must train the same model the same way; logging and runtime may change, and
 /// so may where the data lives (see [`DATA_LOCATION_KEYS`]).
 pub(super) fn check_compatible(
@@ -242,8 +252,9 @@ pub(super) fn check_compatible(
 ) -> Result<(), TrainError> {
     let current: serde_json::Value =
         serde_json::from_str(current).unwrap_or(serde_json::Value::Null);
+    let (saved, current) = (&as_loaded(saved), &as_loaded(&current));
     for section in ["model", "data", "sequence", "distillation"] {
-        if compared_section(saved, section) != compared_section(&current, section) {
+        if compared_section(saved, section) != compared_section(current, section) {
             return Err(TrainError::Checkpoint {
                 path: dir.display().to_string(),
                 detail: format!(
@@ -412,5 +423,11 @@ mod tests {
         });
         let err = check_compatible(&saved, &changed.to_string(), dir).unwrap_err();
         assert!(err.to_string().contains("`data` section"), "{err}");
+        // A key written out at its default equals the key left out (an older checkpoint).
+        let explicit = json!({
+            "model": {"hidden_dim": 32, "activation": "silu", "norm_offset": 0.0},
+            "data": {"source": "/old/corpus", "val_fraction": 0.05, "num_workers": 2},
+        });
+        check_compatible(&saved, &explicit.to_string(), dir).unwrap();
     }
 }

@@ -78,6 +78,8 @@ pub enum WeightsError {
     Checkpoint(Box<TrainError>),
     /// A Hugging Face directory that does not import.
     Hf(Box<hf::HfError>),
+    /// A model name not found in the local Hugging Face cache (or found broken there).
+    Cache(Box<hf::cache::CacheError>),
     /// A checkpoint whose manifest config does not load.
     Config {
         /// The checkpoint directory.
@@ -105,8 +107,14 @@ fn is_hf_directory(dir: &Path) -> bool {
 }
 
 /// Reads the weights at `path`: a checkpoint directory (`.../checkpoints/step_N`), a run
-/// directory (its newest checkpoint), or an HF Llama directory (config.json + *.safetensors).
+/// directory (its newest checkpoint), an HF Llama directory (config.json + *.safetensors), or,
+/// when no such path exists, a model id or short name in the local Hugging Face cache
+/// ([`hf::cache::local_dir`]).
 pub fn read(path: &Path) -> Result<StoredWeights, WeightsError> {
+    let local = hf::cache::local_dir(path).map_err(|e| WeightsError::Cache(Box::new(e)))?;
+    if local != path {
+        return read_hf(&local);
+    }
     if !path.exists() {
         return Err(WeightsError::Missing);
     }
@@ -140,17 +148,22 @@ pub fn read(path: &Path) -> Result<StoredWeights, WeightsError> {
         });
     }
     if is_hf_directory(path) {
-        let (model, params) = hf::import(path).map_err(|e| WeightsError::Hf(Box::new(e)))?;
-        return Ok(StoredWeights {
-            source: WeightsSource::HuggingFace {
-                dir: path.to_path_buf(),
-            },
-            model,
-            params,
-            tokenizer: Some(path.join("tokenizer.json")).filter(|p| p.is_file()),
-        });
+        return read_hf(path);
     }
     Err(WeightsError::NoWeights)
+}
+
+/// Reads the HF directory `dir` (a snapshot of the hub cache included).
+fn read_hf(dir: &Path) -> Result<StoredWeights, WeightsError> {
+    let (model, params) = hf::import(dir).map_err(|e| WeightsError::Hf(Box::new(e)))?;
+    Ok(StoredWeights {
+        source: WeightsSource::HuggingFace {
+            dir: dir.to_path_buf(),
+        },
+        model,
+        params,
+        tokenizer: Some(dir.join("tokenizer.json")).filter(|p| p.is_file()),
+    })
 }
 
 /// Splits `params` into every parameter of `model` (each must be there as f32 with its

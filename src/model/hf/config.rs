@@ -19,7 +19,7 @@
 //! `torch_dtype` is deprecated, which is harmless.
 
 use super::HfError;
-use crate::config::{ModelConfig, RopeScaling, RopeScalingType};
+use crate::config::{MlpActivation, ModelConfig, RopeScalingType};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -27,6 +27,7 @@ use std::path::Path;
 const MODEL_TYPES: &[(&str, &str)] = &[
     ("llama", "LlamaForCausalLM"),
     ("mistral", "MistralForCausalLM"),
+    ("gemma", "GemmaForCausalLM"),
 ];
 
 /// Keys that do not change the model's computation, and why each is ignored.
@@ -136,157 +137,12 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// The rope settings of one rope object (`rope_scaling` or `rope_parameters`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Rope {
-    theta: Option<f64>,
-    scaling: Option<RopeScaling>,
-}
+#[path = "config_rope.rs"]
+mod rope_keys;
+use rope_keys::rope;
 
-/// Reads a rope object: `rope_type` (or the legacy `type`), `factor`, and `rope_theta`.
-fn read_rope(key: &str, value: &Value, path: &Path) -> Result<Rope, HfError> {
-    let Value::Object(map) = value else {
-        return Err(invalid(
-            path,
-            format!("`{key}` = {value}: expected an object or null"),
-        ));
-    };
-    for name in map.keys() {
-        if !matches!(
-            name.as_str(),
-            "rope_type" | "type" | "factor" | "rope_theta"
-        ) {
-            return Err(unsupported(
-                path,
-                &format!("{key}.{name}"),
-                &map[name],
-                "vishwam implements the rope types `default` and `linear`, which take only \
-                 `rope_type`, `factor` and `rope_theta`",
-            ));
-        }
-    }
-    let kind = |k: &str| map.get(k).filter(|v| !v.is_null());
-    let default = Value::String("default".into());
-    let (type_key, rope_type) = match (kind("rope_type"), kind("type")) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(invalid(
-                path,
-                format!("`{key}.rope_type` = {a} and `{key}.type` = {b} disagree"),
-            ))
-        }
-        (Some(v), _) => ("rope_type", v),
-        (None, Some(v)) => ("type", v),
-        (None, None) => ("rope_type", &default),
-    };
-    let theta = match map.get("rope_theta") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_f64().filter(|&t| t > 0.0).ok_or_else(|| {
-            invalid(
-                path,
-                format!("`{key}.rope_theta` = {v}: expected a positive number"),
-            )
-        })?),
-    };
-    let factor = map.get("factor").filter(|v| !v.is_null());
-    let scaling = match rope_type.as_str() {
-        Some("default") => {
-            if let Some(f) = factor {
-                return Err(unsupported(
-                    path,
-                    &format!("{key}.factor"),
-                    f,
-                    "rope_type `default` takes no factor",
-                ));
-            }
-            None
-        }
-        Some("linear") => {
-            let f = factor.ok_or_else(|| {
-                invalid(
-                    path,
-                    format!("`{key}` has rope_type `linear` but no `factor`"),
-                )
-            })?;
-            let factor = f.as_f64().filter(|&x| x >= 1.0).ok_or_else(|| {
-                unsupported(
-                    path,
-                    &format!("{key}.factor"),
-                    f,
-                    "a linear rope factor is a number >= 1",
-                )
-            })?;
-            Some(RopeScaling {
-                kind: RopeScalingType::Linear,
-                factor,
-            })
-        }
-        _ => {
-            return Err(unsupported(
-                path,
-                &format!("{key}.{type_key}"),
-                rope_type,
-                "vishwam implements the rope types `default` and `linear` (transformers' \
-                 `dynamic`, `yarn`, `longrope` and `llama3` compute other frequencies)",
-            ))
-        }
-    };
-    Ok(Rope { theta, scaling })
-}
-
-/// The rope theta and scaling of a config, from either layout (or both, which must agree).
-fn rope(keys: &mut Keys<'_>) -> Result<(f64, Option<RopeScaling>), HfError> {
-    let path = keys.path;
-    let top_theta = keys.number("rope_theta")?;
-    if let Some(t) = top_theta.filter(|&t| t <= 0.0) {
-        return Err(invalid(
-            path,
-            format!("`rope_theta` = {t}: expected a positive number"),
-        ));
-    }
-    let v4 = keys
-        .get("rope_scaling")
-        .map(|v| read_rope("rope_scaling", v, path))
-        .transpose()?;
-    let v5 = keys
-        .get("rope_parameters")
-        .map(|v| read_rope("rope_parameters", v, path))
-        .transpose()?;
-    let thetas = [
-        ("rope_theta", top_theta),
-        ("rope_scaling.rope_theta", v4.and_then(|r| r.theta)),
-        ("rope_parameters.rope_theta", v5.and_then(|r| r.theta)),
-    ];
-    let mut theta: Option<(&str, f64)> = None;
-    for (key, value) in thetas {
-        match (theta, value) {
-            (Some((first, a)), Some(b)) if a != b => {
-                return Err(invalid(
-                    path,
-                    format!("`{first}` = {a} and `{key}` = {b} disagree; which one the model was trained with is unknown"),
-                ))
-            }
-            (None, Some(b)) => theta = Some((key, b)),
-            _ => {}
-        }
-    }
-    let scaling = match (v4, v5) {
-        (Some(a), Some(b)) if a.scaling != b.scaling => {
-            return Err(invalid(
-                path,
-                format!(
-                    "`rope_scaling` ({:?}) and `rope_parameters` ({:?}) describe different rope scalings",
-                    a.scaling, b.scaling
-                ),
-            ))
-        }
-        (Some(r), _) | (None, Some(r)) => r.scaling,
-        (None, None) => None,
-    };
-    // transformers' default theta when neither layout gives one.
-    Ok((theta.map_or(10000.0, |(_, t)| t), scaling))
-}
-
-/// The model described by a Llama-architecture `config.json` value (read from `path`).
+/// The model described by a Llama- or Gemma-architecture `config.json` value (read from
+/// `path`).
 pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     let Value::Object(map) = c else {
         return Err(invalid(path, "config.json is not a JSON object"));
@@ -307,7 +163,7 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             path,
             "model_type",
             model_type,
-            "vishwam reads Llama-architecture models (model_type \"llama\" or \"mistral\")",
+            "vishwam reads model_type \"llama\", \"mistral\" and \"gemma\" (Gemma 2, with its soft-capping and sliding-window layers, is not implemented)",
         ));
     };
     keys.only(
@@ -318,11 +174,30 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             model_type
         ),
     )?;
-    keys.only(
-        "hidden_act",
-        |v| matches!(v.as_str(), Some("silu" | "swish")),
-        "vishwam's MLP is SwiGLU with silu",
-    )?;
+    let gemma = model_type.as_str() == Some("gemma");
+    if gemma {
+        // Gemma is trained with the tanh GELU. The Gemma 1.0 repositories' config.json says
+        // `hidden_act: "gelu"` and no `hidden_activation`; transformers 4.39 to 4.47 applied
+        // the tanh GELU for them anyway (GemmaMLP: "`config.hidden_act` is ignored"), later
+        // releases read `hidden_act` and apply the exact GELU. vishwam computes the model as
+        // trained: the tanh GELU, and it writes both keys as `gelu_pytorch_tanh`.
+        keys.only(
+            "hidden_act",
+            |v| matches!(v.as_str(), Some("gelu" | "gelu_pytorch_tanh")),
+            "a Gemma's hidden_act is \"gelu\" (the 1.0 configs) or \"gelu_pytorch_tanh\"",
+        )?;
+        keys.only(
+            "hidden_activation",
+            |v| v.as_str() == Some("gelu_pytorch_tanh"),
+            "vishwam's Gemma MLP is GeGLU with the tanh-approximated GELU (gelu_pytorch_tanh)",
+        )?;
+    } else {
+        keys.only(
+            "hidden_act",
+            |v| matches!(v.as_str(), Some("silu" | "swish")),
+            "vishwam's Llama MLP is SwiGLU with silu",
+        )?;
+    }
     keys.only(
         "attention_bias",
         |v| *v == json!(false),
@@ -372,10 +247,14 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
     let hidden = keys.required_size("hidden_size")?;
     let heads = keys.required_size("num_attention_heads")?;
     let kv_heads = keys.size("num_key_value_heads")?.unwrap_or(heads);
-    let head_dim = keys.size("head_dim")?.unwrap_or(hidden / heads);
+    // GemmaConfig's head_dim defaults to 256, LlamaConfig's to hidden / heads.
+    let head_dim = keys
+        .size("head_dim")?
+        .unwrap_or(if gemma { 256 } else { hidden / heads });
     let (rope_theta, rope_scaling) = rope(&mut keys)?;
     let tie = match keys.get("tie_word_embeddings") {
-        None => false,
+        // GemmaConfig ties by default, LlamaConfig does not.
+        None => gemma,
         Some(v) => v.as_bool().ok_or_else(|| {
             invalid(
                 path,
@@ -397,6 +276,18 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
         tie_embeddings: tie,
         norm_eps: keys.number("rms_norm_eps")?.unwrap_or(1e-6),
         ..ModelConfig::default()
+    };
+    // Gemma: GeGLU, RMSNorm by 1 + the stored weight (kept as stored), embeddings times
+    // sqrt(hidden_size).
+    let model = if gemma {
+        ModelConfig {
+            activation: MlpActivation::GeluTanh,
+            norm_offset: 1.0,
+            scale_embeddings: true,
+            ..model
+        }
+    } else {
+        model
     };
     for key in map.keys() {
         let known = keys.seen.contains(&key.as_str()) || IGNORED.iter().any(|(k, _)| k == key);
@@ -431,9 +322,10 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
             }
         }
     }
+    let (model_type, architecture) = architecture_of(cfg)?;
     let mut c = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [architecture],
+        "model_type": model_type,
         "hidden_size": cfg.hidden_dim,
         "intermediate_size": cfg.mlp_dim(),
         "num_attention_heads": cfg.num_heads,
@@ -447,7 +339,7 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
         "rope_scaling": rope_scaling,
         "rope_parameters": rope_parameters,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "hidden_act": "silu",
+        "hidden_act": if model_type == "gemma" { "gelu_pytorch_tanh" } else { "silu" },
         "attention_bias": false,
         "attention_dropout": 0.0,
         "mlp_bias": false,
@@ -455,12 +347,33 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
         "torch_dtype": "float32",
         "dtype": "float32",
     });
+    if model_type == "gemma" {
+        c["hidden_activation"] = json!("gelu_pytorch_tanh");
+        for key in ["mlp_bias", "pretraining_tp"] {
+            c.as_object_mut().expect("an object").remove(key);
+        }
+    }
     if let Some((pad, bos, eos)) = special {
         c["pad_token_id"] = json!(pad);
         c["bos_token_id"] = json!(bos);
         c["eos_token_id"] = json!(eos);
     }
     Ok(c)
+}
+
+/// The transformers `model_type` and architecture that compute what `cfg` computes: Llama
+/// (SwiGLU, RMSNorm by the gain, unscaled embeddings) or Gemma (GeGLU with the tanh GELU,
+/// RMSNorm by 1 + gain, embeddings times sqrt(hidden)); other combinations have none.
+fn architecture_of(cfg: &ModelConfig) -> Result<(&'static str, &'static str), String> {
+    let switches = (cfg.activation, cfg.norm_offset, cfg.scale_embeddings);
+    match switches {
+        (MlpActivation::Silu, 0.0, false) => Ok(("llama", "LlamaForCausalLM")),
+        (MlpActivation::GeluTanh, 1.0, true) => Ok(("gemma", "GemmaForCausalLM")),
+        _ => Err(format!(
+            "model.activation = {}, model.norm_offset = {}, model.scale_embeddings = {} match no transformers architecture: Llama is silu, 0, false and Gemma gelu_tanh, 1, true",
+            cfg.activation, cfg.norm_offset, cfg.scale_embeddings
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Tests of reading and writing `config.json` in both transformers layouts.
 
 use super::*;
+use crate::config::RopeScaling;
 
 const V4: &str = include_str!("../../../tests/fixtures/hf_v4/config.json");
 const V5: &str = include_str!("../../../tests/fixtures/hf_v5/config.json");
@@ -128,4 +129,35 @@ fn unknown_and_unsupported_keys_are_named() {
         let err = parse_value(&c).unwrap_err();
         assert!(err.contains(expected), "{key}: {err}");
     }
+}
+
+#[test]
+fn gemma_configs_read_with_gemma_defaults_and_switches() {
+    let mut c = json!({
+        "architectures": ["GemmaForCausalLM"], "model_type": "gemma", "hidden_act": "gelu",
+        "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "num_hidden_layers": 2, "vocab_size": 100,
+        "max_position_embeddings": 64
+    });
+    let m = parse_value(&c).unwrap();
+    // GemmaConfig's defaults: head_dim 256, tied head; the tanh GELU whatever hidden_act says.
+    assert_eq!((m.head_dim(), m.tie_embeddings), (256, true));
+    assert_eq!(m.activation, MlpActivation::GeluTanh);
+    assert_eq!((m.norm_offset, m.scale_embeddings), (1.0, true));
+    let written = write(&m, None).unwrap();
+    assert_eq!(written["model_type"], "gemma");
+    assert_eq!(parse_value(&written).unwrap(), m);
+    c["hidden_activation"] = json!("gelu");
+    let err = parse_value(&c).unwrap_err();
+    assert!(err.contains("`hidden_activation` = \"gelu\""), "{err}");
+    c["model_type"] = json!("gemma2");
+    let err = parse_value(&c).unwrap_err();
+    assert!(err.contains("Gemma 2"), "{err}");
+    // A Llama with only some Gemma switches has no transformers form.
+    let mixed = ModelConfig {
+        scale_embeddings: true,
+        ..ModelConfig::default()
+    };
+    let err = write(&mixed, None).unwrap_err();
+    assert!(err.contains("match no transformers architecture"), "{err}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DistillError {
     /// `vishwam distill` without `distillation.teacher_model`.
-    #[error("distillation.teacher_model is not set; name the teacher: a vishwam run or checkpoint directory (from `vishwam train`), or a Hugging Face Llama directory with config.json and *.safetensors")]
+    #[error("distillation.teacher_model is not set; name the teacher: a vishwam run or checkpoint directory (from `vishwam train`), a Hugging Face Llama directory with config.json and *.safetensors, or a model id in the local Hugging Face cache (google/gemma-7b)")]
     NoTeacher,
     /// The teacher path names nothing usable.
     #[error("teacher {path}: {detail}")]

@@ -74,19 +74,24 @@ fn invalid(path: &Path, detail: impl Into<String>) -> DistillError {
 
 impl Teacher {
     /// Reads the teacher at `path` ([`weights::read`]): a checkpoint directory
-    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), or an HF Llama
-    /// directory (config.json + *.safetensors).
+    /// (`.../checkpoints/step_N`), a run directory (its newest checkpoint), an HF Llama
+    /// directory (config.json + *.safetensors), or a model id or short name in the local
+    /// Hugging Face cache.
     pub fn load(path: &Path) -> Result<Teacher, DistillError> {
         let not_found = |detail: &str| DistillError::TeacherNotFound {
             path: path.to_path_buf(),
             detail: detail.to_string(),
         };
         let stored = weights::read(path).map_err(|e| match e {
-            WeightsError::Missing => not_found("no such directory; train a teacher with `vishwam train` and name its logging.output_dir, or name a Hugging Face Llama directory"),
+            WeightsError::Missing => not_found("no such directory; train a teacher with `vishwam train` and name its logging.output_dir, or name a Hugging Face Llama directory or a model id in the local Hugging Face cache (google/gemma-7b)"),
             WeightsError::NotADirectory => not_found("not a directory"),
             WeightsError::NoWeights => not_found("holds neither a vishwam checkpoint (manifest.json, or step_NNNNNNNN directories directly or under checkpoints/) nor a Hugging Face model (config.json and *.safetensors)"),
             WeightsError::Checkpoint(e) => invalid(path, e.to_string()),
             WeightsError::Hf(e) => invalid(path, e.to_string()),
+            WeightsError::Cache(e) => DistillError::TeacherNotFound {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            },
             WeightsError::Config { dir, detail } => invalid(&dir, detail),
         })?;
         Teacher::new(
