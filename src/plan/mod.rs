@@ -8,6 +8,7 @@
 
 pub mod auto_batch;
 pub mod budget;
+mod explain;
 pub mod ladder;
 pub mod planner;
 pub mod probe;

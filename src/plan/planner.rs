@@ -11,8 +11,8 @@ use crate::config::{Config, DeviceStrategy, Platform};
 use crate::train::auto_precision::{auto_precision, AutoPrecision, DeviceClass};
 use std::collections::HashMap;
 
-use super::ladder::{learning_rate, tier, LADDER};
-use super::report::{Plan, PlanRow};
+use super::ladder::{learning_rate, LADDER};
+use super::report::Plan;
 
 /// Training tokens per parameter the plan aims for (Chinchilla: about 20 tokens per
 /// parameter is compute-optimal, Hoffmann et al. 2022).
@@ -27,7 +27,7 @@ pub const OVERHEAD_FRACTION: f64 = 0.15;
 /// loss 6.99, worse than the default CPU run's 6.25 after a fifth of an epoch.
 pub const MAX_EPOCHS: f64 = 4.0;
 /// Optimizer steps the global batch leaves at least (within its 8..256 sequence bounds).
-const MIN_STEPS: f64 = 300.0;
+pub(super) const MIN_STEPS: f64 = 300.0;
 /// The shape the measured step time is first calibrated on (4 x 256, the default CPU model).
 const CALIBRATION_SHAPE: usize = 2;
 /// Tokens per device in the calibration's micro-batch on the CPU.
@@ -58,12 +58,15 @@ pub struct PlanRequest {
 
 /// How a candidate's step fits in memory.
 #[derive(Debug, Clone, PartialEq)]
-struct MemorySetup {
-    remat: bool,
-    strategy: DeviceStrategy,
-    blocked_attention: bool,
+pub(super) struct MemorySetup {
+    /// Gradient checkpointing on.
+    pub(super) remat: bool,
+    /// Data parallel or FSDP.
+    pub(super) strategy: DeviceStrategy,
+    /// Blocked attention on.
+    pub(super) blocked_attention: bool,
     /// Largest micro-batch per shard that fits (up to the cap asked).
-    micro: usize,
+    pub(super) micro: usize,
     bytes: i64,
 }
 
@@ -149,7 +152,7 @@ impl Search<'_> {
 }
 
 /// Parameters of `cfg`'s model (all trained ones).
-fn params(cfg: &Config) -> f64 {
+pub(super) fn params(cfg: &Config) -> f64 {
     crate::model::param_counts(&cfg.model).0 as f64
 }
 
@@ -456,183 +459,23 @@ fn finish(
     cfg.validate()
         .map_err(|e| PlanError::Invalid(format!("the planned config: {e}")))?;
 
-    let n = params(&cfg);
-    let chinchilla = TOKENS_PER_PARAM * n;
-    let mut rows = Vec::new();
-    let mut row = |item: &str, value: String, reason: String| {
-        rows.push(PlanRow {
-            item: item.into(),
-            value,
-            reason,
-        })
-    };
-    row(
-        "tier",
-        tier(request.target_hours).into(),
-        format!(
-            "{} h budget; {:.0}% kept for start-up, evaluation and the checkpoint{}",
-            request.target_hours,
-            OVERHEAD_FRACTION * 100.0,
-            match spent_seconds {
-                s if s > 0.0 => format!(", {s:.0} s spent planning"),
-                _ => String::new(),
-            }
-        ),
-    );
-    row(
-        "memory",
-        format!("{:.3} of {:.3} GiB", gib(bytes), gib(search.usable)),
-        format!(
-        "compiled step per device (arguments + outputs - donated + temporaries) within {} less \
-         the {:.0}% reserve",
-        request.budget.source,
-        request.memory_reserve * 100.0
-    ),
-    );
-    row(
-        "model",
-        format!(
-            "{} layers x {} wide, {:.2}M params",
-            shape.layers,
-            shape.width,
-            n / 1e6
-        ),
-        match (index, train_tokens < chinchilla) {
-            (0, true) => format!(
-                "the smallest shape of the ladder: even it gets fewer than {TOKENS_PER_PARAM:.0} \
-             tokens/param ({:.1}M tokens) in the time and {MAX_EPOCHS:.0} epochs of the data",
-                chinchilla / 1e6
-            ),
-            (i, _) if i + 1 == LADDER.len() => "the largest shape of the ladder".into(),
-            _ => format!(
-                "the largest shape of the ladder that fits the memory and whose \
-             {TOKENS_PER_PARAM:.0} tokens/param ({:.1}M tokens, Chinchilla) fit the time and \
-             {MAX_EPOCHS:.0} epochs of the data",
-                chinchilla / 1e6
-            ),
-        },
-    );
-    row(
-        "heads",
-        format!(
-            "{} query, {} kv, head dim {}, mlp {}",
-            shape.heads,
-            shape.kv_heads(),
-            cfg.model.head_dim(),
-            cfg.model.mlp_dim()
-        ),
-        "grouped-query attention, 4 (or 3, 2) query heads per KV head: a smaller KV projection"
-            .into(),
-    );
-    row(
-        "context",
-        format!("{} tokens", shape.context),
-        "the shape's context in the ladder".into(),
-    );
-    row(
-        "precision",
-        precision.choice.name().into(),
-        precision.reason.clone(),
-    );
-    row(
-        "remat",
-        cfg.memory.gradient_checkpointing.to_string(),
-        match setup.remat {
-            true => "one sequence per device does not fit without recomputing activations".into(),
-            false => "not needed: the step fits without it (remat costs an extra forward)".into(),
-        },
-    );
-    row(
-        "attention",
-        match (setup.blocked_attention, cfg.runtime.platform) {
-            (true, _) => "xla, blocked".into(),
-            (false, Platform::Cuda) if devices == 1 => "cudnn flash (auto)".into(),
-            _ => "xla (auto)".into(),
-        },
-        match setup.blocked_attention {
-            true => {
-                "the full T x T scores do not fit; blocked attention keeps them to a block".into()
-            }
-            false => {
-                "memory.attention_backend \"auto\": cuDNN flash on one CUDA device, else XLA".into()
-            }
-        },
-    );
-    row(
-        "mesh",
-        format!("{} over {devices} device(s)", cfg.tpu.device_strategy),
-        match setup.strategy {
-            DeviceStrategy::Fsdp => {
-                "the replicated weights and optimizer state do not fit; sharded".into()
-            }
-            _ => "data parallel: the whole model fits on each device".into(),
-        },
-    );
-    row(
-        "batch",
-        format!(
-            "{micro} per shard x {shards} shard(s) x {accum} accum = {} seqs",
-            micro * shards * accum
-        ),
-        format!(
-            "{} sequences per step (>= {MIN_STEPS:.0} steps, 8..256 sequences); the largest \
-         micro-batch that fits and divides it is {micro} (up to {} fit)",
-            micro * shards * accum,
-            setup.micro
-        ),
-    );
-    row(
-        "step time",
-        format!("{step_seconds:.3} s"),
-        throughput.source.clone(),
-    );
-    let steps_reason = match steps_in_data {
-        Some(s) if s < steps_in_time => format!(
-            "{MAX_EPOCHS:.0} epochs of the data, about {:.0} s of training: the run ends before \
-             the budget's {train_seconds:.0} s (more passes over the same data would overfit; \
-             more data would use the time)",
-            s as f64 * step_seconds
-        ),
-        _ => format!("{train_seconds:.0} s of training / {step_seconds:.3} s per step"),
-    };
-    row("steps", max_steps.to_string(), steps_reason);
-    row(
-        "tokens",
-        format!("{:.2}M", train_tokens / 1e6),
-        format!(
-            "{:.1} tokens per parameter (compute-optimal: {TOKENS_PER_PARAM:.0})",
-            train_tokens / n
-        ),
-    );
-    if let Some(d) = request.dataset_tokens.filter(|d| *d > 0) {
-        let epochs = train_tokens / d as f64;
-        let (value, reason) = match epochs {
-            e if e > 1.0 => (
-                format!("{e:.2} epochs"),
-                format!(
-                    "the data ({:.2}M training tokens) is smaller than the token budget",
-                    d as f64 / 1e6
-                ),
-            ),
-            e => (
-                format!("{:.1}% subset", e * 100.0),
-                format!(
-                    "the budget covers {:.1}% of the data ({:.2}M tokens) in shuffled windows",
-                    e * 100.0,
-                    d as f64 / 1e6
-                ),
-            ),
-        };
-        row("data", value, reason);
-    }
-    row(
-        "learning rate",
-        format!("{}", cfg.training.learning_rate),
-        format!(
-            "by width ({} wide); warmup {} steps (5%)",
-            shape.width, cfg.training.warmup_steps
-        ),
-    );
+    let rows = super::explain::rows(&super::explain::Choices {
+        request,
+        cfg: &cfg,
+        index,
+        setup: &setup,
+        precision,
+        devices,
+        bytes,
+        usable: search.usable,
+        batch: [micro, shards, accum],
+        step_seconds,
+        throughput,
+        steps: [steps_in_time, max_steps],
+        steps_in_data,
+        train_tokens,
+        seconds: [train_seconds, spent_seconds],
+    });
     Ok(Plan {
         config: cfg,
         rows,
