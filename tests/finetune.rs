@@ -12,13 +12,9 @@ use vishwam::train::checkpoint;
 /// A tiny model and run on the built-in Brown corpus (its 512-token tokenizer is trained once
 /// and cached in the vishwam home). 8 rows per batch shard (training.batch_size is per shard),
 /// so the global batch is 8 x the batch shards of each run's mesh.
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.learning_rate=0.003",
@@ -49,7 +45,9 @@ fn run(args: &[String]) -> std::process::Output {
 }
 
 fn sets(extra: &[String]) -> Vec<String> {
-    TINY.iter()
+    common::TINY_MODEL
+        .iter()
+        .chain(TINY_RUN)
         .map(|s| s.to_string())
         .chain(extra.iter().cloned())
         .collect()

@@ -11,17 +11,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// `--set` overrides of the tiny model the fixtures describe, trained on the built-in Brown
-/// corpus (the 512-token tokenizer is trained once and cached in the vishwam home).
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
-];
-
 /// Training settings shared by every run here.
 const RUN: &[&str] = &[
     "training.batch_size=8",
@@ -70,7 +59,7 @@ fn exported_tiny() -> PathBuf {
 fn export_tiny(root: &Path) -> PathBuf {
     let run = root.join("base");
     let out = format!("logging.output_dir={}", p(&run));
-    let mut sets: Vec<&str> = TINY.iter().chain(RUN).copied().collect();
+    let mut sets: Vec<&str> = common::TINY_MODEL.iter().chain(RUN).copied().collect();
     sets.extend(["training.max_steps=2", out.as_str()]);
     train(&sets, &[]);
     let hf = root.join("exported");
@@ -314,7 +303,7 @@ fn export_writes_both_layouts_and_refuses_ntk_scaling() {
 
     let run = r.join("ntk");
     let out = format!("logging.output_dir={}", p(&run));
-    let mut sets: Vec<&str> = TINY.iter().chain(RUN).copied().collect();
+    let mut sets: Vec<&str> = common::TINY_MODEL.iter().chain(RUN).copied().collect();
     sets.extend([
         "training.max_steps=1",
         out.as_str(),

@@ -18,13 +18,9 @@ use vishwam::train::{state::param_leaf, HostBatch, Trainer};
 use vishwam_mesh::{DeviceStrategy, Mesh, MeshSettings, PartitionSpec, ShardingPlan};
 
 /// The tiny Brown-corpus run of tests/finetune.rs, logging every step.
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.learning_rate=0.003",
@@ -49,11 +45,16 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
     let plugin =
         vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
     let mut args = vec!["train".to_string(), "--no-progress".into()];
-    for s in TINY.iter().map(|s| s.to_string()).chain([
-        "training.max_steps=4".into(),
-        "logging.eval_every=2".into(),
-        format!("logging.output_dir={}", run_dir.display()),
-    ]) {
+    for s in common::TINY_MODEL
+        .iter()
+        .chain(TINY_RUN)
+        .map(|s| s.to_string())
+        .chain([
+            "training.max_steps=4".into(),
+            "logging.eval_every=2".into(),
+            format!("logging.output_dir={}", run_dir.display()),
+        ])
+    {
         args.extend(["--set".to_string(), s]);
     }
     // At info level, to see what the monitor says once.

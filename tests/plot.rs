@@ -10,13 +10,9 @@ use std::path::Path;
 use vishwam::plot::{HEIGHT, WIDTH};
 
 /// A tiny model on the built-in Brown corpus, logging and evaluating every 2 steps.
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=4",
     "training.max_steps=6",
     "training.warmup_steps=2",
@@ -39,11 +35,16 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Trains TINY into `dir` with the extra `--set`s.
+/// Trains the tiny model into `dir` with the extra `--set`s.
 fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
     let out_dir = format!("logging.output_dir={}", p(dir));
     let mut args = vec!["train", "--no-progress"];
-    for s in TINY.iter().chain(extra).chain([&out_dir.as_str()]) {
+    for s in common::TINY_MODEL
+        .iter()
+        .chain(TINY_RUN)
+        .chain(extra)
+        .chain([&out_dir.as_str()])
+    {
         args.extend(["--set", s]);
     }
     run(&args)

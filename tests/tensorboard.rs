@@ -19,13 +19,9 @@ use vishwam::train::tensorboard::record_scalars;
 
 /// A tiny model on the built-in Brown corpus, as in tests/finetune.rs, logging every step
 /// (the compile cache on: the runs after the first reuse its executables).
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.learning_rate=0.003",
@@ -92,8 +88,9 @@ fn records(run: &Path) -> Vec<Value> {
 
 fn train(run: &Path, extra: &[String], flags: &[&str]) {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
-    for s in TINY
+    for s in common::TINY_MODEL
         .iter()
+        .chain(TINY_RUN)
         .map(|s| s.to_string())
         .chain(extra.iter().cloned())
     {

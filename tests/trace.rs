@@ -13,13 +13,9 @@ use std::path::{Path, PathBuf};
 use vishwam::train::trace::xspace::XSpace;
 
 /// A tiny model on the built-in Brown corpus, as in tests/tensorboard.rs, logging every step.
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.learning_rate=0.003",
@@ -33,7 +29,7 @@ const TINY: &[&str] = &[
 
 fn train(run: &Path, extra: &[&str], flags: &[&str]) -> std::process::Output {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
-    for s in TINY.iter().chain(extra) {
+    for s in common::TINY_MODEL.iter().chain(TINY_RUN).chain(extra) {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     args.extend([

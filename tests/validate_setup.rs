@@ -11,13 +11,9 @@ use std::path::Path;
 
 /// A tiny model on the built-in Brown corpus (its 512-token tokenizer is trained once and
 /// cached in the vishwam home).
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.max_steps=3",
@@ -45,7 +41,12 @@ const CHECKS: [&str; 10] = [
 fn train(out: &Path, extra: &[&str], more: &[&str]) -> std::process::Output {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
     let output_dir = format!("logging.output_dir={}", out.display());
-    for s in TINY.iter().chain(extra).chain([&output_dir.as_str()]) {
+    for s in common::TINY_MODEL
+        .iter()
+        .chain(TINY_RUN)
+        .chain(extra)
+        .chain([&output_dir.as_str()])
+    {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     args.extend(more.iter().map(|s| s.to_string()));
@@ -221,7 +222,11 @@ fn precision_auto_on_the_cpu_is_f32_and_trains_as_the_default() {
         vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
     let mut args = vec!["train".to_string(), "--no-progress".into()];
     let output_dir = format!("logging.output_dir={}", auto_run.display());
-    for s in TINY.iter().chain([&output_dir.as_str()]) {
+    for s in common::TINY_MODEL
+        .iter()
+        .chain(TINY_RUN)
+        .chain([&output_dir.as_str()])
+    {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     args.extend(["--precision".to_string(), "auto".into()]);

@@ -7,6 +7,18 @@
 
 #![allow(dead_code)]
 
+/// The tiny Brown model that the binary-level tests train (`--set` assignments): 2 layers x
+/// 32 wide, 4 query and 2 KV heads, a 512-token vocabulary, 64-token windows. Each test file
+/// adds its own run settings.
+pub const TINY_MODEL: &[&str] = &[
+    "model.vocab_size=512",
+    "model.hidden_dim=32",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=2",
+    "model.max_seq_len=64",
+];
+
 mod greedy;
 mod sample;
 

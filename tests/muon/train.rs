@@ -6,13 +6,9 @@ use super::common::{succeeded, vishwam_cli};
 use std::path::Path;
 use vishwam::train::checkpoint;
 
-const TINY: &[&str] = &[
-    "model.vocab_size=512",
-    "model.hidden_dim=32",
-    "model.num_layers=2",
-    "model.num_heads=4",
-    "model.num_kv_heads=2",
-    "model.max_seq_len=64",
+///
+/// These are the run settings; the model is `common::TINY_MODEL`.
+const TINY_RUN: &[&str] = &[
     "training.batch_size=8",
     "training.warmup_steps=1",
     "training.learning_rate=0.003",
@@ -30,7 +26,7 @@ const TINY: &[&str] = &[
 
 fn train(dir: &Path, more: &[&str]) {
     let mut args = vec!["train".to_string(), "--no-progress".into()];
-    for s in TINY {
+    for s in crate::common::TINY_MODEL.iter().chain(TINY_RUN) {
         args.extend(["--set".to_string(), s.to_string()]);
     }
     args.extend([
