@@ -114,6 +114,35 @@ fn a_good_setup_passes_every_check_and_writes_nothing() {
     );
 }
 
+/// A config with `training.batch_size: "auto"` (as `vishwam plan` users write them) is
+/// checked as `vishwam train` would run it: the batch is resolved from the memory budget
+/// first (its own line), then compiled, measured and stepped.
+#[test]
+fn an_auto_batch_is_resolved_before_the_step_is_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("run");
+    let stdout = succeeded(train(
+        &out,
+        &[
+            "training.batch_size=\"auto\"",
+            "training.global_batch_size=16",
+            "training.memory_gib=1",
+        ],
+        &["--validate-setup"],
+    ));
+    let lines = check_lines(&stdout);
+    for name in ["batch", "compile", "memory", "step"] {
+        assert_eq!(mark(&lines, name), '✓', "{name}: {stdout}");
+    }
+    let batch = &lines.iter().find(|(n, _)| n == "batch").unwrap().1;
+    assert!(batch.contains("= 16 sequences per step"), "{batch}");
+    assert_eq!(stdout.lines().last(), Some("setup valid"), "{stdout}");
+    assert!(
+        !out.exists(),
+        "--validate-setup wrote into the output directory"
+    );
+}
+
 #[test]
 fn a_missing_data_path_fails_naming_it_and_the_other_checks_still_run() {
     let root = tempfile::tempdir().unwrap();

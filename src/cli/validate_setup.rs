@@ -98,6 +98,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         }
         None => checks.skip("precision", "no devices"),
     }
+    if cfg.training.batch_size_is_auto() {
+        match &devices {
+            Some((engine, plan)) => {
+                if let Some(resolved) = checks.run("batch", resolve_batch(&cfg, engine, plan)) {
+                    cfg = resolved;
+                }
+            }
+            None => checks.skip("batch", "no devices"),
+        }
+    }
     let sources = checks.run("data sources", check_sources(&cfg));
     let tokenizer = match (&sources, &cfg.data.tokenizer) {
         (None, None) => {
@@ -119,6 +129,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(checks.verdict());
     };
+    if cfg.training.batch_size_is_auto() {
+        for name in ["compile", "memory", "step"] {
+            checks.skip(name, "training.batch_size \"auto\" was not resolved");
+        }
+        return Ok(checks.verdict());
+    }
     let Some(step) = checks.run("compile", compile(&cfg, &engine, &plan)) else {
         checks.skip("memory", "no compiled step");
         checks.skip("step", "no compiled step");
@@ -208,12 +224,15 @@ fn open_devices(cfg: &Config, client: Client) -> anyhow::Result<(String, (Engine
         Err(_) => "memory not reported by this plugin".to_string(),
     };
     let (engine, plan) = engine_on(cfg, client, platform)?;
+    let batch = match cfg.training.batch_size_is_auto() {
+        true => "training.batch_size \"auto\" (resolved below)".to_string(),
+        false => format!("global batch {}", batch_geometry(cfg, &plan)),
+    };
     let summary = format!(
-        "{} of {present} {} device(s), kind {kind}, {memory}; mesh {}, global batch {}",
+        "{} of {present} {} device(s), kind {kind}, {memory}; mesh {}, {batch}",
         plan.mesh.num_devices(),
         platform.name(),
         plan.mesh,
-        batch_geometry(cfg, &plan)
     );
     Ok((summary, (engine, plan)))
 }
@@ -259,6 +278,18 @@ fn check_data(cfg: &Config) -> anyhow::Result<(String, ())> {
         cfg.seq_len()
     );
     Ok((summary, ()))
+}
+
+/// `training.batch_size: "auto"` resolved as `vishwam train` resolves it: the largest
+/// micro-batch whose compiled step fits the device memory less the reserve.
+fn resolve_batch(
+    cfg: &Config,
+    engine: &Engine,
+    plan: &ShardingPlan,
+) -> anyhow::Result<(String, Config)> {
+    let resolved = super::train::resolve_batch_size(cfg.clone(), engine, plan)?;
+    let summary = format!("\"auto\": {}", batch_geometry(&resolved, plan));
+    Ok((summary, resolved))
 }
 
 /// The step traced and compiled (no state is uploaded yet).
