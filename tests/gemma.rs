@@ -364,13 +364,7 @@ fn a_gemma_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let hub = r.join("hub");
-        let plugin =
-            vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-            .args(&args)
-            .env("VISHWAM_HOME", &home)
-            .env("VISHWAM_PJRT_PLUGIN", plugin)
-            .env("VISHWAM_LOG", "warn")
+        let out = common::vishwam_command(&home, &args)
             .env("HF_HUB_CACHE", &hub)
             .output()
             .unwrap();

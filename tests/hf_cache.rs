@@ -19,13 +19,7 @@ fn p(path: &Path) -> String {
 
 /// Runs the binary with `HF_HUB_CACHE=hub` (and no other HF variable).
 fn vishwam(home: &Path, hub: &Path, args: &[&str]) -> std::process::Output {
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(args)
-        .env("VISHWAM_HOME", home)
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
-        .env("VISHWAM_LOG", "warn")
+    common::vishwam_command(home, args)
         .env("HF_HUB_CACHE", hub)
         .env_remove("HUGGINGFACE_HUB_CACHE")
         .env_remove("HF_HOME")

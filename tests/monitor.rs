@@ -42,8 +42,6 @@ fn records(run_dir: &Path) -> Vec<serde_json::Value> {
 fn logged_steps_record_resources_and_validation_records_accuracy() {
     let root = tempfile::tempdir().unwrap();
     let run_dir = root.path().join("run");
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
     let mut args = vec!["train".to_string(), "--no-progress".into()];
     for s in common::TINY_MODEL
         .iter()
@@ -58,16 +56,23 @@ fn logged_steps_record_resources_and_validation_records_accuracy() {
         args.extend(["--set".to_string(), s]);
     }
     // At info level, to see what the monitor says once.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(&args)
-        .env("VISHWAM_HOME", vishwam::paths::vishwam_home())
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::vishwam_command(&vishwam::paths::vishwam_home(), &args)
         .env("VISHWAM_LOG", "info")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = succeeded(out);
     assert!(stdout.contains("token accuracy"), "{stdout}");
+    // The summary's share of the loop spent logging: logged steps after the first were timed,
+    // so it is above 0, and it is a part of the loop.
+    let share: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("logging and monitoring: "))
+        .and_then(|l| l.split('%').next())
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("no logging share in {stdout}"));
+    assert!(share > 0.0 && share < 100.0, "{stdout}");
 
     let all = records(&run_dir);
     let steps: Vec<&serde_json::Value> = all.iter().filter(|r| r.get("loss").is_some()).collect();

@@ -247,8 +247,6 @@ fn precision_auto_on_the_cpu_is_f32_and_trains_as_the_default() {
     let default_run = root.path().join("default");
     succeeded(train(&default_run, &[], &[]));
     let auto_run = root.path().join("auto");
-    let plugin =
-        vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
     let mut args = vec!["train".to_string(), "--no-progress".into()];
     let output_dir = format!("logging.output_dir={}", auto_run.display());
     for s in common::TINY_MODEL
@@ -260,10 +258,8 @@ fn precision_auto_on_the_cpu_is_f32_and_trains_as_the_default() {
     }
     args.extend(["--precision".to_string(), "auto".into()]);
     // At info level, to read the start-up log.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
-        .args(&args)
-        .env("VISHWAM_HOME", vishwam::paths::vishwam_home())
-        .env("VISHWAM_PJRT_PLUGIN", plugin)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = common::vishwam_command(&vishwam::paths::vishwam_home(), &args)
         .env("VISHWAM_LOG", "info")
         .output()
         .unwrap();

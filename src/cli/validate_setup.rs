@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::config::Config;
 use vishwam::engine::Engine;
+use vishwam::plan::GIB;
 use vishwam::runtime::{CacheOutcome, Client, ClientSpec, CompiledMemoryStats, Device};
 use vishwam::train::{
     batch_geometry, compile_step, describe_data_inputs, engine_on, pin_platform, prepare_data,
@@ -21,7 +22,6 @@ use vishwam::train::{
 };
 use vishwam_mesh::ShardingPlan;
 
-const GIB: f64 = (1u64 << 30) as f64;
 const MIB: f64 = (1u64 << 20) as f64;
 
 /// The outcome of each check so far, printed as it is known.

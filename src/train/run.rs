@@ -1,7 +1,7 @@
 //! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
 
 use super::checkpoint;
-use super::monitor::{ResourceMonitor, ResourceSnapshot};
+use super::monitor::{DeviceMemory, ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
 };
@@ -228,7 +228,6 @@ pub fn run_training(
         }
         if step > summary.start_step + 1 {
             summary.logging_seconds += bookkeeping.elapsed().as_secs_f64();
-            summary.loop_seconds = timed_seconds + summary.logging_seconds;
         }
         if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
             let eval = evaluate(trainer, data)?;
@@ -255,6 +254,7 @@ pub fn run_training(
     bar.finish_and_clear();
     tracer.finish()?;
     summary.steps = step;
+    summary.loop_seconds = timed_seconds + summary.logging_seconds;
     summary.tokens_per_second = if timed_seconds > 0.0 {
         timed_tokens / timed_seconds
     } else {
@@ -324,7 +324,8 @@ fn write_metrics(
     resources: &ResourceSnapshot,
 ) -> Result<(), TrainError> {
     let (m, t) = (report.metrics, report.timings);
-    let memory = device_memory(trainer);
+    // Device 0 as the resource monitor read it at this step (no second query).
+    let memory = device_memory(trainer, resources.memory.first().copied().flatten());
     let mut line = json!({
         "step": step, "loss": m.loss, "accuracy": m.accuracy, "lr": m.lr, "grad_norm": m.grad_norm,
         "tokens_per_second": report.tokens_per_second, "step_time": report.seconds,
@@ -367,17 +368,24 @@ fn model_flops_utilisation(trainer: &Trainer, tokens_per_second: f64) -> Option<
     Some(super::flops::mfu(cfg, tokens_per_second, devices, peak))
 }
 
-/// Bytes in use on device 0 where the plugin reports it, else XLA's compiled estimate.
-fn device_memory(trainer: &Trainer) -> i64 {
-    let devices = trainer.engine.client.devices();
-    match devices.first().map(|d| d.memory_stats()) {
-        Some(Ok(stats)) => stats.peak_bytes_in_use.unwrap_or(stats.bytes_in_use),
-        _ => trainer
+/// Bytes on device 0: the peak (else in use) of `reading` where the plugin reports memory,
+/// else XLA's compiled estimate of the step.
+fn device_memory(trainer: &Trainer, reading: Option<DeviceMemory>) -> i64 {
+    match reading {
+        Some(m) => m.peak.unwrap_or(m.in_use),
+        None => trainer
             .program
             .memory_stats()
             .map(|s| s.total_bytes())
             .unwrap_or(0),
     }
+}
+
+/// Device 0's memory as the plugin reports it now, where it does.
+fn read_device0(trainer: &Trainer) -> Option<DeviceMemory> {
+    let devices = trainer.engine.client.devices();
+    let stats = devices.first()?.memory_stats().ok()?;
+    Some(DeviceMemory::from(stats))
 }
 
 fn progress_bar(show: bool, start: u64, max: u64) -> indicatif::ProgressBar {
@@ -428,7 +436,7 @@ impl Profile {
             ms(self.timings.host_to_device),
             ms(self.timings.compute),
             ms(self.timings.device_to_host),
-            device_memory(trainer) as f64 / (1u64 << 20) as f64
+            device_memory(trainer, read_device0(trainer)) as f64 / (1u64 << 20) as f64
         );
         json!({
             "data_wait_ms": ms(self.data_wait), "host_to_device_ms": ms(self.timings.host_to_device),

@@ -66,16 +66,23 @@ pub fn private_cache() -> CompileCache {
     CompileCache::new(DIR.get_or_init(|| tempfile::tempdir().unwrap()).path())
 }
 
-/// Runs the `vishwam` binary with `args`, its home in `home` and the CPU plugin found the way
-/// the tests find it.
-pub fn vishwam_cli(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+/// The `vishwam` binary with `args`, its home in `home`, the CPU plugin found the way the
+/// tests find it and warnings logged; a test may set more of its environment before running it.
+pub fn vishwam_command(home: &std::path::Path, args: &[&str]) -> std::process::Command {
     let plugin =
         vishwam::runtime::resolve_plugin(vishwam::runtime::Platform::Cpu, None, None).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vishwam"));
+    command
         .args(args)
         .env("VISHWAM_HOME", home)
         .env("VISHWAM_PJRT_PLUGIN", plugin)
-        .env("VISHWAM_LOG", "warn")
+        .env("VISHWAM_LOG", "warn");
+    command
+}
+
+/// Runs the `vishwam` binary with `args`, its home in `home` ([`vishwam_command`]).
+pub fn vishwam_cli(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    vishwam_command(home, args)
         .output()
         .expect("running the vishwam binary")
 }
