@@ -21,6 +21,11 @@ pub struct PrintOptions {
     pub mesh_name: String,
     /// The module name; the function's name when `None`.
     pub module_name: Option<String>,
+    /// Whether a `dot_general` of two f32 (or f64) operands may round them to TF32 on GPUs
+    /// (XLA's `DEFAULT` precision). When false (the default) such dots are printed with
+    /// `HIGHEST` precision and compute in full f32; set it for programs whose compute dtype
+    /// is narrower than f32, where f32 dots are backward-pass cotangent products.
+    pub tf32_f32_dots: bool,
 }
 
 impl Default for PrintOptions {
@@ -29,6 +34,7 @@ impl Default for PrintOptions {
             mesh: None,
             mesh_name: "mesh".into(),
             module_name: None,
+            tf32_f32_dots: false,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::print::{write_element, Name, Printer};
 use crate::print_regions::{
     array_tail, dir_name, kind_name, list, mlir_string, reduce_init, symbol,
 };
-use crate::TensorType;
+use crate::{DType, TensorType};
 
 impl Printer<'_> {
     /// Prints one equation at `depth`, naming its results in `names`.
@@ -104,6 +104,14 @@ impl Printer<'_> {
                     list(&dims.lhs_contract),
                     list(&dims.rhs_contract)
                 ));
+                // An f32 (or f64) product is computed in full precision unless the options
+                // allow TF32: XLA's DEFAULT lets GPUs round f32 operands to TF32 (10 mantissa
+                // bits), which an f32 program did not ask for. Narrower operands keep DEFAULT,
+                // where the attribute changes nothing.
+                let wide = |t: &TensorType| matches!(t.dtype, DType::F32 | DType::F64);
+                if !self.opts.tf32_f32_dots && wide(in_ty(0)) && wide(in_ty(1)) {
+                    attrs.push_str(", precision = [HIGHEST, HIGHEST]");
+                }
                 self.simple("stablehlo.dot_general", f, e, names, depth, &attrs)?;
             }
             Prim::Reshape { .. } => self.simple("stablehlo.reshape", f, e, names, depth, "")?,

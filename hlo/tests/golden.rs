@@ -41,6 +41,32 @@ fn batched_dot_general() {
 }
 
 #[test]
+fn f32_dots_are_full_precision_unless_tf32_is_allowed() {
+    let g = Graph::named("dots");
+    let a = g.param("a", t(&[3, 4]));
+    let b = g.param("b", t(&[4, 5]));
+    let half = TensorType::new(DType::BF16, &[3, 4]);
+    let h = g.param("h", half);
+    let dims = DotDims {
+        lhs_batch: vec![],
+        rhs_batch: vec![],
+        lhs_contract: vec![1],
+        rhs_contract: vec![0],
+    };
+    let wide = a.dot_general(&b, dims.clone());
+    let narrow = h.dot_general(&b.cast(DType::BF16), dims);
+    let f = g.finish(&[("wide", &wide), ("narrow", &narrow)]).unwrap();
+    let highest = |text: &str| text.matches("precision = [HIGHEST, HIGHEST]").count();
+    // Only the f32 x f32 product asks for full precision; the bf16 one keeps DEFAULT.
+    assert_eq!(highest(&print(&f)), 1);
+    let tf32 = PrintOptions {
+        tf32_f32_dots: true,
+        ..PrintOptions::default()
+    };
+    assert_eq!(highest(&f.to_stablehlo(&tf32).unwrap()), 0);
+}
+
+#[test]
 fn reductions_print_their_init_values() {
     let g = Graph::named("reduce");
     let x = g.param("x", t(&[2, 3]));
@@ -125,7 +151,7 @@ const GOLDEN_ELEMENTWISE: &str = r#"module @elementwise attributes {mhlo.num_par
 "#;
 const GOLDEN_DOT: &str = r#"module @dot attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   func.func public @main(%arg0: tensor<2x3x4xf32>, %arg1: tensor<2x4x5xf32>) -> (tensor<2x3x5xf32>) {
-    %0 = stablehlo.dot_general %arg0, %arg1, batching_dims = [0] x [0], contracting_dims = [2] x [1] : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32>
+    %0 = stablehlo.dot_general %arg0, %arg1, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [HIGHEST, HIGHEST] : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32>
     return %0 : tensor<2x3x5xf32>
   }
 }
@@ -159,7 +185,7 @@ const GOLDEN_REDUCE: &str = r#"module @reduce attributes {mhlo.num_partitions = 
 const GOLDEN_SHARDED: &str = r#"module @sharded attributes {mhlo.num_partitions = 4 : i32, mhlo.num_replicas = 1 : i32} {
   sdy.mesh @mesh = <["data"=2, "model"=2]>
   func.func public @main(%arg0: tensor<8x4xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"data"}, {"model"}]>}, %arg1: tensor<4x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"model"}, {}]>, tf.aliasing_output = 1 : i32}) -> (tensor<8x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{}, {}]>}, tensor<4x6xf32> {sdy.sharding = #sdy.sharding<@mesh, [{"model"}, {}]>}) {
-    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0] : (tensor<8x4xf32>, tensor<4x6xf32>) -> tensor<8x6xf32>
+    %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [HIGHEST, HIGHEST] : (tensor<8x4xf32>, tensor<4x6xf32>) -> tensor<8x6xf32>
     %1 = sdy.sharding_constraint %0 <@mesh, [{"data"}, {}]> : tensor<8x6xf32>
     %2 = stablehlo.constant dense<5.0e-1> : tensor<4x6xf32>
     %3 = stablehlo.multiply %arg1, %2 : tensor<4x6xf32>

@@ -293,7 +293,13 @@ fn time(
     shape: Shape,
     iters: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let program = engine.compile(&timed_program(imp, shape, half.dtype())?)?;
+    // A half-precision program, timed as training compiles one: its f32 cotangent
+    // products may use TF32.
+    let hints = vishwam::engine::CompileHints {
+        tf32_f32_matmuls: true,
+        ..Default::default()
+    };
+    let program = engine.compile_with(&timed_program(imp, shape, half.dtype())?, hints)?;
     let args = inputs(engine, &program, half)?;
     let run = || -> anyhow::Result<Vec<ShardedArray>> {
         Ok(program.run(args.iter().map(Input::Keep).collect())?)

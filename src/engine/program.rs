@@ -61,6 +61,11 @@ pub struct CompileHints {
     /// The program's matmuls take FP8 operands (`convert(f8) * scale` before a dot), to be
     /// compiled into FP8 GEMMs where the platform has them.
     pub fp8_matmuls: bool,
+    /// Matmuls of two f32 operands may round them to TF32 on GPUs
+    /// ([`PrintOptions::tf32_f32_dots`]): set for programs computing in a narrower dtype,
+    /// whose f32 matmuls are backward-pass products of f32 cotangents. Without it, f32
+    /// matmuls compute in full f32 on every platform.
+    pub tf32_f32_matmuls: bool,
 }
 
 /// A traced function compiled for the engine's mesh.
@@ -84,7 +89,16 @@ pub struct Program {
 impl Engine {
     /// The StableHLO text of `func` for this engine's mesh.
     pub fn stablehlo(&self, func: &Func) -> Result<String, EngineError> {
-        Ok(func.to_stablehlo(&PrintOptions::with_mesh(self.mesh.clone()))?)
+        self.stablehlo_with(func, CompileHints::default())
+    }
+
+    /// [`Engine::stablehlo`] for a program described by `hints`.
+    pub fn stablehlo_with(&self, func: &Func, hints: CompileHints) -> Result<String, EngineError> {
+        let options = PrintOptions {
+            tf32_f32_dots: hints.tf32_f32_matmuls,
+            ..PrintOptions::with_mesh(self.mesh.clone())
+        };
+        Ok(func.to_stablehlo(&options)?)
     }
 
     /// The compile options for this engine's mesh: SPMD with Shardy, devices in mesh order.
@@ -143,7 +157,7 @@ impl Engine {
 
     /// [`Engine::compile`] for a program described by `hints`.
     pub fn compile_with(&self, func: &Func, hints: CompileHints) -> Result<Program, EngineError> {
-        let text = self.stablehlo(func)?;
+        let text = self.stablehlo_with(func, hints)?;
         let start = Instant::now();
         let options = self.compile_options_with(hints)?;
         let (executable, cache_outcome) = self.cache.compile(&self.client, &text, &options)?;

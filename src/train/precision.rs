@@ -164,10 +164,12 @@ impl PrecisionPolicy {
     }
 
     /// What the compiler should know about programs under this policy: whether their
-    /// matmuls take FP8 operands.
+    /// matmuls take FP8 operands, and whether f32 matmuls may use TF32 (only when the
+    /// compute dtype is narrower than f32: an f32 policy gets f32 products).
     pub fn compile_hints(&self) -> crate::engine::CompileHints {
         crate::engine::CompileHints {
             fp8_matmuls: self.fp8().is_some(),
+            tf32_f32_matmuls: self.compute != DType::F32,
         }
     }
 }
