@@ -113,7 +113,10 @@ fn compile_hints_change_the_options_only_on_cuda() {
     let e = engine(&[("data", 2)], 2);
     let plain = e.compile_options();
     let hinted = e
-        .compile_options_with(vishwam::engine::CompileHints { fp8_matmuls: true })
+        .compile_options_with(vishwam::engine::CompileHints {
+            fp8_matmuls: true,
+            ..Default::default()
+        })
         .unwrap();
     // On the CPU there is no Triton GEMM fusion to turn off: the options are the plain ones.
     assert_eq!(hinted.to_proto_bytes(), plain.to_proto_bytes());

@@ -167,3 +167,38 @@ fn resuming_with_another_model_is_refused() {
     .to_string();
     assert!(err.contains("different `model` section"), "{err}");
 }
+
+#[test]
+fn a_deadline_ends_the_run_with_a_checkpoint_and_an_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &["logging.save_every=0".into()]);
+    let mut t = trainer(&cfg);
+    // The third training batch arrives only after the deadline has passed, so the loop
+    // starts no step after it: at most 3 of the 6 steps run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let accum = 2;
+    let (batch, seq) = (cfg.training.batch_size * 2 * accum, cfg.seq_len());
+    let mut data = SyntheticBatches::new(
+        move |index, eval| {
+            if !eval && index == 2 {
+                std::thread::sleep(deadline.saturating_duration_since(std::time::Instant::now()));
+            }
+            match eval {
+                false => random_token_batch(index, batch, accum, seq, 64),
+                true => random_token_batch(index, batch / accum, 1, seq, 64),
+            }
+        },
+        None,
+    );
+    let opts = RunOptions {
+        deadline: Some(deadline),
+        ..RunOptions::default()
+    };
+    let summary = run_training(&mut t, &mut data, &opts).unwrap();
+    assert!(summary.reached_deadline);
+    assert!(!summary.interrupted);
+    assert!((1..=3).contains(&summary.steps), "{} steps", summary.steps);
+    let saved = format!("step_{:08}", summary.steps);
+    assert!(summary.checkpoint.as_ref().unwrap().ends_with(&saved));
+    assert!(summary.validation.is_some());
+}

@@ -83,5 +83,5 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     );
     let mut trainer = Trainer::with_teacher(&cfg, engine, plan, &teacher)?;
     init_from(&mut trainer, init.as_ref(), &data)?;
-    run_loop(args, trainer, &mut data)
+    run_loop(args, trainer, &mut data, None)
 }

@@ -18,7 +18,8 @@ const DEFAULT_MFU: f64 = 0.4;
 pub struct PlanFlags {
     /// Plan the run to end within this many hours: model shape, batch, precision, remat,
     /// attention, mesh and steps are chosen by compiled memory and step time (see `vishwam
-    /// plan`). With `vishwam train` the plan is logged, then trained.
+    /// plan`). With `vishwam train` the plan is logged, then trained, and no step starts in
+    /// the budget's last 5% (kept for the final evaluation and checkpoint).
     #[arg(long = "target-hours", value_name = "H")]
     pub target_hours: Option<f64>,
     /// Plan for this much memory per device (GiB) instead of what the device reports (on the

@@ -229,7 +229,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     log_model(&cfg, &plan);
     let mut trainer = Trainer::new(&cfg, engine, plan)?;
     init_from(&mut trainer, init.as_ref(), &data)?;
-    run_loop(args, trainer, &mut data)
+    let deadline = args.plan.target_hours.map(|hours| {
+        let budget = hours * 3600.0 * (1.0 - vishwam::plan::FINAL_FRACTION);
+        started + std::time::Duration::from_secs_f64(budget)
+    });
+    run_loop(args, trainer, &mut data, deadline)
 }
 
 /// With `--target-hours`, the planned config in place of `cfg` (the plan's table logged);
@@ -320,6 +324,7 @@ pub fn run_loop(
     args: &TrainArgs,
     mut trainer: Trainer,
     data: &mut TrainingData,
+    deadline: Option<std::time::Instant>,
 ) -> anyhow::Result<ExitCode> {
     tracing::info!(
         "compiled the train step in {:.1}s ({:?})",
@@ -346,6 +351,7 @@ pub fn run_loop(
         progress: !args.no_progress,
         stop,
         profile_steps: args.profile_steps,
+        deadline,
     };
     let summary = run_training(&mut trainer, data, &opts)?;
     // Drawn after the checkpoint is saved: a failure loses nothing, is printed with the
@@ -371,6 +377,13 @@ pub fn run_loop(
     }
     if let Some(dir) = &summary.checkpoint {
         println!("checkpoint: {}", dir.display());
+    }
+    if summary.reached_deadline {
+        println!(
+            "stopped at the time budget after {} of {} planned steps: the steps ran slower \
+             than the plan measured",
+            summary.steps, trainer.config.training.max_steps
+        );
     }
     match &plot {
         Ok(png) => println!("loss plot: {}", png.display()),

@@ -18,7 +18,7 @@ pub mod techniques;
 
 pub use auto_batch::{resolve_auto_batch, AutoBatch};
 pub use budget::MemoryBudget;
-pub use planner::{plan_run, PlanRequest};
+pub use planner::{plan_run, PlanRequest, FINAL_FRACTION};
 pub use probe::MemoryProbe;
 pub use report::{Plan, PlanRow};
 pub use speed::StepTimeModel;

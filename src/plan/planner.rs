@@ -20,6 +20,9 @@ pub const TOKENS_PER_PARAM: f64 = 20.0;
 /// Fraction of the time budget kept for what is not training steps: start-up (data,
 /// compiling or loading the step from the cache), evaluation, the checkpoint and the sample.
 pub const OVERHEAD_FRACTION: f64 = 0.15;
+/// Fraction of the budget at its end that `vishwam train --target-hours` keeps for the final
+/// evaluation, checkpoint and sample: no training step starts in it, whatever the plan said.
+pub const FINAL_FRACTION: f64 = 0.05;
 /// Passes over the training data a plan makes at most. Repeating data up to about 4 epochs
 /// trains about as well as fresh data, and beyond that the returns fall fast (Muennighoff et
 /// al. 2023, "Scaling Data-Constrained Language Models"). Measured here: a 0.1 h H100 plan

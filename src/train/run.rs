@@ -47,6 +47,11 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Trace these steps once (`--profile-steps N:M`), besides `logging.profile_every`'s.
     pub profile_steps: Option<StepRange>,
+    /// A time budget's end for the loop (`vishwam train --target-hours`): no step starts
+    /// after it. The run then ends as at `training.max_steps`, with a checkpoint and the
+    /// final evaluation, and the summary says so. The plan's step count normally ends the
+    /// loop first; this holds the budget when the steps run slower than the plan measured.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for RunOptions {
@@ -57,6 +62,7 @@ impl Default for RunOptions {
             progress: false,
             stop: Arc::new(AtomicBool::new(false)),
             profile_steps: None,
+            deadline: None,
         }
     }
 }
@@ -78,6 +84,8 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     /// True when stopped early by the stop flag.
     pub interrupted: bool,
+    /// True when the loop ended at [`RunOptions::deadline`] before `training.max_steps`.
+    pub reached_deadline: bool,
     /// Seconds the loop spent on logged steps' bookkeeping after the first step: sampling the
     /// resources and writing the records (metrics file, TensorBoard, log line).
     pub logging_seconds: f64,
@@ -163,6 +171,14 @@ pub fn run_training(
     while step < max_steps {
         if opts.stop.load(Ordering::SeqCst) {
             summary.interrupted = true;
+            break;
+        }
+        if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            summary.reached_deadline = true;
+            tracing::warn!(
+                "the time budget ends the run at step {step} of {max_steps}: the steps ran \
+                 slower than planned"
+            );
             break;
         }
         tracer.before_step(step + 1);

@@ -334,6 +334,21 @@ impl Trainer {
         &mut self,
         batch: &HostBatch,
     ) -> Result<(StepMetrics, StepTimings), TrainError> {
+        let launched = self.launch(batch)?;
+        launched.finish(self)
+    }
+
+    /// Whether the next step must wait for this one's metrics before it is launched: an FP8
+    /// bootstrap step that the metrics may show skipped has to run again.
+    pub fn needs_metrics_before_next_step(&self) -> bool {
+        self.fp8_bootstrap_pending
+    }
+
+    /// Uploads a batch and enqueues one step, without waiting for it: the device runs it
+    /// while the host prepares and launches the next ([`LaunchedStep::finish`] then waits for
+    /// this one's metrics). Launch the next step before finishing this one only when
+    /// [`Trainer::needs_metrics_before_next_step`] is false.
+    pub fn launch(&mut self, batch: &HostBatch) -> Result<LaunchedStep, TrainError> {
         // The last step's extra outputs are freed first, before the batch upload gives the
         // (asynchronous) free time to land, so that this step's outputs get the same
         // addresses. XLA replays a program's CUDA graphs only while its buffers stay put; one
@@ -387,7 +402,7 @@ impl Trainer {
                 .remove(name)
                 .ok_or_else(|| TrainError::Other(format!("the step returned no `{name}`")))
         };
-        let metric_arrays = StepMetrics::NAMES
+        let metrics = StepMetrics::NAMES
             .iter()
             .map(|n| take(n))
             .collect::<Result<Vec<_>, _>>()?;
@@ -398,20 +413,45 @@ impl Trainer {
                 .collect();
         }
         self.moe_outputs = MOE_METRICS.iter().filter_map(|n| take(n).ok()).collect();
-        metric_arrays[0].shards[0].block_until_ready()?;
+        Ok(LaunchedStep {
+            metrics,
+            started: t0,
+            uploaded: t1,
+            launched,
+        })
+    }
+}
+
+/// A step enqueued on the devices by [`Trainer::launch`], whose metrics are still there.
+pub struct LaunchedStep {
+    metrics: Vec<ShardedArray>,
+    started: Instant,
+    uploaded: Instant,
+    launched: Instant,
+}
+
+impl LaunchedStep {
+    /// Waits for the step and downloads its metrics. `compute` in the timings runs from the
+    /// launch to the metrics being ready, so with a later step launched in between it also
+    /// counts the host's time between the two.
+    pub fn finish(self, trainer: &mut Trainer) -> Result<(StepMetrics, StepTimings), TrainError> {
+        self.metrics[0].shards[0].block_until_ready()?;
         let t2 = Instant::now();
         let mut values = [0f32; StepMetrics::NAMES.len()];
-        for (v, m) in values.iter_mut().zip(self.engine.get_all(&metric_arrays)?) {
+        for (v, m) in values
+            .iter_mut()
+            .zip(trainer.engine.get_all(&self.metrics)?)
+        {
             *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
         }
         let t3 = Instant::now();
         let m = StepMetrics::from_values(&values);
         // A skipped step leaves the histories empty: bootstrap again.
-        self.fp8_bootstrap_pending &= m.skipped;
+        trainer.fp8_bootstrap_pending &= m.skipped;
         let timings = StepTimings {
-            host_to_device: (t1 - t0).as_secs_f64(),
-            compute: (t2 - t1).as_secs_f64(),
-            launch: (launched - t1).as_secs_f64(),
+            host_to_device: (self.uploaded - self.started).as_secs_f64(),
+            compute: (t2 - self.uploaded).as_secs_f64(),
+            launch: (self.launched - self.uploaded).as_secs_f64(),
             device_to_host: (t3 - t2).as_secs_f64(),
         };
         Ok((m, timings))
