@@ -1,30 +1,111 @@
 //! Which attention implementation a training run traces (`memory.attention_backend`).
+//!
+//! On a one-device mesh the choice is the kernel itself. On a sharded mesh cuDNN attention
+//! (and "xla_per_shard") runs per device on its batch and head shards inside a Shardy manual
+//! computation (`model/sharded_attention.rs`): XLA's partitioner knows no rule for the cuDNN
+//! custom calls and would gather their operands onto every device. Where the shards cannot
+//! be cut that way (the sequence split, query and kv heads split differently), "auto" and
+//! "xla_per_shard" compose attention under the partitioner instead, and [`attention_summary`]
+//! (logged by `train`) says why.
 
 use crate::config::{AttentionBackend, Config};
-use crate::model::AttentionKind;
+use crate::model::{AttentionKind, AttentionShards, PerShardAttention};
+use std::sync::Arc;
 use vishwam_mesh::ShardingPlan;
 
 /// The attention of the train step for `cfg` on `plan`'s mesh.
 ///
 /// "xla" composes attention from primitives (blocked when `attention_memory_efficient` is
 /// set); "cudnn" always takes the cuDNN kernels (the config check has ruled out what they
-/// cannot run); "auto" takes them where nothing blocks them and the mesh has one device.
-/// On several devices XLA's partitioner knows no rule for the cuDNN custom calls and would
-/// gather their operands onto every device, so "auto" composes attention there.
+/// cannot run), per shard on a sharded mesh where the shards allow it; "auto" takes them
+/// where nothing blocks them; "xla_per_shard" runs the composed attention per shard.
 pub fn attention_kind(cfg: &Config, plan: &ShardingPlan) -> AttentionKind {
-    let composed = match cfg.attention_block() {
-        Some(block) => AttentionKind::Blocked(block),
-        None => AttentionKind::Full,
-    };
-    match cfg.memory.attention_backend {
-        AttentionBackend::Xla => composed,
+    let composed = composed_kind(cfg);
+    let backend = cfg.memory.attention_backend;
+    let inner = match backend {
+        AttentionBackend::Xla | AttentionBackend::XlaPerShard => composed.clone(),
         AttentionBackend::Cudnn => AttentionKind::Cudnn,
-        AttentionBackend::Auto
-            if plan.mesh.num_devices() == 1 && cfg.cudnn_attention_blockers().is_empty() =>
-        {
+        AttentionBackend::Auto if cfg.cudnn_attention_blockers().is_empty() => {
             AttentionKind::Cudnn
         }
-        AttentionBackend::Auto => composed,
+        AttentionBackend::Auto => composed.clone(),
+    };
+    let wants_shards = inner == AttentionKind::Cudnn || backend == AttentionBackend::XlaPerShard;
+    if plan.mesh.num_devices() == 1 || !wants_shards {
+        return inner;
+    }
+    match attention_shards(cfg, plan) {
+        Ok(_) => AttentionKind::PerShard(Arc::new(PerShardAttention {
+            inner,
+            fallback: composed,
+            plan: plan.clone(),
+        })),
+        // An explicit "cudnn" stays cuDNN, under the partitioner (which gathers).
+        Err(_) if backend == AttentionBackend::Cudnn => AttentionKind::Cudnn,
+        Err(_) => composed,
+    }
+}
+
+/// [`attention_kind`] for a distillation teacher, whose shape may rule out the cuDNN kernels
+/// that the (student's) config validation allowed: the teacher composes attention then.
+pub fn teacher_attention_kind(as_teacher: &Config, plan: &ShardingPlan) -> AttentionKind {
+    if as_teacher.memory.attention_backend == AttentionBackend::Cudnn
+        && !as_teacher.cudnn_attention_blockers().is_empty()
+    {
+        return composed_kind(as_teacher);
+    }
+    attention_kind(as_teacher, plan)
+}
+
+/// Full or blocked composed attention, as `cfg` asks.
+fn composed_kind(cfg: &Config) -> AttentionKind {
+    match cfg.attention_block() {
+        Some(block) => AttentionKind::Blocked(block),
+        None => AttentionKind::Full,
+    }
+}
+
+/// How the train step's attention (`[micro_batch, seq_len, heads, head_dim]`) splits over
+/// `plan`'s mesh, or why it cannot run per shard.
+pub fn attention_shards(cfg: &Config, plan: &ShardingPlan) -> Result<AttentionShards, String> {
+    let b = super::batch_geometry(cfg, plan).micro_batch() as i64;
+    let t = cfg.seq_len() as i64;
+    let d = cfg.model.head_dim() as i64;
+    let q = [b, t, cfg.model.num_heads as i64, d];
+    let kv = [b, t, cfg.model.kv_heads() as i64, d];
+    AttentionShards::resolve(plan, &q, &kv)
+}
+
+/// One line for the log: which attention the train step runs on `plan`'s mesh, and on a
+/// sharded mesh how it is split or why it composes under the partitioner instead.
+pub fn attention_summary(cfg: &Config, plan: &ShardingPlan) -> String {
+    let kind = attention_kind(cfg, plan);
+    let axes: Vec<String> = plan
+        .mesh
+        .axes()
+        .iter()
+        .map(|a| format!("{}={}", a.name, a.size))
+        .collect();
+    match (&kind, attention_shards(cfg, plan)) {
+        (AttentionKind::PerShard(p), Ok(shards)) => format!(
+            "attention: {} per shard (sdy.manual_computation, manual axes {}; {shards})",
+            kind_name(&p.inner),
+            axes.join(", ")
+        ),
+        (kind, Err(reason)) if plan.mesh.num_devices() > 1 => format!(
+            "attention: {} under the partitioner; it cannot run per shard: {reason}",
+            kind_name(kind)
+        ),
+        (kind, _) => format!("attention: {}", kind_name(kind)),
+    }
+}
+
+fn kind_name(kind: &AttentionKind) -> String {
+    match kind {
+        AttentionKind::Full => "composed XLA attention".into(),
+        AttentionKind::Blocked(block) => format!("blocked XLA attention (blocks of {block})"),
+        AttentionKind::Cudnn => "cuDNN flash attention".into(),
+        AttentionKind::PerShard(p) => format!("{} per shard", kind_name(&p.inner)),
     }
 }
 

@@ -338,7 +338,10 @@ pub fn engine_on(
     tracing::info!("{plan}");
     match cfg.training.batch_size_is_auto() {
         true => tracing::info!("global batch: training.batch_size \"auto\", resolved below"),
-        false => tracing::info!("global batch: {}", batch_geometry(cfg, &plan)),
+        false => {
+            tracing::info!("global batch: {}", batch_geometry(cfg, &plan));
+            tracing::info!("{}", super::attention_choice::attention_summary(cfg, &plan));
+        }
     }
     let cache = if cfg.runtime.compile_cache {
         CompileCache::default_dir()
