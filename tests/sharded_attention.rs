@@ -118,7 +118,11 @@ fn assert_meshes_match_one_device(strategy: &str, kv_heads: usize) {
             "{strategy} x{devices}"
         );
         // Two per layer: the forward and the backward computation.
-        assert_eq!(manual_computations(&cfg, devices), 2 * 2, "{strategy} x{devices}");
+        assert_eq!(
+            manual_computations(&cfg, devices),
+            2 * 2,
+            "{strategy} x{devices}"
+        );
         let (many, summary) = losses(&cfg, devices);
         println!("{strategy} x{devices}: {many:?} against {one:?}; {summary}");
         for (step, (a, b)) in many.iter().zip(&one).enumerate() {

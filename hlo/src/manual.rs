@@ -174,7 +174,12 @@ pub(crate) fn infer_manual(
             body.params.len()
         )));
     }
-    for (i, ((x, spec), p)) in inputs.iter().zip(&manual.in_specs).zip(&body.params).enumerate() {
+    for (i, ((x, spec), p)) in inputs
+        .iter()
+        .zip(&manual.in_specs)
+        .zip(&body.params)
+        .enumerate()
+    {
         let local = manual.local_type(x, spec)?;
         if local != p.ty {
             return Err(manual_err(format!(
@@ -246,7 +251,11 @@ impl Printer<'_> {
             &manual.out_specs,
             e.outputs.iter().map(|&x| f.value_type(x)).collect(),
         )?;
-        let axes: Vec<String> = manual.axes.iter().map(|(a, _)| format!("\"{a}\"")).collect();
+        let axes: Vec<String> = manual
+            .axes
+            .iter()
+            .map(|(a, _)| format!("\"{a}\""))
+            .collect();
         let n = self.results(e, names, depth);
         self.out.push_str("sdy.manual_computation(");
         for (i, x) in e.inputs.iter().enumerate() {

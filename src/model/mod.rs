@@ -46,8 +46,8 @@ pub use moe::{
 pub use moe_routing::{combine, dispatch, exclusive_cumsum, gather_rows, route, Routing};
 pub use objective::{lm_pass, moe_aux_term, LmPass};
 pub use params::{init_param, init_params, param_counts, param_specs, Init, ParamSpec};
-pub use sharded_attention::{per_shard_attention, AttentionShards, PerShardAttention};
 pub use projection::{
     fp8_amax_name, fp8_probe_name, fp8_stats_type, Projection, ProjectionInput, FP8_FORWARD_ROWS,
     FP8_ROWS, FP8_ROW_COUNT,
 };
+pub use sharded_attention::{per_shard_attention, AttentionShards, PerShardAttention};

@@ -148,7 +148,11 @@ impl AttentionShards {
 impl std::fmt::Display for AttentionShards {
     /// `batch over ["data"], heads over ["model"]` plus any notes.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "batch over {:?}, heads over {:?}", self.batch, self.heads)?;
+        write!(
+            f,
+            "batch over {:?}, heads over {:?}",
+            self.batch, self.heads
+        )?;
         for n in &self.notes {
             write!(f, "; {n}")?;
         }
@@ -243,7 +247,10 @@ fn composed_per_shard(
         "per_shard_attention",
         &inputs,
         |g, xs| {
-            let manual = shards.manual(vec![x.clone(), x.clone(), x.clone(), pos.clone()], vec![x.clone()]);
+            let manual = shards.manual(
+                vec![x.clone(), x.clone(), x.clone(), pos.clone()],
+                vec![x.clone()],
+            );
             g.manual_computation("attention_forward", manual, xs, |_, l| vec![attend(l)])
         },
         |g, xs, _outs, cts| {
@@ -257,10 +264,11 @@ fn composed_per_shard(
                     // residuals across the two computations.
                     let o = attend(l);
                     let qkv = [l[0].clone(), l[1].clone(), l[2].clone()];
-                    g.vjp(&[o], &[l[4].clone()], &qkv).unwrap_or_else(|e: HloError| {
-                        g.record_failure(e);
-                        qkv.iter().map(Tensor::zeros_like).collect()
-                    })
+                    g.vjp(&[o], &[l[4].clone()], &qkv)
+                        .unwrap_or_else(|e: HloError| {
+                            g.record_failure(e);
+                            qkv.iter().map(Tensor::zeros_like).collect()
+                        })
                 });
             // The positions are integers: their entry is ignored.
             grads.push(xs[3].clone());

@@ -25,9 +25,7 @@ pub fn attention_kind(cfg: &Config, plan: &ShardingPlan) -> AttentionKind {
     let inner = match backend {
         AttentionBackend::Xla | AttentionBackend::XlaPerShard => composed.clone(),
         AttentionBackend::Cudnn => AttentionKind::Cudnn,
-        AttentionBackend::Auto if cfg.cudnn_attention_blockers().is_empty() => {
-            AttentionKind::Cudnn
-        }
+        AttentionBackend::Auto if cfg.cudnn_attention_blockers().is_empty() => AttentionKind::Cudnn,
         AttentionBackend::Auto => composed.clone(),
     };
     let wants_shards = inner == AttentionKind::Cudnn || backend == AttentionBackend::XlaPerShard;
@@ -164,8 +162,56 @@ mod tests {
         assert_eq!(choose(&odd_head, 1), AttentionKind::Full, "head dim 60");
         let wide_head = [&CUDA_BF16[..], &["model.head_dim=192"]].concat();
         assert_eq!(choose(&wide_head, 1), AttentionKind::Full, "head dim 192");
-        let two_devices = [&CUDA_BF16[..], &["runtime.devices=2"]].concat();
-        assert_eq!(choose(&two_devices, 2), AttentionKind::Full);
+        let blocked_f32 = [
+            "memory.attention_memory_efficient=true",
+            "runtime.devices=2",
+        ];
+        assert_eq!(choose(&blocked_f32, 2), AttentionKind::Blocked(128));
+    }
+
+    fn inner_on_shards(kind: &AttentionKind) -> Option<AttentionKind> {
+        match kind {
+            AttentionKind::PerShard(p) => Some(p.inner.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn sharded_meshes_run_cudnn_per_shard_unless_the_heads_split_unalike() {
+        let dp = [&CUDA_BF16[..], &["runtime.devices=2"]].concat();
+        assert_eq!(inner_on_shards(&choose(&dp, 2)), Some(AttentionKind::Cudnn));
+        // The default model: 12 heads and 12 kv heads split over model = 4.
+        let tp = [
+            &CUDA_BF16[..],
+            &[
+                "runtime.devices=4",
+                "tpu.device_strategy=\"tensor_parallel\"",
+                "tpu.mesh_shape={\"model\": 4}",
+            ],
+        ]
+        .concat();
+        assert_eq!(inner_on_shards(&choose(&tp, 4)), Some(AttentionKind::Cudnn));
+        // 12 query heads split over model = 4, 2 kv heads not: composed, and the log says why.
+        let gqa = [&tp[..], &["model.num_kv_heads=2"]].concat();
+        assert_eq!(choose(&gqa, 4), AttentionKind::Full);
+        let sets: Vec<String> = gqa.iter().map(|s| s.to_string()).collect();
+        let cfg = Config::load(None, &sets).unwrap();
+        let plan = sharding_plan(&cfg, "cuda", 4).unwrap();
+        let summary = attention_summary(&cfg, &plan);
+        assert!(summary.contains("2 kv heads"), "{summary}");
+        // An explicit "cudnn" stays cuDNN there, under the partitioner.
+        let explicit = [&gqa[..], &["memory.attention_backend=cudnn"]].concat();
+        assert_eq!(choose(&explicit, 4), AttentionKind::Cudnn);
+        // "xla_per_shard" runs the composed attention per shard; on one device it is "xla".
+        let cpu = [
+            "memory.attention_backend=xla_per_shard",
+            "runtime.devices=2",
+        ];
+        assert_eq!(inner_on_shards(&choose(&cpu, 2)), Some(AttentionKind::Full));
+        assert_eq!(
+            choose(&["memory.attention_backend=xla_per_shard"], 1),
+            AttentionKind::Full
+        );
     }
 
     #[test]
@@ -175,14 +221,18 @@ mod tests {
         let cudnn = [&CUDA_BF16[..], &["memory.attention_backend=cudnn"]].concat();
         assert_eq!(choose(&cudnn, 1), AttentionKind::Cudnn);
         let cudnn_dp = [&cudnn[..], &["runtime.devices=2"]].concat();
-        assert_eq!(choose(&cudnn_dp, 2), AttentionKind::Cudnn);
+        assert_eq!(
+            inner_on_shards(&choose(&cudnn_dp, 2)),
+            Some(AttentionKind::Cudnn)
+        );
     }
 
     #[test]
     fn the_train_step_calls_the_kernels_once_per_layer_and_pass_unless_xla_is_asked() {
         use crate::model::cudnn_attention::{BACKWARD_TARGET, FORWARD_TARGET};
         use crate::train::{build_train_step, StepLayout};
-        for (backend, remat) in [("auto", false), ("auto", true), ("xla", false)] {
+        let cases = [("auto", false), ("auto", true), ("xla", false)];
+        for ((backend, remat), devices) in cases.into_iter().flat_map(|c| [(c, 1), (c, 4)]) {
             let cfg = Config::load(
                 None,
                 &[
@@ -197,11 +247,12 @@ mod tests {
                     "training.batch_size=2",
                     &format!("memory.gradient_checkpointing={remat}"),
                     &format!("memory.attention_backend={backend}"),
+                    &format!("runtime.devices={devices}"),
                 ]
                 .map(String::from),
             )
             .expect("config");
-            let plan = sharding_plan(&cfg, "cuda", 1).expect("plan");
+            let plan = sharding_plan(&cfg, "cuda", devices).expect("plan");
             let layout = StepLayout::new(&cfg, &plan).expect("layout");
             let text = build_train_step(&cfg, &plan, &layout)
                 .expect("traced")
@@ -226,6 +277,17 @@ mod tests {
                 count(BACKWARD_TARGET),
                 backward_runs,
                 "{backend}, remat {remat}"
+            );
+            // On 4 devices each kernel call sits in its own manual computation.
+            let manual = text.matches("sdy.manual_computation(").count();
+            let per_shard = if devices > 1 {
+                forward_runs + backward_runs
+            } else {
+                0
+            };
+            assert_eq!(
+                manual, per_shard,
+                "{backend}, remat {remat}, {devices} devices"
             );
         }
     }
