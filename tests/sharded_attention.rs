@@ -185,3 +185,55 @@ fn a_split_sequence_is_reported_and_composed() {
     assert!(summary.contains("the sequence is split"), "{summary}");
     assert_eq!(attention_kind(&cfg, &plan), AttentionKind::Full);
 }
+
+#[test]
+fn bench_sharded_attention_counts_the_kernels_in_the_optimised_program() {
+    // On the CPU the per-shard attention is composed: the StableHLO holds one manual
+    // computation per layer and pass, XLA's optimised program no cuDNN call, as expected.
+    let home = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "sharded-attention",
+        "--platform",
+        "cpu",
+        "--devices",
+        "4",
+        "--set",
+        "memory.attention_backend=\"xla_per_shard\"",
+    ];
+    let sets = [
+        "model.vocab_size=64",
+        "model.hidden_dim=64",
+        "model.num_layers=2",
+        "model.num_heads=8",
+        "model.num_kv_heads=4",
+        "model.max_seq_len=16",
+        "training.batch_size=2",
+    ];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let out = common::succeeded(common::vishwam_cli(home.path(), &args));
+    assert!(out.contains("composed XLA attention per shard"), "{out}");
+    assert!(
+        out.contains("train step: 4 sdy.manual_computation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 __cudnn$fmhaSoftmax, 0 __cudnn$fmhaSoftmaxBackward (expected 0 and 0"),
+        "{out}"
+    );
+    // Mocked GPUs exist only on the CUDA plugin.
+    let err = common::failed(common::vishwam_cli(
+        home.path(),
+        &[
+            "bench",
+            "sharded-attention",
+            "--platform",
+            "cpu",
+            "--mock-gpus",
+            "8",
+        ],
+    ));
+    assert!(err.contains("pass --platform cuda"), "{err}");
+}

@@ -304,3 +304,88 @@ impl Graph {
         self.record_error(err);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DType, PrintOptions};
+    use vishwam_mesh::Mesh;
+
+    fn manual(in_specs: Vec<PartitionSpec>, out_specs: Vec<PartitionSpec>) -> ManualAxes {
+        ManualAxes {
+            axes: vec![("a".into(), 2), ("b".into(), 2)],
+            in_specs,
+            out_specs,
+        }
+    }
+
+    #[test]
+    fn prints_the_shardy_form_with_local_block_arguments() {
+        let g = Graph::named("m");
+        let x = g.param("x", TensorType::new(DType::F32, &[8, 4]));
+        let y = g.param("y", TensorType::new(DType::F32, &[4]));
+        let rows = PartitionSpec::from_axes(&[Some("a"), Some("b")]);
+        let m = manual(
+            vec![rows.clone(), PartitionSpec::replicated()],
+            vec![rows.clone(), PartitionSpec::from_axes(&[Some("a")])],
+        );
+        let outs = g.manual_computation("body", m, &[x, y.clone()], |_, l| {
+            assert_eq!(l[0].shape(), &[4, 2]);
+            let scaled = &l[0] * &l[1].slice(&[0], &[2], &[1]).broadcast_in_dim(&[4, 2], &[1]);
+            vec![scaled.clone(), scaled.sum(&[1], false)]
+        });
+        assert_eq!(outs[0].shape(), &[8, 4]);
+        assert_eq!(outs[1].shape(), &[8]);
+        let f = g.finish(&[("z", &outs[0]), ("s", &outs[1])]).unwrap();
+        let mesh = Mesh::new(&[("a", 2), ("b", 2)], 4).unwrap();
+        let text = f.to_stablehlo(&PrintOptions::with_mesh(mesh)).unwrap();
+        assert!(
+            text.contains(
+                r#"sdy.manual_computation(%arg0, %arg1) in_shardings=[<@mesh, [{"a"}, {"b"}]>, <@mesh, [{}]>] out_shardings=[<@mesh, [{"a"}, {"b"}]>, <@mesh, [{"a"}]>] manual_axes={"a", "b"} (%it0_0: tensor<4x2xf32>, %it0_1: tensor<4xf32>) {"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("sdy.return"), "{text}");
+        assert!(
+            text.contains(
+                "} : (tensor<8x4xf32>, tensor<4xf32>) -> (tensor<8x4xf32>, tensor<8xf32>)"
+            ),
+            "{text}"
+        );
+        // Without a mesh, or on a mesh without the manual axes, printing fails.
+        assert!(f.to_stablehlo(&PrintOptions::default()).is_err());
+        let other = Mesh::new(&[("a", 4)], 4).unwrap();
+        let err = f.to_stablehlo(&PrintOptions::with_mesh(other)).unwrap_err();
+        assert!(err.to_string().contains("axis `a` of size 2"), "{err}");
+    }
+
+    #[test]
+    fn rejects_specs_that_do_not_fit_and_has_no_gradient() {
+        let g = Graph::named("m");
+        let x = g.param("x", TensorType::new(DType::F32, &[6, 4]));
+        let m = manual(vec![PartitionSpec::from_axes(&[Some("c")])], vec![]);
+        g.manual_computation("c", m, std::slice::from_ref(&x), |_, l| vec![l[0].clone()]);
+        let err = g.check_error().unwrap_err().to_string();
+        assert!(err.contains("axis `c`, which is not manual"), "{err}");
+
+        let g = Graph::named("m");
+        let x = g.param("x", TensorType::new(DType::F32, &[6, 4]));
+        let spec = PartitionSpec::from_axes(&[Some("a"), Some("b")]);
+        let m = manual(
+            vec![PartitionSpec::from_axes(&[Some("b"), Some("a")])],
+            vec![spec],
+        );
+        let out =
+            g.manual_computation("ok", m, std::slice::from_ref(&x), |_, l| vec![l[0].clone()]);
+        g.check_error().unwrap();
+        let err = g.grad(&out[0].sum_all(), &[x]).unwrap_err().to_string();
+        assert!(err.contains("manual_computation"), "{err}");
+
+        let g = Graph::named("m");
+        let x = g.param("x", TensorType::new(DType::F32, &[5, 4]));
+        let m = manual(vec![PartitionSpec::from_axes(&[Some("a")])], vec![]);
+        g.manual_computation("odd", m, &[x], |_, l| vec![l[0].clone()]);
+        let err = g.check_error().unwrap_err().to_string();
+        assert!(err.contains("does not divide into 2 shards"), "{err}");
+    }
+}

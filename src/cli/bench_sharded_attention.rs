@@ -31,6 +31,10 @@ pub struct ShardedAttentionArgs {
     /// mesh then has this many devices (it replaces --devices).
     #[arg(long)]
     mock_gpus: Option<usize>,
+    /// Keep XLA's dump of the program (HLO before and after optimisation) in this new or
+    /// empty directory instead of a temporary one.
+    #[arg(long)]
+    dump_to: Option<std::path::PathBuf>,
 }
 
 /// Runs the check.
@@ -68,12 +72,25 @@ pub fn run(args: &ShardedAttentionArgs) -> anyhow::Result<ExitCode> {
     let manual = text.matches("sdy.manual_computation(").count();
     println!("train step: {manual} sdy.manual_computation in the StableHLO");
 
-    let dump = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let dump = match &args.dump_to {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            anyhow::ensure!(
+                std::fs::read_dir(dir)?.next().is_none(),
+                "--dump-to {}: the directory must be empty (the counts read every optimised \
+                 module in it)",
+                dir.display()
+            );
+            dir.clone()
+        }
+        None => temporary.path().to_path_buf(),
+    };
     let mut options = CompileOptions::for_partitions(devices);
     options.device_assignment = (0..devices as i64).collect();
     options.overrides.push((
         "xla_dump_to".into(),
-        OptionValue::Str(dump.path().to_string_lossy().into_owned()),
+        OptionValue::Str(dump.to_string_lossy().into_owned()),
     ));
     options
         .overrides
@@ -81,7 +98,7 @@ pub fn run(args: &ShardedAttentionArgs) -> anyhow::Result<ExitCode> {
     client
         .compile(&text, &options)
         .context("compiling the train step")?;
-    let optimised = optimised_hlo(dump.path())?;
+    let optimised = optimised_hlo(&dump)?;
     let count = |target: &str| {
         optimised
             .matches(&format!("custom_call_target=\"{target}\""))

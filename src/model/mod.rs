@@ -2,7 +2,8 @@
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two composed attention forms and
-//! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
+//! `cudnn_attention` the fused CUDA kernels; `sharded_attention` runs either per device on
+//! its batch and head shards in a Shardy manual computation; `moe` and `moe_routing` are the
 //! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy and `distill_loss`
 //! the chunked teacher-student KL with hidden-state distances; `objective` assembles the
 //! training objective (forward pass, head, masked cross-entropy, MoE aux term) once, for
