@@ -151,6 +151,44 @@ fn tensor_parallel_attention_per_shard_equals_one_device() {
 }
 
 #[test]
+fn blocked_attention_per_shard_equals_one_device() {
+    // Blocks of 8 over the 16 positions, on hybrid data = 2 x model = 2 (batch and heads).
+    let blocked = |devices: usize| {
+        let mut sets = vec![
+            "model.num_kv_heads=4".to_string(),
+            "optimization.block_size=8".into(),
+            format!("runtime.devices={devices}"),
+        ];
+        if devices > 1 {
+            sets.extend([
+                "tpu.device_strategy=\"hybrid\"".into(),
+                "tpu.mesh_shape={\"data\": 2, \"model\": 2}".into(),
+                format!("training.batch_size={}", GLOBAL_BATCH / 2),
+            ]);
+        } else {
+            sets.push(format!("training.batch_size={GLOBAL_BATCH}"));
+        }
+        config(&sets)
+    };
+    let cfg = blocked(4);
+    let plan = sharding_plan(&cfg, "cpu", 4).unwrap();
+    match attention_kind(&cfg, &plan) {
+        AttentionKind::PerShard(p) => assert_eq!(p.inner, AttentionKind::Blocked(8)),
+        other => panic!("{other:?}"),
+    }
+    let (one, _) = losses(&blocked(1), 1);
+    let (four, summary) = losses(&cfg, 4);
+    assert!(
+        summary.contains("batch over [\"data\"], heads over [\"model\"]"),
+        "{summary}"
+    );
+    for (a, b) in four.iter().zip(&one) {
+        // As in assert_meshes_match_one_device.
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{four:?} against {one:?}");
+    }
+}
+
+#[test]
 fn attention_composes_where_the_heads_cannot_be_split_alike() {
     // 8 query heads split over model = 4, but 2 kv heads do not divide 4: a shard's query heads
     // would need kv heads of another shard, so attention composes under the partitioner, says

@@ -26,6 +26,7 @@
 //! - query heads and kv heads are split differently (e.g. 8 heads split over tp = 4 but 2 kv
 //!   heads, which do not divide): a shard's query heads would need another shard's kv heads;
 //! - the head dim is split.
+//!
 //! Heads that do not divide the tp axis at all are not split (the rules leave them whole):
 //! every device along tp then runs attention for all heads of its batch slice, as the
 //! partitioner would; the log line names the axis.
