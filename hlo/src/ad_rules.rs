@@ -162,6 +162,12 @@ pub(crate) fn vjp_rule(
                 &format!("target `{}` has no gradient rule; wrap the call in Graph::custom_vjp with a backward rule", spec.target),
             ))
         }
+        Prim::ManualComputation { .. } => {
+            return Err(not_differentiable(
+                prim,
+                "a result replicated over a manual axis would need a cross-device sum of its cotangent; wrap the computation in Graph::custom_vjp with a backward manual computation",
+            ))
+        }
         Prim::Remat { body, .. } => remat_backward(g, body, ins, cts, active)?,
         Prim::CustomVjp { bwd, .. } => custom_vjp_backward(g, bwd, ins, outs, cts)?,
     })

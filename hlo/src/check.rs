@@ -173,7 +173,9 @@ fn check_subfunctions(prim: &Prim) -> Result<()> {
             cond.check()?;
             body.check()
         }
-        Prim::Remat { body, .. } | Prim::ReduceWith { body, .. } => body.check(),
+        Prim::Remat { body, .. }
+        | Prim::ReduceWith { body, .. }
+        | Prim::ManualComputation { body, .. } => body.check(),
         Prim::CustomVjp { fwd, bwd, .. } => {
             fwd.check()?;
             bwd.check()

@@ -346,6 +346,9 @@ pub fn infer(prim: &Prim, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             }
             Ok(spec.result_types.clone())
         }
+        Prim::ManualComputation { manual, body, .. } => {
+            crate::manual::infer_manual(manual, body, inputs)
+        }
         Prim::Remat { body, .. } => {
             expect_params(op, "body", body, inputs)?;
             Ok(output_types(body))

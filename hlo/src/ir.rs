@@ -10,6 +10,7 @@ pub use crate::attrs::{
     RngAlgorithm, ScatterDims, UnaryOp,
 };
 use crate::literal::Literal;
+use crate::manual::ManualAxes;
 use crate::{DType, TensorType};
 use std::sync::Arc;
 use vishwam_mesh::PartitionSpec;
@@ -195,6 +196,16 @@ pub enum Prim {
         /// The region, from the inputs to the outputs.
         body: Arc<Func>,
     },
+    /// A region run once per device on its local shards (`sdy.manual_computation`, see
+    /// `manual.rs`); not differentiable (wrap it in a custom vjp).
+    ManualComputation {
+        /// A label for messages.
+        name: String,
+        /// The manual axes and the operand and result specs.
+        manual: Box<ManualAxes>,
+        /// The region, from the local operands to the local results.
+        body: Arc<Func>,
+    },
     /// A region with its own backward rule.
     CustomVjp {
         /// A label for messages.
@@ -268,6 +279,7 @@ impl Prim {
             Prim::CustomCall(_) => "custom_call",
             Prim::Remat { .. } => "remat",
             Prim::CustomVjp { .. } => "custom_vjp",
+            Prim::ManualComputation { .. } => "manual_computation",
         }
     }
 
@@ -281,6 +293,7 @@ impl Prim {
             Prim::CustomCall(spec) => spec.result_types.len(),
             Prim::Remat { body, .. } => body.outputs.len(),
             Prim::CustomVjp { fwd, .. } => fwd.outputs.len(),
+            Prim::ManualComputation { body, .. } => body.outputs.len(),
             Prim::Constant { .. }
             | Prim::Iota { .. }
             | Prim::Convert { .. }

@@ -38,6 +38,7 @@ mod infer_index;
 mod infer_shape;
 mod ir;
 mod literal;
+mod manual;
 pub mod nn;
 mod ops;
 mod print;
@@ -60,6 +61,7 @@ pub use ir::{
     Param, Prim, ReduceKind, RngAlgorithm, ScatterDims, UnaryOp, ValueId,
 };
 pub use literal::Literal;
+pub use manual::ManualAxes;
 pub use ops::elementwise::broadcast_shapes;
 pub use ops::Operand;
 pub use print::PrintOptions;

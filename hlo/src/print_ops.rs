@@ -342,6 +342,9 @@ impl Printer<'_> {
                     self.out.push(')');
                 }
             }
+            Prim::ManualComputation { manual, body, .. } => {
+                return self.manual_computation(f, e, names, depth, manual, body)
+            }
             Prim::Remat { body, .. } => return self.inline(e, names, depth, body),
             Prim::CustomVjp { fwd, .. } => return self.inline(e, names, depth, fwd),
         }

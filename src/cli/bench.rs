@@ -22,6 +22,9 @@ pub enum BenchCommand {
     Distill(super::bench_distill::DistillBenchArgs),
     /// cuDNN flash attention vs. composed XLA attention on CUDA: correctness, then speed.
     Attention(super::bench_attention::AttentionBenchArgs),
+    /// The train step for a sharded mesh (on one GPU: `--mock-gpus N`): counts the cuDNN
+    /// attention calls in XLA's optimised program; fails unless every layer has them.
+    ShardedAttention(super::bench_sharded_attention::ShardedAttentionArgs),
     /// Compiled peak memory of the train step: f32 baseline, gradient checkpointing, mixed
     /// precision, GQA and all together (the Pufferfish table), at 12, 24 and 30 layers.
     Memory(super::bench_memory::MemoryBenchArgs),
@@ -104,6 +107,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Attention(args) => super::bench_attention::run(&args),
+        BenchCommand::ShardedAttention(args) => super::bench_sharded_attention::run(&args),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench_distill;
 mod bench_generate;
 mod bench_memory;
 mod bench_moe;
+mod bench_sharded_attention;
 mod bench_train;
 mod data;
 mod distill;

@@ -32,8 +32,8 @@ config_enum! {
 config_enum! {
     /// Which implementation computes attention in training.
     pub enum AttentionBackend {
-        /// cuDNN flash attention where it can run (see [`cudnn_attention_blockers`]) on a
-        /// one-device mesh, else "xla".
+        /// cuDNN flash attention where it can run (see [`cudnn_attention_blockers`]), per
+        /// shard on a sharded mesh (`model/sharded_attention.rs`), else "xla".
         #[default]
         Auto => "auto",
         /// Attention composed from XLA primitives: full scores, or blocked when
@@ -41,6 +41,10 @@ config_enum! {
         Xla => "xla",
         /// cuDNN flash attention (the CUDA plugin only; anything that prevents it is an error).
         Cudnn => "cudnn",
+        /// "xla" run per device on its batch and head shards in a Shardy manual computation,
+        /// as "cudnn" runs on a sharded mesh (its backward recomputes the forward); the same as
+        /// "xla" on one device. The CPU twin of sharded cuDNN attention.
+        XlaPerShard => "xla_per_shard",
     }
 }
 

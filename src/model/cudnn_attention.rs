@@ -44,7 +44,7 @@ pub fn cudnn_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
 
 /// `[o [B,T,N,D], stats [B,N,T]]`: the kernel writes `o` as `[B,N,T,D]` laid out as
 /// `[B,T,N,D]` in memory, so the transpose back is free.
-fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<Tensor> {
+pub(crate) fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<Tensor> {
     let dims = Dims::of(q, k);
     let mut spec = CustomCallSpec::new(
         FORWARD_TARGET,
@@ -62,7 +62,13 @@ fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<Tensor> {
 }
 
 /// `[dq, dk, dv]` from the inputs, the forward output `o`, its softmax `stats` and `d_o`.
-fn backward(g: &Graph, qkv: &[Tensor], o: &Tensor, stats: &Tensor, d_o: &Tensor) -> Vec<Tensor> {
+pub(crate) fn backward(
+    g: &Graph,
+    qkv: &[Tensor],
+    o: &Tensor,
+    stats: &Tensor,
+    d_o: &Tensor,
+) -> Vec<Tensor> {
     let (q, k) = (&qkv[0], &qkv[1]);
     let dims = Dims::of(q, k);
     let mut spec = CustomCallSpec::new(

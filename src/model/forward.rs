@@ -7,6 +7,7 @@ use super::fp8::Fp8Formats;
 use super::loss::RowStats;
 use super::moe::{self, MoeParams, MoeStats};
 use super::projection::{fp8_layer_inputs, BlockProjections, Projection};
+use super::sharded_attention::{per_shard_attention, PerShardAttention};
 use crate::config::{MlpActivation, ModelConfig, RopeScalingType};
 use std::sync::Arc;
 use vishwam_hlo::{
@@ -16,7 +17,7 @@ use vishwam_hlo::{
 use vishwam_mesh::ShardingPlan;
 
 /// How attention is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttentionKind {
     /// Scores for every (query, key) pair at once.
     Full,
@@ -24,6 +25,9 @@ pub enum AttentionKind {
     Blocked(usize),
     /// cuDNN's fused flash-attention kernels (the CUDA plugin only; bf16/f16).
     Cudnn,
+    /// One of the above run per device on its batch and head shards, in a Shardy manual
+    /// computation (see `sharded_attention.rs`).
+    PerShard(Arc<PerShardAttention>),
 }
 
 /// Choices that change how the forward pass is traced, not what it computes.
@@ -288,10 +292,11 @@ fn block_forward(
     is_moe: bool,
     rng: Option<&mut RngStream>,
 ) -> (Tensor, Option<MoeStats>) {
-    let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match opts.attention {
+    let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match &opts.attention {
         AttentionKind::Full => attention(q, k, v, positions, positions),
-        AttentionKind::Blocked(block) => blocked_attention(q, k, v, block),
+        AttentionKind::Blocked(block) => blocked_attention(q, k, v, *block),
         AttentionKind::Cudnn => cudnn_attention(q, k, v),
+        AttentionKind::PerShard(p) => per_shard_attention(p, q, k, v, positions),
     };
     block_with_attention(cfg, opts, h, positions, p, is_moe, attend, rng)
 }

@@ -2,7 +2,8 @@
 //!
 //! `params` lists the parameters with their logical axes and initialisation; `forward` traces
 //! the blocks; `attention` and `blocked` are the two composed attention forms and
-//! `cudnn_attention` the fused CUDA kernels; `moe` and `moe_routing` are the
+//! `cudnn_attention` the fused CUDA kernels; `sharded_attention` runs either per device on
+//! its batch and head shards in a Shardy manual computation; `moe` and `moe_routing` are the
 //! Mixture-of-Experts feed-forward; `loss` is the chunked cross-entropy and `distill_loss`
 //! the chunked teacher-student KL with hidden-state distances; `objective` assembles the
 //! training objective (forward pass, head, masked cross-entropy, MoE aux term) once, for
@@ -24,6 +25,7 @@ mod moe_routing;
 mod objective;
 mod params;
 mod projection;
+pub mod sharded_attention;
 
 pub use attention::{attention, causal_mask};
 pub use blocked::blocked_attention;
@@ -49,3 +51,4 @@ pub use projection::{
     fp8_amax_name, fp8_probe_name, fp8_stats_type, Projection, ProjectionInput, FP8_FORWARD_ROWS,
     FP8_ROWS, FP8_ROW_COUNT,
 };
+pub use sharded_attention::{per_shard_attention, AttentionShards, PerShardAttention};

@@ -14,6 +14,11 @@ use std::sync::Arc;
 pub struct ClientOptions {
     /// For the CPU plugin: the number of virtual devices (`cpu_device_count`).
     pub cpu_device_count: Option<usize>,
+    /// For the CUDA plugin on one GPU: pretend to be this many hosts of one GPU each, with
+    /// mocked NCCL (`enable_mock_nccl`, `num_nodes`, `mock_gpu_topology` "1xNx1", as read by
+    /// XLA's `pjrt_c_api_gpu_internal.cc`). Programs compile for all of them; only the local
+    /// GPU is addressable, and collectives do nothing, so results are not meaningful.
+    pub mock_gpu_hosts: Option<usize>,
 }
 
 /// Shared state behind a [`Client`] and every object created from it.
@@ -86,6 +91,29 @@ impl Client {
                 value: count as i64 as u64,
                 value_size: 1,
             });
+        }
+        // `1xNx1`: one slice of N hosts with one GPU each (XLA checks the local GPU count).
+        let topology = options.mock_gpu_hosts.map(|n| format!("1x{n}x1"));
+        if let (Some(n), Some(topology)) = (options.mock_gpu_hosts, &topology) {
+            let named = |name: &'static [u8], type_, value: u64, value_size| ffi::PJRT_NamedValue {
+                struct_size: std::mem::size_of::<ffi::PJRT_NamedValue>(),
+                extension_start: std::ptr::null_mut(),
+                name: name.as_ptr().cast(),
+                name_size: name.len(),
+                type_,
+                value,
+                value_size,
+            };
+            values.push(named(b"enable_mock_nccl", ffi::NAMED_VALUE_BOOL, 1, 1));
+            values.push(named(b"num_nodes", ffi::NAMED_VALUE_INT64, n as u64, 1));
+            // The union holds the string's pointer; `topology` outlives the create call.
+            let text = topology.as_ptr() as u64;
+            values.push(named(
+                b"mock_gpu_topology",
+                ffi::NAMED_VALUE_STRING,
+                text,
+                topology.len(),
+            ));
         }
         let mut args = ffi::PJRT_Client_Create_Args::new();
         args.create_options = values.as_ptr();
@@ -310,6 +338,7 @@ impl ClientSpec {
                 super::Platform::Cpu => Some(self.devices.unwrap_or(1)),
                 _ => None,
             },
+            mock_gpu_hosts: None,
         };
         Client::new(api, &options)
     }

@@ -33,7 +33,7 @@ mod trainer;
 mod trainer_programs;
 pub mod weights;
 
-pub use attention_choice::attention_kind;
+pub use attention_choice::{attention_kind, attention_shards, attention_summary};
 pub use data_inputs::describe_data_inputs;
 pub use data_source::{
     choose_tokenizer, prepare_data, run_tokenizer, AskedSpecialIds, ChosenTokenizer, TrainingData,

@@ -338,7 +338,14 @@ pub fn engine_on(
     tracing::info!("{plan}");
     match cfg.training.batch_size_is_auto() {
         true => tracing::info!("global batch: training.batch_size \"auto\", resolved below"),
-        false => tracing::info!("global batch: {}", batch_geometry(cfg, &plan)),
+        false => {
+            tracing::info!("global batch: {}", batch_geometry(cfg, &plan));
+            // The attention of the platform in use (a config's "auto" is pinned later).
+            let mut pinned = cfg.clone();
+            pinned.runtime.platform = config_platform(platform);
+            let attention = super::attention_choice::attention_summary(&pinned, &plan);
+            tracing::info!("{attention}");
+        }
     }
     let cache = if cfg.runtime.compile_cache {
         CompileCache::default_dir()

@@ -357,7 +357,7 @@ fn attention_backend_rules() {
     }
     assert_eq!(
         problem(r#"{"memory": {"attention_backend": "flash"}}"#),
-        "`memory.attention_backend` must be one of \"auto\", \"xla\", \"cudnn\", got \"flash\""
+        "`memory.attention_backend` must be one of \"auto\", \"xla\", \"cudnn\", \"xla_per_shard\", got \"flash\""
     );
 }
 

@@ -26,11 +26,11 @@ pub use error::DistillError;
 pub use mapping::layer_pairs;
 pub use teacher::{Teacher, TeacherSource};
 
-use super::attention_choice::attention_kind;
+use super::attention_choice::teacher_attention_kind;
 use super::TrainError;
 use crate::config::{ComputeDtype, Config, IntermediateLoss, ModelConfig};
 use crate::engine::{element_type, Engine, HostArray, ShardedArray};
-use crate::model::{self, AttentionKind, DistillHeads, ForwardOptions, Init, ParamSpec, RngStream};
+use crate::model::{self, DistillHeads, ForwardOptions, Init, ParamSpec, RngStream};
 use crate::runtime::ElementType;
 use serde::Serialize;
 use std::sync::Arc;
@@ -148,15 +148,7 @@ impl DistillContext {
             model: teacher.clone(),
             ..cfg.clone()
         };
-        let attention = match attention_kind(&as_teacher, plan) {
-            AttentionKind::Cudnn if !as_teacher.cudnn_attention_blockers().is_empty() => {
-                match as_teacher.attention_block() {
-                    Some(block) => AttentionKind::Blocked(block),
-                    None => AttentionKind::Full,
-                }
-            }
-            kind => kind,
-        };
+        let attention = teacher_attention_kind(&as_teacher, plan);
         let b = crate::train::batch_geometry(cfg, plan).micro_batch() as i64;
         let t = cfg.seq_len() as i64;
         let residual = plan
