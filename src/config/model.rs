@@ -222,9 +222,7 @@ impl ModelConfig {
     /// The factor queries are scaled by before `q . k`: `query_pre_attn_scalar^-0.5`, or
     /// `head_dim^-0.5`.
     pub fn attention_scale(&self) -> f64 {
-        let scalar = self
-            .query_pre_attn_scalar
-            .unwrap_or(self.head_dim() as f64);
+        let scalar = self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f64);
         1.0 / scalar.sqrt()
     }
 
@@ -380,7 +378,10 @@ impl ModelConfig {
     fn validate_gemma2(&self, c: &mut Checks) {
         for (key, cap) in [
             ("model.attn_logit_softcapping", self.attn_logit_softcapping),
-            ("model.final_logit_softcapping", self.final_logit_softcapping),
+            (
+                "model.final_logit_softcapping",
+                self.final_logit_softcapping,
+            ),
             ("model.query_pre_attn_scalar", self.query_pre_attn_scalar),
         ] {
             if let Some(value) = cap {

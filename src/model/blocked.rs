@@ -221,7 +221,7 @@ fn backward(g: &Graph, io: [&Tensor; 6], bs: i64, spec: &AttentionSpec) -> Vec<T
             let vj = v.slice_axis(1, j * bs, (j + 1) * bs);
             let (s, slope) = block_scores(&qi, &kj, spec, mask.as_ref());
             let p = (&s - &lse_i).exp(); // [B,KV,bq,G,bk]
-            // dV_j += P^T dO_i : [B,KV,bk,D] -> [B,bk,KV,D]
+                                         // dV_j += P^T dO_i : [B,KV,bk,D] -> [B,bk,KV,D]
             let dv_j = p
                 .dot_general(&doi, dims(&[0, 1], &[0, 2], &[2, 3], &[1, 3]))
                 .transpose(&[0, 2, 1, 3]);

@@ -54,7 +54,16 @@ pub fn masked_ce_kl_sums(
     stats: RowStats,
 ) -> [Tensor; 4] {
     let no_caps = [None, None];
-    masked_ce_kl_sums_capped(heads, no_caps, targets, mask, temperature, weights, chunk, stats)
+    masked_ce_kl_sums_capped(
+        heads,
+        no_caps,
+        targets,
+        mask,
+        temperature,
+        weights,
+        chunk,
+        stats,
+    )
 }
 
 /// [`masked_ce_kl_sums`] with the student's and the teacher's logits soft-capped by

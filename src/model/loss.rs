@@ -258,7 +258,7 @@ fn forward(
         let ce = &lse - picked;
         accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
-        // Through the cap: still in [-1, 1], as the FP8 gradient's constant scale assumes.
+                                                            // Through the cap: still in [-1, 1], as the FP8 gradient's constant scale assumes.
         let d_logits = match slope {
             Some(slope) => d_logits * slope,
             None => d_logits,

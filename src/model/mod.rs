@@ -29,8 +29,8 @@ pub use attention::{attention, attention_with, causal_mask, window_mask, Attenti
 pub use blocked::{blocked_attention, blocked_attention_with};
 pub use cudnn_attention::{cudnn_attention, cudnn_attention_with};
 pub use decode::{
-    cached_attention, cached_attention_with, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
-    FP8_E4M3_MAX,
+    cached_attention, cached_attention_with, hidden_states_cached, quantize_fp8, KvCacheFormat,
+    KvCacheShape, LayerCache, FP8_E4M3_MAX,
 };
 pub use distill_loss::{
     masked_ce_kl_sums, masked_ce_kl_sums_capped, masked_hidden_distance_sum, DistillHeads,

@@ -65,8 +65,11 @@ fn attention_scores_to_output(
         Some(cap) => ((scores / cap)?.tanh()? * cap)?,
         None => scores,
     };
-    let probs = windowed_causal_softmax(&scores.reshape((b * kv, g, t, t))?, window)?
-        .reshape((b * kv, g * t, t))?;
+    let probs = windowed_causal_softmax(&scores.reshape((b * kv, g, t, t))?, window)?.reshape((
+        b * kv,
+        g * t,
+        t,
+    ))?;
     let out = probs.matmul(&v)?; // [B*KV, g*T, D]
 
     // [B,KV,g,T,D] -> [B,T,KV,g,D] -> [B*T, NH*D]

@@ -316,9 +316,7 @@ pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
 /// [`causal_softmax`] that also masks keys `j <= i - window` (a sliding window: query i sees
 /// keys `i - window < j <= i`).
 pub fn windowed_causal_softmax(scores: &Tensor, window: Option<usize>) -> Result<Tensor> {
-    Ok(scores
-        .contiguous()?
-        .apply_op1(CausalSoftmax { window })?)
+    Ok(scores.contiguous()?.apply_op1(CausalSoftmax { window })?)
 }
 
 /// Per-row cross-entropy `logsumexp(logits[r]) - logits[r, targets[r]]` of logits `[N, V]`

@@ -69,7 +69,9 @@ pub(super) fn read(keys: &mut Keys<'_>, model: ModelConfig) -> Result<ModelConfi
                 path,
                 "sliding_window_size",
                 v,
-                format!("it must equal `sliding_window` ({window:?}), which is what transformers reads"),
+                format!(
+                    "it must equal `sliding_window` ({window:?}), which is what transformers reads"
+                ),
             ));
         }
     }
@@ -155,9 +157,7 @@ pub(super) fn write(cfg: &ModelConfig, c: &mut Value) -> Result<(), String> {
         .collect();
     c["attn_logit_softcapping"] = json!(cfg.attn_logit_softcapping);
     c["final_logit_softcapping"] = json!(cfg.final_logit_softcapping);
-    c["query_pre_attn_scalar"] = json!(cfg
-        .query_pre_attn_scalar
-        .unwrap_or(cfg.head_dim() as f64));
+    c["query_pre_attn_scalar"] = json!(cfg.query_pre_attn_scalar.unwrap_or(cfg.head_dim() as f64));
     c["sliding_window"] = json!(cfg.sliding_window);
     c["layer_types"] = json!(layer_types);
     Ok(())

@@ -79,7 +79,10 @@ fn mistral_reads_its_sliding_window_in_every_layer() {
     c["architectures"] = json!(["MistralForCausalLM"]);
     // Absent: MistralConfig's 4096.
     let m = parse_value(&c).unwrap();
-    assert_eq!((m.sliding_window, m.sliding_window_pattern), (Some(4096), 0));
+    assert_eq!(
+        (m.sliding_window, m.sliding_window_pattern),
+        (Some(4096), 0)
+    );
     assert!((0..m.num_layers).all(|i| m.layer_window(i) == Some(4096)));
     c["sliding_window"] = json!(16);
     let m = parse_value(&c).unwrap();
@@ -187,7 +190,10 @@ fn gemma2_configs_read_with_gemma2_defaults() {
         (Some(50.0), Some(30.0))
     );
     assert_eq!(m.query_pre_attn_scalar, Some(256.0));
-    assert_eq!((m.sliding_window, m.sliding_window_pattern), (Some(4096), 2));
+    assert_eq!(
+        (m.sliding_window, m.sliding_window_pattern),
+        (Some(4096), 2)
+    );
     // Even layers local, odd global.
     let windows: Vec<_> = (0..4).map(|i| m.layer_window(i)).collect();
     assert_eq!(windows, [Some(4096), None, Some(4096), None]);
@@ -195,7 +201,12 @@ fn gemma2_configs_read_with_gemma2_defaults() {
     assert_eq!(written["model_type"], "gemma2");
     assert_eq!(
         written["layer_types"],
-        json!(["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+        json!([
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention"
+        ])
     );
     assert_eq!(parse_value(&written).unwrap(), m);
 }
@@ -209,8 +220,14 @@ fn gemma2_nulls_layer_types_and_refusals() {
     c["sliding_window_size"] = json!(8);
     c["query_pre_attn_scalar"] = json!(24);
     let m = parse_value(&c).unwrap();
-    assert_eq!((m.attn_logit_softcapping, m.final_logit_softcapping), (None, None));
-    assert_eq!((m.sliding_window, m.query_pre_attn_scalar), (Some(8), Some(24.0)));
+    assert_eq!(
+        (m.attn_logit_softcapping, m.final_logit_softcapping),
+        (None, None)
+    );
+    assert_eq!(
+        (m.sliding_window, m.query_pre_attn_scalar),
+        (Some(8), Some(24.0))
+    );
     assert_eq!(parse_value(&write(&m, None).unwrap()).unwrap(), m);
     // Every layer sliding, and every layer full (no window at all).
     c["layer_types"] = json!(vec!["sliding_attention"; 4]);
@@ -220,14 +237,35 @@ fn gemma2_nulls_layer_types_and_refusals() {
     let refused = [
         (
             "layer_types",
-            json!(["full_attention", "sliding_attention", "sliding_attention", "sliding_attention"]),
+            json!([
+                "full_attention",
+                "sliding_attention",
+                "sliding_attention",
+                "sliding_attention"
+            ]),
             "`layer_types`",
         ),
         ("layer_types", json!(["sliding_attention"]), "`layer_types`"),
-        ("sliding_window_size", json!(16), "`sliding_window_size` = 16"),
-        ("use_bidirectional_attention", json!(true), "`use_bidirectional_attention`"),
-        ("attn_logit_softcapping", json!(-1.0), "`attn_logit_softcapping` = -1.0"),
-        ("query_pre_attn_scalar", Value::Null, "`query_pre_attn_scalar` = null"),
+        (
+            "sliding_window_size",
+            json!(16),
+            "`sliding_window_size` = 16",
+        ),
+        (
+            "use_bidirectional_attention",
+            json!(true),
+            "`use_bidirectional_attention`",
+        ),
+        (
+            "attn_logit_softcapping",
+            json!(-1.0),
+            "`attn_logit_softcapping` = -1.0",
+        ),
+        (
+            "query_pre_attn_scalar",
+            Value::Null,
+            "`query_pre_attn_scalar` = null",
+        ),
     ];
     for (key, value, expected) in refused {
         let mut c = c.clone();

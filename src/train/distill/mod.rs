@@ -308,10 +308,7 @@ impl DistillContext {
             teacher_head: &teacher_head,
         };
         let t2 = self.temperature * self.temperature;
-        let softcaps = [
-            self.student_softcap,
-            self.teacher.final_logit_softcapping,
-        ];
+        let softcaps = [self.student_softcap, self.teacher.final_logit_softcapping];
         let [mut objective, ce, kl, correct] = model::masked_ce_kl_sums_capped(
             &heads,
             softcaps,
