@@ -1,7 +1,9 @@
 //! Gemma's architecture switches (`model.activation = "gelu_tanh"`, `model.norm_offset = 1`,
 //! `model.scale_embeddings`, with MQA and a head_dim independent of hidden/heads) against the
 //! Candle reference, and a Gemma-layout Hugging Face directory (written here with random bf16
-//! weights under transformers' names) imported, verified and exported again through the binary.
+//! weights under transformers' names) imported, verified and exported again through the binary;
+//! Gemma and Gemma 2 teachers from a fake Hugging Face cache distilled into a Llama student on
+//! Brown (Gemma 2's own checks are in tests/gemma2.rs).
 
 mod common;
 
