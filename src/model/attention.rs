@@ -118,7 +118,7 @@ pub fn window_mask(q_pos: &Tensor, k_pos: &Tensor, window: Option<usize>) -> Ten
             let (t, s) = (q_pos.shape()[0], k_pos.shape()[0]);
             let qb = q_pos.broadcast_in_dim(&[t, s], &[0]);
             let kb = k_pos.broadcast_in_dim(&[t, s], &[1]);
-            causal.and(&(qb - kb).lt(w as i64))
+            causal.and((qb - kb).lt(w as i64))
         }
     }
 }

@@ -101,7 +101,7 @@ fn block_mask(g: &Graph, bs: i64, offset: i64, window: i64) -> Tensor {
     let causal = gap.ge(0i64);
     match window {
         i64::MAX => causal,
-        w => causal.and(&gap.lt(w)),
+        w => causal.and(gap.lt(w)),
     }
 }
 
