@@ -1,7 +1,9 @@
 //! Gemma's architecture switches (`model.activation = "gelu_tanh"`, `model.norm_offset = 1`,
 //! `model.scale_embeddings`, with MQA and a head_dim independent of hidden/heads) against the
 //! Candle reference, and a Gemma-layout Hugging Face directory (written here with random bf16
-//! weights under transformers' names) imported, verified and exported again through the binary.
+//! weights under transformers' names) imported, verified and exported again through the binary;
+//! Gemma and Gemma 2 teachers from a fake Hugging Face cache distilled into a Llama student on
+//! Brown (Gemma 2's own checks are in tests/gemma2.rs).
 
 mod common;
 
@@ -331,12 +333,39 @@ fn validation_loss(stdout: &str) -> f64 {
 /// A Gemma-architecture teacher (GeGLU, 1 + gain norms, scaled embeddings, MQA, head_dim 64
 /// with width 128) trained on Brown, exported as a Gemma HF directory into a fake hub cache,
 /// teaches a Llama student of another width and depth by its short name; the student beats
-/// the same student trained on the labels alone. Sizes as tests/distill/brown.rs (teacher
-/// 4 x 128 for 300 steps, student 2 x 64 for 200 steps, windows of 64, vocab 512, alpha 0.9 at
-/// T = 1), whose Llama teacher left gaps of at least 0.17 nats where rounding moved losses by
-/// at most 0.05.
+/// the same student trained on the labels alone.
 #[test]
 fn a_gemma_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
+    teacher_from_the_hf_cache_beats_the_student_from_scratch("gemma", &[]);
+}
+
+/// The same with a Gemma-2-layout teacher: post-attention and post-feed-forward norms,
+/// attention and final logit soft-caps (Gemma 2's 50 and 30), queries scaled by
+/// query_pre_attn_scalar^-0.5, and a window of 16 on every second block of 64-token windows.
+/// The teacher's HF directory is `model_type: "gemma2"` and distillation reads the teacher's
+/// logits soft-capped.
+#[test]
+fn a_gemma2_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
+    teacher_from_the_hf_cache_beats_the_student_from_scratch(
+        "gemma2",
+        &[
+            "model.post_norms=true",
+            "model.attn_logit_softcapping=50",
+            "model.final_logit_softcapping=30",
+            "model.query_pre_attn_scalar=128",
+            "model.sliding_window=16",
+            "model.sliding_window_pattern=2",
+        ],
+    );
+}
+
+/// A teacher with the Gemma switches and `extra` trained on Brown, exported (its config.json's
+/// `model_type` must be `model_type`) into a fake hub cache, and a Llama student distilled
+/// from it by its short name against the same student trained from scratch. Sizes as
+/// tests/distill/brown.rs (teacher 4 x 128 for 300 steps, student 2 x 64 for 200 steps,
+/// windows of 64, vocab 512, alpha 0.9 at T = 1), whose Llama teacher left gaps of at least
+/// 0.17 nats where rounding moved losses by at most 0.05.
+fn teacher_from_the_hf_cache_beats_the_student_from_scratch(model_type: &str, extra: &[&str]) {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     let home: PathBuf = vishwam::paths::vishwam_home();
@@ -371,23 +400,24 @@ fn a_gemma_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
         succeeded(out)
     };
     let teacher_run = r.join("teacher");
-    let teacher = validation_loss(&run(
-        "train",
-        &[
-            "model.hidden_dim=128",
-            "model.num_heads=4",
-            "model.num_kv_heads=1",
-            "model.head_dim=64",
-            "model.num_layers=4",
-            "model.mlp_dim=256",
-            "model.activation=gelu_tanh",
-            "model.norm_offset=1",
-            "model.scale_embeddings=true",
-            "training.max_steps=300",
-            &format!("logging.output_dir={}", p(&teacher_run)),
-        ]
-        .map(String::from),
-    ));
+    let mut teacher_sets: Vec<String> = [
+        "model.hidden_dim=128",
+        "model.num_heads=4",
+        "model.num_kv_heads=1",
+        "model.head_dim=64",
+        "model.num_layers=4",
+        "model.mlp_dim=256",
+        "model.activation=gelu_tanh",
+        "model.norm_offset=1",
+        "model.scale_embeddings=true",
+        "training.max_steps=300",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect();
+    teacher_sets.push(format!("logging.output_dir={}", p(&teacher_run)));
+    let teacher = validation_loss(&run("train", &teacher_sets));
     // Into the hub cache as huggingface_hub lays it out (a plain snapshot directory suffices
     // for the lookup; symlinked blobs are covered by tests/hf_cache.rs).
     let repo = r.join("hub").join("models--test-org--tiny-gemma");
@@ -407,7 +437,7 @@ fn a_gemma_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
     let hf: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(snapshot.join("config.json")).unwrap())
             .unwrap();
-    assert_eq!(hf["model_type"], "gemma");
+    assert_eq!(hf["model_type"], model_type);
 
     let student = |out: &str, teacher: Option<&str>| {
         let mut sets: Vec<String> = [
@@ -437,7 +467,7 @@ fn a_gemma_teacher_from_the_hf_cache_teaches_a_llama_student_on_brown() {
     };
     let scratch = student("scratch", None);
     let distilled = student("distilled", Some("tiny-gemma"));
-    println!("Brown validation loss: Gemma teacher {teacher:.4}, Llama student from scratch {scratch:.4}, distilled {distilled:.4}");
+    println!("Brown validation loss ({model_type} teacher): teacher {teacher:.4}, Llama student from scratch {scratch:.4}, distilled {distilled:.4}");
     assert!(teacher < scratch, "teacher {teacher} vs student {scratch}");
     assert!(
         distilled < scratch,

@@ -9,7 +9,7 @@ use rand_distr::{Distribution, StandardNormal};
 use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::engine::{Engine, HostArray, Input, Program, ShardedArray};
-use vishwam::model::{attention, blocked_attention, cudnn_attention};
+use vishwam::model::{attention_with, blocked_attention_with, cudnn_attention_with, AttentionSpec};
 use vishwam::runtime::{CompileCache, Platform};
 use vishwam_hlo::{DType, Func, Graph, Tensor, TensorType};
 use vishwam_mesh::{Mesh, PartitionSpec};
@@ -71,6 +71,10 @@ pub struct AttentionBenchArgs {
     /// Compute dtype of the kernels.
     #[arg(long, value_enum, default_value_t = HalfType::Bf16)]
     dtype: HalfType,
+    /// Sliding window (every implementation, the check's reference included): query t sees
+    /// keys t - window < s <= t (cuDNN's `sliding_window_length`). Default: none.
+    #[arg(long)]
+    window: Option<usize>,
     /// Block size of the blocked (memory-efficient) XLA attention.
     #[arg(long, default_value_t = 128)]
     block: usize,
@@ -90,6 +94,7 @@ struct Shape {
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
+    window: Option<usize>,
 }
 
 impl Shape {
@@ -126,15 +131,19 @@ impl Implementation {
         }
     }
 
-    fn apply(self, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+    fn apply(self, q: &Tensor, k: &Tensor, v: &Tensor, window: Option<usize>) -> Tensor {
+        let spec = AttentionSpec {
+            window,
+            ..AttentionSpec::causal(q.shape()[3])
+        };
         match self {
-            Implementation::Cudnn => cudnn_attention(q, k, v),
+            Implementation::Cudnn => cudnn_attention_with(q, k, v, &spec),
             Implementation::XlaFull => {
                 let g = q.graph();
                 let pos = g.iota(&TensorType::new(DType::I32, &[q.shape()[1]]), 0);
-                attention(q, k, v, &pos, &pos)
+                attention_with(q, k, v, &pos, &pos, &spec)
             }
-            Implementation::XlaBlocked(block) => blocked_attention(q, k, v, block),
+            Implementation::XlaBlocked(block) => blocked_attention_with(q, k, v, block, &spec),
         }
     }
 }
@@ -155,7 +164,7 @@ fn check_program(shape: Shape, half: DType) -> vishwam_hlo::Result<Func> {
         ("reference", Implementation::XlaFull, DType::F32),
     ] {
         let out = imp
-            .apply(&q.cast(dtype), &k.cast(dtype), &v.cast(dtype))
+            .apply(&q.cast(dtype), &k.cast(dtype), &v.cast(dtype), shape.window)
             .cast(DType::F32);
         let loss = (&out * &d_o).sum_all();
         let grads = g.grad(&loss, &[q.clone(), k.clone(), v.clone()])?;
@@ -175,7 +184,7 @@ fn timed_program(imp: Implementation, shape: Shape, half: DType) -> vishwam_hlo:
     let k = g.param("k", shape.kv(half));
     let v = g.param("v", shape.kv(half));
     let d_o = g.param("d_o", shape.q(half));
-    let out = imp.apply(&q, &k, &v);
+    let out = imp.apply(&q, &k, &v, shape.window);
     let loss = (out.cast(DType::F32) * d_o.cast(DType::F32)).sum_all();
     let grads = g.grad(&loss, &[q, k, v])?;
     g.finish(&[
@@ -261,8 +270,8 @@ fn check(engine: &Engine, half: HalfType, shape: Shape) -> anyhow::Result<bool> 
         Ok(engine.get(&results[i])?.to_f32())
     };
     println!(
-        "correctness: B={} T={} heads={} kv_heads={} head_dim={} in {:?}, against f32 composed attention (tolerance: relative L2 <= {:.0e})",
-        shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, half, half.tolerance()
+        "correctness: B={} T={} heads={} kv_heads={} head_dim={} window={:?} in {:?}, against f32 composed attention (tolerance: relative L2 <= {:.0e})",
+        shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, shape.window, half, half.tolerance()
     );
     println!(
         "  {:<6} {:>22} {:>22} {:>22}",
@@ -361,6 +370,7 @@ pub fn run(args: &AttentionBenchArgs) -> anyhow::Result<ExitCode> {
         heads: args.heads,
         kv_heads: args.kv_heads,
         head_dim: args.head_dim,
+        window: args.window,
     };
     let correct = check(&engine, args.dtype, small)?;
 
@@ -370,10 +380,11 @@ pub fn run(args: &AttentionBenchArgs) -> anyhow::Result<ExitCode> {
         heads: args.heads,
         kv_heads: args.kv_heads,
         head_dim: args.head_dim,
+        window: args.window,
     };
     println!(
-        "speed: forward + backward of one layer's attention, B={} T={} heads={} kv_heads={} head_dim={} in {:?}, mean of {} runs",
-        shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, args.dtype, args.iters
+        "speed: forward + backward of one layer's attention, B={} T={} heads={} kv_heads={} head_dim={} window={:?} in {:?}, mean of {} runs",
+        shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, shape.window, args.dtype, args.iters
     );
     let mut cudnn_seconds = None;
     for imp in [
@@ -419,6 +430,7 @@ mod tests {
         heads: 4,
         kv_heads: 2,
         head_dim: 16,
+        window: None,
     };
 
     #[test]

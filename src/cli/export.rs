@@ -14,7 +14,9 @@ use vishwam::train::checkpoint;
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     /// A Llama-architecture HF directory (Gemma, `model_type: "gemma"`, for a model with
-    /// `activation` gelu_tanh, `norm_offset` 1 and `scale_embeddings`): config.json (read by
+    /// `activation` gelu_tanh, `norm_offset` 1 and `scale_embeddings`; Gemma 2, `"gemma2"`,
+    /// when it also has `post_norms`; Mistral for a Llama with a sliding window in every
+    /// block): config.json (read by
     /// transformers 4 and 5: it holds `rope_theta`, `rope_scaling` and `torch_dtype` for 4 and
     /// `rope_parameters` and `dtype` for 5, with equal values), model.safetensors (f32),
     /// tokenizer.json.
@@ -39,7 +41,7 @@ pub struct ExportArgs {
 /// Arguments of `vishwam import`.
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// An HF Llama-architecture directory (model_type llama, mistral or gemma; config.json +
+    /// An HF Llama-architecture directory (model_type llama, mistral, gemma or gemma2; config.json +
     /// *.safetensors [+ tokenizer.json]), in the config.json layout of transformers 4 or 5; a key that changes the computation in
     /// a way vishwam does not implement is an error naming it. Sharded checkpoints
     /// (model.safetensors.index.json) load. A model id (`google/gemma-7b`) or a short name

@@ -40,7 +40,8 @@ pub struct RopeScaling {
 }
 
 /// Section `model`: a Llama-style decoder (RMSNorm, RoPE attention with GQA, SwiGLU MLP), with
-/// Gemma's switches (`activation`, `norm_offset`, `scale_embeddings`).
+/// Gemma's switches (`activation`, `norm_offset`, `scale_embeddings`) and Gemma 2's
+/// (`post_norms`, the two soft-caps, `query_pre_attn_scalar`, the sliding window).
 ///
 /// Initialisation (`init_std`): every weight matrix (embedding, q/k/v, MLP gate and up, untied
 /// LM head) is drawn from N(0, init_std^2); the two residual output projections of each block
@@ -82,6 +83,26 @@ pub struct ModelConfig {
     /// Multiply the token embeddings by sqrt(hidden_dim), rounded to the compute dtype, before
     /// the first block (Gemma; the LM head is not scaled). Default false.
     pub scale_embeddings: bool,
+    /// RMSNorm the attention output and the FFN output of every block before their residual
+    /// adds (Gemma 2's `post_attention_layernorm` and `post_feedforward_layernorm`, parameters
+    /// `attn_post_norm.scale` and `mlp_post_norm.scale`). Default false.
+    pub post_norms: bool,
+    /// Soft-cap of the attention scores: `cap * tanh(s / cap)` after scaling, before the
+    /// mask (Gemma 2: 50). Default null (none).
+    pub attn_logit_softcapping: Option<f64>,
+    /// Soft-cap of the LM head's logits: `cap * tanh(z / cap)` wherever logits are read (the
+    /// loss, evaluation, generation, both models of distillation; Gemma 2: 30). Default null.
+    pub final_logit_softcapping: Option<f64>,
+    /// Queries are scaled by `query_pre_attn_scalar^-0.5` instead of `head_dim^-0.5`
+    /// (Gemma 2). Default null (the head dim).
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Local attention: a query at position p sees keys at positions p - window < k <= p, in
+    /// the blocks that `sliding_window_pattern` makes local. Default null (every block global).
+    pub sliding_window: Option<usize>,
+    /// Which blocks use `sliding_window`: 0 = every block; N >= 2 = all but every N-th,
+    /// i.e. block i (0-based) is global when (i + 1) % N == 0 (Gemma 2: 2, local then global).
+    /// Default 0; no effect without `sliding_window`.
+    pub sliding_window_pattern: usize,
     /// RMSNorm epsilon, > 0. Default 1e-5.
     pub norm_eps: f64,
     /// Standard deviation of the weight initialisation (see the type's docs), > 0. Default 0.02.
@@ -135,6 +156,12 @@ impl Default for ModelConfig {
             activation: MlpActivation::Silu,
             norm_offset: 0.0,
             scale_embeddings: false,
+            post_norms: false,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+            query_pre_attn_scalar: None,
+            sliding_window: None,
+            sliding_window_pattern: 0,
             norm_eps: 1e-5,
             init_std: 0.02,
             use_moe: false,
@@ -183,6 +210,22 @@ impl ModelConfig {
             .then(|| (self.hidden_dim as f64).sqrt())
     }
 
+    /// The attention window of block `layer` (0-based): `sliding_window` where
+    /// `sliding_window_pattern` makes the block local, else `None` (causal over everything).
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let window = self.sliding_window?;
+        let global = self.sliding_window_pattern >= 2
+            && (layer + 1).is_multiple_of(self.sliding_window_pattern);
+        (!global).then_some(window)
+    }
+
+    /// The factor queries are scaled by before `q . k`: `query_pre_attn_scalar^-0.5`, or
+    /// `head_dim^-0.5`.
+    pub fn attention_scale(&self) -> f64 {
+        let scalar = self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f64);
+        1.0 / scalar.sqrt()
+    }
+
     /// Expert SwiGLU width: `expert_dim`, or [`Self::mlp_dim`].
     pub fn expert_dim(&self) -> usize {
         self.expert_dim.unwrap_or_else(|| self.mlp_dim())
@@ -222,6 +265,16 @@ impl ModelConfig {
         r.choice("activation", &mut self.activation);
         r.number("norm_offset", &mut self.norm_offset);
         r.flag("scale_embeddings", &mut self.scale_embeddings);
+        r.flag("post_norms", &mut self.post_norms);
+        r.opt_number("attn_logit_softcapping", &mut self.attn_logit_softcapping);
+        r.opt_number("final_logit_softcapping", &mut self.final_logit_softcapping);
+        r.opt_number("query_pre_attn_scalar", &mut self.query_pre_attn_scalar);
+        r.opt_integer("sliding_window", &mut self.sliding_window, POSITIVE);
+        r.integer(
+            "sliding_window_pattern",
+            &mut self.sliding_window_pattern,
+            "0 (every block local) or an integer >= 2 (every N-th block global)",
+        );
         r.number("norm_eps", &mut self.norm_eps);
         r.number("init_std", &mut self.init_std);
         r.flag("use_moe", &mut self.use_moe);
@@ -318,7 +371,38 @@ impl ModelConfig {
             self.norm_offset,
         );
         c.positive_number("model.init_std", self.init_std);
+        self.validate_gemma2(c);
         self.validate_moe(c);
+    }
+
+    fn validate_gemma2(&self, c: &mut Checks) {
+        for (key, cap) in [
+            ("model.attn_logit_softcapping", self.attn_logit_softcapping),
+            (
+                "model.final_logit_softcapping",
+                self.final_logit_softcapping,
+            ),
+            ("model.query_pre_attn_scalar", self.query_pre_attn_scalar),
+        ] {
+            if let Some(value) = cap {
+                c.ensure(
+                    value.is_finite() && value > 0.0,
+                    key,
+                    "null or a positive number",
+                    value,
+                );
+            }
+        }
+        if let Some(window) = self.sliding_window {
+            c.positive("model.sliding_window", window);
+        }
+        c.ensure(
+            self.sliding_window_pattern != 1,
+            "model.sliding_window_pattern",
+            "0 (every block local) or an integer >= 2 (every N-th block global); 1 would make \
+             every block global: set model.sliding_window to null instead",
+            self.sliding_window_pattern,
+        );
     }
 
     fn validate_moe(&self, c: &mut Checks) {

@@ -310,7 +310,8 @@ pub(crate) fn compute_dtype(use_bfloat16: bool, optimization: &OptimizationConfi
 
 /// The settings of `config` that keep cuDNN flash attention from running (empty when it can):
 /// the platform must be CUDA, compute bf16 or f16, and the head dim a multiple of 8 up to
-/// [`CUDNN_MAX_HEAD_DIM`] (the rules of jax's `fused_attention_stablehlo.py`).
+/// [`CUDNN_MAX_HEAD_DIM`] (the rules of jax's `fused_attention_stablehlo.py`), and the scores
+/// must not be soft-capped (the kernels cannot).
 pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAttentionBlocker> {
     let mut found = Vec::new();
     let platform = config.runtime.platform;
@@ -340,6 +341,16 @@ pub(crate) fn cudnn_attention_blockers(config: &super::Config) -> Vec<CudnnAtten
             rule: "cuDNN flash attention picks its own blocks, and an explicit block_size asks \
                    for blocked XLA attention of that length; set block_size to null, or \
                    memory.attention_backend to \"xla\""
+                .into(),
+        });
+    }
+    if let Some(cap) = config.model.attn_logit_softcapping {
+        found.push(CudnnAttentionBlocker {
+            key: "model.attn_logit_softcapping",
+            value: cap.to_string(),
+            rule: "cuDNN flash attention cannot soft-cap attention scores (its sliding window \
+                   and scale it can); set model.attn_logit_softcapping to null, or \
+                   memory.attention_backend to \"auto\" or \"xla\" for composed attention"
                 .into(),
         });
     }

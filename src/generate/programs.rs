@@ -166,7 +166,7 @@ pub fn build_decode(
     let hidden =
         model::hidden_states_cached(cfg, opts, &params, &tokens, &slot, &row_start, &mut caches)?;
     let w = model::head_weight(cfg, &params)?.cast(opts.compute);
-    let logits = hidden.reshape(&[b, h]).matmul(&w).cast(DType::F32);
+    let logits = model::softcap_logits(cfg, hidden.reshape(&[b, h]).matmul(&w).cast(DType::F32));
     let vocab = g.iota(&TensorType::new(DType::I32, &[v]), 0);
     let suppress = vocab
         .eq(eos.broadcast_in_dim(&[v], &[]))

@@ -4,9 +4,11 @@
 //! the largest attention temporary is one `[bs, bs]` block per (batch, head).
 //!
 //! Assumes self-attention over positions `0..T` (training and evaluation). The block size is
-//! the largest divisor of `T` that is at most the requested size.
+//! the largest divisor of `T` that is at most the requested size. With a sliding window
+//! ([`AttentionSpec::window`]) the pairs of blocks that lie wholly outside the window are
+//! skipped in both passes, and only blocks the window's edge crosses are masked.
 
-use super::attention::MASKED;
+use super::attention::{AttentionSpec, MASKED};
 use vishwam_hlo::{DType, DotDims, Graph, Tensor};
 
 fn dims(lb: &[usize], rb: &[usize], lc: &[usize], rc: &[usize]) -> DotDims {
@@ -20,6 +22,19 @@ fn dims(lb: &[usize], rb: &[usize], lc: &[usize], rc: &[usize]) -> DotDims {
 
 /// `q: [B,T,NH,D]`, `k`, `v: [B,T,KV,D]` -> `[B,T,NH,D]`, causal, in blocks of about `block`.
 pub fn blocked_attention(q: &Tensor, k: &Tensor, v: &Tensor, block: usize) -> Tensor {
+    let spec = AttentionSpec::causal(q.shape()[3]);
+    blocked_attention_with(q, k, v, block, &spec)
+}
+
+/// [`blocked_attention`] with the scale, soft-cap and window of `spec`.
+pub fn blocked_attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    block: usize,
+    spec: &AttentionSpec,
+) -> Tensor {
+    let spec = *spec;
     let t = q.shape()[1];
     let bs = (1..=block.max(1) as i64)
         .rev()
@@ -29,8 +44,11 @@ pub fn blocked_attention(q: &Tensor, k: &Tensor, v: &Tensor, block: usize) -> Te
     let outs = g.custom_vjp(
         "blocked_attention",
         &[q.clone(), k.clone(), v.clone()],
-        |g, xs| forward(g, &xs[0], &xs[1], &xs[2], bs),
-        |g, xs, outs, cts| backward(g, &xs[0], &xs[1], &xs[2], &outs[0], &outs[1], &cts[0], bs),
+        move |g, xs| forward(g, &xs[0], &xs[1], &xs[2], bs, &spec),
+        move |g, xs, outs, cts| {
+            let io = [&xs[0], &xs[1], &xs[2], &outs[0], &outs[1], &cts[0]];
+            backward(g, io, bs, &spec)
+        },
     );
     outs[0].clone()
 }
@@ -57,28 +75,72 @@ fn shapes(q: &Tensor, k: &Tensor) -> Shapes {
     }
 }
 
-/// `[bs, bs]` predicate for the diagonal block: key index <= query index.
-fn diagonal_mask(g: &Graph, bs: i64) -> Tensor {
-    let ty = vishwam_hlo::TensorType::new(DType::I32, &[bs, bs]);
-    g.iota(&ty, 1).le(g.iota(&ty, 0))
+/// Which key blocks query block `i` reads, and how: `(j, mask)` for each visited `j <= i`,
+/// where `mask` (`[bs, bs]`, query by key) is `None` when every pair of the two blocks is
+/// visible. Blocks wholly before the window are left out.
+fn visited_blocks(g: &Graph, i: i64, bs: i64, window: Option<usize>) -> Vec<(i64, Option<Tensor>)> {
+    let w = window.map_or(i64::MAX, |w| w as i64);
+    (0..=i)
+        .filter_map(|j| {
+            // Query positions i*bs + a, key positions j*bs + b: q - k = (i - j)*bs + a - b.
+            let offset = (i - j) * bs;
+            let (min_gap, max_gap) = (offset - (bs - 1), offset + (bs - 1));
+            if min_gap >= w {
+                return None;
+            }
+            let needs_mask = min_gap < 0 || max_gap >= w;
+            Some((j, needs_mask.then(|| block_mask(g, bs, offset, w))))
+        })
+        .collect()
 }
 
-/// Scaled f32 scores of query block `qi: [B,bs,KV,G,D]` against key block `kj: [B,bs,KV,D]`:
-/// `[B,KV,bs,G,bs]`, masked when on the diagonal.
-fn block_scores(qi: &Tensor, kj: &Tensor, scale: f64, diagonal: Option<&Tensor>) -> Tensor {
-    let s = qi.dot_general_to(kj, dims(&[0, 2], &[0, 2], &[4], &[3]), DType::F32) * scale;
-    match diagonal {
-        Some(mask) => mask.broadcast_in_dim(s.shape(), &[2, 4]).select(&s, MASKED),
-        None => s,
+/// `[bs, bs]` predicate: `0 <= offset + a - b < window` for query row `a`, key column `b`.
+fn block_mask(g: &Graph, bs: i64, offset: i64, window: i64) -> Tensor {
+    let ty = vishwam_hlo::TensorType::new(DType::I32, &[bs, bs]);
+    let gap = g.iota(&ty, 0) - g.iota(&ty, 1) + offset;
+    let causal = gap.ge(0i64);
+    match window {
+        i64::MAX => causal,
+        w => causal.and(gap.lt(w)),
     }
 }
 
+/// Scaled (and soft-capped) f32 scores of query block `qi: [B,bs,KV,G,D]` against key block
+/// `kj: [B,bs,KV,D]`: `[B,KV,bs,G,bs]`, masked where `mask` says; with a soft-cap also the
+/// cap's derivative `1 - tanh²` for the backward pass.
+fn block_scores(
+    qi: &Tensor,
+    kj: &Tensor,
+    spec: &AttentionSpec,
+    mask: Option<&Tensor>,
+) -> (Tensor, Option<Tensor>) {
+    let s = qi.dot_general_to(kj, dims(&[0, 2], &[0, 2], &[4], &[3]), DType::F32) * spec.scale;
+    let (s, slope) = match spec.softcap {
+        Some(cap) => {
+            let t = (s * (1.0 / cap)).tanh();
+            let slope = 1.0 - &t * &t;
+            (t * cap, Some(slope))
+        }
+        None => (s, None),
+    };
+    let s = match mask {
+        Some(mask) => mask.broadcast_in_dim(s.shape(), &[2, 4]).select(&s, MASKED),
+        None => s,
+    };
+    (s, slope)
+}
+
 /// Returns `[out: [B,T,NH,D], lse: f32 [B,KV,T,G]]`.
-fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor, bs: i64) -> Vec<Tensor> {
+fn forward(
+    g: &Graph,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bs: i64,
+    spec: &AttentionSpec,
+) -> Vec<Tensor> {
     let sh = shapes(q, k);
-    let scale = 1.0 / (sh.d as f64).sqrt();
     let q5 = q.reshape(&[sh.b, sh.t, sh.kv, sh.groups, sh.d]);
-    let mask = diagonal_mask(g, bs);
     let nb = sh.t / bs;
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for i in 0..nb {
@@ -86,10 +148,10 @@ fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor, bs: i64) -> Vec<Tensor
         let mut m: Option<Tensor> = None;
         let mut l: Option<Tensor> = None;
         let mut acc: Option<Tensor> = None;
-        for j in 0..=i {
+        for (j, mask) in visited_blocks(g, i, bs, spec.window) {
             let kj = k.slice_axis(1, j * bs, (j + 1) * bs);
             let vj = v.slice_axis(1, j * bs, (j + 1) * bs);
-            let s = block_scores(&qi, &kj, scale, (i == j).then_some(&mask));
+            let (s, _) = block_scores(&qi, &kj, spec, mask.as_ref());
             let block_max = s.max(&[-1], true);
             let m_new = match &m {
                 Some(m) => m.maximum(&block_max),
@@ -126,19 +188,11 @@ fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor, bs: i64) -> Vec<Tensor
     vec![out, lse]
 }
 
-#[allow(clippy::too_many_arguments)]
-fn backward(
-    g: &Graph,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    out: &Tensor,
-    lse: &Tensor,
-    d_out: &Tensor,
-    bs: i64,
-) -> Vec<Tensor> {
+/// `[dq, dk, dv]` from `[q, k, v, out, lse, d_out]`.
+fn backward(g: &Graph, io: [&Tensor; 6], bs: i64, spec: &AttentionSpec) -> Vec<Tensor> {
+    let [q, k, v, out, lse, d_out] = io;
     let sh = shapes(q, k);
-    let scale = 1.0 / (sh.d as f64).sqrt();
+    let scale = spec.scale;
     let five = [sh.b, sh.t, sh.kv, sh.groups, sh.d];
     let q5 = q.reshape(&five);
     let do5 = d_out.reshape(&five).cast(DType::F32);
@@ -146,7 +200,6 @@ fn backward(
     let delta = (&do5 * out.reshape(&five).cast(DType::F32))
         .sum(&[-1], false)
         .transpose(&[0, 2, 1, 3]);
-    let mask = diagonal_mask(g, bs);
     let nb = sh.t / bs;
     let mut dq: Vec<Option<Tensor>> = vec![None; nb as usize];
     let mut dk: Vec<Option<Tensor>> = vec![None; nb as usize];
@@ -163,10 +216,10 @@ fn backward(
         let doi = rows(&do5, 1);
         let lse_i = rows(lse, 2).expand_dims(-1);
         let delta_i = rows(&delta, 2).expand_dims(-1);
-        for j in 0..=i {
+        for (j, mask) in visited_blocks(g, i, bs, spec.window) {
             let kj = k.slice_axis(1, j * bs, (j + 1) * bs);
             let vj = v.slice_axis(1, j * bs, (j + 1) * bs);
-            let s = block_scores(&qi, &kj, scale, (i == j).then_some(&mask));
+            let (s, slope) = block_scores(&qi, &kj, spec, mask.as_ref());
             let p = (&s - &lse_i).exp(); // [B,KV,bq,G,bk]
                                          // dV_j += P^T dO_i : [B,KV,bk,D] -> [B,bk,KV,D]
             let dv_j = p
@@ -175,6 +228,11 @@ fn backward(
             add(&mut dv[j as usize], dv_j);
             let dp = doi.dot_general(&vj.cast(DType::F32), dims(&[0, 2], &[0, 2], &[4], &[3]));
             let ds = &p * (dp - &delta_i);
+            // Through the soft-cap: d(cap tanh(s / cap)) / ds = 1 - tanh².
+            let ds = match slope {
+                Some(slope) => ds * slope,
+                None => ds,
+            };
             // dQ_i += dS K_j : [B,KV,bq,G,D]
             let dq_i =
                 ds.dot_general(&kj.cast(DType::F32), dims(&[0, 1], &[0, 2], &[4], &[1])) * scale;

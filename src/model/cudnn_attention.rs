@@ -13,7 +13,15 @@
 //! 128 (256 on Hopper and later); kv heads dividing the query heads (GQA is native: k and v
 //! keep their `KV` heads). `Config::cudnn_attention_blockers` applies these rules before a
 //! training run selects this path.
+//!
+//! A sliding window is the backend config's `sliding_window_length` L, with which cuDNN lets
+//! query `t` see keys `t - L < s <= t` (with the causal mask; jax's `dot_product_attention`
+//! documents the same window, `(pos - sliding_window_length, pos]`), and the score scale is
+//! `fmha_scale`. The kernels have no soft-cap of the scores: a soft-capped model
+//! (`model.attn_logit_softcapping`) is a cuDNN blocker, and [`cudnn_attention_with`] is never
+//! given one.
 
+use super::attention::AttentionSpec;
 use vishwam_hlo::{CustomCallSpec, DType, Graph, Tensor, TensorType};
 
 /// The forward kernel: `(q, k, v) -> (o [B,N,T,D], softmax stats f32 [B,N,T], workspace)`.
@@ -26,6 +34,21 @@ pub const BACKWARD_TARGET: &str = "__cudnn$fmhaSoftmaxBackward";
 /// Differentiable (a custom vjp over the two kernels). Operands that are not bf16 or f16 are
 /// cast to bf16 and the result cast back. Runs only on the XLA CUDA plugin.
 pub fn cudnn_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+    let spec = AttentionSpec::causal(q.shape()[3]);
+    cudnn_attention_with(q, k, v, &spec)
+}
+
+/// [`cudnn_attention`] with the scale and sliding window of `spec`, whose `softcap` must be
+/// `None` (the kernels cannot soft-cap; callers compose attention for such layers).
+pub fn cudnn_attention_with(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Tensor {
+    assert!(
+        spec.softcap.is_none(),
+        "cuDNN flash attention cannot soft-cap scores; compose attention for this layer"
+    );
+    let mask = Mask {
+        scale: spec.scale,
+        window: spec.window,
+    };
     let dtype = q.dtype();
     let kernel = match dtype {
         DType::BF16 | DType::F16 => dtype,
@@ -36,15 +59,15 @@ pub fn cudnn_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
     let outs = g.custom_vjp(
         "cudnn_attention",
         &inputs,
-        |g, xs| forward(g, &xs[0], &xs[1], &xs[2]),
-        |g, xs, outs, cts| backward(g, xs, &outs[0], &outs[1], &cts[0]),
+        move |g, xs| forward(g, &xs[0], &xs[1], &xs[2], mask),
+        move |g, xs, outs, cts| backward(g, xs, &outs[0], &outs[1], &cts[0], mask),
     );
     outs[0].cast(dtype)
 }
 
 /// `[o [B,T,N,D], stats [B,N,T]]`: the kernel writes `o` as `[B,N,T,D]` laid out as
 /// `[B,T,N,D]` in memory, so the transpose back is free.
-pub(crate) fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<Tensor> {
+pub(crate) fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask) -> Vec<Tensor> {
     let dims = Dims::of(q, k);
     let mut spec = CustomCallSpec::new(
         FORWARD_TARGET,
@@ -54,7 +77,7 @@ pub(crate) fn forward(g: &Graph, q: &Tensor, k: &Tensor, v: &Tensor) -> Vec<Tens
             workspace(),
         ],
     );
-    spec.backend_config = backend_config(&dims, Pass::Forward);
+    spec.backend_config = backend_config(&dims, Pass::Forward, mask);
     spec.operand_layouts = vec![ROW_MAJOR_4.to_vec(); 3];
     spec.result_layouts = vec![BTND_AS_BNTD.to_vec(), vec![2, 1, 0], vec![0]];
     let results = g.custom_call(spec, &[q.clone(), k.clone(), v.clone()]);
@@ -68,6 +91,7 @@ pub(crate) fn backward(
     o: &Tensor,
     stats: &Tensor,
     d_o: &Tensor,
+    mask: Mask,
 ) -> Vec<Tensor> {
     let (q, k) = (&qkv[0], &qkv[1]);
     let dims = Dims::of(q, k);
@@ -80,7 +104,7 @@ pub(crate) fn backward(
             workspace(),
         ],
     );
-    spec.backend_config = backend_config(&dims, Pass::Backward);
+    spec.backend_config = backend_config(&dims, Pass::Backward, mask);
     let row_major = ROW_MAJOR_4.to_vec();
     spec.operand_layouts = vec![
         row_major.clone(),
@@ -148,6 +172,15 @@ impl Dims {
     }
 }
 
+/// The score scale and causal window the kernels apply.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) struct Mask {
+    /// `fmha_scale`.
+    pub(crate) scale: f64,
+    /// `sliding_window_length` (0 in the config when `None`: no window).
+    pub(crate) window: Option<usize>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Forward,
@@ -155,8 +188,9 @@ enum Pass {
 }
 
 /// The `backend_config` JSON, field for field as jax writes it for causal attention on
-/// `[B,T,N,D]` operands without bias, dropout, padding or packing.
-fn backend_config(dims: &Dims, pass: Pass) -> String {
+/// `[B,T,N,D]` operands without bias, dropout, padding or packing, with `mask`'s scale and
+/// sliding window.
+fn backend_config(dims: &Dims, pass: Pass, mask: Mask) -> String {
     use serde_json::{json, Map, Value};
     let dot = |lc: usize, rc: usize, lb: [usize; 2], rb: [usize; 2]| {
         let strs = |xs: &[usize]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -209,7 +243,7 @@ fn backend_config(dims: &Dims, pass: Pass) -> String {
             "workspace_size": "0",
         }),
     );
-    fmha.insert("fmha_scale".into(), json!(1.0 / (dims.d as f64).sqrt()));
+    fmha.insert("fmha_scale".into(), json!(mask.scale));
     let scores_dims = [dims.b, dims.n, dims.t, dims.s].map(|x| x.to_string());
     fmha.insert(
         "intermediate_tensor_shape".into(),
@@ -239,7 +273,10 @@ fn backend_config(dims: &Dims, pass: Pass) -> String {
     }
     fmha.insert("dropout_rate".into(), json!(0.0));
     fmha.insert("seed".into(), json!(42));
-    fmha.insert("sliding_window_length".into(), json!(0));
+    fmha.insert(
+        "sliding_window_length".into(),
+        json!(mask.window.unwrap_or(0)),
+    );
     fmha.insert("max_seg_per_batch".into(), json!(1));
     fmha.insert("is_paged_attention".into(), json!(false));
     json!({"operation_queue_id": "0", "cudnn_fmha_backend_config": fmha}).to_string()

@@ -276,3 +276,55 @@ fn the_cpu_plugin_refuses_the_kernel_by_name() {
         .expect("the CPU plugin has no cuDNN");
     assert!(err.to_string().contains(FORWARD_TARGET), "{err}");
 }
+
+#[test]
+fn a_window_and_a_scale_reach_both_calls_and_nothing_else_changes() {
+    // Gemma 2's local blocks: a window of 4096 and queries scaled by 144^-0.5; both calls
+    // carry them, and every other field is jax's plain causal config.
+    let q = TensorType::new(DType::BF16, &[2, 128, 12, 64]);
+    let kv = TensorType::new(DType::BF16, &[2, 128, 4, 64]);
+    let g = Graph::named("window");
+    let (q, k, v) = (g.param("q", q), g.param("k", kv.clone()), g.param("v", kv));
+    let spec = crate::model::AttentionSpec {
+        scale: 1.0 / 144f64.sqrt(),
+        softcap: None,
+        window: Some(4096),
+    };
+    let out = cudnn_attention_with(&q, &k, &v, &spec);
+    let loss = out.cast(DType::F32).square().sum_all();
+    let grads = g.grad(&loss, &[q, k, v]).expect("differentiable");
+    let text = g
+        .finish(&[("dq", &grads[0]), ("dk", &grads[1]), ("dv", &grads[2])])
+        .expect("traced")
+        .to_stablehlo(&PrintOptions::default())
+        .expect("printed");
+    let (ours_fwd, ours_bwd) = fwd_bwd(&text);
+    let (jax_fwd, jax_bwd) = fwd_bwd(JAX_GQA_BF16);
+    for (ours, jax) in [(ours_fwd, jax_fwd), (ours_bwd, jax_bwd)] {
+        let mut want = jax.backend_config.clone();
+        let fmha = &mut want["cudnn_fmha_backend_config"];
+        fmha["sliding_window_length"] = serde_json::json!(4096);
+        let got = &ours.backend_config["cudnn_fmha_backend_config"];
+        let scale = got["fmha_scale"].as_f64().expect("a number");
+        assert!((scale - 1.0 / 12.0).abs() < 1e-15, "{scale}");
+        fmha["fmha_scale"] = got["fmha_scale"].clone();
+        assert_eq!(ours.backend_config, want, "{}", ours.target);
+    }
+}
+
+#[test]
+#[should_panic(expected = "cannot soft-cap")]
+fn a_soft_cap_is_never_handed_to_the_kernels() {
+    let g = Graph::named("softcap");
+    let t = TensorType::new(DType::BF16, &[1, 8, 2, 16]);
+    let (q, k, v) = (
+        g.param("q", t.clone()),
+        g.param("k", t.clone()),
+        g.param("v", t),
+    );
+    let spec = crate::model::AttentionSpec {
+        softcap: Some(50.0),
+        ..crate::model::AttentionSpec::causal(16)
+    };
+    cudnn_attention_with(&q, &k, &v, &spec);
+}

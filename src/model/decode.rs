@@ -23,8 +23,9 @@
 //! so nothing is dropped and a left-padded row's padding cannot take a real token's place in
 //! an expert's queue (training drops pairs beyond `capacity_factor`; docs/model.md).
 
+use super::attention::{window_mask, AttentionSpec};
 use super::forward::{block_param_names, block_with_attention};
-use super::{causal_mask, ForwardOptions};
+use super::ForwardOptions;
 use crate::config::ModelConfig;
 use vishwam_hlo::{nn, DType, DotDims, Result, Tensor, TensorMap, TensorType};
 
@@ -208,6 +209,20 @@ pub fn cached_attention(
     q_slots: &Tensor,
     row_start: &Tensor,
 ) -> Tensor {
+    let spec = AttentionSpec::causal(q.shape()[3]);
+    cached_attention_with(q, cache, q_slots, row_start, &spec)
+}
+
+/// [`cached_attention`] with the scale, soft-cap and window of `spec`: with a window, slot
+/// `s` is seen only when `q_slot - s < window` (slots and positions differ by the row's
+/// start, so the distance is the same).
+pub fn cached_attention_with(
+    q: &Tensor,
+    cache: &LayerCache,
+    q_slots: &Tensor,
+    row_start: &Tensor,
+    spec: &AttentionSpec,
+) -> Tensor {
     let s = q.shape();
     let (b, t, nh, d) = (s[0], s[1], s[2], s[3]);
     let (kv, len) = (cache.k.shape()[1], cache.k.shape()[2]);
@@ -228,14 +243,15 @@ pub fn cached_attention(
             rhs_contract: vec![3],
         },
         DType::F32,
-    ) * (1.0 / (d as f64).sqrt());
+    ) * spec.scale;
     let per_slot = |scale: &Tensor| scale.broadcast_in_dim(&[b, kv, t, groups, len], &[0, 1, 4]);
     if let Some(ks) = &cache.k_scale {
         scores = scores * per_slot(ks);
     }
+    let scores = spec.cap(scores);
     let g = q.graph();
     let slots = g.iota(&TensorType::new(DType::I32, &[len]), 0);
-    let causal = causal_mask(q_slots, &slots).broadcast_in_dim(&[b, t, len], &[1, 2]);
+    let causal = window_mask(q_slots, &slots, spec.window).broadcast_in_dim(&[b, t, len], &[1, 2]);
     let own = slots
         .broadcast_in_dim(&[b, len], &[1])
         .ge(row_start.broadcast_in_dim(&[b, len], &[0]))
@@ -298,6 +314,7 @@ pub fn hidden_states_cached(
             .map(|n| params.get(&format!("layers.{i}.{n}")).cloned())
             .collect::<Result<Vec<Tensor>>>()?;
         let mut updated = None;
+        let spec = AttentionSpec::for_layer(cfg, i);
         let attend = |q: &Tensor, k: &Tensor, v: &Tensor| {
             // The barrier makes attention read the very arrays that are returned: without it
             // XLA may duplicate a write into two fusions (one per reader) and copy the cache.
@@ -306,7 +323,7 @@ pub fn hidden_states_cached(
                 cache.format(),
             )
             .remove(0);
-            let o = cached_attention(q, &written, &slots, row_start);
+            let o = cached_attention_with(q, &written, &slots, row_start, &spec);
             updated = Some(written);
             o
         };

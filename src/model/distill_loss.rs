@@ -12,7 +12,7 @@
 
 use super::loss::{
     accumulate, concat_rows, correct_rows, dividing_chunk, lowest_f32, matmul_f32, online_add,
-    online_max, sequence_chunks, target_logits, RowStats,
+    online_max, sequence_chunks, softcap_with_slope, target_logits, RowStats,
 };
 use crate::config::IntermediateLoss;
 use vishwam_hlo::{DType, Graph, Tensor};
@@ -53,6 +53,33 @@ pub fn masked_ce_kl_sums(
     chunk: usize,
     stats: RowStats,
 ) -> [Tensor; 4] {
+    let no_caps = [None, None];
+    masked_ce_kl_sums_capped(
+        heads,
+        no_caps,
+        targets,
+        mask,
+        temperature,
+        weights,
+        chunk,
+        stats,
+    )
+}
+
+/// [`masked_ce_kl_sums`] with the student's and the teacher's logits soft-capped by
+/// `softcaps[0]` and `softcaps[1]` (each model's `final_logit_softcapping`: `cap * tanh(z /
+/// cap)`), the student's gradient taken through its cap.
+#[allow(clippy::too_many_arguments)]
+pub fn masked_ce_kl_sums_capped(
+    heads: &DistillHeads<'_>,
+    softcaps: [Option<f64>; 2],
+    targets: &Tensor,
+    mask: &Tensor,
+    temperature: f64,
+    weights: [f64; 2],
+    chunk: usize,
+    stats: RowStats,
+) -> [Tensor; 4] {
     let n = heads.student_hidden.shape()[0];
     let c = dividing_chunk(n, chunk);
     let g = heads.student_hidden.graph().clone();
@@ -67,7 +94,7 @@ pub fn masked_ce_kl_sums(
     let out = g.custom_vjp(
         "chunked_distillation",
         &inputs,
-        |_g, xs| forward(xs, temperature, weights, c, stats),
+        |_g, xs| forward(xs, temperature, weights, c, stats, softcaps),
         |g, xs, outs, cts| backward(g, xs, outs, &cts[0]),
     );
     [
@@ -232,6 +259,7 @@ fn forward(
     weights: [f64; 2],
     c: i64,
     stats: RowStats,
+    softcaps: [Option<f64>; 2],
 ) -> Vec<Tensor> {
     let (hs, ws) = (&xs[0], &xs[1]);
     let v = ws.shape()[1];
@@ -253,6 +281,8 @@ fn forward(
         (xs[0], xs[2], xs[4], xs[5]) = (h_student, h_teacher, targets, mask);
         let (hs, targets, mask) = (&xs[0], &xs[4], &xs[5]);
         let (zs, zt) = chunk_logits(&xs, i, c);
+        let (zs, slope_s) = softcap_with_slope(zs, softcaps[0]);
+        let (zt, _) = softcap_with_slope(zt, softcaps[1]);
         let rows = |x: &Tensor| x.slice_axis(0, i * c, (i + 1) * c);
         let m = rows(mask).expand_dims(-1);
         let chunk_targets = rows(targets);
@@ -292,6 +322,10 @@ fn forward(
         } else {
             let softmax = e.es * (1.0 / st.sum_s);
             &a * (softmax - onehot) + b * (ps_t - pt)
+        };
+        let d_logits = match slope_s {
+            Some(slope) => d_logits * slope,
+            None => d_logits,
         };
         let d_logits = d_logits.cast(hs.dtype());
         dh.push(d_logits.matmul(&ws.transpose(&[1, 0])));

@@ -1,8 +1,8 @@
 //! The transformer forward pass (docs/model.md), traced into a graph.
 
-use super::attention::attention;
-use super::blocked::blocked_attention;
-use super::cudnn_attention::cudnn_attention;
+use super::attention::{attention_with, AttentionSpec};
+use super::blocked::blocked_attention_with;
+use super::cudnn_attention::cudnn_attention_with;
 use super::fp8::Fp8Formats;
 use super::loss::RowStats;
 use super::moe::{self, MoeParams, MoeStats};
@@ -114,6 +114,10 @@ const ATTN_PARAMS: [&str; 6] = [
 /// Names of a dense block's MLP parameters.
 const MLP_PARAMS: [&str; 3] = ["mlp.w_gate", "mlp.w_up", "mlp.w_down"];
 
+/// Names of the norms of the attention and FFN outputs (`model.post_norms`), which follow the
+/// FFN's parameters.
+pub(crate) const POST_NORM_PARAMS: [&str; 2] = ["attn_post_norm.scale", "mlp_post_norm.scale"];
+
 /// Names of block `i`'s parameters (after `layers.{i}.`), in the order the block takes them.
 pub(crate) fn block_param_names(cfg: &ModelConfig, i: usize) -> Vec<&'static str> {
     let ffn = if cfg.is_moe_layer(i) {
@@ -121,7 +125,17 @@ pub(crate) fn block_param_names(cfg: &ModelConfig, i: usize) -> Vec<&'static str
     } else {
         MLP_PARAMS.to_vec()
     };
-    ATTN_PARAMS.iter().copied().chain(ffn).collect()
+    let post: &[&str] = if cfg.post_norms {
+        &POST_NORM_PARAMS
+    } else {
+        &[]
+    };
+    ATTN_PARAMS
+        .iter()
+        .copied()
+        .chain(ffn)
+        .chain(post.iter().copied())
+        .collect()
 }
 
 /// The final hidden states `[B, T, H]` (after the final norm) for `tokens: i32 [B, T]` at
@@ -217,12 +231,12 @@ pub fn hidden_states_with_layers(
             params: block_params,
             rng: rng.as_deref().filter(|_| uses_rng).map(|r| r.state.clone()),
         };
-        let block = |g: &Graph, x: &BlockInputs| -> Result<BlockOutputs> {
+        let block = |_g: &Graph, x: &BlockInputs| -> Result<BlockOutputs> {
             let mut stream = x.rng.clone().map(|state| RngStream { state });
             let (out, moe) = block_forward(
                 cfg,
                 opts,
-                g,
+                i,
                 &x.h,
                 &x.positions,
                 &x.params,
@@ -267,7 +281,8 @@ pub fn head_weight(cfg: &ModelConfig, params: &TensorMap) -> Result<Tensor> {
     })
 }
 
-/// Logits `[B, T, V]` in f32 (materialised: for evaluation of small batches and tests).
+/// Logits `[B, T, V]` in f32 (materialised: for evaluation of small batches and tests),
+/// soft-capped with `final_logit_softcapping`.
 pub fn logits(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
@@ -277,26 +292,40 @@ pub fn logits(
 ) -> Result<Tensor> {
     let h = hidden_states(cfg, opts, params, tokens, positions, None)?;
     let w = head_weight(cfg, params)?.cast(opts.compute);
-    Ok(h.matmul(&w).cast(DType::F32))
+    Ok(softcap_logits(cfg, h.matmul(&w).cast(DType::F32)))
+}
+
+/// f32 `logits` as the model reads them: `cap * tanh(z / cap)` with
+/// `final_logit_softcapping`, else unchanged.
+pub fn softcap_logits(cfg: &ModelConfig, logits: Tensor) -> Tensor {
+    match cfg.final_logit_softcapping {
+        Some(cap) => (logits * (1.0 / cap)).tanh() * cap,
+        None => logits,
+    }
 }
 
 /// One block: attention then the FFN (dense gated MLP or MoE), each pre-normed and residual.
+/// A soft-capped block under [`AttentionKind::Cudnn`] composes its attention (the kernels
+/// cannot soft-cap; the config's cuDNN blockers keep training runs from choosing them then).
 #[allow(clippy::too_many_arguments)]
 fn block_forward(
     cfg: &ModelConfig,
     opts: &ForwardOptions,
-    _g: &Graph,
+    layer: usize,
     h: &Tensor,
     positions: &Tensor,
     p: &[Tensor],
     is_moe: bool,
     rng: Option<&mut RngStream>,
 ) -> (Tensor, Option<MoeStats>) {
+    let spec = AttentionSpec::for_layer(cfg, layer);
     let attend = |q: &Tensor, k: &Tensor, v: &Tensor| match &opts.attention {
-        AttentionKind::Full => attention(q, k, v, positions, positions),
-        AttentionKind::Blocked(block) => blocked_attention(q, k, v, *block),
-        AttentionKind::Cudnn => cudnn_attention(q, k, v),
-        AttentionKind::PerShard(p) => per_shard_attention(p, q, k, v, positions),
+        AttentionKind::Cudnn if spec.softcap.is_none() => cudnn_attention_with(q, k, v, &spec),
+        AttentionKind::Full | AttentionKind::Cudnn => {
+            attention_with(q, k, v, positions, positions, &spec)
+        }
+        AttentionKind::Blocked(block) => blocked_attention_with(q, k, v, *block, &spec),
+        AttentionKind::PerShard(p) => per_shard_attention(p, q, k, v, positions, &spec),
     };
     block_with_attention(cfg, opts, h, positions, p, is_moe, attend, rng)
 }
@@ -323,12 +352,14 @@ pub(crate) fn block_with_attention(
         cfg.kv_heads() as i64,
         cfg.head_dim() as i64,
     );
-    let named = ATTN_PARAMS.len()
+    let ffn_end = ATTN_PARAMS.len()
         + if is_moe {
             moe::param_names(cfg).len()
         } else {
             MLP_PARAMS.len()
         };
+    let post_norms = cfg.post_norms.then(|| (&p[ffn_end], &p[ffn_end + 1]));
+    let named = ffn_end + if cfg.post_norms { 2 } else { 0 };
     let proj = BlockProjections::new(
         c,
         opts.fp8,
@@ -349,12 +380,15 @@ pub(crate) fn block_with_attention(
     let (q, k) = (rope(cfg, &q, positions), rope(cfg, &k, positions));
     let o = attend(&q, &k, &v);
     let heads = o.reshape(&[b, t, nh * d]);
-    let attn_out = proj.apply(&heads, &[(Projection::Output, &p[4])]).remove(0);
+    let mut attn_out = proj.apply(&heads, &[(Projection::Output, &p[4])]).remove(0);
+    if let Some((attn_post, _)) = post_norms {
+        attn_out = rms_norm(cfg, &attn_out, attn_post);
+    }
     let h = h + &dropout(&attn_out, opts.dropout, rng.as_deref_mut());
 
     let x = rms_norm(cfg, &h, &p[5]);
     let (ffn_out, stats) = if is_moe {
-        let params = MoeParams::from_slice(cfg, &p[6..named]);
+        let params = MoeParams::from_slice(cfg, &p[6..ffn_end]);
         let (y, stats) = moe::moe_ffn(cfg, opts, &x, &params, rng.as_deref_mut());
         (y, Some(stats))
     } else {
@@ -364,6 +398,10 @@ pub(crate) fn block_with_attention(
             proj.apply(&gated, &[(Projection::Down, &p[8])]).remove(0),
             None,
         )
+    };
+    let ffn_out = match post_norms {
+        Some((_, mlp_post)) => rms_norm(cfg, &ffn_out, mlp_post),
+        None => ffn_out,
     };
     (&h + &dropout(&ffn_out, opts.dropout, rng), stats)
 }

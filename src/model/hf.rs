@@ -1,5 +1,7 @@
 //! Hugging Face Llama-architecture directories (Llama, Mistral, Qwen2 layouts, and Gemma:
-//! the same tensor names, its norm weights kept as stored under `model.norm_offset` 1):
+//! the same tensor names, its norm weights kept as stored under `model.norm_offset` 1; Gemma 2
+//! adds `pre_feedforward_layernorm` and `post_feedforward_layernorm` and makes
+//! `post_attention_layernorm` the attention output's norm):
 //! `config.json` + `model.safetensors` (or shards named by `model.safetensors.index.json`)
 //! with HF tensor names, read and written. [`cache`] finds a model id in the local hub cache.
 //! [`config`] reads `config.json` in the layouts of transformers 4 and 5 (refusing, by name,
@@ -88,6 +90,17 @@ pub fn name_map(cfg: &ModelConfig) -> Vec<(String, String, bool)> {
     if !cfg.tie_embeddings {
         map.push(("lm_head".into(), "lm_head.weight".into(), true));
     }
+    // Llama's `post_attention_layernorm` is the FFN's input norm; Gemma 2's normalises the
+    // attention output, and `pre_feedforward_layernorm` is the FFN's input norm.
+    let norms: &[(&str, &str)] = if cfg.post_norms {
+        &[
+            ("attn_post_norm.scale", "post_attention_layernorm.weight"),
+            ("mlp_norm.scale", "pre_feedforward_layernorm.weight"),
+            ("mlp_post_norm.scale", "post_feedforward_layernorm.weight"),
+        ]
+    } else {
+        &[("mlp_norm.scale", "post_attention_layernorm.weight")]
+    };
     for i in 0..cfg.num_layers {
         let pairs = [
             ("attn_norm.scale", "input_layernorm.weight", false),
@@ -95,12 +108,12 @@ pub fn name_map(cfg: &ModelConfig) -> Vec<(String, String, bool)> {
             ("attn.wk", "self_attn.k_proj.weight", true),
             ("attn.wv", "self_attn.v_proj.weight", true),
             ("attn.wo", "self_attn.o_proj.weight", true),
-            ("mlp_norm.scale", "post_attention_layernorm.weight", false),
             ("mlp.w_gate", "mlp.gate_proj.weight", true),
             ("mlp.w_up", "mlp.up_proj.weight", true),
             ("mlp.w_down", "mlp.down_proj.weight", true),
         ];
-        for (ours, theirs, t) in pairs {
+        let norm_pairs = norms.iter().map(|&(ours, theirs)| (ours, theirs, false));
+        for (ours, theirs, t) in pairs.into_iter().chain(norm_pairs) {
             map.push((
                 format!("layers.{i}.{ours}"),
                 format!("model.layers.{i}.{theirs}"),

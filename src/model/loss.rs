@@ -121,6 +121,20 @@ fn ce_row_stats(
     }
 }
 
+/// f32 `logits` soft-capped (`cap * tanh(z / cap)`) and the cap's derivative `1 - tanh²`, by
+/// which a gradient with respect to the capped logits becomes one with respect to `z`;
+/// unchanged and `None` without a cap.
+pub(super) fn softcap_with_slope(logits: Tensor, cap: Option<f64>) -> (Tensor, Option<Tensor>) {
+    match cap {
+        Some(cap) => {
+            let t = (logits * (1.0 / cap)).tanh();
+            let slope = 1.0 - &t * &t;
+            (t * cap, Some(slope))
+        }
+        None => (logits, None),
+    }
+}
+
 /// Sum over tokens of `mask * (logsumexp(h W) - (h W)[target])`, in f32.
 /// `h: [N, H]` (compute dtype), `w: [H, V]`, `targets: i32 [N]`, `mask: f32 [N]`; with
 /// `fp8`, the head's matmuls take FP8 operands (see the module docs), and `mask` must lie in
@@ -153,12 +167,28 @@ pub fn masked_ce_and_correct_sums(
     fp8: Option<Fp8Formats>,
     stats: RowStats,
 ) -> (Tensor, Tensor) {
+    masked_ce_and_correct_sums_capped(h, w, targets, mask, chunk, fp8, stats, None)
+}
+
+/// [`masked_ce_and_correct_sums`] of the logits soft-capped by `softcap`
+/// (`final_logit_softcapping`: `cap * tanh(z / cap)`), the gradient taken through the cap.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn masked_ce_and_correct_sums_capped(
+    h: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    chunk: usize,
+    fp8: Option<Fp8Formats>,
+    stats: RowStats,
+    softcap: Option<f64>,
+) -> (Tensor, Tensor) {
     let chunk = dividing_chunk(h.shape()[0], chunk);
     let g = h.graph().clone();
     let out = g.custom_vjp(
         "chunked_cross_entropy",
         &[h.clone(), w.clone(), targets.clone(), mask.clone()],
-        move |g, xs| forward(g, xs, chunk, fp8, stats),
+        move |g, xs| forward(g, xs, chunk, fp8, stats, softcap),
         |g, xs, outs, cts| {
             let (h, w) = (&xs[0], &xs[1]);
             vec![
@@ -203,6 +233,7 @@ fn forward(
     c: i64,
     fp8: Option<Fp8Formats>,
     stats: RowStats,
+    softcap: Option<f64>,
 ) -> Vec<Tensor> {
     let (h, w, targets, mask) = (&xs[0], &xs[1], &xs[2], &xs[3]);
     let (h, w) = match fp8 {
@@ -217,7 +248,7 @@ fn forward(
     for i in 0..h.shape()[0] / c {
         sequence_chunks(g, &mut [&mut h, &mut targets, &mut mask], &mut dw);
         let hc = h.slice_axis(0, i * c, (i + 1) * c);
-        let logits = matmul_f32(&hc, &w);
+        let (logits, slope) = softcap_with_slope(matmul_f32(&hc, &w), softcap);
         let chunk_targets = targets.slice_axis(0, i * c, (i + 1) * c);
         let onehot = chunk_targets.one_hot(v, DType::F32);
         let m = mask.slice_axis(0, i * c, (i + 1) * c).expand_dims(-1);
@@ -227,6 +258,11 @@ fn forward(
         let ce = &lse - picked;
         accumulate(&mut total, (ce * &m).sum_all());
         let d_logits = ((logits - lse).exp() - onehot) * m; // [c, V]
+                                                            // Through the cap: still in [-1, 1], as the FP8 gradient's constant scale assumes.
+        let d_logits = match slope {
+            Some(slope) => d_logits * slope,
+            None => d_logits,
+        };
         let d_logits = match fp8 {
             Some(_) => fp8_unit_gradient(g, &d_logits, h.dtype()),
             None => d_logits.cast(h.dtype()),

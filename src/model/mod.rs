@@ -27,17 +27,19 @@ mod params;
 mod projection;
 pub mod sharded_attention;
 
-pub use attention::{attention, causal_mask};
-pub use blocked::blocked_attention;
-pub use cudnn_attention::cudnn_attention;
+pub use attention::{attention, attention_with, causal_mask, window_mask, AttentionSpec};
+pub use blocked::{blocked_attention, blocked_attention_with};
+pub use cudnn_attention::{cudnn_attention, cudnn_attention_with};
 pub use decode::{
-    cached_attention, hidden_states_cached, quantize_fp8, KvCacheFormat, KvCacheShape, LayerCache,
-    FP8_E4M3_MAX,
+    cached_attention, cached_attention_with, hidden_states_cached, quantize_fp8, KvCacheFormat,
+    KvCacheShape, LayerCache, FP8_E4M3_MAX,
 };
-pub use distill_loss::{masked_ce_kl_sums, masked_hidden_distance_sum, DistillHeads};
+pub use distill_loss::{
+    masked_ce_kl_sums, masked_ce_kl_sums_capped, masked_hidden_distance_sum, DistillHeads,
+};
 pub use forward::{
     head_weight, hidden_states, hidden_states_with_layers, hidden_states_with_moe, logits,
-    AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
+    softcap_logits, AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
 };
 pub use fp8::{Fp8Formats, Fp8Type};
 pub use loss::{default_chunk, masked_ce_sum, RowStats};

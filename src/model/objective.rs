@@ -16,7 +16,7 @@
 
 use super::forward::{head_weight, hidden_states_with_layers, ForwardOptions, RngStream};
 use super::fp8::Fp8Formats;
-use super::loss::{default_chunk, masked_ce_and_correct_sums, RowStats};
+use super::loss::{default_chunk, masked_ce_and_correct_sums_capped, RowStats};
 use super::moe::MoeStats;
 use crate::config::ModelConfig;
 use vishwam_hlo::{DType, Result, Tensor, TensorMap, TensorType};
@@ -38,6 +38,8 @@ pub struct LmPass {
     head_fp8: Option<Fp8Formats>,
     /// How the loss finds its row statistics, from the forward options.
     row_stats: RowStats,
+    /// `final_logit_softcapping`, applied to every logit the pass's terms read.
+    softcap: Option<f64>,
 }
 
 /// The forward pass of `tokens: i32 [B, T]` at positions `0..T` with `opts`. `params` holds
@@ -63,6 +65,7 @@ pub fn lm_pass(
         positions,
         head_fp8: opts.head_fp8,
         row_stats: opts.row_stats,
+        softcap: cfg.final_logit_softcapping,
     })
 }
 
@@ -86,7 +89,7 @@ impl LmPass {
     ) -> (Tensor, Tensor) {
         let (n, vocab) = (self.hidden.shape()[0], self.head.shape()[1]);
         let chunk = chunk.unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
-        masked_ce_and_correct_sums(
+        masked_ce_and_correct_sums_capped(
             &self.hidden,
             &self.head,
             &targets.reshape(&[n]),
@@ -94,12 +97,15 @@ impl LmPass {
             chunk,
             self.head_fp8,
             self.row_stats,
+            self.softcap,
         )
     }
 
-    /// The logits `[B·T, V]` in f32, materialised (for comparisons on small batches).
+    /// The logits `[B·T, V]` in f32 (soft-capped with `final_logit_softcapping`),
+    /// materialised (for comparisons on small batches).
     pub fn logits(&self) -> Tensor {
-        self.hidden.matmul(&self.head).cast(DType::F32)
+        let logits = self.hidden.matmul(&self.head).cast(DType::F32);
+        super::loss::softcap_with_slope(logits, self.softcap).0
     }
 
     /// [`moe_aux_term`] of this pass's MoE blocks.

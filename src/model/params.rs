@@ -129,6 +129,11 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
             ),
             ParamSpec::new(p("mlp_norm.scale"), &[h], &[L::Embed], norm),
         ]);
+        if cfg.post_norms {
+            for name in super::forward::POST_NORM_PARAMS {
+                specs.push(ParamSpec::new(p(name), &[h], &[L::Embed], norm));
+            }
+        }
         if cfg.is_moe_layer(i) {
             specs.extend(super::moe::param_specs(cfg, i));
             continue;

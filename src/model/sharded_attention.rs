@@ -31,8 +31,8 @@
 //! every device along tp then runs attention for all heads of its batch slice, as the
 //! partitioner would; the log line names the axis.
 
-use super::attention::attention;
-use super::blocked::blocked_attention;
+use super::attention::{attention_with, AttentionSpec};
+use super::blocked::blocked_attention_with;
 use super::cudnn_attention;
 use super::forward::AttentionKind;
 use vishwam_hlo::{DType, HloError, ManualAxes, PartitionSpec, Tensor};
@@ -172,35 +172,59 @@ fn spec(dims: &[&[String]]) -> PartitionSpec {
     }
 }
 
-/// `q: [B,T,NH,D]`, `k`, `v: [B,T,KV,D]` -> `[B,T,NH,D]`, causal, each device computing its
-/// own batch and head slice with `per_shard.inner`; `positions` (`[T]` or `[B, T]`) feed the
-/// composed attention. Shapes that [`AttentionShards::resolve`] rejects compose
-/// `per_shard.fallback` under the automatic partitioner.
+/// `q: [B,T,NH,D]`, `k`, `v: [B,T,KV,D]` -> `[B,T,NH,D]`, causal (scaled, soft-capped and
+/// windowed as `spec` says), each device computing its own batch and head slice with
+/// `per_shard.inner`; `positions` (`[T]` or `[B, T]`) feed the composed attention. Shapes that
+/// [`AttentionShards::resolve`] rejects compose `per_shard.fallback` under the automatic
+/// partitioner; a soft-capped layer composes per shard, since cuDNN cannot soft-cap.
 pub fn per_shard_attention(
     per_shard: &PerShardAttention,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     positions: &Tensor,
+    spec: &AttentionSpec,
 ) -> Tensor {
     match AttentionShards::resolve(&per_shard.plan, q.shape(), k.shape()) {
         Ok(shards) => match per_shard.inner {
-            AttentionKind::Cudnn => cudnn_per_shard(&shards, q, k, v),
-            _ => composed_per_shard(&shards, &per_shard.inner, q, k, v, positions),
+            AttentionKind::Cudnn if spec.softcap.is_none() => {
+                cudnn_per_shard(&shards, q, k, v, spec)
+            }
+            AttentionKind::Cudnn => {
+                composed_per_shard(&shards, &AttentionKind::Full, q, k, v, positions, spec)
+            }
+            _ => composed_per_shard(&shards, &per_shard.inner, q, k, v, positions, spec),
         },
-        Err(_) => composed(&per_shard.fallback, q, k, v, positions),
+        Err(_) => composed(&per_shard.fallback, q, k, v, positions, spec),
     }
 }
 
 /// The composed attention of `kind` (`Full` or `Blocked`; anything else computes `Full`).
-fn composed(kind: &AttentionKind, q: &Tensor, k: &Tensor, v: &Tensor, pos: &Tensor) -> Tensor {
+fn composed(
+    kind: &AttentionKind,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: &Tensor,
+    spec: &AttentionSpec,
+) -> Tensor {
     match kind {
-        AttentionKind::Blocked(block) => blocked_attention(q, k, v, *block),
-        _ => attention(q, k, v, pos, pos),
+        AttentionKind::Blocked(block) => blocked_attention_with(q, k, v, *block, spec),
+        _ => attention_with(q, k, v, pos, pos, spec),
     }
 }
 
-fn cudnn_per_shard(shards: &AttentionShards, q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+fn cudnn_per_shard(
+    shards: &AttentionShards,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: &AttentionSpec,
+) -> Tensor {
+    let mask = cudnn_attention::Mask {
+        scale: spec.scale,
+        window: spec.window,
+    };
     let dtype = q.dtype();
     let kernel = match dtype {
         DType::BF16 | DType::F16 => dtype,
@@ -215,7 +239,7 @@ fn cudnn_per_shard(shards: &AttentionShards, q: &Tensor, k: &Tensor, v: &Tensor)
         |g, xs| {
             let manual = shards.manual(vec![x.clone(); 3], vec![x.clone(), stats.clone()]);
             g.manual_computation("cudnn_attention_forward", manual, xs, |g, l| {
-                cudnn_attention::forward(g, &l[0], &l[1], &l[2])
+                cudnn_attention::forward(g, &l[0], &l[1], &l[2], mask)
             })
         },
         |g, xs, outs, cts| {
@@ -225,7 +249,7 @@ fn cudnn_per_shard(shards: &AttentionShards, q: &Tensor, k: &Tensor, v: &Tensor)
             in_specs.extend([stats.clone(), x.clone()]);
             let manual = shards.manual(in_specs, vec![x.clone(); 3]);
             g.manual_computation("cudnn_attention_backward", manual, &operands, |g, l| {
-                cudnn_attention::backward(g, &l[..3], &l[3], &l[4], &l[5])
+                cudnn_attention::backward(g, &l[..3], &l[3], &l[4], &l[5], mask)
             })
         },
     );
@@ -239,10 +263,11 @@ fn composed_per_shard(
     k: &Tensor,
     v: &Tensor,
     positions: &Tensor,
+    spec: &AttentionSpec,
 ) -> Tensor {
     let (x, pos) = (shards.bthd(), shards.positions(positions.rank()));
     let inputs = [q.clone(), k.clone(), v.clone(), positions.clone()];
-    let attend = |l: &[Tensor]| composed(kind, &l[0], &l[1], &l[2], &l[3]);
+    let attend = |l: &[Tensor]| composed(kind, &l[0], &l[1], &l[2], &l[3], spec);
     let g = q.graph().clone();
     let outs = g.custom_vjp(
         "per_shard_attention",

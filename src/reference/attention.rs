@@ -1,9 +1,11 @@
-//! Causal softmax attention with grouped key/value heads (MHA, GQA, MQA).
+//! Causal softmax attention with grouped key/value heads (MHA, GQA, MQA), with Gemma 2's
+//! score scale, soft-cap and sliding window.
 
 use candle_core::Tensor;
 
 use super::error::Result;
-use super::kernels::causal_softmax;
+use super::kernels::windowed_causal_softmax;
+use crate::config::ModelConfig;
 
 /// Attention of `q [B,T,NH,D]` over `k, v [B,T,KV,D]` (rotary already applied), causal,
 /// query head n reading key/value head n / (NH / KV). Returns `[B*T, NH*D]`.
@@ -12,6 +14,38 @@ use super::kernels::causal_softmax;
 /// axis, so each key/value head is one batched matmul `[g*T, D] x [D, T]` with no copies
 /// of k or v.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
+    attention_scores_to_output(q, k, v, scale, None, None)
+}
+
+/// The attention of block `layer` of `config`: scores `q . k * attention_scale`, soft-capped
+/// `cap * tanh(s / cap)` with `attn_logit_softcapping`, and a sliding window where
+/// `layer_window` gives one (query i sees keys `i - window < j <= i`).
+pub fn layer_attention(
+    config: &ModelConfig,
+    layer: usize,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+) -> Result<Tensor> {
+    attention_scores_to_output(
+        q,
+        k,
+        v,
+        config.attention_scale(),
+        config.attn_logit_softcapping,
+        config.layer_window(layer),
+    )
+}
+
+fn attention_scores_to_output(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    softcap: Option<f64>,
+    window: Option<usize>,
+) -> Result<Tensor> {
     let (b, t, nh, d) = q.dims4()?;
     let kv = k.dim(2)?;
     let g = nh / kv;
@@ -26,8 +60,16 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         Ok(x.transpose(1, 2)?.contiguous()?.reshape((b * kv, t, d))?)
     };
     let (k, v) = (heads_first(k)?, heads_first(v)?);
-    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?; // [B*KV, g*T, T]
-    let probs = causal_softmax(&scores.reshape((b * kv, g, t, t))?)?.reshape((b * kv, g * t, t))?;
+    let scores = (q.matmul(&k.t()?)? * scale)?; // [B*KV, g*T, T]
+    let scores = match softcap {
+        Some(cap) => ((scores / cap)?.tanh()? * cap)?,
+        None => scores,
+    };
+    let probs = windowed_causal_softmax(&scores.reshape((b * kv, g, t, t))?, window)?.reshape((
+        b * kv,
+        g * t,
+        t,
+    ))?;
     let out = probs.matmul(&v)?; // [B*KV, g*T, D]
 
     // [B,KV,g,T,D] -> [B,T,KV,g,D] -> [B*T, NH*D]

@@ -88,17 +88,21 @@ fn contiguous<'a, T>(
     }
 }
 
-/// Causal softmax over the last axis of `[..., T, T]` (query i, key j): keys j > i get 0.
-struct CausalSoftmax;
+/// Causal softmax over the last axis of `[..., T, T]` (query i, key j): keys j > i get 0, and
+/// with a window W keys j <= i - W too.
+struct CausalSoftmax {
+    window: Option<usize>,
+}
 
-fn causal_softmax_rows<T: Real>(x: &[T], t: usize) -> Vec<T> {
+fn causal_softmax_rows<T: Real>(x: &[T], t: usize, window: Option<usize>) -> Vec<T> {
     let mut out = vec![T::ZERO; x.len()];
     out.par_chunks_mut(t)
         .zip(x.par_chunks(t))
         .enumerate()
         .for_each(|(row, (out, x))| {
-            let visible = row % t + 1; // keys 0..=i
-            let (out, x) = (&mut out[..visible], &x[..visible]);
+            let i = row % t;
+            let first = window.map_or(0, |w| (i + 1).saturating_sub(w)); // keys first..=i
+            let (out, x) = (&mut out[first..=i], &x[first..=i]);
             let max = row_max(x);
             let mut sum = T::ZERO;
             for (o, &v) in out.iter_mut().zip(x) {
@@ -130,7 +134,8 @@ impl CustomOp1 for CausalSoftmax {
         let name = self.name();
         let out = per_float!(name, storage, |x| causal_softmax_rows(
             contiguous(x, layout, name)?,
-            t
+            t,
+            self.window
         ));
         Ok((out, layout.shape().clone()))
     }
@@ -305,7 +310,13 @@ impl CustomOp3 for SoftmaxCrossEntropyGrad {
 /// Softmax over the last axis of attention scores `[..., T, T]` with keys j > query i
 /// masked out (docs/model.md: `s = -inf where j > i; p = softmax_j(s)`).
 pub fn causal_softmax(scores: &Tensor) -> Result<Tensor> {
-    Ok(scores.contiguous()?.apply_op1(CausalSoftmax)?)
+    windowed_causal_softmax(scores, None)
+}
+
+/// [`causal_softmax`] that also masks keys `j <= i - window` (a sliding window: query i sees
+/// keys `i - window < j <= i`).
+pub fn windowed_causal_softmax(scores: &Tensor, window: Option<usize>) -> Result<Tensor> {
+    Ok(scores.contiguous()?.apply_op1(CausalSoftmax { window })?)
 }
 
 /// Per-row cross-entropy `logsumexp(logits[r]) - logits[r, targets[r]]` of logits `[N, V]`

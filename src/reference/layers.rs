@@ -1,6 +1,6 @@
 //! The per-position layers of the reference model that the architecture switches change:
-//! RMSNorm (gain or `1 + gain`), the gated MLP (SiLU or tanh-GELU gate) and the embedding
-//! scale.
+//! RMSNorm (gain or `1 + gain`), the post-sublayer norms, the gated MLP (SiLU or tanh-GELU
+//! gate) and the embedding scale.
 
 use candle_core::{Tensor, D};
 
@@ -14,6 +14,19 @@ pub(crate) fn rms_norm(config: &ModelConfig, x: &Tensor, gain: &Tensor) -> Resul
         .recip()?;
     let scale = (gain + config.norm_offset)?;
     Ok(x.broadcast_mul(&inv_rms)?.broadcast_mul(&scale)?)
+}
+
+/// A sublayer's output `y` normalised by the gain `gain()` with `post_norms` (Gemma 2's
+/// post-attention and post-feed-forward norms), else unchanged.
+pub(crate) fn post_norm<'a>(
+    config: &ModelConfig,
+    y: Tensor,
+    gain: impl FnOnce() -> &'a Tensor,
+) -> Result<Tensor> {
+    match config.post_norms {
+        true => rms_norm(config, &y, gain()),
+        false => Ok(y),
+    }
 }
 
 /// `act(x @ w_gate) * (x @ w_up) @ w_down` with `model.activation` (Candle's `gelu` is the

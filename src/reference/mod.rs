@@ -25,11 +25,11 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use attention::causal_attention;
+pub use attention::{causal_attention, layer_attention};
 pub use compare::{compare, format_table, ComparisonRow};
 pub use distill::{distillation_loss_and_grads, DistillLosses, ReferenceDistillation};
 pub use error::{ReferenceError, Result};
-pub use kernels::{causal_softmax, softmax_cross_entropy};
+pub use kernels::{causal_softmax, softmax_cross_entropy, windowed_causal_softmax};
 pub use model::{Gradients, ReferenceModel};
 pub use muon::{
     is_muon_parameter, muon_momentum_at, newton_schulz, OptimizerStep, ReferenceMuon,

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::attention::causal_attention;
+use super::attention::layer_attention;
 use super::error::{ReferenceError, Result};
 use super::kernels::softmax_cross_entropy;
-use super::layers::{gated_mlp, rms_norm, scale_embeddings};
+use super::layers::{gated_mlp, post_norm, rms_norm, scale_embeddings};
 use super::moe::moe_ffn;
 use super::params::{
     check_names, host_to_tensor, parameter_specs, random_parameters, tensor_to_host, ParameterSpec,
@@ -321,19 +321,20 @@ impl ReferenceModel {
             let q = rope.apply(&x.matmul(p("attn.wq"))?.reshape((b, t, nh, d))?)?;
             let k = rope.apply(&x.matmul(p("attn.wk"))?.reshape((b, t, kv, d))?)?;
             let v = x.matmul(p("attn.wv"))?.reshape((b, t, kv, d))?;
-            let o = causal_attention(&q, &k, &v)?; // [N, NH*D]
-            h = (h + o.matmul(p("attn.wo"))?)?;
+            let o = layer_attention(c, i, &q, &k, &v)?; // [N, NH*D]
+            let o = post_norm(c, o.matmul(p("attn.wo"))?, || p("attn_post_norm.scale"))?;
+            h = (h + o)?;
             let x = rms_norm(c, &h, p("mlp_norm.scale"))?;
             if c.is_moe_layer(i) {
                 let out = moe_ffn(c, &x, t, p)?;
-                h = (h + out.y)?;
+                h = (h + post_norm(c, out.y, || p("mlp_post_norm.scale"))?)?;
                 aux.push(out.aux);
                 loads.push(out.loads);
                 layers.push(h.clone());
                 continue;
             }
             let y = gated_mlp(c, &x, p("mlp.w_gate"), p("mlp.w_up"), p("mlp.w_down"))?;
-            h = (h + y)?;
+            h = (h + post_norm(c, y, || p("mlp_post_norm.scale"))?)?;
             layers.push(h.clone());
         }
         let h = rms_norm(c, &h, self.param("final_norm.scale"))?;
@@ -341,6 +342,10 @@ impl ReferenceModel {
             h.matmul(&self.param("embed.tokens").t()?)?
         } else {
             h.matmul(self.param("lm_head"))?
+        };
+        let logits = match c.final_logit_softcapping {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
         };
         let aux_mean = match aux.len() {
             0 => None,

@@ -73,6 +73,10 @@ pub fn parameter_specs(config: &ModelConfig) -> Vec<ParameterSpec> {
         let residual = Init::Normal { std: residual_std };
         push(p("attn.wo"), vec![q_width, h], residual);
         push(p("mlp_norm.scale"), vec![h], norm);
+        if config.post_norms {
+            push(p("attn_post_norm.scale"), vec![h], norm);
+            push(p("mlp_post_norm.scale"), vec![h], norm);
+        }
         if config.is_moe_layer(i) {
             let (e, fe, s) = (
                 config.num_experts,

@@ -187,6 +187,16 @@ impl Trainer {
         // Every platform-dependent choice below is made for the devices the engine drives.
         let cfg = &super::setup::pin_platform(cfg, &engine)?;
         tracing::info!("precision: {}", PrecisionPolicy::from_config(cfg));
+        if cfg.runtime.platform == crate::config::Platform::Cuda {
+            for b in cfg.cudnn_attention_blockers() {
+                tracing::info!(
+                    "attention: composed, not cuDNN flash attention: {} = {}: {}",
+                    b.key,
+                    b.value,
+                    b.rule
+                );
+            }
+        }
         let distill = teacher
             .map(|t| DistillContext::new(cfg, &plan, &t.model))
             .transpose()?;

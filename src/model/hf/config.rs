@@ -28,6 +28,7 @@ const MODEL_TYPES: &[(&str, &str)] = &[
     ("llama", "LlamaForCausalLM"),
     ("mistral", "MistralForCausalLM"),
     ("gemma", "GemmaForCausalLM"),
+    ("gemma2", "Gemma2ForCausalLM"),
 ];
 
 /// Keys that do not change the model's computation, and why each is ignored.
@@ -51,6 +52,10 @@ pub const IGNORED: &[(&str, &str)] = &[
         "initialisation of new weights; imported weights are not initialised",
     ),
     ("_name_or_path", "where transformers loaded the model from"),
+    (
+        "cache_implementation",
+        "transformers' KV-cache class for generation (Gemma 2's \"hybrid\")",
+    ),
     (
         "_attn_implementation_autoset",
         "transformers' attention kernel choice",
@@ -141,6 +146,9 @@ impl<'a> Keys<'a> {
 mod rope_keys;
 use rope_keys::rope;
 
+#[path = "config_gemma2.rs"]
+mod gemma2_keys;
+
 /// The model described by a Llama- or Gemma-architecture `config.json` value (read from
 /// `path`).
 pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
@@ -163,7 +171,7 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             path,
             "model_type",
             model_type,
-            "vishwam reads model_type \"llama\", \"mistral\" and \"gemma\" (Gemma 2, with its soft-capping and sliding-window layers, is not implemented)",
+            "vishwam reads model_type \"llama\", \"mistral\", \"gemma\" and \"gemma2\"",
         ));
     };
     keys.only(
@@ -174,7 +182,8 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             model_type
         ),
     )?;
-    let gemma = model_type.as_str() == Some("gemma");
+    let gemma2 = model_type.as_str() == Some("gemma2");
+    let gemma = gemma2 || model_type.as_str() == Some("gemma");
     if gemma {
         // Gemma is trained with the tanh GELU. The Gemma 1.0 repositories' config.json says
         // `hidden_act: "gelu"` and no `hidden_activation`; transformers 4.39 to 4.47 applied
@@ -225,25 +234,11 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             &format!("one of {DTYPES:?} (vishwam reads the safetensors dtypes themselves)"),
         )?;
     }
-    if model_type.as_str() == Some("mistral") {
-        match map.get("sliding_window") {
-            Some(Value::Null) => keys.seen.push("sliding_window"),
-            Some(v) => {
-                return Err(unsupported(
-                    path,
-                    "sliding_window",
-                    v,
-                    "vishwam's attention has no sliding window; only null is read",
-                ))
-            }
-            None => {
-                return Err(invalid(
-                    path,
-                    "config.json of a mistral model lacks `sliding_window`, which transformers then sets to 4096; vishwam's attention has no sliding window, so only an explicit null is read",
-                ))
-            }
-        }
-    }
+    // Mistral: a sliding window in every layer (absent: MistralConfig's 4096; null: none).
+    let mistral_window = match model_type.as_str() {
+        Some("mistral") => gemma2_keys::sliding_window(&mut keys)?,
+        _ => None,
+    };
     let hidden = keys.required_size("hidden_size")?;
     let heads = keys.required_size("num_attention_heads")?;
     let kv_heads = keys.size("num_key_value_heads")?.unwrap_or(heads);
@@ -286,6 +281,16 @@ pub fn parse(c: &Value, path: &Path) -> Result<ModelConfig, HfError> {
             scale_embeddings: true,
             ..model
         }
+    } else {
+        ModelConfig {
+            sliding_window: mistral_window,
+            ..model
+        }
+    };
+    // Gemma 2: post-attention and post-feed-forward norms, soft-caps, its query scale and
+    // sliding-window layers.
+    let model = if gemma2 {
+        gemma2_keys::read(&mut keys, model)?
     } else {
         model
     };
@@ -339,7 +344,7 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
         "rope_scaling": rope_scaling,
         "rope_parameters": rope_parameters,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "hidden_act": if model_type == "gemma" { "gelu_pytorch_tanh" } else { "silu" },
+        "hidden_act": if model_type.starts_with("gemma") { "gelu_pytorch_tanh" } else { "silu" },
         "attention_bias": false,
         "attention_dropout": 0.0,
         "mlp_bias": false,
@@ -347,11 +352,16 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
         "torch_dtype": "float32",
         "dtype": "float32",
     });
-    if model_type == "gemma" {
+    if model_type.starts_with("gemma") {
         c["hidden_activation"] = json!("gelu_pytorch_tanh");
         for key in ["mlp_bias", "pretraining_tp"] {
             c.as_object_mut().expect("an object").remove(key);
         }
+    }
+    match model_type {
+        "gemma2" => gemma2_keys::write(cfg, &mut c)?,
+        "mistral" => c["sliding_window"] = json!(cfg.sliding_window),
+        _ => {}
     }
     if let Some((pad, bos, eos)) = special {
         c["pad_token_id"] = json!(pad);
@@ -362,18 +372,57 @@ pub fn write(cfg: &ModelConfig, special: Option<(u32, u32, u32)>) -> Result<Valu
 }
 
 /// The transformers `model_type` and architecture that compute what `cfg` computes: Llama
-/// (SwiGLU, RMSNorm by the gain, unscaled embeddings) or Gemma (GeGLU with the tanh GELU,
-/// RMSNorm by 1 + gain, embeddings times sqrt(hidden)); other combinations have none.
+/// (SwiGLU, RMSNorm by the gain, unscaled embeddings), Mistral (Llama with a sliding window in
+/// every layer), Gemma (GeGLU with the tanh GELU, RMSNorm by 1 + gain, embeddings times
+/// sqrt(hidden)) or Gemma 2 (Gemma with post norms, and its soft-caps, query scale and
+/// window); other combinations have none.
 fn architecture_of(cfg: &ModelConfig) -> Result<(&'static str, &'static str), String> {
     let switches = (cfg.activation, cfg.norm_offset, cfg.scale_embeddings);
-    match switches {
-        (MlpActivation::Silu, 0.0, false) => Ok(("llama", "LlamaForCausalLM")),
-        (MlpActivation::GeluTanh, 1.0, true) => Ok(("gemma", "GemmaForCausalLM")),
-        _ => Err(format!(
-            "model.activation = {}, model.norm_offset = {}, model.scale_embeddings = {} match no transformers architecture: Llama is silu, 0, false and Gemma gelu_tanh, 1, true",
-            cfg.activation, cfg.norm_offset, cfg.scale_embeddings
-        )),
+    let gemma2_keys = [
+        ("model.attn_logit_softcapping", cfg.attn_logit_softcapping),
+        ("model.final_logit_softcapping", cfg.final_logit_softcapping),
+        ("model.query_pre_attn_scalar", cfg.query_pre_attn_scalar),
+    ];
+    let gemma2_only = gemma2_keys.iter().find(|(_, v)| v.is_some());
+    let window = cfg.sliding_window.is_some();
+    let found = match switches {
+        (MlpActivation::GeluTanh, 1.0, true) if cfg.post_norms => {
+            return Ok(("gemma2", "Gemma2ForCausalLM"))
+        }
+        (MlpActivation::Silu, 0.0, false) if window && cfg.sliding_window_pattern == 0 => {
+            ("mistral", "MistralForCausalLM")
+        }
+        (MlpActivation::Silu, 0.0, false) => ("llama", "LlamaForCausalLM"),
+        (MlpActivation::GeluTanh, 1.0, true) => ("gemma", "GemmaForCausalLM"),
+        _ => {
+            return Err(format!(
+                "model.activation = {}, model.norm_offset = {}, model.scale_embeddings = {} match no transformers architecture: Llama is silu, 0, false and Gemma gelu_tanh, 1, true",
+                cfg.activation, cfg.norm_offset, cfg.scale_embeddings
+            ))
+        }
+    };
+    if cfg.post_norms {
+        return Err(format!(
+            "model.post_norms = true is Gemma 2's, which also needs model.activation gelu_tanh, norm_offset 1 and scale_embeddings true; {} has no post norms",
+            found.0
+        ));
     }
+    if let Some((key, value)) = gemma2_only {
+        return Err(format!(
+            "{key} = {} is Gemma 2's (with model.post_norms = true); {} has no such key",
+            value.unwrap_or_default(),
+            found.0
+        ));
+    }
+    if window && found.0 != "mistral" {
+        return Err(format!(
+            "model.sliding_window = {} with sliding_window_pattern {}: {} has no sliding window (Mistral has one in every layer, pattern 0, and Gemma 2 every second layer, pattern 2, with post norms)",
+            cfg.sliding_window.unwrap_or_default(),
+            cfg.sliding_window_pattern,
+            found.0
+        ));
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -73,19 +73,30 @@ fn absent_keys_mean_transformers_defaults() {
 }
 
 #[test]
-fn mistral_needs_an_explicit_null_sliding_window() {
+fn mistral_reads_its_sliding_window_in_every_layer() {
     let mut c = read(V4);
     c["model_type"] = json!("mistral");
     c["architectures"] = json!(["MistralForCausalLM"]);
-    assert!(parse_value(&c)
-        .unwrap_err()
-        .contains("lacks `sliding_window`"));
-    c["sliding_window"] = json!(4096);
-    assert!(parse_value(&c)
-        .unwrap_err()
-        .contains("`sliding_window` = 4096 is not supported"));
+    // Absent: MistralConfig's 4096.
+    let m = parse_value(&c).unwrap();
+    assert_eq!(
+        (m.sliding_window, m.sliding_window_pattern),
+        (Some(4096), 0)
+    );
+    assert!((0..m.num_layers).all(|i| m.layer_window(i) == Some(4096)));
+    c["sliding_window"] = json!(16);
+    let m = parse_value(&c).unwrap();
+    assert_eq!(m.sliding_window, Some(16));
+    let written = write(&m, None).unwrap();
+    assert_eq!(written["model_type"], "mistral");
+    assert_eq!(written["sliding_window"], 16);
+    assert_eq!(parse_value(&written).unwrap(), m);
     c["sliding_window"] = Value::Null;
-    assert!(parse_value(&c).is_ok());
+    assert_eq!(parse_value(&c).unwrap().sliding_window, None);
+    c["sliding_window"] = json!(0);
+    assert!(parse_value(&c)
+        .unwrap_err()
+        .contains("`sliding_window` = 0: expected null or a positive number"));
     c["model_type"] = json!("qwen2");
     assert!(parse_value(&c)
         .unwrap_err()
@@ -150,9 +161,6 @@ fn gemma_configs_read_with_gemma_defaults_and_switches() {
     c["hidden_activation"] = json!("gelu");
     let err = parse_value(&c).unwrap_err();
     assert!(err.contains("`hidden_activation` = \"gelu\""), "{err}");
-    c["model_type"] = json!("gemma2");
-    let err = parse_value(&c).unwrap_err();
-    assert!(err.contains("Gemma 2"), "{err}");
     // A Llama with only some Gemma switches has no transformers form.
     let mixed = ModelConfig {
         scale_embeddings: true,
@@ -160,4 +168,123 @@ fn gemma_configs_read_with_gemma_defaults_and_switches() {
     };
     let err = write(&mixed, None).unwrap_err();
     assert!(err.contains("match no transformers architecture"), "{err}");
+}
+
+fn gemma2_json() -> Value {
+    json!({
+        "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2",
+        "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": 64, "intermediate_size": 96, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "num_hidden_layers": 4, "vocab_size": 100, "head_dim": 32,
+        "max_position_embeddings": 64, "cache_implementation": "hybrid"
+    })
+}
+
+#[test]
+fn gemma2_configs_read_with_gemma2_defaults() {
+    let m = parse_value(&gemma2_json()).unwrap();
+    // Gemma2Config's defaults.
+    assert!(m.post_norms && m.tie_embeddings && m.scale_embeddings);
+    assert_eq!(
+        (m.attn_logit_softcapping, m.final_logit_softcapping),
+        (Some(50.0), Some(30.0))
+    );
+    assert_eq!(m.query_pre_attn_scalar, Some(256.0));
+    assert_eq!(
+        (m.sliding_window, m.sliding_window_pattern),
+        (Some(4096), 2)
+    );
+    // Even layers local, odd global.
+    let windows: Vec<_> = (0..4).map(|i| m.layer_window(i)).collect();
+    assert_eq!(windows, [Some(4096), None, Some(4096), None]);
+    let written = write(&m, None).unwrap();
+    assert_eq!(written["model_type"], "gemma2");
+    assert_eq!(
+        written["layer_types"],
+        json!([
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention"
+        ])
+    );
+    assert_eq!(parse_value(&written).unwrap(), m);
+}
+
+#[test]
+fn gemma2_nulls_layer_types_and_refusals() {
+    let mut c = gemma2_json();
+    c["attn_logit_softcapping"] = Value::Null;
+    c["final_logit_softcapping"] = Value::Null;
+    c["sliding_window"] = json!(8);
+    c["sliding_window_size"] = json!(8);
+    c["query_pre_attn_scalar"] = json!(24);
+    let m = parse_value(&c).unwrap();
+    assert_eq!(
+        (m.attn_logit_softcapping, m.final_logit_softcapping),
+        (None, None)
+    );
+    assert_eq!(
+        (m.sliding_window, m.query_pre_attn_scalar),
+        (Some(8), Some(24.0))
+    );
+    assert_eq!(parse_value(&write(&m, None).unwrap()).unwrap(), m);
+    // Every layer sliding, and every layer full (no window at all).
+    c["layer_types"] = json!(vec!["sliding_attention"; 4]);
+    assert_eq!(parse_value(&c).unwrap().sliding_window_pattern, 0);
+    c["layer_types"] = json!(vec!["full_attention"; 4]);
+    assert_eq!(parse_value(&c).unwrap().sliding_window, None);
+    let refused = [
+        (
+            "layer_types",
+            json!([
+                "full_attention",
+                "sliding_attention",
+                "sliding_attention",
+                "sliding_attention"
+            ]),
+            "`layer_types`",
+        ),
+        ("layer_types", json!(["sliding_attention"]), "`layer_types`"),
+        (
+            "sliding_window_size",
+            json!(16),
+            "`sliding_window_size` = 16",
+        ),
+        (
+            "use_bidirectional_attention",
+            json!(true),
+            "`use_bidirectional_attention`",
+        ),
+        (
+            "attn_logit_softcapping",
+            json!(-1.0),
+            "`attn_logit_softcapping` = -1.0",
+        ),
+        (
+            "query_pre_attn_scalar",
+            Value::Null,
+            "`query_pre_attn_scalar` = null",
+        ),
+    ];
+    for (key, value, expected) in refused {
+        let mut c = c.clone();
+        c.as_object_mut().unwrap().remove("layer_types");
+        c[key] = value;
+        let err = parse_value(&c).unwrap_err();
+        assert!(err.contains(expected), "{key}: {err}");
+    }
+    // Gemma 2's switches without its post norms have no transformers form.
+    let capped_gemma = ModelConfig {
+        post_norms: false,
+        ..parse_value(&gemma2_json()).unwrap()
+    };
+    let err = write(&capped_gemma, None).unwrap_err();
+    assert!(err.contains("is Gemma 2's"), "{err}");
+    let local_every_third = ModelConfig {
+        sliding_window_pattern: 3,
+        ..parse_value(&gemma2_json()).unwrap()
+    };
+    let err = write(&local_every_third, None).unwrap_err();
+    assert!(err.contains("sliding_window_pattern = 3"), "{err}");
 }

@@ -83,6 +83,8 @@ pub struct DistillContext {
     /// The hidden-state term, when asked for.
     pub intermediate: Option<IntermediateTerm>,
     student_hidden: usize,
+    /// The student's `final_logit_softcapping`.
+    student_softcap: Option<f64>,
 }
 
 /// What the student's forward pass gives the distillation terms.
@@ -209,6 +211,7 @@ impl DistillContext {
             alpha: d.alpha,
             intermediate,
             student_hidden: cfg.model.hidden_dim,
+            student_softcap: cfg.model.final_logit_softcapping,
         })
     }
 
@@ -297,8 +300,10 @@ impl DistillContext {
             teacher_head: &teacher_head,
         };
         let t2 = self.temperature * self.temperature;
-        let [mut objective, ce, kl, correct] = model::masked_ce_kl_sums(
+        let softcaps = [self.student_softcap, self.teacher.final_logit_softcapping];
+        let [mut objective, ce, kl, correct] = model::masked_ce_kl_sums_capped(
             &heads,
+            softcaps,
             &batch.targets.reshape(&[n]),
             &mask,
             self.temperature,

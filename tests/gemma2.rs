@@ -1,0 +1,415 @@
+//! Gemma 2's architecture switches (`model.post_norms`, the attention and final logit
+//! soft-caps, `model.query_pre_attn_scalar`, a sliding window on every second block) on top
+//! of Gemma's, against the Candle reference through the composed, blocked and KV-cache
+//! attention; and a Gemma-2-layout Hugging Face directory (written here with random bf16
+//! weights under transformers' names) imported, verified and exported again through the
+//! binary. The distillation from a Gemma 2 teacher on Brown is in tests/gemma.rs.
+
+mod common;
+
+use common::{succeeded, vishwam_cli};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use vishwam::config::Config;
+use vishwam::engine::{Engine, HostArray};
+use vishwam::model::init_params;
+use vishwam::reference::{format_table, ReferenceDtype, ReferenceModel};
+use vishwam::train::sharding_plan;
+use vishwam::verify::{random_batch, verify, VerifyOptions};
+
+/// Every Gemma 2 switch on a tiny model: MQA, head_dim 16 with hidden 32 and 4 heads, 16
+/// positions with a window of 5 on block 0 (block 1 global). The weights are drawn 12x wider
+/// than the default so that scores (about +-2) and logits (about +-1.5) reach the soft-caps'
+/// curved part (at 1.5 and 3); at the default init both caps would be the identity to within
+/// rounding.
+const GEMMA2: &[&str] = &[
+    "model.vocab_size=96",
+    "model.hidden_dim=32",
+    "model.num_layers=2",
+    "model.num_heads=4",
+    "model.num_kv_heads=1",
+    "model.head_dim=16",
+    "model.mlp_dim=48",
+    "model.max_seq_len=16",
+    "model.activation=gelu_tanh",
+    "model.norm_offset=1",
+    "model.scale_embeddings=true",
+    "model.post_norms=true",
+    "model.attn_logit_softcapping=1.5",
+    "model.final_logit_softcapping=3.0",
+    "model.query_pre_attn_scalar=24",
+    "model.sliding_window=5",
+    "model.sliding_window_pattern=2",
+    "model.init_std=0.25",
+    "training.batch_size=4",
+    "training.warmup_steps=1",
+    "training.max_steps=10",
+    "training.learning_rate=0.01",
+];
+
+fn load(extra: &[&str]) -> Config {
+    let all: Vec<String> = GEMMA2.iter().chain(extra).map(|s| s.to_string()).collect();
+    Config::load(None, &all).unwrap()
+}
+
+/// Initial parameters of `cfg` with the norm gains drawn at random (at their initial 0 the
+/// offset would be tested only through the gradients).
+fn gemma2_params(cfg: &Config) -> BTreeMap<String, HostArray> {
+    let mut params = init_params(&cfg.model, 3);
+    let mut rng = common::rng(11);
+    for (name, array) in params.iter_mut() {
+        if name.ends_with(".scale") {
+            let gains: Vec<f32> = (0..array.shape[0])
+                .map(|_| rng.gen_range(-0.5..0.5))
+                .collect();
+            *array = HostArray::from_slice(&array.shape, &gains).unwrap();
+        }
+    }
+    params
+}
+
+fn engine(plan: &vishwam_mesh::ShardingPlan) -> Engine {
+    Engine::new(
+        common::cpu_client(1).clone(),
+        plan.mesh.clone(),
+        common::private_cache(),
+    )
+    .unwrap()
+}
+
+/// XLA against Candle: logits, loss, gradients and `opts.steps` optimizer steps.
+fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
+    let cfg = load(sets);
+    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+    let params = gemma2_params(&cfg);
+    let batch = random_batch(&cfg, &plan, 5);
+    let report = verify(&cfg, engine(&plan), plan, &params, &batch, opts).unwrap();
+    assert!(report.passed(), "{name}:\n{}", format_table(&report.rows));
+}
+
+fn steps(steps: usize, loss_chunk: Option<usize>) -> VerifyOptions {
+    VerifyOptions { steps, loss_chunk }
+}
+
+#[test]
+fn gemma2_switches_match_candle() {
+    check("gemma 2", &[], steps(1, None));
+    // Blocks of 4 under a window of 5: per query block, the diagonal block and the one before
+    // are masked, the one before that is skipped. Logits, loss and gradients.
+    check(
+        "gemma 2, blocked attention and chunked loss",
+        &[
+            "memory.attention_memory_efficient=true",
+            "optimization.block_size=4",
+        ],
+        steps(0, Some(16)),
+    );
+    check(
+        "gemma 2, every block local, MoE",
+        &[
+            "model.sliding_window_pattern=0",
+            "model.use_moe=true",
+            "model.num_experts=4",
+            "model.expert_dim=24",
+        ],
+        steps(0, None),
+    );
+    // bf16 at the default init width: at 12x wider weights bf16 rounding moves the logits by
+    // about 0.1 (0.125 measured without any Gemma 2 switch), which the final cap of 3 makes
+    // 5% of the largest logit, past verify's bf16 tolerance of 3%.
+    check(
+        "gemma 2 bf16",
+        &["tpu.use_bfloat16=true", "model.init_std=0.02"],
+        steps(0, None),
+    );
+}
+
+/// The window is applied where it must be and nowhere else: in the Candle reference, a
+/// window of 5 on block 0 leaves the logits of positions 0..5 (which see at most 5 keys)
+/// exactly as without a window and changes the later ones; so the XLA paths, which match the
+/// reference above, mask by the window too.
+#[test]
+fn the_window_changes_only_positions_past_it() {
+    let windowed = load(&[]);
+    let global = load(&["model.sliding_window=null"]);
+    let params = gemma2_params(&windowed);
+    let logits = |cfg: &Config| -> Vec<f32> {
+        let m = ReferenceModel::from_host_arrays(&cfg.model, &params, ReferenceDtype::F32).unwrap();
+        let tokens: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 96).collect();
+        let out = m.logits(&tokens, 1, 16).unwrap();
+        out.flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (a, b) = (logits(&windowed), logits(&global));
+    assert_eq!(a[..5 * 96], b[..5 * 96]);
+    for position in 5..16 {
+        let row = position * 96..(position + 1) * 96;
+        assert_ne!(a[row.clone()], b[row], "position {position}");
+    }
+}
+
+#[test]
+fn the_kv_cache_decode_computes_gemma2_as_candle_does() {
+    // Prompts of 9 and 5 tokens: two prefill chunks of 6, and left padding; the 9-token
+    // prompt's last query sees 5 of its 9 keys in block 0.
+    let cfg = load(&["sequence.chunk_size=6"]);
+    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
+    let params = gemma2_params(&cfg);
+    let mut model =
+        vishwam::generate::LoadedModel::new(cfg.clone(), &params, engine(&plan)).unwrap();
+    let mut rng = common::rng(5);
+    let prompts: Vec<Vec<i32>> = [9, 5]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.gen_range(0..96)).collect())
+        .collect();
+    let got = model.next_token_logits(&prompts).unwrap();
+    let reference =
+        ReferenceModel::from_host_arrays(&cfg.model, &params, ReferenceDtype::F32).unwrap();
+    for (prompt, got) in prompts.iter().zip(&got) {
+        let all: Vec<f32> = reference
+            .logits(prompt, 1, prompt.len())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = &all[all.len() - 96..];
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        // f32 in both engines: 10x verify's logits tolerance (1e-5 of the largest), as the
+        // cached attention sums over padded cache slots in another order.
+        assert!(
+            err <= 1e-4 * scale.max(1.0),
+            "prompt of {}: max error {err}, scale {scale}",
+            prompt.len()
+        );
+    }
+}
+
+#[test]
+fn invalid_gemma2_keys_name_key_value_and_what_is_allowed() {
+    let err = |set: &str| {
+        let sets = vec![set.to_string()];
+        Config::load(None, &sets).unwrap_err().to_string()
+    };
+    let cases = [
+        (
+            "model.sliding_window_pattern=1",
+            "`model.sliding_window_pattern` must be 0 (every block local) or an integer >= 2",
+        ),
+        ("model.sliding_window=0", "`model.sliding_window` must be"),
+        (
+            "model.attn_logit_softcapping=-5",
+            "`model.attn_logit_softcapping` must be null or a positive number, got -5",
+        ),
+        (
+            "model.final_logit_softcapping=0",
+            "`model.final_logit_softcapping` must be null or a positive number, got 0",
+        ),
+        (
+            "model.query_pre_attn_scalar=0",
+            "`model.query_pre_attn_scalar` must be null or a positive number",
+        ),
+        ("model.post_norms=1", "`model.post_norms`"),
+    ];
+    for (set, expected) in cases {
+        let got = err(set);
+        assert!(got.contains(expected), "{set}: {got}");
+    }
+    // cuDNN flash attention cannot soft-cap: asking for it is an error that says so.
+    let sets: Vec<String> = [
+        "memory.attention_backend=cudnn",
+        "runtime.platform=cuda",
+        "optimization.mixed_precision=true",
+        "model.attn_logit_softcapping=50",
+    ]
+    .map(String::from)
+    .to_vec();
+    let got = Config::load(None, &sets).unwrap_err().to_string();
+    assert!(
+        got.contains("`model.attn_logit_softcapping` = 50: cuDNN flash attention cannot soft-cap"),
+        "{got}"
+    );
+}
+
+/// transformers' names and `[out, in]` shapes of a tiny Gemma 2 (hidden 32, 4 heads of 16,
+/// one key/value head, MLP 48, vocabulary 96, 2 layers, four norms per layer; tied head).
+fn gemma2_tensors() -> Vec<(String, Vec<usize>)> {
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), vec![96, 32]),
+        ("model.norm.weight".to_string(), vec![32]),
+    ];
+    for i in 0..2 {
+        let l = |s: &str| format!("model.layers.{i}.{s}");
+        t.extend([
+            (l("input_layernorm.weight"), vec![32]),
+            (l("self_attn.q_proj.weight"), vec![64, 32]),
+            (l("self_attn.k_proj.weight"), vec![16, 32]),
+            (l("self_attn.v_proj.weight"), vec![16, 32]),
+            (l("self_attn.o_proj.weight"), vec![32, 64]),
+            (l("post_attention_layernorm.weight"), vec![32]),
+            (l("pre_feedforward_layernorm.weight"), vec![32]),
+            (l("mlp.gate_proj.weight"), vec![48, 32]),
+            (l("mlp.up_proj.weight"), vec![48, 32]),
+            (l("mlp.down_proj.weight"), vec![32, 48]),
+            (l("post_feedforward_layernorm.weight"), vec![32]),
+        ]);
+    }
+    t
+}
+
+/// Writes the Gemma 2 directory: config.json as transformers 4.44 writes a Gemma 2 2B (no
+/// `layer_types`: even layers sliding), scaled down, and bf16 weights. Returns the weights as
+/// f32.
+fn write_gemma2(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Gemma2ForCausalLM"], "attention_bias": false,
+        "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2,
+        "cache_implementation": "hybrid", "eos_token_id": 1, "final_logit_softcapping": 30.0,
+        "head_dim": 16, "hidden_act": "gelu_pytorch_tanh",
+        "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 32, "initializer_range": 0.02,
+        "intermediate_size": 48, "max_position_embeddings": 32, "model_type": "gemma2",
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 1,
+        "pad_token_id": 0, "query_pre_attn_scalar": 16, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "sliding_window": 8, "torch_dtype": "bfloat16",
+        "transformers_version": "4.44.0", "use_cache": true, "vocab_size": 96
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let tensors: Vec<(String, Vec<usize>, Vec<half::bf16>)> = gemma2_tensors()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product();
+            let spread = if shape.len() == 1 { 0.5 } else { 0.2 };
+            let values = (0..n)
+                .map(|_| half::bf16::from_f32(rng.gen_range(-spread..spread)))
+                .collect();
+            (name, shape, values)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let bytes: &[u8] = bytemuck::cast_slice(values);
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::BF16,
+                shape.clone(),
+                bytes,
+            )
+            .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+    tensors
+        .into_iter()
+        .map(|(name, _, v)| (name, v.iter().map(|x| x.to_f32()).collect()))
+        .collect()
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_gemma2_directory_imports_verifies_and_exports_unchanged() {
+    let root = tempfile::tempdir().unwrap();
+    let home: PathBuf = vishwam::paths::vishwam_home();
+    let (hf, run, back) = (
+        root.path().join("gemma2"),
+        root.path().join("run"),
+        root.path().join("back"),
+    );
+    let weights = write_gemma2(&hf);
+    succeeded(vishwam_cli(
+        &home,
+        &["import", "--hf", &p(&hf), "--out", &p(&run)],
+    ));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    let m = &config["model"];
+    assert_eq!(m["activation"], "gelu_tanh");
+    assert_eq!(
+        (m["norm_offset"].as_f64(), m["post_norms"].as_bool()),
+        (Some(1.0), Some(true))
+    );
+    assert_eq!(m["attn_logit_softcapping"], 50.0);
+    assert_eq!(m["final_logit_softcapping"], 30.0);
+    assert_eq!(m["query_pre_attn_scalar"], 16.0);
+    assert_eq!(
+        (
+            m["sliding_window"].as_u64(),
+            m["sliding_window_pattern"].as_u64()
+        ),
+        (Some(8), Some(2))
+    );
+
+    // The imported weights through XLA and through Candle at 16 positions (past the window):
+    // logits, loss, gradients, a step.
+    let table = succeeded(vishwam_cli(
+        &home,
+        &[
+            "verify",
+            "--config",
+            &p(&run.join("config.json")),
+            "--checkpoint",
+            &p(&run.join("checkpoints/step_00000000")),
+            "--steps",
+            "1",
+            "--set",
+            "training.batch_size=2",
+            "--set",
+            "sequence.max_length=16",
+        ],
+    ));
+    assert!(table.contains("logits"), "{table}");
+
+    succeeded(vishwam_cli(
+        &home,
+        &["export", "--checkpoint", &p(&run), "--out", &p(&back)],
+    ));
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
+    assert_eq!(exported["model_type"], "gemma2");
+    assert_eq!(exported["architectures"][0], "Gemma2ForCausalLM");
+    assert_eq!(exported["hidden_activation"], "gelu_pytorch_tanh");
+    for (key, value) in [
+        ("attn_logit_softcapping", serde_json::json!(50.0)),
+        ("final_logit_softcapping", serde_json::json!(30.0)),
+        ("query_pre_attn_scalar", serde_json::json!(16.0)),
+        ("sliding_window", serde_json::json!(8)),
+        ("head_dim", serde_json::json!(16)),
+        (
+            "layer_types",
+            serde_json::json!(["sliding_attention", "full_attention"]),
+        ),
+    ] {
+        assert_eq!(exported[key], value, "{key}");
+    }
+    // The four norms and every other tensor under its name, values unchanged.
+    let bytes = std::fs::read(back.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.names().len(), weights.len());
+    for (name, want) in &weights {
+        let view = st.tensor(name).unwrap();
+        let got: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(&got, want, "{name}");
+    }
+    // And imported again: the same model.
+    let again = root.path().join("again");
+    succeeded(vishwam_cli(
+        &home,
+        &["import", "--hf", &p(&back), "--out", &p(&again)],
+    ));
+    let reread: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("config.json")).unwrap()).unwrap();
+    assert_eq!(reread["model"], config["model"]);
+}
