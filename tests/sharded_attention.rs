@@ -275,3 +275,59 @@ fn bench_sharded_attention_counts_the_kernels_in_the_optimised_program() {
     ));
     assert!(err.contains("pass --platform cuda"), "{err}");
 }
+
+#[test]
+fn gemma2_attention_per_shard_equals_one_device() {
+    // Sliding windows of 5 on every other block, soft-capped scores and a query scalar: the
+    // layer's AttentionSpec reaches the attention inside the manual computation.
+    let gemma2 = |devices: usize| {
+        let mut sets = vec![
+            "model.num_kv_heads=4".to_string(),
+            "model.sliding_window=5".into(),
+            "model.sliding_window_pattern=2".into(),
+            "model.attn_logit_softcapping=2.0".into(),
+            "model.query_pre_attn_scalar=4".into(),
+            "model.post_norms=true".into(),
+            format!("runtime.devices={devices}"),
+        ];
+        if devices > 1 {
+            sets.extend([
+                "tpu.device_strategy=\"hybrid\"".into(),
+                "tpu.mesh_shape={\"data\": 2, \"model\": 2}".into(),
+                format!("training.batch_size={}", GLOBAL_BATCH / 2),
+            ]);
+        } else {
+            sets.push(format!("training.batch_size={GLOBAL_BATCH}"));
+        }
+        config(&sets)
+    };
+    let cfg = gemma2(4);
+    let plan = sharding_plan(&cfg, "cpu", 4).unwrap();
+    assert!(matches!(
+        attention_kind(&cfg, &plan),
+        AttentionKind::PerShard(_)
+    ));
+    let (one, _) = losses(&gemma2(1), 1);
+    let (four, summary) = losses(&cfg, 4);
+    // The windowed, capped attention differs from plain attention: the switches are live.
+    let (plain, _) = losses(
+        &config(&[
+            "model.num_kv_heads=4".to_string(),
+            "model.post_norms=true".into(),
+            "runtime.devices=1".into(),
+            format!("training.batch_size={GLOBAL_BATCH}"),
+        ]),
+        1,
+    );
+    assert!(
+        (plain[1] - one[1]).abs() > 1e-4 * one[1].abs(),
+        "{plain:?} {one:?}"
+    );
+    for (a, b) in four.iter().zip(&one) {
+        // As in assert_meshes_match_one_device.
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "{four:?} against {one:?} ({summary})"
+        );
+    }
+}
