@@ -9,6 +9,7 @@
 //! variables); [`Session`] joins the job.
 
 mod error;
+mod plugin_store;
 mod session;
 mod spec;
 mod store;
@@ -16,6 +17,7 @@ mod store_client;
 mod wire;
 
 pub use error::{DistributedError, Result};
+pub use plugin_store::{PluginStore, PLUGIN_KEY_PREFIX};
 pub use session::Session;
 pub use spec::{ProcessFlags, ProcessSpec};
 pub use store::StoreServer;

@@ -2,7 +2,8 @@
 //! sends heartbeats, and meets the others at a first barrier.
 
 use super::store_client::{FailureHook, Membership};
-use super::{ProcessSpec, Result, StoreClient, StoreServer};
+use super::{PluginStore, ProcessSpec, Result, StoreClient, StoreServer};
+use crate::runtime::ProcessPlacement;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,17 @@ impl Session {
         &self.store
     }
 
+    /// This process's placement for `PJRT_Client_Create`: its index, the job's size and the
+    /// store (keys under [`super::PLUGIN_KEY_PREFIX`]); `visible_devices` for CUDA.
+    pub fn placement(&self, visible_devices: Option<Vec<i64>>) -> ProcessPlacement {
+        ProcessPlacement {
+            process_id: self.spec.process_id,
+            num_processes: self.spec.num_processes,
+            store: Arc::new(PluginStore::new(self.store.clone())),
+            visible_devices,
+        }
+    }
+
     /// Waits until every process reached barrier `name` (each name is used once).
     pub fn barrier(&self, name: &str, timeout: Duration) -> Result<()> {
         self.store.barrier(name, self.spec.process_id, timeout)
@@ -96,6 +108,18 @@ impl Session {
     /// Tells the others that this process failed (they stop with `message`).
     pub fn fail(&self, message: &str) -> Result<()> {
         self.store.fail(self.spec.process_id, message)
+    }
+
+    /// Leaves the job after this process failed: tells the others `message` (they stop);
+    /// process 0 keeps serving the store until they have left (at most `linger`), so that
+    /// they read the reason rather than a lost connection.
+    pub fn abort(mut self, message: &str, linger: Duration) {
+        let _ = self.store.fail(self.spec.process_id, message);
+        if let Some(mut server) = self.server.take() {
+            server.wait_others_left(self.spec.process_id, linger);
+            server.stop();
+        }
+        self.membership.take();
     }
 
     /// Leaves the job cleanly: says this process is done; process 0 then serves the store

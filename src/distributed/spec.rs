@@ -18,6 +18,10 @@ pub struct ProcessFlags {
     /// metrics and the checkpoint manifest). Also read from RANK or SLURM_PROCID.
     #[arg(long = "process-id", alias = "process_id", value_name = "R")]
     pub process_id: Option<usize>,
+    /// CUDA only: the local GPU ordinals this process uses, e.g. `0` or `0,1` (the CUDA
+    /// plugin's `visible_devices`); by default every GPU the process can see.
+    #[arg(long = "visible-devices", value_name = "LIST", value_delimiter = ',')]
+    pub visible_devices: Option<Vec<i64>>,
     /// How long the processes wait for each other to start and join, in seconds.
     #[arg(long = "join-timeout", value_name = "SECONDS", default_value_t = 300)]
     pub join_timeout: u64,

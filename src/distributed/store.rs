@@ -25,6 +25,8 @@ const WATCH_PERIOD: Duration = Duration::from_millis(200);
 struct Member {
     joined: bool,
     done: bool,
+    /// Its membership connection closed (after `Done`, or not).
+    left: bool,
     last_heartbeat: Option<Instant>,
 }
 
@@ -178,6 +180,29 @@ impl StoreServer {
         })
     }
 
+    /// Waits until every other process that joined has left (its membership connection
+    /// closed) or `timeout` passes: after a failure, so that they learn the reason from the
+    /// store before it goes away.
+    pub fn wait_others_left(&self, me: usize, timeout: Duration) {
+        let state = self.shared.lock();
+        let deadline = Instant::now() + timeout;
+        let gone = |s: &State| {
+            s.members
+                .iter()
+                .enumerate()
+                .all(|(r, m)| r == me || !m.joined || m.left)
+        };
+        let mut state = state;
+        while !gone(&state) && Instant::now() < deadline {
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, WATCH_PERIOD)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Stops serving: closes every connection and joins the server's threads.
     pub fn stop(&mut self) {
         {
@@ -262,6 +287,7 @@ fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     }
     if let Some(r) = member {
         let mut state = shared.lock();
+        state.members[r].left = true;
         if !state.members[r].done && !state.stopping {
             state.fail(format!(
                 "process {r} lost its connection to the store before it finished \
@@ -330,6 +356,7 @@ fn handle(
             state.members[r] = Member {
                 joined: true,
                 done: false,
+                left: false,
                 last_heartbeat: Some(Instant::now()),
             };
             *member = Some(r);
