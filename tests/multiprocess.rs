@@ -3,6 +3,8 @@
 //! process that dies making the others stop, the per-process data slices, and the CPU
 //! plugin's refusal of programs whose devices span processes.
 
+#[path = "multiprocess/bootstrap.rs"]
+mod bootstrap;
 mod common;
 #[path = "multiprocess/store.rs"]
 mod store;
