@@ -261,3 +261,75 @@ pub fn doctor(
         }
     }
 }
+
+/// `vishwam train` as one process of a job: joins it, opens this process's client, lays the
+/// config's mesh over the job's global device list (`--devices` / `runtime.devices` count
+/// each process's devices), and checks that the plugin runs a program over the whole mesh.
+/// On the CPU plugin that check fails with the plugin's message (no cross-process programs
+/// on the CPU backend). Where it passes, training itself is refused: the engine does not yet
+/// place each process's shards on its own devices, which a multi-process step needs.
+pub fn train(
+    cfg: &vishwam::config::Config,
+    plugin: Option<std::path::PathBuf>,
+    flags: &ProcessFlags,
+    spec: &ProcessSpec,
+) -> anyhow::Result<std::process::ExitCode> {
+    let platform = vishwam::train::platform(cfg)?;
+    let client_spec = ClientSpec {
+        platform,
+        devices: cfg.requested_devices(),
+        plugin,
+        config_plugin: cfg.runtime.plugin.as_ref().map(std::path::PathBuf::from),
+    };
+    let job = join(spec, flags, &client_spec)?;
+    let outcome = (|| -> anyhow::Result<()> {
+        let plan = vishwam::train::sharding_plan(cfg, platform.name(), job.devices.len())?;
+        tracing::info!(
+            "process {} of {}: {} devices in the job; {plan}",
+            spec.process_id,
+            spec.num_processes,
+            job.devices.len()
+        );
+        let shards = plan.batch_shards();
+        if !shards.is_multiple_of(spec.num_processes) {
+            bail!(
+                "the mesh splits the batch into {shards} shards, which do not divide evenly \
+                 over the {} processes (each process feeds whole shards of its devices)",
+                spec.num_processes
+            );
+        }
+        let geometry = vishwam::train::batch_geometry(cfg, &plan);
+        let slice = vishwam::data::process_slice::ProcessSlice::of_process(
+            geometry.global_batch(),
+            geometry.micro_batch(),
+            spec.num_processes,
+            spec.process_id,
+        )?;
+        tracing::info!(
+            "process {} feeds rows {}..{} of every micro-batch of {} ({geometry})",
+            spec.process_id,
+            slice.first_row,
+            slice.first_row + slice.rows,
+            geometry.micro_batch()
+        );
+        check_cross_process_program(&job)?;
+        bail!(
+            "the {} plugin joined the job's {} processes and ran a program over all {} \
+             devices, but multi-process training is not implemented yet: vishwam's engine \
+             places every shard of a step from one process",
+            platform.name(),
+            spec.num_processes,
+            job.devices.len()
+        )
+    })();
+    match outcome {
+        Ok(()) => {
+            job.session.finish()?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            job.session.abort(&format!("{e:#}"), LINGER);
+            Err(e)
+        }
+    }
+}

@@ -207,3 +207,44 @@ fn a_killed_process_ends_the_job_for_the_others() {
 fn a_hung_process_ends_the_job_after_the_heartbeat_timeout() {
     peer_lost("STOP", "process 1 sent no heartbeat for 2.0 s");
 }
+
+/// `vishwam train` as 2 processes of 2 virtual CPU devices each: both join, lay the mesh over
+/// the job's 4 devices, and stop at the CPU plugin's refusal of a program over them.
+#[test]
+fn train_as_two_processes_stops_at_the_cpu_plugins_refusal() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("run");
+    let port = free_port();
+    let (coordinator, out_dir) = (
+        format!("127.0.0.1:{port}"),
+        format!("logging.output_dir={}", out.display()),
+    );
+    let children: Vec<Child> = (0..2)
+        .map(|r| {
+            let r = r.to_string();
+            let mut args = vec!["train", "--platform", "cpu", "--devices", "2"];
+            for s in super::common::TINY_MODEL {
+                args.extend(["--set", s]);
+            }
+            args.extend(["--set", "training.max_steps=2", "--set", &out_dir]);
+            args.extend([
+                "--coordinator",
+                &coordinator,
+                "--num-processes",
+                "2",
+                "--process-id",
+                &r,
+            ]);
+            vishwam_command(home.path(), &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let err = failed(wait(child, Duration::from_secs(120)).0);
+        assert!(err.contains(CPU_REFUSAL), "{err}");
+        assert!(err.contains("span the job's 2 processes"), "{err}");
+    }
+}
