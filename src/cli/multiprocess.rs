@@ -33,10 +33,10 @@ struct Published {
 /// `--visible-devices` is refused: it is an option of multi-process CUDA clients).
 pub fn spec_of(flags: &ProcessFlags) -> anyhow::Result<Option<ProcessSpec>> {
     let spec = ProcessSpec::from_flags(flags)?;
-    if spec.is_none() && flags.visible_devices.is_some() {
+    if spec.is_none() && (flags.visible_devices.is_some() || !flags.client_options.is_empty()) {
         bail!(
-            "--visible-devices is for a multi-process run (with --coordinator, --num-processes \
-             and --process-id); a single-process run uses every device it can see"
+            "--visible-devices and --client-option are for a multi-process run (with \
+             --coordinator, --num-processes and --process-id)"
         );
     }
     Ok(spec)
@@ -65,7 +65,30 @@ pub fn join(
             spec.coordinator
         )
     })?;
-    let placement = session.placement(flags.visible_devices.clone());
+    // From here on, a failure of this process is reported to the others before it exits.
+    match open_and_list(&session, spec, flags, client_spec) {
+        Ok((client, devices, plugin_devices)) => Ok(Job {
+            session,
+            client,
+            devices,
+            plugin_devices,
+        }),
+        Err(e) => {
+            session.abort(&format!("{e:#}"), LINGER);
+            Err(e)
+        }
+    }
+}
+
+/// This process's client, the job's devices and the plugin's own list.
+fn open_and_list(
+    session: &Session,
+    spec: &ProcessSpec,
+    flags: &ProcessFlags,
+    client_spec: &ClientSpec,
+) -> anyhow::Result<(Client, Vec<GlobalDevice>, Vec<GlobalDevice>)> {
+    let process_id = spec.process_id;
+    let placement = session.placement(flags);
     let client = client_spec.open_as(Some(&placement)).with_context(|| {
         format!(
             "process {process_id}: creating the {} client as node {process_id} of {}",
@@ -135,12 +158,7 @@ pub fn join(
             );
         }
     }
-    Ok(Job {
-        session,
-        client,
-        devices,
-        plugin_devices,
-    })
+    Ok((client, devices, plugin_devices))
 }
 
 /// Prints the job's devices as this process sees them.

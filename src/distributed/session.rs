@@ -90,13 +90,15 @@ impl Session {
     }
 
     /// This process's placement for `PJRT_Client_Create`: its index, the job's size and the
-    /// store (keys under [`super::PLUGIN_KEY_PREFIX`]); `visible_devices` for CUDA.
-    pub fn placement(&self, visible_devices: Option<Vec<i64>>) -> ProcessPlacement {
+    /// store (keys under [`super::PLUGIN_KEY_PREFIX`]); the `visible_devices` (CUDA) and
+    /// further create options of `flags`.
+    pub fn placement(&self, flags: &super::ProcessFlags) -> ProcessPlacement {
         ProcessPlacement {
             process_id: self.spec.process_id,
             num_processes: self.spec.num_processes,
             store: Arc::new(PluginStore::new(self.store.clone())),
-            visible_devices,
+            visible_devices: flags.visible_devices.clone(),
+            extra_options: flags.client_options.clone(),
         }
     }
 

@@ -22,6 +22,12 @@ pub struct ProcessFlags {
     /// plugin's `visible_devices`); by default every GPU the process can see.
     #[arg(long = "visible-devices", value_name = "LIST", value_delimiter = ',')]
     pub visible_devices: Option<Vec<i64>>,
+    /// A further named create option for this process's PJRT client, NAME=VALUE
+    /// (repeatable): an integer, a float (with a '.'), true/false, or else a string; e.g.
+    /// the CUDA plugin's `preallocate=false` or `memory_fraction=0.4`, so that two
+    /// processes can share one GPU. The plugin rejects a name it does not know.
+    #[arg(long = "client-option", value_name = "NAME=VALUE", value_parser = parse_client_option)]
+    pub client_options: Vec<(String, crate::runtime::CreateOption)>,
     /// How long the processes wait for each other to start and join, in seconds.
     #[arg(long = "join-timeout", value_name = "SECONDS", default_value_t = 300)]
     pub join_timeout: u64,
@@ -48,6 +54,27 @@ pub struct ProcessSpec {
     pub join_timeout: Duration,
     /// How long a silent process is tolerated.
     pub heartbeat_timeout: Duration,
+}
+
+/// Parses `--client-option NAME=VALUE`.
+fn parse_client_option(
+    raw: &str,
+) -> std::result::Result<(String, crate::runtime::CreateOption), String> {
+    use crate::runtime::CreateOption;
+    let (name, value) = raw
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| format!("{raw:?} is not NAME=VALUE"))?;
+    let parsed = if let Ok(v) = value.parse::<i64>() {
+        CreateOption::Int64(v)
+    } else if value.contains('.') && value.parse::<f32>().is_ok() {
+        CreateOption::Float(value.parse().expect("checked"))
+    } else if value == "true" || value == "false" {
+        CreateOption::Bool(value == "true")
+    } else {
+        CreateOption::Str(value.to_string())
+    };
+    Ok((name.to_string(), parsed))
 }
 
 /// One value and where it came from (a flag or an environment variable).

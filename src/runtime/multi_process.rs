@@ -16,6 +16,8 @@ pub struct ProcessPlacement {
     pub store: Arc<dyn KeyValueStore>,
     /// CUDA only: the local GPU ordinals this process uses (`visible_devices`).
     pub visible_devices: Option<Vec<i64>>,
+    /// Further named create options, passed as given after the platform's own.
+    pub extra_options: Vec<(String, CreateOption)>,
 }
 
 impl ProcessPlacement {
@@ -36,7 +38,7 @@ impl ProcessPlacement {
             )));
         }
         let int = |name: &str, v: usize| (name.to_string(), CreateOption::Int64(v as i64));
-        Ok(match platform {
+        let mut options = match platform {
             Platform::Cpu => vec![int("process_id", self.process_id)],
             Platform::Cuda => {
                 let mut options = vec![
@@ -52,7 +54,18 @@ impl ProcessPlacement {
                 options
             }
             Platform::Tpu => Vec::new(),
-        })
+        };
+        for (name, value) in &self.extra_options {
+            if options.iter().any(|(own, _)| own == name) || name == "cpu_device_count" {
+                return Err(RuntimeError::Other(format!(
+                    "client option {name} is set by vishwam itself for a multi-process run \
+                     (from --process-id, --num-processes, --visible-devices or --devices); \
+                     remove --client-option {name}=..."
+                )));
+            }
+            options.push((name.clone(), value.clone()));
+        }
+        Ok(options)
     }
 }
 

@@ -248,3 +248,35 @@ fn train_as_two_processes_stops_at_the_cpu_plugins_refusal() {
         assert!(err.contains("span the job's 2 processes"), "{err}");
     }
 }
+
+/// A process whose client cannot be created (here: a create option the CPU plugin does not
+/// know) tells the others why before it exits.
+#[test]
+fn a_process_that_fails_to_start_tells_the_others_why() {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let zero = spawn(
+        home.path(),
+        port,
+        2,
+        0,
+        &["--client-option", "asynchronous=false"],
+    );
+    let one = spawn(
+        home.path(),
+        port,
+        2,
+        1,
+        &["--client-option", "bogus_option=3"],
+    );
+    let err_one = failed(wait(one, Duration::from_secs(60)).0);
+    assert!(
+        err_one.contains("Unexpected option name") && err_one.contains("bogus_option"),
+        "{err_one}"
+    );
+    let err_zero = failed(wait(zero, Duration::from_secs(60)).0);
+    assert!(
+        err_zero.contains("process 1 failed") && err_zero.contains("bogus_option"),
+        "{err_zero}"
+    );
+}
