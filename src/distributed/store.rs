@@ -272,11 +272,7 @@ fn watch_heartbeats(shared: Arc<Shared>) {
 /// before its process said `Done` fails the job.
 fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut member: Option<usize> = None;
-    loop {
-        let frame = match FrameReader::receive(&mut stream) {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => break,
-        };
+    while let Ok(Some(frame)) = FrameReader::receive(&mut stream) {
         let reply = match handle(frame, &shared, &mut member) {
             Ok(reply) => reply,
             Err(e) => FrameWriter::new(Status::Refused as u8).bytes(e.to_string().as_bytes()),
