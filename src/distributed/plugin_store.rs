@@ -39,9 +39,17 @@ fn to_plugin(e: DistributedError) -> KeyValueError {
     }
 }
 
+/// Every exchange is logged (keys and sizes only), so a run's log shows what the plugin
+/// shared: e.g. the CUDA plugin's `local_topology/cuda/<node>` and `global_topology/cuda`.
 impl KeyValueStore for PluginStore {
     fn get(&self, key: &[u8], timeout: Duration) -> Result<Vec<u8>, KeyValueError> {
-        self.client.get(&prefixed(key), timeout).map_err(to_plugin)
+        let value = self.client.get(&prefixed(key), timeout).map_err(to_plugin)?;
+        tracing::info!(
+            "PJRT plugin got {} ({} bytes) from the job's store",
+            key.escape_ascii(),
+            value.len()
+        );
+        Ok(value)
     }
 
     fn try_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KeyValueError> {
@@ -49,6 +57,12 @@ impl KeyValueStore for PluginStore {
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<(), KeyValueError> {
-        self.client.put(&prefixed(key), value).map_err(to_plugin)
+        self.client.put(&prefixed(key), value).map_err(to_plugin)?;
+        tracing::info!(
+            "PJRT plugin put {} ({} bytes) into the job's store",
+            key.escape_ascii(),
+            value.len()
+        );
+        Ok(())
     }
 }

@@ -58,6 +58,9 @@ impl CallbackStore {
     }
 }
 
+/// The wait of a get whose timeout is negative (a year: longer than any job).
+const WAIT_FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Bytes of the length header in front of every value handed to the plugin.
 const HEADER: usize = std::mem::size_of::<usize>();
 
@@ -167,7 +170,12 @@ unsafe extern "C" fn kv_get(args: *mut ffi::PJRT_KeyValueGetCallback_Args) -> *m
     let store = unsafe { &*(args.user_arg as *const CallbackStore) };
     let result = guarded(|| {
         let key = unsafe { bytes(args.key, args.key_size) };
-        let timeout = Duration::from_millis(args.timeout_in_ms.max(0) as u64);
+        // A negative timeout (an infinite `absl::Duration` cast to int) waits as long as the
+        // job lives: the store ends every wait when a process fails.
+        let timeout = match args.timeout_in_ms {
+            ms if ms < 0 => WAIT_FOREVER,
+            ms => Duration::from_millis(ms as u64),
+        };
         let value = store.store.get(key, timeout)?;
         args.value_size = value.len();
         args.value = allocate_value(&value);
