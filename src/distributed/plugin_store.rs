@@ -43,7 +43,10 @@ fn to_plugin(e: DistributedError) -> KeyValueError {
 /// shared: e.g. the CUDA plugin's `local_topology/cuda/<node>` and `global_topology/cuda`.
 impl KeyValueStore for PluginStore {
     fn get(&self, key: &[u8], timeout: Duration) -> Result<Vec<u8>, KeyValueError> {
-        let value = self.client.get(&prefixed(key), timeout).map_err(to_plugin)?;
+        let value = self
+            .client
+            .get(&prefixed(key), timeout)
+            .map_err(to_plugin)?;
         tracing::info!(
             "PJRT plugin got {} ({} bytes) from the job's store",
             key.escape_ascii(),

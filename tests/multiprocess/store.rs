@@ -256,3 +256,79 @@ fn a_process_that_disappears_fails_the_job_for_the_others() {
     let e = survivor.barrier("too late", LONG).unwrap_err();
     assert!(e.to_string().contains("process 2"), "{e}");
 }
+
+/// The plugin's view of the store: its keys live under `pjrt/`, a get that times out is
+/// `DeadlineExceeded` and a failed job `Aborted`, as the plugin's callbacks report them.
+#[test]
+fn the_plugin_store_prefixes_keys_and_maps_errors_to_pjrt_codes() {
+    use vishwam::distributed::PluginStore;
+    use vishwam::runtime::{KeyValueStore, PjrtCode};
+    let (_server, address) = server(1);
+    let client = Arc::new(StoreClient::new(&address));
+    let plugin = PluginStore::new(client.clone());
+    plugin
+        .put(b"local_topology/cuda/0", b"\x08\x00\x12")
+        .unwrap();
+    assert_eq!(
+        client
+            .try_get(b"pjrt/local_topology/cuda/0")
+            .unwrap()
+            .as_deref(),
+        Some(&b"\x08\x00\x12"[..])
+    );
+    assert_eq!(
+        plugin.try_get(b"local_topology/cuda/0").unwrap().unwrap(),
+        b"\x08\x00\x12"
+    );
+    let e = plugin
+        .get(b"global_topology/cuda", Duration::from_millis(100))
+        .unwrap_err();
+    assert_eq!(e.code, PjrtCode::DeadlineExceeded, "{e:?}");
+    client.fail(0, "out of memory").unwrap();
+    let e = plugin.get(b"global_topology/cuda", LONG).unwrap_err();
+    assert_eq!(e.code, PjrtCode::Aborted, "{e:?}");
+    assert!(
+        e.message.contains("process 0 failed: out of memory"),
+        "{e:?}"
+    );
+}
+
+/// A CPU client created as process 1 of 2 with the callbacks: its devices belong to process
+/// 1 and carry that process's ids (the plugin ignores the store itself).
+#[test]
+fn a_cpu_client_created_as_process_one_owns_its_devices() {
+    use vishwam::runtime::{ClientSpec, ProcessPlacement};
+    let (_server, address) = server(2);
+    let placement = ProcessPlacement {
+        process_id: 1,
+        num_processes: 2,
+        store: Arc::new(vishwam::distributed::PluginStore::new(Arc::new(
+            StoreClient::new(&address),
+        ))),
+        visible_devices: None,
+        extra_options: Vec::new(),
+    };
+    let client = ClientSpec::cpu(2).open_as(Some(&placement)).unwrap();
+    assert_eq!(client.process_index().unwrap(), 1);
+    let devices = client.global_devices().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(
+        devices
+            .iter()
+            .all(|d| d.process_index == 1 && d.addressable),
+        "{devices:?}"
+    );
+    let mut ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "{devices:?}");
+    // The CPU plugin has no `visible_devices`: asking for it is an error naming the option.
+    let cuda_only = ProcessPlacement {
+        visible_devices: Some(vec![0]),
+        ..placement
+    };
+    let e = ClientSpec::cpu(1)
+        .open_as(Some(&cuda_only))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--visible-devices") && e.contains("cpu"), "{e}");
+}
