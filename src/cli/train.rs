@@ -204,11 +204,17 @@ fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow:
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let job = super::multiprocess::spec_of(&args.process)?;
     if args.validate_setup {
+        if job.is_some() {
+            anyhow::bail!(
+                "--validate-setup checks a single-process run; for a multi-process job, run \
+                 `vishwam doctor` with the same --coordinator / --num-processes / --process-id"
+            );
+        }
         return super::validate_setup::run(args);
     }
     let started = std::time::Instant::now();
-    let job = super::multiprocess::spec_of(&args.process)?;
     let (cfg, init) = args.load_run()?;
     let mut cfg = planned(args, cfg, init.is_some(), started)?;
     if let Some(range) = args.profile_steps {

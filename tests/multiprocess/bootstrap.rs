@@ -280,3 +280,38 @@ fn a_process_that_fails_to_start_tells_the_others_why() {
         "{err_zero}"
     );
 }
+
+/// Commands that run as one process refuse the multi-process flags instead of ignoring them.
+#[test]
+fn single_process_commands_refuse_the_multi_process_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let job = [
+        "--coordinator",
+        "127.0.0.1:1",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "0",
+    ];
+    let distill = [&["distill"][..], &job].concat();
+    let err = failed(vishwam_command(home.path(), &distill).output().unwrap());
+    assert!(
+        err.contains("vishwam distill runs as a single process"),
+        "{err}"
+    );
+    let validate = [&["train", "--validate-setup"][..], &job].concat();
+    let err = failed(vishwam_command(home.path(), &validate).output().unwrap());
+    assert!(
+        err.contains("--validate-setup checks a single-process run"),
+        "{err}"
+    );
+    let err = failed(
+        vishwam_command(home.path(), &["doctor", "--visible-devices", "0"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("--visible-devices and --client-option are for a multi-process run"),
+        "{err}"
+    );
+}
