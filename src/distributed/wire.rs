@@ -173,7 +173,7 @@ impl FrameReader {
 
     /// The next byte-string field.
     pub fn bytes(&mut self) -> io::Result<Vec<u8>> {
-        let len = self.u64_of_u32()? as usize;
+        let len = self.u32_field()? as usize;
         let end = self.at + len;
         let field = self
             .body
@@ -183,7 +183,7 @@ impl FrameReader {
         Ok(field.to_vec())
     }
 
-    fn u64_of_u32(&mut self) -> io::Result<u32> {
+    fn u32_field(&mut self) -> io::Result<u32> {
         let end = self.at + 4;
         let field = self
             .body
