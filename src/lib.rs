@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod engine;
 pub mod generate;
 pub mod model;

@@ -56,13 +56,16 @@ pub fn run(args: &ShardedAttentionArgs) -> anyhow::Result<ExitCode> {
         args.config.plugin.as_deref(),
         cfg.runtime.plugin.as_deref().map(std::path::Path::new),
     )?;
-    let client = Client::new(
-        Api::shared(&plugin)?,
-        &ClientOptions {
+    let client = Client::new(Api::shared(&plugin)?, &{
+        let options = ClientOptions {
             cpu_device_count: (platform == Platform::Cpu).then_some(devices),
-            mock_gpu_hosts: args.mock_gpus,
-        },
-    )?;
+            ..ClientOptions::default()
+        };
+        match args.mock_gpus {
+            Some(hosts) => options.mock_gpu_hosts(hosts),
+            None => options,
+        }
+    })?;
     let plan = sharding_plan(&cfg, platform.name(), devices)?;
     println!("{plan}");
     println!("{}", attention_summary(&cfg, &plan));

@@ -12,6 +12,13 @@ use vishwam::train::{open_engine, Trainer};
 /// `--init-from` the student starts from those weights (its model section from theirs);
 /// learned projections between student and teacher widths start from their initialisation.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    if super::multiprocess::spec_of(&args.process)?.is_some() {
+        anyhow::bail!(
+            "vishwam distill runs as a single process; the multi-process flags (--coordinator, \
+             --num-processes, --process-id, or RANK / WORLD_SIZE, SLURM's) are for `vishwam \
+             train` and `vishwam doctor`"
+        );
+    }
     if args.validate_setup {
         anyhow::bail!(
             "--validate-setup checks a `vishwam train` setup and has no distillation form yet; \

@@ -11,6 +11,10 @@ use vishwam::runtime::{Arg, CompileOptions};
 pub struct DoctorArgs {
     #[command(flatten)]
     runtime: RuntimeArgs,
+    /// As one process of a multi-process job: print the job's devices as this process sees
+    /// them and run one program over all of them.
+    #[command(flatten)]
+    process: vishwam::distributed::ProcessFlags,
 }
 
 const M: usize = 64;
@@ -19,6 +23,9 @@ const N: usize = 32;
 
 /// Prints the plugin, API version, platform and devices, then runs a smoke-test matmul.
 pub fn run(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
+    if let Some(spec) = super::multiprocess::spec_of(&args.process)? {
+        return super::multiprocess::doctor(&args.runtime, &args.process, &spec);
+    }
     let client = args.runtime.open()?;
     let api = client.api();
     println!("plugin:        {}", api.path().display());

@@ -15,6 +15,7 @@ mod eval;
 mod export;
 mod generate;
 mod inspect;
+mod multiprocess;
 mod plan;
 mod plot;
 mod train;

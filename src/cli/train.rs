@@ -98,6 +98,13 @@ pub struct TrainArgs {
     /// `--memory-gib N` also sets the budget that `--validate-setup` checks the step against.
     #[command(flatten)]
     pub plan: super::plan::PlanFlags,
+    /// Run as one process of a multi-process job (--coordinator, --num-processes,
+    /// --process-id, or RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, SLURM_PROCID /
+    /// SLURM_NTASKS, JAX_COORDINATOR_ADDRESS). The processes join through process 0's store
+    /// and the mesh spans every process's devices; on the CPU plugin the run stops at the
+    /// check that the plugin can run a program over them (it cannot).
+    #[command(flatten)]
+    pub process: vishwam::distributed::ProcessFlags,
 }
 
 impl TrainArgs {
@@ -197,7 +204,14 @@ fn train_on_prepared_dataset(cfg: &mut Config, dir: &std::path::Path) -> anyhow:
 
 /// Runs training as the config says, then prints validation perplexity and a sample.
 pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let job = super::multiprocess::spec_of(&args.process)?;
     if args.validate_setup {
+        if job.is_some() {
+            anyhow::bail!(
+                "--validate-setup checks a single-process run; for a multi-process job, run \
+                 `vishwam doctor` with the same --coordinator / --num-processes / --process-id"
+            );
+        }
         return super::validate_setup::run(args);
     }
     let started = std::time::Instant::now();
@@ -221,6 +235,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(d) = &cfg.description {
         tracing::info!("{d}");
+    }
+    if let Some(spec) = &job {
+        return super::multiprocess::train(&cfg, args.run.plugin.clone(), &args.process, spec);
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     args.apply_precision(&mut cfg, &engine.client)?;

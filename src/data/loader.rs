@@ -19,6 +19,7 @@ use super::batch::Batch;
 use super::dataset::{DatasetKind, Split, TokenDataset, WindowOptions};
 use super::error::{DataError, Result};
 use super::prepare::PreparedDataset;
+pub use super::process_slice::ProcessSlice;
 use super::tokenizer::SpecialTokenIds;
 
 /// Loader settings (the global batch of `training.batch_size` x batch shards x
@@ -152,12 +153,23 @@ fn same_data(saved: &str, current: &str) -> bool {
 
 /// Builds batch `index` of `batch_size` rows.
 pub fn build_batch(dataset: &TokenDataset, batch_size: usize, index: u64) -> Batch {
+    build_batch_rows(dataset, batch_size, index, ProcessSlice::whole(batch_size))
+}
+
+/// Builds `slice`'s rows of batch `index` of `batch_size` rows: the same windows as those
+/// rows of [`build_batch`], without building the others.
+pub fn build_batch_rows(
+    dataset: &TokenDataset,
+    batch_size: usize,
+    index: u64,
+    slice: ProcessSlice,
+) -> Batch {
     let t = dataset.options().seq_len;
     let n = dataset.samples_per_epoch();
-    let mut batch = Batch::zeros(batch_size, t, index);
+    let mut batch = Batch::zeros(slice.rows_of(batch_size), t, index);
     let mut window = vec![0i32; t + 1];
-    for row in 0..batch_size {
-        let sample = index * batch_size as u64 + row as u64;
+    for (row, global_row) in slice.batch_rows(batch_size).enumerate() {
+        let sample = index * batch_size as u64 + global_row as u64;
         let range = row * t..(row + 1) * t;
         dataset.fill_sample(
             sample / n,
@@ -180,6 +192,22 @@ impl DataLoader {
         specials: SpecialTokenIds,
         resume: Option<&LoaderState>,
     ) -> Result<Self> {
+        let whole = ProcessSlice::whole(options.batch_size);
+        DataLoader::start_slice(prepared, split, options, specials, resume, whole)
+    }
+
+    /// As [`DataLoader::start`], serving only `slice`'s rows of each global batch of
+    /// `options.batch_size` rows (one process of a multi-process job). The position
+    /// ([`DataLoader::state`]) counts global batches, so every process saves the same one and
+    /// a run resumes on any number of processes.
+    pub fn start_slice(
+        prepared: Arc<PreparedDataset>,
+        split: Split,
+        options: &LoaderOptions,
+        specials: SpecialTokenIds,
+        resume: Option<&LoaderState>,
+        slice: ProcessSlice,
+    ) -> Result<Self> {
         for (name, value) in [
             ("data.batch_size", options.batch_size),
             ("data.seq_len", options.seq_len),
@@ -194,6 +222,7 @@ impl DataLoader {
                 });
             }
         }
+        slice.check(options.batch_size)?;
         let window = WindowOptions {
             kind: options.kind,
             seq_len: options.seq_len,
@@ -265,7 +294,7 @@ impl DataLoader {
                 .spawn(move || {
                     let mut index = first;
                     while !stop.load(Ordering::Relaxed) {
-                        let batch = build_batch(&dataset, batch_size, index);
+                        let batch = build_batch_rows(&dataset, batch_size, index, slice);
                         if sender.send(batch).is_err() {
                             break;
                         }

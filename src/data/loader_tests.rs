@@ -225,3 +225,83 @@ fn fingerprints_name_the_content_and_accept_legacy_path_fingerprints() {
         assert!(!super::same_data(changed, current), "{changed}");
     }
 }
+
+/// Every process of a job of 2 or 4 feeds its own rows of each global batch of 2
+/// micro-batches: its block of every micro-batch. Put back in place, the processes' rows
+/// are exactly the single-process batch (each row once), from the start and after resuming
+/// from a saved position.
+#[test]
+fn per_process_slices_cover_the_global_batch_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokenizer = trained(300);
+    let prepared = Arc::new(prepared_corpus(dir.path(), "p", 15, 8, &tokenizer));
+    let specials = SpecialTokenIds::default();
+    let mut options = loader_options(2, DatasetKind::RandomChunk);
+    options.batch_size = 16;
+    let micro = 8;
+    let mut single =
+        DataLoader::start(prepared.clone(), Split::Train, &options, specials, None).unwrap();
+    let reference: Vec<Batch> = (0..6).map(|_| single.next_batch().unwrap()).collect();
+    let mut resumed_at = single.state();
+    resumed_at.next_batch = 3;
+    let t = options.seq_len;
+    for processes in [2, 4] {
+        for resume in [None, Some(&resumed_at)] {
+            let start = resume.map_or(0, |s| s.next_batch as usize);
+            let slices: Vec<ProcessSlice> = (0..processes)
+                .map(|p| ProcessSlice::of_process(16, micro, processes, p).unwrap())
+                .collect();
+            let mut loaders: Vec<DataLoader> = slices
+                .iter()
+                .map(|&slice| {
+                    DataLoader::start_slice(
+                        prepared.clone(),
+                        Split::Train,
+                        &options,
+                        specials,
+                        resume,
+                        slice,
+                    )
+                    .unwrap()
+                })
+                .collect();
+            for want in &reference[start..] {
+                let mut seen = vec![0usize; 16];
+                let mut rebuilt = Batch::zeros(16, t, want.index);
+                for (loader, slice) in loaders.iter_mut().zip(&slices) {
+                    let part = loader.next_batch().unwrap();
+                    assert_eq!((part.batch_size, part.index), (16 / processes, want.index));
+                    for (row, global) in slice.batch_rows(16).enumerate() {
+                        seen[global] += 1;
+                        let (from, to) = (row * t..(row + 1) * t, global * t..(global + 1) * t);
+                        rebuilt.inputs[to.clone()].copy_from_slice(&part.inputs[from.clone()]);
+                        rebuilt.targets[to.clone()].copy_from_slice(&part.targets[from.clone()]);
+                        rebuilt.loss_mask[to].copy_from_slice(&part.loss_mask[from]);
+                    }
+                }
+                assert!(
+                    seen.iter().all(|&n| n == 1),
+                    "{processes} processes: {seen:?}"
+                );
+                assert_eq!(
+                    &rebuilt, want,
+                    "{processes} processes, batch {}",
+                    want.index
+                );
+            }
+            // Every process is at the same global position.
+            let positions: Vec<u64> = loaders.iter().map(|l| l.state().next_batch).collect();
+            assert!(positions.iter().all(|&p| p == 6), "{positions:?}");
+        }
+    }
+    // Process 1 of 2 takes rows 4..8 and 12..16 of a batch of two micro-batches of 8.
+    let rows: Vec<usize> = ProcessSlice::of_process(16, 8, 2, 1)
+        .unwrap()
+        .batch_rows(16)
+        .collect();
+    assert_eq!(rows, [4, 5, 6, 7, 12, 13, 14, 15]);
+    let e = ProcessSlice::of_process(12, 6, 4, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a multiple of the 4 processes"), "{e}");
+}

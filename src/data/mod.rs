@@ -24,6 +24,7 @@ pub mod manifest;
 pub mod merge;
 pub mod permutation;
 pub mod prepare;
+pub mod process_slice;
 pub mod reader;
 pub mod shards;
 pub mod sources;

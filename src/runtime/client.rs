@@ -1,6 +1,8 @@
 //! The PJRT client: devices, compilation and host-to-device transfers.
 
 use super::api::bytes_to_string;
+use super::key_value::{CallbackStore, KeyValueStore};
+use super::multi_process::ProcessPlacement;
 use super::staging::{self, StagingPool};
 use super::{
     ffi, Api, Buffer, CompileOptions, Device, ElementType, LoadedExecutable, Result, RuntimeError,
@@ -14,11 +16,87 @@ use std::sync::Arc;
 pub struct ClientOptions {
     /// For the CPU plugin: the number of virtual devices (`cpu_device_count`).
     pub cpu_device_count: Option<usize>,
-    /// For the CUDA plugin on one GPU: pretend to be this many hosts of one GPU each, with
+    /// Further named create options, passed as given (e.g. the CUDA plugin's `num_nodes`,
+    /// `node_id`, `visible_devices`, or the CPU plugin's `process_id`). A plugin rejects a
+    /// name it does not know.
+    pub named: Vec<(String, CreateOption)>,
+    /// The job's key-value store, reached by the plugin through the `kv_*` callbacks; kept
+    /// alive as long as the client.
+    pub key_value_store: Option<Arc<dyn KeyValueStore>>,
+}
+
+/// The value of one named create option (`PJRT_NamedValue`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOption {
+    /// `kInt64`.
+    Int64(i64),
+    /// `kInt64List`.
+    Int64List(Vec<i64>),
+    /// `kString`.
+    Str(String),
+    /// `kBool`.
+    Bool(bool),
+    /// `kFloat`.
+    Float(f32),
+}
+
+impl ClientOptions {
+    /// For the CUDA plugin on one GPU: pretend to be `hosts` hosts of one GPU each, with
     /// mocked NCCL (`enable_mock_nccl`, `num_nodes`, `mock_gpu_topology` "1xNx1", as read by
-    /// XLA's `pjrt_c_api_gpu_internal.cc`). Programs compile for all of them; only the local
-    /// GPU is addressable, and collectives do nothing, so results are not meaningful.
-    pub mock_gpu_hosts: Option<usize>,
+    /// XLA's `pjrt_c_api_gpu_internal.cc`, which checks the last figure against the local GPU
+    /// count). Programs compile for all of them; only the local GPU is addressable, and
+    /// collectives do nothing, so results are not meaningful.
+    pub fn mock_gpu_hosts(mut self, hosts: usize) -> ClientOptions {
+        self.named.extend([
+            ("enable_mock_nccl".to_string(), CreateOption::Bool(true)),
+            ("num_nodes".to_string(), CreateOption::Int64(hosts as i64)),
+            (
+                "mock_gpu_topology".to_string(),
+                CreateOption::Str(format!("1x{hosts}x1")),
+            ),
+        ]);
+        self
+    }
+
+    /// The options as `PJRT_NamedValue`s that borrow from `self`.
+    fn named_values(&self) -> Vec<ffi::PJRT_NamedValue> {
+        let cpu = self
+            .cpu_device_count
+            .map(|n| ("cpu_device_count", CreateOption::Int64(n as i64)));
+        let mut values: Vec<ffi::PJRT_NamedValue> = Vec::new();
+        let mut push = |name: &str, value: &CreateOption| {
+            let (type_, raw, size) = match value {
+                CreateOption::Int64(v) => (ffi::NAMED_VALUE_INT64, *v as u64, 1),
+                CreateOption::Int64List(v) => (
+                    ffi::NAMED_VALUE_INT64_LIST,
+                    v.as_ptr() as usize as u64,
+                    v.len(),
+                ),
+                CreateOption::Str(v) => {
+                    (ffi::NAMED_VALUE_STRING, v.as_ptr() as usize as u64, v.len())
+                }
+                CreateOption::Bool(v) => (ffi::NAMED_VALUE_BOOL, *v as u64, 1),
+                CreateOption::Float(v) => (ffi::NAMED_VALUE_FLOAT, v.to_bits() as u64, 1),
+            };
+            values.push(ffi::PJRT_NamedValue {
+                struct_size: std::mem::size_of::<ffi::PJRT_NamedValue>(),
+                extension_start: std::ptr::null_mut(),
+                name: name.as_ptr().cast(),
+                name_size: name.len(),
+                type_,
+                value: raw,
+                value_size: size,
+            });
+        };
+        // `cpu` lives in this frame only for its integer, which is copied into the value.
+        if let Some((name, value)) = &cpu {
+            push(name, value);
+        }
+        for (name, value) in &self.named {
+            push(name, value);
+        }
+        values
+    }
 }
 
 /// Shared state behind a [`Client`] and every object created from it.
@@ -28,6 +106,9 @@ pub(crate) struct ClientInner {
     pub(crate) devices: Vec<*mut ffi::PJRT_Device>,
     /// Staging blocks for zero-copy host-to-device transfers (the CPU plugin only).
     pub(crate) staging: Option<Arc<StagingPool>>,
+    /// The key-value store behind the plugin's callbacks; dropped after the client is
+    /// destroyed (fields drop after `Drop::drop`), as the plugin may use it until then.
+    pub(crate) _callback_store: Option<Box<CallbackStore>>,
 }
 
 // SAFETY: PJRT clients are thread-safe; the pointers are only used through the PJRT API.
@@ -78,47 +159,16 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Creates a client on a loaded plugin.
     pub fn new(api: Arc<Api>, options: &ClientOptions) -> Result<Client> {
-        let mut names: Vec<&'static [u8]> = Vec::new();
-        let mut values: Vec<ffi::PJRT_NamedValue> = Vec::new();
-        if let Some(count) = options.cpu_device_count {
-            names.push(b"cpu_device_count");
-            values.push(ffi::PJRT_NamedValue {
-                struct_size: std::mem::size_of::<ffi::PJRT_NamedValue>(),
-                extension_start: std::ptr::null_mut(),
-                name: names[names.len() - 1].as_ptr().cast(),
-                name_size: names[names.len() - 1].len(),
-                type_: ffi::NAMED_VALUE_INT64,
-                value: count as i64 as u64,
-                value_size: 1,
-            });
-        }
-        // `1xNx1`: one slice of N hosts with one GPU each (XLA checks the local GPU count).
-        let topology = options.mock_gpu_hosts.map(|n| format!("1x{n}x1"));
-        if let (Some(n), Some(topology)) = (options.mock_gpu_hosts, &topology) {
-            let named = |name: &'static [u8], type_, value: u64, value_size| ffi::PJRT_NamedValue {
-                struct_size: std::mem::size_of::<ffi::PJRT_NamedValue>(),
-                extension_start: std::ptr::null_mut(),
-                name: name.as_ptr().cast(),
-                name_size: name.len(),
-                type_,
-                value,
-                value_size,
-            };
-            values.push(named(b"enable_mock_nccl", ffi::NAMED_VALUE_BOOL, 1, 1));
-            values.push(named(b"num_nodes", ffi::NAMED_VALUE_INT64, n as u64, 1));
-            // The union holds the string's pointer; `topology` outlives the create call.
-            let text = topology.as_ptr() as u64;
-            values.push(named(
-                b"mock_gpu_topology",
-                ffi::NAMED_VALUE_STRING,
-                text,
-                topology.len(),
-            ));
-        }
+        let values = options.named_values();
+        let callback_store = options.key_value_store.clone().map(CallbackStore::new);
         let mut args = ffi::PJRT_Client_Create_Args::new();
         args.create_options = values.as_ptr();
         args.num_options = values.len();
-        // SAFETY: args and the option array outlive the call.
+        if let Some(store) = &callback_store {
+            store.install(&mut args);
+        }
+        // SAFETY: args, the option array and the strings and lists it points into (borrowed
+        // from `options`) outlive the call; the callback store outlives the client.
         unsafe { crate::pjrt_call!(*api, PJRT_Client_Create, &mut args)? };
         let raw = args.client;
 
@@ -148,6 +198,7 @@ impl Client {
             raw,
             devices,
             staging: None,
+            _callback_store: callback_store,
         };
         // On failure `client` drops and destroys the PJRT client.
         let platform = client.platform_name()?;
@@ -327,19 +378,32 @@ impl ClientSpec {
 
     /// Resolves the plugin, loads it and creates the client.
     pub fn open(&self) -> Result<Client> {
+        self.open_as(None)
+    }
+
+    /// As [`ClientSpec::open`], as one process of a multi-process job when `placement` is
+    /// given: the platform's process options and the job's store
+    /// ([`ProcessPlacement::create_options`]).
+    pub fn open_as(&self, placement: Option<&ProcessPlacement>) -> Result<Client> {
         let path = super::resolve_plugin(
             self.platform,
             self.plugin.as_deref(),
             self.config_plugin.as_deref(),
         )?;
         let api = Api::shared(&path)?;
-        let options = ClientOptions {
+        let mut options = ClientOptions {
             cpu_device_count: match self.platform {
                 super::Platform::Cpu => Some(self.devices.unwrap_or(1)),
                 _ => None,
             },
-            mock_gpu_hosts: None,
+            ..ClientOptions::default()
         };
+        if let Some(placement) = placement {
+            options
+                .named
+                .extend(placement.create_options(self.platform)?);
+            options.key_value_store = Some(placement.store.clone());
+        }
         Client::new(api, &options)
     }
 }

@@ -131,17 +131,81 @@ args!(PJRT_Event_OnReady_Args {
 });
 
 // ---- client -------------------------------------------------------------------------------
+// ---- key-value callbacks (multi-process clients) -----------------------------------------
+/// `PJRT_CallbackError`: made by the plugin, called by a callback to build the `PJRT_Error`
+/// it returns (the message is copied).
+pub type PJRT_CallbackError = Option<
+    unsafe extern "C" fn(
+        code: c_int,
+        message: *const c_char,
+        message_size: usize,
+    ) -> *mut PJRT_Error,
+>;
+/// `PJRT_KeyValueGetCallback_ValueDeleter`: frees a value a get callback returned.
+pub type PJRT_KeyValueGetCallback_ValueDeleter = Option<unsafe extern "C" fn(value: *mut c_char)>;
+/// `PJRT_KeyValueTryGetCallback_ValueDeleter`.
+pub type PJRT_KeyValueTryGetCallback_ValueDeleter =
+    Option<unsafe extern "C" fn(value: *mut c_char)>;
+
+args!(PJRT_KeyValueGetCallback_Args {
+    key: *const c_char,
+    key_size: usize,
+    timeout_in_ms: c_int,
+    callback_error: *mut PJRT_CallbackError,
+    user_arg: *mut c_void,
+    value: *mut c_char,
+    value_size: usize,
+    value_deleter_callback: PJRT_KeyValueGetCallback_ValueDeleter,
+});
+args!(PJRT_KeyValueTryGetCallback_Args {
+    key: *const c_char,
+    key_size: usize,
+    callback_error: *mut PJRT_CallbackError,
+    user_arg: *mut c_void,
+    value: *mut c_char,
+    value_size: usize,
+    value_deleter_callback: PJRT_KeyValueTryGetCallback_ValueDeleter,
+});
+args!(PJRT_KeyValuePutCallback_Args {
+    key: *const c_char,
+    key_size: usize,
+    value: *const c_char,
+    value_size: usize,
+    callback_error: *mut PJRT_CallbackError,
+    user_arg: *mut c_void,
+});
+/// `PJRT_KeyValueGetCallback`: blocks until the key exists or `timeout_in_ms` passes.
+pub type PJRT_KeyValueGetCallback =
+    Option<unsafe extern "C" fn(args: *mut PJRT_KeyValueGetCallback_Args) -> *mut PJRT_Error>;
+/// `PJRT_KeyValueTryGetCallback`: answers at once (`NOT_FOUND` for a missing key).
+pub type PJRT_KeyValueTryGetCallback =
+    Option<unsafe extern "C" fn(args: *mut PJRT_KeyValueTryGetCallback_Args) -> *mut PJRT_Error>;
+/// `PJRT_KeyValuePutCallback`.
+pub type PJRT_KeyValuePutCallback =
+    Option<unsafe extern "C" fn(args: *mut PJRT_KeyValuePutCallback_Args) -> *mut PJRT_Error>;
+
 args!(PJRT_Client_Create_Args {
     create_options: *const PJRT_NamedValue,
     num_options: usize,
-    kv_get_callback: *const c_void,
+    kv_get_callback: PJRT_KeyValueGetCallback,
     kv_get_user_arg: *mut c_void,
-    kv_put_callback: *const c_void,
+    kv_put_callback: PJRT_KeyValuePutCallback,
     kv_put_user_arg: *mut c_void,
     client: *mut PJRT_Client,
-    kv_try_get_callback: *const c_void,
+    kv_try_get_callback: PJRT_KeyValueTryGetCallback,
     kv_try_get_user_arg: *mut c_void,
 });
+args!(PJRT_Client_ProcessIndex_Args { client: *mut PJRT_Client, process_index: c_int });
+args!(PJRT_Client_Devices_Args {
+    client: *mut PJRT_Client,
+    devices: *const *mut PJRT_Device,
+    num_devices: usize,
+});
+args!(PJRT_DeviceDescription_ProcessIndex_Args {
+    device_description: *mut PJRT_DeviceDescription,
+    process_index: c_int,
+});
+args!(PJRT_Device_IsAddressable_Args { device: *mut PJRT_Device, is_addressable: bool });
 args!(PJRT_Client_Destroy_Args { client: *mut PJRT_Client });
 args!(PJRT_Client_PlatformName_Args {
     client: *mut PJRT_Client,
@@ -369,9 +433,9 @@ pub struct PJRT_Api {
     pub PJRT_Client_Create: Fun<PJRT_Client_Create_Args>,
     pub PJRT_Client_Destroy: Fun<PJRT_Client_Destroy_Args>,
     pub PJRT_Client_PlatformName: Fun<PJRT_Client_PlatformName_Args>,
-    pub PJRT_Client_ProcessIndex: Unused,
+    pub PJRT_Client_ProcessIndex: Fun<PJRT_Client_ProcessIndex_Args>,
     pub PJRT_Client_PlatformVersion: Fun<PJRT_Client_PlatformVersion_Args>,
-    pub PJRT_Client_Devices: Unused,
+    pub PJRT_Client_Devices: Fun<PJRT_Client_Devices_Args>,
     pub PJRT_Client_AddressableDevices: Fun<PJRT_Client_AddressableDevices_Args>,
     pub PJRT_Client_LookupDevice: Unused,
     pub PJRT_Client_LookupAddressableDevice: Unused,
@@ -381,14 +445,14 @@ pub struct PJRT_Api {
     pub PJRT_Client_BufferFromHostBuffer: Fun<PJRT_Client_BufferFromHostBuffer_Args>,
 
     pub PJRT_DeviceDescription_Id: Fun<PJRT_DeviceDescription_Id_Args>,
-    pub PJRT_DeviceDescription_ProcessIndex: Unused,
+    pub PJRT_DeviceDescription_ProcessIndex: Fun<PJRT_DeviceDescription_ProcessIndex_Args>,
     pub PJRT_DeviceDescription_Attributes: Fun<PJRT_DeviceDescription_Attributes_Args>,
     pub PJRT_DeviceDescription_Kind: Fun<PJRT_DeviceDescription_Kind_Args>,
     pub PJRT_DeviceDescription_DebugString: Unused,
     pub PJRT_DeviceDescription_ToString: Fun<PJRT_DeviceDescription_ToString_Args>,
 
     pub PJRT_Device_GetDescription: Fun<PJRT_Device_GetDescription_Args>,
-    pub PJRT_Device_IsAddressable: Unused,
+    pub PJRT_Device_IsAddressable: Fun<PJRT_Device_IsAddressable_Args>,
     pub PJRT_Device_LocalHardwareId: Fun<PJRT_Device_LocalHardwareId_Args>,
     pub PJRT_Device_AddressableMemories: Unused,
     pub PJRT_Device_DefaultMemory: Unused,
@@ -502,6 +566,22 @@ mod tests {
             offset_of!(PJRT_DeviceDescription_Attributes_Args, attributes),
             32
         );
+        assert_eq!(size_of::<PJRT_Client_Create_Args>(), 88);
+        assert_eq!(offset_of!(PJRT_Client_Create_Args, client), 64);
+        assert_eq!(offset_of!(PJRT_Client_Create_Args, kv_try_get_user_arg), 80);
+        assert_eq!(size_of::<PJRT_KeyValueGetCallback_Args>(), 80);
+        assert_eq!(
+            offset_of!(PJRT_KeyValueGetCallback_Args, callback_error),
+            40
+        );
+        assert_eq!(
+            offset_of!(PJRT_KeyValueGetCallback_Args, value_deleter_callback),
+            72
+        );
+        assert_eq!(size_of::<PJRT_KeyValueTryGetCallback_Args>(), 72);
+        assert_eq!(size_of::<PJRT_KeyValuePutCallback_Args>(), 64);
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Client_Devices), slot(15));
+        assert_eq!(offset_of!(PJRT_Api, PJRT_Device_IsAddressable), slot(30));
         assert_eq!(size_of::<PJRT_Event_OnReady_Args>(), 40);
         assert_eq!(offset_of!(PJRT_Event_OnReady_Args, user_arg), 32);
         assert_eq!(size_of::<PJRT_Buffer_UnsafePointer_Args>(), 32);
