@@ -20,6 +20,17 @@ pub enum BenchEngine {
     Both,
 }
 
+/// How the benchmark draws its token ids.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TokenDistribution {
+    /// Uniform over the vocabulary.
+    #[default]
+    Uniform,
+    /// Zipf's law (token k drawn with weight 1 / (k + 1)), as in text: a few ids make up most
+    /// of the batch, which is what the embedding gradient's scatter-add meets in training.
+    Zipf,
+}
+
 /// Arguments of `vishwam bench train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainBenchArgs {
@@ -38,17 +49,46 @@ pub struct TrainBenchArgs {
     /// never waits for the host between steps (the step time is then wall time per step).
     #[arg(long)]
     pipeline: bool,
+    /// How the random token ids are drawn.
+    #[arg(long, value_enum, default_value_t = TokenDistribution::Uniform)]
+    tokens: TokenDistribution,
 }
 
-/// Seeded random token and target rows filling one step's batch of `rows` sequences.
+/// Seeded random token and target rows filling one step's batch of `rows` sequences, uniform
+/// over the vocabulary.
 pub fn random_rows(cfg: &Config, rows: usize, seed: u64) -> (Vec<i32>, Vec<i32>) {
+    distributed_rows(cfg, rows, seed, TokenDistribution::Uniform)
+}
+
+/// [`random_rows`] drawn from `distribution`.
+pub fn distributed_rows(
+    cfg: &Config,
+    rows: usize,
+    seed: u64,
+    distribution: TokenDistribution,
+) -> (Vec<i32>, Vec<i32>) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let n = rows * cfg.seq_len();
-    let v = cfg.model.vocab_size as i32;
-    (
-        (0..n).map(|_| rng.gen_range(0..v)).collect(),
-        (0..n).map(|_| rng.gen_range(0..v)).collect(),
-    )
+    let v = cfg.model.vocab_size;
+    let mut draw: Box<dyn FnMut() -> i32> = match distribution {
+        TokenDistribution::Uniform => Box::new(move || rng.gen_range(0..v as i32)),
+        TokenDistribution::Zipf => {
+            // Inverse CDF of weights 1 / (k + 1) over the vocabulary.
+            let mut cumulative = Vec::with_capacity(v);
+            let mut total = 0.0f64;
+            for k in 0..v {
+                total += 1.0 / (k + 1) as f64;
+                cumulative.push(total);
+            }
+            Box::new(move || {
+                let u = rng.gen::<f64>() * total;
+                cumulative.partition_point(|&c| c < u).min(v - 1) as i32
+            })
+        }
+    };
+    let tokens = (0..n).map(|_| draw()).collect();
+    let targets = (0..n).map(|_| draw()).collect();
+    (tokens, targets)
 }
 
 /// Runs the benchmark.
@@ -91,7 +131,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let compile = t0.elapsed().as_secs_f64();
         let batches: Vec<HostBatch> = (0..2)
             .map(|i| {
-                let (t, y) = random_rows(&cfg, rows, i);
+                let (t, y) = distributed_rows(&cfg, rows, i, args.tokens);
                 HostBatch::from_rows(
                     cfg.training.grad_accum_steps,
                     cfg.seq_len(),
@@ -176,7 +216,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let mut opt = ReferenceOptimizer::new(&model, &cfg.training)?;
         let batches: Vec<Batch> = (0..=args.steps as u64)
             .map(|i| {
-                let (t, y) = random_rows(&cfg, rows, i % 2);
+                let (t, y) = distributed_rows(&cfg, rows, i % 2, args.tokens);
                 Batch::new(t.clone(), y, vec![1.0; t.len()], rows, cfg.seq_len())
             })
             .collect::<Result<_, _>>()?;
