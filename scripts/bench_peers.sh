@@ -20,6 +20,8 @@
 #                 fastest round and prints every round's figure in the log
 #   PEERS         which peers run (default "jax torch")
 #   TORCH_MODE    torch.compile mode (default "default"; e.g. max-autotune)
+#   TOKENS        uniform (default) or zipf: the token ids of every run (vishwam's --tokens,
+#                 the peers' --data random|zipf); zipf is text-like, a few ids fill the batch
 #   VISHWAM_ARGS, JAX_ARGS, TORCH_ARGS   extra arguments of each run (word-split)
 #   OUT           folder for the logs and JSON (default: a new folder under /tmp)
 #   PLATFORM      cuda (default) or cpu: `PLATFORM=cpu scripts/bench_peers.sh tiny` checks the
@@ -42,6 +44,12 @@ ROUNDS="${ROUNDS:-1}"
 PEERS="${PEERS:-jax torch}"
 PLATFORM="${PLATFORM:-cuda}"
 TORCH_MODE="${TORCH_MODE:-default}"
+TOKENS="${TOKENS:-uniform}"
+case "$TOKENS" in
+    uniform) PEER_DATA=random ;;
+    zipf) PEER_DATA=zipf ;;
+    *) echo "TOKENS must be uniform or zipf (got $TOKENS)" >&2; exit 2 ;;
+esac
 OUT="${OUT:-$(mktemp -d /tmp/bench_peers.XXXXXX)}"
 mkdir -p "$OUT"
 SIZES=("$@")
@@ -69,7 +77,7 @@ run_vishwam() { # size round
     [ -n "$PLUGIN" ] && plugin=(--plugin "$PLUGIN")
     echo "== $1 round $2: vishwam bench train"
     # shellcheck disable=SC2086
-    if "$VISHWAM" bench train --config "$CONFIG" --platform "$PLATFORM" --steps "$STEPS" "${plugin[@]}" \
+    if "$VISHWAM" bench train --config "$CONFIG" --platform "$PLATFORM" --steps "$STEPS" --tokens "$TOKENS" "${plugin[@]}" \
         "${sets[@]}" ${VISHWAM_ARGS:-} >"$log" 2>&1; then
         grep -E '^(model|xla) ' "$log"
     else
@@ -87,7 +95,7 @@ run_peer() { # peer size round
     echo "== $2 round $3: $1"
     # shellcheck disable=SC2086
     if "$PYTHON" "$HERE/peer_$1.py" --size "$2" --device "$PLATFORM" --steps "$STEPS" --warmup "$WARMUP" \
-        --json "$json" $extra >"$log" 2>&1; then
+        --data "$PEER_DATA" --json "$json" $extra >"$log" 2>&1; then
         tail -2 "$log" | head -1
     else
         echo "   failed (exit $?): tail of $log"; tail -5 "$log"

@@ -84,9 +84,11 @@ def parser(description):
                         "step (as vishwam bench train does), 'end' dispatches every step and "
                         "waits once at the end; 'both' (default) times one loop of each and "
                         "reports the faster as the headline")
-    p.add_argument("--data", choices=["random", "pattern"], default=None,
-                   help="random: uniform tokens and targets as vishwam bench train; pattern: "
-                        "a learnable repeating sequence, targets the next token (for smoke tests)")
+    p.add_argument("--data", choices=["random", "zipf", "pattern"], default=None,
+                   help="random: uniform tokens and targets as vishwam bench train; zipf: "
+                        "token k drawn with weight 1/(k+1), as `vishwam bench train --tokens "
+                        "zipf` (text-like: a few ids fill most of the batch); pattern: a "
+                        "learnable repeating sequence, targets the next token (smoke tests)")
     p.add_argument("--lr", type=float, default=6e-4)
     p.add_argument("--lr-warmup", type=int, default=200)
     p.add_argument("--max-steps", type=int, default=5000)
@@ -171,6 +173,11 @@ def host_batches(args, d):
         if args.data == "random":
             tokens = rng.integers(0, v, size=(b, t), dtype=np.int32)
             targets = rng.integers(0, v, size=(b, t), dtype=np.int32)
+        elif args.data == "zipf":
+            weights = 1.0 / np.arange(1, v + 1)
+            p = weights / weights.sum()
+            tokens = rng.choice(v, size=(b, t), p=p).astype(np.int32)
+            targets = rng.choice(v, size=(b, t), p=p).astype(np.int32)
         else:
             # A fixed cycle of 16 distinct tokens: each token determines the next, so a model
             # learns it from the current token alone. Rows start at different offsets.
