@@ -8,7 +8,7 @@
 mod common;
 
 use common::{succeeded, vishwam_cli};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vishwam::config::Config;
@@ -279,36 +279,7 @@ fn write_gemma2(dir: &Path) -> Vec<(String, Vec<f32>)> {
         "transformers_version": "4.44.0", "use_cache": true, "vocab_size": 96
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-    let tensors: Vec<(String, Vec<usize>, Vec<half::bf16>)> = gemma2_tensors()
-        .into_iter()
-        .map(|(name, shape)| {
-            let n = shape.iter().product();
-            let spread = if shape.len() == 1 { 0.5 } else { 0.2 };
-            let values = (0..n)
-                .map(|_| half::bf16::from_f32(rng.gen_range(-spread..spread)))
-                .collect();
-            (name, shape, values)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, values)| {
-            let bytes: &[u8] = bytemuck::cast_slice(values);
-            let view = safetensors::tensor::TensorView::new(
-                safetensors::Dtype::BF16,
-                shape.clone(),
-                bytes,
-            )
-            .unwrap();
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
-    tensors
-        .into_iter()
-        .map(|(name, _, v)| (name, v.iter().map(|x| x.to_f32()).collect()))
-        .collect()
+    common::write_random_bf16_safetensors(dir, gemma2_tensors(), 4)
 }
 
 fn p(path: &Path) -> String {

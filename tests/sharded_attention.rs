@@ -150,25 +150,31 @@ fn tensor_parallel_attention_per_shard_equals_one_device() {
     assert_meshes_match_one_device("tensor_parallel", 8);
 }
 
+/// `extra` on one device, or on 4 as data 2 x model 2 (batch and heads split), with the same
+/// global batch.
+fn hybrid_config(devices: usize, extra: &[&str]) -> Config {
+    let mut sets: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    sets.push(format!("runtime.devices={devices}"));
+    if devices > 1 {
+        sets.extend([
+            "tpu.device_strategy=\"hybrid\"".into(),
+            "tpu.mesh_shape={\"data\": 2, \"model\": 2}".into(),
+            format!("training.batch_size={}", GLOBAL_BATCH / 2),
+        ]);
+    } else {
+        sets.push(format!("training.batch_size={GLOBAL_BATCH}"));
+    }
+    config(&sets)
+}
+
 #[test]
 fn blocked_attention_per_shard_equals_one_device() {
     // Blocks of 8 over the 16 positions, on hybrid data = 2 x model = 2 (batch and heads).
     let blocked = |devices: usize| {
-        let mut sets = vec![
-            "model.num_kv_heads=4".to_string(),
-            "optimization.block_size=8".into(),
-            format!("runtime.devices={devices}"),
-        ];
-        if devices > 1 {
-            sets.extend([
-                "tpu.device_strategy=\"hybrid\"".into(),
-                "tpu.mesh_shape={\"data\": 2, \"model\": 2}".into(),
-                format!("training.batch_size={}", GLOBAL_BATCH / 2),
-            ]);
-        } else {
-            sets.push(format!("training.batch_size={GLOBAL_BATCH}"));
-        }
-        config(&sets)
+        hybrid_config(
+            devices,
+            &["model.num_kv_heads=4", "optimization.block_size=8"],
+        )
     };
     let cfg = blocked(4);
     let plan = sharding_plan(&cfg, "cpu", 4).unwrap();
@@ -281,25 +287,17 @@ fn gemma2_attention_per_shard_equals_one_device() {
     // Sliding windows of 5 on every other block, soft-capped scores and a query scalar: the
     // layer's AttentionSpec reaches the attention inside the manual computation.
     let gemma2 = |devices: usize| {
-        let mut sets = vec![
-            "model.num_kv_heads=4".to_string(),
-            "model.sliding_window=5".into(),
-            "model.sliding_window_pattern=2".into(),
-            "model.attn_logit_softcapping=2.0".into(),
-            "model.query_pre_attn_scalar=4".into(),
-            "model.post_norms=true".into(),
-            format!("runtime.devices={devices}"),
-        ];
-        if devices > 1 {
-            sets.extend([
-                "tpu.device_strategy=\"hybrid\"".into(),
-                "tpu.mesh_shape={\"data\": 2, \"model\": 2}".into(),
-                format!("training.batch_size={}", GLOBAL_BATCH / 2),
-            ]);
-        } else {
-            sets.push(format!("training.batch_size={GLOBAL_BATCH}"));
-        }
-        config(&sets)
+        hybrid_config(
+            devices,
+            &[
+                "model.num_kv_heads=4",
+                "model.sliding_window=5",
+                "model.sliding_window_pattern=2",
+                "model.attn_logit_softcapping=2.0",
+                "model.query_pre_attn_scalar=4",
+                "model.post_norms=true",
+            ],
+        )
     };
     let cfg = gemma2(4);
     let plan = sharding_plan(&cfg, "cpu", 4).unwrap();

@@ -49,12 +49,7 @@ pub fn cudnn_attention_with(q: &Tensor, k: &Tensor, v: &Tensor, spec: &Attention
         scale: spec.scale,
         window: spec.window,
     };
-    let dtype = q.dtype();
-    let kernel = match dtype {
-        DType::BF16 | DType::F16 => dtype,
-        _ => DType::BF16,
-    };
-    let inputs = [q.cast(kernel), k.cast(kernel), v.cast(kernel)];
+    let inputs = kernel_inputs(q, k, v);
     let g = q.graph().clone();
     let outs = g.custom_vjp(
         "cudnn_attention",
@@ -62,7 +57,18 @@ pub fn cudnn_attention_with(q: &Tensor, k: &Tensor, v: &Tensor, spec: &Attention
         move |g, xs| forward(g, &xs[0], &xs[1], &xs[2], mask),
         move |g, xs, outs, cts| backward(g, xs, &outs[0], &outs[1], &cts[0], mask),
     );
-    outs[0].cast(dtype)
+    outs[0].cast(q.dtype())
+}
+
+/// q, k and v in the kernels' dtype: bf16 or f16 as given, anything else as bf16 (the result
+/// is cast back to q's dtype).
+pub(crate) fn kernel_inputs(q: &Tensor, k: &Tensor, v: &Tensor) -> [Tensor; 3] {
+    let kernel = match q.dtype() {
+        DType::BF16 => DType::BF16,
+        DType::F16 => DType::F16,
+        _ => DType::BF16,
+    };
+    [q.cast(kernel), k.cast(kernel), v.cast(kernel)]
 }
 
 /// `[o [B,T,N,D], stats [B,N,T]]`: the kernel writes `o` as `[B,N,T,D]` laid out as

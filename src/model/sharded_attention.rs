@@ -35,7 +35,7 @@ use super::attention::{attention_with, AttentionSpec};
 use super::blocked::blocked_attention_with;
 use super::cudnn_attention;
 use super::forward::AttentionKind;
-use vishwam_hlo::{DType, HloError, ManualAxes, PartitionSpec, Tensor};
+use vishwam_hlo::{HloError, ManualAxes, PartitionSpec, Tensor};
 use vishwam_mesh::{LogicalAxis as L, ShardingPlan};
 
 /// Attention computed per shard: the kernel inside, the plan whose rules split it, and what
@@ -225,12 +225,7 @@ fn cudnn_per_shard(
         scale: spec.scale,
         window: spec.window,
     };
-    let dtype = q.dtype();
-    let kernel = match dtype {
-        DType::BF16 | DType::F16 => dtype,
-        _ => DType::BF16,
-    };
-    let inputs = [q.cast(kernel), k.cast(kernel), v.cast(kernel)];
+    let inputs = cudnn_attention::kernel_inputs(q, k, v);
     let (x, stats) = (shards.bthd(), shards.bht());
     let g = q.graph().clone();
     let outs = g.custom_vjp(
@@ -253,7 +248,7 @@ fn cudnn_per_shard(
             })
         },
     );
-    outs[0].cast(dtype)
+    outs[0].cast(q.dtype())
 }
 
 fn composed_per_shard(

@@ -20,11 +20,14 @@ pub const TINY_MODEL: &[&str] = &[
 ];
 
 mod greedy;
+mod hf_fixture;
 mod sample;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use greedy::{assert_same_greedy, GREEDY_TIE};
+#[allow(unused_imports)]
+pub use hf_fixture::write_random_bf16_safetensors;
 #[allow(unused_imports)]
 pub use sample::assert_sample_is_nucleus_sampling;
 
