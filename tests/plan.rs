@@ -139,6 +139,7 @@ fn the_planned_figure_is_the_compiled_memory_of_the_step_the_trainer_runs() {
             mfu: 1.0,
         },
         dataset_tokens: None,
+        sample_tokens: None,
         started: None,
     };
     let plan = plan_run(&mut probe, &request).unwrap();
@@ -302,4 +303,51 @@ fn bench_memory_prints_each_technique_and_its_reduction() {
         .find(|l| l.starts_with('1'))
         .unwrap_or_else(|| panic!("no row in {stdout}"));
     assert_eq!(row.matches("%)").count(), 4, "{row}");
+}
+
+#[test]
+fn candidates_are_timed_on_the_training_data_tokens() {
+    let mut cfg = Config::load(
+        None,
+        &[
+            "model.vocab_size=512",
+            "model.num_layers=1",
+            "model.hidden_dim=32",
+            "model.num_heads=2",
+            "model.num_kv_heads=1",
+            "model.max_seq_len=32",
+            "training.batch_size=2",
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    cfg.runtime.compile_cache = false;
+    let (_, _, prepared) = vishwam::train::prepare_data(&cfg).unwrap();
+    let sample = vishwam::plan::sample_tokens(&prepared);
+    let shard = &prepared.shards()[0];
+    assert_eq!(
+        sample.len() as u64,
+        shard.num_tokens().min(vishwam::plan::speed::SAMPLE_TOKENS)
+    );
+    let mut head = vec![0; 16];
+    shard.copy_tokens(0, &mut head);
+    assert_eq!(&sample[..16], &head[..]);
+    assert!(sample.iter().all(|&t| (0..512).contains(&t)));
+
+    let client = common::client().clone();
+    let mut probe = MemoryProbe::new(client, 1, common::private_cache()).unwrap();
+    let (on_text, seconds) =
+        vishwam::plan::speed::measure(&mut probe, &cfg, Some(&sample)).unwrap();
+    assert!(seconds > 0.0 && on_text.flops_per_second > 0.0);
+    assert!(
+        on_text.source.contains("the training data's tokens"),
+        "{}",
+        on_text.source
+    );
+    let (uniform, _) = vishwam::plan::speed::measure(&mut probe, &cfg, None).unwrap();
+    assert!(
+        uniform.source.contains("uniform random tokens"),
+        "{}",
+        uniform.source
+    );
 }

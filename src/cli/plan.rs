@@ -114,6 +114,7 @@ pub fn plan_config(
     let budget = MemoryBudget::of(&client, devices, flags.memory_gib, "--memory-gib")?;
     let (_, _, prepared) = vishwam::train::prepare_data(cfg)?;
     let dataset_tokens = (prepared.num_tokens() as f64 * (1.0 - cfg.data.val_fraction)) as u64;
+    let sample_tokens = vishwam::plan::sample_tokens(&prepared);
     let cache = match cfg.runtime.compile_cache {
         true => CompileCache::default_dir(),
         false => CompileCache::disabled(),
@@ -135,6 +136,7 @@ pub fn plan_config(
         budget,
         time_model,
         dataset_tokens: Some(dataset_tokens),
+        sample_tokens: Some(sample_tokens.into()),
         started,
     };
     let t = Instant::now();

@@ -21,6 +21,7 @@ pub use budget::MemoryBudget;
 pub use planner::{plan_run, PlanRequest, FINAL_FRACTION};
 pub use probe::MemoryProbe;
 pub use report::{Plan, PlanRow};
+pub use speed::sample_tokens;
 pub use speed::StepTimeModel;
 
 use crate::train::TrainError;

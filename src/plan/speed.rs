@@ -70,10 +70,15 @@ pub fn roofline(peak_tflops: f64, mfu: f64, devices: usize) -> Throughput {
     }
 }
 
-/// Runs real steps of `cfg` on random tokens (after [`WARMUP_STEPS`]; at least
-/// [`MIN_TIMED_STEPS`], and more up to [`TIMED_SECONDS`] or [`MAX_TIMED_STEPS`]) and returns
-/// the model FLOP/s they reached (over all devices) and the seconds per step.
-pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64), PlanError> {
+/// Runs real steps of `cfg` on `sample`'s token ids (the training data's, cycled), or on
+/// uniform random ids without one (after [`WARMUP_STEPS`]; at least [`MIN_TIMED_STEPS`], and
+/// more up to [`TIMED_SECONDS`] or [`MAX_TIMED_STEPS`]) and returns the model FLOP/s they
+/// reached (over all devices) and the seconds per step.
+pub fn measure(
+    probe: &mut MemoryProbe,
+    cfg: &Config,
+    sample: Option<&[i32]>,
+) -> Result<(Throughput, f64), PlanError> {
     let cfg = probe.pinned(cfg);
     let (engine, plan, step) = probe.compile(&cfg)?;
     let cfg = crate::train::pin_platform(&cfg, &engine)?;
@@ -82,21 +87,30 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
     let (accum, seq) = (layout.accum, layout.seq_len);
     let rows = accum * layout.micro_batch;
     let n = rows * seq;
-    // Random tokens (a small LCG: the step's cost does not depend on the values).
-    let mut state = cfg
-        .training
-        .seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1);
     let vocab = cfg.model.vocab_size as u64;
-    let tokens: Vec<i32> = (0..n + 1)
-        .map(|_| {
-            state = state
+    let (tokens, source): (Vec<i32>, &str) = match sample.filter(|s| !s.is_empty()) {
+        Some(sample) => (
+            sample.iter().copied().cycle().take(n + 1).collect(),
+            "the training data's tokens",
+        ),
+        None => {
+            // Random tokens (a small LCG).
+            let mut state = cfg
+                .training
+                .seed
                 .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % vocab) as i32
-        })
-        .collect();
+                .wrapping_add(1);
+            let tokens = (0..n + 1)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 33) % vocab) as i32
+                })
+                .collect();
+            (tokens, "uniform random tokens")
+        }
+    };
     let batch = HostBatch::from_rows(accum, seq, &tokens[..n], &tokens[1..], &vec![1.0; n])?;
     for _ in 0..WARMUP_STEPS {
         trainer.step(&batch)?;
@@ -115,9 +129,9 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
         Throughput {
             flops_per_second: flops,
             source: format!(
-                "measured: {timed} steps of {} x {} sequences of the {} layers x {} wide \
-                 model, {:.3} s each ({:.2} GFLOP/s, LM head included; other shapes scaled by \
-                 FLOPs per token)",
+                "measured: {timed} steps of {} x {} sequences of {source} on the {} layers x \
+                 {} wide model, {:.3} s each ({:.2} GFLOP/s, LM head included; other shapes \
+                 scaled by FLOPs per token)",
                 layout.micro_batch,
                 layout.accum,
                 cfg.model.num_layers,
@@ -129,3 +143,18 @@ pub fn measure(probe: &mut MemoryProbe, cfg: &Config) -> Result<(Throughput, f64
         seconds,
     ))
 }
+
+/// Tokens of the training data the planner times its candidates on: the first
+/// [`SAMPLE_TOKENS`] of the prepared dataset's first shard (fewer when it holds fewer).
+pub fn sample_tokens(prepared: &crate::data::PreparedDataset) -> Vec<i32> {
+    let Some(shard) = prepared.shards().first() else {
+        return Vec::new();
+    };
+    let mut tokens = vec![0; shard.num_tokens().min(SAMPLE_TOKENS) as usize];
+    shard.copy_tokens(0, &mut tokens);
+    tokens
+}
+
+/// Tokens read by [`sample_tokens`]: a calibration batch of 256 sequences of 2048 tokens,
+/// the largest the planner times, without repeating.
+pub const SAMPLE_TOKENS: u64 = 256 * 2048 + 1;
