@@ -282,16 +282,8 @@ impl Printer<'_> {
         self.indent(depth + 1);
         self.ret(body, &sub, "sdy.return")?;
         self.indent(depth);
-        self.out.push_str("} : (");
-        self.types(e.inputs.iter().map(|&x| f.value_type(x)));
-        self.out.push_str(") -> ");
-        if e.outputs.len() == 1 {
-            self.ty(f.value_type(e.outputs[0]));
-        } else {
-            self.out.push('(');
-            self.types(e.outputs.iter().map(|&x| f.value_type(x)));
-            self.out.push(')');
-        }
+        self.out.push('}');
+        self.signature(f, e);
         self.out.push('\n');
         Ok(())
     }
