@@ -7,16 +7,10 @@
 
 mod common;
 
-use common::{succeeded, vishwam_cli};
-use rand::Rng;
-use std::collections::BTreeMap;
+use common::{model_family, succeeded, vishwam_cli};
 use std::path::{Path, PathBuf};
 use vishwam::config::Config;
-use vishwam::engine::{Engine, HostArray};
-use vishwam::model::init_params;
-use vishwam::reference::format_table;
-use vishwam::train::sharding_plan;
-use vishwam::verify::{random_batch, verify, VerifyOptions};
+use vishwam::verify::VerifyOptions;
 
 /// The Gemma switches on a tiny model: MQA, head_dim 16 with hidden 32 and 4 heads.
 const GEMMA: &[&str] = &[
@@ -37,41 +31,10 @@ const GEMMA: &[&str] = &[
     "training.learning_rate=0.01",
 ];
 
-/// Initial parameters of `cfg` with the norm gains drawn at random (at their initial 0 the
-/// offset would be tested only through the gradients).
-fn gemma_params(cfg: &Config) -> BTreeMap<String, HostArray> {
-    let mut params = init_params(&cfg.model, 3);
-    let mut rng = common::rng(11);
-    for (name, array) in params.iter_mut() {
-        if name.ends_with(".scale") {
-            let gains: Vec<f32> = (0..array.shape[0])
-                .map(|_| rng.gen_range(-0.5..0.5))
-                .collect();
-            *array = HostArray::from_slice(&array.shape, &gains).unwrap();
-        }
-    }
-    params
-}
-
-fn engine(plan: &vishwam_mesh::ShardingPlan) -> Engine {
-    Engine::new(
-        common::cpu_client(1).clone(),
-        plan.mesh.clone(),
-        common::private_cache(),
-    )
-    .unwrap()
-}
-
 /// XLA against Candle: logits, loss, gradients and `opts.steps` optimizer steps.
 fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
     let all: Vec<String> = GEMMA.iter().chain(sets).map(|s| s.to_string()).collect();
-    let cfg = Config::load(None, &all).unwrap();
-    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
-    let engine = engine(&plan);
-    let params = gemma_params(&cfg);
-    let batch = random_batch(&cfg, &plan, 5);
-    let report = verify(&cfg, engine, plan, &params, &batch, opts).unwrap();
-    assert!(report.passed(), "{name}:\n{}", format_table(&report.rows));
+    model_family::assert_verifies(name, &Config::load(None, &all).unwrap(), opts);
 }
 
 #[test]
@@ -125,45 +88,7 @@ fn the_kv_cache_decode_computes_gemma_as_candle_does() {
         .map(|s| s.to_string())
         .chain(["sequence.chunk_size=6".to_string()])
         .collect();
-    let cfg = Config::load(None, &sets).unwrap();
-    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
-    let params = gemma_params(&cfg);
-    let mut model =
-        vishwam::generate::LoadedModel::new(cfg.clone(), &params, engine(&plan)).unwrap();
-    let mut rng = common::rng(5);
-    let prompts: Vec<Vec<i32>> = [9, 5]
-        .iter()
-        .map(|&n| (0..n).map(|_| rng.gen_range(0..96)).collect())
-        .collect();
-    let got = model.next_token_logits(&prompts).unwrap();
-    let reference = vishwam::reference::ReferenceModel::from_host_arrays(
-        &cfg.model,
-        &params,
-        vishwam::reference::ReferenceDtype::F32,
-    )
-    .unwrap();
-    for (prompt, got) in prompts.iter().zip(&got) {
-        let all: Vec<f32> = reference
-            .logits(prompt, 1, prompt.len())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want = &all[all.len() - 96..];
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        // f32 in both engines: 10x verify's logits tolerance (1e-5 of the largest), as the
-        // cached attention sums over padded cache slots in another order.
-        assert!(
-            err <= 1e-4 * scale.max(1.0),
-            "prompt of {}: max error {err}, scale {scale}",
-            prompt.len()
-        );
-    }
+    model_family::assert_decode_matches_candle(&Config::load(None, &sets).unwrap());
 }
 
 /// transformers' names and `[out, in]` shapes of a tiny Gemma (hidden 32, 4 heads of 16, one
@@ -209,27 +134,16 @@ fn write_gemma(dir: &Path) -> Vec<(String, Vec<f32>)> {
     common::write_random_bf16_safetensors(dir, gemma_tensors(), 4)
 }
 
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn a_gemma_directory_imports_verifies_and_exports_unchanged() {
     let root = tempfile::tempdir().unwrap();
-    let home: PathBuf = vishwam::paths::vishwam_home();
-    let (hf, run, back) = (
-        root.path().join("gemma"),
-        root.path().join("run"),
-        root.path().join("back"),
-    );
+    let hf = root.path().join("gemma");
     let weights = write_gemma(&hf);
-    succeeded(vishwam_cli(
-        &home,
-        &["import", "--hf", &p(&hf), "--out", &p(&run)],
-    ));
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
-    let m = &config["model"];
+    // The norm weights are stored as Gemma stores them (scale = 1 + weight): exported
+    // unchanged.
+    let trip =
+        model_family::import_verify_export(root.path(), &hf, &weights, &["model.max_seq_len=32"]);
+    let m = &trip.imported["model"];
     assert_eq!(m["activation"], "gelu_tanh");
     assert_eq!(m["norm_offset"], 1.0);
     assert_eq!(m["scale_embeddings"], true);
@@ -238,52 +152,11 @@ fn a_gemma_directory_imports_verifies_and_exports_unchanged() {
         (m["head_dim"].as_u64(), m["num_kv_heads"].as_u64()),
         (Some(16), Some(1))
     );
-
-    // The imported weights through XLA and through Candle: logits, loss, gradients, a step.
-    let table = succeeded(vishwam_cli(
-        &home,
-        &[
-            "verify",
-            "--config",
-            &p(&run.join("config.json")),
-            "--checkpoint",
-            &p(&run.join("checkpoints/step_00000000")),
-            "--steps",
-            "1",
-            "--set",
-            "training.batch_size=2",
-            "--set",
-            "sequence.max_length=16",
-            "--set",
-            "model.max_seq_len=32",
-        ],
-    ));
-    assert!(table.contains("logits"), "{table}");
-
-    succeeded(vishwam_cli(
-        &home,
-        &["export", "--checkpoint", &p(&run), "--out", &p(&back)],
-    ));
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
+    let exported = &trip.exported;
     assert_eq!(exported["model_type"], "gemma");
     assert_eq!(exported["architectures"][0], "GemmaForCausalLM");
     assert_eq!(exported["hidden_activation"], "gelu_pytorch_tanh");
     assert_eq!(exported["head_dim"], 16);
-    // The norm weights are stored as Gemma stores them (scale = 1 + weight): unchanged.
-    let bytes = std::fs::read(back.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.names().len(), weights.len());
-    for (name, want) in &weights {
-        let view = st.tensor(name).unwrap();
-        assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-        let got: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(&got, want, "{name}");
-    }
 }
 
 /// The validation loss a run printed (`validation: loss X, ...`).
@@ -387,7 +260,10 @@ fn teacher_from_the_hf_cache_beats_the_student_from_scratch(model_type: &str, ex
     .chain(extra)
     .map(|s| s.to_string())
     .collect();
-    teacher_sets.push(format!("logging.output_dir={}", p(&teacher_run)));
+    teacher_sets.push(format!(
+        "logging.output_dir={}",
+        model_family::arg(&teacher_run)
+    ));
     let teacher = validation_loss(&run("train", &teacher_sets));
     // Into the hub cache as huggingface_hub lays it out (a plain snapshot directory suffices
     // for the lookup; symlinked blobs are covered by tests/hf_cache.rs).
@@ -398,9 +274,9 @@ fn teacher_from_the_hf_cache_beats_the_student_from_scratch(model_type: &str, ex
         &[
             "export",
             "--checkpoint",
-            &p(&teacher_run),
+            &model_family::arg(&teacher_run),
             "--out",
-            &p(&snapshot),
+            &model_family::arg(&snapshot),
         ],
     ));
     std::fs::create_dir_all(repo.join("refs")).unwrap();
@@ -419,10 +295,13 @@ fn teacher_from_the_hf_cache_beats_the_student_from_scratch(model_type: &str, ex
         ]
         .map(String::from)
         .to_vec();
-        sets.push(format!("logging.output_dir={}", p(&r.join(out))));
+        sets.push(format!(
+            "logging.output_dir={}",
+            model_family::arg(&r.join(out))
+        ));
         sets.push(format!(
             "data.tokenizer={}",
-            p(&teacher_run.join("tokenizer.json"))
+            model_family::arg(&teacher_run.join("tokenizer.json"))
         ));
         match teacher {
             Some(name) => {

@@ -7,16 +7,11 @@
 
 mod common;
 
-use common::{succeeded, vishwam_cli};
-use rand::Rng;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use common::{model_family, succeeded, vishwam_cli};
+use std::path::Path;
 use vishwam::config::Config;
-use vishwam::engine::{Engine, HostArray};
-use vishwam::model::init_params;
-use vishwam::reference::{format_table, ReferenceDtype, ReferenceModel};
-use vishwam::train::sharding_plan;
-use vishwam::verify::{random_batch, verify, VerifyOptions};
+use vishwam::reference::{ReferenceDtype, ReferenceModel};
+use vishwam::verify::VerifyOptions;
 
 /// Every Gemma 2 switch on a tiny model: MQA, head_dim 16 with hidden 32 and 4 heads, 16
 /// positions with a window of 5 on block 0 (block 1 global). The weights are drawn 12x wider
@@ -53,39 +48,9 @@ fn load(extra: &[&str]) -> Config {
     Config::load(None, &all).unwrap()
 }
 
-/// Initial parameters of `cfg` with the norm gains drawn at random (at their initial 0 the
-/// offset would be tested only through the gradients).
-fn gemma2_params(cfg: &Config) -> BTreeMap<String, HostArray> {
-    let mut params = init_params(&cfg.model, 3);
-    let mut rng = common::rng(11);
-    for (name, array) in params.iter_mut() {
-        if name.ends_with(".scale") {
-            let gains: Vec<f32> = (0..array.shape[0])
-                .map(|_| rng.gen_range(-0.5..0.5))
-                .collect();
-            *array = HostArray::from_slice(&array.shape, &gains).unwrap();
-        }
-    }
-    params
-}
-
-fn engine(plan: &vishwam_mesh::ShardingPlan) -> Engine {
-    Engine::new(
-        common::cpu_client(1).clone(),
-        plan.mesh.clone(),
-        common::private_cache(),
-    )
-    .unwrap()
-}
-
 /// XLA against Candle: logits, loss, gradients and `opts.steps` optimizer steps.
 fn check(name: &str, sets: &[&str], opts: VerifyOptions) {
-    let cfg = load(sets);
-    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
-    let params = gemma2_params(&cfg);
-    let batch = random_batch(&cfg, &plan, 5);
-    let report = verify(&cfg, engine(&plan), plan, &params, &batch, opts).unwrap();
-    assert!(report.passed(), "{name}:\n{}", format_table(&report.rows));
+    model_family::assert_verifies(name, &load(sets), opts);
 }
 
 fn steps(steps: usize, loss_chunk: Option<usize>) -> VerifyOptions {
@@ -133,7 +98,7 @@ fn gemma2_switches_match_candle() {
 fn the_window_changes_only_positions_past_it() {
     let windowed = load(&[]);
     let global = load(&["model.sliding_window=null"]);
-    let params = gemma2_params(&windowed);
+    let params = model_family::params_with_random_gains(&windowed);
     let logits = |cfg: &Config| -> Vec<f32> {
         let m = ReferenceModel::from_host_arrays(&cfg.model, &params, ReferenceDtype::F32).unwrap();
         let tokens: Vec<i32> = (0..16).map(|i| (i * 7 + 3) % 96).collect();
@@ -152,41 +117,7 @@ fn the_window_changes_only_positions_past_it() {
 fn the_kv_cache_decode_computes_gemma2_as_candle_does() {
     // Prompts of 9 and 5 tokens: two prefill chunks of 6, and left padding; the 9-token
     // prompt's last query sees 5 of its 9 keys in block 0.
-    let cfg = load(&["sequence.chunk_size=6"]);
-    let plan = sharding_plan(&cfg, "cpu", 1).unwrap();
-    let params = gemma2_params(&cfg);
-    let mut model =
-        vishwam::generate::LoadedModel::new(cfg.clone(), &params, engine(&plan)).unwrap();
-    let mut rng = common::rng(5);
-    let prompts: Vec<Vec<i32>> = [9, 5]
-        .iter()
-        .map(|&n| (0..n).map(|_| rng.gen_range(0..96)).collect())
-        .collect();
-    let got = model.next_token_logits(&prompts).unwrap();
-    let reference =
-        ReferenceModel::from_host_arrays(&cfg.model, &params, ReferenceDtype::F32).unwrap();
-    for (prompt, got) in prompts.iter().zip(&got) {
-        let all: Vec<f32> = reference
-            .logits(prompt, 1, prompt.len())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let want = &all[all.len() - 96..];
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        // f32 in both engines: 10x verify's logits tolerance (1e-5 of the largest), as the
-        // cached attention sums over padded cache slots in another order.
-        assert!(
-            err <= 1e-4 * scale.max(1.0),
-            "prompt of {}: max error {err}, scale {scale}",
-            prompt.len()
-        );
-    }
+    model_family::assert_decode_matches_candle(&load(&["sequence.chunk_size=6"]));
 }
 
 #[test]
@@ -282,27 +213,14 @@ fn write_gemma2(dir: &Path) -> Vec<(String, Vec<f32>)> {
     common::write_random_bf16_safetensors(dir, gemma2_tensors(), 4)
 }
 
-fn p(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn a_gemma2_directory_imports_verifies_and_exports_unchanged() {
     let root = tempfile::tempdir().unwrap();
-    let home: PathBuf = vishwam::paths::vishwam_home();
-    let (hf, run, back) = (
-        root.path().join("gemma2"),
-        root.path().join("run"),
-        root.path().join("back"),
-    );
+    let hf = root.path().join("gemma2");
     let weights = write_gemma2(&hf);
-    succeeded(vishwam_cli(
-        &home,
-        &["import", "--hf", &p(&hf), "--out", &p(&run)],
-    ));
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
-    let m = &config["model"];
+    // Verified at 16 positions: past the window.
+    let trip = model_family::import_verify_export(root.path(), &hf, &weights, &[]);
+    let m = &trip.imported["model"];
     assert_eq!(m["activation"], "gelu_tanh");
     assert_eq!(
         (m["norm_offset"].as_f64(), m["post_norms"].as_bool()),
@@ -318,33 +236,7 @@ fn a_gemma2_directory_imports_verifies_and_exports_unchanged() {
         ),
         (Some(8), Some(2))
     );
-
-    // The imported weights through XLA and through Candle at 16 positions (past the window):
-    // logits, loss, gradients, a step.
-    let table = succeeded(vishwam_cli(
-        &home,
-        &[
-            "verify",
-            "--config",
-            &p(&run.join("config.json")),
-            "--checkpoint",
-            &p(&run.join("checkpoints/step_00000000")),
-            "--steps",
-            "1",
-            "--set",
-            "training.batch_size=2",
-            "--set",
-            "sequence.max_length=16",
-        ],
-    ));
-    assert!(table.contains("logits"), "{table}");
-
-    succeeded(vishwam_cli(
-        &home,
-        &["export", "--checkpoint", &p(&run), "--out", &p(&back)],
-    ));
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(back.join("config.json")).unwrap()).unwrap();
+    let exported = &trip.exported;
     assert_eq!(exported["model_type"], "gemma2");
     assert_eq!(exported["architectures"][0], "Gemma2ForCausalLM");
     assert_eq!(exported["hidden_activation"], "gelu_pytorch_tanh");
@@ -361,26 +253,18 @@ fn a_gemma2_directory_imports_verifies_and_exports_unchanged() {
     ] {
         assert_eq!(exported[key], value, "{key}");
     }
-    // The four norms and every other tensor under its name, values unchanged.
-    let bytes = std::fs::read(back.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    assert_eq!(st.names().len(), weights.len());
-    for (name, want) in &weights {
-        let view = st.tensor(name).unwrap();
-        let got: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        assert_eq!(&got, want, "{name}");
-    }
     // And imported again: the same model.
     let again = root.path().join("again");
     succeeded(vishwam_cli(
-        &home,
-        &["import", "--hf", &p(&back), "--out", &p(&again)],
+        &vishwam::paths::vishwam_home(),
+        &[
+            "import",
+            "--hf",
+            &model_family::arg(&trip.exported_dir),
+            "--out",
+            &model_family::arg(&again),
+        ],
     ));
-    let reread: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(again.join("config.json")).unwrap()).unwrap();
-    assert_eq!(reread["model"], config["model"]);
+    let reread = model_family::read_json(&again.join("config.json"));
+    assert_eq!(reread["model"], trip.imported["model"]);
 }

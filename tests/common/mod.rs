@@ -21,6 +21,7 @@ pub const TINY_MODEL: &[&str] = &[
 
 mod greedy;
 mod hf_fixture;
+pub mod model_family;
 mod sample;
 
 // Not every test binary uses every helper.
