@@ -19,7 +19,7 @@ use vishwam::runtime::{
     resolve_plugin, Api, Client, ClientOptions, CompileOptions, OptionValue, Platform,
 };
 use vishwam::train::{
-    attention_kind, attention_summary, build_train_step, sharding_plan, StepLayout,
+    attention_kind, attention_summary, build_train_step, sharding_plan, PrecisionPolicy, StepLayout,
 };
 
 /// Arguments of `vishwam bench sharded-attention`.
@@ -70,8 +70,11 @@ pub fn run(args: &ShardedAttentionArgs) -> anyhow::Result<ExitCode> {
     println!("{plan}");
     println!("{}", attention_summary(&cfg, &plan));
     let layout = StepLayout::new(&cfg, &plan)?;
-    let text = build_train_step(&cfg, &plan, &layout)?
-        .to_stablehlo(&vishwam_hlo::PrintOptions::with_mesh(plan.mesh.clone()))?;
+    // Printed as training prints it (f32 products of a narrower-precision step may use TF32).
+    let print = PrecisionPolicy::from_config(&cfg)
+        .compile_hints()
+        .print_options(plan.mesh.clone());
+    let text = build_train_step(&cfg, &plan, &layout)?.to_stablehlo(&print)?;
     let manual = text.matches("sdy.manual_computation(").count();
     println!("train step: {manual} sdy.manual_computation in the StableHLO");
 

@@ -68,6 +68,16 @@ pub struct CompileHints {
     pub tf32_f32_matmuls: bool,
 }
 
+impl CompileHints {
+    /// How a program described by these hints is printed for `mesh`.
+    pub fn print_options(&self, mesh: vishwam_hlo::Mesh) -> PrintOptions {
+        PrintOptions {
+            tf32_f32_dots: self.tf32_f32_matmuls,
+            ..PrintOptions::with_mesh(mesh)
+        }
+    }
+}
+
 /// A traced function compiled for the engine's mesh.
 pub struct Program {
     /// The function's name.
@@ -94,11 +104,7 @@ impl Engine {
 
     /// [`Engine::stablehlo`] for a program described by `hints`.
     pub fn stablehlo_with(&self, func: &Func, hints: CompileHints) -> Result<String, EngineError> {
-        let options = PrintOptions {
-            tf32_f32_dots: hints.tf32_f32_matmuls,
-            ..PrintOptions::with_mesh(self.mesh.clone())
-        };
-        Ok(func.to_stablehlo(&options)?)
+        Ok(func.to_stablehlo(&hints.print_options(self.mesh.clone()))?)
     }
 
     /// The compile options for this engine's mesh: SPMD with Shardy, devices in mesh order.
