@@ -337,5 +337,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
     })
 }
 
+pub mod sharded;
+
 #[cfg(test)]
 mod tests;
