@@ -101,8 +101,12 @@ pub struct TrainArgs {
     /// Run as one process of a multi-process job (--coordinator, --num-processes,
     /// --process-id, or RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, SLURM_PROCID /
     /// SLURM_NTASKS, JAX_COORDINATOR_ADDRESS). The processes join through process 0's store
-    /// and the mesh spans every process's devices; on the CPU plugin the run stops at the
-    /// check that the plugin can run a program over them (it cannot).
+    /// and the mesh spans every process's devices; each process feeds its rows of every
+    /// batch to its own devices and writes its shards of each checkpoint (the output
+    /// directory must be on a filesystem every process sees); process 0 alone writes the
+    /// metrics and prints the progress. Ctrl-C ends a process at once (the others stop with
+    /// an error): resume from the last checkpoint. On the CPU plugin the run stops at the
+    /// check that the plugin can run a program over every process's devices (it cannot).
     #[command(flatten)]
     pub process: vishwam::distributed::ProcessFlags,
 }
@@ -237,7 +241,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     if let Some(spec) = &job {
-        return super::multiprocess::train(&cfg, args.run.plugin.clone(), &args.process, spec);
+        return super::multiprocess::train(args, cfg, init, spec);
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     args.apply_precision(&mut cfg, &engine.client)?;

@@ -102,3 +102,100 @@ impl HostArray {
             .collect()
     }
 }
+
+/// The block of `shape` starting at `offset` of a row-major array of `source_shape` with
+/// `elem`-byte elements, row-major. Moves contiguous runs: the innermost dimensions the block
+/// takes whole are copied together.
+pub(super) fn copy_block(
+    source: &[u8],
+    source_shape: &[usize],
+    elem: usize,
+    offset: &[usize],
+    shape: &[usize],
+) -> Result<Vec<u8>, super::EngineError> {
+    let rank = source_shape.len();
+    let fits = offset.len() == rank
+        && shape.len() == rank
+        && (0..rank).all(|d| offset[d] + shape[d] <= source_shape[d])
+        && source.len() == source_shape.iter().product::<usize>() * elem;
+    if !fits {
+        return Err(super::EngineError::Shape(format!(
+            "a block {shape:?} at {offset:?} does not fit a {source_shape:?} array of {} bytes",
+            source.len()
+        )));
+    }
+    let total: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(total * elem);
+    if total == 0 {
+        return Ok(out);
+    }
+    // The run: the innermost dimensions taken whole, plus the first one that is not.
+    let mut inner = rank;
+    let mut run = elem;
+    while inner > 0 && shape[inner - 1] == source_shape[inner - 1] {
+        inner -= 1;
+        run *= shape[inner];
+    }
+    if inner > 0 {
+        inner -= 1;
+        run *= shape[inner];
+    }
+    // Row-major strides of the source, in bytes.
+    let mut strides = vec![elem; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * source_shape[d + 1];
+    }
+    let outer: Vec<usize> = shape[..inner].to_vec();
+    let mut index = vec![0usize; inner];
+    loop {
+        let at: usize = (0..rank)
+            .map(|d| (offset[d] + index.get(d).copied().unwrap_or(0)) * strides[d])
+            .sum();
+        out.extend_from_slice(&source[at..at + run]);
+        // Next index over the outer dimensions, last fastest.
+        let mut d = inner;
+        loop {
+            if d == 0 {
+                return Ok(out);
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < outer[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_block;
+
+    #[test]
+    fn copy_block_takes_the_block_of_every_offset() {
+        // A 3x4x2 array of bytes numbered in row-major order.
+        let shape = [3usize, 4, 2];
+        let source: Vec<u8> = (0..24).collect();
+        let at = |i: usize, j: usize, k: usize| (i * 8 + j * 2 + k) as u8;
+        for (offset, block) in [
+            ([0, 0, 0], [3, 4, 2]),
+            ([1, 1, 0], [2, 2, 2]),
+            ([0, 2, 1], [3, 2, 1]),
+            ([2, 0, 0], [1, 4, 2]),
+            ([0, 3, 0], [3, 1, 2]),
+        ] {
+            let got = copy_block(&source, &shape, 1, &offset, &block).unwrap();
+            let mut want = Vec::new();
+            for i in 0..block[0] {
+                for j in 0..block[1] {
+                    for k in 0..block[2] {
+                        want.push(at(offset[0] + i, offset[1] + j, offset[2] + k));
+                    }
+                }
+            }
+            assert_eq!(got, want, "block {block:?} at {offset:?}");
+        }
+        assert!(copy_block(&source, &shape, 1, &[2, 0, 0], &[2, 4, 2]).is_err());
+    }
+}

@@ -91,6 +91,9 @@ pub struct Program {
     /// Whether the compile cache was hit.
     pub cache_outcome: CacheOutcome,
     executable: LoadedExecutable,
+    /// For each of the executable's devices (its order of argument lists), the index of its
+    /// buffers in a [`ShardedArray`]'s shards; `None` when that is the identity.
+    argument_order: Option<Vec<usize>>,
     /// [`Program::memory_stats`], asked of the plugin once: the answer never changes, and
     /// the CPU plugin analyses the whole executable to give it (milliseconds a call).
     memory_stats: std::sync::OnceLock<CompiledMemoryStats>,
@@ -127,13 +130,32 @@ impl Engine {
     }
 
     /// Global device ids of the mesh's devices, in mesh order.
-    fn device_ids(&self) -> Vec<i32> {
-        let devices = self.client.devices();
-        self.mesh
-            .device_ids()
+    fn device_ids(&self) -> &[i32] {
+        self.placement.device_assignment()
+    }
+
+    /// For each device the executable runs on here (its order of argument lists), the local
+    /// slot of the mesh position on that device; `None` when the two orders agree.
+    fn argument_order(
+        &self,
+        executable: &LoadedExecutable,
+    ) -> Result<Option<Vec<usize>>, EngineError> {
+        let devices = executable.device_indices();
+        let slots = self.placement.client_devices();
+        let order = devices
             .iter()
-            .map(|&i| devices[i].id().unwrap_or(i as i32))
-            .collect()
+            .map(|d| slots.iter().position(|s| s == d))
+            .collect::<Option<Vec<usize>>>();
+        let mut sorted = order.clone().unwrap_or_default();
+        sorted.sort_unstable();
+        if order.is_none() || sorted != (0..slots.len()).collect::<Vec<_>>() {
+            return Err(EngineError::Shape(format!(
+                "the compiled program runs on client devices {devices:?} here, but this \
+                 process drives the mesh's positions {:?} on client devices {slots:?}",
+                self.placement.local_positions()
+            )));
+        }
+        Ok(order.filter(|o| o.iter().enumerate().any(|(d, &s)| d != s)))
     }
 
     /// The compile options for a program with `hints`: [`Engine::compile_options`], plus, on
@@ -168,6 +190,7 @@ impl Engine {
         let options = self.compile_options_with(hints)?;
         let (executable, cache_outcome) = self.cache.compile(&self.client, &text, &options)?;
         let compile_seconds = start.elapsed().as_secs_f64();
+        let argument_order = self.argument_order(&executable)?;
         let slot =
             |name: &str, ty: &TensorType, spec: &Option<PartitionSpec>, donated: bool| Slot {
                 name: name.to_string(),
@@ -199,6 +222,7 @@ impl Engine {
             compile_seconds,
             cache_outcome,
             executable,
+            argument_order,
             memory_stats: std::sync::OnceLock::new(),
         })
     }
@@ -269,7 +293,23 @@ impl Program {
                 }
             }
         }
-        let results = self.executable.execute(per_device)?;
+        let results = match &self.argument_order {
+            None => self.executable.execute(per_device)?,
+            Some(order) => {
+                let mut by_slot: Vec<Option<Vec<Arg<'_>>>> =
+                    per_device.into_iter().map(Some).collect();
+                let lists = order
+                    .iter()
+                    .map(|&s| by_slot[s].take().unwrap_or_default())
+                    .collect();
+                let mut outputs: Vec<Option<Vec<crate::runtime::Buffer>>> =
+                    (0..order.len()).map(|_| None).collect();
+                for (d, out) in self.executable.execute(lists)?.into_iter().enumerate() {
+                    outputs[order[d]] = Some(out);
+                }
+                outputs.into_iter().map(Option::unwrap_or_default).collect()
+            }
+        };
         let mut columns: Vec<Vec<crate::runtime::Buffer>> =
             (0..self.outputs.len()).map(|_| Vec::new()).collect();
         for device_outputs in results {

@@ -6,9 +6,10 @@ use super::{BatchSource, HostBatch, TrainError};
 use crate::config::{BatchGeometry, Config, DatasetType, MergeStrategy as CfgMerge};
 use crate::data::error::TokenizerChoice;
 use crate::data::{
-    self, loader::build_batch, BrownFetcher, DataLoader, DatasetKind, LoaderOptions, LoaderState,
-    MergeOptions, MergeStrategy, PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds,
-    Split, TextTokenizer, TokenDataset, TrainOptions, WindowOptions,
+    self, loader::build_batch, loader::build_batch_rows, process_slice::ProcessSlice, BrownFetcher,
+    DataLoader, DatasetKind, LoaderOptions, LoaderState, MergeOptions, MergeStrategy,
+    PrepareOptions, PreparedDataset, SourceSpec, SpecialTokenIds, Split, TextTokenizer,
+    TokenDataset, TrainOptions, WindowOptions,
 };
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub struct TrainingData {
     accum: usize,
     micro_batch: usize,
     validation: Option<Arc<TokenDataset>>,
+    /// The rows of every micro-batch this process reads (all of them in a single-process run).
+    rows: ProcessSlice,
 }
 
 fn hash_hex(parts: &[&str]) -> String {
@@ -323,6 +326,25 @@ impl TrainingData {
     /// loader at the beginning of the training split; each batch holds `batch.global_batch()`
     /// sequences (see [`crate::train::batch_geometry`]).
     pub fn open(cfg: &Config, batch: BatchGeometry) -> Result<TrainingData, TrainError> {
+        TrainingData::open_rows(cfg, batch, ProcessSlice::whole(batch.micro_batch()))
+    }
+
+    /// [`TrainingData::open`] for one process of a multi-process job: its batches hold only
+    /// `rows` of every micro-batch (`[accum, rows.rows, seq_len]`, the rows
+    /// [`crate::train::Trainer::feed_rows`] places), training and validation alike. The data
+    /// position counts global batches, the same on every process.
+    pub fn open_rows(
+        cfg: &Config,
+        batch: BatchGeometry,
+        rows: ProcessSlice,
+    ) -> Result<TrainingData, TrainError> {
+        if rows.period != batch.micro_batch() {
+            return Err(TrainError::Other(format!(
+                "a process's rows are given per micro-batch of {}, not per block of {}",
+                batch.micro_batch(),
+                rows.period
+            )));
+        }
         let (tokenizer, specials, prepared) = prepare_data(cfg)?;
         let prepared = Arc::new(prepared);
         let options = LoaderOptions {
@@ -339,7 +361,14 @@ impl TrainingData {
             },
             add_bos: false,
         };
-        let loader = DataLoader::start(prepared.clone(), Split::Train, &options, specials, None)?;
+        let loader = DataLoader::start_slice(
+            prepared.clone(),
+            Split::Train,
+            &options,
+            specials,
+            None,
+            rows,
+        )?;
         let validation = if cfg.data.val_fraction > 0.0 {
             let window = WindowOptions {
                 kind: options.kind,
@@ -366,6 +395,7 @@ impl TrainingData {
             accum: batch.grad_accum_steps,
             micro_batch: batch.micro_batch(),
             validation,
+            rows,
         })
     }
 
@@ -409,7 +439,7 @@ impl BatchSource for TrainingData {
             ));
         };
         (0..count as u64)
-            .map(|i| to_host(&build_batch(v, self.micro_batch, i), 1))
+            .map(|i| to_host(&build_batch_rows(v, self.micro_batch, i, self.rows), 1))
             .collect()
     }
 
@@ -423,12 +453,13 @@ impl BatchSource for TrainingData {
                 "the checkpoint's data position is not a loader state: {e}"
             ))
         })?;
-        self.loader = DataLoader::start(
+        self.loader = DataLoader::start_slice(
             self.prepared.clone(),
             Split::Train,
             &self.options,
             self.specials,
             Some(&state),
+            self.rows,
         )?;
         Ok(())
     }

@@ -52,7 +52,10 @@ pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;
 
 pub use layout::{train_forward_options, StepLayout};
-pub use run::{checkpoint_root, run_training, save, BatchSource, RunOptions, RunSummary};
+pub use run::{
+    checkpoint_root, run_training, run_training_in, save, save_sharded_state, BatchSource,
+    RunOptions, RunSummary,
+};
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{
     batch_geometry, choose_platform, engine_on, engine_platform, open_engine, pin_platform,

@@ -1,6 +1,7 @@
 //! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
 
 use super::checkpoint;
+use super::checkpoint::sharded::{save_sharded, CheckpointJob};
 use super::monitor::{DeviceMemory, ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
@@ -112,8 +113,25 @@ pub fn run_training(
     data: &mut dyn BatchSource,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
+    run_training_in(trainer, data, opts, None)
+}
+
+/// [`run_training`] as one process of a multi-process `job` (`None`: a single-process run).
+/// Every process runs every step, evaluation and save with its own rows and shards
+/// ([`Trainer::feed_rows`]); only process 0 writes the metrics file, TensorBoard and step
+/// traces, logs the steps and shows the progress bar. Process 0 chooses the checkpoint to
+/// resume from and tells the others (every process then loads it and places its own
+/// shards); checkpoints are written by every process through [`save_sharded`], each distinct
+/// shard by the process of its first replica.
+pub fn run_training_in(
+    trainer: &mut Trainer,
+    data: &mut dyn BatchSource,
+    opts: &RunOptions,
+    job: Option<&dyn CheckpointJob>,
+) -> Result<RunSummary, TrainError> {
     let cfg = trainer.config.clone();
     let log = &cfg.logging;
+    let leader = job.is_none_or(|j| j.process_id() == 0);
     let out_dir = PathBuf::from(&log.output_dir);
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| TrainError::io(format!("creating {}", out_dir.display()), e))?;
@@ -122,8 +140,13 @@ pub fn run_training(
 
     let chosen = match &opts.resume_from {
         Some(dir) => Some(dir.clone()),
-        None if opts.resume => checkpoint::latest(&root),
+        None if opts.resume && leader => checkpoint::latest(&root),
         None => None,
+    };
+    // Process 0 chose (its view of the shared checkpoint directory decides).
+    let chosen = match job {
+        Some(job) if opts.resume && opts.resume_from.is_none() => agree_on_resume(job, chosen)?,
+        _ => chosen,
     };
     let mut resumed = false;
     if opts.resume || opts.resume_from.is_some() {
@@ -148,19 +171,34 @@ pub fn run_training(
         }
     }
     let metrics_path = out_dir.join(&log.metrics_file);
-    if !resumed {
+    if !resumed && leader {
         set_earlier_run_aside(&out_dir, &root, &metrics_path)?;
     }
-    let mut metrics =
-        MetricsLog::open(&metrics_path, &out_dir, summary.start_step, log.tensorboard)?;
+    if let Some(job) = job {
+        // No process writes into the output directory before process 0 has set aside an
+        // earlier run's files.
+        job.barrier("vishwam/train/start")?;
+    }
+    let mut metrics = match leader {
+        true => Some(MetricsLog::open(
+            &metrics_path,
+            &out_dir,
+            summary.start_step,
+            log.tensorboard,
+        )?),
+        false => None,
+    };
 
     let max_steps = cfg.training.max_steps as u64;
     if let Some(range) = opts.profile_steps {
         range.check_within(summary.start_step, max_steps)?;
     }
-    let schedule = TraceSchedule::new(log, opts.profile_steps);
+    let schedule = match leader {
+        true => TraceSchedule::new(log, opts.profile_steps),
+        false => TraceSchedule::default(),
+    };
     let mut tracer = StepTracer::new(schedule, trainer.engine.client.api(), out_dir.clone());
-    let bar = progress_bar(opts.progress, summary.start_step, max_steps);
+    let bar = progress_bar(opts.progress && leader, summary.start_step, max_steps);
     let tokens_per_step =
         (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
     let mut step = summary.start_step;
@@ -213,7 +251,7 @@ pub fn run_training(
         profile.add(data_wait, &timings);
         let tokens_per_second = tokens_per_step / (seconds + data_wait).max(1e-9);
         bar.set_position(step);
-        let logged = step % log.log_every as u64 == 0 || step == max_steps;
+        let logged = leader && (step % log.log_every as u64 == 0 || step == max_steps);
         let bookkeeping = Instant::now();
         let snapshot = logged.then(|| monitor.sample(data.queue_depth()));
         if let Some(s) = &snapshot {
@@ -224,7 +262,7 @@ pub fn run_training(
             m.loss, m.lr, tokens_per_second
         ));
 
-        if let Some(snapshot) = &snapshot {
+        if let (Some(snapshot), Some(metrics)) = (&snapshot, &mut metrics) {
             let report = StepReport {
                 metrics: &m,
                 tokens_per_second,
@@ -232,7 +270,7 @@ pub fn run_training(
                 data_wait,
                 timings: &timings,
             };
-            write_metrics(&mut metrics, step, &report, trainer, snapshot)?;
+            write_metrics(metrics, step, &report, trainer, snapshot)?;
             tracing::info!(
                 "step {step}/{max_steps} loss {:.4} acc {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
                 m.loss,
@@ -247,7 +285,7 @@ pub fn run_training(
         }
         if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
             let eval = evaluate(trainer, data)?;
-            write_json(&mut metrics, validation_record(step, &eval))?;
+            write_json(metrics.as_mut(), validation_record(step, &eval))?;
             bar.println(format!(
                 "step {step}: validation loss {:.4}, perplexity {:.2}, token accuracy {:.4}",
                 eval.loss, eval.perplexity, eval.accuracy
@@ -256,7 +294,10 @@ pub fn run_training(
         }
         if log.profile_every > 0 && step % log.profile_every as u64 == 0 {
             let line = profile.report(trainer);
-            write_json(&mut metrics, json!({"step": step, "profile": line.clone()}))?;
+            write_json(
+                metrics.as_mut(),
+                json!({"step": step, "profile": line.clone()}),
+            )?;
             bar.println(format!(
                 "step {step} profile: {}",
                 line["summary"].as_str().unwrap_or_default()
@@ -264,7 +305,7 @@ pub fn run_training(
             profile = Profile::default();
         }
         if log.save_every > 0 && step % log.save_every as u64 == 0 && step < max_steps {
-            summary.checkpoint = Some(save(trainer, data, step)?);
+            summary.checkpoint = Some(save_in(trainer, data, step, job)?);
         }
     }
     bar.finish_and_clear();
@@ -277,11 +318,11 @@ pub fn run_training(
         0.0
     };
     if step > summary.start_step || summary.interrupted {
-        summary.checkpoint = Some(save(trainer, data, step)?);
+        summary.checkpoint = Some(save_in(trainer, data, step, job)?);
     }
     if !summary.interrupted && cfg.data.val_fraction > 0.0 {
         let eval = evaluate(trainer, data)?;
-        write_json(&mut metrics, validation_record(step, &eval))?;
+        write_json(metrics.as_mut(), validation_record(step, &eval))?;
         summary.validation = Some(eval);
     }
     Ok(summary)
@@ -318,9 +359,73 @@ pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<Path
     Ok(dir)
 }
 
-/// Every record goes through here: the JSONL file and, with `logging.tensorboard`, TensorBoard.
-fn write_json(log: &mut MetricsLog, value: serde_json::Value) -> Result<(), TrainError> {
-    log.record(&value)
+/// [`save`], or in a multi-process job every process's part of one sharded checkpoint.
+fn save_in(
+    trainer: &Trainer,
+    data: &dyn BatchSource,
+    step: u64,
+    job: Option<&dyn CheckpointJob>,
+) -> Result<PathBuf, TrainError> {
+    match job {
+        None => save(trainer, data, step),
+        Some(job) => save_sharded_state(trainer, data, step, job),
+    }
+}
+
+/// Saves this process's part of the checkpoint of `step` in a multi-process job: the
+/// distinct shards of the state it owns ([`crate::engine::Engine::owned_shards`]); process 0
+/// commits the checkpoint once every process has written its part.
+pub fn save_sharded_state(
+    trainer: &Trainer,
+    data: &dyn BatchSource,
+    step: u64,
+    job: &dyn CheckpointJob,
+) -> Result<PathBuf, TrainError> {
+    let shards = trainer.owned_state_shards()?;
+    let config: serde_json::Value =
+        serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    let dir = save_sharded(
+        &checkpoint_root(trainer),
+        step,
+        &shards,
+        config,
+        data.position(),
+        Some(super::batch_geometry(&trainer.config, &trainer.plan)),
+        trainer.config.logging.keep_checkpoints,
+        job,
+    )?;
+    if job.process_id() == 0 {
+        tracing::info!("saved checkpoint {}", dir.display());
+    }
+    Ok(dir)
+}
+
+/// The checkpoint process 0 chose to resume from (`None`: none), as every process learns it.
+fn agree_on_resume(
+    job: &dyn CheckpointJob,
+    chosen: Option<PathBuf>,
+) -> Result<Option<PathBuf>, TrainError> {
+    const KEY: &str = "vishwam/train/resume-from";
+    if job.process_id() == 0 {
+        let value = serde_json::to_vec(&chosen).unwrap_or_default();
+        job.put(KEY, &value)?;
+        return Ok(chosen);
+    }
+    let value = job.get(KEY)?;
+    serde_json::from_slice(&value).map_err(|e| {
+        TrainError::Other(format!(
+            "process 0's choice of checkpoint in the job's store is not a path: {e}"
+        ))
+    })
+}
+
+/// Every record goes through here: the JSONL file and, with `logging.tensorboard`,
+/// TensorBoard (`None`: a process other than 0 of a multi-process job, which writes none).
+fn write_json(log: Option<&mut MetricsLog>, value: serde_json::Value) -> Result<(), TrainError> {
+    match log {
+        Some(log) => log.record(&value),
+        None => Ok(()),
+    }
 }
 
 /// What the loop measured of one step.
@@ -372,7 +477,7 @@ fn write_metrics(
         line["fp8_saturated_forward"] = json!(m.fp8_saturated_forward);
         line["fp8_saturated_backward"] = json!(m.fp8_saturated_backward);
     }
-    write_json(file, line)
+    write_json(Some(file), line)
 }
 
 /// The step's model FLOPs utilisation, where the devices' peak is known.

@@ -1,5 +1,6 @@
 //! The train state on the devices and the compiled step that updates it.
 
+use super::checkpoint::sharded::LocalShard;
 use super::distill::{DistillContext, Teacher, DISTILL_METRICS};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
@@ -9,9 +10,11 @@ use super::precision::PrecisionPolicy;
 use super::step::{build_distill_step, build_train_step};
 use super::TrainError;
 use crate::config::Config;
+use crate::data::process_slice::ProcessSlice;
 use crate::engine::{CompileHints, Engine, HostArray, Input, Program, ShardedArray};
 use std::collections::BTreeMap;
 use std::time::Instant;
+use vishwam_hlo::PartitionSpec;
 use vishwam_mesh::ShardingPlan;
 
 /// A batch in host memory: `[accum, micro_batch, seq_len]` tokens, targets and loss mask.
@@ -149,6 +152,9 @@ pub struct Trainer {
     pub(super) distill_outputs: Vec<ShardedArray>,
     pub(super) eval_program: Option<Program>,
     pub(super) next_token_program: Option<Program>,
+    /// The rows of every micro-batch this process feeds ([`Trainer::feed_rows`]): all of
+    /// them in a single-process run.
+    pub(super) batch_rows: ProcessSlice,
 }
 
 impl Trainer {
@@ -216,6 +222,7 @@ impl Trainer {
         teacher: Option<&Teacher>,
     ) -> Result<Trainer, TrainError> {
         let CompiledStep { layout, program } = step;
+        let micro_batch = layout.micro_batch;
         let teacher_arrays = match (&distill, teacher) {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
@@ -235,10 +242,69 @@ impl Trainer {
             distill_outputs: Vec::new(),
             eval_program: None,
             next_token_program: None,
+            batch_rows: ProcessSlice::whole(micro_batch),
         };
         let initial = initial_state(&trainer.config, &trainer.layout);
         trainer.load_state(&initial)?;
         Ok(trainer)
+    }
+
+    /// Makes this process feed only `rows` of every micro-batch (a process of a multi-process
+    /// job: [`ProcessSlice::of_process`]): the batches given to [`Trainer::step`] and
+    /// [`Trainer::evaluate`] then hold only those rows (`[accum, rows.rows, seq_len]`).
+    /// Fails, naming why, when the mesh does not place exactly those rows on this process's
+    /// devices.
+    pub fn feed_rows(&mut self, rows: ProcessSlice) -> Result<(), TrainError> {
+        rows.check(self.layout.micro_batch)?;
+        if rows.period != self.layout.micro_batch {
+            return Err(TrainError::Other(format!(
+                "a process's rows are given per micro-batch of {}, not per block of {}",
+                self.layout.micro_batch, rows.period
+            )));
+        }
+        let shape = [
+            self.layout.accum as i64,
+            self.layout.micro_batch as i64,
+            self.layout.seq_len as i64,
+        ];
+        let layout = self.engine.layout(&self.layout.batch_spec, &shape)?;
+        self.engine.placement().check_rows(
+            &layout,
+            1,
+            rows.first_row..rows.first_row + rows.rows,
+        )?;
+        self.batch_rows = rows;
+        Ok(())
+    }
+
+    /// The rows of every micro-batch this process feeds.
+    pub fn batch_rows(&self) -> ProcessSlice {
+        self.batch_rows
+    }
+
+    /// Places a batch array whose dimension `row_dim` holds this process's rows of each
+    /// micro-batch ([`Trainer::feed_rows`]): the whole array in a single-process run.
+    pub(super) fn put_rows(
+        &self,
+        part: &HostArray,
+        spec: &PartitionSpec,
+        row_dim: usize,
+    ) -> Result<ShardedArray, TrainError> {
+        let rows = self.batch_rows;
+        if rows.rows == rows.period {
+            return Ok(self.engine.put(part, spec)?);
+        }
+        if part.shape.get(row_dim) != Some(&(rows.rows as i64)) {
+            return Err(TrainError::Other(format!(
+                "this process feeds {} rows of each micro-batch, but got a batch of shape {:?}",
+                rows.rows, part.shape
+            )));
+        }
+        let mut global = part.shape.clone();
+        global[row_dim] = rows.period as i64;
+        let mut start = vec![0; global.len()];
+        start[row_dim] = rows.first_row as i64;
+        Ok(self.engine.put_block(part, &global, &start, spec)?)
     }
 
     /// The distillation context of the step, when it distils a teacher.
@@ -289,6 +355,26 @@ impl Trainer {
         let mut out = BTreeMap::new();
         for (name, array) in self.layout.state.names().into_iter().zip(&self.state) {
             out.insert(name, self.engine.get(array)?);
+        }
+        Ok(out)
+    }
+
+    /// The distinct shards of the state that this process owns (the first replica of each is
+    /// on its devices), downloaded, for a sharded checkpoint: over the processes of a job,
+    /// every distinct shard of every state array comes once.
+    pub fn owned_state_shards(&self) -> Result<Vec<LocalShard>, TrainError> {
+        let mut out = Vec::new();
+        for (name, array) in self.layout.state.names().into_iter().zip(&self.state) {
+            for (start, shape, data) in self.engine.owned_shards(array)? {
+                out.push(LocalShard {
+                    name: name.clone(),
+                    element_type: array.element_type,
+                    global_shape: array.shape.clone(),
+                    start,
+                    shape,
+                    data,
+                });
+            }
         }
         Ok(out)
     }
@@ -368,9 +454,9 @@ impl Trainer {
         self.distill_outputs.clear();
         let t0 = Instant::now();
         let spec = &self.layout.batch_spec;
-        let tokens = self.engine.put(&batch.tokens, spec)?;
-        let targets = self.engine.put(&batch.targets, spec)?;
-        let mask = self.engine.put(&batch.mask, spec)?;
+        let tokens = self.put_rows(&batch.tokens, spec, 1)?;
+        let targets = self.put_rows(&batch.targets, spec, 1)?;
+        let mask = self.put_rows(&batch.mask, spec, 1)?;
         for a in [&tokens, &targets, &mask] {
             a.shards[0].block_until_ready()?;
         }

@@ -91,7 +91,7 @@ impl Trainer {
                     "evaluation batches must hold one micro-batch".into(),
                 ));
             }
-            let put = |a: &HostArray| self.engine.put(&reshape(a), spec);
+            let put = |a: &HostArray| self.put_rows(&reshape(a), spec, 0);
             let (t, y, m) = (put(&batch.tokens)?, put(&batch.targets)?, put(&batch.mask)?);
             let mut inputs: Vec<Input<'_>> = self.param_arrays().iter().map(Input::Keep).collect();
             inputs.extend([Input::Keep(&t), Input::Keep(&y), Input::Keep(&m)]);
