@@ -256,3 +256,7 @@ impl MeshPlacement {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "placement_tests.rs"]
+mod tests;
