@@ -125,3 +125,121 @@ fn compile_hints_change_the_options_only_on_cuda() {
         .iter()
         .all(|(key, _)| key != "xla_gpu_enable_triton_gemm"));
 }
+
+/// This client's 8 devices as process 0 of a 2-process job whose process 1 owns 8 more (ids
+/// the client does not have): the engine places and reads only process 0's shards.
+fn engine_of_process_zero(axes: &[(&str, i64)]) -> Engine {
+    use vishwam::runtime::GlobalDevice;
+    let mut job: Vec<GlobalDevice> = client()
+        .devices()
+        .iter()
+        .map(|d| GlobalDevice {
+            id: d.id().unwrap(),
+            process_index: 0,
+            kind: "cpu".into(),
+            addressable: true,
+        })
+        .collect();
+    let foreign = job.iter().map(|d| d.id).max().unwrap() + 1;
+    job.extend((0..8).map(|k| GlobalDevice {
+        id: foreign + k,
+        process_index: 1,
+        kind: "cpu".into(),
+        addressable: false,
+    }));
+    Engine::for_job(
+        client().clone(),
+        Mesh::new(axes, 16).unwrap(),
+        CompileCache::disabled(),
+        &job,
+        2,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_process_of_a_job_places_and_reads_only_its_own_shards() {
+    let e = engine_of_process_zero(&[("data", 4), ("model", 4)]);
+    assert_eq!(e.placement().local_positions(), (0..8).collect::<Vec<_>>());
+    let x = random_array(&[8, 16], 5);
+    let mut checked = 0;
+    for spec in all_specs(&e.mesh, 2) {
+        if spec.validate(&e.mesh, &x.shape).is_err() {
+            continue;
+        }
+        let sharded = e.put(&x, &spec).unwrap();
+        let layout = e.layout(&spec, &x.shape).unwrap();
+        // One buffer per local position (mesh positions 0..8), each its shard.
+        assert_eq!(sharded.shards.len(), 8);
+        for (p, buf) in sharded.shards.iter().enumerate() {
+            assert_eq!(
+                buf.to_bytes().unwrap(),
+                layout.shard_bytes(&x.data, 4, p).unwrap(),
+                "{spec:?} position {p}"
+            );
+        }
+        // Readable exactly when every distinct shard has a replica among positions 0..8.
+        let whole = layout
+            .replica_groups()
+            .iter()
+            .all(|group| group.iter().any(|&p| p < 8));
+        match e.get(&sharded) {
+            Ok(host) => {
+                assert!(whole, "{spec:?}");
+                assert_eq!(host, x, "{spec:?}");
+            }
+            Err(err) => {
+                assert!(!whole, "{spec:?}: {err}");
+                assert!(err.to_string().contains("processes [1"), "{err}");
+            }
+        }
+        // The owned shards are those whose first replica is local, with their starts.
+        let owned = e.owned_shards(&sharded).unwrap();
+        let want: Vec<usize> = (0..layout.num_distinct_shards())
+            .filter(|&s| layout.replica_groups()[s][0] < 8)
+            .collect();
+        assert_eq!(owned.len(), want.len(), "{spec:?}");
+        for ((start, shape, bytes), s) in owned.iter().zip(want) {
+            let first = layout.replica_groups()[s][0];
+            let slices = layout.slices(first);
+            let starts: Vec<i64> = slices.iter().map(|d| d.start as i64).collect();
+            assert_eq!(start, &starts);
+            assert_eq!(shape, &[slices[0].len as i64, slices[1].len as i64]);
+            assert_eq!(bytes, &layout.shard_bytes(&x.data, 4, first).unwrap());
+        }
+        checked += 1;
+    }
+    assert!(checked > 5, "only {checked} specs");
+}
+
+#[test]
+fn a_process_uploads_its_rows_of_a_batch_from_its_block() {
+    let e = engine_of_process_zero(&[("data", 4), ("model", 4)]);
+    // [accum 2, micro 8, seq 4], rows split over `data`: process 0 (data 0 and 1) feeds
+    // rows 0..4 of every micro-batch.
+    let global = random_array(&[2, 8, 4], 7);
+    let spec = PartitionSpec::from_axes(&[None, Some("data"), None]);
+    let layout = e.layout(&spec, &global.shape).unwrap();
+    let rows: Vec<f32> = global.to_vec::<f32>().unwrap()[..]
+        .chunks(4)
+        .enumerate()
+        .filter(|(row, _)| row % 8 < 4)
+        .flat_map(|(_, r)| r.to_vec())
+        .collect();
+    let part = HostArray::from_slice(&[2, 4, 4], &rows).unwrap();
+    let placed = e.put_block(&part, &[2, 8, 4], &[0, 0, 0], &spec).unwrap();
+    let whole = e.put(&global, &spec).unwrap();
+    for (p, (a, b)) in placed.shards.iter().zip(&whole.shards).enumerate() {
+        assert_eq!(a.to_bytes().unwrap(), b.to_bytes().unwrap(), "position {p}");
+        assert_eq!(
+            a.to_bytes().unwrap(),
+            layout.shard_bytes(&global.data, 4, p).unwrap()
+        );
+    }
+    // The block of process 1's rows does not hold process 0's shards.
+    let err = e
+        .put_block(&part, &[2, 8, 4], &[0, 4, 0], &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("outside this process's block 4..8"), "{err}");
+}
