@@ -116,12 +116,14 @@ impl Session {
     /// process 0 keeps serving the store until they have left (at most `linger`), so that
     /// they read the reason rather than a lost connection.
     pub fn abort(mut self, message: &str, linger: Duration) {
+        // Heartbeats stop first: this process knows why it fails, and its failure hook must
+        // not end it (with a lost connection as the reason) before it has said so.
+        self.membership.take();
         let _ = self.store.fail(self.spec.process_id, message);
         if let Some(mut server) = self.server.take() {
             server.wait_others_left(self.spec.process_id, linger);
             server.stop();
         }
-        self.membership.take();
     }
 
     /// Leaves the job cleanly: says this process is done; process 0 then serves the store
