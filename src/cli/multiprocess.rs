@@ -345,8 +345,25 @@ pub fn train(
             slice.first_row + slice.rows,
             geometry.micro_batch()
         );
-        check_cross_process_program(&job)?;
         args.apply_precision(&mut cfg, &job.client)?;
+        // The mesh must put this process's rows on its own devices: checked before the
+        // program over every process's devices, so the CPU plugin reaches this check too.
+        let client_ids = job
+            .client
+            .devices()
+            .iter()
+            .map(|d| d.id())
+            .collect::<Result<Vec<i32>, _>>()?;
+        let placement = vishwam::engine::MeshPlacement::of_job(
+            &plan.mesh,
+            &job.devices,
+            spec.num_processes,
+            spec.process_id,
+            &client_ids,
+        )?;
+        let layout = vishwam::train::StepLayout::new(&cfg, &plan)?;
+        vishwam::train::check_process_rows(&placement, &plan.mesh, &layout, slice)?;
+        check_cross_process_program(&job)?;
         train_as_process(args, &cfg, init.as_ref(), &job, plan, slice)
     })();
     match outcome {

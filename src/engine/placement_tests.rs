@@ -5,8 +5,7 @@ use super::MeshPlacement;
 use crate::data::process_slice::ProcessSlice;
 use crate::runtime::GlobalDevice;
 use vishwam_mesh::{
-    DeviceStrategy, LogicalAxis as L, Mesh, MeshSettings, PartitionSpec, ShardLayout,
-    ShardingPlan,
+    DeviceStrategy, LogicalAxis as L, Mesh, MeshSettings, PartitionSpec, ShardLayout, ShardingPlan,
 };
 
 /// A job of `processes` with `per_process` devices each, listed by process; ids are not
@@ -196,7 +195,10 @@ fn a_single_process_drives_every_position_on_its_client_devices() {
     assert_eq!(p.client_devices(), [3, 1, 0, 2]);
     assert_eq!(p.device_assignment(), [13, 11, 10, 12]);
     let err = MeshPlacement::single(&mesh, &[10, 11]).unwrap_err();
-    assert!(err.to_string().contains("the client has 2 devices"), "{err}");
+    assert!(
+        err.to_string().contains("the client has 2 devices"),
+        "{err}"
+    );
 }
 
 #[test]

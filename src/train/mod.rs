@@ -46,7 +46,8 @@ pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{
-    compile_step, CompiledStep, HostBatch, LaunchedStep, StepMetrics, StepTimings, Trainer,
+    check_process_rows, compile_step, CompiledStep, HostBatch, LaunchedStep, StepMetrics,
+    StepTimings, Trainer,
 };
 pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;

@@ -255,23 +255,11 @@ impl Trainer {
     /// Fails, naming why, when the mesh does not place exactly those rows on this process's
     /// devices.
     pub fn feed_rows(&mut self, rows: ProcessSlice) -> Result<(), TrainError> {
-        rows.check(self.layout.micro_batch)?;
-        if rows.period != self.layout.micro_batch {
-            return Err(TrainError::Other(format!(
-                "a process's rows are given per micro-batch of {}, not per block of {}",
-                self.layout.micro_batch, rows.period
-            )));
-        }
-        let shape = [
-            self.layout.accum as i64,
-            self.layout.micro_batch as i64,
-            self.layout.seq_len as i64,
-        ];
-        let layout = self.engine.layout(&self.layout.batch_spec, &shape)?;
-        self.engine.placement().check_rows(
-            &layout,
-            1,
-            rows.first_row..rows.first_row + rows.rows,
+        check_process_rows(
+            self.engine.placement(),
+            &self.engine.mesh,
+            &self.layout,
+            rows,
         )?;
         self.batch_rows = rows;
         Ok(())
@@ -516,6 +504,31 @@ impl Trainer {
             launched,
         })
     }
+}
+
+/// Checks that the mesh places exactly `rows` of every micro-batch of `layout`'s batch on the
+/// devices of the process `placement` describes (see [`Trainer::feed_rows`]), naming why not.
+pub fn check_process_rows(
+    placement: &crate::engine::MeshPlacement,
+    mesh: &vishwam_mesh::Mesh,
+    layout: &StepLayout,
+    rows: ProcessSlice,
+) -> Result<(), TrainError> {
+    rows.check(layout.micro_batch)?;
+    if rows.period != layout.micro_batch {
+        return Err(TrainError::Other(format!(
+            "a process's rows are given per micro-batch of {}, not per block of {}",
+            layout.micro_batch, rows.period
+        )));
+    }
+    let shape = [
+        layout.accum as i64,
+        layout.micro_batch as i64,
+        layout.seq_len as i64,
+    ];
+    let batch = vishwam_mesh::ShardLayout::new(mesh, &layout.batch_spec, &shape)?;
+    placement.check_rows(&batch, 1, rows.first_row..rows.first_row + rows.rows)?;
+    Ok(())
 }
 
 /// A step enqueued on the devices by [`Trainer::launch`], whose metrics are still there.

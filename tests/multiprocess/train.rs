@@ -1,0 +1,117 @@
+//! `vishwam train` as processes of a job on the CPU: a mesh that would put one process's
+//! rows on another's devices is refused before anything compiles, and a job of one process
+//! runs the whole multi-process path (own rows, sharded checkpoints, resume) with the same
+//! numbers as a single-process run.
+
+use super::common::{failed, succeeded, vishwam_command, TINY_MODEL};
+use super::store::free_port;
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+
+/// `vishwam train` on the CPU with the tiny model, `extra` flags and `sets`.
+fn train(home: &Path, out: &Path, extra: &[&str], sets: &[&str]) -> std::process::Command {
+    let out_dir = format!("logging.output_dir={}", out.display());
+    let mut args = vec!["train", "--platform", "cpu", "--no-progress"];
+    for s in TINY_MODEL.iter().chain(sets).chain([&out_dir.as_str()]) {
+        args.extend(["--set", s]);
+    }
+    args.extend_from_slice(extra);
+    vishwam_command(home, &args)
+}
+
+/// The job flags of process `r` of `n` at `port`.
+fn job_flags(port: u16, n: usize, r: usize) -> [String; 6] {
+    [
+        "--coordinator".into(),
+        format!("127.0.0.1:{port}"),
+        "--num-processes".into(),
+        n.to_string(),
+        "--process-id".into(),
+        r.to_string(),
+    ]
+}
+
+/// The `loss` of every step record of a run's metrics file, bit for bit.
+fn losses(out: &Path) -> Vec<(u64, u32)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            let loss = v["loss"].as_f64().unwrap() as f32;
+            (v["step"].as_u64().unwrap(), loss.to_bits())
+        })
+        .collect()
+}
+
+/// Two processes of 2 devices each whose mesh is `model` 2 outermost, `data` 2 inside: process
+/// 0's devices would hold every row of each micro-batch (data 0 and 1), not only its half.
+/// Each process refuses naming why, before the program over the job's devices (which the CPU
+/// plugin could not compile).
+#[test]
+fn a_mesh_that_puts_other_processes_rows_on_a_process_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("run");
+    let port = free_port();
+    let sets = [
+        "tpu.mesh_shape={\"model\": 2, \"data\": -1}",
+        "tpu.device_strategy=\"hybrid\"",
+        "training.max_steps=2",
+    ];
+    let children: Vec<Child> = (0..2)
+        .map(|r| {
+            let flags = job_flags(port, 2, r);
+            let mut extra: Vec<&str> = vec!["--devices", "2"];
+            extra.extend(flags.iter().map(String::as_str));
+            train(home.path(), &out, &extra, &sets)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (r, child) in children.into_iter().enumerate() {
+        let err = failed(child.wait_with_output().unwrap());
+        let feeds = ["rows 0..8", "rows 8..16"][r];
+        assert!(
+            err.contains(&format!(
+                "places rows 0..16 of each micro-batch of 16 on process {r}"
+            )) && err.contains(&format!("the process feeds {feeds}"))
+                && err.contains("batch-sharding mesh axes outermost"),
+            "{err}"
+        );
+        assert!(!err.contains("Multiprocess computations"), "{err}");
+    }
+}
+
+/// A job of one process on 2 CPU devices trains through the multi-process path (its rows,
+/// placement, metrics, sharded checkpoint) with the losses of the single-process run, bit
+/// for bit, and resumes from its checkpoint as the uninterrupted single-process run goes on.
+#[test]
+#[ignore = "needs the sharded checkpoint writer and loader of branch mp-ckpt (save_sharded \
+            refuses in this branch); un-ignore when both are merged"]
+fn a_one_process_job_trains_and_resumes_as_a_single_process_run() {
+    let home = vishwam::paths::vishwam_home();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &Path, steps: &str, job: Option<u16>, resume: bool| -> Output {
+        let max_steps = format!("training.max_steps={steps}");
+        let sets = ["logging.log_every=1", max_steps.as_str()];
+        let flags = job.map(|port| job_flags(port, 1, 0));
+        let mut extra: Vec<&str> = vec!["--devices", "2"];
+        extra.extend(flags.iter().flatten().map(String::as_str));
+        if resume {
+            extra.push("--resume");
+        }
+        train(&home, out, &extra, &sets).output().unwrap()
+    };
+    let single = dir.path().join("single");
+    succeeded(run(&single, "4", None, false));
+    let job = dir.path().join("job");
+    let printed = succeeded(run(&job, "3", Some(free_port()), false));
+    assert!(printed.contains("as 1 processes"), "{printed}");
+    let ckpt = job.join("checkpoints").join("step_00000003");
+    assert!(ckpt.join("manifest.json").is_file(), "{printed}");
+    succeeded(run(&job, "4", Some(free_port()), true));
+    assert_eq!(losses(&job), losses(&single));
+}
