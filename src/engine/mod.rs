@@ -1,5 +1,11 @@
 //! The one place that joins hlo, mesh and runtime: compile traced functions on a mesh and
 //! move sharded arrays between the host and the devices.
+//!
+//! In a multi-process job ([`Engine::for_job`]) every process compiles the same program
+//! over the whole mesh, but holds, uploads and passes to the program only the shards of the
+//! mesh positions on its own devices ([`MeshPlacement`]); it reads back replicated arrays and
+//! arrays whose every distinct shard it holds, and downloads the distinct shards it owns for
+//! sharded checkpoints ([`Engine::owned_shards`]).
 
 mod host;
 mod placement;
