@@ -264,6 +264,11 @@ fn a_permuted_mesh_runs_each_shard_at_its_position() {
     let input = e.put(&host, &rows).unwrap();
     let out = program.run(vec![vishwam::engine::Input::Keep(&input)]);
     let got = e.get(&out.unwrap()[0]).unwrap().to_vec::<f32>().unwrap();
-    let want: Vec<f32> = host.to_vec::<f32>().unwrap().iter().map(|v| v * v).collect();
+    let want: Vec<f32> = host
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v * v)
+        .collect();
     assert_eq!(got, want);
 }

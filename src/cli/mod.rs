@@ -16,6 +16,7 @@ mod export;
 mod generate;
 mod inspect;
 mod multiprocess;
+mod multiprocess_train;
 mod plan;
 mod plot;
 mod train;

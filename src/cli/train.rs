@@ -241,7 +241,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("{d}");
     }
     if let Some(spec) = &job {
-        return super::multiprocess::train(args, cfg, init, spec);
+        return super::multiprocess_train::train(args, cfg, init, spec);
     }
     let (engine, plan) = open_engine(&cfg, args.run.plugin.clone())?;
     args.apply_precision(&mut cfg, &engine.client)?;

@@ -14,6 +14,7 @@ pub mod flops;
 mod fp8;
 pub mod gpu_telemetry;
 pub mod init;
+mod job;
 mod layout;
 mod micro_step;
 mod moe_inspect;
@@ -42,20 +43,19 @@ pub use error::TrainError;
 pub use eval::{build_eval_step, build_next_token};
 pub use fp8::{build_fp8_bootstrap_step, combine_stats, Fp8Step};
 pub use init::{initial_state, InitWeights};
+pub use job::{check_process_rows, save_sharded_state};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{
-    check_process_rows, compile_step, CompiledStep, HostBatch, LaunchedStep, StepMetrics,
-    StepTimings, Trainer,
+    compile_step, CompiledStep, HostBatch, LaunchedStep, StepMetrics, StepTimings, Trainer,
 };
 pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;
 
 pub use layout::{train_forward_options, StepLayout};
 pub use run::{
-    checkpoint_root, run_training, run_training_in, save, save_sharded_state, BatchSource,
-    RunOptions, RunSummary,
+    checkpoint_root, run_training, run_training_in, save, BatchSource, RunOptions, RunSummary,
 };
 pub use schedule::{lr_at, lr_traced};
 pub use setup::{

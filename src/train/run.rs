@@ -1,7 +1,8 @@
 //! The training loop: steps, logging, metrics, evaluation, checkpoints, profiling, Ctrl-C.
 
 use super::checkpoint;
-use super::checkpoint::sharded::{save_sharded, CheckpointJob};
+use super::checkpoint::sharded::CheckpointJob;
+use super::job::{agree_on_resume, save_sharded_state};
 use super::monitor::{DeviceMemory, ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
@@ -370,53 +371,6 @@ fn save_in(
         None => save(trainer, data, step),
         Some(job) => save_sharded_state(trainer, data, step, job),
     }
-}
-
-/// Saves this process's part of the checkpoint of `step` in a multi-process job: the
-/// distinct shards of the state it owns ([`crate::engine::Engine::owned_shards`]); process 0
-/// commits the checkpoint once every process has written its part.
-pub fn save_sharded_state(
-    trainer: &Trainer,
-    data: &dyn BatchSource,
-    step: u64,
-    job: &dyn CheckpointJob,
-) -> Result<PathBuf, TrainError> {
-    let shards = trainer.owned_state_shards()?;
-    let config: serde_json::Value =
-        serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
-    let dir = save_sharded(
-        &checkpoint_root(trainer),
-        step,
-        &shards,
-        config,
-        data.position(),
-        Some(super::batch_geometry(&trainer.config, &trainer.plan)),
-        trainer.config.logging.keep_checkpoints,
-        job,
-    )?;
-    if job.process_id() == 0 {
-        tracing::info!("saved checkpoint {}", dir.display());
-    }
-    Ok(dir)
-}
-
-/// The checkpoint process 0 chose to resume from (`None`: none), as every process learns it.
-fn agree_on_resume(
-    job: &dyn CheckpointJob,
-    chosen: Option<PathBuf>,
-) -> Result<Option<PathBuf>, TrainError> {
-    const KEY: &str = "vishwam/train/resume-from";
-    if job.process_id() == 0 {
-        let value = serde_json::to_vec(&chosen).unwrap_or_default();
-        job.put(KEY, &value)?;
-        return Ok(chosen);
-    }
-    let value = job.get(KEY)?;
-    serde_json::from_slice(&value).map_err(|e| {
-        TrainError::Other(format!(
-            "process 0's choice of checkpoint in the job's store is not a path: {e}"
-        ))
-    })
 }
 
 /// Every record goes through here: the JSONL file and, with `logging.tensorboard`,

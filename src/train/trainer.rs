@@ -1,6 +1,5 @@
 //! The train state on the devices and the compiled step that updates it.
 
-use super::checkpoint::sharded::LocalShard;
 use super::distill::{DistillContext, Teacher, DISTILL_METRICS};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
@@ -14,7 +13,6 @@ use crate::data::process_slice::ProcessSlice;
 use crate::engine::{CompileHints, Engine, HostArray, Input, Program, ShardedArray};
 use std::collections::BTreeMap;
 use std::time::Instant;
-use vishwam_hlo::PartitionSpec;
 use vishwam_mesh::ShardingPlan;
 
 /// A batch in host memory: `[accum, micro_batch, seq_len]` tokens, targets and loss mask.
@@ -249,52 +247,6 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Makes this process feed only `rows` of every micro-batch (a process of a multi-process
-    /// job: [`ProcessSlice::of_process`]): the batches given to [`Trainer::step`] and
-    /// [`Trainer::evaluate`] then hold only those rows (`[accum, rows.rows, seq_len]`).
-    /// Fails, naming why, when the mesh does not place exactly those rows on this process's
-    /// devices.
-    pub fn feed_rows(&mut self, rows: ProcessSlice) -> Result<(), TrainError> {
-        check_process_rows(
-            self.engine.placement(),
-            &self.engine.mesh,
-            &self.layout,
-            rows,
-        )?;
-        self.batch_rows = rows;
-        Ok(())
-    }
-
-    /// The rows of every micro-batch this process feeds.
-    pub fn batch_rows(&self) -> ProcessSlice {
-        self.batch_rows
-    }
-
-    /// Places a batch array whose dimension `row_dim` holds this process's rows of each
-    /// micro-batch ([`Trainer::feed_rows`]): the whole array in a single-process run.
-    pub(super) fn put_rows(
-        &self,
-        part: &HostArray,
-        spec: &PartitionSpec,
-        row_dim: usize,
-    ) -> Result<ShardedArray, TrainError> {
-        let rows = self.batch_rows;
-        if rows.rows == rows.period {
-            return Ok(self.engine.put(part, spec)?);
-        }
-        if part.shape.get(row_dim) != Some(&(rows.rows as i64)) {
-            return Err(TrainError::Other(format!(
-                "this process feeds {} rows of each micro-batch, but got a batch of shape {:?}",
-                rows.rows, part.shape
-            )));
-        }
-        let mut global = part.shape.clone();
-        global[row_dim] = rows.period as i64;
-        let mut start = vec![0; global.len()];
-        start[row_dim] = rows.first_row as i64;
-        Ok(self.engine.put_block(part, &global, &start, spec)?)
-    }
-
     /// The distillation context of the step, when it distils a teacher.
     pub fn distillation(&self) -> Option<&DistillContext> {
         self.distill.as_ref()
@@ -343,26 +295,6 @@ impl Trainer {
         let mut out = BTreeMap::new();
         for (name, array) in self.layout.state.names().into_iter().zip(&self.state) {
             out.insert(name, self.engine.get(array)?);
-        }
-        Ok(out)
-    }
-
-    /// The distinct shards of the state that this process owns (the first replica of each is
-    /// on its devices), downloaded, for a sharded checkpoint: over the processes of a job,
-    /// every distinct shard of every state array comes once.
-    pub fn owned_state_shards(&self) -> Result<Vec<LocalShard>, TrainError> {
-        let mut out = Vec::new();
-        for (name, array) in self.layout.state.names().into_iter().zip(&self.state) {
-            for (start, shape, data) in self.engine.owned_shards(array)? {
-                out.push(LocalShard {
-                    name: name.clone(),
-                    element_type: array.element_type,
-                    global_shape: array.shape.clone(),
-                    start,
-                    shape,
-                    data,
-                });
-            }
         }
         Ok(out)
     }
@@ -504,31 +436,6 @@ impl Trainer {
             launched,
         })
     }
-}
-
-/// Checks that the mesh places exactly `rows` of every micro-batch of `layout`'s batch on the
-/// devices of the process `placement` describes (see [`Trainer::feed_rows`]), naming why not.
-pub fn check_process_rows(
-    placement: &crate::engine::MeshPlacement,
-    mesh: &vishwam_mesh::Mesh,
-    layout: &StepLayout,
-    rows: ProcessSlice,
-) -> Result<(), TrainError> {
-    rows.check(layout.micro_batch)?;
-    if rows.period != layout.micro_batch {
-        return Err(TrainError::Other(format!(
-            "a process's rows are given per micro-batch of {}, not per block of {}",
-            layout.micro_batch, rows.period
-        )));
-    }
-    let shape = [
-        layout.accum as i64,
-        layout.micro_batch as i64,
-        layout.seq_len as i64,
-    ];
-    let batch = vishwam_mesh::ShardLayout::new(mesh, &layout.batch_spec, &shape)?;
-    placement.check_rows(&batch, 1, rows.first_row..rows.first_row + rows.rows)?;
-    Ok(())
 }
 
 /// A step enqueued on the devices by [`Trainer::launch`], whose metrics are still there.
