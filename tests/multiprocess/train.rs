@@ -86,18 +86,22 @@ fn a_mesh_that_puts_other_processes_rows_on_a_process_is_refused() {
 }
 
 /// A job of one process on 2 CPU devices trains through the multi-process path (its rows,
-/// placement, metrics, sharded checkpoint) with the losses of the single-process run, bit
-/// for bit, and resumes from its checkpoint as the uninterrupted single-process run goes on.
+/// placement, metrics, sharded checkpoints) with the losses of the single-process run, bit
+/// for bit, and resumed from its step-2 checkpoint repeats steps 3 and 4 exactly.
 #[test]
 #[ignore = "needs the sharded checkpoint writer and loader of branch mp-ckpt (save_sharded \
             refuses in this branch); un-ignore when both are merged"]
 fn a_one_process_job_trains_and_resumes_as_a_single_process_run() {
     let home = vishwam::paths::vishwam_home();
     let dir = tempfile::tempdir().unwrap();
-    let run = |out: &Path, steps: &str, job: Option<u16>, resume: bool| -> Output {
-        let max_steps = format!("training.max_steps={steps}");
-        let sets = ["logging.log_every=1", max_steps.as_str()];
-        let flags = job.map(|port| job_flags(port, 1, 0));
+    let sets = [
+        "logging.log_every=1",
+        "logging.save_every=2",
+        "logging.keep_checkpoints=3",
+        "training.max_steps=4",
+    ];
+    let run = |out: &Path, job: bool, resume: bool| -> Output {
+        let flags = job.then(|| job_flags(free_port(), 1, 0));
         let mut extra: Vec<&str> = vec!["--devices", "2"];
         extra.extend(flags.iter().flatten().map(String::as_str));
         if resume {
@@ -106,12 +110,25 @@ fn a_one_process_job_trains_and_resumes_as_a_single_process_run() {
         train(&home, out, &extra, &sets).output().unwrap()
     };
     let single = dir.path().join("single");
-    succeeded(run(&single, "4", None, false));
+    succeeded(run(&single, false, false));
+    let want = losses(&single);
+    assert_eq!(want.len(), 4);
     let job = dir.path().join("job");
-    let printed = succeeded(run(&job, "3", Some(free_port()), false));
+    let printed = succeeded(run(&job, true, false));
     assert!(printed.contains("as 1 processes"), "{printed}");
-    let ckpt = job.join("checkpoints").join("step_00000003");
-    assert!(ckpt.join("manifest.json").is_file(), "{printed}");
-    succeeded(run(&job, "4", Some(free_port()), true));
-    assert_eq!(losses(&job), losses(&single));
+    assert_eq!(losses(&job), want);
+    let checkpoints = job.join("checkpoints");
+    for step in ["step_00000002", "step_00000004"] {
+        assert!(
+            checkpoints.join(step).join("manifest.json").is_file(),
+            "{step}"
+        );
+    }
+    // Resume from step 2 (the newest once step 4 is gone): steps 3 and 4 come out the same
+    // (appended to the metrics file after the first run's).
+    std::fs::remove_dir_all(checkpoints.join("step_00000004")).unwrap();
+    succeeded(run(&job, true, true));
+    let resumed = losses(&job);
+    assert_eq!(resumed.len(), 6, "{resumed:?}");
+    assert_eq!(resumed[4..], want[2..]);
 }
