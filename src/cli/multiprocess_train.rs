@@ -148,6 +148,34 @@ impl vishwam::train::checkpoint::sharded::CheckpointJob for SessionJob<'_> {
     }
 }
 
+/// Checks that every process reads the same data stream: the loader's position at the start
+/// (tokenizer hash, data fingerprint, seed, batch, sequence length) agrees with process 0's.
+/// Each process prepares its data itself (its own `VISHWAM_HOME`), so a host with another
+/// corpus or tokenizer would otherwise train on other tokens silently.
+fn check_same_data(session: &Session, data: &vishwam::train::TrainingData) -> anyhow::Result<()> {
+    use vishwam::train::BatchSource;
+    let key = "vishwam/train/data";
+    let timeout = session.spec().join_timeout;
+    let ours = serde_json::to_vec(&data.position())?;
+    if session.process_id() == 0 {
+        session.store().put(key.as_bytes(), &ours)?;
+        return Ok(());
+    }
+    let theirs = session.store().get(key.as_bytes(), timeout)?;
+    if theirs != ours {
+        bail!(
+            "process {} reads other data than process 0: its loader starts at {} where process \
+             0's starts at {}; every process must see the same corpus, tokenizer and data \
+             config (prepare the data once on a shared filesystem, or the same way on every \
+             host)",
+            session.process_id(),
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+    Ok(())
+}
+
 /// The training of one process of a joined job, after the cross-process check passed.
 fn train_as_process(
     args: &super::train::TrainArgs,
@@ -177,6 +205,7 @@ fn train_as_process(
     );
     let geometry = vishwam::train::batch_geometry(cfg, &plan);
     let mut data = TrainingData::open_rows(cfg, geometry, slice)?;
+    check_same_data(&job.session, &data)?;
     if leader {
         let out = std::path::PathBuf::from(&cfg.logging.output_dir);
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
