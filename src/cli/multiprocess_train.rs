@@ -148,32 +148,68 @@ impl vishwam::train::checkpoint::sharded::CheckpointJob for SessionJob<'_> {
     }
 }
 
-/// Checks that every process reads the same data stream: the loader's position at the start
-/// (tokenizer hash, data fingerprint, seed, batch, sequence length) agrees with process 0's.
-/// Each process prepares its data itself (its own `VISHWAM_HOME`), so a host with another
-/// corpus or tokenizer would otherwise train on other tokens silently.
-fn check_same_data(session: &Session, data: &vishwam::train::TrainingData) -> anyhow::Result<()> {
+/// Checks that every process runs the same training as process 0: the same config (all but
+/// its `runtime` section, whose plugin path may differ between hosts) and the same data
+/// stream (the loader's starting position: tokenizer hash, data fingerprint, seed, batch,
+/// sequence length). Each process reads its own config and prepares its data itself, so a
+/// process started with other flags, or on a host with another corpus, would otherwise
+/// compute another program or train on other tokens.
+fn check_same_run(
+    session: &Session,
+    cfg: &vishwam::config::Config,
+    data: &vishwam::train::TrainingData,
+) -> anyhow::Result<()> {
     use vishwam::train::BatchSource;
-    let key = "vishwam/train/data";
-    let timeout = session.spec().join_timeout;
-    let ours = serde_json::to_vec(&data.position())?;
-    if session.process_id() == 0 {
-        session.store().put(key.as_bytes(), &ours)?;
-        return Ok(());
+    let mut config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
+    if let Some(map) = config.as_object_mut() {
+        map.remove("runtime");
     }
-    let theirs = session.store().get(key.as_bytes(), timeout)?;
-    if theirs != ours {
-        bail!(
-            "process {} reads other data than process 0: its loader starts at {} where process \
-             0's starts at {}; every process must see the same corpus, tokenizer and data \
-             config (prepare the data once on a shared filesystem, or the same way on every \
-             host)",
-            session.process_id(),
-            String::from_utf8_lossy(&ours),
-            String::from_utf8_lossy(&theirs)
-        );
+    for (what, ours) in [("config", config), ("data", data.position())] {
+        let key = format!("vishwam/train/{what}");
+        let bytes = serde_json::to_vec(&ours)?;
+        if session.process_id() == 0 {
+            session.store().put(key.as_bytes(), &bytes)?;
+            continue;
+        }
+        let theirs = session
+            .store()
+            .get(key.as_bytes(), session.spec().join_timeout)?;
+        if theirs != bytes {
+            bail!(
+                "process {} runs with another {what} than process 0: {} here, {} there; \
+                 start every process with the same config and flags, on the same corpus and \
+                 tokenizer (prepare the data once on a shared filesystem, or the same way on \
+                 every host)",
+                session.process_id(),
+                first_difference(&ours, &serde_json::from_slice(&theirs)?),
+                first_difference(&serde_json::from_slice(&theirs)?, &ours),
+            );
+        }
     }
     Ok(())
+}
+
+/// The first value of `a` that differs from `b`, as `path = value` (depth first).
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, value) in x {
+                match y.get(key) {
+                    Some(other) if other == value => {}
+                    Some(other) if value.is_object() && other.is_object() => {
+                        return format!("{key}.{}", first_difference(value, other))
+                    }
+                    _ => return format!("{key} = {value}"),
+                }
+            }
+            match y.keys().find(|k| !x.contains_key(*k)) {
+                Some(key) => format!("{key} absent"),
+                None => "(same)".into(),
+            }
+        }
+        _ => a.to_string(),
+    }
 }
 
 /// The training of one process of a joined job, after the cross-process check passed.
@@ -205,7 +241,7 @@ fn train_as_process(
     );
     let geometry = vishwam::train::batch_geometry(cfg, &plan);
     let mut data = TrainingData::open_rows(cfg, geometry, slice)?;
-    check_same_data(&job.session, &data)?;
+    check_same_run(&job.session, cfg, &data)?;
     if leader {
         let out = std::path::PathBuf::from(&cfg.logging.output_dir);
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -272,5 +308,21 @@ fn train_as_process(
             );
             Ok(std::process::ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_difference_names_its_path() {
+        let a = json!({"model": {"hidden_dim": 64}, "training": {"seed": 1, "lr": 0.1}});
+        let b = json!({"model": {"hidden_dim": 64}, "training": {"seed": 2, "lr": 0.1}});
+        assert_eq!(first_difference(&a, &b), "training.seed = 1");
+        assert_eq!(first_difference(&b, &a), "training.seed = 2");
+        let c = json!({"model": {"hidden_dim": 64}, "training": {"seed": 1, "lr": 0.1}, "x": 1});
+        assert_eq!(first_difference(&a, &c), "x absent");
     }
 }
