@@ -74,6 +74,7 @@ pub fn train(
             geometry.micro_batch()
         );
         args.apply_precision(&mut cfg, &job.client)?;
+        check_same_config(&job.session, &cfg)?;
         // The mesh must put this process's rows on its own devices: checked before the
         // program over every process's devices, so the CPU plugin reaches this check too.
         let client_ids = job
@@ -148,43 +149,52 @@ impl vishwam::train::checkpoint::sharded::CheckpointJob for SessionJob<'_> {
     }
 }
 
-/// Checks that every process runs the same training as process 0: the same config (all but
-/// its `runtime` section, whose plugin path may differ between hosts) and the same data
-/// stream (the loader's starting position: tokenizer hash, data fingerprint, seed, batch,
-/// sequence length). Each process reads its own config and prepares its data itself, so a
-/// process started with other flags, or on a host with another corpus, would otherwise
-/// compute another program or train on other tokens.
-fn check_same_run(
-    session: &Session,
-    cfg: &vishwam::config::Config,
-    data: &vishwam::train::TrainingData,
-) -> anyhow::Result<()> {
-    use vishwam::train::BatchSource;
+/// Checks that this process runs the same config as process 0 (all but its `runtime`
+/// section, whose plugin path may differ between hosts): each process reads its own config
+/// and flags, and a process started with others would compile another program.
+fn check_same_config(session: &Session, cfg: &vishwam::config::Config) -> anyhow::Result<()> {
     let mut config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
     if let Some(map) = config.as_object_mut() {
         map.remove("runtime");
     }
-    for (what, ours) in [("config", config), ("data", data.position())] {
-        let key = format!("vishwam/train/{what}");
-        let bytes = serde_json::to_vec(&ours)?;
-        if session.process_id() == 0 {
-            session.store().put(key.as_bytes(), &bytes)?;
-            continue;
-        }
-        let theirs = session
+    check_same_as_process_zero(session, "config", &config)
+}
+
+/// Checks that this process reads the same data stream as process 0: the loader's starting
+/// position (tokenizer hash, data fingerprint, seed, batch, sequence length). Each process
+/// prepares its data itself, so a host with another corpus or tokenizer would otherwise
+/// train on other tokens.
+fn check_same_data(session: &Session, data: &vishwam::train::TrainingData) -> anyhow::Result<()> {
+    use vishwam::train::BatchSource;
+    check_same_as_process_zero(session, "data", &data.position())
+}
+
+/// Process 0 publishes `ours` under `what`; every other process compares its own with it.
+fn check_same_as_process_zero(
+    session: &Session,
+    what: &str,
+    ours: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let key = format!("vishwam/train/{what}");
+    if session.process_id() == 0 {
+        session
             .store()
-            .get(key.as_bytes(), session.spec().join_timeout)?;
-        if theirs != bytes {
-            bail!(
-                "process {} runs with another {what} than process 0: {} here, {} there; \
-                 start every process with the same config and flags, on the same corpus and \
-                 tokenizer (prepare the data once on a shared filesystem, or the same way on \
-                 every host)",
-                session.process_id(),
-                first_difference(&ours, &serde_json::from_slice(&theirs)?),
-                first_difference(&serde_json::from_slice(&theirs)?, &ours),
-            );
-        }
+            .put(key.as_bytes(), &serde_json::to_vec(ours)?)?;
+        return Ok(());
+    }
+    let bytes = session
+        .store()
+        .get(key.as_bytes(), session.spec().join_timeout)?;
+    let theirs: serde_json::Value = serde_json::from_slice(&bytes)?;
+    if &theirs != ours {
+        bail!(
+            "process {} runs with another {what} than process 0: {} here, {} there; start \
+             every process with the same config and flags, on the same corpus and tokenizer \
+             (prepare the data once on a shared filesystem, or the same way on every host)",
+            session.process_id(),
+            first_difference(ours, &theirs),
+            first_difference(&theirs, ours),
+        );
     }
     Ok(())
 }
@@ -241,7 +251,7 @@ fn train_as_process(
     );
     let geometry = vishwam::train::batch_geometry(cfg, &plan);
     let mut data = TrainingData::open_rows(cfg, geometry, slice)?;
-    check_same_run(&job.session, cfg, &data)?;
+    check_same_data(&job.session, &data)?;
     if leader {
         let out = std::path::PathBuf::from(&cfg.logging.output_dir);
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

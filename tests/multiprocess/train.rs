@@ -85,6 +85,46 @@ fn a_mesh_that_puts_other_processes_rows_on_a_process_is_refused() {
     }
 }
 
+/// A process started with another config than process 0's is refused naming the first key
+/// that differs, before anything compiles.
+#[test]
+fn a_process_with_another_config_is_refused_naming_the_key() {
+    let home = tempfile::tempdir().unwrap();
+    let out = home.path().join("run");
+    let port = free_port();
+    let children: Vec<Child> = (0..2)
+        .map(|r| {
+            let flags = job_flags(port, 2, r);
+            let mut extra: Vec<&str> = vec!["--devices", "2"];
+            extra.extend(flags.iter().map(String::as_str));
+            let lr = [
+                "training.learning_rate=0.001",
+                "training.learning_rate=0.002",
+            ][r];
+            train(home.path(), &out, &extra, &["training.max_steps=2", lr])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let err = failed(outputs[1].clone());
+    assert!(
+        err.contains("process 1 runs with another config than process 0")
+            && err.contains(
+                "training.learning_rate = 0.002 here, training.learning_rate = 0.001 there"
+            ),
+        "{err}"
+    );
+    // Process 0 stops too: with process 1's reason, or at the CPU plugin's refusal of the
+    // program over both processes' devices, whichever comes first.
+    failed(outputs[0].clone());
+}
+
 /// A job of one process on 2 CPU devices trains through the multi-process path (its rows,
 /// placement, metrics, sharded checkpoints) with the losses of the single-process run, bit
 /// for bit, and resumed from its step-2 checkpoint repeats steps 3 and 4 exactly.
