@@ -55,7 +55,15 @@ pub fn save_sharded(
     keep: usize,
     job: &dyn CheckpointJob,
 ) -> Result<PathBuf, TrainError> {
-    let _ = (step, shards, config, data_position, batch, keep, job.process_id());
+    let _ = (
+        step,
+        shards,
+        config,
+        data_position,
+        batch,
+        keep,
+        job.process_id(),
+    );
     Err(TrainError::Checkpoint {
         path: root.display().to_string(),
         detail: "sharded checkpoints are not written by this build yet".into(),
