@@ -1,13 +1,42 @@
 //! Checkpoints of a multi-process run: every process writes the distinct shards it owns, and
 //! process 0 commits the manifest last, so that a checkpoint is complete or absent.
 //!
-//! (Contract for the two branches that build multi-process runs; the format, the writer and
-//! the reader are being written on the `mp-ckpt` branch.)
+//! The layout (manifest version [`SHARDED_VERSION`]) is described in the module doc of
+//! [`super`]. The commit protocol, over the job's key-value store (keys under
+//! `vishwam/checkpoint/step_NNNNNNNN/attempt-K/`, K counting the saves of one step in one
+//! job, so that a step saved twice never reads the first save's keys):
+//!
+//! 1. Process 0 clears and creates the temporary directory `.step_NNNNNNNN.tmp-job` under
+//!    the root (one name every process derives from the step; a killed save leaves it behind
+//!    and the next save of the step clears it) and puts `open` (or the reason it could not).
+//! 2. Every process waits for `open`, checks that it sees the directory, writes its file
+//!    `state.process-RRRRR-of-NNNNN.safetensors` there, fsyncs it, and puts `process/R`: the
+//!    file's name, length, SHA-256 and shards (or the reason it could not write it).
+//! 3. Process 0 reads every `process/R`, checks that every file is in the directory with its
+//!    length (the root must be on a filesystem every process sees), that the processes agree
+//!    on each array's dtype and shape and that each array's shards cover it exactly once,
+//!    writes `manifest.json`, renames the directory to `step_NNNNNNNN`, prunes to the newest
+//!    `keep`, and puts `outcome` (the directory, or why it did not commit).
+//! 4. Every process waits for `outcome`, then all meet at barrier `done`: each returns only
+//!    after the commit, and all of them return the same error when it failed.
+//!
+//! A process killed before step 3 ends fails the job in the store (its connection drops, or
+//! its heartbeats stop), which ends every other process's wait with that reason; nothing is
+//! renamed, so no directory appears under the real name.
 
-use super::TrainError;
+use super::assemble::{check_coverage, ShardBox};
+use super::{err, st_dtype, write_synced, Manifest, TensorEntry, FORMAT, MANIFEST_FILE};
+use super::{prune, step_dir_name, TrainError};
 use crate::config::BatchGeometry;
 use crate::runtime::ElementType;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The manifest version of sharded checkpoints (one state file per process); version
+/// [`super::VERSION`] is the single-file layout.
+pub const SHARDED_VERSION: u32 = 2;
 
 /// One distinct shard of one state array, as the process that owns it holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +68,105 @@ pub trait CheckpointJob {
     fn put(&self, key: &str, value: &[u8]) -> Result<(), TrainError>;
     /// Reads `key`, waiting until some process has put it.
     fn get(&self, key: &str) -> Result<Vec<u8>, TrainError>;
+    /// Reads `key` if some process has put it, without waiting.
+    fn try_get(&self, key: &str) -> Result<Option<Vec<u8>>, TrainError>;
+}
+
+/// One state file of a sharded checkpoint, as `manifest.json` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// The file's name in the checkpoint directory ([`state_file_name`]).
+    pub file: String,
+    /// The process that wrote it.
+    pub process: usize,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// The shards it holds.
+    pub shards: Vec<ShardEntry>,
+}
+
+/// One shard in a state file: a box of one state array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// The state array it belongs to (a key of the manifest's `tensors`).
+    pub array: String,
+    /// The tensor's name in the safetensors file ([`shard_tensor_name`]).
+    pub tensor: String,
+    /// Index of its first element in each dimension of the array.
+    pub start: Vec<i64>,
+    /// Its shape.
+    pub shape: Vec<i64>,
+}
+
+/// The state file process `process` of `num_processes` writes.
+pub fn state_file_name(process: usize, num_processes: usize) -> String {
+    format!("state.process-{process:05}-of-{num_processes:05}.safetensors")
+}
+
+/// The name of the shard of `array` starting at `start` in a state file, e.g. `params.w@0,64`.
+pub fn shard_tensor_name(array: &str, start: &[i64]) -> String {
+    let start: Vec<String> = start.iter().map(i64::to_string).collect();
+    format!("{array}@{}", start.join(","))
+}
+
+/// The temporary directory every process of a job writes the checkpoint of `step` into.
+pub fn job_tmp_dir_name(step: u64) -> String {
+    format!(".{}.tmp-job", step_dir_name(step))
+}
+
+/// What one process publishes after writing its file.
+#[derive(Debug, Serialize, Deserialize)]
+enum Published {
+    /// Its file and the dtype and shape of every array it holds shards of.
+    Written {
+        file: StateFile,
+        arrays: BTreeMap<String, TensorEntry>,
+    },
+    /// Why it wrote nothing.
+    Failed(String),
+}
+
+/// Keys and barrier names of one save.
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// The keys of this process's next save of `step`: the first attempt whose marker this
+    /// process has not put yet (every process saves the same steps in the same order).
+    fn next_attempt(step: u64, job: &dyn CheckpointJob) -> Result<Keys, TrainError> {
+        let me = job.process_id();
+        for attempt in 0u64.. {
+            let keys = Keys {
+                prefix: format!(
+                    "vishwam/checkpoint/{}/attempt-{attempt}",
+                    step_dir_name(step)
+                ),
+            };
+            let marker = keys.key(&format!("started/{me}"));
+            if job.try_get(&marker)?.is_none() {
+                job.put(&marker, b"")?;
+                return Ok(keys);
+            }
+        }
+        unreachable!("a u64 counter of saves")
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+}
+
+/// Encodes `Ok(text)` / `Err(reason)` for the store.
+fn encode_result(result: &Result<String, String>) -> Vec<u8> {
+    serde_json::to_vec(result).expect("strings serialize")
+}
+
+fn decode_result(key: &str, bytes: &[u8]) -> Result<Result<String, String>, String> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| format!("the store's value of {key} is not a result ({e})"))
 }
 
 /// Writes this process's `shards` of the checkpoint at `step` under `root`; process 0 commits
@@ -55,9 +183,359 @@ pub fn save_sharded(
     keep: usize,
     job: &dyn CheckpointJob,
 ) -> Result<PathBuf, TrainError> {
-    let _ = (step, shards, config, data_position, batch, keep, job.process_id());
-    Err(TrainError::Checkpoint {
-        path: root.display().to_string(),
-        detail: "sharded checkpoints are not written by this build yet".into(),
-    })
+    let (me, n) = (job.process_id(), job.num_processes());
+    let tmp = root.join(job_tmp_dir_name(step));
+    if n == 0 || me >= n {
+        return Err(err(
+            &tmp,
+            format!("process {me} of {n} processes: not a process of the job"),
+        ));
+    }
+    let tmp_dir = tmp.as_path();
+    let in_job = |what: String| move |e: TrainError| err(tmp_dir, format!("{what}: {e}"));
+    let keys =
+        Keys::next_attempt(step, job).map_err(in_job(format!("process {me} starting the save")))?;
+
+    // 1. Process 0 prepares the temporary directory.
+    let open_key = keys.key("open");
+    if me == 0 {
+        let opened = prepare_tmp(root, &tmp).map_err(|e| e.to_string());
+        job.put(
+            &open_key,
+            &encode_result(&opened.clone().map(|()| String::new())),
+        )
+        .map_err(in_job("process 0 announcing the directory".into()))?;
+        opened.map_err(|e| err(&tmp, e))?;
+    } else {
+        let opened = job.get(&open_key).map_err(in_job(format!(
+            "process {me} waiting for process 0 to create it"
+        )))?;
+        if let Err(reason) = decode_result(&open_key, &opened).map_err(|e| err(&tmp, e))? {
+            return Err(err(
+                &tmp,
+                format!("process 0 could not prepare it, so nothing was saved: {reason}"),
+            ));
+        }
+    }
+
+    // 2. Every process writes its file and publishes it.
+    let published = match write_own_file(&tmp, me, n, shards) {
+        Ok((file, arrays)) => Published::Written { file, arrays },
+        Err(e) => Published::Failed(e.to_string()),
+    };
+    let own_failure = match &published {
+        Published::Failed(reason) => Some(reason.clone()),
+        Published::Written { .. } => None,
+    };
+    job.put(
+        &keys.key(&format!("process/{me}")),
+        &serde_json::to_vec(&published).expect("entries serialize"),
+    )
+    .map_err(in_job(format!("process {me} publishing its file")))?;
+
+    // 3. Process 0 commits.
+    let outcome_key = keys.key("outcome");
+    let outcome = if me == 0 {
+        let header = ManifestHeader {
+            step,
+            config,
+            data_position,
+            batch,
+        };
+        let committed = commit(root, &tmp, n, &keys, job, header, keep);
+        let outcome = committed
+            .as_ref()
+            .map(|dir| dir.display().to_string())
+            .map_err(|e| e.to_string());
+        job.put(&outcome_key, &encode_result(&outcome))
+            .map_err(in_job("process 0 announcing the outcome".into()))?;
+        outcome
+    } else {
+        let bytes = job.get(&outcome_key).map_err(in_job(format!(
+            "process {me} waiting for process 0 to commit"
+        )))?;
+        decode_result(&outcome_key, &bytes).map_err(|e| err(&tmp, e))?
+    };
+
+    // 4. Every process returns after the commit.
+    job.barrier(&keys.key("done"))
+        .map_err(in_job(format!("process {me} after the commit")))?;
+    if let Some(reason) = own_failure {
+        return Err(err(
+            &tmp,
+            format!("process {me} could not write its file: {reason}"),
+        ));
+    }
+    match outcome {
+        Ok(_) => Ok(root.join(step_dir_name(step))),
+        Err(reason) if me == 0 => Err(TrainError::Checkpoint {
+            path: root.join(step_dir_name(step)).display().to_string(),
+            detail: format!("not committed: {reason}"),
+        }),
+        Err(reason) => Err(err(
+            &tmp,
+            format!("process 0 did not commit the checkpoint: {reason}"),
+        )),
+    }
+}
+
+/// Clears and creates the job's temporary directory (process 0).
+fn prepare_tmp(root: &Path, tmp: &Path) -> Result<(), TrainError> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| TrainError::io(format!("creating {}", root.display()), e))?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(tmp).map_err(|e| {
+            TrainError::io(
+                format!("clearing {} left by an earlier save", tmp.display()),
+                e,
+            )
+        })?;
+    }
+    std::fs::create_dir_all(tmp)
+        .map_err(|e| TrainError::io(format!("creating {}", tmp.display()), e))
+}
+
+/// Checks this process's shards, writes them into its state file in `tmp` and fsyncs it.
+fn write_own_file(
+    tmp: &Path,
+    me: usize,
+    n: usize,
+    shards: &[LocalShard],
+) -> Result<(StateFile, BTreeMap<String, TensorEntry>), TrainError> {
+    if !tmp.is_dir() {
+        return Err(err(
+            tmp,
+            format!(
+                "process {me} does not see the directory process 0 created: the checkpoint \
+                 directory must be on a filesystem every process sees"
+            ),
+        ));
+    }
+    let name = state_file_name(me, n);
+    let path = tmp.join(&name);
+    let mut arrays: BTreeMap<String, TensorEntry> = BTreeMap::new();
+    let mut entries = Vec::with_capacity(shards.len());
+    let mut views = Vec::with_capacity(shards.len());
+    for shard in shards {
+        check_local_shard(shard).map_err(|d| err(&path, d))?;
+        let entry = TensorEntry {
+            dtype: shard.element_type.mlir_name().into(),
+            shape: shard.global_shape.clone(),
+        };
+        if let Some(other) = arrays.get(&shard.name).filter(|e| **e != entry) {
+            return Err(err(
+                &path,
+                format!(
+                    "`{}` is given as {}{:?} and as {}{:?}",
+                    shard.name, other.dtype, other.shape, entry.dtype, entry.shape
+                ),
+            ));
+        }
+        arrays.insert(shard.name.clone(), entry);
+        let tensor = shard_tensor_name(&shard.name, &shard.start);
+        let dtype = st_dtype(shard.element_type).map_err(|d| err(&path, d))?;
+        let shape: Vec<usize> = shard.shape.iter().map(|&d| d as usize).collect();
+        let view = safetensors::tensor::TensorView::new(dtype, shape, &shard.data)
+            .map_err(|e| err(&path, format!("{tensor}: {e}")))?;
+        views.push((tensor.clone(), view));
+        entries.push(ShardEntry {
+            array: shard.name.clone(),
+            tensor,
+            start: shard.start.clone(),
+            shape: shard.shape.clone(),
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = entries.iter().find(|e| !seen.insert(e.tensor.as_str())) {
+        return Err(err(
+            &path,
+            format!(
+                "the shard of `{}` at {:?} is given twice",
+                twice.array, twice.start
+            ),
+        ));
+    }
+    let bytes = safetensors::serialize(views, &None).map_err(|e| err(&path, e.to_string()))?;
+    write_synced(&path, &bytes)?;
+    let file = StateFile {
+        file: name,
+        process: me,
+        bytes: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        shards: entries,
+    };
+    Ok((file, arrays))
+}
+
+/// A shard's own consistency: rank, bounds and byte length.
+fn check_local_shard(s: &LocalShard) -> Result<(), String> {
+    let rank = s.global_shape.len();
+    if s.name.is_empty() {
+        return Err("a shard has an empty array name".into());
+    }
+    if s.start.len() != rank || s.shape.len() != rank {
+        return Err(format!(
+            "the shard of `{}` has start {:?} and shape {:?} for an array of rank {rank} {:?}",
+            s.name, s.start, s.shape, s.global_shape
+        ));
+    }
+    let inside = (0..rank).all(|d| {
+        s.global_shape[d] >= 0
+            && s.start[d] >= 0
+            && s.shape[d] >= 0
+            && s.start[d] + s.shape[d] <= s.global_shape[d]
+    });
+    if !inside {
+        return Err(format!(
+            "the shard of `{}` at {:?} of shape {:?} lies outside the array's shape {:?}",
+            s.name, s.start, s.shape, s.global_shape
+        ));
+    }
+    let expected = s.shape.iter().product::<i64>() as usize * s.element_type.size_in_bytes();
+    if s.data.len() != expected {
+        return Err(format!(
+            "the shard of `{}` at {:?} ({}{:?}) has {} bytes, expected {expected}",
+            s.name,
+            s.start,
+            s.element_type.mlir_name(),
+            s.shape,
+            s.data.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The manifest fields process 0 records as they are.
+struct ManifestHeader {
+    step: u64,
+    config: serde_json::Value,
+    data_position: serde_json::Value,
+    batch: Option<BatchGeometry>,
+}
+
+/// Process 0: gathers every process's file, checks them, writes the manifest and renames the
+/// directory into place.
+fn commit(
+    root: &Path,
+    tmp: &Path,
+    n: usize,
+    keys: &Keys,
+    job: &dyn CheckpointJob,
+    header: ManifestHeader,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
+    let mut files = Vec::with_capacity(n);
+    let mut tensors: BTreeMap<String, (TensorEntry, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for r in 0..n {
+        let key = keys.key(&format!("process/{r}"));
+        let bytes = job.get(&key).map_err(|e| {
+            err(
+                tmp,
+                format!("process 0 waiting for process {r}'s file: {e}"),
+            )
+        })?;
+        let published: Published = serde_json::from_slice(&bytes).map_err(|e| {
+            err(
+                tmp,
+                format!("the store's value of {key} is not a file entry ({e})"),
+            )
+        })?;
+        let (file, arrays) = match published {
+            Published::Written { file, arrays } => (file, arrays),
+            Published::Failed(reason) => {
+                failures.push(format!("process {r}: {reason}"));
+                continue;
+            }
+        };
+        if file.process != r || file.file != state_file_name(r, n) {
+            return Err(err(
+                tmp,
+                format!(
+                    "process {r} published file {} of process {}",
+                    file.file, file.process
+                ),
+            ));
+        }
+        let on_disk = std::fs::metadata(tmp.join(&file.file)).map(|m| m.len());
+        if on_disk.as_ref().ok() != Some(&file.bytes) {
+            let seen = match on_disk {
+                Ok(len) => format!("{len} bytes"),
+                Err(e) => format!("nothing ({e})"),
+            };
+            return Err(err(
+                tmp,
+                format!(
+                    "process {r} wrote {} ({} bytes) but process 0 sees {seen} there: the \
+                     checkpoint directory must be on a filesystem every process sees",
+                    file.file, file.bytes
+                ),
+            ));
+        }
+        for (array, entry) in arrays {
+            match tensors.get(&array) {
+                Some((first, by)) if *first != entry => {
+                    return Err(err(
+                        tmp,
+                        format!(
+                            "process {by} says `{array}` is {}{:?}, process {r} says {}{:?}",
+                            first.dtype, first.shape, entry.dtype, entry.shape
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    tensors.insert(array, (entry, r));
+                }
+            }
+        }
+        files.push(file);
+    }
+    if !failures.is_empty() {
+        return Err(err(tmp, failures.join("; ")));
+    }
+    let tensors: BTreeMap<String, TensorEntry> =
+        tensors.into_iter().map(|(k, (e, _))| (k, e)).collect();
+    let boxes: Vec<ShardBox> = files
+        .iter()
+        .flat_map(|f| f.shards.iter().map(move |s| ShardBox::of(s, &f.file)))
+        .collect();
+    check_coverage(&tensors, &boxes).map_err(|d| err(tmp, d))?;
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: SHARDED_VERSION,
+        step: header.step,
+        config: header.config,
+        data_position: header.data_position,
+        tensors,
+        state_sha256: String::new(),
+        global_batch: header.batch.map(|b| b.global_batch()),
+        batch: header.batch,
+        files,
+    };
+    let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(tmp, e.to_string()))?;
+    write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
+    sync_dir(tmp)?;
+    let final_dir = root.join(step_dir_name(header.step));
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)
+            .map_err(|e| TrainError::io(format!("replacing {}", final_dir.display()), e))?;
+    }
+    std::fs::rename(tmp, &final_dir)
+        .map_err(|e| TrainError::io(format!("renaming {} into place", tmp.display()), e))?;
+    sync_dir(root)?;
+    prune(root, keep)?;
+    Ok(final_dir)
+}
+
+/// Makes a directory's entries (created files, a rename) durable.
+fn sync_dir(dir: &Path) -> Result<(), TrainError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainError::io(format!("syncing {}", dir.display()), e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
