@@ -256,14 +256,15 @@ fn read_file_into(
         let found = element_type(view.dtype());
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         if found != Some(array.element_type) || shape != shard.shape {
+            let dtype =
+                found.map_or_else(|| format!("{:?}", view.dtype()), |t| t.mlir_name().into());
             return Err(err(
                 &path,
                 format!(
-                    "the shard of `{}` at {:?} is {:?}{shape:?} in the file but {}{:?} in the \
+                    "the shard of `{}` at {:?} is {dtype}{shape:?} in the file but {}{:?} in the \
                      manifest",
                     shard.array,
                     shard.start,
-                    view.dtype(),
                     array.element_type.mlir_name(),
                     shard.shape
                 ),

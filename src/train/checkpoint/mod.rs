@@ -386,10 +386,10 @@ fn read_single_file_state(
 }
 
 mod assemble;
-mod session_job;
+mod jobs;
 pub mod sharded;
 
-pub use session_job::CHECKPOINT_WAIT;
+pub use jobs::{SingleProcess, CHECKPOINT_WAIT};
 
 #[cfg(test)]
 mod tests;

@@ -185,46 +185,50 @@ pub fn save_sharded(
 ) -> Result<PathBuf, TrainError> {
     let (me, n) = (job.process_id(), job.num_processes());
     let tmp = root.join(job_tmp_dir_name(step));
+    let final_dir = root.join(step_dir_name(step));
+    let not_committed = |reason: String| err(&final_dir, format!("not committed: {reason}"));
     if n == 0 || me >= n {
-        return Err(err(
-            &tmp,
-            format!("process {me} of {n} processes: not a process of the job"),
-        ));
+        return Err(not_committed(format!(
+            "process {me} of {n} processes is not a process of the job"
+        )));
     }
-    let tmp_dir = tmp.as_path();
-    let in_job = |what: String| move |e: TrainError| err(tmp_dir, format!("{what}: {e}"));
+    let not_committed = &not_committed;
+    let in_job =
+        |what: String| move |e: TrainError| not_committed(format!("{what}: {}", reason(&e)));
     let keys =
         Keys::next_attempt(step, job).map_err(in_job(format!("process {me} starting the save")))?;
 
     // 1. Process 0 prepares the temporary directory.
     let open_key = keys.key("open");
     if me == 0 {
-        let opened = prepare_tmp(root, &tmp).map_err(|e| e.to_string());
+        let opened = prepare_tmp(root, &tmp).map_err(|e| reason(&e));
         job.put(
             &open_key,
             &encode_result(&opened.clone().map(|()| String::new())),
         )
         .map_err(in_job("process 0 announcing the directory".into()))?;
-        opened.map_err(|e| err(&tmp, e))?;
+        opened.map_err(not_committed)?;
     } else {
         let opened = job.get(&open_key).map_err(in_job(format!(
-            "process {me} waiting for process 0 to create it"
+            "process {me} waiting for process 0 to create {}",
+            tmp.display()
         )))?;
-        if let Err(reason) = decode_result(&open_key, &opened).map_err(|e| err(&tmp, e))? {
-            return Err(err(
-                &tmp,
-                format!("process 0 could not prepare it, so nothing was saved: {reason}"),
-            ));
-        }
+        decode_result(&open_key, &opened)
+            .map_err(not_committed)?
+            .map_err(|e| {
+                not_committed(format!("process 0 could not prepare the directory: {e}"))
+            })?;
     }
 
     // 2. Every process writes its file and publishes it.
     let published = match write_own_file(&tmp, me, n, shards) {
         Ok((file, arrays)) => Published::Written { file, arrays },
-        Err(e) => Published::Failed(e.to_string()),
+        Err(e) => Published::Failed(reason(&e)),
     };
     let own_failure = match &published {
-        Published::Failed(reason) => Some(reason.clone()),
+        Published::Failed(reason) => {
+            Some(format!("process {me} could not write its file: {reason}"))
+        }
         Published::Written { .. } => None,
     };
     job.put(
@@ -242,40 +246,44 @@ pub fn save_sharded(
             data_position,
             batch,
         };
-        let committed = commit(root, &tmp, n, &keys, job, header, keep);
-        let outcome = committed
-            .as_ref()
+        let outcome = commit(root, &tmp, n, &keys, job, header, keep)
             .map(|dir| dir.display().to_string())
-            .map_err(|e| e.to_string());
-        job.put(&outcome_key, &encode_result(&outcome))
-            .map_err(in_job("process 0 announcing the outcome".into()))?;
+            .map_err(|e| reason(&e));
+        if let Err(e) = job.put(&outcome_key, &encode_result(&outcome)) {
+            return Err(match outcome {
+                Err(reason) => not_committed(reason),
+                Ok(dir) => err(
+                    &final_dir,
+                    format!(
+                        "committed as {dir}, but the others could not be told: {}",
+                        reason(&e)
+                    ),
+                ),
+            });
+        }
         outcome
     } else {
         let bytes = job.get(&outcome_key).map_err(in_job(format!(
             "process {me} waiting for process 0 to commit"
         )))?;
-        decode_result(&outcome_key, &bytes).map_err(|e| err(&tmp, e))?
+        decode_result(&outcome_key, &bytes).map_err(not_committed)?
     };
 
     // 4. Every process returns after the commit.
     job.barrier(&keys.key("done"))
         .map_err(in_job(format!("process {me} after the commit")))?;
-    if let Some(reason) = own_failure {
-        return Err(err(
-            &tmp,
-            format!("process {me} could not write its file: {reason}"),
-        ));
+    match (own_failure, outcome) {
+        (Some(own), _) => Err(not_committed(own)),
+        (None, Err(reason)) => Err(not_committed(reason)),
+        (None, Ok(_)) => Ok(final_dir),
     }
-    match outcome {
-        Ok(_) => Ok(root.join(step_dir_name(step))),
-        Err(reason) if me == 0 => Err(TrainError::Checkpoint {
-            path: root.join(step_dir_name(step)).display().to_string(),
-            detail: format!("not committed: {reason}"),
-        }),
-        Err(reason) => Err(err(
-            &tmp,
-            format!("process 0 did not commit the checkpoint: {reason}"),
-        )),
+}
+
+/// The reason in an error, without the path a [`TrainError::Checkpoint`] puts before it.
+fn reason(e: &TrainError) -> String {
+    match e {
+        TrainError::Checkpoint { detail, .. } => detail.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -444,7 +452,7 @@ fn commit(
         let (file, arrays) = match published {
             Published::Written { file, arrays } => (file, arrays),
             Published::Failed(reason) => {
-                failures.push(format!("process {r}: {reason}"));
+                failures.push(format!("process {r} could not write its file: {reason}"));
                 continue;
             }
         };
@@ -466,9 +474,11 @@ fn commit(
             return Err(err(
                 tmp,
                 format!(
-                    "process {r} wrote {} ({} bytes) but process 0 sees {seen} there: the \
+                    "process {r} wrote {} ({} bytes) but process 0 sees {seen} in {}: the \
                      checkpoint directory must be on a filesystem every process sees",
-                    file.file, file.bytes
+                    file.file,
+                    file.bytes,
+                    tmp.display()
                 ),
             ));
         }
