@@ -296,4 +296,56 @@ mod tests {
         place(&mut scalar, &[], &[], &[], &[9, 8, 7, 6], 4);
         assert_eq!(scalar, vec![9, 8, 7, 6]);
     }
+
+    fn entry(shape: &[i64]) -> BTreeMap<String, TensorEntry> {
+        let entry = TensorEntry {
+            dtype: "f32".into(),
+            shape: shape.to_vec(),
+        };
+        BTreeMap::from([("a".to_string(), entry)])
+    }
+
+    fn boxed<'a>(start: &'a [i64], shape: &'a [i64], source: &'a str) -> ShardBox<'a> {
+        ShardBox {
+            array: "a",
+            start,
+            shape,
+            source,
+        }
+    }
+
+    #[test]
+    fn coverage_needs_every_element_exactly_once() {
+        let tensors = entry(&[4, 6]);
+        let quarters = [
+            boxed(&[0, 0], &[2, 3], "f0"),
+            boxed(&[0, 3], &[2, 3], "f0"),
+            boxed(&[2, 0], &[2, 3], "f1"),
+            boxed(&[2, 3], &[2, 3], "f1"),
+        ];
+        check_coverage(&tensors, &quarters).unwrap();
+        let e = check_coverage(&tensors, &quarters[..3]).unwrap_err();
+        assert!(e.contains("cover 18 of its 24"), "{e}");
+        // Same element count, but one box shifted onto another: an overlap, not a cover.
+        let shifted = [
+            quarters[0].clone(),
+            boxed(&[1, 3], &[2, 3], "f0"),
+            quarters[2].clone(),
+            quarters[3].clone(),
+        ];
+        let e = check_coverage(&tensors, &shifted).unwrap_err();
+        assert!(e.contains("overlap") && e.contains("f1"), "{e}");
+        let outside = [boxed(&[0, 0], &[4, 3], "f0"), boxed(&[0, 4], &[4, 3], "f1")];
+        let e = check_coverage(&tensors, &outside).unwrap_err();
+        assert!(e.contains("outside") && e.contains("f1"), "{e}");
+        let e = check_coverage(&tensors, &[]).unwrap_err();
+        assert!(e.contains("no file holds a shard of `a`"), "{e}");
+        // A zero-size array is covered by its one empty shard; a scalar by its one element.
+        check_coverage(&entry(&[0, 3]), &[boxed(&[0, 0], &[0, 3], "f0")]).unwrap();
+        check_coverage(&entry(&[]), &[boxed(&[], &[], "f0")]).unwrap();
+        let twice = [boxed(&[], &[], "f0"), boxed(&[], &[], "f1")];
+        assert!(check_coverage(&entry(&[]), &twice)
+            .unwrap_err()
+            .contains("overlap"));
+    }
 }

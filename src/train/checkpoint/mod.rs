@@ -388,6 +388,7 @@ fn read_single_file_state(
 mod assemble;
 mod jobs;
 pub mod sharded;
+mod write;
 
 pub use jobs::{SingleProcess, CHECKPOINT_WAIT};
 
