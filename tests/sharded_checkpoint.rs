@@ -146,8 +146,8 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn two_and_four_processes_write_what_load_assembles_bitwise() {
-    for n in [2, 4] {
+fn one_two_and_four_processes_write_what_load_assembles_bitwise() {
+    for n in [1, 2, 4] {
         let root = tempfile::tempdir().unwrap();
         let (global, owned) = layout(n, 10 + n as u64);
         let (path, owned) = (root.path().to_path_buf(), Arc::new(owned));
@@ -356,6 +356,36 @@ fn shards_that_do_not_tile_their_arrays_fail_the_save_on_every_process() {
         );
     }
     assert!(checkpoint::list(root.path()).is_empty());
+}
+
+#[test]
+fn a_checkpoint_directory_that_not_every_process_sees_is_an_error() {
+    // Process 1 writes under another directory, as on a host whose disk is its own.
+    for other_has_a_tmp_dir in [false, true] {
+        let (shared, own) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        if other_has_a_tmp_dir {
+            std::fs::create_dir(own.path().join(sharded::job_tmp_dir_name(6))).unwrap();
+        }
+        let (_, owned) = layout(2, 9);
+        let roots = Arc::new([shared.path().to_path_buf(), own.path().to_path_buf()]);
+        let owned = Arc::new(owned);
+        let messages = run_job(2, move |id, session| {
+            let message = save(&roots[id], 6, &owned[id], 3, &session)
+                .unwrap_err()
+                .to_string();
+            session.finish().unwrap();
+            message
+        });
+        let expected = match other_has_a_tmp_dir {
+            true => "but process 0 sees nothing",
+            false => "process 1 does not see",
+        };
+        for m in &messages {
+            assert!(m.contains(expected), "{m}");
+            assert!(m.contains("a filesystem every process sees"), "{m}");
+        }
+        assert!(checkpoint::list(shared.path()).is_empty());
+    }
 }
 
 /// A checkpoint of the test state written by one process holding every shard.

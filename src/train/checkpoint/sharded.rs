@@ -18,7 +18,7 @@
 //!    writes `manifest.json`, renames the directory to `step_NNNNNNNN`, prunes to the newest
 //!    `keep`, and puts `outcome` (the directory, or why it did not commit).
 //! 4. Every process waits for `outcome`, then all meet at barrier `done`: each returns only
-//!    after the commit, and all of them return the same error when it failed.
+//!    after the commit, and every one returns an error when it failed.
 //!
 //! A process killed before step 3 ends fails the job in the store (its connection drops, or
 //! its heartbeats stop), which ends every other process's wait with that reason; nothing is
@@ -53,7 +53,8 @@ pub struct LocalShard {
 }
 
 /// What a sharded save needs from the job it runs in (implemented for
-/// [`crate::distributed::Session`]; tests may implement it over threads).
+/// [`crate::distributed::Session`], and for one process without a store by
+/// [`super::SingleProcess`]).
 pub trait CheckpointJob {
     /// This process's index.
     fn process_id(&self) -> usize;

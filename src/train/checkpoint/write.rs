@@ -52,8 +52,9 @@ pub(super) fn write_own_file(
         return Err(err(
             tmp,
             format!(
-                "process {me} does not see the directory process 0 created: the checkpoint \
-                 directory must be on a filesystem every process sees"
+                "process {me} does not see {}, which process 0 created: the checkpoint \
+                 directory must be on a filesystem every process sees",
+                tmp.display()
             ),
         ));
     }
