@@ -424,7 +424,10 @@ fn the_fixture_rewritten_as_a_sharded_checkpoint_resumes_exactly_as_the_fixture(
     succeeded(resume(&sharded, &from_sharded, &one_more));
     assert_eq!(losses(&from_single), losses(&from_sharded));
     assert_eq!(losses(&from_sharded).len(), 1);
-    let last =
-        |run: &Path| checkpoint::load(&checkpoint::latest(&run.join("checkpoints")).unwrap());
-    assert!(last(&from_single).unwrap().state == last(&from_sharded).unwrap().state);
+    let last = |run: &Path| {
+        checkpoint::load(&checkpoint::latest(&run.join("checkpoints")).unwrap())
+            .unwrap()
+            .state
+    };
+    assert!(last(&from_single) == last(&from_sharded));
 }

@@ -115,7 +115,7 @@ fn place(
     shard: &[u8],
     size: usize,
 ) {
-    if shape.iter().any(|&d| d == 0) {
+    if shape.contains(&0) {
         return;
     }
     let rank = global.len();
@@ -158,7 +158,7 @@ pub(super) fn read_sharded_state(
     if !manifest.state_sha256.is_empty() {
         return Err(err(
             dir,
-            "the manifest (version 2) has a `state_sha256`, which only version 1 has",
+            "the manifest (version 2) has a non-empty `state_sha256`, which only version 1 has",
         ));
     }
     for (r, f) in manifest.files.iter().enumerate() {

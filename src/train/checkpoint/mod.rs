@@ -17,8 +17,8 @@
 //!   one file per process, `state.process-00001-of-00004.safetensors`, holding the distinct
 //!   shards that process owns (a replicated array, or a replicated shard, is written once, by
 //!   the owner the caller chose). A shard's tensor is named `ARRAY@START` (`params.w@0,64`:
-//!   the index of its first element in each dimension). The manifest has no `state_sha256`
-//!   but `files`: for each process its file's name, length, SHA-256 and shards (array, tensor
+//!   the index of its first element in each dimension). The manifest's `state_sha256` is
+//!   empty; `files` gives for each process its file's name, length, SHA-256 and shards (array, tensor
 //!   name, start, shape); `tensors` still gives every array's global dtype and shape. Process
 //!   0 writes the manifest and renames the directory only after every process has written
 //!   its file and the shards of every array are checked to cover it exactly once, so the
@@ -68,9 +68,9 @@ pub struct Manifest {
     pub data_position: serde_json::Value,
     /// Every tensor in the state file.
     pub tensors: BTreeMap<String, TensorEntry>,
-    /// SHA-256 of `state.safetensors`, hex (version 1; empty, and absent from the file, in
-    /// version 2, whose `files` carry one per file).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// SHA-256 of `state.safetensors`, hex (version 1). Empty in version 2, whose `files`
+    /// carry one per file; written all the same, so that a build that reads only version 1
+    /// parses the manifest and refuses it by its version.
     pub state_sha256: String,
     /// Sequences per optimizer step of the run that wrote it (`batch.global_batch()`); absent
     /// in manifests written before it was recorded, and in imported weights.
