@@ -258,6 +258,10 @@ pub fn save_sharded(
     // 4. Every process returns after the commit.
     job.barrier(&keys.key("done"))
         .map_err(in_job(format!("process {me} after the commit")))?;
+    // Nobody reads this process's entry any more: empty it, so that the store (which keeps
+    // every key for the job's lifetime) does not grow by every save's shard lists. A failure
+    // here is the job's, and is reported by its next request; the checkpoint stands.
+    let _ = job.put(&keys.key(&format!("process/{me}")), b"");
     match (own_failure, outcome) {
         (Some(own), _) => Err(not_committed(own)),
         (None, Err(reason)) => Err(not_committed(reason)),
