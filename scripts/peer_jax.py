@@ -22,6 +22,9 @@ def main():
     p = pc.parser(__doc__.splitlines()[0])
     p.add_argument("--optimizer", choices=["auto", "optax", "manual"], default="auto",
                    help="optax's adamw chain (auto: when installed) or the hand-written AdamW")
+    p.add_argument("--trace", default=None,
+                   help="after the timed loops, write a device trace of --trace-steps steps here")
+    p.add_argument("--trace-steps", type=int, default=3)
     p.add_argument("--attention", choices=["auto", "cudnn", "xla"], default="auto",
                    help="jax.nn.dot_product_attention implementation (auto: cudnn on GPU)")
     args = p.parse_args()
@@ -199,6 +202,15 @@ def main():
         return loss
 
     loops, warmup_s, losses = pc.timed_loops(args, step, lambda x: float(x))
+    if args.trace:
+        # A device trace of --trace-steps more steps, after the timed loops (which it does not
+        # disturb), for `vishwam bench kernels --trace DIR/plugins/profile/*/*.xplane.pb`.
+        jax.block_until_ready(state["params"])
+        jax.profiler.start_trace(args.trace)
+        for k in range(args.trace_steps):
+            float(step(len(losses) + k))
+        jax.profiler.stop_trace()
+        print(f"trace of {args.trace_steps} steps written under {args.trace}")
     pc.report(
         "jax", jax.__version__, f"{dev.device_kind} ({dev.platform})", args, d, counted,
         loops, warmup_s, losses,

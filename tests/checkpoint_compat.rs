@@ -2,14 +2,16 @@
 //! fixtures in `tests/fixtures/checkpoints_v1/` (format version 1, written by vishwam at
 //! fc2b99c before the train state became one typed `TrainState`; their README says how) are
 //! continued for two steps with `--resume-from`, and a copy with one tensor removed is
-//! refused with an error naming it.
+//! refused with an error naming it. The fixture rewritten as a sharded checkpoint (format
+//! version 2, its arrays cut in halves) resumes exactly as the fixture does.
 
 mod common;
 
 use common::{failed, succeeded, vishwam_cli};
 use std::path::{Path, PathBuf};
 use vishwam::engine::HostArray;
-use vishwam::train::checkpoint::{self, Checkpoint};
+use vishwam::train::checkpoint::sharded::{self, save_sharded, LocalShard};
+use vishwam::train::checkpoint::{self, Checkpoint, SingleProcess};
 
 /// The model, data and run of both fixtures (their `model`, `data` and `sequence` sections
 /// must match what the fixtures recorded, or the resume is refused): 16 wide rather than the
@@ -358,4 +360,74 @@ fn a_run_resumes_on_its_corpus_moved_elsewhere_and_refuses_changed_text() {
         &[&source(&changed), "training.max_steps=4"],
     ));
     assert!(stderr.contains("data fingerprint"), "{stderr}");
+}
+
+/// The state of `ck` cut as a multi-process run writes it: every array of two rows or more
+/// in two halves along its first dimension (the second half starting at row `rows / 2`), the
+/// others whole.
+fn halves(ck: &Checkpoint) -> Vec<LocalShard> {
+    let mut shards = Vec::new();
+    for (name, array) in &ck.state {
+        let rows = array.shape.first().copied().unwrap_or(1);
+        let cuts = if array.shape.is_empty() || rows < 2 {
+            vec![(0, rows)]
+        } else {
+            vec![(0, rows / 2), (rows / 2, rows)]
+        };
+        let row_bytes = array.data.len() / rows.max(1) as usize;
+        for (from, to) in cuts {
+            let mut start = vec![0; array.shape.len()];
+            let mut shape = array.shape.clone();
+            if let Some(first) = shape.first_mut() {
+                (start[0], *first) = (from, to - from);
+            }
+            let bytes = match array.shape.is_empty() {
+                true => array.data.clone(),
+                false => array.data[from as usize * row_bytes..to as usize * row_bytes].to_vec(),
+            };
+            shards.push(LocalShard {
+                name: name.clone(),
+                element_type: array.element_type,
+                global_shape: array.shape.clone(),
+                start,
+                shape,
+                data: bytes,
+            });
+        }
+    }
+    shards
+}
+
+#[test]
+fn the_fixture_rewritten_as_a_sharded_checkpoint_resumes_exactly_as_the_fixture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let single = copy_fixture("dense_fp8", tmp.path());
+    let ck = checkpoint::load(&single).unwrap();
+    let sharded = save_sharded(
+        &tmp.path().join("sharded"),
+        FIXTURE_STEP,
+        &halves(&ck),
+        ck.manifest.config.clone(),
+        ck.manifest.data_position.clone(),
+        ck.manifest.batch,
+        1,
+        &SingleProcess::default(),
+    )
+    .unwrap();
+    let rewritten = checkpoint::load(&sharded).unwrap();
+    assert_eq!(rewritten.manifest.version, sharded::SHARDED_VERSION);
+    assert!(rewritten.state == ck.state, "the assembled state");
+    // One more step from each: the same losses and the same state, bit for bit.
+    let one_more = [DENSE_FP8, &["training.max_steps=4"]].concat();
+    let (from_single, from_sharded) = (tmp.path().join("a"), tmp.path().join("b"));
+    succeeded(resume(&single, &from_single, &one_more));
+    succeeded(resume(&sharded, &from_sharded, &one_more));
+    assert_eq!(losses(&from_single), losses(&from_sharded));
+    assert_eq!(losses(&from_sharded).len(), 1);
+    let last = |run: &Path| {
+        checkpoint::load(&checkpoint::latest(&run.join("checkpoints")).unwrap())
+            .unwrap()
+            .state
+    };
+    assert!(last(&from_single) == last(&from_sharded));
 }

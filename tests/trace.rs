@@ -150,6 +150,17 @@ fn profile_steps_writes_both_formats_and_leaves_the_losses_alone() {
         assert!(ts >= 0.0 && dur >= 0.0, "{e}");
     }
     assert!(!plain.join("plugins").exists() && !plain.join("profile").exists());
+
+    // `bench kernels` reads the trace, and says that a CPU run's trace has no GPU kernels.
+    let trace_arg = format!("cpu={}", files[0].display());
+    let err = failed(vishwam_cli(
+        root.path(),
+        &["bench", "kernels", "--trace", &trace_arg, "--steps", "2"],
+    ));
+    assert!(
+        err.contains("no GPU kernels") && err.contains("/host:CPU"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -211,3 +211,65 @@ fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
         assert_same_run(name, &run, &reference, 1e-5);
     }
 }
+
+/// The embedding's gradient sums in the f32 table's dtype under bf16 compute: a token that
+/// fills most of a batch collects thousands of rows, which a bf16 sum would round away. The
+/// cotangents are multiples of 1/64 in [-1, 1] (exact in bf16) and their sums need fewer than
+/// 24 bits, so the f32 sum is exact in any order and the check is equality.
+#[test]
+fn the_embedding_gradient_of_a_frequent_token_sums_in_f32() {
+    use vishwam_hlo::{value_and_grad, DType, Graph, TensorType};
+    let cfg = tiny(&[]).model;
+    assert_eq!(
+        cfg.embedding_scale(),
+        None,
+        "the exact sum below assumes unscaled rows"
+    );
+    let (vocab, hidden, positions, frequent) = (64i64, 32i64, 4096usize, 7i32);
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let tokens: Vec<i32> = (0..positions)
+        .map(|_| {
+            if r.gen_bool(0.9) {
+                frequent
+            } else {
+                r.gen_range(0..vocab as i32)
+            }
+        })
+        .collect();
+    let weights: Vec<f32> = (0..positions * hidden as usize)
+        .map(|_| r.gen_range(-64i32..=64) as f32 / 64.0)
+        .collect();
+    let table: Vec<f32> = (0..(vocab * hidden) as usize)
+        .map(|_| r.gen_range(-1.0f32..1.0))
+        .collect();
+
+    let g = Graph::named("embedding_gradient");
+    let t = g.param("table", TensorType::new(DType::F32, &[vocab, hidden]));
+    let ids = g.param("tokens", TensorType::new(DType::I32, &[positions as i64]));
+    let w = g.param(
+        "w",
+        TensorType::new(DType::F32, &[positions as i64, hidden]),
+    );
+    let rows = vishwam::model::embed(&cfg, DType::BF16, &t, &ids);
+    let loss = (rows * w.cast(DType::BF16)).cast(DType::F32).sum_all();
+    let f = g.finish(&[("loss", &loss)]).unwrap();
+    let vg = value_and_grad(&f, "loss", &["table"]).unwrap();
+    let program = common::Program::new(vg);
+    let out = program.run(&[
+        common::Lit::f32(&[vocab, hidden], &table),
+        common::Lit::i32(&[positions as i64], &tokens),
+        common::Lit::f32(&[positions as i64, hidden], &weights),
+    ]);
+    let grad = out[1].values();
+    for d in 0..hidden as usize {
+        let want: f64 = (0..positions)
+            .filter(|&p| tokens[p] == frequent)
+            .map(|p| weights[p * hidden as usize + d] as f64)
+            .sum();
+        let got = grad[frequent as usize * hidden as usize + d];
+        assert!(
+            got.is_finite() && got == want,
+            "column {d}: gradient {got}, exact sum {want}"
+        );
+    }
+}

@@ -25,6 +25,9 @@ pub enum BenchCommand {
     /// The train step for a sharded mesh (on one GPU: `--mock-gpus N`): counts the cuDNN
     /// attention calls in XLA's optimised program; fails unless every layer has them.
     ShardedAttention(super::bench_sharded_attention::ShardedAttentionArgs),
+    /// GPU time per step by kind of kernel (GEMM, attention, fusions, copies, gaps) from
+    /// `.xplane.pb` traces, vishwam's and JAX's side by side.
+    Kernels(super::bench_kernels::KernelsBenchArgs),
     /// Compiled peak memory of the train step: f32 baseline, gradient checkpointing, mixed
     /// precision, GQA and all together (the Pufferfish table), at 12, 24 and 30 layers.
     Memory(super::bench_memory::MemoryBenchArgs),
@@ -89,6 +92,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Generate(args) => super::bench_generate::run(&args),
         BenchCommand::Train(args) => super::bench_train::run(&args),
         BenchCommand::Memory(args) => super::bench_memory::run(&args),
+        BenchCommand::Kernels(args) => super::bench_kernels::run(&args),
         BenchCommand::Distill(args) => super::bench_distill::run(&args),
         BenchCommand::Data(args) => {
             let defaults = vishwam::data::bench::DataBenchOptions::default();

@@ -101,6 +101,13 @@ pub fn run(args: &ShardedAttentionArgs) -> anyhow::Result<ExitCode> {
     options
         .overrides
         .push(("xla_dump_hlo_as_text".into(), OptionValue::Bool(true)));
+    if args.mock_gpus.is_some() {
+        // With several hosts, XLA splits autotuning between them and waits in the key-value
+        // store for the others' results; mocked hosts never send any.
+        options
+            .overrides
+            .push(("xla_gpu_shard_autotuning".into(), OptionValue::Bool(false)));
+    }
     client
         .compile(&text, &options)
         .context("compiling the train step")?;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_attention;
 mod bench_distill;
 mod bench_generate;
+mod bench_kernels;
 mod bench_memory;
 mod bench_moe;
 mod bench_sharded_attention;

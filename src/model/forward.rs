@@ -408,8 +408,14 @@ pub(crate) fn block_with_attention(
 
 /// The rows of the embedding `table` for `tokens`, in `compute`, times sqrt(hidden_dim) with
 /// `scale_embeddings` (the factor a constant of `compute`: rounded to it, as Gemma does).
-pub(crate) fn embed(cfg: &ModelConfig, compute: DType, table: &Tensor, tokens: &Tensor) -> Tensor {
-    let rows = table.cast(compute).take(tokens, 0);
+///
+/// The rows are taken from the table in its own dtype and then cast, not the other way round:
+/// the values are the same, but the gradient, a scatter-add of every position's row into the
+/// table, then sums in the table's dtype (f32 master weights) instead of in `compute`. A
+/// frequent token's row collects thousands of additions per batch; in bf16 they lose most of
+/// their bits, and on a GPU bf16 atomics serialise behind compare-and-swap loops.
+pub fn embed(cfg: &ModelConfig, compute: DType, table: &Tensor, tokens: &Tensor) -> Tensor {
+    let rows = table.take(tokens, 0).cast(compute);
     match cfg.embedding_scale() {
         Some(scale) => rows * scale,
         None => rows,

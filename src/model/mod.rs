@@ -38,7 +38,7 @@ pub use distill_loss::{
     masked_ce_kl_sums, masked_ce_kl_sums_capped, masked_hidden_distance_sum, DistillHeads,
 };
 pub use forward::{
-    head_weight, hidden_states, hidden_states_with_layers, hidden_states_with_moe, logits,
+    embed, head_weight, hidden_states, hidden_states_with_layers, hidden_states_with_moe, logits,
     softcap_logits, AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
 };
 pub use fp8::{Fp8Formats, Fp8Type};

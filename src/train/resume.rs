@@ -286,6 +286,7 @@ mod tests {
             state_sha256: String::new(),
             global_batch: batch.map(|b| b.global_batch()),
             batch,
+            files: Vec::new(),
         }
     }
 

@@ -1,13 +1,31 @@
 //! Checkpoints: the train state in safetensors plus a JSON manifest.
 //!
-//! A checkpoint is a directory `step_00000123/` holding `state.safetensors` (every state
-//! array: parameters, AdamW moments, step, random state, loss scale) and `manifest.json`
-//! (format name and version, step, the resolved config, the data loader's position, the
-//! tensor list, and the SHA-256 of the state file). It is written into a temporary
-//! directory and renamed into place, so a crash never leaves a half-written checkpoint
-//! under a real name. Loading checks the format, the version, the checksum, and every
-//! tensor's dtype and shape against what the current run expects; the arrays are then placed
-//! by the current mesh's shardings, whatever mesh wrote them.
+//! A checkpoint is a directory `step_00000123/` holding the state (every state array:
+//! parameters, AdamW moments, step, random state, loss scale) and `manifest.json` (format
+//! name and version, step, the resolved config, the data loader's position, every array's
+//! dtype and shape, and checksums). It is written into a temporary directory and renamed into
+//! place, so a crash never leaves a half-written checkpoint under a real name. Loading checks
+//! the format, the version, the checksums, and every tensor's dtype and shape against what the
+//! current run expects; the arrays are then placed by the current mesh's shardings, whatever
+//! mesh (and however many processes) wrote them.
+//!
+//! Two layouts, told apart by the manifest's `version`:
+//!
+//! - Version 1 ([`VERSION`], one process: [`save`]): `state.safetensors` holds every array
+//!   whole, and `state_sha256` is its SHA-256.
+//! - Version 2 ([`sharded::SHARDED_VERSION`], any number of processes: [`sharded::save_sharded`]):
+//!   one file per process, `state.process-00001-of-00004.safetensors`, holding the distinct
+//!   shards that process owns (a replicated array, or a replicated shard, is written once, by
+//!   the owner the caller chose). A shard's tensor is named `ARRAY@START` (`params.w@0,64`:
+//!   the index of its first element in each dimension). The manifest's `state_sha256` is
+//!   empty; `files` gives for each process its file's name, length, SHA-256 and shards (array, tensor
+//!   name, start, shape); `tensors` still gives every array's global dtype and shape. Process
+//!   0 writes the manifest and renames the directory only after every process has written
+//!   its file and the shards of every array are checked to cover it exactly once, so the
+//!   checkpoint is complete or absent. [`load`] verifies every file's checksum, every shard
+//!   against the manifest and the coverage again, and assembles each array whole, so resume,
+//!   export, verify, inspect and generate read both layouts alike. A build that knows only
+//!   version 1 refuses version 2 with its version error.
 
 use super::TrainError;
 use crate::config::BatchGeometry;
@@ -20,7 +38,8 @@ use std::path::{Path, PathBuf};
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "vishwam-checkpoint";
-/// The manifest version this build writes and reads.
+/// The manifest version of single-file checkpoints ([`save`]); sharded ones are
+/// [`sharded::SHARDED_VERSION`]. This build reads both.
 pub const VERSION: u32 = 1;
 const STATE_FILE: &str = "state.safetensors";
 const MANIFEST_FILE: &str = "manifest.json";
@@ -49,7 +68,9 @@ pub struct Manifest {
     pub data_position: serde_json::Value,
     /// Every tensor in the state file.
     pub tensors: BTreeMap<String, TensorEntry>,
-    /// SHA-256 of `state.safetensors`, hex.
+    /// SHA-256 of `state.safetensors`, hex (version 1). Empty in version 2, whose `files`
+    /// carry one per file; written all the same, so that a build that reads only version 1
+    /// parses the manifest and refuses it by its version.
     pub state_sha256: String,
     /// Sequences per optimizer step of the run that wrote it (`batch.global_batch()`); absent
     /// in manifests written before it was recorded, and in imported weights.
@@ -58,6 +79,10 @@ pub struct Manifest {
     /// How `global_batch` was made: per-shard batch x batch shards x micro-batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchGeometry>,
+    /// The state files of a sharded checkpoint (version 2), one per process in process order;
+    /// empty, and absent from the file, in version 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<sharded::StateFile>,
 }
 
 /// A checkpoint read back from disk.
@@ -172,6 +197,7 @@ pub fn save_with_batch(
         state_sha256: hex::encode(Sha256::digest(&bytes)),
         global_batch: batch.map(|b| b.global_batch()),
         batch,
+        files: Vec::new(),
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(&tmp, e.to_string()))?;
     write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
@@ -274,10 +300,36 @@ pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
             format!("format is `{}`, expected `{FORMAT}`", manifest.format),
         ));
     }
-    if manifest.version != VERSION {
+    let state = match manifest.version {
+        VERSION => read_single_file_state(dir, &manifest)?,
+        sharded::SHARDED_VERSION => assemble::read_sharded_state(dir, &manifest)?,
+        other => {
+            return Err(err(
+                dir,
+                format!(
+                    "written by checkpoint format version {other}, this vishwam reads versions \
+                     {VERSION} and {}; use the vishwam release that wrote it",
+                    sharded::SHARDED_VERSION
+                ),
+            ))
+        }
+    };
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        manifest,
+        state,
+    })
+}
+
+/// Reads `state.safetensors` of a version-1 checkpoint.
+fn read_single_file_state(
+    dir: &Path,
+    manifest: &Manifest,
+) -> Result<BTreeMap<String, HostArray>, TrainError> {
+    if manifest.state_sha256.is_empty() || !manifest.files.is_empty() {
         return Err(err(
             dir,
-            format!("written by checkpoint format version {}, this vishwam reads version {VERSION}; use the vishwam release that wrote it", manifest.version),
+            format!("a version-{VERSION} manifest needs `state_sha256` and no `files`"),
         ));
     }
     let state_path = dir.join(STATE_FILE);
@@ -330,14 +382,15 @@ pub fn load(dir: &Path) -> Result<Checkpoint, TrainError> {
             },
         );
     }
-    Ok(Checkpoint {
-        dir: dir.to_path_buf(),
-        manifest,
-        state,
-    })
+    Ok(state)
 }
 
+mod assemble;
+mod jobs;
 pub mod sharded;
+mod write;
+
+pub use jobs::{SingleProcess, CHECKPOINT_WAIT};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 pub mod chrome;
 mod files;
 pub mod host_plane;
+pub mod kernels;
 pub mod protobuf;
 mod tracer;
 pub mod xspace;
