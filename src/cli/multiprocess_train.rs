@@ -4,7 +4,6 @@
 
 use super::multiprocess::{check_cross_process_program, join, Job, LINGER};
 use anyhow::{bail, Context};
-use std::time::Duration;
 use vishwam::distributed::{ProcessSpec, Session};
 use vishwam::runtime::ClientSpec;
 
@@ -104,48 +103,6 @@ pub fn train(
             job.session.abort(&format!("{e:#}"), LINGER);
             Err(e)
         }
-    }
-}
-
-/// How long a process waits at a checkpoint's barriers for the others (writing their shards
-/// may take long; a process that dies or hangs fails the job sooner, through its heartbeats).
-const CHECKPOINT_WAIT: Duration = Duration::from_secs(30 * 60);
-
-/// The job's store and barriers as [`vishwam::train::checkpoint::sharded::CheckpointJob`].
-struct SessionJob<'a> {
-    session: &'a Session,
-}
-
-impl vishwam::train::checkpoint::sharded::CheckpointJob for SessionJob<'_> {
-    fn process_id(&self) -> usize {
-        self.session.process_id()
-    }
-
-    fn num_processes(&self) -> usize {
-        self.session.num_processes()
-    }
-
-    fn barrier(&self, name: &str) -> Result<(), vishwam::train::TrainError> {
-        let wait = CHECKPOINT_WAIT.max(self.session.spec().join_timeout);
-        self.session.barrier(name, wait).map_err(|e| {
-            vishwam::train::TrainError::Other(format!("the job's barrier {name}: {e}"))
-        })
-    }
-
-    fn put(&self, key: &str, value: &[u8]) -> Result<(), vishwam::train::TrainError> {
-        self.session
-            .store()
-            .put(key.as_bytes(), value)
-            .map_err(|e| {
-                vishwam::train::TrainError::Other(format!("the job's store, key {key}: {e}"))
-            })
-    }
-
-    fn get(&self, key: &str) -> Result<Vec<u8>, vishwam::train::TrainError> {
-        let wait = CHECKPOINT_WAIT.max(self.session.spec().join_timeout);
-        self.session.store().get(key.as_bytes(), wait).map_err(|e| {
-            vishwam::train::TrainError::Other(format!("the job's store, key {key}: {e}"))
-        })
     }
 }
 
@@ -275,10 +232,7 @@ fn train_as_process(
         profile_steps: args.profile_steps,
         ..RunOptions::default()
     };
-    let session_job = SessionJob {
-        session: &job.session,
-    };
-    let summary = run_training_in(&mut trainer, &mut data, &opts, Some(&session_job))?;
+    let summary = run_training_in(&mut trainer, &mut data, &opts, Some(&job.session))?;
     if !leader {
         return Ok(std::process::ExitCode::SUCCESS);
     }

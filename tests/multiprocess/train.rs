@@ -129,8 +129,6 @@ fn a_process_with_another_config_is_refused_naming_the_key() {
 /// placement, metrics, sharded checkpoints) with the losses of the single-process run, bit
 /// for bit, and resumed from its step-2 checkpoint repeats steps 3 and 4 exactly.
 #[test]
-#[ignore = "needs the sharded checkpoint writer and loader of branch mp-ckpt (save_sharded \
-            refuses in this branch); un-ignore when both are merged"]
 fn a_one_process_job_trains_and_resumes_as_a_single_process_run() {
     let home = vishwam::paths::vishwam_home();
     let dir = tempfile::tempdir().unwrap();
