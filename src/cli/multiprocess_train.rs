@@ -246,15 +246,7 @@ fn train_as_process(
         job.session.num_processes(),
         summary.tokens_per_second
     );
-    if let Some(v) = summary.validation {
-        println!(
-            "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4} ({} tokens)",
-            v.loss, v.perplexity, v.accuracy, v.tokens
-        );
-    }
-    if let Some(dir) = &summary.checkpoint {
-        println!("checkpoint: {}", dir.display());
-    }
+    super::train::print_validation_and_checkpoint(&summary);
     println!(
         "sample: not drawn by a multi-process run (the parameters are spread over the \
          processes); run `vishwam generate` on the checkpoint"

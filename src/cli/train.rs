@@ -390,15 +390,7 @@ pub fn run_loop(
         1e3 * summary.logging_seconds,
         summary.loop_seconds
     );
-    if let Some(v) = summary.validation {
-        println!(
-            "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4} ({} tokens)",
-            v.loss, v.perplexity, v.accuracy, v.tokens
-        );
-    }
-    if let Some(dir) = &summary.checkpoint {
-        println!("checkpoint: {}", dir.display());
-    }
+    print_validation_and_checkpoint(&summary);
     if summary.reached_deadline {
         println!(
             "stopped at the time budget after {} of {} planned steps: the steps ran slower \
@@ -470,4 +462,17 @@ fn print_sample(trainer: Trainer, data: &TrainingData) -> anyhow::Result<()> {
         data.tokenizer.decode(&to_u32(&continuation), true)?
     );
     Ok(())
+}
+
+/// The closing lines of a run: the final validation and the last checkpoint, where there are.
+pub(super) fn print_validation_and_checkpoint(summary: &vishwam::train::RunSummary) {
+    if let Some(v) = summary.validation {
+        println!(
+            "validation: loss {:.4}, perplexity {:.2}, token accuracy {:.4} ({} tokens)",
+            v.loss, v.perplexity, v.accuracy, v.tokens
+        );
+    }
+    if let Some(dir) = &summary.checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
 }
