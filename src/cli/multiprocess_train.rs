@@ -8,8 +8,8 @@ use vishwam::distributed::{ProcessSpec, Session};
 use vishwam::runtime::ClientSpec;
 
 /// `vishwam train` as one process of a job: joins it, opens this process's client, lays the
-/// config's mesh over the job's global device list (`--devices` / `runtime.devices` count
-/// each process's devices), checks that the plugin runs a program over the whole mesh (on
+/// config's mesh over the job's global device list (the config's `runtime.devices` and mesh
+/// shape count the job's devices, `--devices` each process's), checks that the plugin runs a program over the whole mesh (on
 /// the CPU plugin that check fails with the plugin's message: no cross-process programs on
 /// the CPU backend), then trains: every process feeds its rows of each batch to its own
 /// devices and saves its shards of each checkpoint; process 0 alone writes the metrics and
@@ -35,9 +35,18 @@ pub fn train(
         );
     }
     let platform = vishwam::train::platform(&cfg)?;
+    // The config counts the job's devices; each process opens its share of them.
+    let per_process = match cfg.requested_devices() {
+        Some(total) if !total.is_multiple_of(spec.num_processes) => bail!(
+            "the job has {total} devices (runtime.devices, tpu.tpu_cores or the mesh shape), \
+             which do not divide over its {} processes; --devices counts each process's",
+            spec.num_processes
+        ),
+        total => total.map(|t| t / spec.num_processes),
+    };
     let client_spec = ClientSpec {
         platform,
-        devices: cfg.requested_devices(),
+        devices: per_process,
         plugin: args.run.plugin.clone(),
         config_plugin: cfg.runtime.plugin.as_ref().map(std::path::PathBuf::from),
     };

@@ -130,17 +130,38 @@ impl TrainArgs {
         Ok((cfg, init))
     }
 
+    /// The `--set` overrides with `--platform` and `--devices`. In a multi-process job the
+    /// config describes the whole job, so `--devices` (each process's devices) becomes
+    /// `runtime.devices` = that times the processes.
+    fn run_sets(&self) -> anyhow::Result<Vec<String>> {
+        let mut sets = self.run.all_sets();
+        if let (Some(spec), Some(per_process)) = (
+            super::multiprocess::spec_of(&self.process)?,
+            self.run.devices,
+        ) {
+            let flag = format!("runtime.devices={per_process}");
+            if let Some(i) = sets.iter().rposition(|s| *s == flag) {
+                sets.remove(i);
+            }
+            sets.push(format!(
+                "runtime.devices={}",
+                per_process * spec.num_processes
+            ));
+        }
+        Ok(sets)
+    }
+
     /// [`TrainArgs::load_run`] with `runtime.platform` as written ("auto" stays).
     pub fn load_run_as_written(&self) -> anyhow::Result<(Config, Option<InitWeights>)> {
         let Some(path) = &self.init_from else {
-            let sets = self.run.all_sets();
+            let sets = self.run_sets()?;
             let mut cfg = Config::load(self.run.config.as_deref(), &sets)?;
             self.finish_config(&mut cfg)?;
             return Ok((cfg, None));
         };
         let weights = InitWeights::load(path)?;
         let (mut cfg, named) =
-            weights.resolve_config(self.run.config.as_deref(), &self.run.all_sets())?;
+            weights.resolve_config(self.run.config.as_deref(), &self.run_sets()?)?;
         weights.check_outside(std::path::Path::new(&cfg.logging.output_dir))?;
         self.finish_config(&mut cfg)?;
         let m = &weights.model;
@@ -172,8 +193,7 @@ impl TrainArgs {
         cfg: &mut Config,
         client: &Client,
     ) -> anyhow::Result<Option<String>> {
-        let named =
-            vishwam::config::NamedKeys::of(self.run.config.as_deref(), &self.run.all_sets())?;
+        let named = vishwam::config::NamedKeys::of(self.run.config.as_deref(), &self.run_sets()?)?;
         let line = resolve_precision(cfg, self.precision, &named, client)?;
         if let Some(line) = &line {
             tracing::info!("{line}");

@@ -209,7 +209,8 @@ fn a_hung_process_ends_the_job_after_the_heartbeat_timeout() {
 }
 
 /// `vishwam train` as 2 processes of 2 virtual CPU devices each: both join, lay the mesh over
-/// the job's 4 devices, and stop at the CPU plugin's refusal of a program over them.
+/// the job's 4 devices, and stop at the CPU plugin's refusal of a program over them. The
+/// config's fixed mesh shape counts the whole job's devices (`--devices` each process's).
 #[test]
 fn train_as_two_processes_stops_at_the_cpu_plugins_refusal() {
     let home = tempfile::tempdir().unwrap();
@@ -227,6 +228,7 @@ fn train_as_two_processes_stops_at_the_cpu_plugins_refusal() {
                 args.extend(["--set", s]);
             }
             args.extend(["--set", "training.max_steps=2", "--set", &out_dir]);
+            args.extend(["--set", "tpu.mesh_shape={\"data\": 4}"]);
             args.extend([
                 "--coordinator",
                 &coordinator,
