@@ -2,6 +2,7 @@
 
 use super::{Engine, EngineError, HostArray};
 use crate::runtime::{Buffer, ElementType};
+use std::borrow::Cow;
 use vishwam_mesh::{PartitionSpec, ShardLayout};
 
 /// A global array split over the devices of a mesh as `spec` says, held as one buffer per
@@ -37,36 +38,13 @@ impl Engine {
     pub fn put(&self, host: &HostArray, spec: &PartitionSpec) -> Result<ShardedArray, EngineError> {
         let layout = self.layout(spec, &host.shape)?;
         let elem = host.element_type.size_in_bytes();
-        let local: Vec<i64> = layout.local_shape().iter().map(|&d| d as i64).collect();
         let replicated = layout.num_distinct_shards() == 1;
-        // Each distinct shard is cut once, when its first local replica is reached.
-        let mut cut: Vec<Option<Vec<u8>>> = vec![None; layout.num_distinct_shards()];
-        let placement = &self.placement;
-        let mut shards = Vec::with_capacity(placement.local_positions().len());
-        for (&position, &device) in placement
-            .local_positions()
-            .iter()
-            .zip(placement.client_devices())
-        {
-            let bytes: &[u8] = if replicated {
-                &host.data
+        self.place(&layout, host.element_type, &host.shape, spec, |position| {
+            Ok(if replicated {
+                Cow::Borrowed(host.data.as_slice())
             } else {
-                let slot = &mut cut[layout.shard_index(position)];
-                if slot.is_none() {
-                    *slot = Some(layout.shard_bytes(&host.data, elem, position)?);
-                }
-                slot.as_deref().unwrap_or_default()
-            };
-            shards.push(
-                self.client
-                    .buffer_from_bytes(bytes, host.element_type, &local, device)?,
-            );
-        }
-        Ok(ShardedArray {
-            element_type: host.element_type,
-            shape: host.shape.clone(),
-            spec: spec.clone(),
-            shards,
+                Cow::Owned(layout.shard_bytes(&host.data, elem, position)?)
+            })
         })
     }
 
@@ -90,9 +68,47 @@ impl Engine {
             )));
         }
         let elem = part.element_type.size_in_bytes();
-        let local: Vec<i64> = layout.local_shape().iter().map(|&d| d as i64).collect();
         let part_shape: Vec<usize> = part.shape.iter().map(|&d| d as usize).collect();
-        let mut cut: Vec<Option<Vec<u8>>> = vec![None; layout.num_distinct_shards()];
+        self.place(&layout, part.element_type, global_shape, spec, |position| {
+            let slices = layout.slices(position);
+            let mut offset = Vec::with_capacity(rank);
+            for (d, s) in slices.iter().enumerate() {
+                let from = s.start as i64 - start[d];
+                if from < 0 || from + s.len as i64 > part.shape[d] {
+                    return Err(EngineError::Shape(format!(
+                        "mesh position {position} holds indices {}..{} of dimension {d} of \
+                         the {global_shape:?} array, outside this process's block {}..{}",
+                        s.start,
+                        s.start + s.len,
+                        start[d],
+                        start[d] + part.shape[d]
+                    )));
+                }
+                offset.push(from as usize);
+            }
+            Ok(Cow::Owned(super::host::copy_block(
+                &part.data,
+                &part_shape,
+                elem,
+                &offset,
+                layout.local_shape(),
+            )?))
+        })
+    }
+
+    /// Uploads one buffer per local mesh position of an array laid out as `layout`; the bytes
+    /// of each distinct shard come from `shard_bytes(position)`, called once, at its first
+    /// local replica.
+    fn place<'a>(
+        &self,
+        layout: &ShardLayout,
+        element_type: ElementType,
+        shape: &[i64],
+        spec: &PartitionSpec,
+        mut shard_bytes: impl FnMut(usize) -> Result<Cow<'a, [u8]>, EngineError>,
+    ) -> Result<ShardedArray, EngineError> {
+        let local: Vec<i64> = layout.local_shape().iter().map(|&d| d as i64).collect();
+        let mut cut: Vec<Option<Cow<'a, [u8]>>> = vec![None; layout.num_distinct_shards()];
         let placement = &self.placement;
         let mut shards = Vec::with_capacity(placement.local_positions().len());
         for (&position, &device) in placement
@@ -102,39 +118,17 @@ impl Engine {
         {
             let slot = &mut cut[layout.shard_index(position)];
             if slot.is_none() {
-                let slices = layout.slices(position);
-                let mut offset = Vec::with_capacity(rank);
-                for (d, s) in slices.iter().enumerate() {
-                    let from = s.start as i64 - start[d];
-                    if from < 0 || from + s.len as i64 > part.shape[d] {
-                        return Err(EngineError::Shape(format!(
-                            "mesh position {position} holds indices {}..{} of dimension {d} of \
-                             the {global_shape:?} array, outside this process's block {}..{}",
-                            s.start,
-                            s.start + s.len,
-                            start[d],
-                            start[d] + part.shape[d]
-                        )));
-                    }
-                    offset.push(from as usize);
-                }
-                *slot = Some(super::host::copy_block(
-                    &part.data,
-                    &part_shape,
-                    elem,
-                    &offset,
-                    layout.local_shape(),
-                )?);
+                *slot = Some(shard_bytes(position)?);
             }
             let bytes = slot.as_deref().unwrap_or_default();
             shards.push(
                 self.client
-                    .buffer_from_bytes(bytes, part.element_type, &local, device)?,
+                    .buffer_from_bytes(bytes, element_type, &local, device)?,
             );
         }
         Ok(ShardedArray {
-            element_type: part.element_type,
-            shape: global_shape.to_vec(),
+            element_type,
+            shape: shape.to_vec(),
             spec: spec.clone(),
             shards,
         })
