@@ -33,7 +33,7 @@ pub fn run(args: &KernelsBenchArgs) -> anyhow::Result<ExitCode> {
             args.steps.len()
         );
     }
-    if let Some(0) = args.steps.iter().find(|&&s| s == 0) {
+    if args.steps.contains(&0) {
         anyhow::bail!("--steps must be at least 1");
     }
     let mut labels = Vec::with_capacity(n);
