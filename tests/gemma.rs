@@ -91,30 +91,6 @@ fn the_kv_cache_decode_computes_gemma_as_candle_does() {
     model_family::assert_decode_matches_candle(&Config::load(None, &sets).unwrap());
 }
 
-/// transformers' names and `[out, in]` shapes of a tiny Gemma (hidden 32, 4 heads of 16, one
-/// key/value head, MLP 48, vocabulary 96, 2 layers; the head tied to the embedding).
-fn gemma_tensors() -> Vec<(String, Vec<usize>)> {
-    let mut t = vec![
-        ("model.embed_tokens.weight".to_string(), vec![96, 32]),
-        ("model.norm.weight".to_string(), vec![32]),
-    ];
-    for i in 0..2 {
-        let l = |s: &str| format!("model.layers.{i}.{s}");
-        t.extend([
-            (l("input_layernorm.weight"), vec![32]),
-            (l("self_attn.q_proj.weight"), vec![64, 32]),
-            (l("self_attn.k_proj.weight"), vec![16, 32]),
-            (l("self_attn.v_proj.weight"), vec![16, 32]),
-            (l("self_attn.o_proj.weight"), vec![32, 64]),
-            (l("post_attention_layernorm.weight"), vec![32]),
-            (l("mlp.gate_proj.weight"), vec![48, 32]),
-            (l("mlp.up_proj.weight"), vec![48, 32]),
-            (l("mlp.down_proj.weight"), vec![32, 48]),
-        ]);
-    }
-    t
-}
-
 /// Writes the Gemma directory: config.json as transformers writes a Gemma 2B (`hidden_act`
 /// "gelu", which GemmaMLP ignores for the tanh GELU; no `tie_word_embeddings`, which
 /// GemmaConfig defaults to true) and bf16 weights. Returns the weights as f32.
@@ -131,7 +107,7 @@ fn write_gemma(dir: &Path) -> Vec<(String, Vec<f32>)> {
         "use_cache": true, "vocab_size": 96
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    common::write_random_bf16_safetensors(dir, gemma_tensors(), 4)
+    common::write_random_bf16_safetensors(dir, model_family::tiny_gemma_tensors(false), 4)
 }
 
 #[test]

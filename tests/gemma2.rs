@@ -166,32 +166,6 @@ fn invalid_gemma2_keys_name_key_value_and_what_is_allowed() {
     );
 }
 
-/// transformers' names and `[out, in]` shapes of a tiny Gemma 2 (hidden 32, 4 heads of 16,
-/// one key/value head, MLP 48, vocabulary 96, 2 layers, four norms per layer; tied head).
-fn gemma2_tensors() -> Vec<(String, Vec<usize>)> {
-    let mut t = vec![
-        ("model.embed_tokens.weight".to_string(), vec![96, 32]),
-        ("model.norm.weight".to_string(), vec![32]),
-    ];
-    for i in 0..2 {
-        let l = |s: &str| format!("model.layers.{i}.{s}");
-        t.extend([
-            (l("input_layernorm.weight"), vec![32]),
-            (l("self_attn.q_proj.weight"), vec![64, 32]),
-            (l("self_attn.k_proj.weight"), vec![16, 32]),
-            (l("self_attn.v_proj.weight"), vec![16, 32]),
-            (l("self_attn.o_proj.weight"), vec![32, 64]),
-            (l("post_attention_layernorm.weight"), vec![32]),
-            (l("pre_feedforward_layernorm.weight"), vec![32]),
-            (l("mlp.gate_proj.weight"), vec![48, 32]),
-            (l("mlp.up_proj.weight"), vec![48, 32]),
-            (l("mlp.down_proj.weight"), vec![32, 48]),
-            (l("post_feedforward_layernorm.weight"), vec![32]),
-        ]);
-    }
-    t
-}
-
 /// Writes the Gemma 2 directory: config.json as transformers 4.44 writes a Gemma 2 2B (no
 /// `layer_types`: even layers sliding), scaled down, and bf16 weights. Returns the weights as
 /// f32.
@@ -210,7 +184,7 @@ fn write_gemma2(dir: &Path) -> Vec<(String, Vec<f32>)> {
         "transformers_version": "4.44.0", "use_cache": true, "vocab_size": 96
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    common::write_random_bf16_safetensors(dir, gemma2_tensors(), 4)
+    common::write_random_bf16_safetensors(dir, model_family::tiny_gemma_tensors(true), 4)
 }
 
 #[test]

@@ -328,6 +328,19 @@ fn when_process_0_dies_the_others_stop_and_nothing_is_committed() {
     assert!(!root.path().join("step_00000009").exists());
 }
 
+/// Each of 2 processes saves its `owned` shards at step 4 under `root`, which must fail on
+/// every process; their error messages.
+fn failed_saves(root: &Path, owned: Vec<Vec<LocalShard>>) -> Vec<String> {
+    let (path, owned) = (root.to_path_buf(), Arc::new(owned));
+    run_job(2, move |id, session| {
+        let message = save(&path, 4, &owned[id], 3, &session)
+            .unwrap_err()
+            .to_string();
+        session.finish().unwrap();
+        message
+    })
+}
+
 #[test]
 fn shards_that_do_not_tile_their_arrays_fail_the_save_on_every_process() {
     // Process 1 also writes a copy of a shard process 0 owns: the shards overlap.
@@ -335,14 +348,7 @@ fn shards_that_do_not_tile_their_arrays_fail_the_save_on_every_process() {
     let (_, mut owned) = layout(2, 6);
     let step_shard = owned[0].iter().find(|s| s.name == "step").unwrap().clone();
     owned[1].push(step_shard);
-    let (path, owned) = (root.path().to_path_buf(), Arc::new(owned));
-    let messages = run_job(2, move |id, session| {
-        let message = save(&path, 4, &owned[id], 3, &session)
-            .unwrap_err()
-            .to_string();
-        session.finish().unwrap();
-        message
-    });
+    let messages = failed_saves(root.path(), owned);
     for m in &messages {
         assert!(m.contains("the shards of `step` overlap"), "{m}");
         assert!(m.contains(&sharded::state_file_name(1, 2)), "{m}");
@@ -355,14 +361,7 @@ fn shards_that_do_not_tile_their_arrays_fail_the_save_on_every_process() {
     let (_, mut owned) = layout(2, 7);
     owned[1][0].data.pop();
     let name = owned[1][0].name.clone();
-    let (path, owned) = (root.path().to_path_buf(), Arc::new(owned));
-    let messages = run_job(2, move |id, session| {
-        let message = save(&path, 4, &owned[id], 3, &session)
-            .unwrap_err()
-            .to_string();
-        session.finish().unwrap();
-        message
-    });
+    let messages = failed_saves(root.path(), owned);
     for m in &messages {
         assert!(
             m.contains("process 1") && m.contains(&format!("`{name}`")),

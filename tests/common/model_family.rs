@@ -173,3 +173,36 @@ pub fn import_verify_export(
         exported,
     }
 }
+
+/// transformers' names and `[out, in]` shapes of a tiny Gemma (hidden 32, 4 heads of 16, one
+/// key/value head, MLP 48, vocabulary 96, 2 layers; the head tied to the embedding); with
+/// `gemma2_norms`, Gemma 2's norms before and after the MLP as well (four per layer).
+pub fn tiny_gemma_tensors(gemma2_norms: bool) -> Vec<(String, Vec<usize>)> {
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), vec![96, 32]),
+        ("model.norm.weight".to_string(), vec![32]),
+    ];
+    for i in 0..2 {
+        let l = |s: &str| format!("model.layers.{i}.{s}");
+        t.extend([
+            (l("input_layernorm.weight"), vec![32]),
+            (l("self_attn.q_proj.weight"), vec![64, 32]),
+            (l("self_attn.k_proj.weight"), vec![16, 32]),
+            (l("self_attn.v_proj.weight"), vec![16, 32]),
+            (l("self_attn.o_proj.weight"), vec![32, 64]),
+            (l("post_attention_layernorm.weight"), vec![32]),
+        ]);
+        if gemma2_norms {
+            t.push((l("pre_feedforward_layernorm.weight"), vec![32]));
+        }
+        t.extend([
+            (l("mlp.gate_proj.weight"), vec![48, 32]),
+            (l("mlp.up_proj.weight"), vec![48, 32]),
+            (l("mlp.down_proj.weight"), vec![32, 48]),
+        ]);
+        if gemma2_norms {
+            t.push((l("post_feedforward_layernorm.weight"), vec![32]));
+        }
+    }
+    t
+}
