@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use std::sync::OnceLock;
 use vishwam::engine::{Engine, HostArray, Input, Program};
 use vishwam::model::fp8::{
-    abs_max, dequantise, quantise, quantise_gradient, quantise_operand, scale_for,
+    abs_max, clipped, dequantise, quantise, quantise_gradient, quantise_operand, scale_for,
 };
 use vishwam::model::{Fp8Formats, Fp8Type};
 use vishwam::runtime::{f8e4m3fn_to_f32, f8e5m2_to_f32, Client, CompileCache};
@@ -89,7 +89,8 @@ fn quantise_program(ty: Fp8Type, n: i64) -> Func {
     let g = Graph::named("quantise");
     let x = g.param("x", TensorType::new(DType::F32, &[n]));
     let scale = g.param("scale", TensorType::new(DType::F32, &[]));
-    let (q, saturated) = quantise(&x, &scale, ty);
+    let q = quantise(&x, &scale, ty);
+    let saturated = clipped(&x, &scale, ty);
     let dq = dequantise(&q, &scale, DType::F32);
     let own = scale_for(&abs_max(&x), ty);
     g.finish(&[

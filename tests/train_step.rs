@@ -199,6 +199,11 @@ fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
             "accumulation",
             &["training.grad_accum_steps=2", "training.batch_size=2"],
         ),
+        ("the loss in one chunk", &["memory.loss_chunk_tokens=4096"]),
+        (
+            "the loss in chunks of 8 tokens",
+            &["memory.loss_chunk_tokens=8"],
+        ),
     ];
     for (name, overrides) in variants {
         let run = run_steps(
@@ -209,6 +214,85 @@ fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
             3,
         );
         assert_same_run(name, &run, &reference, 1e-5);
+    }
+}
+
+/// The loss and every gradient of a random model on a random batch, with the projections that
+/// share an input (`wq`/`wk`/`wv`, `w_gate`/`w_up`) run as one GEMM on their concatenated
+/// weights or as separate GEMMs, in f32.
+fn loss_and_gradients(cfg: &Config, merge: bool) -> Vec<Vec<f64>> {
+    use vishwam::model::{self, ForwardOptions};
+    use vishwam_hlo::{DType, Graph, TensorMap, TensorType};
+    let (b, t) = (cfg.training.batch_size as i64, cfg.seq_len() as i64);
+    let g = Graph::named("projections");
+    let specs = model::param_specs(&cfg.model);
+    let p: TensorMap = specs
+        .iter()
+        .map(|s| {
+            let ty = TensorType::new(DType::F32, &s.shape);
+            (s.name.clone(), g.param(&s.name, ty))
+        })
+        .collect();
+    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
+    let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
+    let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
+    let opts = ForwardOptions {
+        merge_projections: merge,
+        ..ForwardOptions::eval()
+    };
+    let pass = model::lm_pass(&cfg.model, &opts, &p, &tokens, None).unwrap();
+    let loss = pass.ce_sum(&targets, &mask, None);
+    let wrt: Vec<_> = specs
+        .iter()
+        .map(|s| p.get(&s.name).unwrap().clone())
+        .collect();
+    let grads = g.grad(&loss, &wrt).unwrap();
+    let names: Vec<String> = specs.iter().map(|s| format!("d_{}", s.name)).collect();
+    let mut outs = vec![("loss", &loss)];
+    outs.extend(names.iter().map(String::as_str).zip(&grads));
+    let program = common::Program::new(g.finish(&outs).unwrap());
+
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut inputs: Vec<common::Lit> = specs
+        .iter()
+        .map(|s| {
+            let n = s.shape.iter().product::<i64>() as usize;
+            let values: Vec<f32> = (0..n).map(|_| r.gen_range(-0.3f32..0.3)).collect();
+            common::Lit::f32(&s.shape, &values)
+        })
+        .collect();
+    let mut ids = || -> Vec<i32> {
+        (0..b * t)
+            .map(|_| r.gen_range(0..cfg.model.vocab_size as i32))
+            .collect()
+    };
+    let (tok, tgt) = (ids(), ids());
+    inputs.push(common::Lit::i32(&[b, t], &tok));
+    inputs.push(common::Lit::i32(&[b, t], &tgt));
+    inputs.push(common::Lit::f32(&[b, t], &vec![1.0; (b * t) as usize]));
+    program.run(&inputs).iter().map(|l| l.values()).collect()
+}
+
+/// One GEMM on concatenated weights computes each output element as the separate GEMM does,
+/// up to the order of its f32 sums: the loss and every gradient agree to a few units of f32
+/// rounding relative to each tensor's largest element.
+#[test]
+fn merged_projections_compute_what_separate_ones_do() {
+    let cfg = tiny(&[]);
+    let (merged, separate) = (
+        loss_and_gradients(&cfg, true),
+        loss_and_gradients(&cfg, false),
+    );
+    assert_eq!(merged.len(), separate.len());
+    for (i, (m, s)) in merged.iter().zip(&separate).enumerate() {
+        let scale = s.iter().fold(0f64, |a, v| a.max(v.abs()));
+        assert!(scale > 0.0, "output {i} is all zeros");
+        for (x, y) in m.iter().zip(s) {
+            assert!(
+                x.is_finite() && (x - y).abs() <= 1e-5 * scale,
+                "output {i}: merged {x}, separate {y} (largest element {scale})"
+            );
+        }
     }
 }
 

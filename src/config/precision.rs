@@ -92,6 +92,10 @@ pub struct MemoryConfig {
     pub kv_cache_fp8: bool,
     /// Attention implementation in training: "auto", "xla" or "cudnn". Default "auto".
     pub attention_backend: AttentionBackend,
+    /// Tokens the LM head and the cross-entropy process at a time: one chunk's f32 logits are
+    /// `[chunk, vocab]`, so a larger chunk costs memory and saves passes over the head's
+    /// weight gradient. Default null: the platform's choice (`model::default_chunk`).
+    pub loss_chunk_tokens: Option<usize>,
 }
 
 impl MemoryConfig {
@@ -114,6 +118,11 @@ impl MemoryConfig {
         );
         r.flag("kv_cache_fp8", &mut self.kv_cache_fp8);
         r.choice("attention_backend", &mut self.attention_backend);
+        r.opt_integer(
+            "loss_chunk_tokens",
+            &mut self.loss_chunk_tokens,
+            "a positive integer",
+        );
         // One alias given: both hold it, so the saved config reads the same to every community.
         match (
             self.attention_memory_efficient,
@@ -126,6 +135,9 @@ impl MemoryConfig {
     }
 
     pub(crate) fn validate(&self, c: &mut Checks) {
+        if let Some(n) = self.loss_chunk_tokens {
+            c.positive("memory.loss_chunk_tokens", n);
+        }
         if let (Some(a), Some(b)) = (
             self.attention_memory_efficient,
             self.use_memory_efficient_attention,
@@ -146,7 +158,7 @@ impl MemoryConfig {
 
 impl Serialize for MemoryConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("MemoryConfig", 5)?;
+        let mut s = serializer.serialize_struct("MemoryConfig", 6)?;
         s.serialize_field("gradient_checkpointing", &self.gradient_checkpointing)?;
         s.serialize_field(
             "attention_memory_efficient",
@@ -158,6 +170,7 @@ impl Serialize for MemoryConfig {
         )?;
         s.serialize_field("kv_cache_fp8", &self.kv_cache_fp8)?;
         s.serialize_field("attention_backend", &self.attention_backend)?;
+        s.serialize_field("loss_chunk_tokens", &self.loss_chunk_tokens)?;
         s.end()
     }
 }

@@ -54,11 +54,15 @@ pub struct ForwardOptions {
     /// chunked loss only; [`logits`] and greedy decoding keep the head in `compute`); `None`
     /// for `compute`.
     pub head_fp8: Option<Fp8Formats>,
-    /// With `fp8`, run the projections that share an input as one FP8 GEMM on their
-    /// concatenated weights (off when tensor parallelism splits their outputs).
-    pub merge_fp8_projections: bool,
+    /// Run the projections that share an input (`wq`/`wk`/`wv`, `w_gate`/`w_up`) as one GEMM
+    /// on their concatenated weights, FP8 or not (off when tensor parallelism splits their
+    /// outputs).
+    pub merge_projections: bool,
     /// How the chunked loss finds each row's softmax statistics.
     pub row_stats: RowStats,
+    /// Tokens the chunked loss applies the head to at a time; `None` for
+    /// [`super::default_chunk`].
+    pub loss_chunk: Option<usize>,
 }
 
 impl ForwardOptions {
@@ -73,8 +77,9 @@ impl ForwardOptions {
             moe_sharding: None,
             fp8: None,
             head_fp8: None,
-            merge_fp8_projections: true,
+            merge_projections: true,
             row_stats: RowStats::TwoPass,
+            loss_chunk: None,
         }
     }
 }
@@ -364,7 +369,7 @@ pub(crate) fn block_with_attention(
         c,
         opts.fp8,
         p.get(named..).unwrap_or_default(),
-        opts.merge_fp8_projections,
+        opts.merge_projections,
     );
 
     let x = rms_norm(cfg, h, &p[0]);

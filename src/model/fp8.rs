@@ -109,20 +109,65 @@ pub fn scale_for(amax: &Tensor, ty: Fp8Type) -> Tensor {
     usable.select(&pow2, 1.0)
 }
 
-/// `fp8(clamp(x * scale))` and the number of clipped elements (f32 scalar).
-pub fn quantise(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> (Tensor, Tensor) {
-    let scaled = x.cast(DType::F32) * scale;
-    let max = ty.max();
-    let saturated = scaled.abs().gt(max).cast(DType::F32);
+/// The number of elements of `x` that `scale` pushes past `ty`'s range (f32 scalar): the
+/// elements [`quantise`] clips.
+pub fn clipped(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> Tensor {
     let axes: Vec<isize> = (0..x.rank() as isize).collect();
-    let saturated = saturated.sum(&axes, false);
-    let q = scaled.maximum(-max).minimum(max).cast(ty.dtype());
+    (x.cast(DType::F32) * scale)
+        .abs()
+        .gt(ty.max())
+        .cast(DType::F32)
+        .sum(&axes, false)
+}
+
+/// A region's statistics of `x`: `(amax, scale, clipped)`, the scale from `scaling_amax`
+/// (delayed scaling) when given, else from the amax itself (current scaling).
+///
+/// With delayed scaling the scale does not depend on `x`, so the amax and the clip count are
+/// one reduction of two operands: one read of `x` for both. (As two reductions, XLA fused
+/// the count into the quantising kernel, a reduction kernel writing the FP8 tensor, several
+/// times slower than the elementwise kernel that writes it now.) With current scaling the
+/// count needs the scale, so it is a second reduction.
+fn scaled_statistics(
+    x: &Tensor,
+    scaling_amax: Option<&Tensor>,
+    ty: Fp8Type,
+) -> (Tensor, Tensor, Tensor) {
+    let Some(delayed) = scaling_amax else {
+        let amax = abs_max(x);
+        let scale = scale_for(&amax, ty);
+        let clipped = clipped(x, &scale, ty);
+        return (amax, scale, clipped);
+    };
+    let scale = scale_for(delayed, ty);
+    let g = x.graph().clone();
+    let magnitude = x.cast(DType::F32).abs();
+    let clipped_each = (&magnitude * &scale).gt(ty.max()).cast(DType::F32);
+    let zero = g.scalar(0.0, DType::F32);
+    let axes: Vec<isize> = (0..x.rank() as isize).collect();
+    let mut out = g.reduce_with(
+        &[magnitude, clipped_each],
+        &[zero.clone(), zero],
+        &axes,
+        |_, acc, el| vec![acc[0].maximum(&el[0]), &acc[1] + &el[1]],
+    );
+    let clipped = out.pop().expect("two results");
+    let amax = out.pop().expect("two results");
+    (amax, scale, clipped)
+}
+
+/// `fp8(clamp(x * scale))`.
+pub fn quantise(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> Tensor {
+    let max = ty.max();
+    let q = (x.cast(DType::F32) * scale)
+        .maximum(-max)
+        .minimum(max)
+        .cast(ty.dtype());
     // XLA's float-conversion simplification may treat `convert(convert(x, f8), bf16)` as
     // excess precision and drop the f8 round trip, which also hides the FP8 operand from the
     // GEMM rewriter. A barrier keeps the f8 tensor a real value.
     let g = q.graph().clone();
-    let q = g.optimization_barrier(&[q]).remove(0);
-    (q, saturated)
+    g.optimization_barrier(&[q]).remove(0)
 }
 
 /// `convert(q) * (1 / scale)` in `to`: the form XLA fuses into an FP8 GEMM's operand.
@@ -139,12 +184,6 @@ fn region_inputs(x: &Tensor, probe: &Tensor, scaling_amax: Option<&Tensor>) -> V
     let mut inputs = vec![x.clone(), probe.clone()];
     inputs.extend(scaling_amax.cloned());
     inputs
-}
-
-/// The scale of `x` (whose amax is `amax`) from the delayed-scaling amax in `xs[2]`, if the
-/// region has one, else from `amax` itself.
-fn region_scale(xs: &[Tensor], amax: &Tensor, ty: Fp8Type) -> Tensor {
-    scale_for(xs.get(2).unwrap_or(amax), ty)
 }
 
 /// `x` rounded to `ty` with a per-tensor scale and dequantised to `to` (forward), with the
@@ -189,9 +228,8 @@ fn quantise_region(
         "fp8_operand",
         &region_inputs(x, probe, scaling_amax),
         move |g: &Graph, xs: &[Tensor]| {
-            let amax = abs_max(&xs[0]);
-            let scale = region_scale(xs, &amax, ty);
-            let (q, saturated) = quantise(&xs[0], &scale, ty);
+            let (amax, scale, saturated) = scaled_statistics(&xs[0], xs.get(2), ty);
+            let q = quantise(&xs[0], &scale, ty);
             let mut values = vec![q, amax, saturated];
             if tie_statistics {
                 values = g.optimization_barrier(&values);
@@ -226,9 +264,8 @@ pub fn quantise_gradient(
         |_: &Graph, xs: &[Tensor]| vec![xs[0].clone()],
         move |_: &Graph, xs: &[Tensor], _: &[Tensor], cts: &[Tensor]| {
             let dy = &cts[0];
-            let amax = abs_max(dy);
-            let scale = region_scale(xs, &amax, ty);
-            let (q, saturated) = quantise(dy, &scale, ty);
+            let (amax, scale, saturated) = scaled_statistics(dy, xs.get(2), ty);
+            let q = quantise(dy, &scale, ty);
             let mut cotangents = vec![dequantise(&q, &scale, dy.dtype()), stats(&amax, &saturated)];
             cotangents.extend(xs.get(2).map(Tensor::zeros_like));
             cotangents

@@ -213,7 +213,7 @@ pub fn default_chunk(tokens: usize, vocab: usize) -> usize {
 /// form XLA turns into an FP8 GEMM input.
 fn fp8_operand(x: &Tensor, ty: Fp8Type) -> Tensor {
     let scale = scale_for(&abs_max(x), ty);
-    dequantise(&quantise(x, &scale, ty).0, &scale, x.dtype())
+    dequantise(&quantise(x, &scale, ty), &scale, x.dtype())
 }
 
 /// `d` (f32, every element in `[-1, 1]`) rounded to E5M2 with the constant scale that keeps 1
@@ -221,7 +221,7 @@ fn fp8_operand(x: &Tensor, ty: Fp8Type) -> Tensor {
 fn fp8_unit_gradient(g: &Graph, d: &Tensor, to: DType) -> Tensor {
     let ty = Fp8Type::E5M2;
     let scale = g.scalar(ty.unit_scale(), DType::F32);
-    dequantise(&quantise(d, &scale, ty).0, &scale, to)
+    dequantise(&quantise(d, &scale, ty), &scale, to)
 }
 
 /// `[ce_sum, d h, d w, correct]` for `xs = [h, w, targets, mask]`: the masked CE sum, its

@@ -38,6 +38,8 @@ pub struct LmPass {
     head_fp8: Option<Fp8Formats>,
     /// How the loss finds its row statistics, from the forward options.
     row_stats: RowStats,
+    /// Tokens per loss chunk when a caller gives none, from the forward options.
+    loss_chunk: Option<usize>,
     /// `final_logit_softcapping`, applied to every logit the pass's terms read.
     softcap: Option<f64>,
 }
@@ -65,6 +67,7 @@ pub fn lm_pass(
         positions,
         head_fp8: opts.head_fp8,
         row_stats: opts.row_stats,
+        loss_chunk: opts.loss_chunk,
         softcap: cfg.final_logit_softcapping,
     })
 }
@@ -72,7 +75,8 @@ pub fn lm_pass(
 impl LmPass {
     /// Sum over the real tokens of the cross-entropy of the head's logits against `targets`,
     /// for `targets: i32` and `mask: f32` (1 for real targets, 0 for padding) of `[B, T]` or
-    /// `[B·T]`, the head applied `chunk` tokens at a time ([`default_chunk`] when `None`).
+    /// `[B·T]`, the head applied `chunk` tokens at a time (when `None`, the forward options'
+    /// `loss_chunk`, else [`default_chunk`]).
     pub fn ce_sum(&self, targets: &Tensor, mask: &Tensor, chunk: Option<usize>) -> Tensor {
         self.ce_and_correct_sums(targets, mask, chunk).0
     }
@@ -88,7 +92,9 @@ impl LmPass {
         chunk: Option<usize>,
     ) -> (Tensor, Tensor) {
         let (n, vocab) = (self.hidden.shape()[0], self.head.shape()[1]);
-        let chunk = chunk.unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
+        let chunk = chunk
+            .or(self.loss_chunk)
+            .unwrap_or_else(|| default_chunk(n as usize, vocab as usize));
         masked_ce_and_correct_sums_capped(
             &self.hidden,
             &self.head,

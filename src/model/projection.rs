@@ -189,7 +189,7 @@ pub(crate) struct BlockProjections {
 
 impl BlockProjections {
     /// Plain matmuls in `compute`, or FP8 ones with the layer's inputs from
-    /// [`fp8_layer_inputs`]; with `merge`, FP8 projections of one input run as one GEMM.
+    /// [`fp8_layer_inputs`]; with `merge`, the projections of one input run as one GEMM.
     pub fn new(
         compute: DType,
         fp8: Option<Fp8Formats>,
@@ -215,10 +215,7 @@ impl BlockProjections {
     /// in the compute dtype, each `w` an f32 master `[K, N]`.
     pub fn apply(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
         let Some(fp8) = &self.fp8 else {
-            return weights
-                .iter()
-                .map(|(_, w)| x.matmul(&w.cast(self.compute)))
-                .collect();
+            return self.plain(x, weights);
         };
         let input = weights.first().map(|(p, _)| p.input());
         debug_assert!(weights.iter().all(|(p, _)| Some(p.input()) == input));
@@ -251,6 +248,29 @@ impl BlockProjections {
                 y.reshape(&shape)
             })
             .collect()
+    }
+
+    /// `x @ w` in the compute dtype for each of `weights`; with `merge`, as one GEMM on the
+    /// weights side by side whose output is then sliced. XLA does not merge these dots itself,
+    /// and one GEMM per group means one gradient GEMM per group in the backward pass (the
+    /// input's gradient is one `K = N_1 + N_2 + ..` product instead of a sum of products) and
+    /// one elementwise kernel for the group's output gradients.
+    fn plain(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
+        let cast: Vec<Tensor> = weights.iter().map(|(_, w)| w.cast(self.compute)).collect();
+        match cast.split_first() {
+            Some((first, rest)) if self.merge && !rest.is_empty() => {
+                let y = x.matmul(&first.concat(rest, 1));
+                let mut start = 0;
+                cast.iter()
+                    .map(|w| {
+                        let n = w.shape()[1];
+                        start += n;
+                        y.slice_axis(-1, start - n, start)
+                    })
+                    .collect()
+            }
+            _ => cast.iter().map(|w| x.matmul(w)).collect(),
+        }
     }
 
     /// `xq @ w` (`[M, N]`) for each of `weights`, as one FP8 GEMM on the weights side by side

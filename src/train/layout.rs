@@ -58,14 +58,15 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         moe_sharding: cfg.model.use_moe.then(|| Arc::new(plan.clone())),
         fp8: policy.fp8().map(|p| p.formats),
         head_fp8: policy.lm_head_fp8,
-        merge_fp8_projections: projection_outputs_unsplit(cfg, plan),
+        merge_projections: projection_outputs_unsplit(cfg, plan),
         row_stats: model::RowStats::for_platform(cfg.runtime.platform),
+        loss_chunk: cfg.memory.loss_chunk_tokens,
     }
 }
 
 /// Whether the plan leaves the output dimension of the projections that share an input
-/// (`wq`/`wk`/`wv`, `w_gate`/`w_up`) whole, so that they can run as one FP8 GEMM on their
-/// concatenated weights. Tensor parallelism splits it, and a concatenation across its shards
+/// (`wq`/`wk`/`wv`, `w_gate`/`w_up`) whole, so that they can run as one GEMM on their concatenated
+/// weights. Tensor parallelism splits it, and a concatenation across its shards
 /// would cost the partitioner a reshuffle of the weights and the output in every step.
 fn projection_outputs_unsplit(cfg: &Config, plan: &ShardingPlan) -> bool {
     use model::Projection;

@@ -55,7 +55,7 @@ fn unknown_key_far_from_any_lists_the_section_keys() {
         problem(r#"{"memory": {"offload": true}}"#),
         "unknown key `memory.offload`; valid keys of `memory` are: gradient_checkpointing, \
          attention_memory_efficient, use_memory_efficient_attention, kv_cache_fp8, \
-         attention_backend"
+         attention_backend, loss_chunk_tokens"
     );
     let top = problem(r#"{"extras": {}}"#);
     assert!(

@@ -296,6 +296,23 @@ fn precision_and_alias_rules() {
 }
 
 #[test]
+fn the_loss_chunk_is_a_positive_token_count_or_null() {
+    assert_eq!(
+        problem(r#"{"memory": {"loss_chunk_tokens": 0}}"#),
+        "`memory.loss_chunk_tokens` must be a positive integer, got 0"
+    );
+    assert!(problem(r#"{"memory": {"loss_chunk_tokens": "auto"}}"#)
+        .contains("`memory.loss_chunk_tokens`"));
+    assert_eq!(
+        load(r#"{"memory": {"loss_chunk_tokens": 4096}}"#)
+            .memory
+            .loss_chunk_tokens,
+        Some(4096)
+    );
+    assert_eq!(load("{}").memory.loss_chunk_tokens, None);
+}
+
+#[test]
 fn attention_backend_rules() {
     assert_eq!(
         Config::default().memory.attention_backend,

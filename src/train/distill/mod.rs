@@ -168,6 +168,7 @@ impl DistillContext {
             residual_spec: residual,
             moe_sharding: teacher.use_moe.then(|| Arc::new(plan.clone())),
             row_stats: model::RowStats::for_platform(cfg.runtime.platform),
+            loss_chunk: cfg.memory.loss_chunk_tokens,
             ..ForwardOptions::eval()
         };
         let mut slots = Vec::new();
@@ -292,7 +293,10 @@ impl DistillContext {
             .stop_gradient();
         let mask = batch.mask.reshape(&[n]);
         let vocab = self.teacher.vocab_size;
-        let chunk = model::default_chunk(n as usize, vocab);
+        let chunk = self
+            .forward
+            .loss_chunk
+            .unwrap_or_else(|| model::default_chunk(n as usize, vocab));
         let heads = DistillHeads {
             student_hidden: student.hidden,
             student_head: student.head,
