@@ -94,7 +94,8 @@ pub struct MemoryConfig {
     pub attention_backend: AttentionBackend,
     /// Tokens the LM head and the cross-entropy process at a time: one chunk's f32 logits are
     /// `[chunk, vocab]`, so a larger chunk costs memory and saves passes over the head's
-    /// weight gradient. Default null: the platform's choice (`model::default_chunk`).
+    /// weight gradient. Default null: the platform's choice (`model::default_chunk_on`; in
+    /// distillation `model::default_chunk`).
     pub loss_chunk_tokens: Option<usize>,
 }
 

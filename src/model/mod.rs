@@ -42,7 +42,7 @@ pub use forward::{
     softcap_logits, AttentionKind, ForwardOptions, ForwardOutputs, RngStream,
 };
 pub use fp8::{Fp8Formats, Fp8Type};
-pub use loss::{default_chunk, masked_ce_sum, RowStats};
+pub use loss::{default_chunk, default_chunk_on, masked_ce_sum, RowStats};
 pub use moe::{
     capacity as moe_capacity, moe_ffn, param_names as moe_param_names, MoeParams, MoeStats,
 };

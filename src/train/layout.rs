@@ -60,7 +60,9 @@ pub fn train_forward_options(cfg: &Config, plan: &ShardingPlan) -> ForwardOption
         head_fp8: policy.lm_head_fp8,
         merge_projections: projection_outputs_unsplit(cfg, plan),
         row_stats: model::RowStats::for_platform(cfg.runtime.platform),
-        loss_chunk: cfg.memory.loss_chunk_tokens,
+        loss_chunk: Some(cfg.memory.loss_chunk_tokens.unwrap_or_else(|| {
+            model::default_chunk_on(cfg.runtime.platform, (b * t) as usize, cfg.model.vocab_size)
+        })),
     }
 }
 
@@ -298,5 +300,28 @@ mod tests {
         assert_eq!(stats("cpu"), model::RowStats::TwoPass);
         assert_eq!(stats("cuda"), model::RowStats::Online);
         assert_eq!(stats("tpu"), model::RowStats::Online);
+    }
+
+    #[test]
+    fn the_loss_chunk_is_the_platforms_unless_the_config_gives_one() {
+        let chunk = |platform: &str, extra: &[&str]| {
+            let mut sets = vec![
+                format!("runtime.platform=\"{platform}\""),
+                "model.vocab_size=32000".to_string(),
+                "model.max_seq_len=1024".to_string(),
+                "training.batch_size=16".to_string(),
+            ];
+            sets.extend(extra.iter().map(|s| s.to_string()));
+            let cfg = Config::load(None, &sets).unwrap();
+            let plan = super::super::sharding_plan(&cfg, platform, 1).unwrap();
+            train_forward_options(&cfg, &plan).loss_chunk
+        };
+        // 64 Mi and 256 Mi logits per chunk at a 32000 vocabulary, out of 16384 tokens.
+        assert_eq!(chunk("cpu", &[]), Some(2097));
+        assert_eq!(chunk("cuda", &[]), Some(8388));
+        assert_eq!(chunk("tpu", &[]), Some(8388));
+        let given = ["memory.loss_chunk_tokens=512"];
+        assert_eq!(chunk("cuda", &given), Some(512));
+        assert_eq!(chunk("cpu", &given), Some(512));
     }
 }
