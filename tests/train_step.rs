@@ -222,20 +222,12 @@ fn remat_blocked_attention_and_accumulation_do_not_change_the_numbers() {
 /// weights or as separate GEMMs, in f32.
 fn loss_and_gradients(cfg: &Config, merge: bool) -> Vec<Vec<f64>> {
     use vishwam::model::{self, ForwardOptions};
-    use vishwam_hlo::{DType, Graph, TensorMap, TensorType};
+    use vishwam_hlo::Graph;
     let (b, t) = (cfg.training.batch_size as i64, cfg.seq_len() as i64);
     let g = Graph::named("projections");
     let specs = model::param_specs(&cfg.model);
-    let p: TensorMap = specs
-        .iter()
-        .map(|s| {
-            let ty = TensorType::new(DType::F32, &s.shape);
-            (s.name.clone(), g.param(&s.name, ty))
-        })
-        .collect();
-    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
-    let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
-    let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
+    let p = common::param_map(&g, &specs);
+    let [tokens, targets, mask] = common::batch_params(&g, b, t);
     let opts = ForwardOptions {
         merge_projections: merge,
         ..ForwardOptions::eval()

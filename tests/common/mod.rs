@@ -115,6 +115,29 @@ pub fn rng(seed: u64) -> rand_chacha::ChaCha8Rng {
 
 pub use vishwam::engine::element_type;
 
+/// Graph parameters named after `specs`, each f32 of its spec's shape, in `specs`' order.
+pub fn param_map(
+    g: &vishwam_hlo::Graph,
+    specs: &[vishwam::model::ParamSpec],
+) -> vishwam_hlo::TensorMap {
+    specs
+        .iter()
+        .map(|s| {
+            let ty = TensorType::new(DType::F32, &s.shape);
+            (s.name.clone(), g.param(&s.name, ty))
+        })
+        .collect()
+}
+
+/// Graph parameters for a batch: `tokens` and `targets` (i32 `[b, t]`), then `mask` (f32).
+pub fn batch_params(g: &vishwam_hlo::Graph, b: i64, t: i64) -> [vishwam_hlo::Tensor; 3] {
+    [
+        g.param("tokens", TensorType::new(DType::I32, &[b, t])),
+        g.param("targets", TensorType::new(DType::I32, &[b, t])),
+        g.param("mask", TensorType::new(DType::F32, &[b, t])),
+    ]
+}
+
 /// A typed host value: little-endian element bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lit {

@@ -14,7 +14,7 @@ use vishwam::reference::{
 use vishwam::runtime::CompileCache;
 use vishwam::train::distill::{DistillContext, MicroBatch, StudentPass, Teacher};
 use vishwam::train::{sharding_plan, train_forward_options};
-use vishwam_hlo::{DType, Graph, Tensor, TensorMap, TensorType};
+use vishwam_hlo::{DType, Graph, Tensor, TensorType};
 
 /// The terms of the objective (means over real tokens) and the gradient of the objective.
 struct Evaluated {
@@ -38,18 +38,10 @@ fn xla_objective(
     let mut specs: Vec<ParamSpec> = model::param_specs(&cfg.model);
     specs.extend(context.projection_specs());
     let g = Graph::named("distill_parity");
-    let p: TensorMap = specs
-        .iter()
-        .map(|s| {
-            let ty = TensorType::new(DType::F32, &s.shape);
-            (s.name.clone(), g.param(&s.name, ty))
-        })
-        .collect();
+    let p = crate::common::param_map(&g, &specs);
     let teacher_inputs = context.teacher_inputs(&g);
     let (b, t) = (batch.batch_size as i64, batch.seq_len as i64);
-    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
-    let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
-    let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
+    let [tokens, targets, mask] = crate::common::batch_params(&g, b, t);
     let positions = g.iota(&TensorType::new(DType::I32, &[t]), 0);
     let opts = train_forward_options(cfg, &plan);
     let out =

@@ -9,7 +9,7 @@ use vishwam::config::Config;
 use vishwam::engine::HostArray;
 use vishwam::model;
 use vishwam::train::{train_forward_options, HostBatch};
-use vishwam_hlo::{DType, Graph, Tensor, TensorMap, TensorType};
+use vishwam_hlo::{Graph, Tensor};
 
 /// Relative bound between two compiled programs that compute the same f32 objective: XLA may
 /// fuse and reassociate the sums (64 token losses, a few thousand squared gradient elements)
@@ -51,16 +51,8 @@ fn shared_objective(
     let (b, t) = (cfg.training.batch_size as i64, cfg.seq_len() as i64);
     let g = Graph::named("shared_objective");
     let specs = model::param_specs(&cfg.model);
-    let p: TensorMap = specs
-        .iter()
-        .map(|s| {
-            let ty = TensorType::new(DType::F32, &s.shape);
-            (s.name.clone(), g.param(&s.name, ty))
-        })
-        .collect();
-    let tokens = g.param("tokens", TensorType::new(DType::I32, &[b, t]));
-    let targets = g.param("targets", TensorType::new(DType::I32, &[b, t]));
-    let mask = g.param("mask", TensorType::new(DType::F32, &[b, t]));
+    let p = crate::common::param_map(&g, &specs);
+    let [tokens, targets, mask] = crate::common::batch_params(&g, b, t);
     let pass = model::lm_pass(&cfg.model, opts, &p, &tokens, None).unwrap();
     let loss = pass.ce_sum(&targets, &mask, None) / mask.sum_all().maximum(1.0);
     let aux = pass
