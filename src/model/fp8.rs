@@ -124,10 +124,11 @@ pub fn clipped(x: &Tensor, scale: &Tensor, ty: Fp8Type) -> Tensor {
 /// (delayed scaling) when given, else from the amax itself (current scaling).
 ///
 /// With delayed scaling the scale does not depend on `x`, so the amax and the clip count are
-/// one reduction of two operands: one read of `x` for both. (As two reductions, XLA fused
-/// the count into the quantising kernel, a reduction kernel writing the FP8 tensor, several
-/// times slower than the elementwise kernel that writes it now.) With current scaling the
-/// count needs the scale, so it is a second reduction.
+/// one reduction of two operands, and XLA's GPU backend fuses it with the quantisation: one
+/// kernel reads `x` once for the amax, the count and the FP8 tensor. As two reductions they
+/// took two passes, and the one that also wrote the FP8 tensor ran at about a tenth of HBM
+/// bandwidth (docs/performance.md, finding 7). With current scaling the count needs the
+/// scale, so it is a second reduction.
 fn scaled_statistics(
     x: &Tensor,
     scaling_amax: Option<&Tensor>,
