@@ -12,11 +12,7 @@ pub fn chrome_trace(space: &XSpace) -> Value {
         .planes
         .iter()
         .flat_map(|p| &p.lines)
-        .flat_map(|l| {
-            l.events
-                .iter()
-                .filter_map(move |e| Some(l.timestamp_ns * 1000 + e.offset_ps?))
-        })
+        .flat_map(|l| l.events.iter().filter_map(move |e| l.start_ps(e)))
         .min()
         .unwrap_or(0);
     let mut events = Vec::new();
@@ -38,10 +34,10 @@ pub fn chrome_trace(space: &XSpace) -> Value {
                 "args": {"name": name}}),
             );
             for event in &line.events {
-                let Some(offset_ps) = event.offset_ps else {
+                let Some(start_ps) = line.start_ps(event) else {
                     continue;
                 };
-                let start_ps = line.timestamp_ns * 1000 + offset_ps - origin_ps;
+                let start_ps = start_ps - origin_ps;
                 let mut record = json!({
                     "ph": "X", "pid": pid, "tid": tid,
                     "name": plane.event_name(event.metadata_id),
@@ -72,11 +68,8 @@ pub fn chrome_trace(space: &XSpace) -> Value {
 fn stat_args(plane: &XPlane, event: &super::xspace::XEvent) -> Map<String, Value> {
     let name_of = |id: i64| {
         plane
-            .stat_metadata
-            .get(&id)
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .unwrap_or_else(|| format!("#{id}"))
+            .stat_name(id)
+            .map_or_else(|| format!("#{id}"), str::to_string)
     };
     event
         .stats

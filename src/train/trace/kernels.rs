@@ -5,7 +5,7 @@
 //! `logging.profile_every`) and JAX's (`jax.profiler.trace`) come from XLA's GPU profiler, so
 //! one summary compares the two programs kernel by kernel (`vishwam bench kernels`).
 
-use super::xspace::{XPlane, XSpace, XStatValue};
+use super::xspace::{XPlane, XSpace};
 use std::collections::BTreeMap;
 
 /// What a kernel does, from its name and the HLO op that launched it.
@@ -107,8 +107,8 @@ pub struct KernelSummary {
     pub devices: usize,
     /// Time per kind.
     pub by_kind: BTreeMap<KernelKind, KernelTime>,
-    /// Time per kernel name (with its kind).
-    pub by_name: BTreeMap<String, (KernelKind, KernelTime)>,
+    /// Time per kernel name and kind (one name may launch for ops of different kinds).
+    pub by_name: BTreeMap<(String, KernelKind), KernelTime>,
     /// Time at least one stream of a device ran a kernel, summed over devices, picoseconds.
     pub busy_ps: i64,
     /// From each device's first kernel start to its last kernel end, summed over devices.
@@ -131,7 +131,7 @@ impl KernelSummary {
         let mut all: Vec<(&str, KernelKind, KernelTime)> = self
             .by_name
             .iter()
-            .map(|(name, (kind, time))| (name.as_str(), *kind, *time))
+            .map(|((name, kind), time)| (name.as_str(), *kind, *time))
             .collect();
         all.sort_by(|a, b| b.2.total_ps.cmp(&a.2.total_ps).then(a.0.cmp(b.0)));
         all.truncate(n);
@@ -173,26 +173,14 @@ pub fn summarize(space: &XSpace) -> Result<KernelSummary, String> {
 
 /// Adds the kernels of `plane`'s stream lines to `summary`; returns their intervals.
 fn add_plane(plane: &XPlane, summary: &mut KernelSummary) -> Vec<(i64, i64)> {
-    let hlo_op_stat = plane
-        .stat_metadata
-        .iter()
-        .find(|(_, name)| name.as_str() == "hlo_op")
-        .map(|(&id, _)| id);
     let mut intervals = Vec::new();
     for line in plane.lines.iter().filter(|l| l.name.starts_with("Stream")) {
         for event in &line.events {
-            let Some(offset) = event.offset_ps else {
+            let Some(start) = line.start_ps(event) else {
                 continue;
             };
             let name = plane.event_name(event.metadata_id);
-            let hlo_op = event
-                .stats
-                .iter()
-                .find_map(|s| match (&s.value, hlo_op_stat) {
-                    (XStatValue::Str(v), Some(id)) if s.metadata_id == id => Some(v.as_str()),
-                    _ => None,
-                });
-            let kind = KernelKind::of(&name, hlo_op);
+            let kind = KernelKind::of(&name, plane.stat_str(event, "hlo_op"));
             summary
                 .by_kind
                 .entry(kind)
@@ -200,11 +188,9 @@ fn add_plane(plane: &XPlane, summary: &mut KernelSummary) -> Vec<(i64, i64)> {
                 .add(event.duration_ps);
             summary
                 .by_name
-                .entry(name)
-                .or_insert((kind, KernelTime::default()))
-                .1
+                .entry((name, kind))
+                .or_default()
                 .add(event.duration_ps);
-            let start = line.timestamp_ns * 1000 + offset;
             intervals.push((start, start + event.duration_ps));
         }
     }
@@ -229,7 +215,7 @@ fn busy_and_span(mut intervals: Vec<(i64, i64)>) -> (i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::trace::xspace::{XEvent, XEventMetadata, XLine, XStat};
+    use crate::train::trace::xspace::{XEvent, XEventMetadata, XLine, XStat, XStatValue};
 
     fn event(metadata_id: i64, offset_ps: i64, duration_ps: i64, hlo_op: Option<&str>) -> XEvent {
         XEvent {
@@ -243,6 +229,18 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+        }
+    }
+
+    /// An event whose `hlo_op` is a reference to the stat metadata `op_id`, as the CUDA
+    /// plugin writes it.
+    fn event_with_op_ref(metadata_id: i64, offset_ps: i64, duration_ps: i64, op_id: u64) -> XEvent {
+        XEvent {
+            stats: vec![XStat {
+                metadata_id: 9,
+                value: XStatValue::Ref(op_id),
+            }],
+            ..event(metadata_id, offset_ps, duration_ps, None)
         }
     }
 
@@ -287,14 +285,16 @@ mod tests {
                     )
                 })
                 .collect(),
-            stat_metadata: [(9, "hlo_op".to_string())].into_iter().collect(),
+            stat_metadata: [(9, "hlo_op".to_string()), (20, "scatter.7".to_string())]
+                .into_iter()
+                .collect(),
         }
     }
 
     #[test]
     fn kernels_sum_by_kind_and_idle_time_is_the_span_less_the_union() {
         // Stream 0: GEMM [0, 100), elementwise [150, 200); stream 1: attention [50, 120)
-        // overlapping both; scatter [300, 310) named by its HLO op only.
+        // overlapping both; scatter [300, 310) named by its HLO op only, a reference.
         let space = XSpace {
             planes: vec![
                 gpu_plane(
@@ -304,7 +304,7 @@ mod tests {
                             event(1, 0, 100, None),
                             event(2, 150, 50, Some("multiply.3")),
                         ],
-                        vec![event(3, 50, 70, None), event(2, 300, 10, Some("scatter.7"))],
+                        vec![event(3, 50, 70, None), event_with_op_ref(2, 300, 10, 20)],
                     ],
                 ),
                 XPlane {

@@ -176,6 +176,30 @@ impl XPlane {
         Ok(plane)
     }
 
+    /// The name of the stat metadata `id`, where the plane gives one.
+    pub fn stat_name(&self, id: i64) -> Option<&str> {
+        self.stat_metadata
+            .get(&id)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The text of `event`'s stat called `name`: its string value, or the name its reference
+    /// value points to (the CUDA plugin stores repeated texts, such as `hlo_op`, as
+    /// references into the plane's stat metadata). `None` where the event has no such stat
+    /// or its value is not text.
+    pub fn stat_str<'a>(&'a self, event: &'a XEvent, name: &str) -> Option<&'a str> {
+        let stat = event
+            .stats
+            .iter()
+            .find(|s| self.stat_name(s.metadata_id) == Some(name))?;
+        match &stat.value {
+            XStatValue::Str(v) => Some(v.as_str()),
+            XStatValue::Ref(id) => self.stat_name(*id as i64),
+            _ => None,
+        }
+    }
+
     /// The display name (else the name) of the event metadata `id`, or `#id` where the plane
     /// has none.
     pub fn event_name(&self, id: i64) -> String {
@@ -228,6 +252,12 @@ impl XEventMetadata {
 }
 
 impl XLine {
+    /// Where `event` (one of this line's) starts, picoseconds since the Unix epoch; `None`
+    /// for an aggregate event, which has no place in time.
+    pub fn start_ps(&self, event: &XEvent) -> Option<i64> {
+        Some(self.timestamp_ns * 1000 + event.offset_ps?)
+    }
+
     fn decode(bytes: &[u8]) -> Result<XLine, DecodeError> {
         let mut line = XLine::default();
         let mut r = FieldReader::new(bytes, "XLine");
