@@ -257,25 +257,16 @@ impl BlockProjections {
     /// one elementwise kernel for the group's output gradients.
     fn plain(&self, x: &Tensor, weights: &[(Projection, &Tensor)]) -> Vec<Tensor> {
         let cast: Vec<Tensor> = weights.iter().map(|(_, w)| w.cast(self.compute)).collect();
-        match cast.split_first() {
-            Some((first, rest)) if self.merge && !rest.is_empty() => {
-                let y = x.matmul(&first.concat(rest, 1));
-                let mut start = 0;
-                cast.iter()
-                    .map(|w| {
-                        let n = w.shape()[1];
-                        start += n;
-                        y.slice_axis(-1, start - n, start)
-                    })
-                    .collect()
-            }
-            _ => cast.iter().map(|w| x.matmul(w)).collect(),
+        if self.merge && cast.len() > 1 {
+            split_columns(&x.matmul(&side_by_side(&cast)), &cast)
+        } else {
+            cast.iter().map(|w| x.matmul(w)).collect()
         }
     }
 
     /// `xq @ w` (`[M, N]`) for each of `weights`, as one FP8 GEMM on the weights side by side
-    /// with one weight scale and one gradient scale for the group (XLA would merge the dots
-    /// anyway, and a merged dot of dequantised weights is no longer an FP8 GEMM). The group's
+    /// with one weight scale and one gradient scale for the group (an FP8 GEMM takes one scale
+    /// per operand, so the group must share them to run as one). The group's
     /// scaling amax is the largest of its rows'. Its statistics reach every row: the probe is
     /// the first row's plus `[1, 0]` times each other row's, so every row receives the group's
     /// amax and the first row alone its saturation count (counted once).
@@ -300,15 +291,9 @@ impl BlockProjections {
         };
         let weight_rows: Vec<usize> = weights.iter().map(|(p, _)| p.weight_row()).collect();
         let gradient_rows: Vec<usize> = weights.iter().map(|(p, _)| p.gradient_row()).collect();
-        let merged = match weights.split_first() {
-            Some(((_, first), rest)) if !rest.is_empty() => {
-                let rest: Vec<Tensor> = rest.iter().map(|(_, w)| (*w).clone()).collect();
-                first.concat(&rest, 1)
-            }
-            _ => weights[0].1.clone(),
-        };
+        let masters: Vec<Tensor> = weights.iter().map(|(_, w)| (*w).clone()).collect();
         let wq = quantise_weight(
-            &merged,
+            &side_by_side(&masters),
             group_amax(&weight_rows).as_ref(),
             &group_probe(&weight_rows),
             fp8.formats.forward,
@@ -323,16 +308,31 @@ impl BlockProjections {
         if weights.len() == 1 {
             return vec![y];
         }
-        let mut start = 0;
-        weights
-            .iter()
-            .map(|(_, w)| {
-                let n = w.shape()[1];
-                start += n;
-                y.slice_axis(1, start - n, start)
-            })
-            .collect()
+        split_columns(&y, &masters)
     }
+}
+
+/// The `[K, N_i]` matrices `ws` side by side: `[K, N_1 + N_2 + ..]` (the one matrix itself
+/// when there is one).
+fn side_by_side(ws: &[Tensor]) -> Tensor {
+    match ws.split_first() {
+        Some((first, rest)) if !rest.is_empty() => first.concat(rest, 1),
+        Some((first, _)) => first.clone(),
+        None => unreachable!("a projection group has at least one weight"),
+    }
+}
+
+/// `y`, the product with [`side_by_side`] `ws`, split along its last axis into each weight's
+/// `N_i` columns, in order.
+fn split_columns(y: &Tensor, ws: &[Tensor]) -> Vec<Tensor> {
+    let mut start = 0;
+    ws.iter()
+        .map(|w| {
+            let n = w.shape()[1];
+            start += n;
+            y.slice_axis(-1, start - n, start)
+        })
+        .collect()
 }
 
 impl Fp8LayerInputs {
