@@ -344,8 +344,10 @@ pub fn reshard<S: AsRef<[u8]>>(
 }
 
 /// Calls `f(global_byte_offset, local_byte_offset, byte_len)` for each contiguous run of the
-/// block of shape `local` starting at `start` inside a row-major array of shape `global`.
-fn for_each_run(
+/// block of shape `local` starting at `start` inside a row-major array of shape `global`
+/// (the innermost dimensions the block takes whole move together). The block must lie inside
+/// the array; nothing is called for an empty block.
+pub fn for_each_run(
     global: &[usize],
     local: &[usize],
     start: &[usize],

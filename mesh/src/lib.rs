@@ -31,7 +31,7 @@ mod strategy;
 mod topology;
 
 pub use error::{DeviceNeed, MeshError};
-pub use layout::{reshard, DimSlice, ShardLayout};
+pub use layout::{for_each_run, reshard, DimSlice, ShardLayout};
 pub use logical::LogicalAxis;
 pub use memory::{bytes_per_device, replication_factor, total_bytes_per_device};
 pub use mesh::{Mesh, MeshAxis};

@@ -104,8 +104,7 @@ impl HostArray {
 }
 
 /// The block of `shape` starting at `offset` of a row-major array of `source_shape` with
-/// `elem`-byte elements, row-major. Moves contiguous runs: the innermost dimensions the block
-/// takes whole are copied together.
+/// `elem`-byte elements, row-major, copied run by run ([`vishwam_mesh::for_each_run`]).
 pub(super) fn copy_block(
     source: &[u8],
     source_shape: &[usize],
@@ -124,48 +123,11 @@ pub(super) fn copy_block(
             source.len()
         )));
     }
-    let total: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(total * elem);
-    if total == 0 {
-        return Ok(out);
-    }
-    // The run: the innermost dimensions taken whole, plus the first one that is not.
-    let mut inner = rank;
-    let mut run = elem;
-    while inner > 0 && shape[inner - 1] == source_shape[inner - 1] {
-        inner -= 1;
-        run *= shape[inner];
-    }
-    if inner > 0 {
-        inner -= 1;
-        run *= shape[inner];
-    }
-    // Row-major strides of the source, in bytes.
-    let mut strides = vec![elem; rank];
-    for d in (0..rank.saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * source_shape[d + 1];
-    }
-    let outer: Vec<usize> = shape[..inner].to_vec();
-    let mut index = vec![0usize; inner];
-    loop {
-        let at: usize = (0..rank)
-            .map(|d| (offset[d] + index.get(d).copied().unwrap_or(0)) * strides[d])
-            .sum();
-        out.extend_from_slice(&source[at..at + run]);
-        // Next index over the outer dimensions, last fastest.
-        let mut d = inner;
-        loop {
-            if d == 0 {
-                return Ok(out);
-            }
-            d -= 1;
-            index[d] += 1;
-            if index[d] < outer[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
+    let mut out = vec![0u8; shape.iter().product::<usize>() * elem];
+    vishwam_mesh::for_each_run(source_shape, shape, offset, elem, |at, to, len| {
+        out[to..to + len].copy_from_slice(&source[at..at + len]);
+    });
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub(super) fn check_coverage(
 }
 
 /// Copies a row-major `shard` (its box at `start` of shape `shape`) into the row-major array
-/// `whole` of shape `global`.
+/// `whole` of shape `global`, run by run ([`vishwam_mesh::for_each_run`]).
 fn place(
     whole: &mut [u8],
     global: &[i64],
@@ -115,35 +115,16 @@ fn place(
     shard: &[u8],
     size: usize,
 ) {
-    if shape.contains(&0) {
-        return;
-    }
-    let rank = global.len();
-    if rank == 0 {
-        whole.copy_from_slice(shard);
-        return;
-    }
-    let mut strides = vec![1usize; rank];
-    for d in (0..rank - 1).rev() {
-        strides[d] = strides[d + 1] * global[d + 1] as usize;
-    }
-    let row = shape[rank - 1] as usize * size;
-    let mut index = vec![0i64; rank - 1];
-    for chunk in shard.chunks_exact(row) {
-        let offset: usize = (0..rank)
-            .map(|d| (start[d] + index.get(d).copied().unwrap_or(0)) as usize * strides[d])
-            .sum::<usize>()
-            * size;
-        whole[offset..offset + row].copy_from_slice(chunk);
-        // The next row: the odometer over every dimension but the last.
-        for d in (0..rank - 1).rev() {
-            index[d] += 1;
-            if index[d] < shape[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
+    let dims = |v: &[i64]| -> Vec<usize> { v.iter().map(|&d| d as usize).collect() };
+    vishwam_mesh::for_each_run(
+        &dims(global),
+        &dims(shape),
+        &dims(start),
+        size,
+        |at, from, len| {
+            whole[at..at + len].copy_from_slice(&shard[from..from + len]);
+        },
+    );
 }
 
 /// Reads the state of the sharded checkpoint in `dir` described by `manifest`.
