@@ -142,7 +142,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
             hf_dir.display()
         );
     }
-    let config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
+    let config = cfg.to_value();
     let dir = checkpoint::save(
         &args.out.join("checkpoints"),
         0,

@@ -119,7 +119,7 @@ pub fn train(
 /// section, whose plugin path may differ between hosts): each process reads its own config
 /// and flags, and a process started with others would compile another program.
 fn check_same_config(session: &Session, cfg: &vishwam::config::Config) -> anyhow::Result<()> {
-    let mut config: serde_json::Value = serde_json::from_str(&cfg.to_json_pretty())?;
+    let mut config = cfg.to_value();
     if let Some(map) = config.as_object_mut() {
         map.remove("runtime");
     }

@@ -233,7 +233,8 @@ impl Config {
         }
     }
 
-    fn to_value(&self) -> Value {
+    /// The config as a JSON value (what [`Config::to_json_pretty`] prints).
+    pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("a Config always serialises to JSON")
     }
 

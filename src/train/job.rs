@@ -3,7 +3,7 @@
 //! all (see [`super::run_training_in`]).
 
 use super::checkpoint::sharded::{save_sharded, CheckpointJob, LocalShard};
-use super::run::{checkpoint_root, BatchSource};
+use super::run::{BatchSource, CheckpointRecord};
 use super::{StepLayout, TrainError, Trainer};
 use crate::data::process_slice::ProcessSlice;
 use crate::engine::{HostArray, ShardedArray};
@@ -113,17 +113,9 @@ pub fn save_sharded_state(
     job: &dyn CheckpointJob,
 ) -> Result<PathBuf, TrainError> {
     let shards = trainer.owned_state_shards()?;
-    let config: serde_json::Value =
-        serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    let r = CheckpointRecord::of(trainer, data);
     let dir = save_sharded(
-        &checkpoint_root(trainer),
-        step,
-        &shards,
-        config,
-        data.position(),
-        Some(super::batch_geometry(&trainer.config, &trainer.plan)),
-        trainer.config.logging.keep_checkpoints,
-        job,
+        &r.root, step, &shards, r.config, r.position, r.geometry, r.keep, job,
     )?;
     if job.process_id() == 0 {
         tracing::info!("saved checkpoint {}", dir.display());

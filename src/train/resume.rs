@@ -239,7 +239,7 @@ fn compared_section(config: &serde_json::Value, section: &str) -> Option<serde_j
 fn as_loaded(config: &serde_json::Value) -> serde_json::Value {
     crate::config::Config::from_json_str(&config.to_string())
         .ok()
-        .and_then(|c| serde_json::from_str(&c.to_json_pretty()).ok())
+        .map(|c| c.to_value())
         .unwrap_or_else(|| config.clone())
 }
 

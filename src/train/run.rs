@@ -342,19 +342,35 @@ fn evaluate(trainer: &mut Trainer, data: &mut dyn BatchSource) -> Result<EvalRes
     trainer.evaluate(&batches)
 }
 
+/// Where a trainer's checkpoints go and what each records beside the state: the config, the
+/// data position, the batch geometry, and how many checkpoints to keep.
+pub(super) struct CheckpointRecord {
+    pub root: PathBuf,
+    pub config: serde_json::Value,
+    pub position: serde_json::Value,
+    pub geometry: Option<crate::config::BatchGeometry>,
+    pub keep: usize,
+}
+
+impl CheckpointRecord {
+    /// The record of `trainer`'s run at `data`'s current position.
+    pub fn of(trainer: &Trainer, data: &dyn BatchSource) -> CheckpointRecord {
+        CheckpointRecord {
+            root: checkpoint_root(trainer),
+            config: trainer.config.to_value(),
+            position: data.position(),
+            geometry: Some(super::batch_geometry(&trainer.config, &trainer.plan)),
+            keep: trainer.config.logging.keep_checkpoints,
+        }
+    }
+}
+
 /// Saves the current state as the checkpoint of `step`.
 pub fn save(trainer: &Trainer, data: &dyn BatchSource, step: u64) -> Result<PathBuf, TrainError> {
     let state = trainer.state_to_host()?;
-    let config: serde_json::Value =
-        serde_json::from_str(&trainer.config.to_json_pretty()).unwrap_or(serde_json::Value::Null);
+    let r = CheckpointRecord::of(trainer, data);
     let dir = checkpoint::save_with_batch(
-        &checkpoint_root(trainer),
-        step,
-        &state,
-        config,
-        data.position(),
-        Some(super::batch_geometry(&trainer.config, &trainer.plan)),
-        trainer.config.logging.keep_checkpoints,
+        &r.root, step, &state, r.config, r.position, r.geometry, r.keep,
     )?;
     tracing::info!("saved checkpoint {}", dir.display());
     Ok(dir)
