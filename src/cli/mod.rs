@@ -103,11 +103,16 @@ impl ConfigArgs {
 
     /// The `--set` overrides, then `--platform` and `--devices` as overrides of their keys.
     pub fn all_sets(&self) -> Vec<String> {
+        self.sets_with_devices(self.devices)
+    }
+
+    /// [`ConfigArgs::all_sets`] with `devices` in place of `--devices`.
+    pub fn sets_with_devices(&self, devices: Option<usize>) -> Vec<String> {
         let mut sets = self.sets.clone();
         if let Some(p) = &self.platform {
             sets.push(format!("runtime.platform={p}"));
         }
-        if let Some(d) = self.devices {
+        if let Some(d) = devices {
             sets.push(format!("runtime.devices={d}"));
         }
         sets

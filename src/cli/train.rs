@@ -134,21 +134,11 @@ impl TrainArgs {
     /// config describes the whole job, so `--devices` (each process's devices) becomes
     /// `runtime.devices` = that times the processes.
     fn run_sets(&self) -> anyhow::Result<Vec<String>> {
-        let mut sets = self.run.all_sets();
-        if let (Some(spec), Some(per_process)) = (
-            super::multiprocess::spec_of(&self.process)?,
-            self.run.devices,
-        ) {
-            let flag = format!("runtime.devices={per_process}");
-            if let Some(i) = sets.iter().rposition(|s| *s == flag) {
-                sets.remove(i);
-            }
-            sets.push(format!(
-                "runtime.devices={}",
-                per_process * spec.num_processes
-            ));
-        }
-        Ok(sets)
+        let devices = match super::multiprocess::spec_of(&self.process)? {
+            Some(spec) => self.run.devices.map(|d| d * spec.num_processes),
+            None => self.run.devices,
+        };
+        Ok(self.run.sets_with_devices(devices))
     }
 
     /// [`TrainArgs::load_run`] with `runtime.platform` as written ("auto" stays).

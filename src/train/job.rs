@@ -27,11 +27,6 @@ impl Trainer {
         Ok(())
     }
 
-    /// The rows of every micro-batch this process feeds.
-    pub fn batch_rows(&self) -> ProcessSlice {
-        self.batch_rows
-    }
-
     /// Places a batch array whose dimension `row_dim` holds this process's rows of each
     /// micro-batch ([`Trainer::feed_rows`]): the whole array in a single-process run.
     pub(super) fn put_rows(

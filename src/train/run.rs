@@ -139,15 +139,14 @@ pub fn run_training_in(
     let root = checkpoint_root(trainer);
     let mut summary = RunSummary::default();
 
-    let chosen = match &opts.resume_from {
-        Some(dir) => Some(dir.clone()),
-        None if opts.resume && leader => checkpoint::latest(&root),
-        None => None,
-    };
-    // Process 0 chose (its view of the shared checkpoint directory decides).
-    let chosen = match job {
-        Some(job) if opts.resume && opts.resume_from.is_none() => agree_on_resume(job, chosen)?,
-        _ => chosen,
+    let chosen = match (&opts.resume_from, job) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, _) if !opts.resume => None,
+        (None, None) => checkpoint::latest(&root),
+        // Process 0 chooses (its view of the shared checkpoint directory decides).
+        (None, Some(job)) => {
+            agree_on_resume(job, leader.then(|| checkpoint::latest(&root)).flatten())?
+        }
     };
     let mut resumed = false;
     if opts.resume || opts.resume_from.is_some() {
