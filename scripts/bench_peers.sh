@@ -29,13 +29,7 @@
 # The 124M comparison takes about 3 to 4 minutes of GPU time, most of it compilation.
 set -uo pipefail
 
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-VISHWAM="$(abs "${VISHWAM:-$ROOT/target/release/vishwam}")"
-PLUGIN="${PLUGIN:-}"
-[ -n "$PLUGIN" ] && PLUGIN="$(abs "$PLUGIN")"
-PYTHON="${PYTHON:-python3}"
+. "$(dirname "$0")/paths.sh"
 CONFIG="$(abs "${CONFIG:-configs/gpu_h100.json}")"
 [ -f "$CONFIG" ] || CONFIG="$ROOT/configs/gpu_h100.json"
 STEPS="${STEPS:-30}"

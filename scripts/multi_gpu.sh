@@ -23,13 +23,7 @@
 # one-device run of the same binary in the same call.
 set -uo pipefail
 
-HERE="$(cd "$(dirname "$0")" && pwd)"
-ROOT="$(cd "$HERE/.." && pwd)"
-abs() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
-VISHWAM="$(abs "${VISHWAM:-$ROOT/target/release/vishwam}")"
-PLUGIN="${PLUGIN:-}"
-[ -n "$PLUGIN" ] && PLUGIN="$(abs "$PLUGIN")"
-PYTHON="${PYTHON:-python3}"
+. "$(dirname "$0")/paths.sh"
 PLATFORM="${PLATFORM:-cuda}"
 SIZE="${SIZE:-124m}"
 STEPS="${STEPS:-30}"
