@@ -47,6 +47,18 @@ impl<'a> ShardBox<'a> {
     }
 }
 
+/// [`check_coverage`] of the shards that `files` hold, each named by its file.
+pub(super) fn check_files_cover(
+    tensors: &BTreeMap<String, TensorEntry>,
+    files: &[StateFile],
+) -> Result<(), String> {
+    let boxes: Vec<ShardBox> = files
+        .iter()
+        .flat_map(|f| f.shards.iter().map(move |s| ShardBox::of(s, &f.file)))
+        .collect();
+    check_coverage(tensors, &boxes)
+}
+
 /// Checks that the shards of every array in `tensors` lie inside it and cover it exactly once
 /// (no gap, no overlap), and that every shard belongs to an array of `tensors`.
 pub(super) fn check_coverage(
@@ -174,12 +186,7 @@ pub(super) fn read_sharded_state(
             },
         );
     }
-    let boxes: Vec<ShardBox> = manifest
-        .files
-        .iter()
-        .flat_map(|f| f.shards.iter().map(move |s| ShardBox::of(s, &f.file)))
-        .collect();
-    check_coverage(&manifest.tensors, &boxes).map_err(|d| err(dir, d))?;
+    check_files_cover(&manifest.tensors, &manifest.files).map_err(|d| err(dir, d))?;
     for file in &manifest.files {
         read_file_into(dir, file, &mut arrays)?;
     }

@@ -1,7 +1,7 @@
 //! The file work of a sharded save: process 0's temporary directory, each process's state
 //! file, and process 0's checks and commit.
 
-use super::assemble::{check_coverage, ShardBox};
+use super::assemble::check_files_cover;
 use super::sharded::SHARDED_VERSION;
 use super::sharded::{shard_tensor_name, state_file_name, Keys, ShardEntry, StateFile};
 use super::sharded::{CheckpointJob, LocalShard};
@@ -245,11 +245,7 @@ pub(super) fn commit(
     }
     let tensors: BTreeMap<String, TensorEntry> =
         tensors.into_iter().map(|(k, (e, _))| (k, e)).collect();
-    let boxes: Vec<ShardBox> = files
-        .iter()
-        .flat_map(|f| f.shards.iter().map(move |s| ShardBox::of(s, &f.file)))
-        .collect();
-    check_coverage(&tensors, &boxes).map_err(|d| err(tmp, d))?;
+    check_files_cover(&tensors, &files).map_err(|d| err(tmp, d))?;
 
     let manifest = Manifest {
         format: FORMAT.into(),
