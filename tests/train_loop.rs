@@ -202,3 +202,46 @@ fn a_deadline_ends_the_run_with_a_checkpoint_and_an_evaluation() {
     assert!(summary.checkpoint.as_ref().unwrap().ends_with(&saved));
     assert!(summary.validation.is_some());
 }
+
+/// The loop launches steps ahead of reading their metrics (reading every `log_every` steps,
+/// and at least every 32, the size of the metrics ring). Its losses and final parameters must
+/// be bitwise those of a step-by-step loop that waits for every step.
+#[test]
+fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[
+            "training.max_steps=45".into(),
+            "logging.log_every=40".into(),
+            "logging.eval_every=0".into(),
+            "logging.save_every=0".into(),
+            "logging.profile_every=0".into(),
+            "data.val_fraction=0".into(),
+        ],
+    );
+    let mut pipelined = trainer(&cfg);
+    assert!(pipelined.can_pipeline());
+    let summary = run_training(
+        &mut pipelined,
+        &mut data(&cfg, None),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(summary.steps, 45);
+
+    let mut stepped = trainer(&cfg);
+    let mut source = data(&cfg, None);
+    let mut losses = Vec::new();
+    for _ in 0..45 {
+        let batch = vishwam::train::BatchSource::next_train(&mut source).unwrap();
+        losses.push(stepped.step(&batch).unwrap().loss);
+    }
+    assert!(losses.iter().all(|l| l.is_finite()));
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&summary.losses), bits(&losses));
+    assert_eq!(
+        pipelined.params_to_host().unwrap(),
+        stepped.params_to_host().unwrap()
+    );
+}

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vishwam::config::Config;
 use vishwam::reference::{train_steps, Batch, ReferenceDtype, ReferenceModel, ReferenceOptimizer};
-use vishwam::train::{open_engine, HostBatch, Trainer};
+use vishwam::train::{open_engine, HostBatch, StepPipeline, Trainer};
 
 /// Which implementation trains.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +45,9 @@ pub struct TrainBenchArgs {
     /// Peak TFLOP/s of one device for MFU (default: from a table of known devices).
     #[arg(long)]
     peak_tflops: Option<f64>,
-    /// Enqueue each step before waiting for the previous step's metrics, so that the device
-    /// never waits for the host between steps (the step time is then wall time per step).
+    /// Enqueue each step before reading earlier steps' metrics, reading them every
+    /// `logging.log_every` steps as `vishwam train` does, so that the device never waits for
+    /// the host between steps (the step time is then wall time per step).
     #[arg(long)]
     pipeline: bool,
     /// How the random token ids are drawn.
@@ -150,21 +151,14 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         let t1 = Instant::now();
         let mut compute = 0.0;
         if args.pipeline {
-            let mut in_flight = Some(trainer.launch(&batches[0])?);
-            for i in 1..args.steps {
-                if trainer.needs_metrics_before_next_step() {
-                    if let Some(step) = in_flight.take() {
-                        step.finish(&mut trainer)?;
-                    }
-                }
-                let next = trainer.launch(&batches[i % 2])?;
-                if let Some(step) = in_flight.replace(next) {
-                    step.finish(&mut trainer)?;
-                }
+            // Metrics are read as `vishwam train` reads them: every `logging.log_every` steps.
+            let log_every = cfg.logging.log_every.max(1);
+            let mut pipeline = StepPipeline::new(log_every);
+            for i in 0..args.steps {
+                let report = (i + 1) % log_every == 0;
+                pipeline.launch(&mut trainer, &batches[i % 2], report)?;
             }
-            if let Some(step) = in_flight {
-                step.finish(&mut trainer)?;
-            }
+            pipeline.drain(&mut trainer)?;
         } else {
             for i in 0..args.steps {
                 let (_, timing) = trainer.timed_step(&batches[i % 2])?;

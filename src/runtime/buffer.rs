@@ -199,6 +199,21 @@ impl Buffer {
         result.map(|()| out)
     }
 
+    /// Starts copying the buffer to a new host byte vector and returns at once; the copy
+    /// keeps its own handle on the transfer, so the buffer may be donated to a later execution
+    /// before [`HostCopy::wait`] (the runtime orders that execution after the read).
+    pub fn start_to_bytes(&self) -> Result<HostCopy> {
+        let mut data = vec![0u8; self.byte_size()?];
+        // SAFETY: `data` moves into the returned `HostCopy`, which never touches or frees its
+        // heap block before the event is awaited (in `wait` or in `drop`).
+        let event = unsafe { self.start_copy_to_host(&mut data)? };
+        Ok(HostCopy {
+            api: self.client.api.clone(),
+            event,
+            data,
+        })
+    }
+
     /// The size of the buffer's dense row-major contents in bytes.
     fn byte_size(&self) -> Result<usize> {
         Ok(self.dims()?.iter().product::<i64>() as usize * self.element_type()?.size_in_bytes())
@@ -224,5 +239,32 @@ impl Buffer {
         let mut out = vec![T::zeroed(); count];
         self.copy_to_host(bytemuck::cast_slice_mut(&mut out))?;
         Ok(out)
+    }
+}
+
+/// A copy of a device buffer to the host that is still in flight ([`Buffer::start_to_bytes`]).
+/// Dropping it waits for the copy, since the plugin writes into its vector until then.
+pub struct HostCopy {
+    api: Arc<super::Api>,
+    event: *mut ffi::PJRT_Event,
+    data: Vec<u8>,
+}
+
+// SAFETY: the event and the vector are only used through `wait`/`drop`, from one owner.
+unsafe impl Send for HostCopy {}
+
+impl HostCopy {
+    /// Waits for the copy and returns the bytes.
+    pub fn wait(mut self) -> Result<Vec<u8>> {
+        let event = std::mem::replace(&mut self.event, std::ptr::null_mut());
+        super::event::await_and_destroy(&self.api, event)?;
+        Ok(std::mem::take(&mut self.data))
+    }
+}
+
+impl Drop for HostCopy {
+    fn drop(&mut self) {
+        let event = std::mem::replace(&mut self.event, std::ptr::null_mut());
+        let _ = super::event::await_and_destroy(&self.api, event);
     }
 }

@@ -23,7 +23,7 @@ mod profiler;
 mod staging;
 
 pub use api::{Api, API_MAJOR, MIN_API_MINOR};
-pub use buffer::Buffer;
+pub use buffer::{Buffer, HostCopy};
 pub use cache::{CacheOutcome, CompileCache};
 pub use client::{Client, ClientOptions, ClientSpec, CreateOption};
 pub use compile_options::{CompileOptions, OptionValue};

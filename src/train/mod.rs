@@ -16,11 +16,13 @@ pub mod gpu_telemetry;
 pub mod init;
 mod job;
 mod layout;
+mod metrics_ring;
 mod micro_step;
 mod moe_inspect;
 pub mod moe_state;
 pub mod monitor;
 pub mod optim;
+mod pipeline;
 mod precision;
 mod resume;
 mod run;
@@ -28,6 +30,7 @@ mod schedule;
 mod setup;
 pub mod state;
 mod step;
+mod step_recorder;
 pub mod tensorboard;
 pub mod trace;
 mod trainer;
@@ -46,9 +49,11 @@ pub use init::{initial_state, InitWeights};
 pub use job::{check_process_rows, save_sharded_state};
 pub use moe_inspect::{build_expert_stats, expert_utilisation};
 pub use moe_state::MoeMetrics;
+pub use pipeline::{StepPipeline, StepResult};
 pub use precision::{Fp8Policy, Fp8Scaling, LossScaling, PrecisionPolicy, ProjectionPrecision};
 pub use trainer::{
-    compile_step, CompiledStep, HostBatch, LaunchedStep, StepMetrics, StepTimings, Trainer,
+    compile_step, CompiledStep, HostBatch, LaunchedStep, MetricsRead, StepMetrics, StepTimings,
+    Trainer,
 };
 pub use trainer_programs::EvalResult;
 pub use weights::WeightsSource;

@@ -7,9 +7,10 @@ use super::monitor::{DeviceMemory, ResourceMonitor, ResourceSnapshot};
 use super::resume::{
     check_batch, check_compatible, refuse_newer_checkpoints, set_earlier_run_aside,
 };
+use super::step_recorder::StepRecorder;
 use super::tensorboard::MetricsLog;
-use super::trace::{HostStep, StepRange, StepTracer, TraceSchedule};
-use super::{EvalResult, HostBatch, StepMetrics, StepTimings, TrainError, Trainer};
+use super::trace::{StepRange, StepTracer, TraceSchedule};
+use super::{EvalResult, HostBatch, StepMetrics, StepPipeline, StepTimings, TrainError, Trainer};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,88 +202,85 @@ pub fn run_training_in(
     let bar = progress_bar(opts.progress && leader, summary.start_step, max_steps);
     let tokens_per_step =
         (trainer.layout.accum * trainer.layout.micro_batch * cfg.seq_len()) as f64;
+    // Steps are launched ahead of their metrics (`StepPipeline`): the device runs step N+1
+    // while the host reads step N's. `step` counts the steps whose metrics were read,
+    // `launched` those enqueued; the pipeline is drained (`launched == step`) wherever the
+    // state itself is used: checkpoints, evaluation, profile reports, traced steps, the end.
     let mut step = summary.start_step;
-    let (mut timed_tokens, mut timed_seconds) = (0f64, 0f64);
-    let mut profile = Profile::default();
-    let mut monitor = ResourceMonitor::new(&trainer.engine.client);
-    let mut resources = String::new();
-    while step < max_steps {
+    let mut launched = step;
+    let pipelined = trainer.can_pipeline();
+    let mut pipeline = StepPipeline::new(if pipelined { log.log_every } else { 1 });
+    let first_step = summary.start_step + 1;
+    // Steps after which the loop waits for every launched step: `traced` when the step is
+    // in a trace window.
+    let drains_at = |s: u64, traced: bool| {
+        let every = |n: usize| n > 0 && s.is_multiple_of(n as u64);
+        !pipelined
+            || traced
+            || s == first_step
+            || s == max_steps
+            || (every(log.eval_every) || every(log.save_every)) && s < max_steps
+            || every(log.profile_every)
+    };
+    let mut loop_state = StepRecorder {
+        summary: &mut summary,
+        metrics: &mut metrics,
+        tracer: &mut tracer,
+        bar: &bar,
+        monitor: ResourceMonitor::new(&trainer.engine.client),
+        resources: String::new(),
+        profile: Profile::default(),
+        timed_tokens: 0.0,
+        timed_seconds: 0.0,
+        tokens_per_step,
+        last_read: Instant::now(),
+        leader,
+        log_every: log.log_every as u64,
+        max_steps,
+        root: &root,
+        waits: Default::default(),
+    };
+    while launched < max_steps {
         if opts.stop.load(Ordering::SeqCst) {
-            summary.interrupted = true;
+            loop_state.summary.interrupted = true;
             break;
         }
         if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-            summary.reached_deadline = true;
+            loop_state.summary.reached_deadline = true;
             tracing::warn!(
-                "the time budget ends the run at step {step} of {max_steps}: the steps ran \
+                "the time budget ends the run at step {launched} of {max_steps}: the steps ran \
                  slower than planned"
             );
             break;
         }
-        tracer.before_step(step + 1);
+        let next = launched + 1;
+        if loop_state.tracer.traces(next) && launched > step {
+            // A traced step runs alone: its host spans are those of a synchronous step.
+            let done = pipeline.drain(trainer)?;
+            loop_state.record(trainer, data, &mut step, done)?;
+        }
+        loop_state.tracer.before_step(next);
         let wait = Instant::now();
         let batch = data.next_train()?;
-        let data_wait = wait.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let (m, timings) = trainer.timed_step(&batch)?;
-        let seconds = started.elapsed().as_secs_f64();
-        if m.skipped && !trainer.layout.dynamic_scale {
-            bar.abandon();
-            return Err(TrainError::NonFinite(format!(
-                "step {}: loss {} / gradient norm {} is not finite; the update was not applied and training stopped. The last good checkpoint is in {}. Lower training.learning_rate, set training.max_grad_norm, or use f32 compute.",
-                step + 1,
-                m.loss,
-                m.grad_norm,
-                root.display()
-            )));
+        loop_state
+            .waits
+            .push_back((wait, wait.elapsed().as_secs_f64()));
+        let report = next % log.log_every as u64 == 0;
+        let done = pipeline.launch(trainer, &batch, report)?;
+        launched = next;
+        loop_state.record(trainer, data, &mut step, done)?;
+        if !drains_at(launched, loop_state.tracer.traces(launched)) {
+            continue;
         }
-        step += 1;
-        let host = HostStep {
-            started: wait,
-            data_wait,
-            timings,
-        };
-        tracer.after_step(step, &host)?;
-        summary.losses.push(m.loss);
-        if step > summary.start_step + 1 {
-            timed_tokens += tokens_per_step;
-            timed_seconds += seconds + data_wait;
-        }
-        profile.add(data_wait, &timings);
-        let tokens_per_second = tokens_per_step / (seconds + data_wait).max(1e-9);
-        bar.set_position(step);
-        let logged = leader && (step % log.log_every as u64 == 0 || step == max_steps);
-        let bookkeeping = Instant::now();
-        let snapshot = logged.then(|| monitor.sample(data.queue_depth()));
-        if let Some(s) = &snapshot {
-            resources = s.summary();
-        }
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s {resources}",
-            m.loss, m.lr, tokens_per_second
-        ));
-
-        if let (Some(snapshot), Some(metrics)) = (&snapshot, &mut metrics) {
-            let report = StepReport {
-                metrics: &m,
-                tokens_per_second,
-                seconds,
-                data_wait,
-                timings: &timings,
-            };
-            write_metrics(metrics, step, &report, trainer, snapshot)?;
-            tracing::info!(
-                "step {step}/{max_steps} loss {:.4} acc {:.4} grad_norm {:.3} lr {:.3e} {:.0} tok/s",
-                m.loss,
-                m.accuracy,
-                m.grad_norm,
-                m.lr,
-                tokens_per_second
-            );
-        }
-        if step > summary.start_step + 1 {
-            summary.logging_seconds += bookkeeping.elapsed().as_secs_f64();
-        }
+        let done = pipeline.drain(trainer)?;
+        loop_state.record(trainer, data, &mut step, done)?;
+        let StepRecorder {
+            summary,
+            metrics,
+            bar,
+            profile,
+            ..
+        } = &mut loop_state;
         if log.eval_every > 0 && step % log.eval_every as u64 == 0 && step < max_steps {
             let eval = evaluate(trainer, data)?;
             write_json(metrics.as_mut(), validation_record(step, &eval))?;
@@ -302,12 +300,18 @@ pub fn run_training_in(
                 "step {step} profile: {}",
                 line["summary"].as_str().unwrap_or_default()
             ));
-            profile = Profile::default();
+            *profile = Profile::default();
         }
         if log.save_every > 0 && step % log.save_every as u64 == 0 && step < max_steps {
             summary.checkpoint = Some(save_in(trainer, data, step, job)?);
         }
+        // Time spent on evaluation and checkpoints is no step's.
+        loop_state.last_read = Instant::now();
     }
+    let done = pipeline.drain(trainer)?;
+    loop_state.record(trainer, data, &mut step, done)?;
+    let (timed_tokens, timed_seconds) = (loop_state.timed_tokens, loop_state.timed_seconds);
+    drop(loop_state);
     bar.finish_and_clear();
     tracer.finish()?;
     summary.steps = step;
@@ -398,15 +402,15 @@ fn write_json(log: Option<&mut MetricsLog>, value: serde_json::Value) -> Result<
 }
 
 /// What the loop measured of one step.
-struct StepReport<'a> {
-    metrics: &'a StepMetrics,
-    tokens_per_second: f64,
-    seconds: f64,
-    data_wait: f64,
-    timings: &'a StepTimings,
+pub(super) struct StepReport<'a> {
+    pub metrics: &'a StepMetrics,
+    pub tokens_per_second: f64,
+    pub seconds: f64,
+    pub data_wait: f64,
+    pub timings: &'a StepTimings,
 }
 
-fn write_metrics(
+pub(super) fn write_metrics(
     file: &mut MetricsLog,
     step: u64,
     report: &StepReport<'_>,
@@ -496,14 +500,14 @@ fn progress_bar(show: bool, start: u64, max: u64) -> indicatif::ProgressBar {
 
 /// Accumulated time per phase since the last profile report.
 #[derive(Default)]
-struct Profile {
+pub(super) struct Profile {
     steps: u32,
     data_wait: f64,
     timings: StepTimings,
 }
 
 impl Profile {
-    fn add(&mut self, data_wait: f64, t: &StepTimings) {
+    pub fn add(&mut self, data_wait: f64, t: &StepTimings) {
         self.steps += 1;
         self.data_wait += data_wait;
         self.timings.host_to_device += t.host_to_device;
@@ -511,7 +515,7 @@ impl Profile {
         self.timings.device_to_host += t.device_to_host;
     }
 
-    fn report(&self, trainer: &Trainer) -> serde_json::Value {
+    pub fn report(&self, trainer: &Trainer) -> serde_json::Value {
         let n = self.steps.max(1) as f64;
         let ms = |s: f64| s / n * 1e3;
         let total = self.data_wait

@@ -7,18 +7,21 @@ use super::accumulate::{accumulate, Accumulated, TeacherInputs};
 use super::distill::{DistillContext, DISTILL_METRICS};
 use super::fp8::Fp8Step;
 use super::layout::{train_forward_options, StepLayout};
+use super::metrics_ring;
 use super::moe_state;
 use super::optim::{self, apply_updates, GradientTransformation, UpdateContext};
 use super::schedule::lr_traced;
 use super::state::{LossScaleState, TrainState};
+use super::trainer::StepMetrics;
 use crate::config::Config;
-use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap};
-use vishwam_mesh::ShardingPlan;
+use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap, Tree};
+use vishwam_mesh::{PartitionSpec, ShardingPlan};
 
 /// Good steps before the f16 dynamic loss scale doubles.
 const SCALE_GROWTH_INTERVAL: f64 = 2000.0;
 
-/// The step's metrics: f32 scalars, each a result of the program named as its field.
+/// The step's metrics: f32 scalars, pushed into the metrics ring as one row in
+/// [`StepMetrics::NAMES`] order.
 struct Metrics {
     /// Mean objective per real token.
     loss: Tensor,
@@ -49,17 +52,17 @@ tree_struct!(Metrics {
 });
 
 /// Everything the step returns: the next state (named like the inputs it replaces), the
-/// metrics, and the distillation ([`DISTILL_METRICS`]) and MoE
+/// metrics ring with this step's metrics pushed ([`metrics_ring`]), and the distillation ([`DISTILL_METRICS`]) and MoE
 /// ([`moe_state::MOE_METRICS`]) outputs when there are any.
 struct StepOutputs {
     state: TrainState<Tensor>,
-    metrics: Metrics,
+    metrics_ring: Tensor,
     distill: TensorMap,
     moe: TensorMap,
 }
 tree_struct!(StepOutputs {
     state => "",
-    metrics => "",
+    metrics_ring,
     distill => "",
     moe => "",
 });
@@ -134,6 +137,11 @@ pub(super) fn trace_train_step(
         .state
         .as_ref()
         .map(|name, slot| g.param_sharded(name, slot.ty.clone(), slot.spec.clone()));
+    let ring = g.param_sharded(
+        metrics_ring::RING_NAME,
+        metrics_ring::ring_type(),
+        PartitionSpec::replicated(),
+    );
     let batch = |name: &str, dtype| {
         g.param_sharded(name, layout.batch_type(dtype), layout.batch_spec.clone())
     };
@@ -243,9 +251,14 @@ pub(super) fn trace_train_step(
         }
         None => TensorMap::new(),
     };
+    let named: std::collections::BTreeMap<String, Tensor> = metrics.flatten().into_iter().collect();
+    let row = StepMetrics::NAMES
+        .iter()
+        .map(|n| named[*n].clone())
+        .collect::<Vec<_>>();
     let mut func = g.finish_tree(&StepOutputs {
         state: next,
-        metrics,
+        metrics_ring: metrics_ring::push(&ring, &row),
         distill: distill_outputs,
         moe: moe_outputs,
     })?;
@@ -253,6 +266,10 @@ pub(super) fn trace_train_step(
     layout
         .state
         .visit(|name, slot| slots.push((name, slot.spec.clone())));
+    slots.push((
+        metrics_ring::RING_NAME.to_string(),
+        PartitionSpec::replicated(),
+    ));
     for (name, spec) in slots {
         func.set_output_sharding(&name, spec)?;
         func.donate(&name, &name)?;

@@ -4,6 +4,7 @@ use super::distill::{DistillContext, Teacher, DISTILL_METRICS};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
 use super::layout::StepLayout;
+use super::metrics_ring;
 use super::moe_state::MOE_METRICS;
 use super::precision::PrecisionPolicy;
 use super::step::{build_distill_step, build_train_step};
@@ -11,6 +12,7 @@ use super::TrainError;
 use crate::config::Config;
 use crate::data::process_slice::ProcessSlice;
 use crate::engine::{CompileHints, Engine, HostArray, Input, Program, ShardedArray};
+use crate::runtime::HostCopy;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use vishwam_mesh::ShardingPlan;
@@ -94,7 +96,7 @@ impl StepMetrics {
     ];
 
     /// From the values of the outputs named [`StepMetrics::NAMES`], in that order.
-    fn from_values(v: &[f32; 8]) -> StepMetrics {
+    pub(super) fn from_values(v: &[f32; 8]) -> StepMetrics {
         let [loss, grad_norm, lr, tokens, accuracy, skipped, fp8_saturated_forward, fp8_saturated_backward] =
             *v;
         StepMetrics {
@@ -137,6 +139,10 @@ pub struct Trainer {
     /// The resolved configuration.
     pub config: Config,
     pub(super) state: Vec<ShardedArray>,
+    /// The last [`metrics_ring::RING_STEPS`] steps' metrics, donated to every step.
+    metrics_ring: ShardedArray,
+    /// Steps launched so far by this trainer (the newest row of the ring is the last).
+    launched: u64,
     /// The MoE metrics of the last step (freed at the top of the next).
     pub(super) moe_outputs: Vec<ShardedArray>,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
@@ -225,7 +231,10 @@ impl Trainer {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
         };
+        let metrics_ring = metrics_ring::zeros(&engine)?;
         let mut trainer = Trainer {
+            metrics_ring,
+            launched: 0,
             engine,
             plan,
             layout,
@@ -354,6 +363,39 @@ impl Trainer {
         launched.finish(self)
     }
 
+    /// Starts copying the metrics of `steps` (launched by this trainer, the newest of them
+    /// less than [`metrics_ring::RING_STEPS`] launches ago) to the host and returns at once.
+    /// Call it before launching the next step, then [`MetricsRead::wait`] while that step
+    /// runs: the host then waits for older steps only, and the devices never wait for it.
+    pub fn read_metrics(&mut self, steps: Vec<LaunchedStep>) -> Result<MetricsRead, TrainError> {
+        if let Some(old) = steps
+            .iter()
+            .find(|s| self.launched - s.seq >= metrics_ring::RING_STEPS as u64)
+        {
+            return Err(TrainError::Other(format!(
+                "the metrics of launch {} were overwritten: {} steps were launched since, and \
+                 the ring keeps {}",
+                old.seq,
+                self.launched - old.seq,
+                metrics_ring::RING_STEPS
+            )));
+        }
+        Ok(MetricsRead {
+            copy: self.metrics_ring.shards[0].start_to_bytes()?,
+            steps,
+            newest: self.launched,
+        })
+    }
+
+    /// Whether every metric of a step lands in the metrics ring, so that steps may be
+    /// launched before earlier ones are read ([`super::StepPipeline`]). Distillation and MoE
+    /// steps return more outputs, at new addresses while an earlier step's are alive, and f16
+    /// runs log the loss scale from the state: their loop reads each step before the next.
+    pub fn can_pipeline(&self) -> bool {
+        self.program.outputs.len() == self.layout.state.len() + 1
+            && self.layout.state.loss_scale.is_none()
+    }
+
     /// Whether the next step must wait for this one's metrics before it is launched: an FP8
     /// bootstrap step that the metrics may show skipped has to run again.
     pub fn needs_metrics_before_next_step(&self) -> bool {
@@ -398,6 +440,7 @@ impl Trainer {
         };
         let t1 = Instant::now();
         let mut inputs: Vec<Input<'_>> = self.state.iter_mut().map(Input::Donate).collect();
+        inputs.push(Input::Donate(&mut self.metrics_ring));
         inputs.extend([
             Input::Keep(&tokens),
             Input::Keep(&targets),
@@ -406,9 +449,12 @@ impl Trainer {
         inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
         let launched = Instant::now();
-        let extra = outputs.split_off(self.layout.state.len());
+        let n = self.layout.state.len();
+        let extra = outputs.split_off(n + 1);
+        self.metrics_ring = outputs.pop().expect("the step returns its metrics ring");
         self.state = outputs;
-        let mut named: BTreeMap<&str, ShardedArray> = program.outputs[self.layout.state.len()..]
+        self.launched += 1;
+        let mut named: BTreeMap<&str, ShardedArray> = program.outputs[n + 1..]
             .iter()
             .map(|slot| slot.name.as_str())
             .zip(extra)
@@ -418,10 +464,6 @@ impl Trainer {
                 .remove(name)
                 .ok_or_else(|| TrainError::Other(format!("the step returned no `{name}`")))
         };
-        let metrics = StepMetrics::NAMES
-            .iter()
-            .map(|n| take(n))
-            .collect::<Result<Vec<_>, _>>()?;
         if self.distill.is_some() {
             self.distill_outputs = DISTILL_METRICS
                 .iter()
@@ -430,7 +472,8 @@ impl Trainer {
         }
         self.moe_outputs = MOE_METRICS.iter().filter_map(|n| take(n).ok()).collect();
         Ok(LaunchedStep {
-            metrics,
+            seq: self.launched,
+            bootstrap: self.fp8_bootstrap_pending,
             started: t0,
             uploaded: t1,
             launched,
@@ -438,39 +481,78 @@ impl Trainer {
     }
 }
 
-/// A step enqueued on the devices by [`Trainer::launch`], whose metrics are still there.
+/// A step enqueued on the devices by [`Trainer::launch`], whose metrics are still there
+/// (in the trainer's metrics ring, until [`metrics_ring::RING_STEPS`] later steps are
+/// launched).
 pub struct LaunchedStep {
-    metrics: Vec<ShardedArray>,
+    /// The trainer's launch count after this step.
+    seq: u64,
+    /// Whether the step ran the FP8 bootstrap program.
+    bootstrap: bool,
     started: Instant,
     uploaded: Instant,
     launched: Instant,
 }
 
 impl LaunchedStep {
-    /// Waits for the step and downloads its metrics. `compute` in the timings runs from the
-    /// launch to the metrics being ready, so with a later step launched in between it also
-    /// counts the host's time between the two.
+    /// Waits for the step and downloads its metrics, before any later step is launched:
+    /// `compute` in the timings runs from the launch to the step being done, and
+    /// `device_to_host` is the copy of its metrics after that.
     pub fn finish(self, trainer: &mut Trainer) -> Result<(StepMetrics, StepTimings), TrainError> {
-        self.metrics[0].shards[0].block_until_ready()?;
-        let t2 = Instant::now();
-        let mut values = [0f32; StepMetrics::NAMES.len()];
-        for (v, m) in values
-            .iter_mut()
-            .zip(trainer.engine.get_all(&self.metrics)?)
-        {
-            *v = m.to_vec::<f32>().map_err(TrainError::Other)?[0];
+        if self.seq != trainer.launched {
+            return Err(TrainError::Other(
+                "LaunchedStep::finish after a later step was launched: read older steps with \
+                 Trainer::read_metrics before the next launch"
+                    .into(),
+            ));
         }
-        let t3 = Instant::now();
-        let m = StepMetrics::from_values(&values);
-        // A skipped step leaves the histories empty: bootstrap again.
-        trainer.fp8_bootstrap_pending &= m.skipped;
-        let timings = StepTimings {
-            host_to_device: (self.uploaded - self.started).as_secs_f64(),
-            compute: (t2 - self.uploaded).as_secs_f64(),
-            launch: (self.launched - self.uploaded).as_secs_f64(),
-            device_to_host: (t3 - t2).as_secs_f64(),
-        };
-        Ok((m, timings))
+        trainer.metrics_ring.shards[0].block_until_ready()?;
+        let done = Instant::now();
+        let uploaded = self.uploaded;
+        let mut read = trainer.read_metrics(vec![self])?.wait(trainer)?;
+        let copied = Instant::now();
+        let (metrics, mut timings) = read.pop().expect("one step was read");
+        timings.compute = (done - uploaded).as_secs_f64();
+        timings.device_to_host = (copied - done).as_secs_f64();
+        Ok((metrics, timings))
+    }
+}
+
+/// The metrics of some launched steps being copied to the host ([`Trainer::read_metrics`]).
+pub struct MetricsRead {
+    copy: HostCopy,
+    steps: Vec<LaunchedStep>,
+    /// The trainer's launch count when the copy started (the ring's newest row).
+    newest: u64,
+}
+
+impl MetricsRead {
+    /// Waits for the copy and returns each step's metrics and timings, oldest first. A step's
+    /// `compute` runs from its launch to the metrics being on the host, `device_to_host` is 0
+    /// (the copy is in `compute`), and an FP8 bootstrap step that was skipped is run again by
+    /// the next launch.
+    pub fn wait(
+        self,
+        trainer: &mut Trainer,
+    ) -> Result<Vec<(StepMetrics, StepTimings)>, TrainError> {
+        let ring = self.copy.wait()?;
+        let done = Instant::now();
+        let mut out = Vec::with_capacity(self.steps.len());
+        for step in self.steps {
+            let m = metrics_ring::row(&ring, (self.newest - step.seq) as usize)?;
+            if step.bootstrap {
+                // A skipped step leaves the histories empty: bootstrap again.
+                trainer.fp8_bootstrap_pending &= m.skipped;
+            }
+            let timings = StepTimings {
+                host_to_device: (step.uploaded - step.started).as_secs_f64(),
+                compute: (done - step.uploaded).as_secs_f64(),
+                launch: (step.launched - step.uploaded).as_secs_f64(),
+                device_to_host: 0.0,
+            };
+            out.push((m, timings));
+        }
+        Ok(out)
     }
 }
 

@@ -67,6 +67,11 @@ impl StepTracer {
         }
     }
 
+    /// Whether 1-based `step` is in a trace window.
+    pub fn traces(&self, step: u64) -> bool {
+        self.schedule.traces(step)
+    }
+
     /// Call before 1-based `step` runs: opens a window (starting the plugin's profiler) when
     /// `step` is traced and none is open. Costs one comparison otherwise.
     pub fn before_step(&mut self, step: u64) {
