@@ -11,6 +11,7 @@
 #
 # Environment:
 #   ROUNDS   alternations (default 2: A B A B)
+#   A_EXTRA, B_EXTRA  arguments for one side only (e.g. B_EXTRA=--pipeline)
 #   OUT      directory for each run's log (default: a new temporary directory)
 #
 # Each run's log keeps bench train's whole output; the summary lists every run's step time
@@ -18,7 +19,7 @@
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 A=$1
@@ -43,7 +44,9 @@ run() {
     local line
     line=$(grep -E '^xla ' "$log" | tail -1)
     [ -n "$line" ] || { echo "$label: no 'xla' result line in $log" >&2; return 1; }
-    sed -E 's/.*step ([0-9.]+) ms \(([0-9.]+) ms in the program\).*/\1 \2/' <<<"$line"
+    # A pipelined run has no time in the program of its own (its steps overlap).
+    sed -E -e 's/.*step ([0-9.]+) ms \(([0-9.]+) ms in the program\).*/\1 \2/' \
+        -e 's/.*step ([0-9.]+) ms \(pipelined\).*/\1 pipelined/' <<<"$line"
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -52,10 +55,15 @@ declare -a a_steps b_steps
 for round in $(seq 1 "$ROUNDS"); do
     for side in A B; do
         bin=$A
-        [ "$side" = B ] && bin=$B
-        result=$(run "$side.r$round" "$bin" "$@") || exit 1
+        extra=${A_EXTRA:-}
+        [ "$side" = B ] && bin=$B && extra=${B_EXTRA:-}
+        # shellcheck disable=SC2086 # the extra arguments are words
+        result=$(run "$side.r$round" "$bin" "$@" $extra) || exit 1
         read -r wall program <<<"$result"
-        printf '%s round %s: step %s ms (%s ms in the program)\n' "$side" "$round" "$wall" "$program"
+        case $program in
+        pipelined) printf '%s round %s: step %s ms (pipelined)\n' "$side" "$round" "$wall" ;;
+        *) printf '%s round %s: step %s ms (%s ms in the program)\n' "$side" "$round" "$wall" "$program" ;;
+        esac
         if [ "$side" = A ]; then a_steps+=("$wall"); else b_steps+=("$wall"); fi
     done
 done

@@ -221,7 +221,6 @@ fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
         ],
     );
     let mut pipelined = trainer(&cfg);
-    assert!(pipelined.can_pipeline());
     let summary = run_training(
         &mut pipelined,
         &mut data(&cfg, None),

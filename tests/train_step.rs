@@ -84,7 +84,7 @@ fn overfitting_one_batch_drives_the_loss_near_zero() {
         "initial loss {} should be near ln(64)",
         first.loss
     );
-    let mut last = first;
+    let mut last = first.clone();
     for _ in 0..80 {
         last = t.step(&batch).unwrap();
     }

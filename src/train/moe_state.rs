@@ -3,9 +3,7 @@
 //! and the MoE metrics. The aux-loss term of the objective is the model's
 //! ([`crate::model::moe_aux_term`]).
 
-use super::TrainError;
 use crate::config::ModelConfig;
-use crate::engine::HostArray;
 use crate::model::MoeStats;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -191,31 +189,6 @@ pub struct MoeMetrics {
 }
 
 impl MoeMetrics {
-    /// From the downloaded MoE outputs, in [`MOE_METRICS`] order.
-    pub fn from_host(cfg: &ModelConfig, arrays: &[HostArray]) -> Result<MoeMetrics, TrainError> {
-        let values = |i: usize| -> Result<Vec<f32>, TrainError> {
-            arrays
-                .get(i)
-                .ok_or_else(|| {
-                    TrainError::Other(format!("the step returned no `{}`", MOE_METRICS[i]))
-                })?
-                .to_vec::<f32>()
-                .map_err(TrainError::Other)
-        };
-        let e = cfg.num_experts.max(1);
-        Ok(MoeMetrics {
-            layers: moe_layers(cfg),
-            utilisation: values(0)?.chunks(e).map(<[f32]>::to_vec).collect(),
-            dropped_fraction: values(1)?,
-            aux_loss: values(2)?,
-            bias_norm: if cfg.use_lossfreebalance {
-                Some(values(3)?)
-            } else {
-                None
-            },
-        })
-    }
-
     /// Per block, the largest minus the smallest expert utilisation (0 when uniform).
     pub fn utilisation_spread(&self) -> Vec<f32> {
         self.utilisation.iter().map(|u| spread(u)).collect()

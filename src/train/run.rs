@@ -208,15 +208,13 @@ pub fn run_training_in(
     // state itself is used: checkpoints, evaluation, profile reports, traced steps, the end.
     let mut step = summary.start_step;
     let mut launched = step;
-    let pipelined = trainer.can_pipeline();
-    let mut pipeline = StepPipeline::new(if pipelined { log.log_every } else { 1 });
+    let mut pipeline = StepPipeline::new(log.log_every);
     let first_step = summary.start_step + 1;
     // Steps after which the loop waits for every launched step: `traced` when the step is
     // in a trace window.
     let drains_at = |s: u64, traced: bool| {
         let every = |n: usize| n > 0 && s.is_multiple_of(n as u64);
-        !pipelined
-            || traced
+        traced
             || s == first_step
             || s == max_steps
             || (every(log.eval_every) || every(log.save_every)) && s < max_steps
@@ -432,19 +430,19 @@ pub(super) fn write_metrics(
     if let Some(mfu) = model_flops_utilisation(trainer, report.tokens_per_second) {
         line["mfu"] = json!(mfu);
     }
-    if let Some(scale) = trainer.loss_scale()? {
+    if let Some(scale) = m.loss_scale {
         line["loss_scale"] = json!(scale);
     }
     resources.record(&mut line);
-    if let Some(d) = trainer.distill_metrics()? {
+    if let Some(d) = &m.distill {
         line["ce"] = json!(d.ce);
         line["kl"] = json!(d.kl);
         if let Some(intermediate) = d.intermediate {
             line["intermediate"] = json!(intermediate);
         }
     }
-    if let Some(moe) = trainer.moe_metrics()? {
-        line["moe"] = serde_json::to_value(&moe).unwrap_or(serde_json::Value::Null);
+    if let Some(moe) = &m.moe {
+        line["moe"] = serde_json::to_value(moe).unwrap_or(serde_json::Value::Null);
     }
     if trainer.layout.fp8.is_some() {
         line["fp8_saturated_forward"] = json!(m.fp8_saturated_forward);

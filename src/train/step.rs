@@ -4,16 +4,17 @@
 //! so the update happens in place on the devices.
 
 use super::accumulate::{accumulate, Accumulated, TeacherInputs};
-use super::distill::{DistillContext, DISTILL_METRICS};
+use super::distill::DistillContext;
 use super::fp8::Fp8Step;
 use super::layout::{train_forward_options, StepLayout};
-use super::metrics_ring;
-use super::moe_state;
+use super::metrics_ring::{self, RingLayout};
+use super::moe_state::{self, MOE_METRICS};
 use super::optim::{self, apply_updates, GradientTransformation, UpdateContext};
 use super::schedule::lr_traced;
 use super::state::{LossScaleState, TrainState};
 use super::trainer::StepMetrics;
 use crate::config::Config;
+use std::collections::BTreeMap;
 use vishwam_hlo::{tree_struct, DType, Func, Graph, Result, Tensor, TensorMap, Tree};
 use vishwam_mesh::{PartitionSpec, ShardingPlan};
 
@@ -51,20 +52,15 @@ tree_struct!(Metrics {
     fp8_saturated_backward,
 });
 
-/// Everything the step returns: the next state (named like the inputs it replaces), the
-/// metrics ring with this step's metrics pushed ([`metrics_ring`]), and the distillation ([`DISTILL_METRICS`]) and MoE
-/// ([`moe_state::MOE_METRICS`]) outputs when there are any.
+/// Everything the step returns: the next state (named like the inputs it replaces) and the
+/// metrics ring with this step's metrics pushed ([`metrics_ring`]).
 struct StepOutputs {
     state: TrainState<Tensor>,
     metrics_ring: Tensor,
-    distill: TensorMap,
-    moe: TensorMap,
 }
 tree_struct!(StepOutputs {
     state => "",
     metrics_ring,
-    distill => "",
-    moe => "",
 });
 
 /// Traces the whole train step for `cfg`.
@@ -74,7 +70,7 @@ pub fn build_train_step(cfg: &Config, plan: &ShardingPlan, layout: &StepLayout) 
 
 /// Traces the train step of a student distilled from the teacher `distill` describes: the
 /// teacher's parameters follow the batch as inputs `teacher.<name>` (not donated), and
-/// [`DISTILL_METRICS`] are among the outputs.
+/// the distillation metrics are in the metrics ring.
 pub fn build_distill_step(
     cfg: &Config,
     plan: &ShardingPlan,
@@ -137,9 +133,10 @@ pub(super) fn trace_train_step(
         .state
         .as_ref()
         .map(|name, slot| g.param_sharded(name, slot.ty.clone(), slot.spec.clone()));
+    let ring_layout = RingLayout::of(cfg, distill, layout.state.loss_scale.is_some());
     let ring = g.param_sharded(
         metrics_ring::RING_NAME,
-        metrics_ring::ring_type(),
+        ring_layout.ring_type(),
         PartitionSpec::replicated(),
     );
     let batch = |name: &str, dtype| {
@@ -239,28 +236,24 @@ pub(super) fn trace_train_step(
         fp8_saturated_forward,
         fp8_saturated_backward,
     };
-    let distill_outputs = DISTILL_METRICS
-        .iter()
-        .zip(distill_sums.iter().flatten())
-        .map(|(name, sum)| (name.to_string(), sum / &denom))
-        .collect();
-    let moe_outputs = match &moe_stats {
-        Some(stats) => {
-            let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
-            moe_state::metric_outputs(&cfg.model, stats, layout.accum, pairs, &router_bias)
-        }
-        None => TensorMap::new(),
-    };
-    let named: std::collections::BTreeMap<String, Tensor> = metrics.flatten().into_iter().collect();
-    let row = StepMetrics::NAMES
+    // The ring's row: the metrics, then the distillation and MoE metrics and the loss scale
+    // where the step has them (the order `RingLayout::row` reads).
+    let named: BTreeMap<String, Tensor> = metrics.flatten().into_iter().collect();
+    let mut row: Vec<Tensor> = StepMetrics::NAMES
         .iter()
         .map(|n| named[*n].clone())
-        .collect::<Vec<_>>();
+        .collect();
+    row.extend(distill_sums.iter().flatten().map(|sum| sum / &denom));
+    if let Some(stats) = &moe_stats {
+        let pairs = layout.micro_batch * layout.seq_len * cfg.model.experts_per_token;
+        let moe = moe_state::metric_outputs(&cfg.model, stats, layout.accum, pairs, &router_bias);
+        row.extend(MOE_METRICS.iter().filter_map(|n| moe.get(n).ok().cloned()));
+    }
+    row.extend(next.loss_scale.as_ref().map(|s| s.scale.clone()));
+    let metrics_ring = ring_layout.push(&ring, &row)?;
     let mut func = g.finish_tree(&StepOutputs {
         state: next,
-        metrics_ring: metrics_ring::push(&ring, &row),
-        distill: distill_outputs,
-        moe: moe_outputs,
+        metrics_ring,
     })?;
     let mut slots = Vec::new();
     layout

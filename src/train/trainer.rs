@@ -1,11 +1,11 @@
 //! The train state on the devices and the compiled step that updates it.
 
-use super::distill::{DistillContext, Teacher, DISTILL_METRICS};
+use super::distill::{DistillContext, DistillMetrics, Teacher};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
 use super::layout::StepLayout;
-use super::metrics_ring;
-use super::moe_state::MOE_METRICS;
+use super::metrics_ring::{self, RingLayout};
+use super::moe_state::MoeMetrics;
 use super::precision::PrecisionPolicy;
 use super::step::{build_distill_step, build_train_step};
 use super::TrainError;
@@ -61,7 +61,7 @@ impl HostBatch {
 }
 
 /// What one step reports.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepMetrics {
     /// Mean masked cross-entropy of the batch.
     pub loss: f32,
@@ -80,10 +80,17 @@ pub struct StepMetrics {
     pub fp8_saturated_forward: f32,
     /// Gradient elements clipped to the FP8 range (0 without FP8).
     pub fp8_saturated_backward: f32,
+    /// The distillation metrics (`None` without a teacher).
+    pub distill: Option<DistillMetrics>,
+    /// The MoE metrics (`None` for a dense model).
+    pub moe: Option<MoeMetrics>,
+    /// The f16 dynamic loss scale after the step (`None` without one).
+    pub loss_scale: Option<f32>,
 }
 
 impl StepMetrics {
-    /// The program's metric outputs, named as in the traced step (`super::step`).
+    /// The metrics every step reports, named as in the traced step (`super::step`), in the
+    /// order of a row of the metrics ring ([`metrics_ring`]).
     pub const NAMES: [&'static str; 8] = [
         "loss",
         "grad_norm",
@@ -108,6 +115,9 @@ impl StepMetrics {
             skipped: skipped != 0.0,
             fp8_saturated_forward,
             fp8_saturated_backward,
+            distill: None,
+            moe: None,
+            loss_scale: None,
         }
     }
 }
@@ -141,10 +151,12 @@ pub struct Trainer {
     pub(super) state: Vec<ShardedArray>,
     /// The last [`metrics_ring::RING_STEPS`] steps' metrics, donated to every step.
     metrics_ring: ShardedArray,
+    /// What a row of the ring holds.
+    ring_layout: RingLayout,
+    /// The metrics of the newest step read so far.
+    pub(super) last_metrics: Option<StepMetrics>,
     /// Steps launched so far by this trainer (the newest row of the ring is the last).
     launched: u64,
-    /// The MoE metrics of the last step (freed at the top of the next).
-    pub(super) moe_outputs: Vec<ShardedArray>,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
@@ -152,8 +164,6 @@ pub struct Trainer {
     pub(super) distill: Option<DistillContext>,
     /// The teacher's parameters on the devices (inputs of every step, never donated).
     teacher: Vec<ShardedArray>,
-    /// The distillation metrics of the last step (freed at the top of the next).
-    pub(super) distill_outputs: Vec<ShardedArray>,
     pub(super) eval_program: Option<Program>,
     pub(super) next_token_program: Option<Program>,
     /// The rows of every micro-batch this process feeds ([`Trainer::feed_rows`]): all of
@@ -231,9 +241,11 @@ impl Trainer {
             (Some(context), Some(t)) => context.upload(&engine, t)?,
             _ => Vec::new(),
         };
-        let metrics_ring = metrics_ring::zeros(&engine)?;
+        let ring_layout = RingLayout::of(cfg, distill.as_ref(), layout.state.loss_scale.is_some());
         let mut trainer = Trainer {
-            metrics_ring,
+            metrics_ring: ring_layout.zeros(&engine)?,
+            ring_layout,
+            last_metrics: None,
             launched: 0,
             engine,
             plan,
@@ -241,12 +253,10 @@ impl Trainer {
             program,
             config: cfg.clone(),
             state: Vec::new(),
-            moe_outputs: Vec::new(),
             fp8_bootstrap: None,
             fp8_bootstrap_pending: false,
             distill,
             teacher: teacher_arrays,
-            distill_outputs: Vec::new(),
             eval_program: None,
             next_token_program: None,
             batch_rows: ProcessSlice::whole(micro_batch),
@@ -387,15 +397,6 @@ impl Trainer {
         })
     }
 
-    /// Whether every metric of a step lands in the metrics ring, so that steps may be
-    /// launched before earlier ones are read ([`super::StepPipeline`]). Distillation and MoE
-    /// steps return more outputs, at new addresses while an earlier step's are alive, and f16
-    /// runs log the loss scale from the state: their loop reads each step before the next.
-    pub fn can_pipeline(&self) -> bool {
-        self.program.outputs.len() == self.layout.state.len() + 1
-            && self.layout.state.loss_scale.is_none()
-    }
-
     /// Whether the next step must wait for this one's metrics before it is launched: an FP8
     /// bootstrap step that the metrics may show skipped has to run again.
     pub fn needs_metrics_before_next_step(&self) -> bool {
@@ -407,13 +408,6 @@ impl Trainer {
     /// this one's metrics). Launch the next step before finishing this one only when
     /// [`Trainer::needs_metrics_before_next_step`] is false.
     pub fn launch(&mut self, batch: &HostBatch) -> Result<LaunchedStep, TrainError> {
-        // The last step's extra outputs are freed first, before the batch upload gives the
-        // (asynchronous) free time to land, so that this step's outputs get the same
-        // addresses. XLA replays a program's CUDA graphs only while its buffers stay put; one
-        // moved buffer makes it re-record them before the step runs (measured on an H100: 8
-        // to 12 ms for each step of a 124M student's distillation, and a MoE step 15% slower).
-        self.moe_outputs.clear();
-        self.distill_outputs.clear();
         let t0 = Instant::now();
         let spec = &self.layout.batch_spec;
         let tokens = self.put_rows(&batch.tokens, spec, 1)?;
@@ -449,28 +443,16 @@ impl Trainer {
         inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
         let launched = Instant::now();
-        let n = self.layout.state.len();
-        let extra = outputs.split_off(n + 1);
-        self.metrics_ring = outputs.pop().expect("the step returns its metrics ring");
+        // Every output is donated (the state and the metrics ring), so each step writes the
+        // same buffers: XLA replays a program's CUDA graphs only while its buffers stay put;
+        // one moved buffer makes it re-record them before the step runs (measured on an H100:
+        // 8 to 12 ms for each step of a 124M student's distillation when its metrics were
+        // outputs of their own).
+        self.metrics_ring = outputs
+            .pop()
+            .ok_or_else(|| TrainError::Other("the step returned no metrics ring".into()))?;
         self.state = outputs;
         self.launched += 1;
-        let mut named: BTreeMap<&str, ShardedArray> = program.outputs[n + 1..]
-            .iter()
-            .map(|slot| slot.name.as_str())
-            .zip(extra)
-            .collect();
-        let mut take = |name: &str| {
-            named
-                .remove(name)
-                .ok_or_else(|| TrainError::Other(format!("the step returned no `{name}`")))
-        };
-        if self.distill.is_some() {
-            self.distill_outputs = DISTILL_METRICS
-                .iter()
-                .filter_map(|n| take(n).ok())
-                .collect();
-        }
-        self.moe_outputs = MOE_METRICS.iter().filter_map(|n| take(n).ok()).collect();
         Ok(LaunchedStep {
             seq: self.launched,
             bootstrap: self.fp8_bootstrap_pending,
@@ -539,7 +521,9 @@ impl MetricsRead {
         let done = Instant::now();
         let mut out = Vec::with_capacity(self.steps.len());
         for step in self.steps {
-            let m = metrics_ring::row(&ring, (self.newest - step.seq) as usize)?;
+            let m = trainer
+                .ring_layout
+                .row(&ring, (self.newest - step.seq) as usize)?;
             if step.bootstrap {
                 // A skipped step leaves the histories empty: bootstrap again.
                 trainer.fp8_bootstrap_pending &= m.skipped;
@@ -552,6 +536,7 @@ impl MetricsRead {
             };
             out.push((m, timings));
         }
+        trainer.last_metrics = out.last().map(|(m, _)| m.clone());
         Ok(out)
     }
 }

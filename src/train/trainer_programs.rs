@@ -41,30 +41,16 @@ impl EvalResult {
 }
 
 impl Trainer {
-    /// The MoE metrics of the last step (utilisation, dropped fraction, aux loss, bias norm),
-    /// downloaded on request; `None` for a dense model, before the first step, or after a step
-    /// that failed.
-    pub fn moe_metrics(&self) -> Result<Option<MoeMetrics>, TrainError> {
-        if self.moe_outputs.is_empty() {
-            return Ok(None);
-        }
-        let host = self.engine.get_all(&self.moe_outputs)?;
-        Ok(Some(MoeMetrics::from_host(&self.config.model, &host)?))
+    /// The MoE metrics of the newest step whose metrics were read (utilisation, dropped
+    /// fraction, aux loss, bias norm); `None` for a dense model or before the first step.
+    pub fn moe_metrics(&self) -> Option<MoeMetrics> {
+        self.last_metrics.as_ref()?.moe.clone()
     }
 
-    /// The distillation metrics of the last step (label CE, KL, intermediate distance),
-    /// downloaded on request; `None` without a teacher, before the first step, or after a step
-    /// that failed.
-    pub fn distill_metrics(&self) -> Result<Option<DistillMetrics>, TrainError> {
-        let Some(context) = &self.distill else {
-            return Ok(None);
-        };
-        if self.distill_outputs.is_empty() {
-            return Ok(None);
-        }
-        let host = self.engine.get_all(&self.distill_outputs)?;
-        let metrics = DistillMetrics::from_host(&host, context.intermediate.is_some())?;
-        Ok(Some(metrics))
+    /// The distillation metrics of the newest step whose metrics were read (label CE, KL,
+    /// intermediate distance); `None` without a teacher or before the first step.
+    pub fn distill_metrics(&self) -> Option<DistillMetrics> {
+        self.last_metrics.as_ref()?.distill
     }
 
     /// Mean loss, perplexity and token accuracy over micro-batches of `[micro_batch, seq_len]`

@@ -382,23 +382,3 @@ pub struct DistillMetrics {
     /// Mean hidden-state distance over the matched layers (absent when off).
     pub intermediate: Option<f32>,
 }
-
-impl DistillMetrics {
-    /// From the downloaded outputs, in [`DISTILL_METRICS`] order.
-    pub fn from_host(
-        arrays: &[HostArray],
-        intermediate: bool,
-    ) -> std::result::Result<DistillMetrics, TrainError> {
-        let value = |i: usize| -> std::result::Result<f32, TrainError> {
-            let a = arrays.get(i).ok_or_else(|| {
-                TrainError::Other(format!("the step returned no `{}`", DISTILL_METRICS[i]))
-            })?;
-            Ok(a.to_vec::<f32>().map_err(TrainError::Other)?[0])
-        };
-        Ok(DistillMetrics {
-            ce: value(0)?,
-            kl: value(1)?,
-            intermediate: if intermediate { Some(value(2)?) } else { None },
-        })
-    }
-}
