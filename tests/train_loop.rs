@@ -205,7 +205,7 @@ fn a_deadline_ends_the_run_with_a_checkpoint_and_an_evaluation() {
 
 /// The loop launches steps ahead of reading their metrics (reading every `log_every` steps,
 /// and at least every 32, the size of the metrics ring). Its losses and final parameters must
-/// be bitwise those of a step-by-step loop that waits for every step.
+/// be bitwise those of a step-by-step loop, and of the loop with `runtime.launch_ahead` off.
 #[test]
 fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,6 +228,18 @@ fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
     )
     .unwrap();
     assert_eq!(summary.steps, 45);
+    // `runtime.launch_ahead: false` waits for every step through the same loop.
+    let waiting_dir = tempfile::tempdir().unwrap();
+    let mut waiting_cfg = cfg.clone();
+    waiting_cfg.runtime.launch_ahead = false;
+    waiting_cfg.logging.output_dir = waiting_dir.path().display().to_string();
+    let mut waiting = trainer(&waiting_cfg);
+    let waited = run_training(
+        &mut waiting,
+        &mut data(&waiting_cfg, None),
+        &RunOptions::default(),
+    )
+    .unwrap();
 
     let mut stepped = trainer(&cfg);
     let mut source = data(&cfg, None);
@@ -239,8 +251,8 @@ fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
     assert!(losses.iter().all(|l| l.is_finite()));
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&summary.losses), bits(&losses));
-    assert_eq!(
-        pipelined.params_to_host().unwrap(),
-        stepped.params_to_host().unwrap()
-    );
+    assert_eq!(bits(&waited.losses), bits(&losses));
+    let params = stepped.params_to_host().unwrap();
+    assert_eq!(pipelined.params_to_host().unwrap(), params);
+    assert_eq!(waiting.params_to_host().unwrap(), params);
 }

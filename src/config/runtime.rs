@@ -23,7 +23,7 @@ config_enum! {
     }
 }
 
-/// Section `runtime`: which plugin, how many devices, compile cache.
+/// Section `runtime`: which plugin, how many devices, compile cache, how steps are launched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuntimeConfig {
     /// PJRT platform. Default "auto" (TPU, else CUDA, else CPU).
@@ -36,6 +36,10 @@ pub struct RuntimeConfig {
     pub plugin: Option<String>,
     /// Reuse compiled executables from the on-disk cache. Default true.
     pub compile_cache: bool,
+    /// Launch each train step before reading the metrics of the one before, reading them
+    /// every `logging.log_every` steps (`train::StepPipeline`); false waits for every step
+    /// before launching the next. Losses are the same either way. Default true.
+    pub launch_ahead: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -45,6 +49,7 @@ impl Default for RuntimeConfig {
             devices: None,
             plugin: None,
             compile_cache: true,
+            launch_ahead: true,
         }
     }
 }
@@ -55,6 +60,7 @@ impl RuntimeConfig {
         r.opt_integer("devices", &mut self.devices, "a positive integer");
         r.opt_text("plugin", &mut self.plugin);
         r.flag("compile_cache", &mut self.compile_cache);
+        r.flag("launch_ahead", &mut self.launch_ahead);
     }
 
     pub(crate) fn validate(&self, c: &mut Checks) {

@@ -214,7 +214,8 @@ pub fn run_training_in(
     // in a trace window.
     let drains_at = |s: u64, traced: bool| {
         let every = |n: usize| n > 0 && s.is_multiple_of(n as u64);
-        traced
+        !cfg.runtime.launch_ahead
+            || traced
             || s == first_step
             || s == max_steps
             || (every(log.eval_every) || every(log.save_every)) && s < max_steps
