@@ -77,7 +77,8 @@ fn f16_compute_with_a_dynamic_loss_scale_trains() {
     let cfg = tiny(&["optimization.use_dynamic_scale=true"]);
     let mut t = trainer(&cfg, 1);
     let b = batch(&cfg, cfg.training.batch_size, 1);
-    let losses: Vec<f32> = (0..15).map(|_| t.step(&b).unwrap().loss).collect();
+    let metrics: Vec<_> = (0..15).map(|_| t.step(&b).unwrap()).collect();
+    let losses: Vec<f32> = metrics.iter().map(|m| m.loss).collect();
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(
         losses[14] < 0.5 * losses[0],
@@ -86,7 +87,8 @@ fn f16_compute_with_a_dynamic_loss_scale_trains() {
     let state = t.state_to_host().unwrap();
     let scale = state["loss_scale"].to_vec::<f32>().unwrap()[0];
     assert!(scale.is_finite() && scale >= 1.0, "loss scale {scale}");
-    // What the metrics record: the same scale.
+    // What the metrics record (the step's row of the metrics ring): the same scale.
+    assert_eq!(metrics[14].loss_scale, Some(scale));
     assert_eq!(t.loss_scale().unwrap(), Some(scale));
 }
 

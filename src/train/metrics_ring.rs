@@ -160,3 +160,53 @@ impl RingLayout {
         Ok(metrics)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring whose row `r` (oldest first) holds `100 r + column` in each column.
+    fn ring_bytes(width: usize) -> Vec<u8> {
+        (0..RING_STEPS * width)
+            .flat_map(|i| ((100 * (i / width) + i % width) as f32).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_row_is_read_in_the_order_the_step_writes_it() {
+        let mut cfg = Config::default();
+        cfg.model.num_layers = 4;
+        cfg.model.use_moe = true;
+        cfg.model.moe_layer_frequency = 2;
+        cfg.model.num_experts = 3;
+        cfg.model.use_lossfreebalance = true;
+        let layout = RingLayout::of(&cfg, None, true);
+        // 8 metrics, utilisation 2 x 3, dropped, aux and bias norms 2 each, the loss scale.
+        assert_eq!(layout.width(), 8 + 6 + 2 + 2 + 2 + 1);
+        let ring = ring_bytes(layout.width());
+        // One step back from the newest: row RING_STEPS - 2.
+        let m = layout.row(&ring, 1).unwrap();
+        let base = 100.0 * (RING_STEPS - 2) as f32;
+        assert_eq!((m.loss, m.fp8_saturated_backward), (base, base + 7.0));
+        let moe = m.moe.unwrap();
+        assert_eq!(moe.layers, vec![1, 3]);
+        assert_eq!(
+            moe.utilisation[1],
+            vec![base + 11.0, base + 12.0, base + 13.0]
+        );
+        assert_eq!(moe.dropped_fraction, vec![base + 14.0, base + 15.0]);
+        assert_eq!(moe.aux_loss, vec![base + 16.0, base + 17.0]);
+        assert_eq!(moe.bias_norm, Some(vec![base + 18.0, base + 19.0]));
+        assert_eq!(m.loss_scale, Some(base + 20.0));
+        assert!(m.distill.is_none());
+    }
+
+    #[test]
+    fn a_step_older_than_the_ring_is_an_error() {
+        let layout = RingLayout::of(&Config::default(), None, false);
+        let ring = ring_bytes(layout.width());
+        assert!(layout.row(&ring, RING_STEPS - 1).is_ok());
+        let err = layout.row(&ring, RING_STEPS).unwrap_err().to_string();
+        assert!(err.contains("at least every 32 steps"), "{err}");
+    }
+}
