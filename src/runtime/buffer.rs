@@ -172,31 +172,13 @@ impl Buffer {
     /// the caller waits for the slowest copy instead of once per buffer (on a GPU each copy
     /// of a scalar costs a round trip of the order of 0.1 ms).
     pub fn to_bytes_all(buffers: &[&Buffer]) -> Result<Vec<Vec<u8>>> {
-        // Every destination is allocated before the first copy starts, so that nothing (an
-        // error or a panic) can free one while a copy writes into it; each vector's heap block
-        // stays put until its event is awaited below.
-        let mut out = buffers
+        // Every copy is started before the first wait. After an error, the copies already
+        // started are waited for as they drop (each writes into its own vector until then).
+        let copies = buffers
             .iter()
-            .map(|b| Ok(vec![0u8; b.byte_size()?]))
+            .map(|b| b.start_to_bytes())
             .collect::<Result<Vec<_>>>()?;
-        let mut started = Vec::with_capacity(buffers.len());
-        let mut result = Ok(());
-        for (buffer, dst) in buffers.iter().zip(out.iter_mut()) {
-            // SAFETY: `dst` lives in `out`, untouched until every started event is awaited.
-            match unsafe { buffer.start_copy_to_host(dst) } {
-                Ok(event) => started.push((buffer, event)),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        // Every started copy is awaited, even after an error: each writes into `out`.
-        for (buffer, event) in started {
-            let done = super::event::await_and_destroy(&buffer.client.api, event);
-            result = result.and(done);
-        }
-        result.map(|()| out)
+        copies.into_iter().map(HostCopy::wait).collect()
     }
 
     /// Starts copying the buffer to a new host byte vector and returns at once; the copy
