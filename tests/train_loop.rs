@@ -209,38 +209,33 @@ fn a_deadline_ends_the_run_with_a_checkpoint_and_an_evaluation() {
 #[test]
 fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &[
-            "training.max_steps=45".into(),
-            "logging.log_every=40".into(),
-            "logging.eval_every=0".into(),
-            "logging.save_every=0".into(),
-            "logging.profile_every=0".into(),
-            "data.val_fraction=0".into(),
-        ],
-    );
-    let mut pipelined = trainer(&cfg);
-    let summary = run_training(
-        &mut pipelined,
-        &mut data(&cfg, None),
-        &RunOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(summary.steps, 45);
-    // `runtime.launch_ahead: false` waits for every step through the same loop.
-    let waiting_dir = tempfile::tempdir().unwrap();
-    let mut waiting_cfg = cfg.clone();
-    waiting_cfg.runtime.launch_ahead = false;
-    waiting_cfg.logging.output_dir = waiting_dir.path().display().to_string();
-    let mut waiting = trainer(&waiting_cfg);
-    let waited = run_training(
-        &mut waiting,
-        &mut data(&waiting_cfg, None),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    let config_with = |launch_ahead: bool| {
+        config(
+            dir.path(),
+            &[
+                "training.max_steps=45".into(),
+                "logging.log_every=40".into(),
+                "logging.eval_every=0".into(),
+                "logging.save_every=0".into(),
+                "logging.profile_every=0".into(),
+                "data.val_fraction=0".into(),
+                format!("runtime.launch_ahead={launch_ahead}"),
+            ],
+        )
+    };
+    // Each run of the loop, launching ahead or (`runtime.launch_ahead: false`) waiting for
+    // every step: its trainer and its losses.
+    let run = |launch_ahead: bool| {
+        let cfg = config_with(launch_ahead);
+        let mut t = trainer(&cfg);
+        let summary = run_training(&mut t, &mut data(&cfg, None), &RunOptions::default()).unwrap();
+        assert_eq!(summary.steps, 45);
+        (t, summary.losses)
+    };
+    let (pipelined, pipelined_losses) = run(true);
+    let (waiting, waited_losses) = run(false);
 
+    let cfg = config_with(true);
     let mut stepped = trainer(&cfg);
     let mut source = data(&cfg, None);
     let mut losses = Vec::new();
@@ -250,8 +245,8 @@ fn the_pipelined_loop_matches_a_step_by_step_loop_bitwise() {
     }
     assert!(losses.iter().all(|l| l.is_finite()));
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&summary.losses), bits(&losses));
-    assert_eq!(bits(&waited.losses), bits(&losses));
+    assert_eq!(bits(&pipelined_losses), bits(&losses));
+    assert_eq!(bits(&waited_losses), bits(&losses));
     let params = stepped.params_to_host().unwrap();
     assert_eq!(pipelined.params_to_host().unwrap(), params);
     assert_eq!(waiting.params_to_host().unwrap(), params);

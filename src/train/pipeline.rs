@@ -68,9 +68,4 @@ impl StepPipeline {
             _ => trainer.read_metrics(unread)?.wait(trainer),
         }
     }
-
-    /// Steps launched and not yet returned.
-    pub fn in_flight(&self) -> usize {
-        self.unread.len()
-    }
 }
