@@ -275,6 +275,52 @@ fn train_target_hours_plans_then_trains() {
     );
 }
 
+/// `bench train --compare-loops` runs both loops on one compiled step, round by round, and
+/// prints their medians; its flags are refused where they would do nothing.
+#[test]
+fn bench_train_compares_the_waiting_and_pipelined_loops() {
+    let mut args = vec![
+        "bench",
+        "train",
+        "--platform",
+        "cpu",
+        "--steps",
+        "3",
+        "--tokens",
+        "zipf",
+    ];
+    for set in [
+        "model.vocab_size=128",
+        "model.hidden_dim=32",
+        "model.num_layers=1",
+        "model.num_heads=4",
+        "model.num_kv_heads=2",
+        "model.max_seq_len=16",
+        "training.batch_size=2",
+        "logging.log_every=2",
+    ] {
+        args.extend(["--set", set]);
+    }
+    let compare = [args.clone(), vec!["--compare-loops", "--rounds", "2"]].concat();
+    let stdout = succeeded(run(&compare));
+    for expected in [
+        "round 1: waiting ",
+        "round 2: waiting ",
+        "loops: waiting ",
+        "(medians of 2 rounds): pipelined runs at ",
+        "(pipelined, median of 2 rounds)",
+    ] {
+        assert!(stdout.contains(expected), "{expected} in {stdout}");
+    }
+    let stderr = failed(run(&[args.clone(), vec!["--rounds", "2"]].concat()));
+    assert!(stderr.contains("--compare-loops"), "{stderr}");
+    let stderr = failed(run(&[compare, vec!["--pipeline"]].concat()));
+    assert!(
+        stderr.contains("--pipeline") && stderr.contains("--compare-loops"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bench_memory_prints_each_technique_and_its_reduction() {
     let stdout = succeeded(run(&[

@@ -48,8 +48,16 @@ pub struct TrainBenchArgs {
     /// Enqueue each step before reading earlier steps' metrics, reading them every
     /// `logging.log_every` steps as `vishwam train` does, so that the device never waits for
     /// the host between steps (the step time is then wall time per step).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare_loops")]
     pipeline: bool,
+    /// Measure both loops on the one compiled step: `--rounds` rounds, each running `--steps`
+    /// steps waiting for every step and then `--steps` steps pipelined (`--pipeline`); prints
+    /// every round and the ratio of the medians.
+    #[arg(long)]
+    compare_loops: bool,
+    /// Rounds of `--compare-loops`.
+    #[arg(long, default_value_t = 3, requires = "compare_loops")]
+    rounds: usize,
     /// How the random token ids are drawn.
     #[arg(long, value_enum, default_value_t = TokenDistribution::Uniform)]
     tokens: TokenDistribution,
@@ -90,6 +98,48 @@ pub fn distributed_rows(
     let tokens = (0..n).map(|_| draw()).collect();
     let targets = (0..n).map(|_| draw()).collect();
     (tokens, targets)
+}
+
+/// Seconds per step of `steps` steps on `batches` in turn (wall time), and of those the mean
+/// time from a step's launch to its end (0 when pipelined). With `read_every`, each step is
+/// launched before earlier ones are read, reading every `read_every` steps as `vishwam train`
+/// does; without, each step is waited for.
+fn measure_loop(
+    trainer: &mut Trainer,
+    batches: &[HostBatch],
+    steps: usize,
+    read_every: Option<usize>,
+) -> anyhow::Result<(f64, f64)> {
+    let t0 = Instant::now();
+    let mut compute = 0.0;
+    match read_every {
+        Some(every) => {
+            let mut pipeline = StepPipeline::new(every);
+            for i in 0..steps {
+                let report = (i + 1) % every == 0;
+                pipeline.launch(trainer, &batches[i % batches.len()], report)?;
+            }
+            pipeline.drain(trainer)?;
+        }
+        None => {
+            for i in 0..steps {
+                let (_, timing) = trainer.timed_step(&batches[i % batches.len()])?;
+                compute += timing.compute;
+            }
+        }
+    }
+    let steps = steps.max(1) as f64;
+    Ok((t0.elapsed().as_secs_f64() / steps, compute / steps))
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n % 2 {
+        1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Runs the benchmark.
@@ -148,28 +198,49 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
         for batch in &batches {
             trainer.step(batch)?;
         }
-        let t1 = Instant::now();
-        let mut compute = 0.0;
-        if args.pipeline {
-            // Metrics are read as `vishwam train` reads them: every `logging.log_every` steps.
-            let log_every = cfg.logging.log_every.max(1);
-            let mut pipeline = StepPipeline::new(log_every);
-            for i in 0..args.steps {
-                let report = (i + 1) % log_every == 0;
-                pipeline.launch(&mut trainer, &batches[i % 2], report)?;
+        let log_every = cfg.logging.log_every.max(1);
+        let measure = |trainer: &mut Trainer, pipelined: bool| {
+            measure_loop(
+                trainer,
+                &batches,
+                args.steps,
+                pipelined.then_some(log_every),
+            )
+        };
+        let (per_step, in_program) = if args.compare_loops {
+            anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+            let (mut waiting, mut pipelined) = (Vec::new(), Vec::new());
+            for round in 1..=args.rounds {
+                let (wait, in_program) = measure(&mut trainer, false)?;
+                let (ahead, _) = measure(&mut trainer, true)?;
+                println!(
+                    "round {round}: waiting {:.2} ms ({:.2} in the program); pipelined {:.2} ms",
+                    wait * 1e3,
+                    in_program * 1e3,
+                    ahead * 1e3
+                );
+                waiting.push(wait);
+                pipelined.push(ahead);
             }
-            pipeline.drain(&mut trainer)?;
+            let (wait, ahead) = (median(&mut waiting), median(&mut pipelined));
+            println!(
+                "loops: waiting {:.2} ms, pipelined {:.2} ms (medians of {} rounds): pipelined runs at {:.3}x the speed of waiting",
+                wait * 1e3,
+                ahead * 1e3,
+                args.rounds,
+                wait / ahead
+            );
+            (
+                ahead,
+                format!("pipelined, median of {} rounds", args.rounds),
+            )
         } else {
-            for i in 0..args.steps {
-                let (_, timing) = trainer.timed_step(&batches[i % 2])?;
-                compute += timing.compute;
-            }
-        }
-        let per_step = t1.elapsed().as_secs_f64() / args.steps as f64;
-        let in_program = if args.pipeline {
-            "pipelined".to_string()
-        } else {
-            format!("{:.1} ms in the program", compute / args.steps as f64 * 1e3)
+            let (per_step, in_program) = measure(&mut trainer, args.pipeline)?;
+            let label = match args.pipeline {
+                true => "pipelined".to_string(),
+                false => format!("{:.1} ms in the program", in_program * 1e3),
+            };
+            (per_step, label)
         };
         let rate = tokens_per_step / per_step;
         let achieved = rate * vishwam::train::flops::flops_per_token(&cfg) / devices as f64 / 1e12;

@@ -4,6 +4,7 @@
 mod accumulate;
 mod attention_choice;
 pub mod auto_precision;
+mod batch_slots;
 pub mod checkpoint;
 mod data_inputs;
 mod data_source;

@@ -1,5 +1,6 @@
 //! The train state on the devices and the compiled step that updates it.
 
+use super::batch_slots::BatchSlots;
 use super::distill::{DistillContext, DistillMetrics, Teacher};
 use super::fp8::build_fp8_bootstrap_step;
 use super::init::initial_state;
@@ -166,6 +167,8 @@ pub struct Trainer {
     teacher: Vec<ShardedArray>,
     pub(super) eval_program: Option<Program>,
     pub(super) next_token_program: Option<Program>,
+    /// The step's batch inputs, at the same addresses for every step.
+    pub(super) batch_slots: BatchSlots,
     /// The rows of every micro-batch this process feeds ([`Trainer::feed_rows`]): all of
     /// them in a single-process run.
     pub(super) batch_rows: ProcessSlice,
@@ -259,6 +262,7 @@ impl Trainer {
             teacher: teacher_arrays,
             eval_program: None,
             next_token_program: None,
+            batch_slots: BatchSlots::default(),
             batch_rows: ProcessSlice::whole(micro_batch),
         };
         let initial = initial_state(&trainer.config, &trainer.layout);
@@ -410,10 +414,12 @@ impl Trainer {
     pub fn launch(&mut self, batch: &HostBatch) -> Result<LaunchedStep, TrainError> {
         let t0 = Instant::now();
         let spec = &self.layout.batch_spec;
-        let tokens = self.put_rows(&batch.tokens, spec, 1)?;
-        let targets = self.put_rows(&batch.targets, spec, 1)?;
-        let mask = self.put_rows(&batch.mask, spec, 1)?;
-        for a in [&tokens, &targets, &mask] {
+        let fresh = [
+            self.put_rows(&batch.tokens, spec, 1)?,
+            self.put_rows(&batch.targets, spec, 1)?,
+            self.put_rows(&batch.mask, spec, 1)?,
+        ];
+        for a in &fresh {
             a.shards[0].block_until_ready()?;
         }
         if self.fp8_bootstrap_pending && self.fp8_bootstrap.is_none() {
@@ -432,19 +438,18 @@ impl Trainer {
             Some(bootstrap) if self.fp8_bootstrap_pending => bootstrap,
             _ => &self.program,
         };
+        let batch = self
+            .batch_slots
+            .fill(&self.engine, &self.config, &self.layout, fresh)?;
         let t1 = Instant::now();
         let mut inputs: Vec<Input<'_>> = self.state.iter_mut().map(Input::Donate).collect();
         inputs.push(Input::Donate(&mut self.metrics_ring));
-        inputs.extend([
-            Input::Keep(&tokens),
-            Input::Keep(&targets),
-            Input::Keep(&mask),
-        ]);
+        inputs.extend(batch.iter().map(Input::Keep));
         inputs.extend(self.teacher.iter().map(Input::Keep));
         let mut outputs = program.run(inputs)?;
         let launched = Instant::now();
-        // Every output is donated (the state and the metrics ring), so each step writes the
-        // same buffers: XLA replays a program's CUDA graphs only while its buffers stay put;
+        // Every output is donated (the state and the metrics ring), and the batch is read
+        // from fixed slots (`batch_slots`), so each step uses the same buffers: XLA replays a program's CUDA graphs only while its buffers stay put;
         // one moved buffer makes it re-record them before the step runs (measured on an H100:
         // 8 to 12 ms for each step of a 124M student's distillation when its metrics were
         // outputs of their own).
