@@ -132,6 +132,11 @@ fn measure_loop(
     Ok((t0.elapsed().as_secs_f64() / steps, compute / steps))
 }
 
+/// "1 round", "3 rounds".
+fn rounds(n: usize) -> String {
+    format!("{n} round{}", if n == 1 { "" } else { "s" })
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -224,10 +229,10 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
             }
             let (wait, ahead) = (median(&mut waiting), median(&mut pipelined));
             println!(
-                "loops: waiting {:.2} ms, pipelined {:.2} ms (medians of {} rounds): pipelined runs at {:.3}x the speed of waiting",
+                "loops: waiting {:.2} ms, pipelined {:.2} ms (medians of {}): pipelined runs at {:.3}x the speed of waiting",
                 wait * 1e3,
                 ahead * 1e3,
-                args.rounds,
+                rounds(args.rounds),
                 wait / ahead
             );
             (

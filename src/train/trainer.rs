@@ -158,6 +158,9 @@ pub struct Trainer {
     pub(super) last_metrics: Option<StepMetrics>,
     /// Steps launched so far by this trainer (the newest row of the ring is the last).
     launched: u64,
+    /// Whether a step is enqueued only once the one before has finished: on the CPU, when the
+    /// step spans several devices (see [`Trainer::launch`]).
+    serial_steps: bool,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
@@ -250,6 +253,8 @@ impl Trainer {
             ring_layout,
             last_metrics: None,
             launched: 0,
+            serial_steps: cfg.runtime.platform == crate::config::Platform::Cpu
+                && engine.mesh.num_devices() > 1,
             engine,
             plan,
             layout,
@@ -411,7 +416,19 @@ impl Trainer {
     /// while the host prepares and launches the next ([`LaunchedStep::finish`] then waits for
     /// this one's metrics). Launch the next step before finishing this one only when
     /// [`Trainer::needs_metrics_before_next_step`] is false.
+    ///
+    /// On the CPU, a step over several devices is enqueued only after the step before has
+    /// finished (its metrics are still read later). XLA's CPU runtime runs each device's part
+    /// on a shared thread pool and blocks a thread in every collective until the other parts
+    /// arrive; with two multi-device steps in flight, all threads can end up waiting for
+    /// parts that have none left (seen on 2-core machines: an all-reduce waited 40 s and the
+    /// process aborted).
     pub fn launch(&mut self, batch: &HostBatch) -> Result<LaunchedStep, TrainError> {
+        if self.serial_steps {
+            for shard in &self.metrics_ring.shards {
+                shard.block_until_ready()?;
+            }
+        }
         let t0 = Instant::now();
         let spec = &self.layout.batch_spec;
         let fresh = [

@@ -158,7 +158,6 @@ pub fn save_with_batch(
 ) -> Result<PathBuf, TrainError> {
     std::fs::create_dir_all(root)
         .map_err(|e| TrainError::io(format!("creating {}", root.display()), e))?;
-    let final_dir = root.join(step_dir_name(step));
     let tmp = root.join(format!(
         ".{}.tmp-{}",
         step_dir_name(step),
@@ -201,14 +200,7 @@ pub fn save_with_batch(
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(&tmp, e.to_string()))?;
     write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir)
-            .map_err(|e| TrainError::io(format!("replacing {}", final_dir.display()), e))?;
-    }
-    std::fs::rename(&tmp, &final_dir)
-        .map_err(|e| TrainError::io(format!("renaming {} into place", tmp.display()), e))?;
-    prune(root, keep)?;
-    Ok(final_dir)
+    write::publish(&tmp, root, step, keep)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

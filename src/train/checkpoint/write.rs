@@ -261,8 +261,21 @@ pub(super) fn commit(
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| err(tmp, e.to_string()))?;
     write_synced(&tmp.join(MANIFEST_FILE), text.as_bytes())?;
+    publish(tmp, root, header.step, keep)
+}
+
+/// Puts a checkpoint written in full into `tmp` (its manifest last) in place as the
+/// checkpoint of `step` under `root`, replacing one of the same step, and prunes to the newest
+/// `keep`. The directory's entries are synced before the rename and the rename after it, so a
+/// crash leaves either no checkpoint of that step or a whole one.
+pub(super) fn publish(
+    tmp: &Path,
+    root: &Path,
+    step: u64,
+    keep: usize,
+) -> Result<PathBuf, TrainError> {
     sync_dir(tmp)?;
-    let final_dir = root.join(step_dir_name(header.step));
+    let final_dir = root.join(step_dir_name(step));
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)
             .map_err(|e| TrainError::io(format!("replacing {}", final_dir.display()), e))?;
