@@ -237,7 +237,7 @@ pub fn run(args: &TrainBenchArgs) -> anyhow::Result<ExitCode> {
             );
             (
                 ahead,
-                format!("pipelined, median of {} rounds", args.rounds),
+                format!("pipelined, median of {}", rounds(args.rounds)),
             )
         } else {
             let (per_step, in_program) = measure(&mut trainer, args.pipeline)?;
