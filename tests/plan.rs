@@ -279,7 +279,7 @@ fn train_target_hours_plans_then_trains() {
 /// prints their medians; its flags are refused where they would do nothing.
 #[test]
 fn bench_train_compares_the_waiting_and_pipelined_loops() {
-    let mut args = vec![
+    let mut bench = vec![
         "bench",
         "train",
         "--platform",
@@ -299,9 +299,9 @@ fn bench_train_compares_the_waiting_and_pipelined_loops() {
         "training.batch_size=2",
         "logging.log_every=2",
     ] {
-        args.extend(["--set", set]);
+        bench.extend(["--set", set]);
     }
-    let compare = [args.clone(), vec!["--compare-loops", "--rounds", "2"]].concat();
+    let compare = args(&[&bench, &["--compare-loops", "--rounds", "2"]]);
     let stdout = succeeded(run(&compare));
     for expected in [
         "round 1: waiting ",
@@ -312,9 +312,9 @@ fn bench_train_compares_the_waiting_and_pipelined_loops() {
     ] {
         assert!(stdout.contains(expected), "{expected} in {stdout}");
     }
-    let stderr = failed(run(&[args.clone(), vec!["--rounds", "2"]].concat()));
+    let stderr = failed(run(&args(&[&bench, &["--rounds", "2"]])));
     assert!(stderr.contains("--compare-loops"), "{stderr}");
-    let stderr = failed(run(&[compare, vec!["--pipeline"]].concat()));
+    let stderr = failed(run(&args(&[&compare, &["--pipeline"]])));
     assert!(
         stderr.contains("--pipeline") && stderr.contains("--compare-loops"),
         "{stderr}"

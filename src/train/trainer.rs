@@ -158,9 +158,6 @@ pub struct Trainer {
     pub(super) last_metrics: Option<StepMetrics>,
     /// Steps launched so far by this trainer (the newest row of the ring is the last).
     launched: u64,
-    /// Whether a step is enqueued only once the one before has finished: on the CPU, when the
-    /// step spans several devices (see [`Trainer::launch`]).
-    serial_steps: bool,
     /// The FP8 bootstrap step (delayed scaling with empty histories), compiled when needed.
     fp8_bootstrap: Option<Program>,
     fp8_bootstrap_pending: bool,
@@ -253,8 +250,6 @@ impl Trainer {
             ring_layout,
             last_metrics: None,
             launched: 0,
-            serial_steps: cfg.runtime.platform == crate::config::Platform::Cpu
-                && engine.mesh.num_devices() > 1,
             engine,
             plan,
             layout,
@@ -406,6 +401,13 @@ impl Trainer {
         })
     }
 
+    /// Whether a step is enqueued only once the one before has finished: on the CPU, when the
+    /// step spans several devices (see [`Trainer::launch`]).
+    fn steps_must_not_overlap(&self) -> bool {
+        self.config.runtime.platform == crate::config::Platform::Cpu
+            && self.engine.mesh.num_devices() > 1
+    }
+
     /// Whether the next step must wait for this one's metrics before it is launched: an FP8
     /// bootstrap step that the metrics may show skipped has to run again.
     pub fn needs_metrics_before_next_step(&self) -> bool {
@@ -424,7 +426,7 @@ impl Trainer {
     /// parts that have none left (seen on 2-core machines: an all-reduce waited 40 s and the
     /// process aborted).
     pub fn launch(&mut self, batch: &HostBatch) -> Result<LaunchedStep, TrainError> {
-        if self.serial_steps {
+        if self.steps_must_not_overlap() {
             for shard in &self.metrics_ring.shards {
                 shard.block_until_ready()?;
             }
@@ -466,10 +468,10 @@ impl Trainer {
         let mut outputs = program.run(inputs)?;
         let launched = Instant::now();
         // Every output is donated (the state and the metrics ring), and the batch is read
-        // from fixed slots (`batch_slots`), so each step uses the same buffers: XLA replays a program's CUDA graphs only while its buffers stay put;
-        // one moved buffer makes it re-record them before the step runs (measured on an H100:
-        // 8 to 12 ms for each step of a 124M student's distillation when its metrics were
-        // outputs of their own).
+        // from fixed slots (`batch_slots`), so each step uses the same buffers: XLA replays a
+        // program's CUDA graphs only while its buffers stay put; one moved buffer makes it
+        // re-record them before the step runs (measured on an H100: 8 to 12 ms for each step
+        // of a 124M student's distillation when its metrics were outputs of their own).
         self.metrics_ring = outputs
             .pop()
             .ok_or_else(|| TrainError::Other("the step returned no metrics ring".into()))?;
