@@ -314,6 +314,8 @@ fn bench_train_compares_the_waiting_and_pipelined_loops() {
     }
     let stderr = failed(run(&args(&[&bench, &["--rounds", "2"]])));
     assert!(stderr.contains("--compare-loops"), "{stderr}");
+    let stderr = failed(run(&args(&[&bench, &["--compare-loops", "--rounds", "0"]])));
+    assert!(stderr.contains("--rounds must be at least 1"), "{stderr}");
     let stderr = failed(run(&args(&[&compare, &["--pipeline"]])));
     assert!(
         stderr.contains("--pipeline") && stderr.contains("--compare-loops"),
